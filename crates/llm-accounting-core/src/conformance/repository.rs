@@ -1,0 +1,233 @@
+//! The [`KeyRepository`] conformance suite.
+
+use chrono::{Duration, SubsecRound, Utc};
+use uuid::Uuid;
+
+use crate::{
+    Error, KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyState, VersionRecord, VersionState,
+};
+
+fn key(identity: KeyIdentity) -> KeyRecord {
+    let now = Utc::now().trunc_subsecs(3);
+    KeyRecord {
+        id: Uuid::new_v4(),
+        identity,
+        state: KeyState::Active,
+        current_version: 1,
+        hint: Some("…abcd".into()),
+        created_at: now,
+        updated_at: now,
+        last_used_at: None,
+    }
+}
+
+fn version(key_id: Uuid, version: u32, tag: u8) -> VersionRecord {
+    VersionRecord {
+        key_id,
+        version,
+        state: VersionState::Current,
+        envelope: vec![tag; 40 + version as usize],
+        provider: "conformance".into(),
+        master_key_ref: format!("mk-{tag}"),
+        hint: Some(format!("…{tag:04}")),
+        created_at: Utc::now().trunc_subsecs(3),
+    }
+}
+
+/// Runs every check against `repo`. Uses service names with a random suffix, so it can run on a
+/// shared database; it deletes what it creates.
+pub async fn run(repo: &dyn KeyRepository) {
+    let tag = Uuid::new_v4().simple().to_string();
+    let service = format!("conf-{}", &tag[..12]);
+    let id = |u: Option<&str>, p: Option<&str>| {
+        KeyIdentity::from_parts(&service, u, p).expect("valid identity")
+    };
+
+    // Create and read back.
+    let none = id(None, None);
+    assert!(repo.find_key(&none).await.expect("find").is_none());
+    assert!(repo.load_current(&none).await.expect("load").is_none());
+    let k = key(none.clone());
+    let v1 = version(k.id, 1, 1);
+    repo.create_key(&k, &v1).await.expect("create");
+    let found = repo.find_key(&none).await.expect("find").expect("exists");
+    assert_eq!(found.id, k.id);
+    assert_eq!(found.identity, none);
+    assert_eq!(found.state, KeyState::Active);
+    assert_eq!(found.current_version, 1);
+    assert_eq!(found.hint, k.hint);
+    assert_eq!(found.created_at, k.created_at, "timestamps round-trip (ms)");
+    let (lk, lv) = repo
+        .load_current(&none)
+        .await
+        .expect("load")
+        .expect("exists");
+    assert_eq!(lk.id, k.id);
+    assert_eq!(lv, v1, "the version row round-trips exactly");
+
+    // Absent user/project cannot be duplicated, and differ from named ones.
+    let dup = key(none.clone());
+    match repo.create_key(&dup, &version(dup.id, 1, 2)).await {
+        Err(Error::Conflict { .. }) => {}
+        other => panic!("a second key for the same identity must conflict, got {other:?}"),
+    }
+    let global = id(Some("global"), None);
+    let gk = key(global.clone());
+    repo.create_key(&gk, &version(gk.id, 1, 3))
+        .await
+        .expect("user `global` is its own identity");
+    let proj_only = id(None, Some("global"));
+    let pk = key(proj_only.clone());
+    repo.create_key(&pk, &version(pk.id, 1, 4))
+        .await
+        .expect("project-only identity");
+    let full = id(Some("alice"), Some("proj"));
+    let fk = key(full.clone());
+    repo.create_key(&fk, &version(fk.id, 1, 5))
+        .await
+        .expect("full identity");
+    let dup_full = key(full.clone());
+    assert!(matches!(
+        repo.create_key(&dup_full, &version(dup_full.id, 1, 6))
+            .await,
+        Err(Error::Conflict { .. })
+    ));
+
+    // Names are literal: SQL metacharacters, Unicode, case.
+    for name in [
+        "o'; DROP TABLE api_keys; --",
+        "%",
+        "_",
+        "Ωμέγα 鍵",
+        "ALICE",
+        "alice\\",
+    ] {
+        let ident = id(Some(name), None);
+        let kk = key(ident.clone());
+        repo.create_key(&kk, &version(kk.id, 1, 7))
+            .await
+            .expect("literal name");
+        let back = repo.find_key(&ident).await.expect("find").expect("exists");
+        assert_eq!(back.identity.user(), Some(name));
+    }
+    assert!(
+        repo.find_key(&id(Some("Alice"), None))
+            .await
+            .expect("find")
+            .is_none(),
+        "names are case-sensitive"
+    );
+
+    // Versions: optimistic concurrency.
+    let v2 = version(k.id, 2, 8);
+    repo.add_version(k.id, 1, &v2).await.expect("add version 2");
+    match repo.add_version(k.id, 1, &version(k.id, 2, 9)).await {
+        Err(Error::Conflict { .. }) => {}
+        other => panic!("a stale expected version must conflict, got {other:?}"),
+    }
+    let (lk, lv) = repo
+        .load_current(&none)
+        .await
+        .expect("load")
+        .expect("exists");
+    assert_eq!(lk.current_version, 2);
+    assert_eq!(lv, v2);
+    assert_eq!(
+        lk.hint, v2.hint,
+        "the key's hint follows its current version"
+    );
+
+    // State.
+    let at = Utc::now().trunc_subsecs(3);
+    assert!(
+        repo.set_state(k.id, KeyState::Disabled, at)
+            .await
+            .expect("disable")
+    );
+    assert_eq!(
+        repo.find_key(&none)
+            .await
+            .expect("find")
+            .expect("exists")
+            .state,
+        KeyState::Disabled
+    );
+    assert!(
+        repo.set_state(k.id, KeyState::Active, at)
+            .await
+            .expect("enable")
+    );
+    assert!(
+        !repo
+            .set_state(Uuid::new_v4(), KeyState::Active, at)
+            .await
+            .expect("missing")
+    );
+
+    // Last used: batch, monotonic, unknown ids ignored.
+    let t1 = Utc::now().trunc_subsecs(3);
+    let t0 = t1 - Duration::seconds(30);
+    repo.record_last_used(&[(k.id, t1), (Uuid::new_v4(), t1), (gk.id, t0)])
+        .await
+        .expect("record last used");
+    repo.record_last_used(&[(k.id, t0)])
+        .await
+        .expect("older time");
+    assert_eq!(
+        repo.find_key(&none)
+            .await
+            .expect("find")
+            .expect("exists")
+            .last_used_at,
+        Some(t1)
+    );
+    assert_eq!(
+        repo.find_key(&global)
+            .await
+            .expect("find")
+            .expect("exists")
+            .last_used_at,
+        Some(t0)
+    );
+
+    // List with filters.
+    let all = repo
+        .list_keys(&KeyFilter {
+            service: Some(service.clone()),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(all.len(), 10, "every key of the service is listed");
+    let alice = repo
+        .list_keys(&KeyFilter {
+            service: Some(service.clone()),
+            user: Some("alice".into()),
+            project: None,
+        })
+        .await
+        .expect("list");
+    assert_eq!(alice.len(), 1);
+    assert_eq!(alice[0].identity, full);
+
+    // Delete removes the key and its versions; the identity can be reused.
+    assert!(repo.delete_key(k.id).await.expect("delete"));
+    assert!(!repo.delete_key(k.id).await.expect("delete again"));
+    assert!(repo.find_key(&none).await.expect("find").is_none());
+    assert!(repo.load_current(&none).await.expect("load").is_none());
+    let again = key(none.clone());
+    repo.create_key(&again, &version(again.id, 1, 10))
+        .await
+        .expect("recreate after delete");
+
+    for k in repo
+        .list_keys(&KeyFilter {
+            service: Some(service.clone()),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+    {
+        repo.delete_key(k.id).await.expect("cleanup");
+    }
+}

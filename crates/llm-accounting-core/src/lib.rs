@@ -1,0 +1,36 @@
+//! Core of llm-accounting: store LLM provider API keys encrypted at rest.
+//!
+//! - [`KmsProvider`]: wraps data keys under a master key (local file, AWS KMS, ...).
+//! - [`KeyRepository`]: stores records and versions (the sea-orm store, or
+//!   [`MemoryKeyRepository`] in tests).
+//! - [`SecureKeyManager`]: envelope encryption (a fresh AES-256-GCM data key per version, the
+//!   [`EncryptionContext`] bound as associated data and as KMS context), a single-flight cache,
+//!   store / get / list / rotate / disable / enable / delete.
+//! - [`Error`]: one error type with typed kinds.
+//!
+//! Most users start from the `llm-accounting` facade crate instead.
+
+mod cache;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+mod context;
+pub mod envelope;
+mod error;
+mod identity;
+mod last_used;
+mod manager;
+mod memory;
+mod provider;
+mod repository;
+mod secret;
+
+pub use cache::CacheOptions;
+pub use context::{EncryptionContext, FORMAT_VERSION};
+pub use envelope::Envelope;
+pub use error::{BoxError, Error, ErrorKind, Result};
+pub use identity::{KeyIdentity, MAX_NAME_CHARS, validate_name};
+pub use manager::{ManagerOptions, SecureKeyManager, SecureKeyManagerBuilder, StoreOutcome};
+pub use memory::MemoryKeyRepository;
+pub use provider::{KmsProvider, WrappedKey};
+pub use repository::{KeyFilter, KeyRecord, KeyRepository, KeyState, VersionRecord, VersionState};
+pub use secret::{ApiKey, DATA_KEY_LEN, DataKey, MAX_API_KEY_BYTES, random_bytes};

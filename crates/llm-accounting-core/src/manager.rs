@@ -1,0 +1,375 @@
+//! `SecureKeyManager`: store, get, list, rotate, disable, enable and delete API keys.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+use std::time::Duration;
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use crate::cache::{CachedKey, KeyCache};
+use crate::last_used::LastUsed;
+use crate::{
+    ApiKey, CacheOptions, EncryptionContext, Envelope, Error, KeyFilter, KeyIdentity, KeyRecord,
+    KeyRepository, KeyState, KmsProvider, Result, VersionRecord, VersionState, envelope,
+};
+
+/// How many times a write that lost an optimistic-concurrency race is tried again.
+const MAX_WRITE_ATTEMPTS: usize = 5;
+
+/// Settings of a [`SecureKeyManager`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagerOptions {
+    /// Cache of decrypted keys.
+    pub cache: CacheOptions,
+    /// `last_used_at` is written at most once per key per this interval (default 60 s).
+    pub last_used_interval: Duration,
+}
+
+impl Default for ManagerOptions {
+    fn default() -> Self {
+        ManagerOptions {
+            cache: CacheOptions::default(),
+            last_used_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What a store or rotate produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOutcome {
+    /// The key's record id.
+    pub key_id: Uuid,
+    /// The version just written (1 for a new key).
+    pub version: u32,
+    /// Whether the identity was new.
+    pub created: bool,
+}
+
+/// Stores and serves API keys: envelope encryption through a [`KmsProvider`], persistence
+/// through a [`KeyRepository`], and a cache of decrypted keys.
+///
+/// Cheap to clone (one `Arc`); clones share the cache.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use llm_accounting_core::*;
+/// # async fn demo(provider: Arc<dyn KmsProvider>) -> Result<()> {
+/// let manager = SecureKeyManager::new(provider, Arc::new(MemoryKeyRepository::new()));
+/// let id = KeyIdentity::new("openai")?.with_user(Some("alice"))?;
+/// manager.store(&id, &ApiKey::new("sk-test-FAKE".into())).await?;
+/// assert_eq!(manager.get(&id).await?.expose_secret(), "sk-test-FAKE");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SecureKeyManager {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    provider: Arc<dyn KmsProvider>,
+    decrypt_only: Vec<Arc<dyn KmsProvider>>,
+    repo: Arc<dyn KeyRepository>,
+    cache: KeyCache,
+    last_used: Arc<LastUsed>,
+}
+
+/// Builds a [`SecureKeyManager`] with non-default settings.
+#[derive(Debug)]
+pub struct SecureKeyManagerBuilder {
+    provider: Arc<dyn KmsProvider>,
+    decrypt_only: Vec<Arc<dyn KmsProvider>>,
+    repo: Arc<dyn KeyRepository>,
+    options: ManagerOptions,
+}
+
+impl SecureKeyManagerBuilder {
+    /// Replaces all settings.
+    pub fn options(mut self, options: ManagerOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Adds a provider used only to unwrap keys it wrapped earlier (during a migration).
+    pub fn decrypt_provider(mut self, provider: Arc<dyn KmsProvider>) -> Self {
+        self.decrypt_only.push(provider);
+        self
+    }
+
+    /// Builds the manager.
+    pub fn build(self) -> SecureKeyManager {
+        SecureKeyManager {
+            inner: Arc::new(Inner {
+                provider: self.provider,
+                decrypt_only: self.decrypt_only,
+                repo: self.repo,
+                cache: KeyCache::new(self.options.cache),
+                last_used: Arc::new(LastUsed::new(self.options.last_used_interval)),
+            }),
+        }
+    }
+}
+
+impl SecureKeyManager {
+    /// A manager with default settings.
+    pub fn new(provider: Arc<dyn KmsProvider>, repo: Arc<dyn KeyRepository>) -> Self {
+        Self::builder(provider, repo).build()
+    }
+
+    /// A builder, for settings other than the defaults.
+    pub fn builder(
+        provider: Arc<dyn KmsProvider>,
+        repo: Arc<dyn KeyRepository>,
+    ) -> SecureKeyManagerBuilder {
+        SecureKeyManagerBuilder {
+            provider,
+            decrypt_only: Vec::new(),
+            repo,
+            options: ManagerOptions::default(),
+        }
+    }
+
+    /// The provider new keys are wrapped with.
+    pub fn provider(&self) -> &Arc<dyn KmsProvider> {
+        &self.inner.provider
+    }
+
+    /// The repository.
+    pub fn repository(&self) -> &Arc<dyn KeyRepository> {
+        &self.inner.repo
+    }
+
+    /// Stores `key` under `identity`: a new key, or a new current version of an existing one
+    /// (the old value stays as the previous version). On any failure nothing changes.
+    pub async fn store(&self, identity: &KeyIdentity, key: &ApiKey) -> Result<StoreOutcome> {
+        self.write_version(identity, key, false).await
+    }
+
+    /// Replaces the value of an existing key with a new version. [`Error::NotFound`] if there
+    /// is no such key.
+    pub async fn rotate(&self, identity: &KeyIdentity, key: &ApiKey) -> Result<StoreOutcome> {
+        self.write_version(identity, key, true).await
+    }
+
+    async fn write_version(
+        &self,
+        identity: &KeyIdentity,
+        key: &ApiKey,
+        must_exist: bool,
+    ) -> Result<StoreOutcome> {
+        key.validate()?;
+        let hint = key.hint();
+        let repo = &self.inner.repo;
+        let mut attempt = 0;
+        let outcome = loop {
+            attempt += 1;
+            let existing = repo.find_key(identity).await?;
+            if must_exist && existing.is_none() {
+                return Err(Error::NotFound {
+                    identity: identity.to_string(),
+                });
+            }
+            let now = Utc::now();
+            let (key_id, version) = match &existing {
+                Some(k) => (k.id, k.current_version + 1),
+                None => (Uuid::new_v4(), 1),
+            };
+            let context = EncryptionContext::new(key_id, identity.clone(), version);
+            let sealed = envelope::seal(self.inner.provider.as_ref(), &context, key).await?;
+            let row = VersionRecord {
+                key_id,
+                version,
+                state: VersionState::Current,
+                envelope: sealed.to_bytes()?,
+                provider: sealed.wrapped.provider.clone(),
+                master_key_ref: sealed.wrapped.master_key_ref.clone(),
+                hint: hint.clone(),
+                created_at: now,
+            };
+            let written = match &existing {
+                Some(k) => repo.add_version(k.id, k.current_version, &row).await,
+                None => {
+                    let record = KeyRecord {
+                        id: key_id,
+                        identity: identity.clone(),
+                        state: KeyState::Active,
+                        current_version: 1,
+                        hint: hint.clone(),
+                        created_at: now,
+                        updated_at: now,
+                        last_used_at: None,
+                    };
+                    repo.create_key(&record, &row).await
+                }
+            };
+            match written {
+                Ok(()) => {
+                    break StoreOutcome {
+                        key_id,
+                        version,
+                        created: existing.is_none(),
+                    };
+                }
+                Err(Error::Conflict { .. }) if attempt < MAX_WRITE_ATTEMPTS => {
+                    tracing::debug!(%identity, attempt, "concurrent write; retrying");
+                    continue;
+                }
+                Err(Error::Conflict { .. }) => {
+                    return Err(Error::Conflict {
+                        identity: identity.to_string(),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        self.inner.cache.invalidate(identity).await;
+        tracing::info!(%identity, version = outcome.version, "stored API key");
+        Ok(outcome)
+    }
+
+    /// The current value of the key. Served from the cache when possible; otherwise read,
+    /// unwrapped and decrypted once however many callers ask at the same time.
+    pub async fn get(&self, identity: &KeyIdentity) -> Result<ApiKey> {
+        let entry = match self.inner.cache.get(identity).await {
+            Some(entry) => entry,
+            None => {
+                self.inner
+                    .cache
+                    .get_or_load(identity, self.load(identity))
+                    .await?
+            }
+        };
+        if self.inner.last_used.note(&entry) {
+            self.inner
+                .last_used
+                .spawn_flush(Arc::clone(&self.inner.repo));
+        }
+        Ok(entry.key.clone())
+    }
+
+    async fn load(&self, identity: &KeyIdentity) -> Result<Arc<CachedKey>> {
+        let (key, version) = self
+            .inner
+            .repo
+            .load_current(identity)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                identity: identity.to_string(),
+            })?;
+        if key.state == KeyState::Disabled {
+            return Err(Error::Disabled {
+                identity: identity.to_string(),
+            });
+        }
+        let api_key = self
+            .open_version(&key, &version)
+            .await
+            .map_err(|e| e.with_identity(identity))?;
+        tracing::debug!(%identity, version = version.version, "loaded API key");
+        Ok(Arc::new(CachedKey {
+            key: api_key,
+            key_id: key.id,
+            last_noted: AtomicI64::new(0),
+        }))
+    }
+
+    /// Decrypts one stored version of `key`, checking that the row, its envelope and the
+    /// requested identity agree.
+    async fn open_version(&self, key: &KeyRecord, version: &VersionRecord) -> Result<ApiKey> {
+        let env = Envelope::from_bytes(&version.envelope)?;
+        if version.key_id != key.id
+            || env.wrapped.provider != version.provider
+            || env.wrapped.master_key_ref != version.master_key_ref
+        {
+            return Err(Error::integrity());
+        }
+        let provider = self.provider_named(&env.wrapped.provider)?;
+        let context = EncryptionContext::new(key.id, key.identity.clone(), version.version);
+        envelope::open(provider.as_ref(), &context, &env).await
+    }
+
+    fn provider_named(&self, name: &str) -> Result<&Arc<dyn KmsProvider>> {
+        std::iter::once(&self.inner.provider)
+            .chain(self.inner.decrypt_only.iter())
+            .find(|p| p.name() == name)
+            .ok_or_else(|| Error::ProviderNotConfigured {
+                provider: name.to_owned(),
+            })
+    }
+
+    /// Keys matching `filter`, with non-secret metadata only.
+    pub async fn list(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>> {
+        self.inner.repo.list_keys(filter).await
+    }
+
+    /// Refuses reads of the key until [`SecureKeyManager::enable`]; evicts it from the cache.
+    pub async fn disable(&self, identity: &KeyIdentity) -> Result<()> {
+        self.set_state(identity, KeyState::Disabled).await
+    }
+
+    /// Makes a disabled key readable again.
+    pub async fn enable(&self, identity: &KeyIdentity) -> Result<()> {
+        self.set_state(identity, KeyState::Active).await
+    }
+
+    async fn set_state(&self, identity: &KeyIdentity, state: KeyState) -> Result<()> {
+        let key = self.require_key(identity).await?;
+        let found = self.inner.repo.set_state(key.id, state, Utc::now()).await?;
+        self.inner.cache.invalidate(identity).await;
+        if !found {
+            return Err(Error::NotFound {
+                identity: identity.to_string(),
+            });
+        }
+        tracing::info!(%identity, %state, "changed API key state");
+        Ok(())
+    }
+
+    /// Deletes the key and every version of it from the store, for good, and evicts it.
+    pub async fn delete(&self, identity: &KeyIdentity) -> Result<()> {
+        let key = self.require_key(identity).await?;
+        let found = self.inner.repo.delete_key(key.id).await?;
+        self.inner.cache.invalidate(identity).await;
+        self.inner.last_used.forget(key.id);
+        if !found {
+            return Err(Error::NotFound {
+                identity: identity.to_string(),
+            });
+        }
+        tracing::info!(%identity, "deleted API key");
+        Ok(())
+    }
+
+    async fn require_key(&self, identity: &KeyIdentity) -> Result<KeyRecord> {
+        self.inner
+            .repo
+            .find_key(identity)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                identity: identity.to_string(),
+            })
+    }
+
+    /// Writes pending `last_used_at` times now.
+    pub async fn flush(&self) -> Result<()> {
+        self.inner.last_used.flush(self.inner.repo.as_ref()).await
+    }
+
+    /// Empties the cache, wiping every decrypted key that no caller still holds.
+    pub async fn clear_cache(&self) {
+        self.inner.cache.clear().await;
+    }
+
+    /// Number of keys in the cache.
+    pub async fn cached_keys(&self) -> u64 {
+        self.inner.cache.len().await
+    }
+
+    /// Flushes pending last-used times and clears the cache. Call before exiting.
+    pub async fn shutdown(&self) -> Result<()> {
+        let flushed = self.flush().await;
+        self.clear_cache().await;
+        flushed
+    }
+}

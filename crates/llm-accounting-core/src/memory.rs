@@ -1,0 +1,183 @@
+//! An in-memory [`KeyRepository`], for unit tests and examples. Nothing survives the process.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::{
+    Error, KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyState, Result, VersionRecord,
+    VersionState,
+};
+
+/// A [`KeyRepository`] in a `Mutex<HashMap>`. Passes the repository conformance suite.
+#[derive(Debug, Default)]
+pub struct MemoryKeyRepository {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    keys: HashMap<Uuid, KeyRecord>,
+    by_identity: HashMap<KeyIdentity, Uuid>,
+    versions: HashMap<(Uuid, u32), VersionRecord>,
+}
+
+impl MemoryKeyRepository {
+    /// An empty repository.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A poisoned lock means a panic in another test thread; the data is still consistent
+        // because every change below is applied only after all checks pass.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every version of a key (for tests).
+    pub fn versions_of(&self, key_id: Uuid) -> Vec<VersionRecord> {
+        let s = self.lock();
+        let mut v: Vec<_> = s
+            .versions
+            .values()
+            .filter(|v| v.key_id == key_id)
+            .cloned()
+            .collect();
+        v.sort_by_key(|v| v.version);
+        v
+    }
+
+    /// Replaces a stored version's envelope (for tamper tests).
+    pub fn overwrite_envelope(&self, key_id: Uuid, version: u32, envelope: Vec<u8>) -> bool {
+        let mut s = self.lock();
+        match s.versions.get_mut(&(key_id, version)) {
+            Some(v) => {
+                v.envelope = envelope;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[async_trait]
+impl KeyRepository for MemoryKeyRepository {
+    async fn load_current(
+        &self,
+        identity: &KeyIdentity,
+    ) -> Result<Option<(KeyRecord, VersionRecord)>> {
+        let s = self.lock();
+        let Some(id) = s.by_identity.get(identity) else {
+            return Ok(None);
+        };
+        let key = s.keys[id].clone();
+        let v = s
+            .versions
+            .get(&(key.id, key.current_version))
+            .cloned()
+            .ok_or_else(Error::integrity)?;
+        Ok(Some((key, v)))
+    }
+
+    async fn find_key(&self, identity: &KeyIdentity) -> Result<Option<KeyRecord>> {
+        let s = self.lock();
+        Ok(s.by_identity.get(identity).map(|id| s.keys[id].clone()))
+    }
+
+    async fn create_key(&self, key: &KeyRecord, first: &VersionRecord) -> Result<()> {
+        let mut s = self.lock();
+        if s.by_identity.contains_key(&key.identity) || s.keys.contains_key(&key.id) {
+            return Err(Error::Conflict {
+                identity: key.identity.to_string(),
+            });
+        }
+        if first.version != 1 || key.current_version != 1 || first.key_id != key.id {
+            return Err(Error::invalid("version", "a new key starts at version 1"));
+        }
+        s.by_identity.insert(key.identity.clone(), key.id);
+        s.keys.insert(key.id, key.clone());
+        s.versions.insert((key.id, 1), first.clone());
+        Ok(())
+    }
+
+    async fn add_version(
+        &self,
+        key_id: Uuid,
+        expected_current: u32,
+        version: &VersionRecord,
+    ) -> Result<()> {
+        let mut s = self.lock();
+        let Some(key) = s.keys.get(&key_id).cloned() else {
+            return Err(Error::NotFound {
+                identity: key_id.to_string(),
+            });
+        };
+        if key.current_version != expected_current
+            || version.version != expected_current + 1
+            || s.versions.contains_key(&(key_id, version.version))
+        {
+            return Err(Error::Conflict {
+                identity: key.identity.to_string(),
+            });
+        }
+        if let Some(old) = s.versions.get_mut(&(key_id, expected_current)) {
+            old.state = VersionState::Previous;
+        }
+        s.versions
+            .insert((key_id, version.version), version.clone());
+        let k = s.keys.get_mut(&key_id).ok_or_else(Error::integrity)?;
+        k.current_version = version.version;
+        k.hint = version.hint.clone();
+        k.updated_at = version.created_at;
+        Ok(())
+    }
+
+    async fn set_state(&self, key_id: Uuid, state: KeyState, at: DateTime<Utc>) -> Result<bool> {
+        let mut s = self.lock();
+        Ok(match s.keys.get_mut(&key_id) {
+            Some(k) => {
+                k.state = state;
+                k.updated_at = at;
+                true
+            }
+            None => false,
+        })
+    }
+
+    async fn delete_key(&self, key_id: Uuid) -> Result<bool> {
+        let mut s = self.lock();
+        let Some(k) = s.keys.remove(&key_id) else {
+            return Ok(false);
+        };
+        s.by_identity.remove(&k.identity);
+        s.versions.retain(|(id, _), _| *id != key_id);
+        Ok(true)
+    }
+
+    async fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>> {
+        let s = self.lock();
+        let mut out: Vec<KeyRecord> = s
+            .keys
+            .values()
+            .filter(|k| filter.matches(&k.identity))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| a.identity.cmp(&b.identity));
+        Ok(out)
+    }
+
+    async fn record_last_used(&self, uses: &[(Uuid, DateTime<Utc>)]) -> Result<()> {
+        let mut s = self.lock();
+        for (id, at) in uses {
+            if let Some(k) = s.keys.get_mut(id)
+                && k.last_used_at.is_none_or(|old| old < *at)
+            {
+                k.last_used_at = Some(*at);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,255 @@
+//! Persistence of key records and versions. No crypto happens here.
+
+use std::fmt::{self, Debug};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::{Error, KeyIdentity, Result};
+
+/// Whether a key may be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KeyState {
+    /// Readable.
+    Active,
+    /// Kept, but refused on read until enabled again.
+    Disabled,
+}
+
+impl KeyState {
+    /// The stored name (`active`, `disabled`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Active => "active",
+            KeyState::Disabled => "disabled",
+        }
+    }
+
+    /// Parses a stored name; anything unknown is a corrupted row.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "active" => Ok(KeyState::Active),
+            "disabled" => Ok(KeyState::Disabled),
+            _ => Err(Error::integrity()),
+        }
+    }
+}
+
+impl fmt::Display for KeyState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The role of one version of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum VersionState {
+    /// The value handed out by `get`.
+    Current,
+    /// Replaced by a newer version, kept for a grace period.
+    Previous,
+    /// No longer readable.
+    Retired,
+}
+
+impl VersionState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionState::Current => "current",
+            VersionState::Previous => "previous",
+            VersionState::Retired => "retired",
+        }
+    }
+
+    /// Parses a stored name; anything unknown is a corrupted row.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "current" => Ok(VersionState::Current),
+            "previous" => Ok(VersionState::Previous),
+            "retired" => Ok(VersionState::Retired),
+            _ => Err(Error::integrity()),
+        }
+    }
+}
+
+/// One stored key (the `api_keys` row): identity, state and non-secret metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// Stable id, made before the insert; part of every version's encryption context.
+    pub id: Uuid,
+    /// Who the key belongs to.
+    pub identity: KeyIdentity,
+    /// Active or disabled.
+    pub state: KeyState,
+    /// The version `get` returns.
+    pub current_version: u32,
+    /// Short non-secret hint of the current value (`…wxyz`), if the key is long enough.
+    pub hint: Option<String>,
+    /// When the key was first stored.
+    pub created_at: DateTime<Utc>,
+    /// When the key was last changed (new version, state).
+    pub updated_at: DateTime<Utc>,
+    /// When the key was last read (updated lazily: see `SecureKeyManager`).
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// One sealed version of a key (the `api_key_versions` row).
+#[derive(Clone, PartialEq, Eq)]
+pub struct VersionRecord {
+    /// The key this version belongs to.
+    pub key_id: Uuid,
+    /// Version number, from 1.
+    pub version: u32,
+    /// Current, previous or retired.
+    pub state: VersionState,
+    /// The encoded [`crate::Envelope`].
+    pub envelope: Vec<u8>,
+    /// Provider that wrapped the data key (also in the envelope; kept here for queries).
+    pub provider: String,
+    /// Master-key reference (also in the envelope; kept here for queries).
+    pub master_key_ref: String,
+    /// Non-secret hint of this version's value.
+    pub hint: Option<String>,
+    /// When this version was stored.
+    pub created_at: DateTime<Utc>,
+}
+
+impl Debug for VersionRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VersionRecord")
+            .field("key_id", &self.key_id)
+            .field("version", &self.version)
+            .field("state", &self.state)
+            .field("envelope_len", &self.envelope.len())
+            .field("provider", &self.provider)
+            .field("master_key_ref", &self.master_key_ref)
+            .field("hint", &self.hint)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+/// Which keys to list. `None` matches anything; `Some` matches exactly.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyFilter {
+    /// Only this service.
+    pub service: Option<String>,
+    /// Only this user.
+    pub user: Option<String>,
+    /// Only this project.
+    pub project: Option<String>,
+}
+
+impl KeyFilter {
+    /// Whether `identity` passes the filter.
+    pub fn matches(&self, identity: &KeyIdentity) -> bool {
+        self.service
+            .as_deref()
+            .is_none_or(|s| s == identity.service())
+            && self
+                .user
+                .as_deref()
+                .is_none_or(|u| Some(u) == identity.user())
+            && self
+                .project
+                .as_deref()
+                .is_none_or(|p| Some(p) == identity.project())
+    }
+}
+
+/// Storage of keys and versions. Implementations hold no secrets and do no crypto; every
+/// multi-row change is atomic.
+#[async_trait]
+pub trait KeyRepository: Send + Sync + Debug {
+    /// The key and its current version, in one read.
+    async fn load_current(
+        &self,
+        identity: &KeyIdentity,
+    ) -> Result<Option<(KeyRecord, VersionRecord)>>;
+
+    /// The key record alone.
+    async fn find_key(&self, identity: &KeyIdentity) -> Result<Option<KeyRecord>>;
+
+    /// Inserts a new key with its first version (which must be version 1, state current).
+    /// [`Error::Conflict`] if the identity already exists.
+    async fn create_key(&self, key: &KeyRecord, first: &VersionRecord) -> Result<()>;
+
+    /// Adds `version` as the new current version of `key_id`, turning the old current version
+    /// into a previous one, if and only if the key's current version is still
+    /// `expected_current` (optimistic concurrency); otherwise [`Error::Conflict`] and nothing
+    /// changes. Updates the key's hint and `updated_at` from the version.
+    async fn add_version(
+        &self,
+        key_id: Uuid,
+        expected_current: u32,
+        version: &VersionRecord,
+    ) -> Result<()>;
+
+    /// Sets the state of a key. Returns whether the key existed.
+    async fn set_state(&self, key_id: Uuid, state: KeyState, at: DateTime<Utc>) -> Result<bool>;
+
+    /// Deletes a key and every version of it for good. Returns whether the key existed.
+    async fn delete_key(&self, key_id: Uuid) -> Result<bool>;
+
+    /// Keys matching the filter, ordered by service, user, project (absent first).
+    async fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>>;
+
+    /// Records last-use times (a batch); keys that no longer exist are ignored. A time older
+    /// than the stored one does not move it back.
+    async fn record_last_used(&self, uses: &[(Uuid, DateTime<Utc>)]) -> Result<()>;
+}
+
+macro_rules! forward_repository {
+    ($ty:ty) => {
+        #[async_trait]
+        impl<T: KeyRepository + ?Sized> KeyRepository for $ty {
+            async fn load_current(
+                &self,
+                identity: &KeyIdentity,
+            ) -> Result<Option<(KeyRecord, VersionRecord)>> {
+                (**self).load_current(identity).await
+            }
+            async fn find_key(&self, identity: &KeyIdentity) -> Result<Option<KeyRecord>> {
+                (**self).find_key(identity).await
+            }
+            async fn create_key(&self, key: &KeyRecord, first: &VersionRecord) -> Result<()> {
+                (**self).create_key(key, first).await
+            }
+            async fn add_version(
+                &self,
+                key_id: Uuid,
+                expected_current: u32,
+                version: &VersionRecord,
+            ) -> Result<()> {
+                (**self)
+                    .add_version(key_id, expected_current, version)
+                    .await
+            }
+            async fn set_state(
+                &self,
+                key_id: Uuid,
+                state: KeyState,
+                at: DateTime<Utc>,
+            ) -> Result<bool> {
+                (**self).set_state(key_id, state, at).await
+            }
+            async fn delete_key(&self, key_id: Uuid) -> Result<bool> {
+                (**self).delete_key(key_id).await
+            }
+            async fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>> {
+                (**self).list_keys(filter).await
+            }
+            async fn record_last_used(&self, uses: &[(Uuid, DateTime<Utc>)]) -> Result<()> {
+                (**self).record_last_used(uses).await
+            }
+        }
+    };
+}
+
+forward_repository!(Arc<T>);
+forward_repository!(Box<T>);
