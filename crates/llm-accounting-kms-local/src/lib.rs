@@ -1,0 +1,145 @@
+//! Local-development KMS provider for llm-accounting: master keys in a file, no network.
+//!
+//! The master key file holds one or more 256-bit master-key versions; the last is the one new
+//! data keys are wrapped with, older ones still unwrap what they wrapped (so a later rewrap can
+//! move keys between them). Data keys are wrapped with AES-256-GCM, with the record's canonical
+//! [`EncryptionContext`] as associated data: a wrong master key or a wrong context gives
+//! [`Error::Integrity`].
+//!
+//! The file is created on first use with mode 0600 (in a 0700 directory), and refused if group
+//! or others can read it. Anyone holding this file and the database can read every stored key:
+//! use a cloud KMS in production.
+//!
+//! ```no_run
+//! # async fn demo() -> llm_accounting_core::Result<()> {
+//! use llm_accounting_kms_local::LocalKmsProvider;
+//! let provider = LocalKmsProvider::open_or_create("/path/to/master.key")?;
+//! # Ok(()) }
+//! ```
+
+mod master_key_file;
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use llm_accounting_core::envelope::{aead_open, aead_seal};
+use llm_accounting_core::{DataKey, EncryptionContext, Error, KmsProvider, Result, WrappedKey};
+
+pub use master_key_file::{MasterKey, MasterKeyFile};
+
+/// The provider name recorded with every key it wraps.
+pub const PROVIDER_NAME: &str = "local";
+
+/// Environment variable naming the master key file.
+pub const MASTER_KEY_FILE_ENV: &str = "LLM_ACCOUNTING_LOCAL_MASTER_KEY_FILE";
+
+const WRAP_DOMAIN: &[u8] = b"llm-accounting/local-wrap/v1";
+const NONCE_LEN: usize = 12;
+
+/// The local provider: AES-256-GCM key wrapping under master keys read from a file.
+#[derive(Debug)]
+pub struct LocalKmsProvider {
+    file: MasterKeyFile,
+}
+
+impl LocalKmsProvider {
+    /// Opens the master key file at `path`, creating it with one fresh master key (mode 0600)
+    /// if it does not exist.
+    pub fn open_or_create(path: impl AsRef<Path>) -> Result<Self> {
+        Ok(LocalKmsProvider {
+            file: MasterKeyFile::open_or_create(path.as_ref())?,
+        })
+    }
+
+    /// Opens an existing master key file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Ok(LocalKmsProvider {
+            file: MasterKeyFile::open(path.as_ref())?,
+        })
+    }
+
+    /// Opens (or creates) the file named by `LLM_ACCOUNTING_LOCAL_MASTER_KEY_FILE`.
+    pub fn from_env() -> Result<Self> {
+        let path = std::env::var_os(MASTER_KEY_FILE_ENV).ok_or_else(|| {
+            Error::config(format!(
+                "{MASTER_KEY_FILE_ENV} is not set; set it to the path of the master key file"
+            ))
+        })?;
+        Self::open_or_create(PathBuf::from(path))
+    }
+
+    /// Adds a new master-key version to the file at `path` and makes it the one new keys are
+    /// wrapped with. Returns its reference. Keys wrapped earlier stay readable.
+    pub fn add_master_key_version(path: impl AsRef<Path>) -> Result<String> {
+        MasterKeyFile::add_version(path.as_ref())
+    }
+
+    /// The file the keys were read from.
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    /// References of every master-key version in the file, oldest first.
+    pub fn master_key_refs(&self) -> Vec<String> {
+        self.file
+            .keys()
+            .iter()
+            .map(|k| k.reference().to_owned())
+            .collect()
+    }
+}
+
+fn aad(context: &EncryptionContext) -> Vec<u8> {
+    let mut aad = WRAP_DOMAIN.to_vec();
+    aad.extend_from_slice(&context.canonical_bytes());
+    aad
+}
+
+#[async_trait]
+impl KmsProvider for LocalKmsProvider {
+    fn name(&self) -> &str {
+        PROVIDER_NAME
+    }
+
+    fn master_key_ref(&self) -> String {
+        self.file.primary().reference().to_owned()
+    }
+
+    async fn wrap_key(&self, key: &DataKey, context: &EncryptionContext) -> Result<WrappedKey> {
+        let master = self.file.primary();
+        let (nonce, ct) = aead_seal(master.expose_secret(), &aad(context), key.expose_secret())?;
+        let mut ciphertext = Vec::with_capacity(NONCE_LEN + ct.len());
+        ciphertext.extend_from_slice(&nonce);
+        ciphertext.extend_from_slice(&ct);
+        Ok(WrappedKey {
+            provider: PROVIDER_NAME.to_owned(),
+            master_key_ref: master.reference().to_owned(),
+            ciphertext,
+        })
+    }
+
+    async fn unwrap_key(
+        &self,
+        wrapped: &WrappedKey,
+        context: &EncryptionContext,
+    ) -> Result<DataKey> {
+        if wrapped.provider != PROVIDER_NAME || wrapped.ciphertext.len() < NONCE_LEN {
+            return Err(Error::integrity());
+        }
+        let Some(master) = self.file.find(&wrapped.master_key_ref) else {
+            // Opaque to the caller (wrong key = integrity failure), but say why in the log: the
+            // usual cause is pointing at another master key file.
+            tracing::warn!(
+                master_key = %wrapped.master_key_ref,
+                file = %self.file.path().display(),
+                "the key was wrapped under a master key that is not in this master key file"
+            );
+            return Err(Error::integrity());
+        };
+        let (nonce, ct) = wrapped.ciphertext.split_at(NONCE_LEN);
+        let mut n = [0u8; NONCE_LEN];
+        n.copy_from_slice(nonce);
+        let plain = aead_open(master.expose_secret(), &n, &aad(context), ct)?;
+        DataKey::from_zeroizing(plain)
+    }
+}
