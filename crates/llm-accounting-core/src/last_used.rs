@@ -6,21 +6,23 @@
 //! `last_used_at` is exact to within `interval`, and a busy key costs one write per interval.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::cache::CachedKey;
+use crate::cache::Hit;
 use crate::{KeyRepository, Result};
 
 #[derive(Debug)]
 pub(crate) struct LastUsed {
     interval_secs: i64,
     pending: Mutex<HashMap<Uuid, DateTime<Utc>>>,
-    flushing: AtomicBool,
+    /// Held while a batch is being written, so that an explicit flush (and so `shutdown`)
+    /// waits for a background flush in flight instead of returning before it has landed.
+    flushing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl LastUsed {
@@ -28,7 +30,7 @@ impl LastUsed {
         LastUsed {
             interval_secs: i64::try_from(interval.as_secs()).unwrap_or(i64::MAX),
             pending: Mutex::new(HashMap::new()),
-            flushing: AtomicBool::new(false),
+            flushing: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -36,12 +38,13 @@ impl LastUsed {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Notes a use of `entry`; returns whether something new is pending.
-    pub(crate) fn note(&self, entry: &CachedKey) -> bool {
-        let now = Utc::now();
-        let secs = now.timestamp();
+    /// Notes a use of a cached key; returns whether something new is pending. Reads the
+    /// wall clock only when the use is noted, at most once per interval per key.
+    pub(crate) fn note(&self, hit: &Hit) -> bool {
+        let entry = &hit.entry;
+        let secs = i64::try_from(hit.now_ms / 1000).unwrap_or(i64::MAX);
         let last = entry.last_noted.load(Ordering::Relaxed);
-        if secs.saturating_sub(last) < self.interval_secs && last != 0 {
+        if last != i64::MIN && secs.saturating_sub(last) < self.interval_secs {
             return false;
         }
         if entry
@@ -51,7 +54,7 @@ impl LastUsed {
         {
             return false;
         }
-        self.pending().insert(entry.key_id, now);
+        self.pending().insert(entry.key_id, Utc::now());
         true
     }
 
@@ -60,8 +63,14 @@ impl LastUsed {
         self.pending().remove(&key_id);
     }
 
-    /// Writes everything pending in one batch. On failure the batch is put back.
+    /// Writes everything pending in one batch, after any flush in flight has finished. On
+    /// failure the batch is put back.
     pub(crate) async fn flush(&self, repo: &dyn KeyRepository) -> Result<()> {
+        let _writing = self.flushing.lock().await;
+        self.write_pending(repo).await
+    }
+
+    async fn write_pending(&self, repo: &dyn KeyRepository) -> Result<()> {
         let batch: Vec<(Uuid, DateTime<Utc>)> = self.pending().drain().collect();
         if batch.is_empty() {
             return Ok(());
@@ -82,20 +91,19 @@ impl LastUsed {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        if self.flushing.swap(true, Ordering::AcqRel) {
+        let Ok(writing) = Arc::clone(&self.flushing).try_lock_owned() else {
             return;
-        }
+        };
         let this = Arc::clone(self);
         handle.spawn(async move {
+            let _writing = writing;
             loop {
-                let res = this.flush(repo.as_ref()).await;
-                this.flushing.store(false, Ordering::Release);
-                if let Err(e) = res {
+                if let Err(e) = this.write_pending(repo.as_ref()).await {
                     // Kept pending; the next noted use or explicit flush tries again.
                     tracing::warn!(error = %e, "could not record last-used times");
                     break;
                 }
-                if this.pending().is_empty() || this.flushing.swap(true, Ordering::AcqRel) {
+                if this.pending().is_empty() {
                     break;
                 }
             }

@@ -1,13 +1,12 @@
 //! `SecureKeyManager`: store, get, list, rotate, disable, enable and delete API keys.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use chrono::Utc;
 use uuid::Uuid;
 
-use crate::cache::{CachedKey, KeyCache};
+use crate::cache::{KeyCache, Loaded};
 use crate::last_used::LastUsed;
 use crate::{
     ApiKey, CacheOptions, EncryptionContext, Envelope, Error, KeyFilter, KeyIdentity, KeyRecord,
@@ -223,7 +222,7 @@ impl SecureKeyManager {
                 Err(e) => return Err(e),
             }
         };
-        self.inner.cache.invalidate(identity).await;
+        self.inner.cache.invalidate(identity);
         tracing::info!(%identity, version = outcome.version, "stored API key");
         Ok(outcome)
     }
@@ -231,8 +230,8 @@ impl SecureKeyManager {
     /// The current value of the key. Served from the cache when possible; otherwise read,
     /// unwrapped and decrypted once however many callers ask at the same time.
     pub async fn get(&self, identity: &KeyIdentity) -> Result<ApiKey> {
-        let entry = match self.inner.cache.get(identity).await {
-            Some(entry) => entry,
+        let hit = match self.inner.cache.get(identity) {
+            Some(hit) => hit,
             None => {
                 self.inner
                     .cache
@@ -240,15 +239,15 @@ impl SecureKeyManager {
                     .await?
             }
         };
-        if self.inner.last_used.note(&entry) {
+        if self.inner.last_used.note(&hit) {
             self.inner
                 .last_used
                 .spawn_flush(Arc::clone(&self.inner.repo));
         }
-        Ok(entry.key.clone())
+        Ok(hit.entry.key.clone())
     }
 
-    async fn load(&self, identity: &KeyIdentity) -> Result<Arc<CachedKey>> {
+    async fn load(&self, identity: &KeyIdentity) -> Result<Loaded> {
         let (key, version) = self
             .inner
             .repo
@@ -267,11 +266,10 @@ impl SecureKeyManager {
             .await
             .map_err(|e| e.with_identity(identity))?;
         tracing::debug!(%identity, version = version.version, "loaded API key");
-        Ok(Arc::new(CachedKey {
+        Ok(Loaded {
             key: api_key,
             key_id: key.id,
-            last_noted: AtomicI64::new(0),
-        }))
+        })
     }
 
     /// Decrypts one stored version of `key`, checking that the row, its envelope and the
@@ -316,7 +314,7 @@ impl SecureKeyManager {
     async fn set_state(&self, identity: &KeyIdentity, state: KeyState) -> Result<()> {
         let key = self.require_key(identity).await?;
         let found = self.inner.repo.set_state(key.id, state, Utc::now()).await?;
-        self.inner.cache.invalidate(identity).await;
+        self.inner.cache.invalidate(identity);
         if !found {
             return Err(Error::NotFound {
                 identity: identity.to_string(),
@@ -330,7 +328,7 @@ impl SecureKeyManager {
     pub async fn delete(&self, identity: &KeyIdentity) -> Result<()> {
         let key = self.require_key(identity).await?;
         let found = self.inner.repo.delete_key(key.id).await?;
-        self.inner.cache.invalidate(identity).await;
+        self.inner.cache.invalidate(identity);
         self.inner.last_used.forget(key.id);
         if !found {
             return Err(Error::NotFound {
@@ -358,12 +356,12 @@ impl SecureKeyManager {
 
     /// Empties the cache, wiping every decrypted key that no caller still holds.
     pub async fn clear_cache(&self) {
-        self.inner.cache.clear().await;
+        self.inner.cache.clear();
     }
 
     /// Number of keys in the cache.
     pub async fn cached_keys(&self) -> u64 {
-        self.inner.cache.len().await
+        self.inner.cache.len()
     }
 
     /// Flushes pending last-used times and clears the cache. Call before exiting.

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretBox, SecretString};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::{Error, Result};
 
@@ -20,9 +20,19 @@ pub const MAX_API_KEY_BYTES: usize = 16 * 1024;
 pub struct ApiKey(Arc<SecretString>);
 
 impl ApiKey {
-    /// Wraps a key, taking ownership of the string (no copy is made).
-    pub fn new(key: String) -> Self {
-        ApiKey(Arc::new(SecretString::from(key)))
+    /// Wraps a key, taking ownership of the string. A string with spare capacity is copied
+    /// into an exact-size allocation and the original is wiped, so that no shrinking
+    /// reallocation leaves an unwiped copy behind.
+    pub fn new(mut key: String) -> Self {
+        let exact = if key.capacity() == key.len() {
+            key
+        } else {
+            let mut exact = String::with_capacity(key.len());
+            exact.push_str(&key);
+            key.zeroize();
+            exact
+        };
+        ApiKey(Arc::new(SecretString::from(exact)))
     }
 
     /// The key's text. The one accessor: grep for it to audit where secrets are used.
