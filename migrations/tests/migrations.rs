@@ -1,0 +1,130 @@
+//! Runs every migration up, down and up again on a temporary SQLite file.
+
+use llm_accounting_migration::Migrator;
+use sea_orm_migration::sea_orm::{
+    ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
+};
+use sea_orm_migration::{MigratorTrait, SchemaManager};
+
+const TABLES: [&str; 2] = ["api_keys", "api_key_versions"];
+
+async fn tables_present(db: &DatabaseConnection) -> Vec<bool> {
+    let manager = SchemaManager::new(db);
+    let mut present = Vec::new();
+    for table in TABLES {
+        present.push(manager.has_table(table).await.expect("has_table"));
+    }
+    present
+}
+
+#[tokio::test]
+async fn up_down_up_on_sqlite_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("m.db").display());
+    let db = Database::connect(&url).await.expect("connect");
+
+    assert_eq!(tables_present(&db).await, [false, false]);
+    Migrator::up(&db, None).await.expect("up");
+    assert_eq!(tables_present(&db).await, [true, true]);
+    assert!(
+        Migrator::get_pending_migrations(&db)
+            .await
+            .expect("pending")
+            .is_empty()
+    );
+    assert_eq!(
+        Migrator::get_applied_migrations(&db)
+            .await
+            .expect("applied")
+            .len(),
+        2
+    );
+
+    let manager = SchemaManager::new(&db);
+    for (table, index) in [
+        ("api_keys", "idx_api_keys_scope_key"),
+        ("api_keys", "idx_api_keys_service"),
+        (
+            "api_key_versions",
+            "idx_api_key_versions_provider_master_key_ref",
+        ),
+    ] {
+        assert!(
+            manager.has_index(table, index).await.expect("has_index"),
+            "{index}"
+        );
+    }
+
+    // Up again is a no-op.
+    Migrator::up(&db, None).await.expect("up is idempotent");
+
+    Migrator::down(&db, None).await.expect("down");
+    assert_eq!(tables_present(&db).await, [false, false]);
+    assert_eq!(
+        Migrator::get_applied_migrations(&db)
+            .await
+            .expect("applied")
+            .len(),
+        0
+    );
+
+    Migrator::up(&db, None).await.expect("up again");
+    assert_eq!(tables_present(&db).await, [true, true]);
+
+    // One step down removes only the newest table.
+    Migrator::down(&db, Some(1)).await.expect("one step down");
+    assert_eq!(tables_present(&db).await, [true, false]);
+    Migrator::up(&db, None).await.expect("up after one step");
+    assert_eq!(tables_present(&db).await, [true, true]);
+}
+
+#[tokio::test]
+async fn scope_key_is_unique_and_versions_cascade() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("m.db").display());
+    let db = Database::connect(&url).await.expect("connect");
+    Migrator::up(&db, None).await.expect("up");
+    db.execute_unprepared("PRAGMA foreign_keys = ON")
+        .await
+        .expect("fk on");
+
+    let insert_key = |id: &str| {
+        Statement::from_string(
+            DbBackend::Sqlite,
+            format!(
+                "INSERT INTO api_keys (id, scope_key, service, user_id, project, state, \
+                 current_version, hint, created_at, updated_at, last_used_at) VALUES \
+                 ('{id}', 'scope', 'openai', NULL, NULL, 'active', 1, NULL, \
+                 '2026-01-01T00:00:00+00:00', '2026-01-01T00:00:00+00:00', NULL)"
+            ),
+        )
+    };
+    db.execute_raw(insert_key("a")).await.expect("first key");
+    assert!(
+        db.execute_raw(insert_key("b")).await.is_err(),
+        "a second row with the same scope_key must be refused, even with NULL user/project"
+    );
+    db.execute_unprepared(
+        "INSERT INTO api_key_versions (key_id, version, state, envelope, provider, \
+         master_key_ref, hint, created_at) VALUES ('a', 1, 'current', x'00', 'local', 'mk', \
+         NULL, '2026-01-01T00:00:00+00:00')",
+    )
+    .await
+    .expect("version");
+    db.execute_unprepared("DELETE FROM api_keys WHERE id = 'a'")
+        .await
+        .expect("delete key");
+    let left = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "SELECT COUNT(*) AS n FROM api_key_versions",
+        ))
+        .await
+        .expect("count")
+        .expect("row");
+    assert_eq!(
+        left.try_get::<i64>("", "n").expect("n"),
+        0,
+        "versions cascade"
+    );
+}
