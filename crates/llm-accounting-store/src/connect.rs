@@ -1,0 +1,193 @@
+//! Opening a database from a URL.
+
+use std::time::Duration;
+
+use llm_accounting_core::{Error, Result};
+use sea_orm::DatabaseConnection;
+
+/// How to open the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Largest number of pooled connections (default 8). In-memory SQLite always uses one:
+    /// every connection would otherwise see its own empty database.
+    pub max_connections: u32,
+    /// How long to wait for a connection, when opening and when taking one from the pool
+    /// (default 10 s).
+    pub connect_timeout: Duration,
+    /// How long SQLite waits for a lock held by another connection or process before it
+    /// reports the database as busy (default 5 s).
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_connections: 8,
+            connect_timeout: Duration::from_secs(10),
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The database kinds a URL can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+fn scheme(url: &str) -> Result<Scheme> {
+    let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("sqlite") => Ok(Scheme::Sqlite),
+        Some("postgres" | "postgresql") => Ok(Scheme::Postgres),
+        Some("mysql" | "mariadb") => Ok(Scheme::MySql),
+        // Never echo the URL: it may hold a password.
+        Some(other) => Err(Error::config(format!(
+            "unsupported database URL scheme `{other}:` (expected sqlite:, postgres: or mysql:)"
+        ))),
+        None => Err(Error::config(
+            "the database URL has no scheme (expected sqlite:, postgres: or mysql:)",
+        )),
+    }
+}
+
+/// Opens a pool for `url`. Migrations are applied by the caller.
+pub(crate) async fn open(url: &str, options: &StoreOptions) -> Result<DatabaseConnection> {
+    match scheme(url)? {
+        #[cfg(feature = "sqlite")]
+        Scheme::Sqlite => sqlite::open(url, options).await,
+        #[cfg(not(feature = "sqlite"))]
+        Scheme::Sqlite => {
+            let _ = options;
+            Err(Error::config(
+                "this build of llm-accounting was built without feature sqlite",
+            ))
+        }
+        Scheme::Postgres => Err(Error::config(
+            "this build of llm-accounting was built without feature postgres",
+        )),
+        Scheme::MySql => Err(Error::config(
+            "this build of llm-accounting was built without feature mysql",
+        )),
+    }
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use std::str::FromStr;
+    use std::sync::Arc;
+
+    use llm_accounting_core::{Error, Result};
+    use sea_orm::sqlx::sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+    };
+    use sea_orm::{DatabaseConnection, SqlxSqliteConnector};
+
+    use super::StoreOptions;
+
+    /// Opens a SQLite pool: file created if missing, WAL, `synchronous=NORMAL`, busy timeout,
+    /// foreign keys on.
+    pub(super) async fn open(url: &str, options: &StoreOptions) -> Result<DatabaseConnection> {
+        let in_memory = is_in_memory(url);
+        let mut connect = SqliteConnectOptions::from_str(url).map_err(|e| Error::Config {
+            message: "invalid SQLite database URL".into(),
+            source: Some(Arc::new(e)),
+        })?;
+        connect = connect
+            .create_if_missing(true)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(options.busy_timeout)
+            .foreign_keys(true);
+        if !in_memory {
+            connect = connect.journal_mode(SqliteJournalMode::Wal);
+            create_private(connect.get_filename())?;
+        }
+        // No ping before handing out a pooled connection: for SQLite it is a round trip to the
+        // connection's worker thread on every query, and a broken file surfaces on the query.
+        let mut pool = SqlitePoolOptions::new()
+            .acquire_timeout(options.connect_timeout)
+            .test_before_acquire(false);
+        pool = if in_memory {
+            // One connection that never closes: the database lives as long as it does.
+            pool.max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            pool.max_connections(options.max_connections.max(1))
+        };
+        let pool = pool
+            .connect_with(connect)
+            .await
+            .map_err(|e| crate::error::from_sqlx("connect", e))?;
+        Ok(SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
+    }
+
+    /// Creates the database file, if missing, readable by its owner only (0600 on Unix).
+    /// SQLite gives its `-wal` and `-shm` files the same permissions as the database file, so
+    /// the ciphertexts never sit in a world-readable file whatever the umask.
+    fn create_private(path: &std::path::Path) -> Result<()> {
+        let mut open = std::fs::OpenOptions::new();
+        open.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            open.mode(0o600);
+        }
+        match open.open(path) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            // A missing directory and the like: let SQLite report it with its own words.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::Io {
+                operation: "creating the database file",
+                path: path.display().to_string(),
+                source: Arc::new(e),
+            }),
+        }
+    }
+
+    /// Whether the URL names an in-memory database (`sqlite::memory:`, `mode=memory`).
+    fn is_in_memory(url: &str) -> bool {
+        let rest = url.strip_prefix("sqlite:").unwrap_or(url);
+        let rest = rest.trim_start_matches("//");
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        path.is_empty()
+            || path == ":memory:"
+            || query
+                .split('&')
+                .any(|kv| kv.eq_ignore_ascii_case("mode=memory"))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn in_memory_urls() {
+            assert!(super::is_in_memory("sqlite::memory:"));
+            assert!(super::is_in_memory("sqlite://:memory:"));
+            assert!(super::is_in_memory(
+                "sqlite://file.db?mode=memory&cache=shared"
+            ));
+            assert!(!super::is_in_memory("sqlite://file.db?mode=rwc"));
+            assert!(!super::is_in_memory("sqlite:///tmp/x.db"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemes() {
+        assert_eq!(scheme("sqlite::memory:").ok(), Some(Scheme::Sqlite));
+        assert_eq!(scheme("postgres://u:p@h/db").ok(), Some(Scheme::Postgres));
+        assert_eq!(scheme("postgresql://h/db").ok(), Some(Scheme::Postgres));
+        assert_eq!(scheme("mysql://h/db").ok(), Some(Scheme::MySql));
+        let err = scheme("oracle://user:secret@h/db").expect_err("unsupported");
+        assert!(!err.to_string().contains("secret"));
+        assert!(scheme("nothing").is_err());
+    }
+}

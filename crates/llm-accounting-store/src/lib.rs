@@ -1,0 +1,37 @@
+//! The sea-orm key repository of llm-accounting.
+//!
+//! [`SeaOrmKeyRepository`] implements [`llm_accounting_core::KeyRepository`] over a relational
+//! database: SQLite now (feature `sqlite`, on by default, bundled library); PostgreSQL and
+//! MySQL/MariaDB are planned. Opening a repository applies the migrations of
+//! `llm-accounting-migration`. Records hold no secret in clear: the version rows carry sealed
+//! envelopes only.
+//!
+//! ```no_run
+//! use llm_accounting_core::{KeyIdentity, KeyRepository};
+//! use llm_accounting_store::{SeaOrmKeyRepository, StoreOptions};
+//!
+//! # async fn example() -> llm_accounting_core::Result<()> {
+//! let repo =
+//!     SeaOrmKeyRepository::connect("sqlite:///var/lib/app/keys.db", &StoreOptions::default())
+//!         .await?;
+//! let identity = KeyIdentity::from_parts("openai", Some("alice"), None)?;
+//! if let Some(key) = repo.find_key(&identity).await? {
+//!     println!("{} is at version {}", key.identity, key.current_version);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Errors follow the core's kinds: an unreachable, busy or locked database is
+//! [`Error::DatabaseUnavailable`](llm_accounting_core::Error::DatabaseUnavailable) (retryable),
+//! a duplicate identity is [`Error::Conflict`](llm_accounting_core::Error::Conflict), a row that
+//! cannot be decoded is [`Error::Integrity`](llm_accounting_core::Error::Integrity), and other
+//! database failures are [`Error::Database`](llm_accounting_core::Error::Database).
+
+mod connect;
+mod entity;
+mod error;
+mod repository;
+
+pub use connect::StoreOptions;
+pub use repository::SeaOrmKeyRepository;

@@ -1,0 +1,446 @@
+//! [`SeaOrmKeyRepository`]: the [`KeyRepository`] over sea-orm.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use llm_accounting_core::{
+    Error, KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyState, Result, VersionRecord,
+    VersionState,
+};
+use llm_accounting_migration::{Migrator, MigratorTrait};
+use sea_orm::sea_query::{Condition, Expr, ExprTrait};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr,
+    EntityTrait, FromQueryResult, JoinType, QueryFilter, QuerySelect, QueryTrait, RelationTrait,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+};
+use uuid::Uuid;
+
+use crate::connect::{self, StoreOptions};
+use crate::entity::{api_key, api_key_version};
+use crate::error::{from_db, is_unique_violation};
+
+/// A [`KeyRepository`] stored in a relational database through sea-orm.
+///
+/// Tables are `api_keys` and `api_key_versions` (see `llm-accounting-migration`); opening a
+/// repository applies pending migrations. Every multi-row change runs in one transaction.
+/// Cloning is cheap: clones share the connection pool.
+#[derive(Clone)]
+pub struct SeaOrmKeyRepository {
+    db: DatabaseConnection,
+    /// The hot read (`load_current`), rendered once for this backend: building it with the
+    /// query builder on every cache miss cost more than running it.
+    load_current_sql: Arc<str>,
+}
+
+impl fmt::Debug for SeaOrmKeyRepository {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Only the backend kind: the URL may carry a password.
+        f.debug_struct("SeaOrmKeyRepository")
+            .field(
+                "backend",
+                &self.db.get_database_backend().as_str().to_ascii_lowercase(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl SeaOrmKeyRepository {
+    /// Opens the database at `url` and applies pending migrations.
+    ///
+    /// `sqlite://PATH` creates the file if it is missing and uses WAL journaling,
+    /// `synchronous=NORMAL`, the busy timeout of `options` and foreign keys;
+    /// `sqlite::memory:` opens a private in-memory database (one connection).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a malformed URL or a database whose Cargo feature is not compiled
+    /// in ("built without feature postgres"); [`Error::DatabaseUnavailable`] when the database
+    /// cannot be opened or reached; [`Error::Database`] when a migration fails.
+    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self> {
+        let db = connect::open(url, options).await?;
+        Self::from_connection(db).await
+    }
+
+    /// Wraps an open connection and applies pending migrations.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DatabaseUnavailable`] or [`Error::Database`] when a migration fails.
+    pub async fn from_connection(db: DatabaseConnection) -> Result<Self> {
+        Migrator::up(&db, None)
+            .await
+            .map_err(|e| from_db("migrate", e))?;
+        let load_current_sql = load_current_query("")
+            .build(db.get_database_backend())
+            .sql
+            .into();
+        Ok(SeaOrmKeyRepository {
+            db,
+            load_current_sql,
+        })
+    }
+
+    /// The underlying connection pool.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Begins a transaction that writes. On SQLite it is `BEGIN IMMEDIATE`, which takes the
+    /// write lock at once (waiting up to the busy timeout) instead of failing later when a
+    /// read lock cannot be upgraded.
+    async fn begin_write(&self, operation: &'static str) -> Result<DatabaseTransaction> {
+        self.db
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..TransactionOptions::default()
+            })
+            .await
+            .map_err(|e| from_db(operation, e))
+    }
+
+    async fn find_key_row(&self, identity: &KeyIdentity) -> Result<Option<api_key::Model>> {
+        api_key::Entity::find()
+            .filter(api_key::Column::ScopeKey.eq(identity.scope_key()))
+            .one(&self.db)
+            .await
+            .map_err(|e| from_db("find key", e))
+    }
+}
+
+/// `api_keys` LEFT JOIN its current version, for one scope key.
+fn load_current_query(
+    scope_key: &str,
+) -> sea_orm::SelectTwo<api_key::Entity, api_key_version::Entity> {
+    let join = api_key::Relation::Versions
+        .def()
+        .on_condition(|keys, versions| {
+            Condition::all().add(
+                Expr::col((versions, api_key_version::Column::Version))
+                    .equals((keys, api_key::Column::CurrentVersion)),
+            )
+        });
+    api_key::Entity::find()
+        .filter(api_key::Column::ScopeKey.eq(scope_key))
+        .join(JoinType::LeftJoin, join)
+        .select_also(api_key_version::Entity)
+}
+
+async fn commit(txn: DatabaseTransaction, operation: &'static str) -> Result<()> {
+    txn.commit().await.map_err(|e| from_db(operation, e))
+}
+
+fn uuid_text(id: Uuid) -> String {
+    id.as_hyphenated().to_string()
+}
+
+fn version_i32(version: u32) -> Result<i32> {
+    i32::try_from(version).map_err(|_| Error::invalid("version", "it is too large"))
+}
+
+/// Converts a key row; anything unparseable is a corrupted row.
+fn key_record(row: api_key::Model) -> Result<KeyRecord> {
+    let identity =
+        KeyIdentity::from_parts(&row.service, row.user_id.as_deref(), row.project.as_deref())
+            .map_err(|_| Error::integrity())?;
+    if identity.scope_key() != row.scope_key {
+        return Err(Error::integrity());
+    }
+    Ok(KeyRecord {
+        id: Uuid::parse_str(&row.id).map_err(|_| Error::integrity())?,
+        identity,
+        state: KeyState::parse(&row.state)?,
+        current_version: u32::try_from(row.current_version).map_err(|_| Error::integrity())?,
+        hint: row.hint,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        last_used_at: row.last_used_at,
+    })
+}
+
+/// Converts a version row; anything unparseable is a corrupted row.
+fn version_record(row: api_key_version::Model) -> Result<VersionRecord> {
+    Ok(VersionRecord {
+        key_id: Uuid::parse_str(&row.key_id).map_err(|_| Error::integrity())?,
+        version: u32::try_from(row.version).map_err(|_| Error::integrity())?,
+        state: VersionState::parse(&row.state)?,
+        envelope: row.envelope,
+        provider: row.provider,
+        master_key_ref: row.master_key_ref,
+        hint: row.hint,
+        created_at: row.created_at,
+    })
+}
+
+/// A key row found by scope key must hold exactly the identity asked for (a hash collision or
+/// an edited row would otherwise hand out another identity's key).
+fn check_identity(record: &KeyRecord, identity: &KeyIdentity) -> Result<()> {
+    if &record.identity == identity {
+        Ok(())
+    } else {
+        Err(Error::integrity())
+    }
+}
+
+fn version_active_model(version: &VersionRecord) -> Result<api_key_version::ActiveModel> {
+    Ok(api_key_version::ActiveModel {
+        key_id: Set(uuid_text(version.key_id)),
+        version: Set(version_i32(version.version)?),
+        state: Set(version.state.as_str().to_owned()),
+        envelope: Set(version.envelope.clone()),
+        provider: Set(version.provider.clone()),
+        master_key_ref: Set(version.master_key_ref.clone()),
+        hint: Set(version.hint.clone()),
+        created_at: Set(version.created_at),
+    })
+}
+
+#[async_trait]
+impl KeyRepository for SeaOrmKeyRepository {
+    async fn load_current(
+        &self,
+        identity: &KeyIdentity,
+    ) -> Result<Option<(KeyRecord, VersionRecord)>> {
+        // One statement: api_keys JOIN api_key_versions ON key_id = id AND version =
+        // current_version, prepared once per connection.
+        let row = self
+            .db
+            .query_one_raw(Statement::from_sql_and_values(
+                self.db.get_database_backend(),
+                self.load_current_sql.as_ref(),
+                [identity.scope_key().into()],
+            ))
+            .await
+            .map_err(|e| from_db("load key", e))?;
+        let row = match row {
+            None => None,
+            // The column prefixes of `select_also`.
+            Some(row) => Some((
+                api_key::Model::from_query_result(&row, "A_")
+                    .map_err(|e| from_db("load key", e))?,
+                api_key_version::Model::from_query_result_optional(&row, "B_")
+                    .map_err(|e| from_db("load key", e))?,
+            )),
+        };
+        let Some((key, version)) = row else {
+            return Ok(None);
+        };
+        let key = key_record(key)?;
+        check_identity(&key, identity)?;
+        // A key without its current version is a damaged store, not an absent key.
+        let version = version_record(version.ok_or_else(Error::integrity)?)?;
+        if version.key_id != key.id || version.version != key.current_version {
+            return Err(Error::integrity());
+        }
+        Ok(Some((key, version)))
+    }
+
+    async fn find_key(&self, identity: &KeyIdentity) -> Result<Option<KeyRecord>> {
+        let Some(row) = self.find_key_row(identity).await? else {
+            return Ok(None);
+        };
+        let key = key_record(row)?;
+        check_identity(&key, identity)?;
+        Ok(Some(key))
+    }
+
+    async fn create_key(&self, key: &KeyRecord, first: &VersionRecord) -> Result<()> {
+        if first.version != 1 || key.current_version != 1 || first.key_id != key.id {
+            return Err(Error::invalid("version", "a new key starts at version 1"));
+        }
+        if first.state != VersionState::Current {
+            return Err(Error::invalid(
+                "version",
+                "the first version of a key must be current",
+            ));
+        }
+        let conflict_or = |e: DbErr| {
+            if is_unique_violation(&e) {
+                Error::Conflict {
+                    identity: key.identity.to_string(),
+                }
+            } else {
+                from_db("create key", e)
+            }
+        };
+        let row = api_key::ActiveModel {
+            id: Set(uuid_text(key.id)),
+            scope_key: Set(key.identity.scope_key()),
+            service: Set(key.identity.service().to_owned()),
+            user_id: Set(key.identity.user().map(str::to_owned)),
+            project: Set(key.identity.project().map(str::to_owned)),
+            state: Set(key.state.as_str().to_owned()),
+            current_version: Set(version_i32(key.current_version)?),
+            hint: Set(key.hint.clone()),
+            created_at: Set(key.created_at),
+            updated_at: Set(key.updated_at),
+            last_used_at: Set(key.last_used_at),
+        };
+        let version = version_active_model(first)?;
+
+        let txn = self.begin_write("create key").await?;
+        api_key::Entity::insert(row)
+            .exec_without_returning(&txn)
+            .await
+            .map_err(conflict_or)?;
+        api_key_version::Entity::insert(version)
+            .exec_without_returning(&txn)
+            .await
+            .map_err(conflict_or)?;
+        commit(txn, "create key").await
+    }
+
+    async fn add_version(
+        &self,
+        key_id: Uuid,
+        expected_current: u32,
+        version: &VersionRecord,
+    ) -> Result<()> {
+        if version.key_id != key_id {
+            return Err(Error::invalid("version", "it belongs to another key"));
+        }
+        let id = uuid_text(key_id);
+        let expected = version_i32(expected_current)?;
+        let txn = self.begin_write("add version").await?;
+
+        // Optimistic concurrency: move the key forward only if nobody else did.
+        let moved = if expected_current.checked_add(1) == Some(version.version) {
+            api_key::Entity::update_many()
+                .col_expr(
+                    api_key::Column::CurrentVersion,
+                    Expr::value(version_i32(version.version)?),
+                )
+                .col_expr(api_key::Column::Hint, Expr::value(version.hint.clone()))
+                .col_expr(api_key::Column::UpdatedAt, Expr::value(version.created_at))
+                .filter(api_key::Column::Id.eq(id.as_str()))
+                .filter(api_key::Column::CurrentVersion.eq(expected))
+                .exec(&txn)
+                .await
+                .map_err(|e| from_db("add version", e))?
+                .rows_affected
+        } else {
+            0
+        };
+        if moved == 0 {
+            let row = api_key::Entity::find_by_id(id.as_str())
+                .one(&txn)
+                .await
+                .map_err(|e| from_db("add version", e))?;
+            return Err(match row {
+                None => Error::NotFound {
+                    identity: key_id.to_string(),
+                },
+                Some(row) => Error::Conflict {
+                    identity: key_record(row)?.identity.to_string(),
+                },
+            });
+        }
+
+        api_key_version::Entity::update_many()
+            .col_expr(
+                api_key_version::Column::State,
+                Expr::value(VersionState::Previous.as_str()),
+            )
+            .filter(api_key_version::Column::KeyId.eq(id.as_str()))
+            .filter(api_key_version::Column::Version.eq(expected))
+            .exec(&txn)
+            .await
+            .map_err(|e| from_db("add version", e))?;
+
+        let insert = api_key_version::Entity::insert(version_active_model(version)?)
+            .exec_without_returning(&txn)
+            .await;
+        if let Err(e) = insert {
+            return Err(if is_unique_violation(&e) {
+                Error::Conflict {
+                    identity: key_id.to_string(),
+                }
+            } else {
+                from_db("add version", e)
+            });
+        }
+        commit(txn, "add version").await
+    }
+
+    async fn set_state(&self, key_id: Uuid, state: KeyState, at: DateTime<Utc>) -> Result<bool> {
+        let result = api_key::Entity::update_many()
+            .col_expr(api_key::Column::State, Expr::value(state.as_str()))
+            .col_expr(api_key::Column::UpdatedAt, Expr::value(at))
+            .filter(api_key::Column::Id.eq(uuid_text(key_id)))
+            .exec(&self.db)
+            .await
+            .map_err(|e| from_db("set key state", e))?;
+        Ok(result.rows_affected > 0)
+    }
+
+    async fn delete_key(&self, key_id: Uuid) -> Result<bool> {
+        let id = uuid_text(key_id);
+        let txn = self.begin_write("delete key").await?;
+        // Versions first (the foreign key cascades too, but not every connection has foreign
+        // keys enforced).
+        api_key_version::Entity::delete_many()
+            .filter(api_key_version::Column::KeyId.eq(id.as_str()))
+            .exec(&txn)
+            .await
+            .map_err(|e| from_db("delete key", e))?;
+        let deleted = api_key::Entity::delete_many()
+            .filter(api_key::Column::Id.eq(id.as_str()))
+            .exec(&txn)
+            .await
+            .map_err(|e| from_db("delete key", e))?
+            .rows_affected;
+        commit(txn, "delete key").await?;
+        Ok(deleted > 0)
+    }
+
+    async fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>> {
+        let mut query = api_key::Entity::find();
+        if let Some(service) = &filter.service {
+            query = query.filter(api_key::Column::Service.eq(service.as_str()));
+        }
+        if let Some(user) = &filter.user {
+            query = query.filter(api_key::Column::UserId.eq(user.as_str()));
+        }
+        if let Some(project) = &filter.project {
+            query = query.filter(api_key::Column::Project.eq(project.as_str()));
+        }
+        let rows = query
+            .all(&self.db)
+            .await
+            .map_err(|e| from_db("list keys", e))?;
+        let mut keys = rows
+            .into_iter()
+            .map(key_record)
+            .collect::<Result<Vec<_>>>()?;
+        // Filter again and sort here: databases disagree about collations (MySQL compares
+        // case-insensitively) and about where NULLs sort; names are exact and absent parts
+        // come first.
+        keys.retain(|k| filter.matches(&k.identity));
+        keys.sort_by(|a, b| a.identity.cmp(&b.identity));
+        Ok(keys)
+    }
+
+    async fn record_last_used(&self, uses: &[(Uuid, DateTime<Utc>)]) -> Result<()> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        let txn = self.begin_write("record last use").await?;
+        for (key_id, at) in uses {
+            // Never move the time back.
+            api_key::Entity::update_many()
+                .col_expr(api_key::Column::LastUsedAt, Expr::value(*at))
+                .filter(api_key::Column::Id.eq(uuid_text(*key_id)))
+                .filter(
+                    Condition::any()
+                        .add(api_key::Column::LastUsedAt.is_null())
+                        .add(api_key::Column::LastUsedAt.lt(*at)),
+                )
+                .exec(&txn)
+                .await
+                .map_err(|e| from_db("record last use", e))?;
+        }
+        commit(txn, "record last use").await
+    }
+}

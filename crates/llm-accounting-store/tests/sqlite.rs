@@ -1,0 +1,324 @@
+//! The repository conformance suite and SQLite specifics, on a temporary file and in memory.
+
+use std::time::Duration;
+
+use chrono::{SubsecRound, Utc};
+use llm_accounting_core::{
+    Error, KeyIdentity, KeyRecord, KeyRepository, KeyState, VersionRecord, VersionState,
+};
+use llm_accounting_store::{SeaOrmKeyRepository, StoreOptions};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use uuid::Uuid;
+
+fn file_url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("keys.db").display())
+}
+
+async fn open_file(dir: &tempfile::TempDir) -> SeaOrmKeyRepository {
+    SeaOrmKeyRepository::connect(&file_url(dir), &StoreOptions::default())
+        .await
+        .expect("open SQLite file")
+}
+
+async fn pragma(repo: &SeaOrmKeyRepository, name: &str) -> String {
+    let row = repo
+        .connection()
+        .query_one_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            format!("PRAGMA {name}"),
+        ))
+        .await
+        .expect("pragma")
+        .expect("pragma row");
+    match row.try_get_by_index::<String>(0) {
+        Ok(s) => s,
+        Err(_) => row
+            .try_get_by_index::<i64>(0)
+            .expect("pragma value")
+            .to_string(),
+    }
+}
+
+fn sample(identity: KeyIdentity) -> (KeyRecord, VersionRecord) {
+    let now = Utc::now();
+    let id = Uuid::new_v4();
+    (
+        KeyRecord {
+            id,
+            identity,
+            state: KeyState::Active,
+            current_version: 1,
+            hint: Some("…wxyz".into()),
+            created_at: now,
+            updated_at: now,
+            last_used_at: None,
+        },
+        VersionRecord {
+            key_id: id,
+            version: 1,
+            state: VersionState::Current,
+            envelope: vec![7; 20_000],
+            provider: "local".into(),
+            master_key_ref: "mk".into(),
+            hint: Some("…wxyz".into()),
+            created_at: now,
+        },
+    )
+}
+
+#[tokio::test]
+async fn conformance_on_sqlite_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = open_file(&dir).await;
+    llm_accounting_core::conformance::repository::run(&repo).await;
+    // Twice: the suite cleans up after itself.
+    llm_accounting_core::conformance::repository::run(&repo).await;
+}
+
+#[tokio::test]
+async fn conformance_in_memory() {
+    let repo = SeaOrmKeyRepository::connect("sqlite::memory:", &StoreOptions::default())
+        .await
+        .expect("open in-memory SQLite");
+    llm_accounting_core::conformance::repository::run(&repo).await;
+}
+
+#[tokio::test]
+async fn reopening_a_file_keeps_data_and_migrations_are_idempotent() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let identity = KeyIdentity::from_parts("openai", None, None).expect("identity");
+    let (key, version) = sample(identity.clone());
+    {
+        let first = open_file(&dir).await;
+        first.create_key(&key, &version).await.expect("create");
+        let second = open_file(&dir).await;
+        let (k, v) = second
+            .load_current(&identity)
+            .await
+            .expect("load")
+            .expect("seen by a second pool");
+        assert_eq!(k, key, "nanosecond timestamps round-trip on SQLite");
+        assert_eq!(v, version, "a 20 KB envelope round-trips");
+    }
+    let third = open_file(&dir).await;
+    assert!(third.find_key(&identity).await.expect("find").is_some());
+}
+
+#[tokio::test]
+async fn sqlite_pragmas() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = open_file(&dir).await;
+    assert_eq!(pragma(&repo, "journal_mode").await.to_lowercase(), "wal");
+    assert_eq!(pragma(&repo, "foreign_keys").await, "1");
+    assert_eq!(pragma(&repo, "synchronous").await, "1", "NORMAL");
+    assert_eq!(pragma(&repo, "busy_timeout").await, "5000");
+    assert!(format!("{repo:?}").contains("sqlite"));
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn database_files_are_private_to_the_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = open_file(&dir).await;
+    let (key, version) = sample(KeyIdentity::from_parts("openai", None, None).expect("id"));
+    repo.create_key(&key, &version).await.expect("create");
+    for name in ["keys.db", "keys.db-wal", "keys.db-shm"] {
+        let path = dir.path().join(name);
+        let mode = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{name} is readable by others: {mode:o}");
+    }
+}
+
+#[tokio::test]
+async fn debug_does_not_print_the_url() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = open_file(&dir).await;
+    let debug = format!("{repo:?}");
+    assert!(!debug.contains("keys.db"), "{debug}");
+    assert_eq!(debug, "SeaOrmKeyRepository { backend: \"sqlite\", .. }");
+}
+
+#[tokio::test]
+async fn unopenable_file_is_unavailable() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!(
+        "sqlite://{}",
+        dir.path().join("no-such-dir").join("keys.db").display()
+    );
+    let options = StoreOptions {
+        connect_timeout: Duration::from_secs(2),
+        ..StoreOptions::default()
+    };
+    match SeaOrmKeyRepository::connect(&url, &options).await {
+        Err(e @ Error::DatabaseUnavailable { .. }) => assert!(e.is_retryable()),
+        other => panic!("expected DatabaseUnavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn databases_not_compiled_in_are_config_errors() {
+    for (url, feature) in [
+        ("postgres://user:hunter2@localhost/test", "postgres"),
+        ("mysql://root:hunter2@localhost/test", "mysql"),
+    ] {
+        match SeaOrmKeyRepository::connect(url, &StoreOptions::default()).await {
+            Err(e @ Error::Config { .. }) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains(&format!("built without feature {feature}")),
+                    "{msg}"
+                );
+                assert!(!msg.contains("hunter2"), "{msg}");
+            }
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+    assert!(matches!(
+        SeaOrmKeyRepository::connect("oracle://x", &StoreOptions::default()).await,
+        Err(Error::Config { .. })
+    ));
+}
+
+#[tokio::test]
+async fn locked_database_is_unavailable() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = StoreOptions {
+        busy_timeout: Duration::from_millis(100),
+        ..StoreOptions::default()
+    };
+    let repo = SeaOrmKeyRepository::connect(&file_url(&dir), &options)
+        .await
+        .expect("open");
+    let blocker = SeaOrmKeyRepository::connect(&file_url(&dir), &options)
+        .await
+        .expect("open a second pool");
+    // Hold the write lock from another pool.
+    let txn = sea_orm::TransactionTrait::begin_with_options(
+        blocker.connection(),
+        sea_orm::TransactionOptions {
+            sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Exclusive),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("exclusive lock");
+    let (key, version) = sample(KeyIdentity::new("anthropic").expect("identity"));
+    match repo.create_key(&key, &version).await {
+        Err(e @ Error::DatabaseUnavailable { .. }) => assert!(e.is_retryable()),
+        other => panic!("expected DatabaseUnavailable while locked, got {other:?}"),
+    }
+    txn.rollback().await.expect("release");
+    repo.create_key(&key, &version)
+        .await
+        .expect("works once released");
+}
+
+#[tokio::test]
+async fn corrupted_rows_are_integrity_errors() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let repo = open_file(&dir).await;
+    let identity = KeyIdentity::new("mistral").expect("identity");
+    let (key, version) = sample(identity.clone());
+    repo.create_key(&key, &version).await.expect("create");
+    let db = repo.connection();
+
+    db.execute_unprepared("UPDATE api_keys SET state = 'bogus'")
+        .await
+        .expect("corrupt state");
+    assert!(matches!(
+        repo.find_key(&identity).await,
+        Err(Error::Integrity { .. })
+    ));
+    db.execute_unprepared("UPDATE api_keys SET state = 'active'")
+        .await
+        .expect("restore");
+
+    // The row found by scope key names another identity.
+    db.execute_unprepared("UPDATE api_keys SET service = 'openai'")
+        .await
+        .expect("corrupt identity");
+    assert!(matches!(
+        repo.find_key(&identity).await,
+        Err(Error::Integrity { .. })
+    ));
+    assert!(matches!(
+        repo.load_current(&identity).await,
+        Err(Error::Integrity { .. })
+    ));
+    db.execute_unprepared("UPDATE api_keys SET service = 'mistral'")
+        .await
+        .expect("restore");
+
+    // The current version row is missing.
+    db.execute_unprepared("UPDATE api_keys SET current_version = 5")
+        .await
+        .expect("dangling version");
+    assert!(matches!(
+        repo.load_current(&identity).await,
+        Err(Error::Integrity { .. })
+    ));
+    db.execute_unprepared("UPDATE api_keys SET current_version = 1")
+        .await
+        .expect("restore");
+
+    db.execute_unprepared("UPDATE api_key_versions SET state = 'nope'")
+        .await
+        .expect("corrupt version state");
+    assert!(matches!(
+        repo.load_current(&identity).await,
+        Err(Error::Integrity { .. })
+    ));
+}
+
+#[tokio::test]
+async fn add_version_to_a_missing_key_is_not_found() {
+    let repo = SeaOrmKeyRepository::connect("sqlite::memory:", &StoreOptions::default())
+        .await
+        .expect("open");
+    let (_, mut version) = sample(KeyIdentity::new("openai").expect("identity"));
+    let missing = Uuid::new_v4();
+    version.key_id = missing;
+    version.version = 2;
+    assert!(matches!(
+        repo.add_version(missing, 1, &version).await,
+        Err(Error::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn add_version_keeps_the_previous_one() {
+    let repo = SeaOrmKeyRepository::connect("sqlite::memory:", &StoreOptions::default())
+        .await
+        .expect("open");
+    let identity = KeyIdentity::new("openai").expect("identity");
+    let (key, v1) = sample(identity.clone());
+    repo.create_key(&key, &v1).await.expect("create");
+    let v2 = VersionRecord {
+        version: 2,
+        created_at: Utc::now().trunc_subsecs(3),
+        ..v1.clone()
+    };
+    repo.add_version(key.id, 1, &v2).await.expect("add");
+    let states = repo
+        .connection()
+        .query_all_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "SELECT state FROM api_key_versions ORDER BY version",
+        ))
+        .await
+        .expect("versions")
+        .into_iter()
+        .map(|r| r.try_get_by_index::<String>(0).expect("state"))
+        .collect::<Vec<_>>();
+    assert_eq!(states, ["previous", "current"]);
+    let k = repo
+        .find_key(&identity)
+        .await
+        .expect("find")
+        .expect("exists");
+    assert_eq!(k.updated_at, v2.created_at);
+}
