@@ -1,0 +1,66 @@
+//! # llm-accounting
+//!
+//! Store LLM provider API keys (OpenAI, Anthropic, ...) encrypted at rest, under a master key
+//! held by a KMS, in SQLite (default) or another database through sea-orm.
+//!
+//! Each key version is sealed with a fresh AES-256-GCM data key; the data key is wrapped by the
+//! KMS. Both are bound to the key's identity and version, so a ciphertext moved anywhere else
+//! fails to decrypt.
+//!
+//! ## Two minutes
+//!
+//! ```no_run
+//! # async fn demo() -> llm_accounting::Result<()> {
+//! use llm_accounting::{ApiKey, LlmAccounting};
+//! // No configuration: SQLite file and local master key in the platform data directory.
+//! let accounting = LlmAccounting::from_env().await?.with_user(Some("alice"));
+//! accounting.store_api_key("openai", ApiKey::new("sk-test-FAKE".into())).await?;
+//! let key = accounting.get_api_key("openai").await?;
+//! # let _ = key;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Features
+//!
+//! | feature | default | what |
+//! |---|---|---|
+//! | `kms-local` | yes | local master key file, no network |
+//! | `sqlite` | yes | SQLite (bundled) |
+//! | `all-providers`, `all-databases` | no | everything this release can build |
+//!
+//! A provider named in configuration whose feature is off is a clear [`Error::Config`].
+
+mod accounting;
+mod build;
+mod settings;
+
+pub use accounting::LlmAccounting;
+pub use build::{
+    DefaultsUsed, build_manager, build_manager_with_info, build_provider, build_repository,
+};
+pub use settings::{
+    CONFIG_FILE_ENV, CacheSettings, DEFAULT_CONFIG, ENV_VARS, KmsSettings, LocalSettings,
+    Overrides, PROVIDER_NAMES, Settings, StoreSettings,
+};
+
+pub use llm_accounting_core::{
+    ApiKey, CacheOptions, DataKey, EncryptionContext, Envelope, Error, ErrorKind, KeyFilter,
+    KeyIdentity, KeyRecord, KeyRepository, KeyState, KmsProvider, MAX_API_KEY_BYTES,
+    MAX_NAME_CHARS, ManagerOptions, MemoryKeyRepository, Result, SecureKeyManager,
+    SecureKeyManagerBuilder, StoreOutcome, VersionRecord, VersionState, WrappedKey, validate_name,
+};
+pub use llm_accounting_store::{SeaOrmKeyRepository, StoreOptions};
+
+/// The local-development provider.
+#[cfg(feature = "kms-local")]
+pub use llm_accounting_kms_local::LocalKmsProvider;
+
+/// The traits, for `use llm_accounting::prelude::*`.
+pub mod prelude {
+    pub use llm_accounting_core::{KeyRepository, KmsProvider};
+}
+
+/// The README's examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
