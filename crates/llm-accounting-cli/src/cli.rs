@@ -1,0 +1,207 @@
+//! The command line, as clap derive types. Parsing only: names and keys are validated later,
+//! by the library, so that the rules live in one place.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use llm_accounting::{KeyFilter, KeyIdentity, PROVIDER_NAMES, Result};
+
+/// Text after `--help`: configuration sources and exit codes.
+const AFTER_HELP: &str = "\
+Configuration (weakest first): embedded defaults, the file given by --config or
+LLM_ACCOUNTING_CONFIG, LLM_ACCOUNTING_* environment variables (LLM_ACCOUNTING_DATABASE_URL,
+LLM_ACCOUNTING_KMS_PROVIDER, LLM_ACCOUNTING_KMS_KEY_ID, LLM_ACCOUNTING_LOCAL_MASTER_KEY_FILE,
+LLM_ACCOUNTING_DATA_DIR, ...), then --db and --provider. With no configuration at all, a SQLite
+file and a local master key in the platform data directory are used.
+
+RUST_LOG controls diagnostic logging on stderr (default: warn).
+
+Exit codes:
+  0  success
+  1  any other failure (key disabled, KMS access denied, concurrent change, database error)
+  2  usage error or invalid input (flags, names, API key, configuration)
+  3  no API key stored under that identity
+  4  integrity check failed (stored key modified, moved, or under another master key)
+  5  KMS or database unavailable";
+
+/// Heading of the options every command takes.
+const GLOBAL: &str = "Global options";
+
+/// Stores LLM provider API keys encrypted at rest under a KMS master key.
+#[derive(Debug, Parser)]
+#[command(
+    name = "llm-accounting",
+    version,
+    about = "Store LLM provider API keys encrypted at rest under a KMS master key",
+    long_about = "Store LLM provider API keys (OpenAI, Anthropic, ...) encrypted at rest under a \
+                  KMS master key (envelope encryption: AES-256-GCM data keys wrapped by the KMS).\n\n\
+                  Only `keys get` ever prints a key. Keys are read from stdin or a no-echo prompt, \
+                  never from the command line unless you insist with --key.",
+    after_help = AFTER_HELP
+)]
+pub(crate) struct Cli {
+    /// Configuration file (TOML); also LLM_ACCOUNTING_CONFIG.
+    #[arg(long, global = true, value_name = "FILE", help_heading = GLOBAL)]
+    pub(crate) config: Option<PathBuf>,
+
+    /// Database URL (sqlite://PATH, ...); overrides LLM_ACCOUNTING_DATABASE_URL.
+    #[arg(long, global = true, value_name = "URL", help_heading = GLOBAL)]
+    pub(crate) db: Option<String>,
+
+    /// KMS provider; overrides LLM_ACCOUNTING_KMS_PROVIDER.
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME",
+        value_parser = clap::builder::PossibleValuesParser::new(PROVIDER_NAMES),
+        help_heading = GLOBAL
+    )]
+    pub(crate) provider: Option<String>,
+
+    /// Print no notices or confirmations on stderr (warnings and errors still appear).
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
+    pub(crate) quiet: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Top-level command groups.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Store, read, list and manage API keys.
+    #[command(subcommand, after_help = AFTER_HELP)]
+    Keys(KeysCommand),
+}
+
+/// `keys` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Store a key (a new one, or a new version of an existing one) from stdin or a prompt.
+    #[command(after_help = AFTER_HELP)]
+    Store(StoreArgs),
+    /// Print the current value of a key on stdout (the only command that prints a key).
+    #[command(after_help = AFTER_HELP)]
+    Get(IdentityArgs),
+    /// List stored keys with non-secret metadata.
+    #[command(after_help = AFTER_HELP)]
+    List(ListArgs),
+    /// Replace the value of an existing key; the old value is kept as the previous version.
+    #[command(after_help = AFTER_HELP)]
+    Rotate(StoreArgs),
+    /// Refuse reads of a key until it is enabled again.
+    #[command(after_help = AFTER_HELP)]
+    Disable(IdentityArgs),
+    /// Make a disabled key readable again.
+    #[command(after_help = AFTER_HELP)]
+    Enable(IdentityArgs),
+    /// Delete a key and every version of it, for good.
+    #[command(after_help = AFTER_HELP)]
+    Delete(IdentityArgs),
+}
+
+/// Who a key belongs to: `--service S [--user U] [--project P]`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct IdentityArgs {
+    /// Service the key is for (openai, anthropic, ...).
+    #[arg(long, value_name = "S")]
+    pub(crate) service: String,
+    /// User the key belongs to (absent: no user).
+    #[arg(long, value_name = "U")]
+    pub(crate) user: Option<String>,
+    /// Project the key belongs to (absent: no project).
+    #[arg(long, value_name = "P")]
+    pub(crate) project: Option<String>,
+}
+
+impl IdentityArgs {
+    /// The validated identity.
+    pub(crate) fn identity(&self) -> Result<KeyIdentity> {
+        KeyIdentity::from_parts(&self.service, self.user.as_deref(), self.project.as_deref())
+    }
+}
+
+/// Arguments of `keys store` and `keys rotate`.
+#[derive(Debug, Args)]
+pub(crate) struct StoreArgs {
+    /// Whose key it is.
+    #[command(flatten)]
+    pub(crate) identity: IdentityArgs,
+    /// The key itself. Discouraged: it shows in shell history and the process list. Without
+    /// it the key is read from stdin, or prompted for without echo on a terminal.
+    #[arg(long, value_name = "KEY")]
+    pub(crate) key: Option<String>,
+}
+
+/// Arguments of `keys list`.
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// Only keys of this service.
+    #[arg(long, value_name = "S")]
+    pub(crate) service: Option<String>,
+    /// Only keys of this user.
+    #[arg(long, value_name = "U")]
+    pub(crate) user: Option<String>,
+    /// Only keys of this project.
+    #[arg(long, value_name = "P")]
+    pub(crate) project: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+}
+
+impl ListArgs {
+    /// The filter these flags describe.
+    pub(crate) fn filter(&self) -> KeyFilter {
+        KeyFilter {
+            service: self.service.clone(),
+            user: self.user.clone(),
+            project: self.project.clone(),
+        }
+    }
+}
+
+/// Output format of `keys list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// An aligned table for people.
+    Table,
+    /// A JSON array for programs.
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_work_after_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "llm-accounting",
+            "keys",
+            "get",
+            "--service",
+            "openai",
+            "--db",
+            "sqlite://x.db",
+            "-q",
+        ])
+        .expect("parses");
+        assert_eq!(cli.db.as_deref(), Some("sqlite://x.db"));
+        assert!(cli.quiet);
+    }
+
+    #[test]
+    fn unknown_provider_is_a_usage_error() {
+        let err = Cli::try_parse_from(["llm-accounting", "--provider", "vault", "keys", "list"])
+            .expect_err("refused");
+        assert_eq!(err.exit_code(), 2);
+    }
+}

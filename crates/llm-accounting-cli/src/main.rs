@@ -1,0 +1,36 @@
+//! `llm-accounting`: store, read, list and manage LLM provider API keys encrypted at rest under
+//! a KMS master key.
+//!
+//! ```text
+//! printf '%s' "$OPENAI_API_KEY" | llm-accounting keys store --service openai --user alice
+//! llm-accounting keys get --service openai --user alice
+//! llm-accounting keys list --format json
+//! ```
+//!
+//! Exit codes: 0 ok, 1 other failure, 2 usage or invalid input, 3 not found, 4 integrity
+//! failure, 5 KMS or database unavailable (see `llm-accounting --help`).
+
+mod cli;
+mod commands;
+mod exit_code;
+mod logging;
+mod output;
+mod read_key;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    // clap prints usage errors and exits 2 (0 for --help and --version).
+    let cli = cli::Cli::parse();
+    logging::init();
+    match commands::run(cli).await {
+        Ok(()) => ExitCode::from(exit_code::OK),
+        Err(e) => {
+            eprintln!("{}", output::error_line(&e));
+            ExitCode::from(exit_code::for_error(&e))
+        }
+    }
+}

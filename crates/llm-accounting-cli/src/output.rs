@@ -1,0 +1,190 @@
+//! What the CLI prints: key listings (table or JSON), notices, and error lines.
+//! Nothing here ever sees a secret.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use comfy_table::{Table, presets};
+use llm_accounting::{DefaultsUsed, Error, KeyRecord};
+use serde::Serialize;
+
+/// A timestamp as RFC 3339 UTC with whole seconds: `2026-11-28T21:00:00Z`.
+pub(crate) fn timestamp(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// The listing as an aligned table.
+pub(crate) fn table(keys: &[KeyRecord]) -> String {
+    let mut table = Table::new();
+    table.load_style(presets::NOTHING).set_header([
+        "SERVICE",
+        "USER",
+        "PROJECT",
+        "STATE",
+        "VERSION",
+        "HINT",
+        "CREATED",
+        "LAST USED",
+    ]);
+    for k in keys {
+        table.add_row([
+            k.identity.service().to_owned(),
+            k.identity.user().unwrap_or("-").to_owned(),
+            k.identity.project().unwrap_or("-").to_owned(),
+            k.state.to_string(),
+            k.current_version.to_string(),
+            k.hint.clone().unwrap_or_else(|| "-".to_owned()),
+            timestamp(&k.created_at),
+            k.last_used_at
+                .as_ref()
+                .map(timestamp)
+                .unwrap_or_else(|| "-".to_owned()),
+        ]);
+    }
+    // Columns flush left, two spaces apart, no trailing blanks.
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    table.trim_fmt()
+}
+
+/// One key in the JSON listing.
+#[derive(Debug, Serialize)]
+struct KeyJson<'a> {
+    service: &'a str,
+    user: Option<&'a str>,
+    project: Option<&'a str>,
+    state: &'static str,
+    version: u32,
+    hint: Option<&'a str>,
+    created_at: String,
+    updated_at: String,
+    last_used_at: Option<String>,
+}
+
+/// The listing as a pretty-printed JSON array.
+pub(crate) fn json(keys: &[KeyRecord]) -> String {
+    let rows: Vec<KeyJson<'_>> = keys
+        .iter()
+        .map(|k| KeyJson {
+            service: k.identity.service(),
+            user: k.identity.user(),
+            project: k.identity.project(),
+            state: k.state.as_str(),
+            version: k.current_version,
+            hint: k.hint.as_deref(),
+            created_at: timestamp(&k.created_at),
+            updated_at: timestamp(&k.updated_at),
+            last_used_at: k.last_used_at.as_ref().map(timestamp),
+        })
+        .collect();
+    // Serializing plain strings and numbers cannot fail.
+    serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// The notice saying which defaults were used, if any were.
+pub(crate) fn defaults_notice(used: &DefaultsUsed) -> Option<String> {
+    match (&used.database, &used.master_key_file) {
+        (Some(db), Some(key)) => Some(format!(
+            "using default database {db} and master key {key} (set \
+             LLM_ACCOUNTING_DATABASE_URL / LLM_ACCOUNTING_LOCAL_MASTER_KEY_FILE to choose)"
+        )),
+        (Some(db), None) => Some(format!(
+            "using default database {db} (set LLM_ACCOUNTING_DATABASE_URL to choose)"
+        )),
+        (None, Some(key)) => Some(format!(
+            "using default master key {key} (set LLM_ACCOUNTING_LOCAL_MASTER_KEY_FILE to choose)"
+        )),
+        (None, None) => None,
+    }
+}
+
+/// The one line printed for a failure: `error: <error>: <source>: <source>...`. A source whose
+/// text the line already holds (some errors repeat their source) is left out.
+pub(crate) fn error_line(error: &Error) -> String {
+    let mut line = format!("error: {error}");
+    let mut source = std::error::Error::source(error);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !text.is_empty() && !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = s.source();
+    }
+    // One line, whatever the sources contain.
+    line.replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use llm_accounting::{KeyIdentity, KeyState};
+    use std::sync::Arc;
+
+    fn record(user: Option<&str>) -> KeyRecord {
+        let t = Utc
+            .with_ymd_and_hms(2026, 11, 28, 21, 0, 0)
+            .single()
+            .expect("valid time");
+        KeyRecord {
+            id: Default::default(),
+            identity: KeyIdentity::from_parts("openai", user, None).expect("valid"),
+            state: KeyState::Active,
+            current_version: 2,
+            hint: Some("…wxyz".into()),
+            created_at: t,
+            updated_at: t,
+            last_used_at: None,
+        }
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_seconds_utc() {
+        assert_eq!(timestamp(&record(None).created_at), "2026-11-28T21:00:00Z");
+    }
+
+    #[test]
+    fn table_shows_absent_parts_as_dash() {
+        let t = table(&[record(None), record(Some("alice"))]);
+        assert!(t.contains("SERVICE") && t.contains("LAST USED"), "{t}");
+        assert!(t.contains("alice") && t.contains("…wxyz"), "{t}");
+        assert!(t.contains("2026-11-28T21:00:00Z"), "{t}");
+        let first_row = t.lines().nth(1).expect("row");
+        assert!(first_row.contains(" - "), "{first_row}");
+    }
+
+    #[test]
+    fn json_uses_null_for_absent_parts() {
+        let v: serde_json::Value = serde_json::from_str(&json(&[record(None)])).expect("json");
+        assert_eq!(v[0]["service"], "openai");
+        assert!(v[0]["user"].is_null() && v[0]["last_used_at"].is_null());
+        assert_eq!(v[0]["version"], 2);
+        assert_eq!(v[0]["created_at"], "2026-11-28T21:00:00Z");
+        assert_eq!(json(&[]), "[]");
+    }
+
+    #[test]
+    fn error_line_walks_the_source_chain() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied\nreally");
+        let e = Error::Io {
+            operation: "opening the master key file",
+            path: "/x/master.key".into(),
+            source: Arc::new(io),
+        };
+        assert_eq!(
+            error_line(&e),
+            "error: opening the master key file failed for /x/master.key: denied really"
+        );
+    }
+
+    #[test]
+    fn notice_names_what_was_defaulted() {
+        assert_eq!(defaults_notice(&DefaultsUsed::default()), None);
+        let both = DefaultsUsed {
+            database: Some("/d/keys.db".into()),
+            master_key_file: Some("/d/master.key".into()),
+        };
+        let n = defaults_notice(&both).expect("notice");
+        assert!(n.starts_with("using default database /d/keys.db and master key /d/master.key"));
+    }
+}

@@ -1,0 +1,597 @@
+//! End-to-end tests of the `llm-accounting` binary: a real SQLite file and a real local master
+//! key in a temporary directory, keys on stdin, exit codes and output checked.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
+
+const BIN: &str = env!("CARGO_BIN_EXE_llm-accounting");
+
+/// Obviously fake keys.
+const KEY1: &str = "sk-test-FAKE-0000000000000000000000000001";
+const KEY2: &str = "sk-test-FAKE-0000000000000000000000000002";
+const KEY_BOB: &str = "sk-test-FAKE-0000000000000000000000000b0b";
+
+/// What one run of the binary produced.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn ok(self) -> Self {
+        assert_eq!(self.code, 0, "expected success: {self:#?}");
+        self
+    }
+
+    fn code(self, code: i32) -> Self {
+        assert_eq!(self.code, code, "expected exit code {code}: {self:#?}");
+        self
+    }
+}
+
+/// A temporary home for one test's database and master key.
+struct Env {
+    dir: tempfile::TempDir,
+    /// Extra variables for every run.
+    vars: Vec<(String, String)>,
+}
+
+impl Env {
+    /// Explicit database URL and master key file inside a fresh temporary directory.
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = format!("sqlite://{}", dir.path().join("k.db").display());
+        let key = dir.path().join("master.key").display().to_string();
+        Env {
+            dir,
+            vars: vec![
+                ("LLM_ACCOUNTING_DATABASE_URL".into(), db),
+                ("LLM_ACCOUNTING_LOCAL_MASTER_KEY_FILE".into(), key),
+            ],
+        }
+    }
+
+    /// Nothing configured but the data directory.
+    fn with_data_dir_only() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data").display().to_string();
+        Env {
+            dir,
+            vars: vec![("LLM_ACCOUNTING_DATA_DIR".into(), data)],
+        }
+    }
+
+    fn db_path(&self) -> PathBuf {
+        self.dir.path().join("k.db")
+    }
+
+    /// Runs the binary with `args`, feeding `stdin` (or an empty, closed stdin).
+    fn run_with(&self, args: &[&str], stdin: Option<&[u8]>, extra: &[(&str, &str)]) -> Run {
+        let mut cmd = Command::new(BIN);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("LLM_ACCOUNTING_") {
+                cmd.env_remove(&name);
+            }
+        }
+        cmd.env_remove("RUST_LOG")
+            .envs(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(extra.iter().copied())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn llm-accounting");
+        {
+            let mut pipe = child.stdin.take().expect("stdin");
+            if let Some(input) = stdin {
+                // The binary may exit before reading (e.g. a usage error): ignore EPIPE.
+                let _ = pipe.write_all(input);
+            }
+        }
+        let out = child.wait_with_output().expect("wait");
+        Run {
+            code: out.status.code().expect("exit code, not a signal"),
+            stdout: String::from_utf8(out.stdout).expect("utf-8 stdout"),
+            stderr: String::from_utf8(out.stderr).expect("utf-8 stderr"),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        self.run_with(args, None, &[])
+    }
+
+    fn run_stdin(&self, args: &[&str], stdin: &str) -> Run {
+        self.run_with(args, Some(stdin.as_bytes()), &[])
+    }
+}
+
+/// Checks that no output carries a secret, except `get`'s stdout.
+fn assert_no_secret(run: &Run, secrets: &[&str], stdout_may_have_it: bool) {
+    for s in secrets {
+        assert!(!run.stderr.contains(s), "secret on stderr: {run:#?}");
+        if !stdout_may_have_it {
+            assert!(!run.stdout.contains(s), "secret on stdout: {run:#?}");
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+async fn connect(db: &Path) -> DatabaseConnection {
+    Database::connect(format!("sqlite://{}", db.display()))
+        .await
+        .expect("open the test database")
+}
+
+async fn key_id(db: &DatabaseConnection, user: &str) -> String {
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            "SELECT id FROM api_keys WHERE user_id = ?",
+            [user.into()],
+        ))
+        .await
+        .expect("query")
+        .expect("key row");
+    row.try_get("", "id").expect("id")
+}
+
+async fn current_envelope(db: &DatabaseConnection, key_id: &str) -> Vec<u8> {
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            "SELECT v.envelope FROM api_key_versions v JOIN api_keys k \
+             ON k.id = v.key_id AND k.current_version = v.version WHERE k.id = ?",
+            [key_id.into()],
+        ))
+        .await
+        .expect("query")
+        .expect("version row");
+    row.try_get("", "envelope").expect("envelope")
+}
+
+async fn set_current_envelope(db: &DatabaseConnection, key_id: &str, envelope: Vec<u8>) {
+    let done = db
+        .execute_raw(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            "UPDATE api_key_versions SET envelope = ? WHERE key_id = ? AND version = \
+             (SELECT current_version FROM api_keys WHERE id = ?)",
+            [envelope.into(), key_id.into(), key_id.into()],
+        ))
+        .await
+        .expect("update");
+    assert_eq!(done.rows_affected(), 1);
+}
+
+#[test]
+fn round_trip_through_every_command() {
+    let env = Env::new();
+    let id = ["--service", "openai", "--user", "alice"];
+    let with = |extra: &[&'static str]| -> Vec<&str> {
+        let mut v = vec!["keys"];
+        v.extend_from_slice(extra);
+        v.extend_from_slice(&id);
+        v
+    };
+    let secrets = [KEY1, KEY2];
+    let mut runs = Vec::new();
+
+    let r = env.run_stdin(&with(&["store"]), &format!("{KEY1}\n")).ok();
+    assert!(
+        r.stderr
+            .contains(r#"stored API key for service "openai", user "alice" (version 1)"#),
+        "{r:#?}"
+    );
+    assert!(r.stdout.is_empty(), "{r:#?}");
+    runs.push(r);
+
+    let r = env.run(&with(&["get"])).ok();
+    assert_eq!(r.stdout, format!("{KEY1}\n"));
+    assert_no_secret(&r, &secrets, true);
+
+    let r = env.run(&["keys", "list"]).ok();
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{r:#?}");
+    for col in [
+        "SERVICE",
+        "USER",
+        "PROJECT",
+        "STATE",
+        "VERSION",
+        "HINT",
+        "CREATED",
+        "LAST USED",
+    ] {
+        assert!(lines[0].contains(col), "{r:#?}");
+    }
+    let cells: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        &cells[..6],
+        ["openai", "alice", "-", "active", "1", "…0001"]
+    );
+    assert!(cells[6].ends_with('Z') && cells[6].len() == 20, "{r:#?}");
+    runs.push(r);
+
+    let r = env.run(&["keys", "list", "--format", "json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    let rows = v.as_array().expect("array");
+    assert_eq!(rows.len(), 1);
+    let row = rows[0].as_object().expect("object");
+    let mut keys: Vec<&str> = row.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "created_at",
+            "hint",
+            "last_used_at",
+            "project",
+            "service",
+            "state",
+            "updated_at",
+            "user",
+            "version"
+        ]
+    );
+    assert_eq!(row["service"], "openai");
+    assert_eq!(row["user"], "alice");
+    assert!(row["project"].is_null());
+    assert_eq!(row["state"], "active");
+    assert_eq!(row["version"], 1);
+    assert_eq!(row["hint"], "…0001");
+    assert!(
+        row["last_used_at"].is_string(),
+        "get was flushed before exit: {row:?}"
+    );
+    runs.push(r);
+
+    let r = env.run(&with(&["list", "--format", "json"])).ok();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&r.stdout).expect("json"),
+        v
+    );
+    runs.push(r);
+    let r = env
+        .run(&["keys", "list", "--service", "anthropic", "--format", "json"])
+        .ok();
+    assert_eq!(r.stdout.trim(), "[]");
+    runs.push(r);
+
+    let r = env
+        .run_stdin(&with(&["rotate"]), &format!("{KEY2}\r\n"))
+        .ok();
+    assert!(r.stderr.contains("(version 2)"), "{r:#?}");
+    runs.push(r);
+    let r = env.run(&with(&["get"])).ok();
+    assert_eq!(r.stdout, format!("{KEY2}\n"));
+    assert_no_secret(&r, &secrets, true);
+
+    let r = env.run(&with(&["disable"])).ok();
+    assert!(r.stderr.contains("disabled API key"), "{r:#?}");
+    runs.push(r);
+    let r = env.run(&with(&["get"])).code(1);
+    assert!(r.stderr.contains("disabled"), "{r:#?}");
+    assert!(r.stdout.is_empty());
+    runs.push(r);
+    let r = env.run(&["keys", "list", "--format", "json"]).ok();
+    assert!(r.stdout.contains(r#""state": "disabled""#), "{r:#?}");
+    runs.push(r);
+
+    let r = env.run(&with(&["enable"])).ok();
+    assert!(r.stderr.contains("enabled API key"), "{r:#?}");
+    runs.push(r);
+    let r = env.run(&with(&["get"])).ok();
+    assert_eq!(r.stdout, format!("{KEY2}\n"));
+
+    let r = env.run(&with(&["delete"])).ok();
+    assert!(
+        r.stderr
+            .contains("and all of its versions; this cannot be undone"),
+        "{r:#?}"
+    );
+    runs.push(r);
+    let r = env.run(&with(&["get"])).code(3);
+    assert!(r.stderr.contains("no API key stored"), "{r:#?}");
+    runs.push(r);
+    let r = env.run(&["keys", "list"]).ok();
+    assert!(
+        r.stdout.is_empty() && r.stderr.contains("no keys stored"),
+        "{r:#?}"
+    );
+    runs.push(r);
+    let r = env.run(&["keys", "list", "--format", "json"]).ok();
+    assert_eq!(r.stdout.trim(), "[]");
+    runs.push(r);
+
+    for r in &runs {
+        assert_no_secret(r, &secrets, false);
+    }
+}
+
+#[test]
+fn default_locations_are_announced_and_the_master_key_is_private() {
+    let env = Env::with_data_dir_only();
+    let data = env.dir.path().join("data");
+    let r = env
+        .run_stdin(&["keys", "store", "--service", "openai"], KEY1)
+        .ok();
+    let notices: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("using default database"))
+        .collect();
+    assert_eq!(notices.len(), 1, "{r:#?}");
+    assert!(
+        notices[0].contains(&data.join("keys.db").display().to_string())
+            && notices[0].contains(&data.join("master.key").display().to_string()),
+        "{r:#?}"
+    );
+    assert!(notices[0].contains("LLM_ACCOUNTING_DATABASE_URL"), "{r:#?}");
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("master.key"))
+            .expect("master key file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "master key mode {mode:o}");
+        let dir_mode = std::fs::metadata(&data)
+            .expect("data dir")
+            .permissions()
+            .mode();
+        assert_eq!(dir_mode & 0o077, 0, "data dir mode {dir_mode:o}");
+    }
+
+    let r = env.run(&["keys", "get", "--service", "openai"]).ok();
+    assert_eq!(r.stdout, format!("{KEY1}\n"));
+    let r = env.run(&["-q", "keys", "get", "--service", "openai"]).ok();
+    assert!(r.stderr.is_empty(), "--quiet: {r:#?}");
+
+    // Explicit locations: no notice.
+    let explicit = Env::new();
+    let r = explicit.run(&["keys", "list"]).ok();
+    assert!(!r.stderr.contains("using default"), "{r:#?}");
+}
+
+#[test]
+fn exit_codes_for_bad_input_and_missing_things() {
+    let env = Env::new();
+    let store = ["keys", "store", "--service", "openai"];
+
+    let r = env.run(&["keys", "get", "--service", "openai"]).code(3);
+    assert_eq!(
+        r.stderr.trim(),
+        r#"error: no API key stored for service "openai""#
+    );
+
+    let r = env.run_stdin(&store, "").code(2);
+    assert!(r.stderr.contains("nothing was read from stdin"), "{r:#?}");
+    let r = env.run_stdin(&store, "\n").code(2);
+    assert!(r.stderr.contains("invalid API key"), "{r:#?}");
+
+    let big = "x".repeat(16 * 1024 + 1);
+    let r = env.run_stdin(&store, &big).code(2);
+    assert!(r.stderr.contains("16384"), "{r:#?}");
+    assert!(!r.stderr.contains(&big[..64]), "no key text in errors");
+    let exactly = "x".repeat(16 * 1024);
+    env.run_stdin(&store, &format!("{exactly}\n")).ok();
+
+    let r = env
+        .run_stdin(&["keys", "store", "--service", "open\u{1}ai"], KEY1)
+        .code(2);
+    assert!(r.stderr.contains("control character"), "{r:#?}");
+    let r = env.run(&["keys", "get", "--service", ""]).code(2);
+    assert!(r.stderr.contains("invalid service: it is empty"), "{r:#?}");
+    let r = env
+        .run(&["keys", "get", "--service", "openai", "--user", " alice"])
+        .code(2);
+    assert!(r.stderr.contains("invalid user"), "{r:#?}");
+
+    let r = env.run(&["--provider", "vault", "keys", "list"]).code(2);
+    assert!(r.stderr.contains("vault"), "{r:#?}");
+    let r = env
+        .run_with(
+            &["keys", "list"],
+            None,
+            &[("LLM_ACCOUNTING_KMS_PROVIDER", "vault")],
+        )
+        .code(2);
+    assert!(r.stderr.contains("unknown provider `vault`"), "{r:#?}");
+    let r = env.run(&["--provider", "aws", "keys", "list"]).code(2);
+    assert!(r.stderr.contains("feature kms-aws"), "{r:#?}");
+
+    env.run(&["keys", "frobnicate"]).code(2);
+    env.run(&["keys", "get"]).code(2); // --service is required
+    env.run(&[]).code(2);
+    let r = env.run(&["--help"]).ok();
+    assert!(r.stdout.contains("Exit codes:"), "{r:#?}");
+    env.run(&["--version"]).ok();
+
+    let r = env
+        .run(&[
+            "--db",
+            "sqlite:///nonexistent-dir-xyz/sub/k.db",
+            "keys",
+            "list",
+        ])
+        .code(5);
+    assert!(
+        r.stderr.starts_with("error: database unavailable"),
+        "{r:#?}"
+    );
+    assert_eq!(r.stderr.lines().count(), 1, "one line: {r:#?}");
+
+    let missing = env.dir.path().join("nope.toml");
+    let r = env
+        .run(&["--config", &missing.display().to_string(), "keys", "list"])
+        .code(2);
+    assert!(r.stderr.contains("does not exist"), "{r:#?}");
+
+    let r = env
+        .run_stdin(&["keys", "rotate", "--service", "never-stored"], KEY1)
+        .code(3);
+    assert!(r.stderr.contains("never-stored"), "{r:#?}");
+    for cmd in ["disable", "enable", "delete"] {
+        env.run(&["keys", cmd, "--service", "never-stored"]).code(3);
+    }
+}
+
+#[test]
+fn moved_or_modified_ciphertexts_exit_4() {
+    let env = Env::new();
+    for (user, key) in [("alice", KEY1), ("bob", KEY_BOB)] {
+        env.run_stdin(
+            &["keys", "store", "--service", "openai", "--user", user],
+            key,
+        )
+        .ok();
+    }
+    let get = |user: &str| env.run(&["keys", "get", "--service", "openai", "--user", user]);
+    assert_eq!(get("alice").ok().stdout, format!("{KEY1}\n"));
+
+    let rt = runtime();
+    let db = rt.block_on(connect(&env.db_path()));
+    let alice = rt.block_on(key_id(&db, "alice"));
+    let bob = rt.block_on(key_id(&db, "bob"));
+    let original = rt.block_on(current_envelope(&db, &alice));
+
+    // Bob's ciphertext moved into Alice's row.
+    rt.block_on(db.execute_unprepared(&format!(
+        "UPDATE api_key_versions SET envelope = \
+         (SELECT envelope FROM api_key_versions WHERE key_id = '{bob}') WHERE key_id = '{alice}'"
+    )))
+    .expect("swap");
+    let r = get("alice").code(4);
+    assert!(r.stderr.contains("integrity"), "{r:#?}");
+    assert!(r.stdout.is_empty(), "{r:#?}");
+    assert_no_secret(&r, &[KEY1, KEY_BOB], false);
+    assert_eq!(get("bob").ok().stdout, format!("{KEY_BOB}\n"));
+
+    // Restored, it reads again.
+    rt.block_on(set_current_envelope(&db, &alice, original.clone()));
+    assert_eq!(get("alice").ok().stdout, format!("{KEY1}\n"));
+
+    // Any one flipped byte, anywhere in the envelope, fails as an integrity error.
+    for i in 0..original.len() {
+        let mut tampered = original.clone();
+        tampered[i] ^= 0x01;
+        rt.block_on(set_current_envelope(&db, &alice, tampered));
+        let r = get("alice");
+        assert_eq!(r.code, 4, "flipped byte {i} of {}: {r:#?}", original.len());
+        assert!(r.stderr.contains("integrity"), "{r:#?}");
+        assert!(r.stdout.is_empty(), "{r:#?}");
+    }
+    // Truncated and extended.
+    for tampered in [original[..original.len() - 1].to_vec(), {
+        let mut v = original.clone();
+        v.push(0);
+        v
+    }] {
+        rt.block_on(set_current_envelope(&db, &alice, tampered));
+        get("alice").code(4);
+    }
+    rt.block_on(set_current_envelope(&db, &alice, original));
+    assert_eq!(get("alice").ok().stdout, format!("{KEY1}\n"));
+}
+
+#[test]
+fn key_flag_works_but_warns() {
+    let env = Env::new();
+    let r = env
+        .run(&["keys", "store", "--service", "openai", "--key", KEY1])
+        .ok();
+    assert!(
+        r.stderr.contains(
+            "warning: --key exposes the key in your shell history and process list; pipe it on \
+             stdin instead"
+        ),
+        "{r:#?}"
+    );
+    assert_no_secret(&r, &[KEY1], false);
+    let r = env.run(&["keys", "get", "--service", "openai"]).ok();
+    assert_eq!(r.stdout, format!("{KEY1}\n"));
+}
+
+#[test]
+fn keys_never_reach_the_database_files_in_plaintext() {
+    let env = Env::new();
+    let keys = [KEY1, KEY2, KEY_BOB];
+    env.run_stdin(&["keys", "store", "--service", "openai"], KEY1)
+        .ok();
+    env.run_stdin(&["keys", "rotate", "--service", "openai"], KEY2)
+        .ok();
+    env.run_stdin(
+        &["keys", "store", "--service", "anthropic", "--project", "p1"],
+        KEY_BOB,
+    )
+    .ok();
+    env.run(&["keys", "get", "--service", "openai"]).ok();
+    env.run(&["keys", "list"]).ok();
+
+    let mut checked = 0;
+    for entry in std::fs::read_dir(env.dir.path()).expect("read dir") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .to_string();
+        if !name.starts_with("k.db") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).expect("read");
+        for key in keys {
+            assert!(
+                !bytes.windows(key.len()).any(|w| w == key.as_bytes()),
+                "{key} in plaintext in {name}"
+            );
+            // Nor the distinctive middle of it.
+            let middle = &key.as_bytes()[8..32];
+            assert!(
+                !bytes.windows(middle.len()).any(|w| w == middle),
+                "part of {key} in {name}"
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 1, "the database file exists");
+}
+
+#[test]
+fn trace_logging_never_shows_the_key() {
+    let env = Env::new();
+    let trace = [("RUST_LOG", "trace")];
+    let runs = [
+        env.run_with(
+            &["keys", "store", "--service", "openai"],
+            Some(KEY1.as_bytes()),
+            &trace,
+        ),
+        env.run_with(
+            &["keys", "rotate", "--service", "openai", "--key", KEY2],
+            None,
+            &trace,
+        ),
+        env.run_with(&["keys", "get", "--service", "openai"], None, &trace),
+        env.run_with(&["keys", "list"], None, &trace),
+    ];
+    for r in &runs {
+        assert_eq!(r.code, 0, "{r:#?}");
+        assert!(
+            r.stderr.contains("TRACE") || r.stderr.contains("DEBUG"),
+            "logging is on"
+        );
+        assert_no_secret(r, &[KEY1, KEY2], r.stdout == format!("{KEY2}\n"));
+    }
+}
