@@ -23,6 +23,19 @@ pub struct CacheOptions {
     pub ttl: Duration,
     /// Most keys held at once; the least recently used are evicted first.
     pub max_entries: u64,
+    /// How often cached keys are checked against the store, so that a rotate, disable or
+    /// delete made by another process (or another host) is seen here within this interval.
+    /// An entry that has not been checked for three intervals (the store is unreachable, or
+    /// no runtime runs the check) is read again instead of served. `Duration::ZERO` turns
+    /// the check off: other processes' changes are then seen only when the TTL expires.
+    pub refresh_interval: Duration,
+}
+
+impl CacheOptions {
+    /// How long an unchecked entry may be served: three refresh intervals.
+    pub fn max_staleness(&self) -> Option<Duration> {
+        (!self.refresh_interval.is_zero()).then(|| self.refresh_interval.saturating_mul(3))
+    }
 }
 
 impl Default for CacheOptions {
@@ -30,6 +43,7 @@ impl Default for CacheOptions {
         CacheOptions {
             ttl: Duration::from_secs(3600),
             max_entries: 10_000,
+            refresh_interval: Duration::from_secs(2),
         }
     }
 }
@@ -39,6 +53,7 @@ impl Default for CacheOptions {
 pub(crate) struct Loaded {
     pub(crate) key: ApiKey,
     pub(crate) key_id: Uuid,
+    pub(crate) version: u32,
 }
 
 /// One cached key. The secret is zeroized when the last clone of the [`ApiKey`] is dropped:
@@ -47,6 +62,7 @@ pub(crate) struct Loaded {
 pub(crate) struct CachedKey {
     pub(crate) key: ApiKey,
     pub(crate) key_id: Uuid,
+    pub(crate) version: u32,
     /// Cache clock (ms) when loaded; the entry expires `ttl` later.
     loaded_ms: u64,
     /// Cache clock (ms) of the last hit, for least-recently-used eviction.
@@ -77,6 +93,10 @@ pub(crate) struct KeyCache {
     flights: Mutex<Map<Arc<Flight>>>,
     epoch: AtomicU64,
     ttl_ms: u64,
+    /// Entries not checked against the store for this long are not served (`u64::MAX`: off).
+    stale_ms: u64,
+    /// Cache clock (ms) at which the last successful check against the store began.
+    verified_ms: AtomicU64,
     max_entries: usize,
     base: Instant,
     last_sweep_ms: AtomicU64,
@@ -89,13 +109,17 @@ impl KeyCache {
             flights: Mutex::new(Map::default()),
             epoch: AtomicU64::new(0),
             ttl_ms: u64::try_from(options.ttl.as_millis()).unwrap_or(u64::MAX),
+            stale_ms: options.max_staleness().map_or(u64::MAX, |d| {
+                u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+            }),
+            verified_ms: AtomicU64::new(0),
             max_entries: usize::try_from(options.max_entries).unwrap_or(usize::MAX),
             base: Instant::now(),
             last_sweep_ms: AtomicU64::new(0),
         }
     }
 
-    fn now_ms(&self) -> u64 {
+    pub(crate) fn now_ms(&self) -> u64 {
         u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
@@ -115,11 +139,19 @@ impl KeyCache {
         now_ms.saturating_sub(entry.loaded_ms) >= self.ttl_ms
     }
 
+    /// Whether an entry went unchecked against the store for too long to be served.
+    fn stale(&self, entry: &CachedKey, now_ms: u64) -> bool {
+        let checked = entry
+            .loaded_ms
+            .max(self.verified_ms.load(Ordering::Acquire));
+        now_ms.saturating_sub(checked) > self.stale_ms
+    }
+
     /// A live cached key, without loading.
     pub(crate) fn get(&self, identity: &KeyIdentity) -> Option<Hit> {
         let entry = self.read().get(identity).cloned()?;
         let now_ms = self.now_ms();
-        if self.expired(&entry, now_ms) {
+        if self.expired(&entry, now_ms) || self.stale(&entry, now_ms) {
             return None;
         }
         entry.last_access_ms.store(now_ms, Ordering::Relaxed);
@@ -141,6 +173,7 @@ impl KeyCache {
                 let entry = Arc::new(CachedKey {
                     key: loaded.key,
                     key_id: loaded.key_id,
+                    version: loaded.version,
                     loaded_ms: now_ms,
                     last_access_ms: AtomicU64::new(now_ms),
                     last_noted: AtomicI64::new(i64::MIN),
@@ -221,6 +254,36 @@ impl KeyCache {
         let removed = std::mem::take(&mut *self.write());
         self.flights().clear();
         drop(removed);
+    }
+
+    /// Identity, key id and version of every entry, for checking them against the store.
+    pub(crate) fn snapshot(&self) -> Vec<(KeyIdentity, Uuid, u32)> {
+        self.read()
+            .iter()
+            .map(|(identity, e)| (identity.clone(), e.key_id, e.version))
+            .collect()
+    }
+
+    /// Drops the entry of `identity` if it still holds `key_id` at `version` (a newer load
+    /// is left alone).
+    pub(crate) fn invalidate_if(&self, identity: &KeyIdentity, key_id: Uuid, version: u32) {
+        let removed = {
+            let mut map = self.write();
+            if map
+                .get(identity)
+                .is_some_and(|e| e.key_id == key_id && e.version == version)
+            {
+                map.remove(identity)
+            } else {
+                None
+            }
+        };
+        drop(removed);
+    }
+
+    /// Records that every entry was found current by a check that began at `started_ms`.
+    pub(crate) fn mark_verified(&self, started_ms: u64) {
+        self.verified_ms.fetch_max(started_ms, Ordering::AcqRel);
     }
 
     /// Number of live (unexpired) entries.

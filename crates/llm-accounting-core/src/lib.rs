@@ -21,6 +21,7 @@ mod last_used;
 mod manager;
 mod memory;
 mod provider;
+mod refresh;
 mod repository;
 mod secret;
 
@@ -32,5 +33,8 @@ pub use identity::{KeyIdentity, MAX_NAME_CHARS, validate_name};
 pub use manager::{ManagerOptions, SecureKeyManager, SecureKeyManagerBuilder, StoreOutcome};
 pub use memory::MemoryKeyRepository;
 pub use provider::{KmsProvider, WrappedKey};
-pub use repository::{KeyFilter, KeyRecord, KeyRepository, KeyState, VersionRecord, VersionState};
+pub use repository::{
+    KEY_STAMPS_BATCH, KeyFilter, KeyRecord, KeyRepository, KeyStamp, KeyState, VersionRecord,
+    VersionState,
+};
 pub use secret::{ApiKey, DATA_KEY_LEN, DataKey, MAX_API_KEY_BYTES, random_bytes};

@@ -1,6 +1,7 @@
 //! `SecureKeyManager`: store, get, list, rotate, disable, enable and delete API keys.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -8,13 +9,23 @@ use uuid::Uuid;
 
 use crate::cache::{KeyCache, Loaded};
 use crate::last_used::LastUsed;
+use crate::refresh;
 use crate::{
     ApiKey, CacheOptions, EncryptionContext, Envelope, Error, KeyFilter, KeyIdentity, KeyRecord,
     KeyRepository, KeyState, KmsProvider, Result, VersionRecord, VersionState, envelope,
 };
 
-/// How many times a write that lost an optimistic-concurrency race is tried again.
-const MAX_WRITE_ATTEMPTS: usize = 5;
+/// How many times a write that lost an optimistic-concurrency race is tried in all.
+const MAX_WRITE_ATTEMPTS: u32 = 8;
+
+/// A random pause before trying a lost write again: up to 2^attempt ms (at most 128 ms), so
+/// that writers racing for one key spread out instead of colliding again.
+fn conflict_backoff(attempt: u32) -> Duration {
+    let mut b = [0u8; 2];
+    let r = crate::random_bytes(&mut b).map_or(0, |()| u16::from_le_bytes(b));
+    let cap_ms = 1u64 << attempt.min(7);
+    Duration::from_micros(u64::from(r) * cap_ms * 1000 / u64::from(u16::MAX))
+}
 
 /// Settings of a [`SecureKeyManager`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +83,9 @@ struct Inner {
     repo: Arc<dyn KeyRepository>,
     cache: KeyCache,
     last_used: Arc<LastUsed>,
+    /// Zero: no check of cached keys against the store.
+    refresh_interval: Duration,
+    refresher_started: AtomicBool,
 }
 
 /// Builds a [`SecureKeyManager`] with non-default settings.
@@ -105,6 +119,8 @@ impl SecureKeyManagerBuilder {
                 repo: self.repo,
                 cache: KeyCache::new(self.options.cache),
                 last_used: Arc::new(LastUsed::new(self.options.last_used_interval)),
+                refresh_interval: self.options.cache.refresh_interval,
+                refresher_started: AtomicBool::new(false),
             }),
         }
     }
@@ -212,6 +228,7 @@ impl SecureKeyManager {
                 }
                 Err(Error::Conflict { .. }) if attempt < MAX_WRITE_ATTEMPTS => {
                     tracing::debug!(%identity, attempt, "concurrent write; retrying");
+                    tokio::time::sleep(conflict_backoff(attempt)).await;
                     continue;
                 }
                 Err(Error::Conflict { .. }) => {
@@ -233,6 +250,7 @@ impl SecureKeyManager {
         let hit = match self.inner.cache.get(identity) {
             Some(hit) => hit,
             None => {
+                self.ensure_refresher();
                 self.inner
                     .cache
                     .get_or_load(identity, self.load(identity))
@@ -245,6 +263,37 @@ impl SecureKeyManager {
                 .spawn_flush(Arc::clone(&self.inner.repo));
         }
         Ok(hit.entry.key.clone())
+    }
+
+    /// Starts the background check of cached keys against the store (see `refresh`), once,
+    /// on the Tokio runtime of the first cache miss. It ends when the last clone of the
+    /// manager is dropped.
+    fn ensure_refresher(&self) {
+        let interval = self.inner.refresh_interval;
+        if interval.is_zero() || self.inner.refresher_started.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.inner.refresher_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        handle.spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else {
+                    break;
+                };
+                if let Err(e) = refresh::check_cached(&inner.cache, inner.repo.as_ref()).await {
+                    tracing::warn!(error = %e, "could not check cached keys against the store");
+                }
+            }
+        });
     }
 
     async fn load(&self, identity: &KeyIdentity) -> Result<Loaded> {
@@ -269,6 +318,7 @@ impl SecureKeyManager {
         Ok(Loaded {
             key: api_key,
             key_id: key.id,
+            version: version.version,
         })
     }
 

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::{
-    Error, KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyState, Result, VersionRecord,
-    VersionState,
+    Error, KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyStamp, KeyState, Result,
+    VersionRecord, VersionState,
 };
 
 /// A [`KeyRepository`] in a `Mutex<HashMap>`. Passes the repository conformance suite.
@@ -179,5 +179,18 @@ impl KeyRepository for MemoryKeyRepository {
             }
         }
         Ok(())
+    }
+
+    async fn key_stamps(&self, key_ids: &[Uuid]) -> Result<Vec<KeyStamp>> {
+        let s = self.lock();
+        Ok(key_ids
+            .iter()
+            .filter_map(|id| s.keys.get(id))
+            .map(|k| KeyStamp {
+                key_id: k.id,
+                state: k.state,
+                current_version: k.current_version,
+            })
+            .collect())
     }
 }

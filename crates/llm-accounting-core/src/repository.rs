@@ -98,6 +98,17 @@ pub struct KeyRecord {
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
+/// What a cache needs to know to tell whether its copy of a key is still current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyStamp {
+    /// The key.
+    pub key_id: Uuid,
+    /// Active or disabled.
+    pub state: KeyState,
+    /// The version `get` returns.
+    pub current_version: u32,
+}
+
 /// One sealed version of a key (the `api_key_versions` row).
 #[derive(Clone, PartialEq, Eq)]
 pub struct VersionRecord {
@@ -202,7 +213,15 @@ pub trait KeyRepository: Send + Sync + Debug {
     /// Records last-use times (a batch); keys that no longer exist are ignored. A time older
     /// than the stored one does not move it back.
     async fn record_last_used(&self, uses: &[(Uuid, DateTime<Utc>)]) -> Result<()>;
+
+    /// State and current version of each of these keys, in any order; keys that no longer
+    /// exist are left out. One cheap read, used to check cached keys against the store
+    /// (called with at most [`KEY_STAMPS_BATCH`] ids at a time).
+    async fn key_stamps(&self, key_ids: &[Uuid]) -> Result<Vec<KeyStamp>>;
 }
+
+/// Largest number of ids passed to one [`KeyRepository::key_stamps`] call.
+pub const KEY_STAMPS_BATCH: usize = 500;
 
 macro_rules! forward_repository {
     ($ty:ty) => {
@@ -246,6 +265,9 @@ macro_rules! forward_repository {
             }
             async fn record_last_used(&self, uses: &[(Uuid, DateTime<Utc>)]) -> Result<()> {
                 (**self).record_last_used(uses).await
+            }
+            async fn key_stamps(&self, key_ids: &[Uuid]) -> Result<Vec<KeyStamp>> {
+                (**self).key_stamps(key_ids).await
             }
         }
     };

@@ -255,6 +255,7 @@ async fn ttl_and_size_bound() {
         cache: CacheOptions {
             ttl: Duration::from_millis(200),
             max_entries: 3,
+            ..CacheOptions::default()
         },
         ..ManagerOptions::default()
     });

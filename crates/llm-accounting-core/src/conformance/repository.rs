@@ -4,7 +4,8 @@ use chrono::{Duration, SubsecRound, Utc};
 use uuid::Uuid;
 
 use crate::{
-    Error, KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyState, VersionRecord, VersionState,
+    Error, KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyStamp, KeyState, VersionRecord,
+    VersionState,
 };
 
 fn key(identity: KeyIdentity) -> KeyRecord {
@@ -210,8 +211,35 @@ pub async fn run(repo: &dyn KeyRepository) {
     assert_eq!(alice.len(), 1);
     assert_eq!(alice[0].identity, full);
 
+    // Stamps: state and current version by id, unknown ids left out.
+    let mut expected = Vec::new();
+    for identity in [&none, &global] {
+        let r = repo
+            .find_key(identity)
+            .await
+            .expect("find")
+            .expect("exists");
+        expected.push(KeyStamp {
+            key_id: r.id,
+            state: r.state,
+            current_version: r.current_version,
+        });
+    }
+    let mut stamps = repo
+        .key_stamps(&[k.id, gk.id, Uuid::new_v4()])
+        .await
+        .expect("stamps");
+    stamps.sort_by_key(|s| s.key_id);
+    expected.sort_by_key(|s| s.key_id);
+    assert_eq!(stamps, expected);
+    assert!(repo.key_stamps(&[]).await.expect("no ids").is_empty());
+
     // Delete removes the key and its versions; the identity can be reused.
     assert!(repo.delete_key(k.id).await.expect("delete"));
+    assert!(
+        repo.key_stamps(&[k.id]).await.expect("stamps").is_empty(),
+        "a deleted key has no stamp"
+    );
     assert!(!repo.delete_key(k.id).await.expect("delete again"));
     assert!(repo.find_key(&none).await.expect("find").is_none());
     assert!(repo.load_current(&none).await.expect("load").is_none());
