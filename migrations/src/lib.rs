@@ -97,6 +97,8 @@ mod tests {
             "{sql}"
         );
         assert!(sql.contains("ON DELETE CASCADE"), "{sql}");
+        assert!(sql.contains("DEFAULT CHARSET=utf8mb4"), "{sql}");
+        assert!(sql.contains("COLLATE=utf8mb4_bin"), "{sql}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use sea_orm_migration::sea_orm::DbBackend;
 use sea_orm_migration::{prelude::*, schema::*};
 
-use crate::columns::timestamp_utc;
+use crate::columns::{timestamp_utc, with_table_options};
 
 /// Creates the `api_keys` table and its indexes.
 #[derive(DeriveMigrationName)]
@@ -28,7 +28,7 @@ pub(crate) enum ApiKeys {
 
 /// `CREATE TABLE api_keys`.
 pub(crate) fn create_table(backend: DbBackend) -> TableCreateStatement {
-    Table::create()
+    let table = Table::create()
         .table(ApiKeys::Table)
         // UUID, hyphenated text: the same on every backend.
         .col(string_len(ApiKeys::Id, 36).primary_key())
@@ -43,7 +43,8 @@ pub(crate) fn create_table(backend: DbBackend) -> TableCreateStatement {
         .col(timestamp_utc(backend, ApiKeys::CreatedAt).not_null())
         .col(timestamp_utc(backend, ApiKeys::UpdatedAt).not_null())
         .col(timestamp_utc(backend, ApiKeys::LastUsedAt).null())
-        .to_owned()
+        .to_owned();
+    with_table_options(backend, table)
 }
 
 /// The indexes of `api_keys`: unique scope key, service.

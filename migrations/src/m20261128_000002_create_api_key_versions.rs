@@ -3,7 +3,7 @@
 use sea_orm_migration::sea_orm::DbBackend;
 use sea_orm_migration::{prelude::*, schema::*};
 
-use crate::columns::timestamp_utc;
+use crate::columns::{timestamp_utc, with_table_options};
 use crate::m20261128_000001_create_api_keys::ApiKeys;
 
 /// Creates the `api_key_versions` table, its foreign key and indexes.
@@ -26,7 +26,7 @@ enum ApiKeyVersions {
 
 /// `CREATE TABLE api_key_versions`, with its primary and foreign keys.
 pub(crate) fn create_table(backend: DbBackend) -> TableCreateStatement {
-    Table::create()
+    let table = Table::create()
         .table(ApiKeyVersions::Table)
         .col(string_len(ApiKeyVersions::KeyId, 36))
         .col(integer(ApiKeyVersions::Version))
@@ -52,7 +52,8 @@ pub(crate) fn create_table(backend: DbBackend) -> TableCreateStatement {
                 .on_delete(ForeignKeyAction::Cascade)
                 .on_update(ForeignKeyAction::Cascade),
         )
-        .to_owned()
+        .to_owned();
+    with_table_options(backend, table)
 }
 
 /// The indexes of `api_key_versions`: (provider, master_key_ref), for rewrapping.
