@@ -17,6 +17,9 @@ pub struct StoreOptions {
     /// How long SQLite waits for a lock held by another connection or process before it
     /// reports the database as busy (default 5 s).
     pub busy_timeout: Duration,
+    /// PostgreSQL only: the schema to keep the tables in (`search_path`); `None` uses the
+    /// server's default (`public`). The schema must exist.
+    pub schema: Option<String>,
 }
 
 impl Default for StoreOptions {
@@ -25,6 +28,7 @@ impl Default for StoreOptions {
             max_connections: 8,
             connect_timeout: Duration::from_secs(10),
             busy_timeout: Duration::from_secs(5),
+            schema: None,
         }
     }
 }
@@ -65,12 +69,46 @@ pub(crate) async fn open(url: &str, options: &StoreOptions) -> Result<DatabaseCo
                 "this build of llm-accounting was built without feature sqlite",
             ))
         }
+        #[cfg(feature = "postgres")]
+        Scheme::Postgres => server::open(url, options).await,
+        #[cfg(not(feature = "postgres"))]
         Scheme::Postgres => Err(Error::config(
             "this build of llm-accounting was built without feature postgres",
         )),
+        #[cfg(feature = "mysql")]
+        Scheme::MySql => server::open(url, options).await,
+        #[cfg(not(feature = "mysql"))]
         Scheme::MySql => Err(Error::config(
             "this build of llm-accounting was built without feature mysql",
         )),
+    }
+}
+
+/// PostgreSQL and MySQL/MariaDB: a pool that checks each connection before handing it out,
+/// so that after an outage the first query does not fail on a dead connection; lost
+/// connections are replaced on demand, so the process recovers when the server is back.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod server {
+    use llm_accounting_core::Result;
+    use sea_orm::{ConnectOptions, Database, DatabaseConnection};
+
+    use super::StoreOptions;
+
+    pub(super) async fn open(url: &str, options: &StoreOptions) -> Result<DatabaseConnection> {
+        let mut connect = ConnectOptions::new(url.to_owned());
+        connect
+            .max_connections(options.max_connections.max(1))
+            .min_connections(0)
+            .connect_timeout(options.connect_timeout)
+            .acquire_timeout(options.connect_timeout)
+            .test_before_acquire(true)
+            .sqlx_logging(false);
+        if let Some(schema) = &options.schema {
+            connect.set_schema_search_path(schema.clone());
+        }
+        Database::connect(connect)
+            .await
+            .map_err(|e| crate::error::from_db("connect", e))
     }
 }
 

@@ -1,8 +1,8 @@
 //! The sea-orm key repository of llm-accounting.
 //!
 //! [`SeaOrmKeyRepository`] implements [`llm_accounting_core::KeyRepository`] over a relational
-//! database: SQLite now (feature `sqlite`, on by default, bundled library); PostgreSQL and
-//! MySQL/MariaDB are planned. Opening a repository applies the migrations of
+//! database: SQLite (feature `sqlite`, on by default, bundled library), PostgreSQL (feature
+//! `postgres`) and MySQL/MariaDB (feature `mysql`), chosen by the URL's scheme. Opening a repository applies the migrations of
 //! `llm-accounting-migration`. Records hold no secret in clear: the version rows carry sealed
 //! envelopes only.
 //!
@@ -32,6 +32,8 @@ mod connect;
 mod entity;
 mod error;
 mod repository;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use connect::StoreOptions;
 pub use repository::SeaOrmKeyRepository;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use llm_accounting_core::{
-    Error, KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyState, Result, VersionRecord,
-    VersionState,
+    Error, KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyStamp, KeyState, Result,
+    VersionRecord, VersionState,
 };
 use llm_accounting_migration::{Migrator, MigratorTrait};
 use sea_orm::sea_query::{Condition, Expr, ExprTrait};
@@ -60,8 +60,10 @@ impl SeaOrmKeyRepository {
     /// in ("built without feature postgres"); [`Error::DatabaseUnavailable`] when the database
     /// cannot be opened or reached; [`Error::Database`] when a migration fails.
     pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self> {
-        let db = connect::open(url, options).await?;
-        Self::from_connection(db).await
+        // Boxed: the driver and migration futures nest deeply enough that callers' futures
+        // would otherwise exceed the compiler's default recursion limit when laid out.
+        let db = Box::pin(connect::open(url, options)).await?;
+        Box::pin(Self::from_connection(db)).await
     }
 
     /// Wraps an open connection and applies pending migrations.
@@ -70,9 +72,7 @@ impl SeaOrmKeyRepository {
     ///
     /// [`Error::DatabaseUnavailable`] or [`Error::Database`] when a migration fails.
     pub async fn from_connection(db: DatabaseConnection) -> Result<Self> {
-        Migrator::up(&db, None)
-            .await
-            .map_err(|e| from_db("migrate", e))?;
+        migrate(&db).await?;
         let load_current_sql = load_current_query("")
             .build(db.get_database_backend())
             .sql
@@ -107,6 +107,33 @@ impl SeaOrmKeyRepository {
             .one(&self.db)
             .await
             .map_err(|e| from_db("find key", e))
+    }
+}
+
+/// Applies pending migrations. Several processes may open a new database at once: when one
+/// of them loses a race to create a table, it waits and looks again, and succeeds once the
+/// winner has recorded the migration.
+async fn migrate(db: &DatabaseConnection) -> Result<()> {
+    const ATTEMPTS: u32 = 40;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let err = match Migrator::up(db, None).await {
+            Ok(()) => return Ok(()),
+            Err(e) => from_db("migrate", e),
+        };
+        let pending = Migrator::get_pending_migrations(db).await.map(|p| p.len());
+        match pending {
+            Ok(0) => return Ok(()),
+            Ok(_) if attempt < ATTEMPTS && !matches!(err, Error::DatabaseUnavailable { .. }) => {
+                tracing::debug!(attempt, error = %err, "migration raced another process; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(
+                    50 * u64::from(std::cmp::min(attempt, 10)),
+                ))
+                .await;
+            }
+            _ => return Err(err),
+        }
     }
 }
 
@@ -442,5 +469,31 @@ impl KeyRepository for SeaOrmKeyRepository {
                 .map_err(|e| from_db("record last use", e))?;
         }
         commit(txn, "record last use").await
+    }
+
+    async fn key_stamps(&self, key_ids: &[Uuid]) -> Result<Vec<KeyStamp>> {
+        if key_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = key_ids.iter().map(|id| uuid_text(*id)).collect();
+        let rows: Vec<(String, String, i32)> = api_key::Entity::find()
+            .select_only()
+            .column(api_key::Column::Id)
+            .column(api_key::Column::State)
+            .column(api_key::Column::CurrentVersion)
+            .filter(api_key::Column::Id.is_in(ids))
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .map_err(|e| from_db("check key versions", e))?;
+        rows.into_iter()
+            .map(|(id, state, version)| {
+                Ok(KeyStamp {
+                    key_id: Uuid::parse_str(&id).map_err(|_| Error::integrity())?,
+                    state: KeyState::parse(&state)?,
+                    current_version: u32::try_from(version).map_err(|_| Error::integrity())?,
+                })
+            })
+            .collect()
     }
 }

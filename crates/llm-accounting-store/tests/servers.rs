@@ -1,0 +1,169 @@
+//! The repository conformance suite and the migrations on every database this build supports:
+//! SQLite, and the PostgreSQL and MySQL/MariaDB servers (`LLM_ACCOUNTING_TEST_POSTGRES_URL`,
+//! `LLM_ACCOUNTING_TEST_MYSQL_URL`; each test makes its own database and drops it).
+
+use std::time::Duration;
+
+use llm_accounting_core::{Error, KeyRepository};
+use llm_accounting_migration::{Migrator, MigratorTrait};
+use llm_accounting_store::testing::{Backend, TestDatabase};
+use llm_accounting_store::{SeaOrmKeyRepository, StoreOptions};
+use sea_orm_migration_schema::has_tables;
+
+mod sea_orm_migration_schema {
+    use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+
+    /// Which of our tables exist, asked of the database's own catalog.
+    pub(super) async fn has_tables(db: &DatabaseConnection) -> [bool; 2] {
+        let mut out = [false; 2];
+        for (i, table) in ["api_keys", "api_key_versions"].into_iter().enumerate() {
+            let sql = match db.get_database_backend() {
+                DbBackend::Sqlite => format!(
+                    "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = '{table}'"
+                ),
+                DbBackend::Postgres => format!(
+                    "SELECT COUNT(*) AS n FROM information_schema.tables \
+                     WHERE table_schema = current_schema() AND table_name = '{table}'"
+                ),
+                _ => format!(
+                    "SELECT COUNT(*) AS n FROM information_schema.tables \
+                     WHERE table_schema = DATABASE() AND table_name = '{table}'"
+                ),
+            };
+            let row = db
+                .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+                .await
+                .expect("catalog query")
+                .expect("a row");
+            out[i] = row.try_get::<i64>("", "n").expect("count") > 0;
+        }
+        out
+    }
+}
+
+async fn databases() -> Vec<TestDatabase> {
+    let mut out = Vec::new();
+    for backend in Backend::all() {
+        if let Some(db) = TestDatabase::create(backend).await {
+            out.push(db);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn conformance_on_every_database() {
+    for db in databases().await {
+        eprintln!("conformance on {}", db.backend());
+        let repo = db.repository().await;
+        llm_accounting_core::conformance::repository::run(&repo).await;
+        llm_accounting_core::conformance::repository::run(&repo).await;
+    }
+}
+
+#[tokio::test]
+async fn migrations_up_down_up_on_every_database() {
+    for db in databases().await {
+        let repo = db.repository().await;
+        let conn = repo.connection();
+        assert_eq!(has_tables(conn).await, [true, true], "{}", db.backend());
+        Migrator::up(conn, None).await.expect("up again is a no-op");
+        Migrator::down(conn, None).await.expect("down");
+        assert_eq!(has_tables(conn).await, [false, false], "{}", db.backend());
+        Migrator::up(conn, None).await.expect("up after down");
+        assert_eq!(has_tables(conn).await, [true, true], "{}", db.backend());
+        Migrator::down(conn, Some(1)).await.expect("one step down");
+        assert_eq!(has_tables(conn).await, [true, false], "{}", db.backend());
+        drop(repo);
+        // Opening applies what is pending.
+        let repo = db.repository().await;
+        assert_eq!(has_tables(repo.connection()).await, [true, true]);
+        llm_accounting_core::conformance::repository::run(&repo).await;
+    }
+}
+
+/// Eight pools open one new database at the same moment: every one of them must come up
+/// (the losers of the race to create the tables wait for the winner).
+#[tokio::test]
+async fn concurrent_first_opens_all_succeed() {
+    for db in databases().await {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let url = db.url().to_owned();
+            let options = db.options();
+            tasks.spawn(async move { SeaOrmKeyRepository::connect(&url, &options).await });
+        }
+        while let Some(opened) = tasks.join_next().await {
+            let repo = opened
+                .expect("task")
+                .unwrap_or_else(|e| panic!("{}: concurrent open failed: {e}", db.backend()));
+            assert!(repo.list_keys(&Default::default()).await.is_ok());
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_schema_option_keeps_tables_in_that_schema() {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let plain = db.repository().await;
+    plain
+        .connection()
+        .execute_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "CREATE SCHEMA tenant_a",
+        ))
+        .await
+        .expect("create schema");
+    let options = StoreOptions {
+        schema: Some("tenant_a".into()),
+        ..db.options()
+    };
+    let repo = SeaOrmKeyRepository::connect(db.url(), &options)
+        .await
+        .expect("open with schema");
+    llm_accounting_core::conformance::repository::run(&repo).await;
+    let row = repo
+        .connection()
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT COUNT(*) AS n FROM information_schema.tables \
+             WHERE table_schema = 'tenant_a' AND table_name = 'api_keys'",
+        ))
+        .await
+        .expect("query")
+        .expect("row");
+    assert_eq!(row.try_get::<i64>("", "n").expect("n"), 1);
+}
+
+/// A server that is not there is "unavailable" (exit code 5 in the CLI), quickly, and the
+/// message carries no password.
+#[tokio::test]
+async fn unreachable_servers_are_unavailable() {
+    // A port nothing listens on.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let options = StoreOptions {
+        connect_timeout: Duration::from_secs(2),
+        ..StoreOptions::default()
+    };
+    for backend in Backend::all() {
+        let url = match backend {
+            Backend::Sqlite => continue,
+            Backend::Postgres => format!("postgres://u:hunter2@127.0.0.1:{port}/test"),
+            Backend::MySql => format!("mysql://u:hunter2@127.0.0.1:{port}/test"),
+        };
+        match SeaOrmKeyRepository::connect(&url, &options).await {
+            Err(e @ Error::DatabaseUnavailable { .. }) => {
+                let chain = format!("{e} {:?}", std::error::Error::source(&e));
+                assert!(!chain.contains("hunter2"), "{chain}");
+            }
+            other => panic!("{backend}: expected DatabaseUnavailable, got {other:?}"),
+        }
+    }
+}
