@@ -27,7 +27,20 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ),
     ("LLM_ACCOUNTING_CACHE_TTL_SECS", "cache.ttl_secs"),
     ("LLM_ACCOUNTING_CACHE_MAX_ENTRIES", "cache.max_entries"),
+    (
+        "LLM_ACCOUNTING_CACHE_REFRESH_MS",
+        "cache.refresh_interval_ms",
+    ),
     ("LLM_ACCOUNTING_DB_MAX_CONNECTIONS", "store.max_connections"),
+    (
+        "LLM_ACCOUNTING_DB_CONNECT_TIMEOUT_SECS",
+        "store.connect_timeout_secs",
+    ),
+    (
+        "LLM_ACCOUNTING_DB_BUSY_TIMEOUT_SECS",
+        "store.busy_timeout_secs",
+    ),
+    ("LLM_ACCOUNTING_DATABASE_SCHEMA", "store.schema"),
 ];
 
 /// Variable naming a config file when none is given explicitly.
@@ -89,6 +102,8 @@ pub struct CacheSettings {
     pub ttl_secs: u64,
     /// Most keys cached at once.
     pub max_entries: u64,
+    /// Milliseconds between checks of cached keys against the store (0: off).
+    pub refresh_interval_ms: u64,
 }
 
 /// Database settings.
@@ -100,6 +115,9 @@ pub struct StoreSettings {
     pub connect_timeout_secs: u64,
     /// Seconds SQLite waits on a locked database.
     pub busy_timeout_secs: u64,
+    /// PostgreSQL schema for the tables; `None`: the server's default.
+    #[serde(default, deserialize_with = "empty_is_none")]
+    pub schema: Option<String>,
     /// `last_used_at` is written at most once per key per this many seconds.
     pub last_used_interval_secs: u64,
 }
@@ -249,6 +267,7 @@ impl Settings {
             cache: CacheOptions {
                 ttl: Duration::from_secs(self.cache.ttl_secs),
                 max_entries: self.cache.max_entries,
+                refresh_interval: Duration::from_millis(self.cache.refresh_interval_ms),
             },
             last_used_interval: Duration::from_secs(self.store.last_used_interval_secs),
         }
@@ -260,6 +279,7 @@ impl Settings {
             max_connections: self.store.max_connections,
             connect_timeout: Duration::from_secs(self.store.connect_timeout_secs),
             busy_timeout: Duration::from_secs(self.store.busy_timeout_secs),
+            schema: self.store.schema.clone(),
         }
     }
 }
