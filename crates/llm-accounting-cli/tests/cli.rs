@@ -595,3 +595,78 @@ fn trace_logging_never_shows_the_key() {
         assert_no_secret(r, &[KEY1, KEY2], r.stdout == format!("{KEY2}\n"));
     }
 }
+
+/// The whole round trip with `--db` on the PostgreSQL and MySQL/MariaDB servers.
+#[test]
+fn round_trip_on_database_servers() {
+    use llm_accounting_store::testing::{Backend, TestDatabase};
+    let rt = runtime();
+    for backend in [Backend::Postgres, Backend::MySql] {
+        let Some(db) = rt.block_on(TestDatabase::create(backend)) else {
+            continue;
+        };
+        let env = Env::new();
+        let url = db.url();
+        let keys = |args: &[&str]| -> Vec<String> {
+            let mut v = vec!["--db".to_owned(), url.to_owned(), "keys".to_owned()];
+            v.extend(args.iter().map(|s| (*s).to_owned()));
+            v
+        };
+        let run = |args: &[&str], stdin: Option<&str>| {
+            let args = keys(args);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            env.run_with(&args, stdin.map(str::as_bytes), &[])
+        };
+        run(
+            &["store", "--service", "openai", "--user", "alice"],
+            Some(KEY1),
+        )
+        .ok();
+        let r = run(&["get", "--service", "openai", "--user", "alice"], None).ok();
+        assert_eq!(r.stdout.trim_end(), KEY1, "{backend}");
+        let r = run(&["list", "--format", "json"], None).ok();
+        assert!(
+            r.stdout.contains("alice") && !r.stdout.contains(KEY1),
+            "{r:#?}"
+        );
+        run(
+            &["rotate", "--service", "openai", "--user", "alice"],
+            Some(KEY2),
+        )
+        .ok();
+        let r = run(&["get", "--service", "openai", "--user", "alice"], None).ok();
+        assert_eq!(r.stdout.trim_end(), KEY2, "{backend}");
+        run(&["disable", "--service", "openai", "--user", "alice"], None).ok();
+        run(&["get", "--service", "openai", "--user", "alice"], None).code(1);
+        run(&["enable", "--service", "openai", "--user", "alice"], None).ok();
+        run(&["delete", "--service", "openai", "--user", "alice"], None).ok();
+        run(&["get", "--service", "openai", "--user", "alice"], None).code(3);
+    }
+}
+
+/// A database server that is down: exit code 5 and one clear line, quickly, no password.
+#[test]
+fn database_server_down_exits_5() {
+    let env = Env::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    for scheme in ["postgres", "mysql"] {
+        let url = format!("{scheme}://u:hunter2@127.0.0.1:{port}/test");
+        let r = env
+            .run_with(
+                &["--db", &url, "keys", "list"],
+                None,
+                &[("LLM_ACCOUNTING_DB_CONNECT_TIMEOUT_SECS", "3")],
+            )
+            .code(5);
+        assert!(
+            r.stderr.starts_with("error: database unavailable"),
+            "{r:#?}"
+        );
+        assert!(!r.stderr.contains("hunter2"), "{r:#?}");
+        assert_eq!(r.stderr.lines().count(), 1, "one line: {r:#?}");
+    }
+}
