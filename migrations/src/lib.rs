@@ -31,6 +31,7 @@ pub use sea_orm_migration::MigratorTrait;
 mod columns;
 mod m20261128_000001_create_api_keys;
 mod m20261128_000002_create_api_key_versions;
+mod m20261129_000003_add_lifecycle;
 
 /// Every migration of the llm-accounting schema, oldest first.
 #[derive(Debug, Clone, Copy, Default)]
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261128_000001_create_api_keys::Migration),
             Box::new(m20261128_000002_create_api_key_versions::Migration),
+            Box::new(m20261129_000003_add_lifecycle::Migration),
         ]
     }
 }

@@ -12,7 +12,7 @@ pub(crate) struct Migration;
 
 /// The `api_key_versions` table and its columns.
 #[derive(DeriveIden)]
-enum ApiKeyVersions {
+pub(crate) enum ApiKeyVersions {
     Table,
     KeyId,
     Version,
