@@ -54,6 +54,8 @@ pub(crate) struct Loaded {
     pub(crate) key: ApiKey,
     pub(crate) key_id: Uuid,
     pub(crate) version: u32,
+    /// The value's expiry: the entry is not served from then on.
+    pub(crate) expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// One cached key. The secret is zeroized when the last clone of the [`ApiKey`] is dropped:
@@ -63,8 +65,11 @@ pub(crate) struct CachedKey {
     pub(crate) key: ApiKey,
     pub(crate) key_id: Uuid,
     pub(crate) version: u32,
-    /// Cache clock (ms) when loaded; the entry expires `ttl` later.
+    /// Cache clock (ms) when loaded.
     loaded_ms: u64,
+    /// Cache clock (ms) from which the entry is not served: `ttl` after loading, or the
+    /// value's own expiry if sooner.
+    deadline_ms: u64,
     /// Cache clock (ms) of the last hit, for least-recently-used eviction.
     last_access_ms: AtomicU64,
     /// Cache clock (s) of the last use handed to the last-used tracker (throttling);
@@ -136,7 +141,7 @@ impl KeyCache {
     }
 
     fn expired(&self, entry: &CachedKey, now_ms: u64) -> bool {
-        now_ms.saturating_sub(entry.loaded_ms) >= self.ttl_ms
+        now_ms >= entry.deadline_ms
     }
 
     /// Whether an entry went unchecked against the store for too long to be served.
@@ -170,11 +175,18 @@ impl KeyCache {
                 let epoch = self.epoch.load(Ordering::SeqCst);
                 let loaded = load.await?;
                 let now_ms = self.now_ms();
+                let mut deadline_ms = now_ms.saturating_add(self.ttl_ms);
+                if let Some(at) = loaded.expires_at {
+                    let left = (at - chrono::Utc::now()).num_milliseconds().max(0);
+                    let left = u64::try_from(left).unwrap_or(0);
+                    deadline_ms = deadline_ms.min(now_ms.saturating_add(left));
+                }
                 let entry = Arc::new(CachedKey {
                     key: loaded.key,
                     key_id: loaded.key_id,
                     version: loaded.version,
                     loaded_ms: now_ms,
+                    deadline_ms,
                     last_access_ms: AtomicU64::new(now_ms),
                     last_noted: AtomicI64::new(i64::MIN),
                 });

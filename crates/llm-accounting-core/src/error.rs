@@ -28,6 +28,24 @@ pub enum Error {
         /// The identity of the disabled key.
         identity: String,
     },
+    /// The key's current value passed its expiry time; store or rotate a new value.
+    #[error(
+        "the API key for {identity} expired at {expired_at} (store a new value with `keys rotate`)"
+    )]
+    Expired {
+        /// The identity of the expired key.
+        identity: String,
+        /// When it expired (RFC 3339, UTC).
+        expired_at: String,
+    },
+    /// No previous version of the key is readable: there is none, or its grace period ended.
+    #[error("no previous version of the API key for {identity} is readable: {reason}")]
+    NoPrevious {
+        /// The identity.
+        identity: String,
+        /// Why (never rotated, or retired at a given time).
+        reason: String,
+    },
     /// A stored record failed authentication: it was changed, moved to another row, identity or
     /// version, or wrapped under a master key that is not the one presented.
     #[error(
@@ -97,6 +115,17 @@ pub enum Error {
         /// The underlying failure.
         #[source]
         source: Option<BoxError>,
+    },
+    /// A bulk operation finished with some items failed (each was reported); what failed was
+    /// left unchanged.
+    #[error("{operation} incomplete: {count} item(s) left; {hint}")]
+    Incomplete {
+        /// The operation (`rewrap`, ...).
+        operation: &'static str,
+        /// How many items failed or remain.
+        count: u64,
+        /// What to do about it.
+        hint: &'static str,
     },
     /// Another writer changed the same key at the same time; the operation was not applied.
     #[error("the API key for {identity} was changed concurrently; try again")]
@@ -170,6 +199,8 @@ impl Error {
         match self {
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::Disabled { .. } => ErrorKind::Disabled,
+            Error::Expired { .. } => ErrorKind::Expired,
+            Error::NoPrevious { .. } => ErrorKind::NotFound,
             Error::Integrity { .. } => ErrorKind::Integrity,
             Error::InvalidInput { .. } | Error::Config { .. } => ErrorKind::InvalidInput,
             Error::ProviderUnavailable { .. } | Error::DatabaseUnavailable { .. } => {
@@ -178,7 +209,9 @@ impl Error {
             Error::AccessDenied { .. } => ErrorKind::AccessDenied,
             Error::ProviderNotConfigured { .. } => ErrorKind::InvalidInput,
             Error::Conflict { .. } => ErrorKind::Conflict,
-            Error::Database { .. } | Error::Io { .. } => ErrorKind::Other,
+            Error::Database { .. } | Error::Io { .. } | Error::Incomplete { .. } => {
+                ErrorKind::Other
+            }
         }
     }
 
@@ -201,6 +234,8 @@ pub enum ErrorKind {
     NotFound,
     /// The key is disabled.
     Disabled,
+    /// The key's value expired.
+    Expired,
     /// Authentication of stored data failed.
     Integrity,
     /// Bad input or configuration.
@@ -221,6 +256,7 @@ impl ErrorKind {
         match self {
             ErrorKind::NotFound => "not_found",
             ErrorKind::Disabled => "disabled",
+            ErrorKind::Expired => "expired",
             ErrorKind::Integrity => "integrity",
             ErrorKind::InvalidInput => "invalid_input",
             ErrorKind::Unavailable => "unavailable",

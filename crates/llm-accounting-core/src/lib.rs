@@ -23,6 +23,7 @@ mod memory;
 mod provider;
 mod refresh;
 mod repository;
+mod rewrap;
 mod secret;
 
 pub use cache::CacheOptions;
@@ -30,11 +31,15 @@ pub use context::{EncryptionContext, FORMAT_VERSION};
 pub use envelope::Envelope;
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use identity::{KeyIdentity, MAX_NAME_CHARS, validate_name};
-pub use manager::{ManagerOptions, SecureKeyManager, SecureKeyManagerBuilder, StoreOutcome};
+pub use manager::{
+    ManagerOptions, SecureKeyManager, SecureKeyManagerBuilder, StoreOutcome, VersionInfo,
+    WriteOptions,
+};
 pub use memory::MemoryKeyRepository;
 pub use provider::{KmsProvider, WrappedKey};
 pub use repository::{
     KEY_STAMPS_BATCH, KeyFilter, KeyRecord, KeyRepository, KeyStamp, KeyState, VersionRecord,
     VersionState,
 };
+pub use rewrap::{RewrapFailure, RewrapOptions, RewrapProgress, RewrapReport};
 pub use secret::{ApiKey, DATA_KEY_LEN, DataKey, MAX_API_KEY_BYTES, random_bytes};

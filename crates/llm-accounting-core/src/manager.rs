@@ -34,6 +34,9 @@ pub struct ManagerOptions {
     pub cache: CacheOptions,
     /// `last_used_at` is written at most once per key per this interval (default 60 s).
     pub last_used_interval: Duration,
+    /// After a rotation the previous value stays readable (`get_previous`) this long, then is
+    /// retired and its ciphertext wiped (default 24 h).
+    pub previous_grace: Duration,
 }
 
 impl Default for ManagerOptions {
@@ -41,6 +44,50 @@ impl Default for ManagerOptions {
         ManagerOptions {
             cache: CacheOptions::default(),
             last_used_interval: Duration::from_secs(60),
+            previous_grace: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Options of one store or rotate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// When the new value expires: from then on `get` refuses it with [`Error::Expired`].
+    pub expires_at: Option<chrono::DateTime<Utc>>,
+}
+
+/// One version of a key, without its ciphertext (for listings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionInfo {
+    /// Version number, from 1.
+    pub version: u32,
+    /// Current, previous or retired.
+    pub state: VersionState,
+    /// Provider that wrapped the data key.
+    pub provider: String,
+    /// Master key the data key is wrapped under.
+    pub master_key_ref: String,
+    /// Non-secret hint of the value.
+    pub hint: Option<String>,
+    /// When this version was stored.
+    pub created_at: chrono::DateTime<Utc>,
+    /// When the value expires, if it does.
+    pub expires_at: Option<chrono::DateTime<Utc>>,
+    /// For a previous version: when its grace period ends.
+    pub retire_at: Option<chrono::DateTime<Utc>>,
+}
+
+impl From<&VersionRecord> for VersionInfo {
+    fn from(v: &VersionRecord) -> Self {
+        VersionInfo {
+            version: v.version,
+            state: v.state,
+            provider: v.provider.clone(),
+            master_key_ref: v.master_key_ref.clone(),
+            hint: v.hint.clone(),
+            created_at: v.created_at,
+            expires_at: v.expires_at,
+            retire_at: v.retire_at,
         }
     }
 }
@@ -73,16 +120,17 @@ pub struct StoreOutcome {
 /// ```
 #[derive(Debug, Clone)]
 pub struct SecureKeyManager {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-struct Inner {
-    provider: Arc<dyn KmsProvider>,
-    decrypt_only: Vec<Arc<dyn KmsProvider>>,
-    repo: Arc<dyn KeyRepository>,
-    cache: KeyCache,
+pub(crate) struct Inner {
+    pub(crate) provider: Arc<dyn KmsProvider>,
+    pub(crate) decrypt_only: Vec<Arc<dyn KmsProvider>>,
+    pub(crate) repo: Arc<dyn KeyRepository>,
+    pub(crate) cache: KeyCache,
     last_used: Arc<LastUsed>,
+    previous_grace: Duration,
     /// Zero: no check of cached keys against the store.
     refresh_interval: Duration,
     refresher_started: AtomicBool,
@@ -120,6 +168,7 @@ impl SecureKeyManagerBuilder {
                 cache: KeyCache::new(self.options.cache),
                 last_used: Arc::new(LastUsed::new(self.options.last_used_interval)),
                 refresh_interval: self.options.cache.refresh_interval,
+                previous_grace: self.options.previous_grace,
                 refresher_started: AtomicBool::new(false),
             }),
         }
@@ -158,13 +207,35 @@ impl SecureKeyManager {
     /// Stores `key` under `identity`: a new key, or a new current version of an existing one
     /// (the old value stays as the previous version). On any failure nothing changes.
     pub async fn store(&self, identity: &KeyIdentity, key: &ApiKey) -> Result<StoreOutcome> {
-        self.write_version(identity, key, false).await
+        self.write_version(identity, key, false, &WriteOptions::default())
+            .await
+    }
+
+    /// [`SecureKeyManager::store`] with options (an expiry time).
+    pub async fn store_with(
+        &self,
+        identity: &KeyIdentity,
+        key: &ApiKey,
+        options: &WriteOptions,
+    ) -> Result<StoreOutcome> {
+        self.write_version(identity, key, false, options).await
     }
 
     /// Replaces the value of an existing key with a new version. [`Error::NotFound`] if there
     /// is no such key.
     pub async fn rotate(&self, identity: &KeyIdentity, key: &ApiKey) -> Result<StoreOutcome> {
-        self.write_version(identity, key, true).await
+        self.write_version(identity, key, true, &WriteOptions::default())
+            .await
+    }
+
+    /// [`SecureKeyManager::rotate`] with options (an expiry time).
+    pub async fn rotate_with(
+        &self,
+        identity: &KeyIdentity,
+        key: &ApiKey,
+        options: &WriteOptions,
+    ) -> Result<StoreOutcome> {
+        self.write_version(identity, key, true, options).await
     }
 
     async fn write_version(
@@ -172,8 +243,12 @@ impl SecureKeyManager {
         identity: &KeyIdentity,
         key: &ApiKey,
         must_exist: bool,
+        options: &WriteOptions,
     ) -> Result<StoreOutcome> {
         key.validate()?;
+        if options.expires_at.is_some_and(|at| at <= Utc::now()) {
+            return Err(Error::invalid("expiry", "it is not in the future"));
+        }
         let hint = key.hint();
         let repo = &self.inner.repo;
         let mut attempt = 0;
@@ -201,9 +276,17 @@ impl SecureKeyManager {
                 master_key_ref: sealed.wrapped.master_key_ref.clone(),
                 hint: hint.clone(),
                 created_at: now,
+                expires_at: options.expires_at,
+                retire_at: None,
             };
             let written = match &existing {
-                Some(k) => repo.add_version(k.id, k.current_version, &row).await,
+                Some(k) => {
+                    let retire_at = now
+                        + chrono::Duration::from_std(self.inner.previous_grace)
+                            .unwrap_or(chrono::Duration::MAX);
+                    repo.add_version(k.id, k.current_version, &row, retire_at)
+                        .await
+                }
                 None => {
                     let record = KeyRecord {
                         id: key_id,
@@ -214,6 +297,7 @@ impl SecureKeyManager {
                         created_at: now,
                         updated_at: now,
                         last_used_at: None,
+                        expires_at: options.expires_at,
                     };
                     repo.create_key(&record, &row).await
                 }
@@ -241,6 +325,13 @@ impl SecureKeyManager {
         };
         self.inner.cache.invalidate(identity);
         tracing::info!(%identity, version = outcome.version, "stored API key");
+        if !outcome.created {
+            // Older previous versions whose grace ended: wipe them now (best effort; reads
+            // refuse them anyway).
+            if let Err(e) = repo.retire_due(Some(outcome.key_id), Utc::now()).await {
+                tracing::warn!(%identity, error = %e, "could not retire old versions");
+            }
+        }
         Ok(outcome)
     }
 
@@ -310,6 +401,7 @@ impl SecureKeyManager {
                 identity: identity.to_string(),
             });
         }
+        check_not_expired(identity, &version)?;
         let api_key = self
             .open_version(&key, &version)
             .await
@@ -319,12 +411,17 @@ impl SecureKeyManager {
             key: api_key,
             key_id: key.id,
             version: version.version,
+            expires_at: version.expires_at,
         })
     }
 
     /// Decrypts one stored version of `key`, checking that the row, its envelope and the
     /// requested identity agree.
-    async fn open_version(&self, key: &KeyRecord, version: &VersionRecord) -> Result<ApiKey> {
+    pub(crate) async fn open_version(
+        &self,
+        key: &KeyRecord,
+        version: &VersionRecord,
+    ) -> Result<ApiKey> {
         let env = Envelope::from_bytes(&version.envelope)?;
         if version.key_id != key.id
             || env.wrapped.provider != version.provider
@@ -337,7 +434,69 @@ impl SecureKeyManager {
         envelope::open(provider.as_ref(), &context, &env).await
     }
 
-    fn provider_named(&self, name: &str) -> Result<&Arc<dyn KmsProvider>> {
+    /// The previous value of a rotated key, during its grace period
+    /// ([`ManagerOptions::previous_grace`]). Never cached.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoPrevious`] when the key was never rotated or the grace period ended;
+    /// [`Error::NotFound`], [`Error::Disabled`], [`Error::Expired`] as for `get`.
+    pub async fn get_previous(&self, identity: &KeyIdentity) -> Result<ApiKey> {
+        let key = self.require_key(identity).await?;
+        if key.state == KeyState::Disabled {
+            return Err(Error::Disabled {
+                identity: identity.to_string(),
+            });
+        }
+        let now = Utc::now();
+        let versions = self.inner.repo.list_versions(key.id).await?;
+        let previous = versions
+            .iter()
+            .filter(|v| v.version < key.current_version)
+            .max_by_key(|v| v.version);
+        let no_previous = |reason: String| Error::NoPrevious {
+            identity: identity.to_string(),
+            reason,
+        };
+        let Some(previous) = previous else {
+            return Err(no_previous("the key was never rotated".into()));
+        };
+        let retired_at = match previous.state {
+            VersionState::Retired => Some(previous.retire_at),
+            _ => previous.retire_at.filter(|at| *at <= now).map(Some),
+        };
+        if let Some(at) = retired_at {
+            if let Err(e) = self.inner.repo.retire_due(Some(key.id), now).await {
+                tracing::warn!(%identity, error = %e, "could not retire old versions");
+            }
+            let when = at.map_or_else(String::new, |at| format!(" at {}", at.to_rfc3339()));
+            return Err(no_previous(format!(
+                "version {} was retired{when}, when its grace period ended",
+                previous.version
+            )));
+        }
+        check_not_expired(identity, previous)?;
+        self.open_version(&key, previous)
+            .await
+            .map_err(|e| e.with_identity(identity))
+    }
+
+    /// Every version of a key with its state, dates, hint and master key; never a value.
+    /// Previous versions whose grace period ended are retired first.
+    pub async fn versions(&self, identity: &KeyIdentity) -> Result<Vec<VersionInfo>> {
+        let key = self.require_key(identity).await?;
+        self.inner.repo.retire_due(Some(key.id), Utc::now()).await?;
+        Ok(self
+            .inner
+            .repo
+            .list_versions(key.id)
+            .await?
+            .iter()
+            .map(VersionInfo::from)
+            .collect())
+    }
+
+    pub(crate) fn provider_named(&self, name: &str) -> Result<&Arc<dyn KmsProvider>> {
         std::iter::once(&self.inner.provider)
             .chain(self.inner.decrypt_only.iter())
             .find(|p| p.name() == name)
@@ -419,5 +578,16 @@ impl SecureKeyManager {
         let flushed = self.flush().await;
         self.clear_cache().await;
         flushed
+    }
+}
+
+/// Refuses a version whose value expired.
+fn check_not_expired(identity: &KeyIdentity, version: &VersionRecord) -> Result<()> {
+    match version.expires_at {
+        Some(at) if at <= Utc::now() => Err(Error::Expired {
+            identity: identity.to_string(),
+            expired_at: at.to_rfc3339(),
+        }),
+        _ => Ok(()),
     }
 }

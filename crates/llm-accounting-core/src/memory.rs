@@ -108,6 +108,7 @@ impl KeyRepository for MemoryKeyRepository {
         key_id: Uuid,
         expected_current: u32,
         version: &VersionRecord,
+        previous_retire_at: DateTime<Utc>,
     ) -> Result<()> {
         let mut s = self.lock();
         let Some(key) = s.keys.get(&key_id).cloned() else {
@@ -125,14 +126,87 @@ impl KeyRepository for MemoryKeyRepository {
         }
         if let Some(old) = s.versions.get_mut(&(key_id, expected_current)) {
             old.state = VersionState::Previous;
+            old.retire_at = Some(previous_retire_at);
         }
         s.versions
             .insert((key_id, version.version), version.clone());
         let k = s.keys.get_mut(&key_id).ok_or_else(Error::integrity)?;
         k.current_version = version.version;
         k.hint = version.hint.clone();
+        k.expires_at = version.expires_at;
         k.updated_at = version.created_at;
         Ok(())
+    }
+
+    async fn list_versions(&self, key_id: Uuid) -> Result<Vec<VersionRecord>> {
+        let s = self.lock();
+        let mut out: Vec<VersionRecord> = s
+            .versions
+            .values()
+            .filter(|v| v.key_id == key_id)
+            .cloned()
+            .collect();
+        out.sort_by_key(|v| v.version);
+        Ok(out)
+    }
+
+    async fn retire_due(&self, key_id: Option<Uuid>, now: DateTime<Utc>) -> Result<u64> {
+        let mut s = self.lock();
+        let mut n = 0;
+        for v in s.versions.values_mut() {
+            if key_id.is_none_or(|id| id == v.key_id)
+                && v.state == VersionState::Previous
+                && v.retire_at.is_some_and(|at| at <= now)
+            {
+                v.state = VersionState::Retired;
+                v.envelope.clear();
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    async fn versions_to_rewrap(
+        &self,
+        provider: &str,
+        master_key_ref: &str,
+        after: Option<(Uuid, u32)>,
+        limit: usize,
+    ) -> Result<Vec<(KeyRecord, VersionRecord)>> {
+        let s = self.lock();
+        let mut out: Vec<(KeyRecord, VersionRecord)> = s
+            .versions
+            .values()
+            .filter(|v| v.state != VersionState::Retired)
+            .filter(|v| v.provider != provider || v.master_key_ref != master_key_ref)
+            .filter(|v| after.is_none_or(|a| (v.key_id, v.version) > a))
+            .filter_map(|v| s.keys.get(&v.key_id).map(|k| (k.clone(), v.clone())))
+            .collect();
+        out.sort_by_key(|(_, v)| (v.key_id, v.version));
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn replace_wrapping(
+        &self,
+        rewrapped: &VersionRecord,
+        old_provider: &str,
+        old_ref: &str,
+    ) -> Result<bool> {
+        let mut s = self.lock();
+        match s.versions.get_mut(&(rewrapped.key_id, rewrapped.version)) {
+            Some(v)
+                if v.provider == old_provider
+                    && v.master_key_ref == old_ref
+                    && v.state != VersionState::Retired =>
+            {
+                v.envelope = rewrapped.envelope.clone();
+                v.provider = rewrapped.provider.clone();
+                v.master_key_ref = rewrapped.master_key_ref.clone();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     async fn set_state(&self, key_id: Uuid, state: KeyState, at: DateTime<Utc>) -> Result<bool> {

@@ -35,6 +35,14 @@ pub trait KmsProvider: Send + Sync + Debug {
     /// The master-key reference new keys are wrapped under.
     fn master_key_ref(&self) -> String;
 
+    /// Whether `master_key_ref` names a master key (version) this provider no longer unwraps
+    /// with, because it was retired below a minimum decryptable version. Records under it
+    /// must be rewrapped before it is retired; `keys rewrap --check` reports them.
+    fn is_retired(&self, master_key_ref: &str) -> bool {
+        let _ = master_key_ref;
+        false
+    }
+
     /// Wraps `key` under the current master key, bound to `context`.
     async fn wrap_key(&self, key: &DataKey, context: &EncryptionContext) -> Result<WrappedKey>;
 
@@ -65,6 +73,9 @@ impl<T: KmsProvider + ?Sized> KmsProvider for Arc<T> {
     fn master_key_ref(&self) -> String {
         (**self).master_key_ref()
     }
+    fn is_retired(&self, master_key_ref: &str) -> bool {
+        (**self).is_retired(master_key_ref)
+    }
     async fn wrap_key(&self, key: &DataKey, context: &EncryptionContext) -> Result<WrappedKey> {
         (**self).wrap_key(key, context).await
     }
@@ -90,6 +101,9 @@ impl<T: KmsProvider + ?Sized> KmsProvider for Box<T> {
     }
     fn master_key_ref(&self) -> String {
         (**self).master_key_ref()
+    }
+    fn is_retired(&self, master_key_ref: &str) -> bool {
+        (**self).is_retired(master_key_ref)
     }
     async fn wrap_key(&self, key: &DataKey, context: &EncryptionContext) -> Result<WrappedKey> {
         (**self).wrap_key(key, context).await

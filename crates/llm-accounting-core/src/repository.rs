@@ -96,6 +96,8 @@ pub struct KeyRecord {
     pub updated_at: DateTime<Utc>,
     /// When the key was last read (updated lazily: see `SecureKeyManager`).
     pub last_used_at: Option<DateTime<Utc>>,
+    /// When the current value expires (reads are refused from then on), if it does.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// What a cache needs to know to tell whether its copy of a key is still current.
@@ -128,6 +130,10 @@ pub struct VersionRecord {
     pub hint: Option<String>,
     /// When this version was stored.
     pub created_at: DateTime<Utc>,
+    /// When this value expires, if it does.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// For a previous version: the end of its grace period, after which it is retired.
+    pub retire_at: Option<DateTime<Utc>>,
 }
 
 impl Debug for VersionRecord {
@@ -141,6 +147,8 @@ impl Debug for VersionRecord {
             .field("master_key_ref", &self.master_key_ref)
             .field("hint", &self.hint)
             .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .field("retire_at", &self.retire_at)
             .finish()
     }
 }
@@ -191,15 +199,46 @@ pub trait KeyRepository: Send + Sync + Debug {
     async fn create_key(&self, key: &KeyRecord, first: &VersionRecord) -> Result<()>;
 
     /// Adds `version` as the new current version of `key_id`, turning the old current version
-    /// into a previous one, if and only if the key's current version is still
-    /// `expected_current` (optimistic concurrency); otherwise [`Error::Conflict`] and nothing
-    /// changes. Updates the key's hint and `updated_at` from the version.
+    /// into a previous one that retires at `previous_retire_at`, if and only if the key's
+    /// current version is still `expected_current` (optimistic concurrency); otherwise
+    /// [`Error::Conflict`] and nothing changes. Updates the key's hint, `expires_at` and
+    /// `updated_at` from the version.
     async fn add_version(
         &self,
         key_id: Uuid,
         expected_current: u32,
         version: &VersionRecord,
+        previous_retire_at: DateTime<Utc>,
     ) -> Result<()>;
+
+    /// Every version of a key, oldest first (retired ones included, with empty envelopes).
+    async fn list_versions(&self, key_id: Uuid) -> Result<Vec<VersionRecord>>;
+
+    /// Retires the previous versions whose grace period ended by `now` (of one key, or of
+    /// every key), wiping their envelopes. Returns how many were retired.
+    async fn retire_due(&self, key_id: Option<Uuid>, now: DateTime<Utc>) -> Result<u64>;
+
+    /// Up to `limit` readable (current or previous) versions, with their keys, that are not
+    /// wrapped by `provider` under `master_key_ref`, in (key id, version) order after `after`.
+    /// For rewrapping in batches.
+    async fn versions_to_rewrap(
+        &self,
+        provider: &str,
+        master_key_ref: &str,
+        after: Option<(Uuid, u32)>,
+        limit: usize,
+    ) -> Result<Vec<(KeyRecord, VersionRecord)>>;
+
+    /// Replaces the envelope, provider and master-key reference of one version with those of
+    /// `rewrapped`, if and only if it is still wrapped by `old_provider` under `old_ref`
+    /// (compare-and-set, so concurrent rewraps cannot undo each other). Returns whether it
+    /// was replaced.
+    async fn replace_wrapping(
+        &self,
+        rewrapped: &VersionRecord,
+        old_provider: &str,
+        old_ref: &str,
+    ) -> Result<bool>;
 
     /// Sets the state of a key. Returns whether the key existed.
     async fn set_state(&self, key_id: Uuid, state: KeyState, at: DateTime<Utc>) -> Result<bool>;
@@ -244,9 +283,37 @@ macro_rules! forward_repository {
                 key_id: Uuid,
                 expected_current: u32,
                 version: &VersionRecord,
+                previous_retire_at: DateTime<Utc>,
             ) -> Result<()> {
                 (**self)
-                    .add_version(key_id, expected_current, version)
+                    .add_version(key_id, expected_current, version, previous_retire_at)
+                    .await
+            }
+            async fn list_versions(&self, key_id: Uuid) -> Result<Vec<VersionRecord>> {
+                (**self).list_versions(key_id).await
+            }
+            async fn retire_due(&self, key_id: Option<Uuid>, now: DateTime<Utc>) -> Result<u64> {
+                (**self).retire_due(key_id, now).await
+            }
+            async fn versions_to_rewrap(
+                &self,
+                provider: &str,
+                master_key_ref: &str,
+                after: Option<(Uuid, u32)>,
+                limit: usize,
+            ) -> Result<Vec<(KeyRecord, VersionRecord)>> {
+                (**self)
+                    .versions_to_rewrap(provider, master_key_ref, after, limit)
+                    .await
+            }
+            async fn replace_wrapping(
+                &self,
+                rewrapped: &VersionRecord,
+                old_provider: &str,
+                old_ref: &str,
+            ) -> Result<bool> {
+                (**self)
+                    .replace_wrapping(rewrapped, old_provider, old_ref)
                     .await
             }
             async fn set_state(

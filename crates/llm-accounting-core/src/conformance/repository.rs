@@ -19,6 +19,7 @@ fn key(identity: KeyIdentity) -> KeyRecord {
         created_at: now,
         updated_at: now,
         last_used_at: None,
+        expires_at: None,
     }
 }
 
@@ -32,6 +33,8 @@ fn version(key_id: Uuid, version: u32, tag: u8) -> VersionRecord {
         master_key_ref: format!("mk-{tag}"),
         hint: Some(format!("…{tag:04}")),
         created_at: Utc::now().trunc_subsecs(3),
+        expires_at: None,
+        retire_at: None,
     }
 }
 
@@ -120,9 +123,16 @@ pub async fn run(repo: &dyn KeyRepository) {
     );
 
     // Versions: optimistic concurrency.
-    let v2 = version(k.id, 2, 8);
-    repo.add_version(k.id, 1, &v2).await.expect("add version 2");
-    match repo.add_version(k.id, 1, &version(k.id, 2, 9)).await {
+    let mut v2 = version(k.id, 2, 8);
+    v2.expires_at = Some(Utc::now().trunc_subsecs(3) + Duration::days(30));
+    let retire_v1 = Utc::now().trunc_subsecs(3) + Duration::hours(1);
+    repo.add_version(k.id, 1, &v2, retire_v1)
+        .await
+        .expect("add version 2");
+    match repo
+        .add_version(k.id, 1, &version(k.id, 2, 9), retire_v1)
+        .await
+    {
         Err(Error::Conflict { .. }) => {}
         other => panic!("a stale expected version must conflict, got {other:?}"),
     }
@@ -136,6 +146,92 @@ pub async fn run(repo: &dyn KeyRepository) {
     assert_eq!(
         lk.hint, v2.hint,
         "the key's hint follows its current version"
+    );
+    assert_eq!(lk.expires_at, v2.expires_at, "so does its expiry");
+
+    // Versions: listed oldest first; the previous one retires when its grace ends.
+    let listed = repo.list_versions(k.id).await.expect("list versions");
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].version, 1);
+    assert_eq!(listed[0].state, VersionState::Previous);
+    assert_eq!(listed[0].retire_at, Some(retire_v1));
+    assert_eq!(listed[0].envelope, v1.envelope);
+    assert_eq!(listed[1], v2);
+    assert_eq!(
+        repo.retire_due(Some(k.id), retire_v1 - Duration::seconds(1))
+            .await
+            .expect("nothing due"),
+        0
+    );
+    assert_eq!(
+        repo.retire_due(Some(k.id), retire_v1)
+            .await
+            .expect("retire"),
+        1
+    );
+    let listed = repo.list_versions(k.id).await.expect("list versions");
+    assert_eq!(listed[0].state, VersionState::Retired);
+    assert!(
+        listed[0].envelope.is_empty(),
+        "a retired version's envelope is wiped"
+    );
+    assert_eq!(listed[1].state, VersionState::Current);
+
+    // Rewrap support: versions not under a target key, in order, and compare-and-set.
+    let todo = repo
+        .versions_to_rewrap("conformance", "mk-8", None, 1000)
+        .await
+        .expect("versions to rewrap");
+    assert!(
+        todo.iter().all(|(key, v)| v.master_key_ref != "mk-8"
+            && v.state != VersionState::Retired
+            && key.id == v.key_id),
+        "{todo:?}"
+    );
+    let ours: Vec<_> = todo.iter().filter(|(key, _)| key.id == k.id).collect();
+    assert!(
+        ours.is_empty(),
+        "only v2 (already under mk-8) is readable: {ours:?}"
+    );
+    let mut moved = v2.clone();
+    moved.master_key_ref = "mk-new".into();
+    moved.envelope = vec![42; 50];
+    assert!(
+        !repo
+            .replace_wrapping(&moved, "conformance", "mk-other")
+            .await
+            .expect("cas"),
+        "compare-and-set refuses a version under another key"
+    );
+    assert!(
+        repo.replace_wrapping(&moved, "conformance", "mk-8")
+            .await
+            .expect("cas")
+    );
+    let (_, lv) = repo
+        .load_current(&none)
+        .await
+        .expect("load")
+        .expect("exists");
+    assert_eq!(lv, moved);
+    let todo = repo
+        .versions_to_rewrap("conformance", "mk-8", None, 1000)
+        .await
+        .expect("versions to rewrap");
+    let ours: Vec<_> = todo
+        .iter()
+        .filter(|(key, _)| key.id == k.id)
+        .map(|(_, v)| (v.key_id, v.version))
+        .collect();
+    assert_eq!(ours, vec![(k.id, 2)]);
+    let after_it = repo
+        .versions_to_rewrap("conformance", "mk-8", Some((k.id, 2)), 1000)
+        .await
+        .expect("versions after");
+    assert!(
+        after_it
+            .iter()
+            .all(|(_, v)| (v.key_id, v.version) > (k.id, 2))
     );
 
     // State.

@@ -1,0 +1,229 @@
+//! Moving every data key under another master key (a new master-key version, another key, or
+//! another provider), online and resumable.
+//!
+//! The target is the manager's provider and its current master key; the providers the old
+//! records name must be configured too (as the main provider or with
+//! [`crate::SecureKeyManagerBuilder::decrypt_provider`]). For each readable version not yet
+//! under the target, the data key is unwrapped with its provider and context and wrapped by
+//! the target under the same context; the new envelope replaces the old one in one
+//! compare-and-set update. So:
+//!
+//! - readers never fail: a version is always either wholly old (still unwrappable by the old
+//!   provider) or wholly new; the API key's ciphertext is untouched unless re-encryption is
+//!   asked for, and the cached values stay valid;
+//! - it is idempotent and resumable: a run killed at any point leaves every version old or new,
+//!   and the next run does the rest;
+//! - concurrent runs cannot undo each other (the update only applies to a version still under
+//!   the master key it was read with).
+
+use std::sync::Arc;
+
+use crate::{
+    Envelope, Error, KeyIdentity, KeyRecord, KmsProvider, Result, SecureKeyManager, VersionRecord,
+    envelope,
+};
+
+/// How to rewrap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RewrapOptions {
+    /// Versions read from the store per batch (default 200).
+    pub batch_size: usize,
+    /// Versions processed at once, i.e. concurrent KMS requests (default 8).
+    pub concurrency: usize,
+    /// Also re-encrypt the API keys under fresh data keys (default: no, only the data keys are
+    /// rewrapped).
+    pub reencrypt: bool,
+    /// Only count what would be done; change nothing.
+    pub check_only: bool,
+}
+
+impl Default for RewrapOptions {
+    fn default() -> Self {
+        RewrapOptions {
+            batch_size: 200,
+            concurrency: 8,
+            reencrypt: false,
+            check_only: false,
+        }
+    }
+}
+
+/// One version that could not be rewrapped.
+#[derive(Debug, Clone)]
+pub struct RewrapFailure {
+    /// Whose key.
+    pub identity: KeyIdentity,
+    /// Which version.
+    pub version: u32,
+    /// Why.
+    pub error: Error,
+}
+
+/// What a rewrap did.
+#[derive(Debug, Clone, Default)]
+pub struct RewrapReport {
+    /// The target: provider name.
+    pub target_provider: String,
+    /// The target: master-key reference.
+    pub target_master_key_ref: String,
+    /// Versions moved under the target master key (with `check_only`: that need it).
+    pub done: u64,
+    /// Versions another writer changed meanwhile (rewrapped by a concurrent run, deleted,
+    /// retired); nothing to do for them.
+    pub skipped: u64,
+    /// Versions that failed, with reasons. Left as they were: still readable if their old
+    /// master key is.
+    pub failed: Vec<RewrapFailure>,
+    /// With `check_only`: versions under a master key its provider reports as retired (below
+    /// its minimum decryptable version): unreadable until rewrapped... which needs that old key.
+    pub under_retired_keys: u64,
+}
+
+/// Progress of a running rewrap, for a progress bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RewrapProgress {
+    /// Versions handled so far (done, skipped or failed).
+    pub handled: u64,
+    /// Versions found so far that needed handling.
+    pub seen: u64,
+}
+
+enum Outcome {
+    Done,
+    Skipped,
+}
+
+impl SecureKeyManager {
+    /// Rewraps every readable version that is not under this manager's provider and current
+    /// master key (see the module docs). `progress` is called after each batch.
+    ///
+    /// # Errors
+    ///
+    /// Only when the store cannot be read; failures of single versions are in the report.
+    pub async fn rewrap(
+        &self,
+        options: &RewrapOptions,
+        mut progress: impl FnMut(RewrapProgress),
+    ) -> Result<RewrapReport> {
+        let target = Arc::clone(&self.inner.provider);
+        let mut report = RewrapReport {
+            target_provider: target.name().to_owned(),
+            target_master_key_ref: target.master_key_ref(),
+            ..RewrapReport::default()
+        };
+        let repo = &self.inner.repo;
+        repo.retire_due(None, chrono::Utc::now()).await?;
+        let batch_size = options.batch_size.max(1);
+        let mut after = None;
+        let mut seen = 0u64;
+        loop {
+            let batch = repo
+                .versions_to_rewrap(
+                    &report.target_provider,
+                    &report.target_master_key_ref,
+                    after,
+                    batch_size,
+                )
+                .await?;
+            let Some((_, last)) = batch.last() else {
+                break;
+            };
+            after = Some((last.key_id, last.version));
+            seen += batch.len() as u64;
+            if options.check_only {
+                for (_, v) in &batch {
+                    report.done += 1;
+                    if self
+                        .provider_named(&v.provider)
+                        .is_ok_and(|p| p.is_retired(&v.master_key_ref))
+                    {
+                        report.under_retired_keys += 1;
+                    }
+                }
+            } else {
+                for chunk in batch.chunks(options.concurrency.max(1)) {
+                    let results = futures::future::join_all(
+                        chunk
+                            .iter()
+                            .map(|(k, v)| self.rewrap_one(target.as_ref(), k, v, options)),
+                    )
+                    .await;
+                    for ((k, v), result) in chunk.iter().zip(results) {
+                        match result {
+                            Ok(Outcome::Done) => report.done += 1,
+                            Ok(Outcome::Skipped) => report.skipped += 1,
+                            Err(error) => {
+                                tracing::warn!(identity = %k.identity, version = v.version, %error, "rewrap failed");
+                                report.failed.push(RewrapFailure {
+                                    identity: k.identity.clone(),
+                                    version: v.version,
+                                    error,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+            progress(RewrapProgress {
+                handled: report.done + report.skipped + report.failed.len() as u64,
+                seen,
+            });
+        }
+        tracing::info!(
+            done = report.done,
+            skipped = report.skipped,
+            failed = report.failed.len(),
+            "rewrap finished"
+        );
+        Ok(report)
+    }
+
+    async fn rewrap_one(
+        &self,
+        target: &dyn KmsProvider,
+        key: &KeyRecord,
+        version: &VersionRecord,
+        options: &RewrapOptions,
+    ) -> Result<Outcome> {
+        let env = Envelope::from_bytes(&version.envelope)?;
+        if version.key_id != key.id
+            || env.wrapped.provider != version.provider
+            || env.wrapped.master_key_ref != version.master_key_ref
+        {
+            return Err(Error::integrity().with_identity(&key.identity));
+        }
+        let source = self.provider_named(&version.provider)?;
+        let context = crate::EncryptionContext::new(key.id, key.identity.clone(), version.version);
+        let new_env = if options.reencrypt {
+            let value = envelope::open(source.as_ref(), &context, &env)
+                .await
+                .map_err(|e| e.with_identity(&key.identity))?;
+            envelope::seal(target, &context, &value).await?
+        } else {
+            let dek = source
+                .unwrap_key(&env.wrapped, &context)
+                .await
+                .map_err(|e| e.with_identity(&key.identity))?;
+            Envelope {
+                wrapped: target.wrap_key(&dek, &context).await?,
+                ..env
+            }
+        };
+        let rewrapped = VersionRecord {
+            envelope: new_env.to_bytes()?,
+            provider: new_env.wrapped.provider.clone(),
+            master_key_ref: new_env.wrapped.master_key_ref.clone(),
+            ..version.clone()
+        };
+        let replaced = self
+            .inner
+            .repo
+            .replace_wrapping(&rewrapped, &version.provider, &version.master_key_ref)
+            .await?;
+        Ok(if replaced {
+            Outcome::Done
+        } else {
+            Outcome::Skipped
+        })
+    }
+}
