@@ -40,6 +40,8 @@ const NONCE_LEN: usize = 12;
 #[derive(Debug)]
 pub struct LocalKmsProvider {
     file: MasterKeyFile,
+    /// Master-key versions below this one are retired: not used to unwrap.
+    min_version: u32,
 }
 
 impl LocalKmsProvider {
@@ -48,6 +50,7 @@ impl LocalKmsProvider {
     pub fn open_or_create(path: impl AsRef<Path>) -> Result<Self> {
         Ok(LocalKmsProvider {
             file: MasterKeyFile::open_or_create(path.as_ref())?,
+            min_version: 0,
         })
     }
 
@@ -55,6 +58,7 @@ impl LocalKmsProvider {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         Ok(LocalKmsProvider {
             file: MasterKeyFile::open(path.as_ref())?,
+            min_version: 0,
         })
     }
 
@@ -72,6 +76,27 @@ impl LocalKmsProvider {
     /// wrapped with. Returns its reference. Keys wrapped earlier stay readable.
     pub fn add_master_key_version(path: impl AsRef<Path>) -> Result<String> {
         MasterKeyFile::add_version(path.as_ref())
+    }
+
+    /// Retires every master-key version below `version` (like Vault's
+    /// `min_decryption_version`): keys wrapped under them are refused with a clear
+    /// [`Error::AccessDenied`] instead of being unwrapped. Rewrap them first
+    /// (`keys rewrap`; `keys rewrap --check` lists what is left).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if that would retire the version new keys are wrapped with.
+    pub fn with_min_version(mut self, version: u32) -> Result<Self> {
+        let primary = master_key_file::parse_version(self.file.primary().reference());
+        if version > primary {
+            return Err(Error::config(format!(
+                "the minimum master key version v{version} is above the newest one (v{primary}) \
+                 in {}",
+                self.file.path().display()
+            )));
+        }
+        self.min_version = version;
+        Ok(self)
     }
 
     /// The file the keys were read from.
@@ -105,6 +130,10 @@ impl KmsProvider for LocalKmsProvider {
         self.file.primary().reference().to_owned()
     }
 
+    fn is_retired(&self, master_key_ref: &str) -> bool {
+        master_key_file::parse_version(master_key_ref) < self.min_version
+    }
+
     async fn wrap_key(&self, key: &DataKey, context: &EncryptionContext) -> Result<WrappedKey> {
         let master = self.file.primary();
         let (nonce, ct) = aead_seal(master.expose_secret(), &aad(context), key.expose_secret())?;
@@ -125,6 +154,18 @@ impl KmsProvider for LocalKmsProvider {
     ) -> Result<DataKey> {
         if wrapped.provider != PROVIDER_NAME || wrapped.ciphertext.len() < NONCE_LEN {
             return Err(Error::integrity());
+        }
+        if self.is_retired(&wrapped.master_key_ref) {
+            return Err(Error::AccessDenied {
+                provider: PROVIDER_NAME.to_owned(),
+                operation: "unwrap",
+                reason: format!(
+                    "master key {} is retired (minimum version v{}); it was not rewrapped \
+                     before retirement: see `keys rewrap --check`",
+                    wrapped.master_key_ref, self.min_version
+                ),
+                source: None,
+            });
         }
         let Some(master) = self.file.find(&wrapped.master_key_ref) else {
             // Opaque to the caller (wrong key = integrity failure), but say why in the log: the

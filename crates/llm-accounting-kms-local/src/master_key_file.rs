@@ -157,7 +157,8 @@ impl MasterKeyFile {
     }
 }
 
-fn parse_version(reference: &str) -> u32 {
+/// The version number in a reference `v<N>:<fingerprint>` (0 if there is none).
+pub(crate) fn parse_version(reference: &str) -> u32 {
     reference
         .strip_prefix('v')
         .and_then(|r| r.split(':').next())
