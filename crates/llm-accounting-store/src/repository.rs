@@ -13,8 +13,8 @@ use llm_accounting_migration::{Migrator, MigratorTrait};
 use sea_orm::sea_query::{Condition, Expr, ExprTrait};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr,
-    EntityTrait, FromQueryResult, JoinType, QueryFilter, QuerySelect, QueryTrait, RelationTrait,
-    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+    EntityTrait, FromQueryResult, JoinType, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    RelationTrait, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -184,6 +184,7 @@ fn key_record(row: api_key::Model) -> Result<KeyRecord> {
         created_at: row.created_at,
         updated_at: row.updated_at,
         last_used_at: row.last_used_at,
+        expires_at: row.expires_at,
     })
 }
 
@@ -198,6 +199,8 @@ fn version_record(row: api_key_version::Model) -> Result<VersionRecord> {
         master_key_ref: row.master_key_ref,
         hint: row.hint,
         created_at: row.created_at,
+        expires_at: row.expires_at,
+        retire_at: row.retire_at,
     })
 }
 
@@ -221,6 +224,8 @@ fn version_active_model(version: &VersionRecord) -> Result<api_key_version::Acti
         master_key_ref: Set(version.master_key_ref.clone()),
         hint: Set(version.hint.clone()),
         created_at: Set(version.created_at),
+        expires_at: Set(version.expires_at),
+        retire_at: Set(version.retire_at),
     })
 }
 
@@ -304,6 +309,7 @@ impl KeyRepository for SeaOrmKeyRepository {
             created_at: Set(key.created_at),
             updated_at: Set(key.updated_at),
             last_used_at: Set(key.last_used_at),
+            expires_at: Set(key.expires_at),
         };
         let version = version_active_model(first)?;
 
@@ -324,6 +330,7 @@ impl KeyRepository for SeaOrmKeyRepository {
         key_id: Uuid,
         expected_current: u32,
         version: &VersionRecord,
+        previous_retire_at: DateTime<Utc>,
     ) -> Result<()> {
         if version.key_id != key_id {
             return Err(Error::invalid("version", "it belongs to another key"));
@@ -340,6 +347,7 @@ impl KeyRepository for SeaOrmKeyRepository {
                     Expr::value(version_i32(version.version)?),
                 )
                 .col_expr(api_key::Column::Hint, Expr::value(version.hint.clone()))
+                .col_expr(api_key::Column::ExpiresAt, Expr::value(version.expires_at))
                 .col_expr(api_key::Column::UpdatedAt, Expr::value(version.created_at))
                 .filter(api_key::Column::Id.eq(id.as_str()))
                 .filter(api_key::Column::CurrentVersion.eq(expected))
@@ -369,6 +377,10 @@ impl KeyRepository for SeaOrmKeyRepository {
             .col_expr(
                 api_key_version::Column::State,
                 Expr::value(VersionState::Previous.as_str()),
+            )
+            .col_expr(
+                api_key_version::Column::RetireAt,
+                Expr::value(previous_retire_at),
             )
             .filter(api_key_version::Column::KeyId.eq(id.as_str()))
             .filter(api_key_version::Column::Version.eq(expected))
@@ -469,6 +481,112 @@ impl KeyRepository for SeaOrmKeyRepository {
                 .map_err(|e| from_db("record last use", e))?;
         }
         commit(txn, "record last use").await
+    }
+
+    async fn list_versions(&self, key_id: Uuid) -> Result<Vec<VersionRecord>> {
+        api_key_version::Entity::find()
+            .filter(api_key_version::Column::KeyId.eq(uuid_text(key_id)))
+            .order_by_asc(api_key_version::Column::Version)
+            .all(&self.db)
+            .await
+            .map_err(|e| from_db("list versions", e))?
+            .into_iter()
+            .map(version_record)
+            .collect()
+    }
+
+    async fn retire_due(&self, key_id: Option<Uuid>, now: DateTime<Utc>) -> Result<u64> {
+        let mut update = api_key_version::Entity::update_many()
+            .col_expr(
+                api_key_version::Column::State,
+                Expr::value(VersionState::Retired.as_str()),
+            )
+            .col_expr(
+                api_key_version::Column::Envelope,
+                Expr::value(Vec::<u8>::new()),
+            )
+            .filter(api_key_version::Column::State.eq(VersionState::Previous.as_str()))
+            .filter(api_key_version::Column::RetireAt.lte(now));
+        if let Some(id) = key_id {
+            update = update.filter(api_key_version::Column::KeyId.eq(uuid_text(id)));
+        }
+        Ok(update
+            .exec(&self.db)
+            .await
+            .map_err(|e| from_db("retire versions", e))?
+            .rows_affected)
+    }
+
+    async fn versions_to_rewrap(
+        &self,
+        provider: &str,
+        master_key_ref: &str,
+        after: Option<(Uuid, u32)>,
+        limit: usize,
+    ) -> Result<Vec<(KeyRecord, VersionRecord)>> {
+        let mut query = api_key_version::Entity::find()
+            .find_also_related(api_key::Entity)
+            .filter(api_key_version::Column::State.ne(VersionState::Retired.as_str()))
+            .filter(
+                Condition::any()
+                    .add(api_key_version::Column::Provider.ne(provider))
+                    .add(api_key_version::Column::MasterKeyRef.ne(master_key_ref)),
+            );
+        if let Some((key_id, version)) = after {
+            let id = uuid_text(key_id);
+            query = query.filter(
+                Condition::any()
+                    .add(api_key_version::Column::KeyId.gt(id.as_str()))
+                    .add(
+                        Condition::all()
+                            .add(api_key_version::Column::KeyId.eq(id.as_str()))
+                            .add(api_key_version::Column::Version.gt(version_i32(version)?)),
+                    ),
+            );
+        }
+        let rows = query
+            .order_by_asc(api_key_version::Column::KeyId)
+            .order_by_asc(api_key_version::Column::Version)
+            .limit(u64::try_from(limit).unwrap_or(u64::MAX))
+            .all(&self.db)
+            .await
+            .map_err(|e| from_db("find versions to rewrap", e))?;
+        rows.into_iter()
+            .map(|(v, k)| {
+                let k = k.ok_or_else(Error::integrity)?;
+                Ok((key_record(k)?, version_record(v)?))
+            })
+            .collect()
+    }
+
+    async fn replace_wrapping(
+        &self,
+        rewrapped: &VersionRecord,
+        old_provider: &str,
+        old_ref: &str,
+    ) -> Result<bool> {
+        let result = api_key_version::Entity::update_many()
+            .col_expr(
+                api_key_version::Column::Envelope,
+                Expr::value(rewrapped.envelope.clone()),
+            )
+            .col_expr(
+                api_key_version::Column::Provider,
+                Expr::value(rewrapped.provider.clone()),
+            )
+            .col_expr(
+                api_key_version::Column::MasterKeyRef,
+                Expr::value(rewrapped.master_key_ref.clone()),
+            )
+            .filter(api_key_version::Column::KeyId.eq(uuid_text(rewrapped.key_id)))
+            .filter(api_key_version::Column::Version.eq(version_i32(rewrapped.version)?))
+            .filter(api_key_version::Column::Provider.eq(old_provider))
+            .filter(api_key_version::Column::MasterKeyRef.eq(old_ref))
+            .filter(api_key_version::Column::State.ne(VersionState::Retired.as_str()))
+            .exec(&self.db)
+            .await
+            .map_err(|e| from_db("rewrap version", e))?;
+        Ok(result.rows_affected > 0)
     }
 
     async fn key_stamps(&self, key_ids: &[Uuid]) -> Result<Vec<KeyStamp>> {

@@ -72,7 +72,7 @@ async fn migrations_up_down_up_on_every_database() {
         assert_eq!(has_tables(conn).await, [false, false], "{}", db.backend());
         Migrator::up(conn, None).await.expect("up after down");
         assert_eq!(has_tables(conn).await, [true, true], "{}", db.backend());
-        Migrator::down(conn, Some(1)).await.expect("one step down");
+        Migrator::down(conn, Some(2)).await.expect("two steps down");
         assert_eq!(has_tables(conn).await, [true, false], "{}", db.backend());
         drop(repo);
         // Opening applies what is pending.

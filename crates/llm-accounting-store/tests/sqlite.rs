@@ -52,6 +52,7 @@ fn sample(identity: KeyIdentity) -> (KeyRecord, VersionRecord) {
             created_at: now,
             updated_at: now,
             last_used_at: None,
+            expires_at: None,
         },
         VersionRecord {
             key_id: id,
@@ -62,6 +63,8 @@ fn sample(identity: KeyIdentity) -> (KeyRecord, VersionRecord) {
             master_key_ref: "mk".into(),
             hint: Some("…wxyz".into()),
             created_at: now,
+            expires_at: None,
+            retire_at: None,
         },
     )
 }
@@ -288,7 +291,7 @@ async fn add_version_to_a_missing_key_is_not_found() {
     version.key_id = missing;
     version.version = 2;
     assert!(matches!(
-        repo.add_version(missing, 1, &version).await,
+        repo.add_version(missing, 1, &version, Utc::now()).await,
         Err(Error::NotFound { .. })
     ));
 }
@@ -306,7 +309,9 @@ async fn add_version_keeps_the_previous_one() {
         created_at: Utc::now().trunc_subsecs(3),
         ..v1.clone()
     };
-    repo.add_version(key.id, 1, &v2).await.expect("add");
+    repo.add_version(key.id, 1, &v2, Utc::now())
+        .await
+        .expect("add");
     let states = repo
         .connection()
         .query_all_raw(Statement::from_string(

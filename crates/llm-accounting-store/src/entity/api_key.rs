@@ -22,6 +22,8 @@ pub(crate) struct Model {
     pub(crate) created_at: DateTimeUtc,
     pub(crate) updated_at: DateTimeUtc,
     pub(crate) last_used_at: Option<DateTimeUtc>,
+    /// Expiry of the current value.
+    pub(crate) expires_at: Option<DateTimeUtc>,
 }
 
 /// Relations of `api_keys`.

@@ -19,6 +19,9 @@ pub(crate) struct Model {
     pub(crate) master_key_ref: String,
     pub(crate) hint: Option<String>,
     pub(crate) created_at: DateTimeUtc,
+    pub(crate) expires_at: Option<DateTimeUtc>,
+    /// End of a previous version's grace period.
+    pub(crate) retire_at: Option<DateTimeUtc>,
 }
 
 /// Relations of `api_key_versions`.
