@@ -33,7 +33,10 @@ pub fn build_provider(settings: &Settings) -> Result<(Arc<dyn KmsProvider>, Defa
                 if default {
                     used.master_key_file = Some(path.display().to_string());
                 }
-                let p = llm_accounting_kms_local::LocalKmsProvider::open_or_create(&path)?;
+                let mut p = llm_accounting_kms_local::LocalKmsProvider::open_or_create(&path)?;
+                if settings.local.min_master_key_version > 0 {
+                    p = p.with_min_version(settings.local.min_master_key_version)?;
+                }
                 Ok((Arc::new(p), used))
             }
             #[cfg(not(feature = "kms-local"))]

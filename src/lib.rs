@@ -39,15 +39,16 @@ pub use build::{
     DefaultsUsed, build_manager, build_manager_with_info, build_provider, build_repository,
 };
 pub use settings::{
-    CONFIG_FILE_ENV, CacheSettings, DEFAULT_CONFIG, ENV_VARS, KmsSettings, LocalSettings,
-    Overrides, PROVIDER_NAMES, Settings, StoreSettings,
+    CONFIG_FILE_ENV, CacheSettings, DEFAULT_CONFIG, ENV_VARS, KeysSettings, KmsSettings,
+    LocalSettings, Overrides, PROVIDER_NAMES, Settings, StoreSettings,
 };
 
 pub use llm_accounting_core::{
     ApiKey, CacheOptions, DataKey, EncryptionContext, Envelope, Error, ErrorKind, KeyFilter,
     KeyIdentity, KeyRecord, KeyRepository, KeyState, KmsProvider, MAX_API_KEY_BYTES,
-    MAX_NAME_CHARS, ManagerOptions, MemoryKeyRepository, Result, SecureKeyManager,
-    SecureKeyManagerBuilder, StoreOutcome, VersionRecord, VersionState, WrappedKey, validate_name,
+    MAX_NAME_CHARS, ManagerOptions, MemoryKeyRepository, Result, RewrapFailure, RewrapOptions,
+    RewrapProgress, RewrapReport, SecureKeyManager, SecureKeyManagerBuilder, StoreOutcome,
+    VersionInfo, VersionRecord, VersionState, WrappedKey, WriteOptions, validate_name,
 };
 pub use llm_accounting_store::{SeaOrmKeyRepository, StoreOptions};
 

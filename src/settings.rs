@@ -25,6 +25,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "LLM_ACCOUNTING_LOCAL_MASTER_KEY_FILE",
         "local.master_key_file",
     ),
+    (
+        "LLM_ACCOUNTING_LOCAL_MIN_MASTER_KEY_VERSION",
+        "local.min_master_key_version",
+    ),
     ("LLM_ACCOUNTING_CACHE_TTL_SECS", "cache.ttl_secs"),
     ("LLM_ACCOUNTING_CACHE_MAX_ENTRIES", "cache.max_entries"),
     (
@@ -41,6 +45,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "store.busy_timeout_secs",
     ),
     ("LLM_ACCOUNTING_DATABASE_SCHEMA", "store.schema"),
+    (
+        "LLM_ACCOUNTING_PREVIOUS_GRACE_SECS",
+        "keys.previous_grace_secs",
+    ),
 ];
 
 /// Variable naming a config file when none is given explicitly.
@@ -72,6 +80,15 @@ pub struct Settings {
     pub cache: CacheSettings,
     /// Database connection handling.
     pub store: StoreSettings,
+    /// Key lifecycle.
+    pub keys: KeysSettings,
+}
+
+/// Key lifecycle settings.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct KeysSettings {
+    /// Seconds a rotated-out value stays readable with `get --previous`.
+    pub previous_grace_secs: u64,
 }
 
 /// Which KMS, and which master key in it.
@@ -93,6 +110,9 @@ pub struct LocalSettings {
     /// Master key file; `None` means `master.key` in the data directory.
     #[serde(deserialize_with = "empty_is_none_path")]
     pub master_key_file: Option<PathBuf>,
+    /// Master-key versions below this are retired (0: none).
+    #[serde(default)]
+    pub min_master_key_version: u32,
 }
 
 /// Cache settings.
@@ -270,6 +290,7 @@ impl Settings {
                 refresh_interval: Duration::from_millis(self.cache.refresh_interval_ms),
             },
             last_used_interval: Duration::from_secs(self.store.last_used_interval_secs),
+            previous_grace: Duration::from_secs(self.keys.previous_grace_secs),
         }
     }
 
