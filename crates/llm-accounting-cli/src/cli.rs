@@ -22,7 +22,8 @@ Exit codes:
   2  usage error or invalid input (flags, names, API key, configuration)
   3  no API key stored under that identity
   4  integrity check failed (stored key modified, moved, or under another master key)
-  5  KMS or database unavailable";
+  5  KMS or database unavailable
+  6  the key's value expired (store a new one with `keys rotate`)";
 
 /// Heading of the options every command takes.
 const GLOBAL: &str = "Global options";
@@ -73,6 +74,9 @@ pub(crate) enum Command {
     /// Store, read, list and manage API keys.
     #[command(subcommand, after_help = AFTER_HELP)]
     Keys(KeysCommand),
+    /// Manage the local provider's master key file.
+    #[command(subcommand, name = "master-key", after_help = AFTER_HELP)]
+    MasterKey(MasterKeyCommand),
 }
 
 /// `keys` subcommands.
@@ -83,7 +87,7 @@ pub(crate) enum KeysCommand {
     Store(StoreArgs),
     /// Print the current value of a key on stdout (the only command that prints a key).
     #[command(after_help = AFTER_HELP)]
-    Get(IdentityArgs),
+    Get(GetArgs),
     /// List stored keys with non-secret metadata.
     #[command(after_help = AFTER_HELP)]
     List(ListArgs),
@@ -99,6 +103,54 @@ pub(crate) enum KeysCommand {
     /// Delete a key and every version of it, for good.
     #[command(after_help = AFTER_HELP)]
     Delete(IdentityArgs),
+    /// Move every data key under the current (or another) master key or provider; online,
+    /// idempotent and resumable. Exits 1 if any version failed (listed at the end).
+    #[command(after_help = AFTER_HELP)]
+    Rewrap(RewrapArgs),
+}
+
+/// `master-key` subcommands (local provider).
+#[derive(Debug, Subcommand)]
+pub(crate) enum MasterKeyCommand {
+    /// Add a new version to the local master key file and make it the one new keys are
+    /// wrapped with; then run `keys rewrap` to move existing keys under it.
+    AddVersion,
+}
+
+/// Arguments of `keys get`.
+#[derive(Debug, Args)]
+pub(crate) struct GetArgs {
+    /// Whose key.
+    #[command(flatten)]
+    pub(crate) identity: IdentityArgs,
+    /// Print the previous value (after a rotation, during its grace period) instead.
+    #[arg(long)]
+    pub(crate) previous: bool,
+}
+
+/// Arguments of `keys rewrap`.
+#[derive(Debug, Args)]
+pub(crate) struct RewrapArgs {
+    /// Move the data keys to this provider (both providers must be configured); default: the
+    /// configured provider's current master key.
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(PROVIDER_NAMES))]
+    pub(crate) to_provider: Option<String>,
+    /// The target master key (AWS key id/ARN/alias, ...); default: the configured one.
+    #[arg(long, value_name = "ID")]
+    pub(crate) to_key: Option<String>,
+    /// Only report how many versions are not under the target master key (and how many are
+    /// under retired master-key versions); change nothing. Exits 1 if any are left.
+    #[arg(long)]
+    pub(crate) check: bool,
+    /// Also re-encrypt the API keys under fresh data keys (default: only rewrap data keys).
+    #[arg(long)]
+    pub(crate) reencrypt: bool,
+    /// Versions read per batch.
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub(crate) batch_size: usize,
+    /// Versions processed at once (concurrent KMS requests).
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub(crate) concurrency: usize,
 }
 
 /// Who a key belongs to: `--service S [--user U] [--project P]`.
@@ -132,6 +184,30 @@ pub(crate) struct StoreArgs {
     /// it the key is read from stdin, or prompted for without echo on a terminal.
     #[arg(long, value_name = "KEY")]
     pub(crate) key: Option<String>,
+    /// The value expires after this long (`90d`, `12h`, `30m`); reads are refused from then
+    /// on (exit code 6).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with = "expires_at")]
+    pub(crate) expires_in: Option<std::time::Duration>,
+    /// The value expires at this time (RFC 3339, e.g. `2027-01-31T00:00:00Z`).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub(crate) expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl StoreArgs {
+    /// The expiry these flags ask for.
+    pub(crate) fn expiry(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.expires_at.or_else(|| {
+            self.expires_in.map(|d| {
+                chrono::Utc::now() + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+            })
+        })
+    }
+}
+
+fn parse_time(s: &str) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("not an RFC 3339 time ({e}); example: 2027-01-31T00:00:00Z"))
 }
 
 /// Arguments of `keys list`.
@@ -149,6 +225,12 @@ pub(crate) struct ListArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub(crate) format: Format,
+    /// Also list every version of each key (dates, state, hint, master key; never values).
+    #[arg(long)]
+    pub(crate) versions: bool,
+    /// Only keys whose value expires within this time (`7d`, `12h`), or has expired.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) expiring: Option<std::time::Duration>,
 }
 
 impl ListArgs {

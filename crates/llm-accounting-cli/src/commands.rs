@@ -7,10 +7,14 @@ use std::io::Write;
 use std::sync::Arc;
 
 use llm_accounting::{
-    Error, Overrides, Result, SecureKeyManager, Settings, build_manager_with_info,
+    Error, Overrides, Result, RewrapOptions, SecureKeyManager, Settings, WriteOptions,
+    build_manager_with_info, build_provider, build_repository,
 };
 
-use crate::cli::{Cli, Command, Format, IdentityArgs, KeysCommand, ListArgs, StoreArgs};
+use crate::cli::{
+    Cli, Command, Format, GetArgs, IdentityArgs, KeysCommand, ListArgs, MasterKeyCommand,
+    RewrapArgs, StoreArgs,
+};
 use crate::{output, read_key};
 
 /// Runs the parsed command line.
@@ -29,11 +33,18 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             KeysCommand::Store(args) => store(&ctx, args, false).await,
             KeysCommand::Rotate(args) => store(&ctx, args, true).await,
             KeysCommand::Get(args) => get(&ctx, &args).await,
+            KeysCommand::Rewrap(args) => rewrap(&ctx, &args).await,
             KeysCommand::List(args) => list(&ctx, &args).await,
             KeysCommand::Disable(args) => set_enabled(&ctx, &args, false).await,
             KeysCommand::Enable(args) => set_enabled(&ctx, &args, true).await,
             KeysCommand::Delete(args) => delete(&ctx, &args).await,
         },
+        #[cfg(feature = "kms-local")]
+        Command::MasterKey(MasterKeyCommand::AddVersion) => add_master_key_version(&ctx),
+        #[cfg(not(feature = "kms-local"))]
+        Command::MasterKey(MasterKeyCommand::AddVersion) => Err(Error::config(
+            "this build of llm-accounting was built without feature kms-local",
+        )),
     }
 }
 
@@ -81,30 +92,49 @@ async fn finish<T>(manager: &SecureKeyManager, result: Result<T>) -> Result<T> {
 /// `keys store` and `keys rotate`.
 async fn store(ctx: &Context, args: StoreArgs, rotate: bool) -> Result<()> {
     let identity = args.identity.identity()?;
+    let options = WriteOptions {
+        expires_at: args.expiry(),
+    };
     let key = read_key::read_key(args.key, &identity)?;
     key.validate()?;
     let manager = ctx.manager().await?;
     let result = if rotate {
-        manager.rotate(&identity, &key).await
+        manager.rotate_with(&identity, &key, &options).await
     } else {
-        manager.store(&identity, &key).await
+        manager.store_with(&identity, &key, &options).await
     };
     drop(key);
     let outcome = finish(&manager, result).await?;
     let verb = if rotate { "rotated" } else { "stored" };
+    let expiry = options
+        .expires_at
+        .map(|t| format!("; expires {}", output::timestamp(&t)))
+        .unwrap_or_default();
     ctx.say(&format!(
-        "{verb} API key for {identity} (version {})",
+        "{verb} API key for {identity} (version {}{expiry})",
         outcome.version
     ));
+    if rotate {
+        let grace = humantime::format_duration(std::time::Duration::from_secs(
+            ctx.settings.keys.previous_grace_secs,
+        ));
+        ctx.say(&format!(
+            "the previous value stays readable with `keys get --previous` for {grace}"
+        ));
+    }
     Ok(())
 }
 
 /// `keys get`: the key and a newline on stdout.
-async fn get(ctx: &Context, args: &IdentityArgs) -> Result<()> {
-    let identity = args.identity()?;
+async fn get(ctx: &Context, args: &GetArgs) -> Result<()> {
+    let identity = args.identity.identity()?;
     let manager = ctx.manager().await?;
     let result = async {
-        let key = manager.get(&identity).await?;
+        let key = if args.previous {
+            manager.get_previous(&identity).await?
+        } else {
+            manager.get(&identity).await?
+        };
         let mut out = std::io::stdout().lock();
         out.write_all(key.expose_secret().as_bytes())
             .and_then(|()| out.write_all(b"\n"))
@@ -123,9 +153,25 @@ async fn get(ctx: &Context, args: &IdentityArgs) -> Result<()> {
 async fn list(ctx: &Context, args: &ListArgs) -> Result<()> {
     let filter = args.filter();
     let manager = ctx.manager().await?;
-    let result = manager.list(&filter).await;
-    let keys = finish(&manager, result).await?;
+    let result = async {
+        let mut keys = manager.list(&filter).await?;
+        if let Some(within) = args.expiring {
+            let horizon = chrono::Utc::now()
+                + chrono::Duration::from_std(within).unwrap_or(chrono::Duration::MAX);
+            keys.retain(|k| k.expires_at.is_some_and(|at| at <= horizon));
+        }
+        let mut versions = Vec::new();
+        if args.versions {
+            for k in &keys {
+                versions.push((k.clone(), manager.versions(&k.identity).await?));
+            }
+        }
+        Ok((keys, versions))
+    }
+    .await;
+    let (keys, versions) = finish(&manager, result).await?;
     let text = match args.format {
+        Format::Json if args.versions => output::json_with_versions(&versions),
         Format::Json => output::json(&keys),
         Format::Table if keys.is_empty() => {
             let filtered =
@@ -137,6 +183,7 @@ async fn list(ctx: &Context, args: &ListArgs) -> Result<()> {
             });
             return Ok(());
         }
+        Format::Table if args.versions => output::versions_table(&versions),
         Format::Table => output::table(&keys),
     };
     let mut out = std::io::stdout().lock();
@@ -173,10 +220,122 @@ async fn set_enabled(ctx: &Context, args: &IdentityArgs, enabled: bool) -> Resul
 async fn delete(ctx: &Context, args: &IdentityArgs) -> Result<()> {
     let identity = args.identity()?;
     let manager = ctx.manager().await?;
-    let result = manager.delete(&identity).await;
-    finish(&manager, result).await?;
+    let result = async {
+        let versions = manager.versions(&identity).await?.len();
+        manager.delete(&identity).await?;
+        Ok(versions)
+    }
+    .await;
+    let versions = finish(&manager, result).await?;
     ctx.say(&format!(
-        "deleted API key for {identity} and all of its versions; this cannot be undone"
+        "deleted API key for {identity}: {versions} stored version(s) and their ciphertexts \
+         are gone for good (this cannot be undone)"
+    ));
+    Ok(())
+}
+
+/// `keys rewrap`: the target provider (and master key) as configured or as asked, the
+/// configured provider kept for unwrapping what it wrapped.
+async fn rewrap(ctx: &Context, args: &RewrapArgs) -> Result<()> {
+    let mut target_settings = ctx.settings.clone();
+    if let Some(p) = &args.to_provider {
+        target_settings.kms.provider.clone_from(p);
+    }
+    if let Some(k) = &args.to_key {
+        target_settings.kms.key_id = Some(k.clone());
+    }
+    let (source, used) = build_provider(&ctx.settings)?;
+    if let Some(notice) = output::defaults_notice(&used) {
+        ctx.say(&format!("note: {notice}"));
+    }
+    let target = if args.to_provider.is_some() || args.to_key.is_some() {
+        build_provider(&target_settings)?.0
+    } else {
+        Arc::clone(&source)
+    };
+    let repo = build_repository(&ctx.settings).await?.0;
+    let manager = SecureKeyManager::builder(target, repo)
+        .options(ctx.settings.manager_options())
+        .decrypt_provider(source)
+        .build();
+    let options = RewrapOptions {
+        batch_size: args.batch_size,
+        concurrency: args.concurrency,
+        reencrypt: args.reencrypt,
+        check_only: args.check,
+    };
+    let bar = output::progress_bar(ctx.quiet);
+    let result = manager
+        .rewrap(&options, |p| {
+            if let Some(bar) = &bar {
+                bar.set_length(p.seen);
+                bar.set_position(p.handled);
+            }
+        })
+        .await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let report = finish(&manager, result).await?;
+    let target = format!(
+        "{} {}",
+        report.target_provider, report.target_master_key_ref
+    );
+    if args.check {
+        ctx.say(&format!(
+            "{} version(s) not under {target}; {} of them under retired master keys",
+            report.done, report.under_retired_keys
+        ));
+        if report.done > 0 {
+            return Err(Error::Incomplete {
+                operation: "rewrap check",
+                count: report.done,
+                hint: "run `keys rewrap` to move them",
+            });
+        }
+        return Ok(());
+    }
+    for f in &report.failed {
+        eprintln!(
+            "failed: {} version {}: {}",
+            f.identity,
+            f.version,
+            output::error_line(&f.error).trim_start_matches("error: ")
+        );
+    }
+    ctx.say(&format!(
+        "rewrapped {} version(s) under {target}; skipped {} (changed meanwhile); failed {}",
+        report.done,
+        report.skipped,
+        report.failed.len()
+    ));
+    if report.failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Incomplete {
+            operation: "rewrap",
+            count: report.failed.len() as u64,
+            hint: "the failed versions are unchanged and still readable; run it again to retry",
+        })
+    }
+}
+
+/// `master-key add-version`.
+#[cfg(feature = "kms-local")]
+fn add_master_key_version(ctx: &Context) -> Result<()> {
+    if ctx.settings.kms.provider != "local" {
+        return Err(Error::invalid(
+            "command",
+            "`master-key add-version` manages the local provider's key file; the configured \
+             provider is not `local` (rotate cloud master keys in the KMS itself)",
+        ));
+    }
+    let (path, _) = ctx.settings.master_key_file()?;
+    let reference = llm_accounting::LocalKmsProvider::add_master_key_version(&path)?;
+    ctx.say(&format!(
+        "added master key {reference} to {}; new keys are wrapped with it. Run `keys rewrap` \
+         to move existing keys under it",
+        path.display()
     ));
     Ok(())
 }

@@ -14,6 +14,8 @@ pub(crate) const NOT_FOUND: u8 = 3;
 pub(crate) const INTEGRITY: u8 = 4;
 /// KMS or database unavailable.
 pub(crate) const UNAVAILABLE: u8 = 5;
+/// The key's value expired.
+pub(crate) const EXPIRED: u8 = 6;
 
 /// The exit code for a failure.
 pub(crate) fn for_error(error: &Error) -> u8 {
@@ -22,6 +24,7 @@ pub(crate) fn for_error(error: &Error) -> u8 {
         ErrorKind::NotFound => NOT_FOUND,
         ErrorKind::Integrity => INTEGRITY,
         ErrorKind::Unavailable => UNAVAILABLE,
+        ErrorKind::Expired => EXPIRED,
         _ => OTHER,
     }
 }

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use comfy_table::{Table, presets};
-use llm_accounting::{DefaultsUsed, Error, KeyRecord};
+use llm_accounting::{DefaultsUsed, Error, KeyRecord, VersionInfo};
 use serde::Serialize;
 
 /// A timestamp as RFC 3339 UTC with whole seconds: `2026-11-28T21:00:00Z`.
@@ -23,6 +23,7 @@ pub(crate) fn table(keys: &[KeyRecord]) -> String {
         "HINT",
         "CREATED",
         "LAST USED",
+        "EXPIRES",
     ]);
     for k in keys {
         table.add_row([
@@ -37,6 +38,7 @@ pub(crate) fn table(keys: &[KeyRecord]) -> String {
                 .as_ref()
                 .map(timestamp)
                 .unwrap_or_else(|| "-".to_owned()),
+            optional_time(k.expires_at.as_ref()),
         ]);
     }
     // Columns flush left, two spaces apart, no trailing blanks.
@@ -58,13 +60,82 @@ struct KeyJson<'a> {
     created_at: String,
     updated_at: String,
     last_used_at: Option<String>,
+    expires_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    versions: Option<Vec<VersionJson<'a>>>,
+}
+
+/// One version in the JSON listing.
+#[derive(Debug, Serialize)]
+struct VersionJson<'a> {
+    version: u32,
+    state: &'static str,
+    hint: Option<&'a str>,
+    provider: &'a str,
+    master_key_ref: &'a str,
+    created_at: String,
+    expires_at: Option<String>,
+    retire_at: Option<String>,
+}
+
+fn optional_time(t: Option<&DateTime<Utc>>) -> String {
+    t.map(timestamp).unwrap_or_else(|| "-".to_owned())
+}
+
+/// Every version of every key, as an aligned table.
+pub(crate) fn versions_table(keys: &[(KeyRecord, Vec<VersionInfo>)]) -> String {
+    let mut table = Table::new();
+    table.load_style(presets::NOTHING).set_header([
+        "SERVICE",
+        "USER",
+        "PROJECT",
+        "VERSION",
+        "STATE",
+        "HINT",
+        "CREATED",
+        "EXPIRES",
+        "RETIRES",
+        "MASTER KEY",
+    ]);
+    for (k, versions) in keys {
+        for v in versions {
+            table.add_row([
+                k.identity.service().to_owned(),
+                k.identity.user().unwrap_or("-").to_owned(),
+                k.identity.project().unwrap_or("-").to_owned(),
+                v.version.to_string(),
+                v.state.as_str().to_owned(),
+                v.hint.clone().unwrap_or_else(|| "-".to_owned()),
+                timestamp(&v.created_at),
+                optional_time(v.expires_at.as_ref()),
+                optional_time(v.retire_at.as_ref()),
+                format!("{} {}", v.provider, v.master_key_ref),
+            ]);
+        }
+    }
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    table.trim_fmt()
 }
 
 /// The listing as a pretty-printed JSON array.
 pub(crate) fn json(keys: &[KeyRecord]) -> String {
+    let with: Vec<(&KeyRecord, Option<&[VersionInfo]>)> = keys.iter().map(|k| (k, None)).collect();
+    json_rows(&with)
+}
+
+/// The listing with every version of each key, as a pretty-printed JSON array.
+pub(crate) fn json_with_versions(keys: &[(KeyRecord, Vec<VersionInfo>)]) -> String {
+    let with: Vec<(&KeyRecord, Option<&[VersionInfo]>)> =
+        keys.iter().map(|(k, v)| (k, Some(v.as_slice()))).collect();
+    json_rows(&with)
+}
+
+fn json_rows(keys: &[(&KeyRecord, Option<&[VersionInfo]>)]) -> String {
     let rows: Vec<KeyJson<'_>> = keys
         .iter()
-        .map(|k| KeyJson {
+        .map(|(k, versions)| KeyJson {
             service: k.identity.service(),
             user: k.identity.user(),
             project: k.identity.project(),
@@ -74,10 +145,40 @@ pub(crate) fn json(keys: &[KeyRecord]) -> String {
             created_at: timestamp(&k.created_at),
             updated_at: timestamp(&k.updated_at),
             last_used_at: k.last_used_at.as_ref().map(timestamp),
+            expires_at: k.expires_at.as_ref().map(timestamp),
+            versions: versions.map(|vs| {
+                vs.iter()
+                    .map(|v| VersionJson {
+                        version: v.version,
+                        state: v.state.as_str(),
+                        hint: v.hint.as_deref(),
+                        provider: &v.provider,
+                        master_key_ref: &v.master_key_ref,
+                        created_at: timestamp(&v.created_at),
+                        expires_at: v.expires_at.as_ref().map(timestamp),
+                        retire_at: v.retire_at.as_ref().map(timestamp),
+                    })
+                    .collect()
+            }),
         })
         .collect();
     // Serializing plain strings and numbers cannot fail.
     serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// A progress bar on stderr when it is a terminal (and not `--quiet`).
+pub(crate) fn progress_bar(quiet: bool) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} {wide_bar} {pos}/{len} versions ({per_sec}, {eta} left)",
+    ) {
+        bar.set_style(style);
+    }
+    Some(bar)
 }
 
 /// The notice saying which defaults were used, if any were.
@@ -135,6 +236,7 @@ mod tests {
             created_at: t,
             updated_at: t,
             last_used_at: None,
+            expires_at: None,
         }
     }
 

@@ -233,6 +233,7 @@ fn round_trip_through_every_command() {
         keys,
         [
             "created_at",
+            "expires_at",
             "hint",
             "last_used_at",
             "project",
@@ -296,7 +297,7 @@ fn round_trip_through_every_command() {
     let r = env.run(&with(&["delete"])).ok();
     assert!(
         r.stderr
-            .contains("and all of its versions; this cannot be undone"),
+            .contains("2 stored version(s) and their ciphertexts are gone for good"),
         "{r:#?}"
     );
     runs.push(r);
@@ -669,4 +670,179 @@ fn database_server_down_exits_5() {
         assert!(!r.stderr.contains("hunter2"), "{r:#?}");
         assert_eq!(r.stderr.lines().count(), 1, "one line: {r:#?}");
     }
+}
+
+/// `get --previous`, `list --versions`, `list --expiring`, and exit code 6 for an expired key.
+#[test]
+fn lifecycle_commands() {
+    let env = Env::new();
+    let grace = [("LLM_ACCOUNTING_PREVIOUS_GRACE_SECS", "3600")];
+    let run = |args: &[&str], stdin: Option<&str>| {
+        let mut all = vec!["keys"];
+        all.extend_from_slice(args);
+        env.run_with(&all, stdin.map(str::as_bytes), &grace)
+    };
+    run(&["get", "--service", "openai", "--previous"], None).code(3);
+    run(
+        &["store", "--service", "openai", "--expires-in", "30d"],
+        Some(KEY1),
+    )
+    .ok();
+    let r = run(&["get", "--service", "openai", "--previous"], None).code(3);
+    assert!(r.stderr.contains("never rotated"), "{r:#?}");
+    let r = run(&["rotate", "--service", "openai"], Some(KEY2)).ok();
+    assert!(r.stderr.contains("--previous"), "{r:#?}");
+    let r = run(&["get", "--service", "openai", "--previous"], None).ok();
+    assert_eq!(r.stdout, format!("{KEY1}\n"));
+
+    let r = run(&["list", "--versions"], None).ok();
+    assert!(
+        r.stdout.contains("previous") && r.stdout.contains("current"),
+        "{r:#?}"
+    );
+    assert!(
+        !r.stdout.contains(KEY1) && !r.stdout.contains(KEY2),
+        "{r:#?}"
+    );
+    let r = run(&["list", "--versions", "--format", "json"], None).ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    let versions = v[0]["versions"].as_array().expect("versions");
+    assert_eq!(versions.len(), 2);
+    assert_eq!(versions[0]["state"], "previous");
+    assert!(versions[0]["retire_at"].is_string());
+
+    // Expiring: the rotated value has no expiry; a second key expires in 2 days.
+    run(
+        &["store", "--service", "anthropic", "--expires-in", "2d"],
+        Some(KEY_BOB),
+    )
+    .ok();
+    let r = run(&["list", "--expiring", "7d", "--format", "json"], None).ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    let services: Vec<&str> = v
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|k| k["service"].as_str().expect("service"))
+        .collect();
+    assert_eq!(services, ["anthropic"]);
+
+    // An expired value: exit code 6.
+    run(
+        &[
+            "store",
+            "--service",
+            "mistral",
+            "--expires-at",
+            "2020-01-01T00:00:00Z",
+        ],
+        Some(KEY1),
+    )
+    .code(2);
+    run(
+        &["store", "--service", "mistral", "--expires-in", "1s"],
+        Some(KEY1),
+    )
+    .ok();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let r = run(&["get", "--service", "mistral"], None).code(6);
+    assert!(r.stderr.contains("expired"), "{r:#?}");
+}
+
+/// `keys rewrap` killed with SIGKILL at several points, then run again: it finishes, and every
+/// one of 5,000 keys decrypts under the new master key.
+#[cfg(unix)]
+#[test]
+fn rewrap_survives_sigkill_and_resumes() {
+    use llm_accounting::{KeyIdentity, LocalKmsProvider, SeaOrmKeyRepository, SecureKeyManager};
+    const N: usize = 5000;
+    let env = Env::new();
+    let mk = env.dir.path().join("master.key");
+    let rt = runtime();
+    let db_url = format!("sqlite://{}", env.db_path().display());
+    let value = |i: usize| format!("sk-test-FAKE-{i:06}-0123456789abcdef");
+    let id =
+        |i: usize| KeyIdentity::from_parts("bulk", Some(&format!("u{i:05}")), None).expect("id");
+    rt.block_on(async {
+        let provider = LocalKmsProvider::open_or_create(&mk).expect("mk");
+        let repo = SeaOrmKeyRepository::connect(&db_url, &Default::default())
+            .await
+            .expect("db");
+        let m = SecureKeyManager::new(std::sync::Arc::new(provider), std::sync::Arc::new(repo));
+        for i in 0..N {
+            m.store(&id(i), &llm_accounting::ApiKey::new(value(i)))
+                .await
+                .expect("store");
+        }
+    });
+    let r = env.run(&["master-key", "add-version"]).ok();
+    assert!(r.stderr.contains("added master key v2"), "{r:#?}");
+    let r = env.run(&["keys", "rewrap", "--check"]).code(1);
+    assert!(
+        r.stderr
+            .contains(&format!("{N} version(s) not under local v2")),
+        "{r:#?}"
+    );
+
+    let spawn = || {
+        let mut cmd = Command::new(BIN);
+        for (k, v) in &env.vars {
+            cmd.env(k, v);
+        }
+        cmd.env_remove("RUST_LOG")
+            .args(["keys", "rewrap", "--batch-size", "50"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rewrap")
+    };
+    let mut kills = 0;
+    for delay_ms in [150u64, 400, 700, 1000] {
+        let mut child = spawn();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        if child.try_wait().expect("poll").is_none() {
+            child.kill().expect("SIGKILL");
+            kills += 1;
+        }
+        let _ = child.wait();
+        // Whatever the point of the kill, every key still reads (old or new master key).
+        for i in (0..N).step_by(250) {
+            let r = env.run(&[
+                "keys",
+                "get",
+                "--service",
+                "bulk",
+                "--user",
+                &format!("u{i:05}"),
+            ]);
+            assert_eq!(
+                r.stdout.trim_end(),
+                value(i),
+                "after kill at {delay_ms} ms: {r:#?}"
+            );
+        }
+    }
+    assert!(
+        kills >= 1,
+        "the rewrap was never interrupted; make N larger"
+    );
+    let r = env.run(&["keys", "rewrap"]).ok();
+    assert!(r.stderr.contains("failed 0"), "{r:#?}");
+    env.run(&["keys", "rewrap", "--check"]).ok();
+
+    // Every key decrypts, and only the new master key is needed.
+    rt.block_on(async {
+        let provider = LocalKmsProvider::open(&mk)
+            .expect("mk")
+            .with_min_version(2)
+            .expect("min version");
+        let repo = SeaOrmKeyRepository::connect(&db_url, &Default::default())
+            .await
+            .expect("db");
+        let m = SecureKeyManager::new(std::sync::Arc::new(provider), std::sync::Arc::new(repo));
+        for i in 0..N {
+            assert_eq!(m.get(&id(i)).await.expect("get").expose_secret(), value(i));
+        }
+    });
 }
