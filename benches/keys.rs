@@ -134,5 +134,46 @@ fn benches(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(keys, benches);
+/// Rewrap of 2,000 keys from master key v1 to v2 of a local key file (SQLite file), measured
+/// as versions per second; each sample starts from fresh keys under v1.
+fn rewrap(c: &mut Criterion) {
+    const N: usize = 2000;
+    let rt = Runtime::new().unwrap();
+    let mut group = c.benchmark_group("rewrap");
+    group.sample_size(10);
+    group.throughput(criterion::Throughput::Elements(N as u64));
+    group.bench_function("local_2000_keys", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let e = env(&rt);
+                rt.block_on(async {
+                    for i in 0..N {
+                        let id = KeyIdentity::from_parts("rewrap", Some(&format!("u{i}")), None)
+                            .unwrap();
+                        e.manager.store(&id, &key(i)).await.unwrap();
+                    }
+                });
+                let mk = e._dir.path().join("master.key");
+                LocalKmsProvider::add_master_key_version(&mk).unwrap();
+                let provider = LocalKmsProvider::open(&mk).unwrap();
+                let url = format!("sqlite://{}", e._dir.path().join("bench.db").display());
+                let repo = rt
+                    .block_on(SeaOrmKeyRepository::connect(&url, &StoreOptions::default()))
+                    .unwrap();
+                let m = SecureKeyManager::new(Arc::new(provider), Arc::new(repo));
+                let start = Instant::now();
+                let report = rt
+                    .block_on(m.rewrap(&llm_accounting::RewrapOptions::default(), |_| {}))
+                    .unwrap();
+                total += start.elapsed();
+                assert_eq!(report.done, N as u64);
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(keys, benches, rewrap);
 criterion_main!(keys);
