@@ -233,6 +233,18 @@ fn round_trip_with_provider_aws_against_moto() {
             .all(|(p, k)| p == "aws" && *k == arn)
     );
 
+    // Even with RUST_LOG=trace, no HTTP request or key material reaches stderr (the SDK's
+    // request traces are capped; Run::code checks that no API key is on stderr).
+    env.set("RUST_LOG", "trace");
+    let r = env.run(&with("get", &[])).ok();
+    assert_eq!(r.stdout, format!("{KEY2}\n"));
+    assert!(!r.stderr.contains("transmitting request"), "request traced");
+    assert!(
+        !r.stderr.contains("\"Plaintext\""),
+        "a KMS answer with key material was traced"
+    );
+    env.unset("RUST_LOG");
+
     // AWS_ENDPOINT_URL works as well as LLM_ACCOUNTING_KMS_ENDPOINT.
     env.unset("LLM_ACCOUNTING_KMS_ENDPOINT");
     env.set("AWS_ENDPOINT_URL", &url);

@@ -36,6 +36,11 @@
 //! hands them over, but the SDK's HTTP and JSON layers hold transient copies that are not
 //! wiped; `wrap_key` also hands the SDK a copy of the data key. Use a local provider if that
 //! matters more to you than keeping the master key in an HSM.
+//!
+//! Logging: at `trace` level the SDK's `aws_smithy_runtime` target prints whole HTTP requests,
+//! and an `Encrypt` request (`wrap_key`) carries the data key. Cap that target at `debug`
+//! (`RUST_LOG=...,aws_smithy_runtime=debug`), as the `llm-accounting` CLI does. Responses with
+//! key material (`Decrypt`, `GenerateDataKey`) are redacted by the SDK itself.
 
 mod error;
 #[cfg(feature = "test-support")]
