@@ -8,7 +8,9 @@
 //!
 //! Before each benchmark one pass is run on its own and its KMS call count (from the metrics
 //! layer) and rate are printed. moto is a Python server: absolute rates say more about moto than
-//! about AWS; the call counts and the sequential/bulk ratio are the point.
+//! about AWS. On loopback there is no network latency for `get_many` to hide, so one more pass
+//! of each read adds 10 ms per KMS call (a same-region AWS round trip is a few ms to tens of ms)
+//! to show what bounded concurrency buys.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -18,7 +20,8 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use llm_accounting::layers::{self, KmsMetrics, LayerOptions};
 use llm_accounting::{
-    ApiKey, AwsKmsProvider, KeyIdentity, SeaOrmKeyRepository, SecureKeyManager, StoreOptions,
+    ApiKey, AwsKmsProvider, DataKey, EncryptionContext, KeyIdentity, KmsProvider, Result,
+    SeaOrmKeyRepository, SecureKeyManager, StoreOptions, WrappedKey,
 };
 use llm_accounting_kms_aws::test_support::{self, create_key, moto_url};
 use tokio::runtime::Runtime;
@@ -32,13 +35,46 @@ struct Env {
     metrics: Arc<KmsMetrics>,
 }
 
+/// Simulated network latency: waits before each call to the provider.
+#[derive(Debug)]
+struct Delayed<P>(P, Duration);
+
+#[async_trait::async_trait]
+impl<P: KmsProvider> KmsProvider for Delayed<P> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn master_key_ref(&self) -> String {
+        self.0.master_key_ref()
+    }
+    async fn wrap_key(&self, key: &DataKey, context: &EncryptionContext) -> Result<WrappedKey> {
+        tokio::time::sleep(self.1).await;
+        self.0.wrap_key(key, context).await
+    }
+    async fn unwrap_key(&self, w: &WrappedKey, context: &EncryptionContext) -> Result<DataKey> {
+        tokio::time::sleep(self.1).await;
+        self.0.unwrap_key(w, context).await
+    }
+    async fn generate_data_key(&self, c: &EncryptionContext) -> Result<(DataKey, WrappedKey)> {
+        tokio::time::sleep(self.1).await;
+        self.0.generate_data_key(c).await
+    }
+}
+
 fn env(rt: &Runtime, url: &str) -> Env {
+    env_with_latency(rt, url, Duration::ZERO)
+}
+
+fn env_with_latency(rt: &Runtime, url: &str, latency: Duration) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let client = test_support::client(url);
     let (_, arn) = rt.block_on(create_key(&client, "llm-accounting bench"));
     let metrics = Arc::new(KmsMetrics::new());
     let provider = layers::stack(
-        Arc::new(AwsKmsProvider::from_client(&client, arn).unwrap()),
+        Arc::new(Delayed(
+            AwsKmsProvider::from_client(&client, arn).unwrap(),
+            latency,
+        )),
         &LayerOptions::default(),
         Arc::clone(&metrics),
     );
@@ -123,7 +159,7 @@ fn benches(c: &mut Criterion) {
     });
     let mut group = c.benchmark_group("aws");
     group.sample_size(10);
-    group.measurement_time(Duration::from_secs(10));
+    group.measurement_time(Duration::from_secs(25));
     group.throughput(Throughput::Elements(N as u64));
     group.bench_function("store_500", |b| {
         b.to_async(&rt).iter_custom(|iters| {
@@ -194,6 +230,30 @@ fn benches(c: &mut Criterion) {
     });
     group.finish();
     rt.block_on(e.manager.shutdown()).unwrap();
+
+    // The same reads with 10 ms of simulated network latency per KMS call.
+    let slow = env_with_latency(&rt, &url, Duration::from_millis(10));
+    let cold = ids("latency-bench", 0, N);
+    rt.block_on(store_all(&slow.manager, &cold));
+    for (what, bulk) in [
+        ("+10 ms latency: cold get of 500 keys, one by one", false),
+        (
+            "+10 ms latency: cold get_many of 500 keys, concurrency 32",
+            true,
+        ),
+    ] {
+        rt.block_on(slow.manager.clear_cache());
+        let m = slow.manager.clone();
+        let cold = cold.clone();
+        report(&rt, &slow, what, async move {
+            if bulk {
+                get_many(&m, &cold).await
+            } else {
+                get_each(&m, &cold).await
+            }
+        });
+    }
+    rt.block_on(slow.manager.shutdown()).unwrap();
 }
 
 criterion_group!(aws, benches);
