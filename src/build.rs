@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::layers::{self, KmsMetrics};
 use crate::{Error, KmsProvider, Result, SeaOrmKeyRepository, SecureKeyManager, Settings};
 
 /// What [`build_manager_with_info`] chose where nothing was configured, so a CLI can tell the
@@ -21,9 +22,28 @@ fn not_built(provider: &str) -> Error {
     ))
 }
 
-/// The KMS provider named by the settings. A provider whose feature is not compiled in is a
-/// clear [`Error::Config`].
+/// The KMS provider named by the settings, wrapped in the retry, metrics and timeout layers
+/// configured by `kms.max_attempts`, `kms.max_retry_time_ms`, `kms.timeout_ms`, ... A provider
+/// whose feature is not compiled in is a clear [`Error::Config`].
 pub fn build_provider(settings: &Settings) -> Result<(Arc<dyn KmsProvider>, DefaultsUsed)> {
+    let (provider, _metrics, used) = build_provider_with_metrics(settings)?;
+    Ok((provider, used))
+}
+
+/// Like [`build_provider`], also returning the layers' counters (KMS calls, failures, retries).
+///
+/// The returned provider keeps the inner provider's name (records store it).
+pub fn build_provider_with_metrics(
+    settings: &Settings,
+) -> Result<(Arc<dyn KmsProvider>, Arc<KmsMetrics>, DefaultsUsed)> {
+    let (provider, used) = build_bare_provider(settings)?;
+    let metrics = Arc::new(KmsMetrics::new());
+    let layered = layers::stack(provider, &settings.layer_options(), Arc::clone(&metrics));
+    Ok((layered, metrics, used))
+}
+
+/// The provider itself, without layers.
+fn build_bare_provider(settings: &Settings) -> Result<(Arc<dyn KmsProvider>, DefaultsUsed)> {
     let mut used = DefaultsUsed::default();
     match settings.kms.provider.as_str() {
         "local" => {
@@ -42,6 +62,25 @@ pub fn build_provider(settings: &Settings) -> Result<(Arc<dyn KmsProvider>, Defa
             #[cfg(not(feature = "kms-local"))]
             {
                 Err(not_built("local"))
+            }
+        }
+        "aws" => {
+            #[cfg(feature = "kms-aws")]
+            {
+                // Region, credentials and AWS_ENDPOINT_URL come from the aws-config chain; an
+                // explicit kms.endpoint (LLM_ACCOUNTING_KMS_ENDPOINT) wins over AWS_ENDPOINT_URL.
+                let mut b = llm_accounting_kms_aws::AwsKmsProvider::builder();
+                if let Some(key_id) = &settings.kms.key_id {
+                    b = b.with_key_id(key_id);
+                }
+                if let Some(endpoint) = &settings.kms.endpoint {
+                    b = b.with_endpoint_url(endpoint);
+                }
+                Ok((Arc::new(b.build()?), used))
+            }
+            #[cfg(not(feature = "kms-aws"))]
+            {
+                Err(not_built("aws"))
             }
         }
         other if crate::settings::PROVIDER_NAMES.contains(&other) => Err(not_built(other)),

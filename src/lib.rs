@@ -25,10 +25,14 @@
 //! | feature | default | what |
 //! |---|---|---|
 //! | `kms-local` | yes | local master key file, no network |
+//! | `kms-aws` | no | AWS KMS ([`AwsKmsProvider`]), `LLM_ACCOUNTING_KMS_PROVIDER=aws` |
 //! | `sqlite` | yes | SQLite (bundled) |
 //! | `all-providers`, `all-databases` | no | everything this release can build |
 //!
 //! A provider named in configuration whose feature is off is a clear [`Error::Config`].
+//!
+//! Every provider built from settings is wrapped in the [`layers`] of the core: retries of
+//! transient failures, a deadline per call, and counters ([`build_provider_with_metrics`]).
 
 mod accounting;
 mod build;
@@ -36,13 +40,15 @@ mod settings;
 
 pub use accounting::LlmAccounting;
 pub use build::{
-    DefaultsUsed, build_manager, build_manager_with_info, build_provider, build_repository,
+    DefaultsUsed, build_manager, build_manager_with_info, build_provider,
+    build_provider_with_metrics, build_repository,
 };
 pub use settings::{
     CONFIG_FILE_ENV, CacheSettings, DEFAULT_CONFIG, ENV_VARS, KeysSettings, KmsSettings,
     LocalSettings, Overrides, PROVIDER_NAMES, Settings, StoreSettings,
 };
 
+pub use llm_accounting_core::layers;
 pub use llm_accounting_core::{
     ApiKey, CacheOptions, DataKey, EncryptionContext, Envelope, Error, ErrorKind, KeyFilter,
     KeyIdentity, KeyRecord, KeyRepository, KeyState, KmsProvider, MAX_API_KEY_BYTES,
@@ -55,6 +61,11 @@ pub use llm_accounting_store::{SeaOrmKeyRepository, StoreOptions};
 /// The local-development provider.
 #[cfg(feature = "kms-local")]
 pub use llm_accounting_kms_local::LocalKmsProvider;
+
+/// The AWS KMS provider, its builder, and the AWS SDK crates it is built on (to make a client
+/// of the same version for [`AwsKmsProvider::from_client`]).
+#[cfg(feature = "kms-aws")]
+pub use llm_accounting_kms_aws::{AwsKmsProvider, AwsKmsProviderBuilder, aws_config, aws_sdk_kms};
 
 /// The traits, for `use llm_accounting::prelude::*`.
 pub mod prelude {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use config::{Config, File, FileFormat};
 use serde::Deserialize;
 
+use crate::layers::{LayerOptions, RetryPolicy};
 use crate::{CacheOptions, Error, ManagerOptions, Result, StoreOptions};
 
 /// The embedded defaults (`config/default.toml`).
@@ -21,6 +22,17 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("LLM_ACCOUNTING_KMS_PROVIDER", "kms.provider"),
     ("LLM_ACCOUNTING_KMS_KEY_ID", "kms.key_id"),
     ("LLM_ACCOUNTING_KMS_ENDPOINT", "kms.endpoint"),
+    ("LLM_ACCOUNTING_KMS_MAX_ATTEMPTS", "kms.max_attempts"),
+    (
+        "LLM_ACCOUNTING_KMS_MAX_RETRY_TIME_MS",
+        "kms.max_retry_time_ms",
+    ),
+    ("LLM_ACCOUNTING_KMS_TIMEOUT_MS", "kms.timeout_ms"),
+    (
+        "LLM_ACCOUNTING_KMS_INITIAL_BACKOFF_MS",
+        "kms.initial_backoff_ms",
+    ),
+    ("LLM_ACCOUNTING_KMS_MAX_BACKOFF_MS", "kms.max_backoff_ms"),
     (
         "LLM_ACCOUNTING_LOCAL_MASTER_KEY_FILE",
         "local.master_key_file",
@@ -102,6 +114,19 @@ pub struct KmsSettings {
     /// Endpoint override.
     #[serde(deserialize_with = "empty_is_none")]
     pub endpoint: Option<String>,
+    /// Most calls made for one KMS operation, the first included; transient failures
+    /// (unavailable, throttled, timed out) are retried up to this. 1 = no retries.
+    pub max_attempts: u32,
+    /// No retry starts later than this many milliseconds after the first call.
+    pub max_retry_time_ms: u64,
+    /// Deadline of each single KMS call, in milliseconds; a call that takes longer counts as
+    /// a transient failure.
+    pub timeout_ms: u64,
+    /// Upper bound of the wait before the first retry, in milliseconds (doubles per retry,
+    /// jittered).
+    pub initial_backoff_ms: u64,
+    /// Upper bound of any wait between retries, in milliseconds.
+    pub max_backoff_ms: u64,
 }
 
 /// Local provider settings.
@@ -245,6 +270,14 @@ impl Settings {
         if self.store.max_connections == 0 {
             return Err(Error::config("store.max_connections must be at least 1"));
         }
+        if self.kms.max_attempts == 0 {
+            return Err(Error::config(
+                "kms.max_attempts must be at least 1 (1 means no retries)",
+            ));
+        }
+        if self.kms.timeout_ms == 0 {
+            return Err(Error::config("kms.timeout_ms must be at least 1"));
+        }
         Ok(())
     }
 
@@ -291,6 +324,20 @@ impl Settings {
             },
             last_used_interval: Duration::from_secs(self.store.last_used_interval_secs),
             previous_grace: Duration::from_secs(self.keys.previous_grace_secs),
+        }
+    }
+
+    /// Retry and timeout layers around the KMS provider, from these settings.
+    pub fn layer_options(&self) -> LayerOptions {
+        let k = &self.kms;
+        LayerOptions {
+            retry: RetryPolicy {
+                max_attempts: k.max_attempts,
+                initial_backoff: Duration::from_millis(k.initial_backoff_ms),
+                max_backoff: Duration::from_millis(k.max_backoff_ms),
+                max_elapsed: Duration::from_millis(k.max_retry_time_ms),
+            },
+            timeout: Some(Duration::from_millis(k.timeout_ms)),
         }
     }
 
@@ -392,5 +439,39 @@ mod tests {
         )
         .expect_err("missing file");
         assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn kms_resilience_settings() {
+        let s = load(&[], None, &Overrides::default()).expect("defaults");
+        let o = s.layer_options();
+        assert_eq!(o.retry, RetryPolicy::default(), "defaults match the core's");
+        assert_eq!(o.timeout, Some(Duration::from_secs(5)));
+        let env = [
+            ("LLM_ACCOUNTING_KMS_MAX_ATTEMPTS", "5"),
+            ("LLM_ACCOUNTING_KMS_MAX_RETRY_TIME_MS", "1500"),
+            ("LLM_ACCOUNTING_KMS_TIMEOUT_MS", "250"),
+            ("LLM_ACCOUNTING_KMS_INITIAL_BACKOFF_MS", "20"),
+            ("LLM_ACCOUNTING_KMS_MAX_BACKOFF_MS", "400"),
+        ];
+        let o = load(&env, None, &Overrides::default())
+            .expect("env")
+            .layer_options();
+        assert_eq!(o.retry.max_attempts, 5);
+        assert_eq!(o.retry.max_elapsed, Duration::from_millis(1500));
+        assert_eq!(o.retry.initial_backoff, Duration::from_millis(20));
+        assert_eq!(o.retry.max_backoff, Duration::from_millis(400));
+        assert_eq!(o.timeout, Some(Duration::from_millis(250)));
+        for (var, value) in [
+            ("LLM_ACCOUNTING_KMS_MAX_ATTEMPTS", "0"),
+            ("LLM_ACCOUNTING_KMS_TIMEOUT_MS", "0"),
+            ("LLM_ACCOUNTING_KMS_MAX_ATTEMPTS", "many"),
+        ] {
+            let err = load(&[(var, value)], None, &Overrides::default()).expect_err(var);
+            assert!(matches!(err, Error::Config { .. }), "{var}={value}: {err}");
+        }
+        for (var, _) in env {
+            assert!(ENV_VARS.iter().any(|(v, _)| *v == var), "{var} is listed");
+        }
     }
 }

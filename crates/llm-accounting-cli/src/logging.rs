@@ -3,10 +3,20 @@
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
+
+/// Caps the AWS SDK's runtime at `debug`: at `trace` it prints whole HTTP requests, and an
+/// `Encrypt` request carries the data key being wrapped.
+const AWS_SDK_CAP: &str = "aws_smithy_runtime=debug";
 
 /// Installs the global subscriber. An unparsable `RUST_LOG` falls back to `warn`.
 pub(crate) fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    // Only when something may be at trace: otherwise the directive would raise the target.
+    let filter = match (filter.max_level_hint(), AWS_SDK_CAP.parse()) {
+        (Some(LevelFilter::TRACE) | None, Ok(cap)) => filter.add_directive(cap),
+        _ => filter,
+    };
     // Only fails if a subscriber is already set, which leaves logging working anyway.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

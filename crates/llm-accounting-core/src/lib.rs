@@ -7,6 +7,7 @@
 //!   [`EncryptionContext`] bound as associated data and as KMS context), a single-flight cache,
 //!   store / get / list / rotate / disable / enable / delete.
 //! - [`Error`]: one error type with typed kinds.
+//! - [`layers`]: retry, timeout and metrics wrappers around any [`KmsProvider`].
 //!
 //! Most users start from the `llm-accounting` facade crate instead.
 
@@ -18,6 +19,7 @@ pub mod envelope;
 mod error;
 mod identity;
 mod last_used;
+pub mod layers;
 mod manager;
 mod memory;
 mod provider;

@@ -591,3 +591,55 @@ fn check_not_expired(identity: &KeyIdentity, version: &VersionRecord) -> Result<
         _ => Ok(()),
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Bulk loading (issue 3): many keys at once with bounded concurrency. Additive on purpose: it
+// only calls `get`, so the cache, single-flight and freshness rules stay in one place.
+// ---------------------------------------------------------------------------------------------
+
+impl SecureKeyManager {
+    /// The current values of many keys, loading up to `concurrency` of them at the same time,
+    /// so that N cold keys cost about N / `concurrency` KMS round trips of waiting instead of N.
+    ///
+    /// Each key goes through [`SecureKeyManager::get`] (cache, single-flight loading,
+    /// last-used tracking), so a key asked for twice, or already being loaded by another
+    /// caller, is unwrapped once. Results come back in the order of `identities`, one per
+    /// identity, each with its own outcome: one missing, disabled or failing key does not
+    /// hide the others. A `concurrency` of 0 is taken as 1.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use llm_accounting_core::*;
+    /// # async fn demo(manager: SecureKeyManager) -> Result<()> {
+    /// let ids = vec![KeyIdentity::new("openai")?, KeyIdentity::new("anthropic")?];
+    /// for (identity, key) in manager.get_many(&ids, 16).await {
+    ///     match key {
+    ///         Ok(key) => println!("{identity}: {} bytes", key.len()),
+    ///         Err(e) => eprintln!("{identity}: {e}"),
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_many(
+        &self,
+        identities: &[KeyIdentity],
+        concurrency: usize,
+    ) -> Vec<(KeyIdentity, Result<ApiKey>)> {
+        use futures_util::stream::{self, StreamExt};
+
+        let mut results: Vec<(usize, KeyIdentity, Result<ApiKey>)> =
+            stream::iter(identities.iter().enumerate())
+                .map(|(i, identity)| async move {
+                    let result = self.get(identity).await;
+                    (i, identity.clone(), result)
+                })
+                .buffer_unordered(concurrency.max(1))
+                .collect()
+                .await;
+        results.sort_unstable_by_key(|(i, _, _)| *i);
+        results
+            .into_iter()
+            .map(|(_, identity, result)| (identity, result))
+            .collect()
+    }
+}

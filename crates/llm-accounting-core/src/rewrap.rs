@@ -142,7 +142,7 @@ impl SecureKeyManager {
                 }
             } else {
                 for chunk in batch.chunks(options.concurrency.max(1)) {
-                    let results = futures::future::join_all(
+                    let results = futures_util::future::join_all(
                         chunk
                             .iter()
                             .map(|(k, v)| self.rewrap_one(target.as_ref(), k, v, options)),

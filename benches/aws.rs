@@ -1,0 +1,260 @@
+//! AWS KMS benchmarks against moto on loopback: `scripts/bench-aws` starts moto, runs
+//! `cargo bench --bench aws --features kms-aws`, and stops moto. Without a moto URL
+//! (`LLM_ACCOUNTING_TEST_MOTO_URL`) it prints why and measures nothing.
+//!
+//! - `aws/store_500`: store 500 new keys (one GenerateDataKey each) into SQLite;
+//! - `aws/cold_get_500_sequential`: 500 cold gets one by one (one Decrypt each, waited for in turn);
+//! - `aws/cold_get_many_500`: the same 500 cold keys through `get_many` (32 at a time).
+//!
+//! Before each benchmark one pass is run on its own and its KMS call count (from the metrics
+//! layer) and rate are printed. moto is a Python server: absolute rates say more about moto than
+//! about AWS. On loopback there is no network latency for `get_many` to hide, so one more pass
+//! of each read adds 10 ms per KMS call (a same-region AWS round trip is a few ms to tens of ms)
+//! to show what bounded concurrency buys.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use llm_accounting::layers::{self, KmsMetrics, LayerOptions};
+use llm_accounting::{
+    ApiKey, AwsKmsProvider, DataKey, EncryptionContext, KeyIdentity, KmsProvider, Result,
+    SeaOrmKeyRepository, SecureKeyManager, StoreOptions, WrappedKey,
+};
+use llm_accounting_kms_aws::test_support::{self, create_key, moto_url};
+use tokio::runtime::Runtime;
+
+const N: usize = 500;
+const CONCURRENCY: usize = 32;
+
+struct Env {
+    _dir: tempfile::TempDir,
+    manager: SecureKeyManager,
+    metrics: Arc<KmsMetrics>,
+}
+
+/// Simulated network latency: waits before each call to the provider.
+#[derive(Debug)]
+struct Delayed<P>(P, Duration);
+
+#[async_trait::async_trait]
+impl<P: KmsProvider> KmsProvider for Delayed<P> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn master_key_ref(&self) -> String {
+        self.0.master_key_ref()
+    }
+    async fn wrap_key(&self, key: &DataKey, context: &EncryptionContext) -> Result<WrappedKey> {
+        tokio::time::sleep(self.1).await;
+        self.0.wrap_key(key, context).await
+    }
+    async fn unwrap_key(&self, w: &WrappedKey, context: &EncryptionContext) -> Result<DataKey> {
+        tokio::time::sleep(self.1).await;
+        self.0.unwrap_key(w, context).await
+    }
+    async fn generate_data_key(&self, c: &EncryptionContext) -> Result<(DataKey, WrappedKey)> {
+        tokio::time::sleep(self.1).await;
+        self.0.generate_data_key(c).await
+    }
+}
+
+fn env(rt: &Runtime, url: &str) -> Env {
+    env_with_latency(rt, url, Duration::ZERO)
+}
+
+fn env_with_latency(rt: &Runtime, url: &str, latency: Duration) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let client = test_support::client(url);
+    let (_, arn) = rt.block_on(create_key(&client, "llm-accounting bench"));
+    let metrics = Arc::new(KmsMetrics::new());
+    let provider = layers::stack(
+        Arc::new(Delayed(
+            AwsKmsProvider::from_client(&client, arn).unwrap(),
+            latency,
+        )),
+        &LayerOptions::default(),
+        Arc::clone(&metrics),
+    );
+    let db = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let repo = rt
+        .block_on(SeaOrmKeyRepository::connect(&db, &StoreOptions::default()))
+        .unwrap();
+    Env {
+        _dir: dir,
+        manager: SecureKeyManager::new(provider, Arc::new(repo)),
+        metrics,
+    }
+}
+
+fn key(i: usize) -> ApiKey {
+    ApiKey::new(format!("sk-bench-FAKE-{i:08}-0123456789abcdef"))
+}
+
+fn ids(prefix: &str, from: usize, n: usize) -> Vec<KeyIdentity> {
+    (from..from + n)
+        .map(|i| KeyIdentity::from_parts(prefix, Some(&format!("user-{i:06}")), None).unwrap())
+        .collect()
+}
+
+async fn store_all(m: &SecureKeyManager, ids: &[KeyIdentity]) {
+    for (i, id) in ids.iter().enumerate() {
+        m.store(id, &key(i)).await.unwrap();
+    }
+}
+
+async fn get_each(m: &SecureKeyManager, ids: &[KeyIdentity]) {
+    for id in ids {
+        std::hint::black_box(m.get(id).await.unwrap());
+    }
+}
+
+async fn get_many(m: &SecureKeyManager, ids: &[KeyIdentity]) {
+    for (_, r) in m.get_many(ids, CONCURRENCY).await {
+        std::hint::black_box(r.unwrap());
+    }
+}
+
+/// Runs `pass` once, printing its KMS calls and rate.
+fn report(rt: &Runtime, e: &Env, what: &str, pass: impl std::future::Future<Output = ()>) {
+    let before = e.metrics.snapshot();
+    let start = Instant::now();
+    rt.block_on(pass);
+    let took = start.elapsed();
+    let m = e.metrics.snapshot().since(&before);
+    println!(
+        "{what}: {N} ops in {:.0} ms = {:.0} ops/s; KMS calls {} (GenerateDataKey {}, Encrypt {}, \
+         Decrypt {}), failures {}, retries {}",
+        took.as_secs_f64() * 1e3,
+        N as f64 / took.as_secs_f64(),
+        m.calls(),
+        m.generates,
+        m.wraps,
+        m.unwraps,
+        m.failures,
+        m.retries
+    );
+}
+
+fn benches(c: &mut Criterion) {
+    let Some(url) = moto_url("benches/aws.rs") else {
+        return;
+    };
+    let rt = Runtime::new().unwrap();
+    let e = env(&rt, &url);
+
+    // Store: fresh identities every pass.
+    let mut next = 0usize;
+    let fresh = |next: &mut usize| {
+        let v = ids("store-bench", *next, N);
+        *next += N;
+        v
+    };
+    report(&rt, &e, "store 500 keys", {
+        let batch = fresh(&mut next);
+        let m = e.manager.clone();
+        async move { store_all(&m, &batch).await }
+    });
+    let mut group = c.benchmark_group("aws");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(25));
+    group.throughput(Throughput::Elements(N as u64));
+    group.bench_function("store_500", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let batches: Vec<Vec<KeyIdentity>> = (0..iters).map(|_| fresh(&mut next)).collect();
+            let m = e.manager.clone();
+            async move {
+                let start = Instant::now();
+                for batch in &batches {
+                    store_all(&m, batch).await;
+                }
+                start.elapsed()
+            }
+        })
+    });
+
+    // Cold reads of one fixed set of 500 keys.
+    let cold = ids("get-bench", 0, N);
+    rt.block_on(store_all(&e.manager, &cold));
+    rt.block_on(e.manager.clear_cache());
+    report(&rt, &e, "cold get of 500 keys, one by one", {
+        let m = e.manager.clone();
+        let cold = cold.clone();
+        async move { get_each(&m, &cold).await }
+    });
+    rt.block_on(e.manager.clear_cache());
+    report(
+        &rt,
+        &e,
+        &format!("cold get_many of 500 keys, concurrency {CONCURRENCY}"),
+        {
+            let m = e.manager.clone();
+            let cold = cold.clone();
+            async move { get_many(&m, &cold).await }
+        },
+    );
+
+    group.bench_function("cold_get_500_sequential", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let m = e.manager.clone();
+            let cold = cold.clone();
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    m.clear_cache().await;
+                    let start = Instant::now();
+                    get_each(&m, &cold).await;
+                    total += start.elapsed();
+                }
+                total
+            }
+        })
+    });
+    group.bench_function("cold_get_many_500", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let m = e.manager.clone();
+            let cold = cold.clone();
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    m.clear_cache().await;
+                    let start = Instant::now();
+                    get_many(&m, &cold).await;
+                    total += start.elapsed();
+                }
+                total
+            }
+        })
+    });
+    group.finish();
+    rt.block_on(e.manager.shutdown()).unwrap();
+
+    // The same reads with 10 ms of simulated network latency per KMS call.
+    let slow = env_with_latency(&rt, &url, Duration::from_millis(10));
+    let cold = ids("latency-bench", 0, N);
+    rt.block_on(store_all(&slow.manager, &cold));
+    for (what, bulk) in [
+        ("+10 ms latency: cold get of 500 keys, one by one", false),
+        (
+            "+10 ms latency: cold get_many of 500 keys, concurrency 32",
+            true,
+        ),
+    ] {
+        rt.block_on(slow.manager.clear_cache());
+        let m = slow.manager.clone();
+        let cold = cold.clone();
+        report(&rt, &slow, what, async move {
+            if bulk {
+                get_many(&m, &cold).await
+            } else {
+                get_each(&m, &cold).await
+            }
+        });
+    }
+    rt.block_on(slow.manager.shutdown()).unwrap();
+}
+
+criterion_group!(aws, benches);
+criterion_main!(aws);

@@ -1,0 +1,339 @@
+//! The `llm-accounting` binary with `--provider aws` against moto (started by scripts/test), and
+//! against a KMS endpoint that is down.
+//!
+//! The binary gets its AWS settings the way a user's shell would give them (AWS_REGION, dummy
+//! AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, an endpoint override); nothing from the test
+//! process's own AWS environment leaks in.
+
+#![cfg(feature = "kms-aws")]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+
+use llm_accounting_kms_aws::test_support::{self, create_key, moto_url};
+use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
+
+const BIN: &str = env!("CARGO_BIN_EXE_llm-accounting");
+
+/// Obviously fake keys.
+const KEY1: &str = "sk-test-FAKE-aws-00000000000000000000000001";
+const KEY2: &str = "sk-test-FAKE-aws-00000000000000000000000002";
+
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn code(self, code: i32) -> Self {
+        assert_eq!(self.code, code, "expected exit code {code}: {self:#?}");
+        for secret in [KEY1, KEY2] {
+            assert!(!self.stderr.contains(secret), "secret on stderr: {self:#?}");
+        }
+        self
+    }
+
+    fn ok(self) -> Self {
+        self.code(0)
+    }
+}
+
+/// A temporary database and the AWS environment of one test.
+struct Env {
+    dir: tempfile::TempDir,
+    vars: Vec<(String, String)>,
+}
+
+impl Env {
+    /// `endpoint` goes to LLM_ACCOUNTING_KMS_ENDPOINT.
+    fn new(key_id: &str, endpoint: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = format!("sqlite://{}", dir.path().join("k.db").display());
+        // Empty AWS config and credentials files: the user's own are never read.
+        let aws_config = dir.path().join("aws-config");
+        let aws_credentials = dir.path().join("aws-credentials");
+        for f in [&aws_config, &aws_credentials] {
+            std::fs::write(f, "").expect("write empty AWS file");
+        }
+        let (aws_config, aws_credentials) = (
+            aws_config.display().to_string(),
+            aws_credentials.display().to_string(),
+        );
+        let vars = [
+            ("LLM_ACCOUNTING_DATABASE_URL", db.as_str()),
+            ("LLM_ACCOUNTING_KMS_KEY_ID", key_id),
+            ("LLM_ACCOUNTING_KMS_ENDPOINT", endpoint),
+            ("AWS_REGION", test_support::TEST_REGION),
+            ("AWS_ACCESS_KEY_ID", test_support::TEST_ACCESS_KEY_ID),
+            (
+                "AWS_SECRET_ACCESS_KEY",
+                test_support::TEST_SECRET_ACCESS_KEY,
+            ),
+            // Never ask an instance metadata service.
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_CONFIG_FILE", aws_config.as_str()),
+            ("AWS_SHARED_CREDENTIALS_FILE", aws_credentials.as_str()),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        Env { dir, vars }
+    }
+
+    fn set(&mut self, name: &str, value: &str) {
+        self.vars.retain(|(k, _)| k != name);
+        self.vars.push((name.to_owned(), value.to_owned()));
+    }
+
+    fn unset(&mut self, name: &str) {
+        self.vars.retain(|(k, _)| k != name);
+    }
+
+    fn run_with(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        let mut cmd = Command::new(BIN);
+        for (name, _) in std::env::vars_os() {
+            let n = name.to_string_lossy();
+            if n.starts_with("LLM_ACCOUNTING_") || n.starts_with("AWS_") {
+                cmd.env_remove(&name);
+            }
+        }
+        cmd.env_remove("RUST_LOG")
+            .envs(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn llm-accounting");
+        {
+            let mut pipe = child.stdin.take().expect("stdin");
+            if let Some(input) = stdin {
+                let _ = pipe.write_all(input.as_bytes());
+            }
+        }
+        let out = child.wait_with_output().expect("wait");
+        Run {
+            code: out.status.code().expect("exit code, not a signal"),
+            stdout: String::from_utf8(out.stdout).expect("utf-8 stdout"),
+            stderr: String::from_utf8(out.stderr).expect("utf-8 stderr"),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        self.run_with(args, None)
+    }
+
+    /// (provider, master_key_ref) of every stored version.
+    fn version_refs(&self) -> Vec<(String, String)> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let db = Database::connect(format!(
+                "sqlite://{}",
+                self.dir.path().join("k.db").display()
+            ))
+            .await
+            .expect("open the test database");
+            db.query_all_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "SELECT provider, master_key_ref FROM api_key_versions ORDER BY version",
+            ))
+            .await
+            .expect("query")
+            .into_iter()
+            .map(|r| {
+                (
+                    r.try_get("", "provider").expect("provider"),
+                    r.try_get("", "master_key_ref").expect("master_key_ref"),
+                )
+            })
+            .collect()
+        })
+    }
+}
+
+/// A loopback port nothing listens on.
+fn closed_port_url() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    drop(l);
+    format!("http://127.0.0.1:{port}")
+}
+
+/// Small retry limits, so that a down KMS fails fast.
+fn fail_fast(env: &mut Env) {
+    env.set("LLM_ACCOUNTING_KMS_MAX_ATTEMPTS", "3");
+    env.set("LLM_ACCOUNTING_KMS_INITIAL_BACKOFF_MS", "10");
+    env.set("LLM_ACCOUNTING_KMS_MAX_BACKOFF_MS", "50");
+    env.set("LLM_ACCOUNTING_KMS_MAX_RETRY_TIME_MS", "2000");
+    env.set("LLM_ACCOUNTING_KMS_TIMEOUT_MS", "2000");
+}
+
+#[test]
+fn round_trip_with_provider_aws_against_moto() {
+    let Some(url) = moto_url("round_trip_with_provider_aws_against_moto") else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let client = test_support::client(&url);
+    let (key_id, arn) = rt.block_on(create_key(&client, "llm-accounting CLI"));
+    let alias = format!("alias/llm-accounting-cli-{}", &key_id[..8]);
+    rt.block_on(
+        client
+            .create_alias()
+            .alias_name(&alias)
+            .target_key_id(&key_id)
+            .send(),
+    )
+    .expect("CreateAlias");
+
+    // Configured with the alias; the ARN is what gets recorded.
+    let mut env = Env::new(&alias, &url);
+    let aws = ["--provider", "aws", "keys"];
+    let with = |cmd: &'static str, extra: &[&'static str]| -> Vec<&'static str> {
+        let mut v = aws.to_vec();
+        v.push(cmd);
+        v.extend_from_slice(&["--service", "openai", "--user", "alice"]);
+        v.extend_from_slice(extra);
+        v
+    };
+
+    let r = env.run_with(&with("store", &[]), Some(KEY1)).ok();
+    assert!(r.stderr.contains("(version 1)"), "{r:#?}");
+    assert_eq!(
+        env.version_refs(),
+        [("aws".to_owned(), arn.clone())],
+        "provider `aws` and the key ARN (not the alias) are recorded"
+    );
+
+    let r = env.run(&with("get", &[])).ok();
+    assert_eq!(r.stdout, format!("{KEY1}\n"));
+
+    let r = env
+        .run(&[aws.as_slice(), &["list", "--format", "json"]].concat())
+        .ok();
+    assert!(!r.stdout.contains(KEY1), "{r:#?}");
+    let rows: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(rows[0]["service"], "openai");
+    assert_eq!(rows[0]["version"], 1);
+
+    let r = env.run_with(&with("rotate", &[]), Some(KEY2)).ok();
+    assert!(r.stderr.contains("(version 2)"), "{r:#?}");
+    assert_eq!(env.version_refs().len(), 2);
+    assert!(
+        env.version_refs()
+            .iter()
+            .all(|(p, k)| p == "aws" && *k == arn)
+    );
+
+    // Even with RUST_LOG=trace, no HTTP request or key material reaches stderr (the SDK's
+    // request traces are capped; Run::code checks that no API key is on stderr).
+    env.set("RUST_LOG", "trace");
+    let r = env.run(&with("get", &[])).ok();
+    assert_eq!(r.stdout, format!("{KEY2}\n"));
+    assert!(!r.stderr.contains("transmitting request"), "request traced");
+    assert!(
+        !r.stderr.contains("\"Plaintext\""),
+        "a KMS answer with key material was traced"
+    );
+    env.unset("RUST_LOG");
+
+    // AWS_ENDPOINT_URL works as well as LLM_ACCOUNTING_KMS_ENDPOINT.
+    env.unset("LLM_ACCOUNTING_KMS_ENDPOINT");
+    env.set("AWS_ENDPOINT_URL", &url);
+    let r = env.run(&with("get", &[])).ok();
+    assert_eq!(r.stdout, format!("{KEY2}\n"));
+
+    // The master key disabled in KMS: a clear refusal (exit 1), not "no key"; then back.
+    rt.block_on(client.disable_key().key_id(&key_id).send())
+        .expect("DisableKey");
+    let r = env.run(&with("get", &[])).code(1);
+    assert!(r.stderr.contains("disabled"), "{r:#?}");
+    assert!(!r.stderr.contains("no API key stored"), "{r:#?}");
+    assert!(r.stdout.is_empty());
+    rt.block_on(client.enable_key().key_id(&key_id).send())
+        .expect("EnableKey");
+    assert_eq!(env.run(&with("get", &[])).ok().stdout, format!("{KEY2}\n"));
+
+    // KMS down: exit 5 after the configured retries, never "no key".
+    env.unset("AWS_ENDPOINT_URL");
+    env.set("LLM_ACCOUNTING_KMS_ENDPOINT", &closed_port_url());
+    fail_fast(&mut env);
+    let r = env.run(&with("get", &[])).code(5);
+    assert!(r.stderr.contains("unavailable"), "{r:#?}");
+    assert!(r.stderr.contains("gave up after 3 attempts"), "{r:#?}");
+    assert!(r.stdout.is_empty());
+    env.set("LLM_ACCOUNTING_KMS_ENDPOINT", &url);
+
+    // Disable, enable and delete are database-only; they work the same with aws.
+    env.run(&with("disable", &[])).ok();
+    env.run(&with("get", &[])).code(1);
+    env.run(&with("enable", &[])).ok();
+    assert_eq!(env.run(&with("get", &[])).ok().stdout, format!("{KEY2}\n"));
+    env.run(&with("delete", &[])).ok();
+    let r = env.run(&with("get", &[])).code(3);
+    assert!(r.stderr.contains("no API key stored"), "{r:#?}");
+    let r = env
+        .run(&[aws.as_slice(), &["list", "--format", "json"]].concat())
+        .ok();
+    assert_eq!(r.stdout.trim(), "[]");
+}
+
+#[test]
+fn a_kms_that_is_down_exits_5_after_bounded_retries() {
+    // Needs no moto: nothing listens on the endpoint at all.
+    let mut env = Env::new(
+        "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000",
+        &closed_port_url(),
+    );
+    fail_fast(&mut env);
+    let r = env
+        .run_with(
+            &["--provider", "aws", "keys", "store", "--service", "openai"],
+            Some(KEY1),
+        )
+        .code(5);
+    assert_eq!(r.stderr.lines().count(), 1, "one line: {r:#?}");
+    assert!(
+        r.stderr
+            .starts_with("error: KMS provider `aws` unavailable during generate data key"),
+        "{r:#?}"
+    );
+    assert!(r.stderr.contains("gave up after 3 attempts"), "{r:#?}");
+    assert!(r.stderr.to_lowercase().contains("connect"), "{r:#?}");
+    // Nothing was written.
+    let r = env
+        .run(&["--provider", "aws", "keys", "list", "--format", "json"])
+        .ok();
+    assert_eq!(r.stdout.trim(), "[]");
+
+    // One attempt only: still exit 5, without the retry note.
+    env.set("LLM_ACCOUNTING_KMS_MAX_ATTEMPTS", "1");
+    let r = env
+        .run_with(
+            &["--provider", "aws", "keys", "store", "--service", "openai"],
+            Some(KEY1),
+        )
+        .code(5);
+    assert!(!r.stderr.contains("gave up"), "{r:#?}");
+}
+
+#[test]
+fn aws_without_a_key_id_is_a_configuration_error() {
+    let mut env = Env::new("unused", &closed_port_url());
+    env.unset("LLM_ACCOUNTING_KMS_KEY_ID");
+    let r = env
+        .run_with(
+            &["--provider", "aws", "keys", "store", "--service", "openai"],
+            Some(KEY1),
+        )
+        .code(2);
+    assert!(r.stderr.contains("LLM_ACCOUNTING_KMS_KEY_ID"), "{r:#?}");
+}

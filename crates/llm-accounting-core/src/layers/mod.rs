@@ -1,0 +1,81 @@
+//! Layers: [`KmsProvider`] wrappers that add retries, per-call timeouts and metrics to any
+//! provider, without code inside the provider (OpenDAL's layers, object_store's retry).
+//!
+//! Each layer is itself a [`KmsProvider`] whose [`KmsProvider::name`] and
+//! [`KmsProvider::master_key_ref`] are the inner provider's, so records written through a layer
+//! name the real provider.
+//!
+//! # Order
+//!
+//! Stack them outermost first as **retry → metrics → timeout → provider** ([`stack`] does this):
+//!
+//! - [`Timeout`] innermost, so that each attempt has its own deadline and a hung call becomes a
+//!   retryable [`crate::Error::ProviderUnavailable`] the retry layer can act on;
+//! - [`Metrics`] between them, so that it counts every attempt (real round trips, timed-out ones
+//!   included) and not just the outcome the caller saw;
+//! - [`Retry`] outermost, retrying only errors whose [`crate::Error::is_retryable`] is true, with
+//!   jittered exponential backoff, bounded by a number of attempts and a total time.
+//!
+//! ```
+//! # use std::sync::Arc;
+//! # use std::time::Duration;
+//! # use llm_accounting_core::KmsProvider;
+//! use llm_accounting_core::layers::{self, KmsMetrics, LayerOptions, RetryPolicy};
+//! # fn demo(provider: Arc<dyn KmsProvider>) {
+//! let metrics = Arc::new(KmsMetrics::default());
+//! let options = LayerOptions {
+//!     retry: RetryPolicy { max_attempts: 4, ..RetryPolicy::default() },
+//!     timeout: Some(Duration::from_secs(2)),
+//! };
+//! let provider = layers::stack(provider, &options, Arc::clone(&metrics));
+//! // ... use `provider` ...
+//! println!("{} KMS calls, {} retries", metrics.snapshot().calls(), metrics.snapshot().retries);
+//! # }
+//! ```
+
+mod metrics;
+mod retry;
+mod timeout;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use metrics::{KmsMetrics, KmsMetricsSnapshot, Metrics};
+pub use retry::{Retry, RetryPolicy};
+pub use timeout::Timeout;
+
+use crate::KmsProvider;
+
+/// Settings of the standard layer stack built by [`stack`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerOptions {
+    /// When and how often to retry.
+    pub retry: RetryPolicy,
+    /// Deadline of each single call to the provider; `None` for no deadline.
+    pub timeout: Option<Duration>,
+}
+
+impl Default for LayerOptions {
+    /// The default retry policy and a 5 s deadline per call.
+    fn default() -> Self {
+        LayerOptions {
+            retry: RetryPolicy::default(),
+            timeout: Some(Duration::from_secs(5)),
+        }
+    }
+}
+
+/// Wraps `provider` in the standard stack, retry → metrics → timeout → provider, counting into
+/// `metrics` (calls and failures of each attempt, and retries).
+pub fn stack(
+    provider: Arc<dyn KmsProvider>,
+    options: &LayerOptions,
+    metrics: Arc<KmsMetrics>,
+) -> Arc<dyn KmsProvider> {
+    let timed: Arc<dyn KmsProvider> = match options.timeout {
+        Some(limit) => Arc::new(Timeout::new(provider, limit)),
+        None => provider,
+    };
+    let counted = Metrics::new(timed, Arc::clone(&metrics));
+    Arc::new(Retry::new(counted, options.retry.clone()).with_metrics(metrics))
+}
