@@ -337,3 +337,70 @@ fn aws_without_a_key_id_is_a_configuration_error() {
         .code(2);
     assert!(r.stderr.contains("LLM_ACCOUNTING_KMS_KEY_ID"), "{r:#?}");
 }
+
+/// Provider migration: keys stored under the local provider are rewrapped to AWS KMS with
+/// `keys rewrap --to-provider aws`; afterwards the local master key file is removed and every
+/// key (and a previous version) still reads through AWS alone.
+#[test]
+fn migration_from_local_to_aws_needs_no_local_key_afterwards() {
+    let Some(url) = moto_url("migration_from_local_to_aws_needs_no_local_key_afterwards") else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let client = test_support::client(&url);
+    let (_, arn) = rt.block_on(create_key(&client, "llm-accounting migration"));
+    let mut env = Env::new(&arn, &url);
+    let master_key = env.dir.path().join("master.key");
+    env.set(
+        "LLM_ACCOUNTING_LOCAL_MASTER_KEY_FILE",
+        &master_key.display().to_string(),
+    );
+    let value = |i: usize| format!("sk-test-FAKE-migrate-{i:04}-000000000000");
+    let users: Vec<String> = (0..12).map(|i| format!("u{i:02}")).collect();
+    for (i, user) in users.iter().enumerate() {
+        env.run_with(
+            &["keys", "store", "--service", "openai", "--user", user],
+            Some(&value(i)),
+        )
+        .ok();
+    }
+    env.run_with(
+        &["keys", "rotate", "--service", "openai", "--user", "u00"],
+        Some(KEY1),
+    )
+    .ok();
+    assert!(env.version_refs().iter().all(|(p, _)| p == "local"));
+
+    let r = env.run(&["keys", "rewrap", "--to-provider", "aws"]).ok();
+    assert!(
+        r.stderr.contains("rewrapped 13 version(s) under aws"),
+        "{r:#?}"
+    );
+    let refs = env.version_refs();
+    assert_eq!(refs.len(), 13);
+    assert!(
+        refs.iter().all(|(p, r)| p == "aws" && r == &arn),
+        "{refs:?}"
+    );
+
+    // The old provider is no longer needed.
+    std::fs::remove_file(&master_key).expect("remove the local master key");
+    let aws = |args: &[&str]| {
+        let mut all = vec!["--provider", "aws", "keys"];
+        all.extend_from_slice(args);
+        env.run(&all)
+    };
+    for (i, user) in users.iter().enumerate().skip(1) {
+        let r = aws(&["get", "--service", "openai", "--user", user]).ok();
+        assert_eq!(r.stdout.trim_end(), value(i));
+    }
+    let r = aws(&["get", "--service", "openai", "--user", "u00"]).ok();
+    assert_eq!(r.stdout.trim_end(), KEY1);
+    let r = aws(&["get", "--service", "openai", "--user", "u00", "--previous"]).ok();
+    assert_eq!(r.stdout.trim_end(), value(0));
+    aws(&["rewrap", "--check"]).ok();
+    assert!(!master_key.exists(), "nothing recreated the local key");
+}
