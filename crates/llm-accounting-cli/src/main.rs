@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Exit codes: 0 ok, 1 other failure, 2 usage or invalid input, 3 not found, 4 integrity
-//! failure, 5 KMS or database unavailable (see `llm-accounting --help`).
+//! failure, 5 KMS or database unavailable, 6 expired (see `llm-accounting --help`).
 
 mod cli;
 mod commands;
@@ -23,6 +23,10 @@ use clap::Parser;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    // No core dumps: a crash must not write decrypted keys or data keys to disk.
+    if let Err(e) = rlimit::setrlimit(rlimit::Resource::CORE, 0, 0) {
+        eprintln!("warning: could not disable core dumps: {e}");
+    }
     // clap prints usage errors and exits 2 (0 for --help and --version).
     let cli = cli::Cli::parse();
     logging::init();

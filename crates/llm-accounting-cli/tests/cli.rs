@@ -586,16 +586,63 @@ fn trace_logging_never_shows_the_key() {
             &trace,
         ),
         env.run_with(&["keys", "get", "--service", "openai"], None, &trace),
+        env.run_with(
+            &["keys", "get", "--service", "openai", "--previous"],
+            None,
+            &trace,
+        ),
         env.run_with(&["keys", "list"], None, &trace),
+        env.run_with(
+            &["keys", "list", "--versions", "--format", "json"],
+            None,
+            &trace,
+        ),
+        env.run_with(&["keys", "disable", "--service", "openai"], None, &trace),
+        env.run_with(&["keys", "enable", "--service", "openai"], None, &trace),
+        env.run_with(&["master-key", "add-version"], None, &trace),
+        env.run_with(&["keys", "rewrap"], None, &trace),
+        env.run_with(&["keys", "rewrap", "--reencrypt"], None, &trace),
+        env.run_with(&["keys", "rewrap", "--check"], None, &trace),
+        env.run_with(&["keys", "get", "--service", "openai"], None, &trace),
     ];
     for r in &runs {
         assert_eq!(r.code, 0, "{r:#?}");
         assert!(
-            r.stderr.contains("TRACE") || r.stderr.contains("DEBUG"),
-            "logging is on"
+            r.stderr.contains("TRACE")
+                || r.stderr.contains("DEBUG")
+                || r.stderr.contains("added master key"),
+            "logging is on: {r:#?}"
         );
-        assert_no_secret(r, &[KEY1, KEY2], r.stdout == format!("{KEY2}\n"));
+        // Only `keys get` prints a key, and only on stdout.
+        let printed = r.stdout == format!("{KEY2}\n") || r.stdout == format!("{KEY1}\n");
+        assert_no_secret(r, &[KEY1, KEY2], printed);
     }
+    env.run_with(&["keys", "delete", "--service", "openai"], None, &trace)
+        .ok();
+    // No file the commands wrote holds a key in clear (database, WAL, master key file).
+    let mut files = vec![env.dir.path().to_path_buf()];
+    let mut scanned = 0;
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path).expect("read dir") {
+                files.push(entry.expect("entry").path());
+            }
+            continue;
+        }
+        let bytes = std::fs::read(&path).expect("read file");
+        for secret in [KEY1, KEY2] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{} holds a key in clear",
+                path.display()
+            );
+        }
+        scanned += 1;
+    }
+    assert!(
+        scanned >= 2,
+        "the database and the master key file were scanned"
+    );
 }
 
 /// The whole round trip with `--db` on the PostgreSQL and MySQL/MariaDB servers.
@@ -846,4 +893,36 @@ fn rewrap_survives_sigkill_and_resumes() {
             assert_eq!(m.get(&id(i)).await.expect("get").expose_secret(), value(i));
         }
     });
+}
+
+/// The process runs with core dumps disabled (a crash must not write keys to disk): read from
+/// /proc while it waits for a key on stdin.
+#[cfg(target_os = "linux")]
+#[test]
+fn core_dumps_are_disabled() {
+    let env = Env::new();
+    let mut cmd = Command::new(BIN);
+    cmd.envs(env.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .args(["keys", "store", "--service", "openai"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().expect("spawn");
+    let limits_path = format!("/proc/{}/limits", child.id());
+    let mut core = None;
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let limits = std::fs::read_to_string(&limits_path).unwrap_or_default();
+        if let Some(line) = limits.lines().find(|l| l.starts_with("Max core file size")) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // "Max core file size  <soft>  <hard>  bytes"
+            if fields.get(4) == Some(&"0") && fields.get(5) == Some(&"0") {
+                core = Some(line.to_owned());
+                break;
+            }
+        }
+    }
+    drop(child.stdin.take());
+    let _ = child.wait();
+    assert!(core.is_some(), "core dumps still allowed: {limits_path}");
 }
