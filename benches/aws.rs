@@ -256,5 +256,63 @@ fn benches(c: &mut Criterion) {
     rt.block_on(slow.manager.shutdown()).unwrap();
 }
 
-criterion_group!(aws, benches);
+/// Provider migration: 500 keys stored under the local provider, rewrapped to AWS KMS (one
+/// Encrypt per version; the local unwrap is in process). Versions per second.
+fn rewrap_local_to_aws(c: &mut Criterion) {
+    let Some(url) = moto_url("benches/aws.rs rewrap") else {
+        return;
+    };
+    let rt = Runtime::new().unwrap();
+    let client = test_support::client(&url);
+    let (_, arn) = rt.block_on(create_key(&client, "llm-accounting rewrap bench"));
+    let metrics = Arc::new(KmsMetrics::new());
+    let aws: Arc<dyn KmsProvider> = layers::stack(
+        Arc::new(AwsKmsProvider::from_client(&client, arn).unwrap()),
+        &LayerOptions::default(),
+        Arc::clone(&metrics),
+    );
+    let mut group = c.benchmark_group("aws");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(N as u64));
+    group.bench_function("rewrap_500_local_to_aws", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = tempfile::tempdir().unwrap();
+                let local: Arc<dyn KmsProvider> = Arc::new(
+                    llm_accounting::LocalKmsProvider::open_or_create(dir.path().join("mk"))
+                        .unwrap(),
+                );
+                let url = format!("sqlite://{}", dir.path().join("k.db").display());
+                let repo = Arc::new(
+                    rt.block_on(SeaOrmKeyRepository::connect(&url, &StoreOptions::default()))
+                        .unwrap(),
+                );
+                let before = SecureKeyManager::new(Arc::clone(&local), repo.clone());
+                rt.block_on(store_all(&before, &ids("rewrap", 0, N)));
+                let m = SecureKeyManager::builder(Arc::clone(&aws), repo)
+                    .decrypt_provider(local)
+                    .build();
+                let calls = metrics.snapshot();
+                let start = Instant::now();
+                let report = rt
+                    .block_on(m.rewrap(&llm_accounting::RewrapOptions::default(), |_| {}))
+                    .unwrap();
+                let took = start.elapsed();
+                total += took;
+                assert_eq!(report.done, N as u64);
+                let m = metrics.snapshot().since(&calls);
+                println!(
+                    "rewrap of {N} versions local -> aws: {:.0} versions/s, KMS calls {}",
+                    N as f64 / took.as_secs_f64(),
+                    m.calls()
+                );
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(aws, benches, rewrap_local_to_aws);
 criterion_main!(aws);
