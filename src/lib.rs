@@ -52,9 +52,10 @@ pub use llm_accounting_core::layers;
 pub use llm_accounting_core::{
     ApiKey, CacheOptions, DataKey, EncryptionContext, Envelope, Error, ErrorKind, KeyFilter,
     KeyIdentity, KeyRecord, KeyRepository, KeyState, KmsProvider, MAX_API_KEY_BYTES,
-    MAX_NAME_CHARS, ManagerOptions, MemoryKeyRepository, Result, RewrapFailure, RewrapOptions,
-    RewrapProgress, RewrapReport, SecureKeyManager, SecureKeyManagerBuilder, StoreOutcome,
-    VersionInfo, VersionRecord, VersionState, WrappedKey, WriteOptions, validate_name,
+    MAX_NAME_CHARS, ManagerOptions, MemoryKeyRepository, Principal, Result, RewrapFailure,
+    RewrapOptions, RewrapProgress, RewrapReport, SecureKeyManager, SecureKeyManagerBuilder,
+    StoreOutcome, VersionInfo, VersionRecord, VersionState, WrappedKey, WriteOptions,
+    validate_name,
 };
 pub use llm_accounting_store::{SeaOrmKeyRepository, StoreOptions};
 

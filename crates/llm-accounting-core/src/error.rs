@@ -116,6 +116,15 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
+    /// A manager bound to a principal was asked for a key outside its boundary (see
+    /// [`crate::Principal`]). Nothing was read or changed.
+    #[error("access to the API key for {identity} is denied to {principal}")]
+    Forbidden {
+        /// The identity asked for.
+        identity: String,
+        /// The principal the manager is bound to.
+        principal: String,
+    },
     /// A bulk operation finished with some items failed (each was reported); what failed was
     /// left unchanged.
     #[error("{operation} incomplete: {count} item(s) left; {hint}")]
@@ -200,6 +209,7 @@ impl Error {
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::Disabled { .. } => ErrorKind::Disabled,
             Error::Expired { .. } => ErrorKind::Expired,
+            Error::Forbidden { .. } => ErrorKind::Forbidden,
             Error::NoPrevious { .. } => ErrorKind::NotFound,
             Error::Integrity { .. } => ErrorKind::Integrity,
             Error::InvalidInput { .. } | Error::Config { .. } => ErrorKind::InvalidInput,
@@ -236,6 +246,8 @@ pub enum ErrorKind {
     Disabled,
     /// The key's value expired.
     Expired,
+    /// Outside the boundary of the manager's principal.
+    Forbidden,
     /// Authentication of stored data failed.
     Integrity,
     /// Bad input or configuration.
@@ -257,6 +269,7 @@ impl ErrorKind {
             ErrorKind::NotFound => "not_found",
             ErrorKind::Disabled => "disabled",
             ErrorKind::Expired => "expired",
+            ErrorKind::Forbidden => "forbidden",
             ErrorKind::Integrity => "integrity",
             ErrorKind::InvalidInput => "invalid_input",
             ErrorKind::Unavailable => "unavailable",

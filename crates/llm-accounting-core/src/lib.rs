@@ -22,6 +22,7 @@ mod last_used;
 pub mod layers;
 mod manager;
 mod memory;
+mod principal;
 mod provider;
 mod refresh;
 mod repository;
@@ -38,6 +39,7 @@ pub use manager::{
     WriteOptions,
 };
 pub use memory::MemoryKeyRepository;
+pub use principal::Principal;
 pub use provider::{KmsProvider, WrappedKey};
 pub use repository::{
     KEY_STAMPS_BATCH, KeyFilter, KeyRecord, KeyRepository, KeyStamp, KeyState, VersionRecord,

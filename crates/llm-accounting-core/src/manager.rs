@@ -12,7 +12,7 @@ use crate::last_used::LastUsed;
 use crate::refresh;
 use crate::{
     ApiKey, CacheOptions, EncryptionContext, Envelope, Error, KeyFilter, KeyIdentity, KeyRecord,
-    KeyRepository, KeyState, KmsProvider, Result, VersionRecord, VersionState, envelope,
+    KeyRepository, KeyState, KmsProvider, Principal, Result, VersionRecord, VersionState, envelope,
 };
 
 /// How many times a write that lost an optimistic-concurrency race is tried in all.
@@ -121,6 +121,8 @@ pub struct StoreOutcome {
 #[derive(Debug, Clone)]
 pub struct SecureKeyManager {
     pub(crate) inner: Arc<Inner>,
+    /// When bound: whose keys this handle may read and write.
+    principal: Option<Arc<Principal>>,
 }
 
 #[derive(Debug)]
@@ -161,6 +163,7 @@ impl SecureKeyManagerBuilder {
     /// Builds the manager.
     pub fn build(self) -> SecureKeyManager {
         SecureKeyManager {
+            principal: None,
             inner: Arc::new(Inner {
                 provider: self.provider,
                 decrypt_only: self.decrypt_only,
@@ -176,6 +179,45 @@ impl SecureKeyManagerBuilder {
 }
 
 impl SecureKeyManager {
+    /// A handle on the same store and cache that acts for `principal`: it reads only the
+    /// principal's keys and those shared with it, writes only the principal's own, and
+    /// refuses the rest with [`Error::Forbidden`] (rules in [`Principal`]). Rewrapping needs an
+    /// unbound manager.
+    pub fn bound_to(&self, principal: Principal) -> SecureKeyManager {
+        SecureKeyManager {
+            inner: Arc::clone(&self.inner),
+            principal: Some(Arc::new(principal)),
+        }
+    }
+
+    /// The principal this handle is bound to, if any.
+    pub fn principal(&self) -> Option<&Principal> {
+        self.principal.as_deref()
+    }
+
+    fn check_read(&self, identity: &KeyIdentity) -> Result<()> {
+        self.principal
+            .as_ref()
+            .map_or(Ok(()), |p| p.check(identity, false))
+    }
+
+    fn check_write(&self, identity: &KeyIdentity) -> Result<()> {
+        self.principal
+            .as_ref()
+            .map_or(Ok(()), |p| p.check(identity, true))
+    }
+
+    /// Refuses operations on the whole store (rewrap) to a bound handle.
+    pub(crate) fn check_unbound(&self, operation: &str) -> Result<()> {
+        match &self.principal {
+            None => Ok(()),
+            Some(p) => Err(Error::Forbidden {
+                identity: format!("every key ({operation})"),
+                principal: p.to_string(),
+            }),
+        }
+    }
+
     /// A manager with default settings.
     pub fn new(provider: Arc<dyn KmsProvider>, repo: Arc<dyn KeyRepository>) -> Self {
         Self::builder(provider, repo).build()
@@ -245,6 +287,7 @@ impl SecureKeyManager {
         must_exist: bool,
         options: &WriteOptions,
     ) -> Result<StoreOutcome> {
+        self.check_write(identity)?;
         key.validate()?;
         if options.expires_at.is_some_and(|at| at <= Utc::now()) {
             return Err(Error::invalid("expiry", "it is not in the future"));
@@ -338,6 +381,7 @@ impl SecureKeyManager {
     /// The current value of the key. Served from the cache when possible; otherwise read,
     /// unwrapped and decrypted once however many callers ask at the same time.
     pub async fn get(&self, identity: &KeyIdentity) -> Result<ApiKey> {
+        self.check_read(identity)?;
         let hit = match self.inner.cache.get(identity) {
             Some(hit) => hit,
             None => {
@@ -442,6 +486,7 @@ impl SecureKeyManager {
     /// [`Error::NoPrevious`] when the key was never rotated or the grace period ended;
     /// [`Error::NotFound`], [`Error::Disabled`], [`Error::Expired`] as for `get`.
     pub async fn get_previous(&self, identity: &KeyIdentity) -> Result<ApiKey> {
+        self.check_read(identity)?;
         let key = self.require_key(identity).await?;
         if key.state == KeyState::Disabled {
             return Err(Error::Disabled {
@@ -484,6 +529,7 @@ impl SecureKeyManager {
     /// Every version of a key with its state, dates, hint and master key; never a value.
     /// Previous versions whose grace period ended are retired first.
     pub async fn versions(&self, identity: &KeyIdentity) -> Result<Vec<VersionInfo>> {
+        self.check_read(identity)?;
         let key = self.require_key(identity).await?;
         self.inner.repo.retire_due(Some(key.id), Utc::now()).await?;
         Ok(self
@@ -507,7 +553,11 @@ impl SecureKeyManager {
 
     /// Keys matching `filter`, with non-secret metadata only.
     pub async fn list(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>> {
-        self.inner.repo.list_keys(filter).await
+        let mut keys = self.inner.repo.list_keys(filter).await?;
+        if let Some(p) = &self.principal {
+            keys.retain(|k| p.may_read(&k.identity));
+        }
+        Ok(keys)
     }
 
     /// Refuses reads of the key until [`SecureKeyManager::enable`]; evicts it from the cache.
@@ -521,6 +571,7 @@ impl SecureKeyManager {
     }
 
     async fn set_state(&self, identity: &KeyIdentity, state: KeyState) -> Result<()> {
+        self.check_write(identity)?;
         let key = self.require_key(identity).await?;
         let found = self.inner.repo.set_state(key.id, state, Utc::now()).await?;
         self.inner.cache.invalidate(identity);
@@ -535,6 +586,7 @@ impl SecureKeyManager {
 
     /// Deletes the key and every version of it from the store, for good, and evicts it.
     pub async fn delete(&self, identity: &KeyIdentity) -> Result<()> {
+        self.check_write(identity)?;
         let key = self.require_key(identity).await?;
         let found = self.inner.repo.delete_key(key.id).await?;
         self.inner.cache.invalidate(identity);

@@ -105,6 +105,7 @@ impl SecureKeyManager {
         options: &RewrapOptions,
         mut progress: impl FnMut(RewrapProgress),
     ) -> Result<RewrapReport> {
+        self.check_unbound("rewrap")?;
         let target = Arc::clone(&self.inner.provider);
         let mut report = RewrapReport {
             target_provider: target.name().to_owned(),

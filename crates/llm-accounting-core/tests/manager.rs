@@ -7,9 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use llm_accounting_core::envelope::{aead_open, aead_seal};
 use llm_accounting_core::{
-    ApiKey, CacheOptions, DataKey, EncryptionContext, Envelope, Error, KeyFilter, KeyIdentity,
-    KeyRepository, KmsProvider, ManagerOptions, MemoryKeyRepository, Result, SecureKeyManager,
-    VersionState, WrappedKey,
+    ApiKey, CacheOptions, DataKey, EncryptionContext, Envelope, Error, ErrorKind, KeyFilter,
+    KeyIdentity, KeyRepository, KmsProvider, ManagerOptions, MemoryKeyRepository, Principal,
+    Result, SecureKeyManager, VersionState, WrappedKey,
 };
 
 /// Wraps with AES-256-GCM under a fixed key, counting calls; can be told to fail.
@@ -542,4 +542,101 @@ async fn debug_output_never_shows_secrets() {
         assert!(!text.contains(secret), "{text}");
         assert!(!text.contains("canary"), "{text}");
     }
+}
+
+#[tokio::test]
+async fn a_bound_manager_reads_its_own_and_shared_keys_only() {
+    let f = fixture(ManagerOptions::default());
+    let at =
+        |u: Option<&str>, p: Option<&str>| KeyIdentity::from_parts("openai", u, p).expect("id");
+    let own = at(Some("alice"), Some("search"));
+    let project_shared = at(None, Some("search"));
+    let global = at(None, None);
+    let bobs = at(Some("bob"), Some("search"));
+    let other_project = at(Some("alice"), Some("ads"));
+    for (i, identity) in [&own, &project_shared, &global, &bobs, &other_project]
+        .into_iter()
+        .enumerate()
+    {
+        f.manager
+            .store(identity, &key(&format!("sk-test-FAKE-scope-{i}-000000")))
+            .await
+            .expect("an unbound manager stores anything");
+    }
+    f.manager.clear_cache().await;
+    let alice = f
+        .manager
+        .bound_to(Principal::new(Some("alice"), Some("search")).expect("principal"));
+    assert_eq!(alice.principal().and_then(Principal::user), Some("alice"));
+    for identity in [&own, &project_shared, &global] {
+        alice.get(identity).await.expect("own or shared key");
+    }
+    let unwraps = f.provider.unwraps.load(Ordering::SeqCst);
+    for identity in [&bobs, &other_project] {
+        match alice.get(identity).await {
+            Err(e @ Error::Forbidden { .. }) => {
+                assert_eq!(e.kind(), ErrorKind::Forbidden);
+                assert!(e.to_string().contains("user=alice"), "{e}");
+            }
+            other => panic!("expected Forbidden for {identity}, got {other:?}"),
+        }
+        assert!(matches!(
+            alice.get_previous(identity).await,
+            Err(Error::Forbidden { .. })
+        ));
+        assert!(matches!(
+            alice.versions(identity).await,
+            Err(Error::Forbidden { .. })
+        ));
+    }
+    assert_eq!(
+        f.provider.unwraps.load(Ordering::SeqCst),
+        unwraps,
+        "a refused read never reaches the KMS"
+    );
+    // Cached by an unbound read, still refused to the bound handle.
+    f.manager.get(&bobs).await.expect("admin read");
+    assert!(matches!(
+        alice.get(&bobs).await,
+        Err(Error::Forbidden { .. })
+    ));
+
+    let listed: Vec<_> = alice
+        .list(&KeyFilter::default())
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|k| k.identity)
+        .collect();
+    assert_eq!(listed.len(), 3);
+    assert!(!listed.contains(&bobs) && !listed.contains(&other_project));
+
+    // Writes: its own scope only.
+    alice
+        .rotate(&own, &key("sk-test-FAKE-scope-rotated-000"))
+        .await
+        .expect("own key");
+    for identity in [&project_shared, &global, &bobs] {
+        assert!(matches!(
+            alice
+                .rotate(identity, &key("sk-test-FAKE-nope-0000000"))
+                .await,
+            Err(Error::Forbidden { .. })
+        ));
+        assert!(matches!(
+            alice.disable(identity).await,
+            Err(Error::Forbidden { .. })
+        ));
+        assert!(matches!(
+            alice.delete(identity).await,
+            Err(Error::Forbidden { .. })
+        ));
+    }
+    assert!(matches!(
+        alice
+            .rewrap(&llm_accounting_core::RewrapOptions::default(), |_| {})
+            .await,
+        Err(Error::Forbidden { .. })
+    ));
+    f.manager.get(&global).await.expect("nothing was changed");
 }
