@@ -37,7 +37,7 @@ async fn up_down_up_on_sqlite_file() {
             .await
             .expect("applied")
             .len(),
-        3
+        4
     );
 
     let manager = SchemaManager::new(&db);
@@ -71,8 +71,10 @@ async fn up_down_up_on_sqlite_file() {
     Migrator::up(&db, None).await.expect("up again");
     assert_eq!(tables_present(&db).await, [true, true]);
 
-    // Two steps down remove the lifecycle columns, then only the newest table.
-    Migrator::down(&db, Some(2)).await.expect("two steps down");
+    // Three steps down remove the audit table, the lifecycle columns, then the versions table.
+    Migrator::down(&db, Some(3))
+        .await
+        .expect("three steps down");
     assert_eq!(tables_present(&db).await, [true, false]);
     Migrator::up(&db, None).await.expect("up after one step");
     assert_eq!(tables_present(&db).await, [true, true]);
