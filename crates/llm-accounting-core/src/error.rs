@@ -125,6 +125,14 @@ pub enum Error {
         /// The principal the manager is bound to.
         principal: String,
     },
+    /// The audit trail's hash chain does not verify: a record was deleted, inserted or edited.
+    #[error("audit chain broken at record {seq}: {reason}")]
+    AuditChainBroken {
+        /// The first record that does not fit.
+        seq: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A bulk operation finished with some items failed (each was reported); what failed was
     /// left unchanged.
     #[error("{operation} incomplete: {count} item(s) left; {hint}")]
@@ -211,7 +219,7 @@ impl Error {
             Error::Expired { .. } => ErrorKind::Expired,
             Error::Forbidden { .. } => ErrorKind::Forbidden,
             Error::NoPrevious { .. } => ErrorKind::NotFound,
-            Error::Integrity { .. } => ErrorKind::Integrity,
+            Error::Integrity { .. } | Error::AuditChainBroken { .. } => ErrorKind::Integrity,
             Error::InvalidInput { .. } | Error::Config { .. } => ErrorKind::InvalidInput,
             Error::ProviderUnavailable { .. } | Error::DatabaseUnavailable { .. } => {
                 ErrorKind::Unavailable

@@ -11,6 +11,7 @@
 //!
 //! Most users start from the `llm-accounting` facade crate instead.
 
+pub mod audit;
 mod cache;
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -29,6 +30,7 @@ mod repository;
 mod rewrap;
 mod secret;
 
+pub use audit::{AuditEvent, AuditFilter, AuditLog, AuditRecord, MemoryAuditLog};
 pub use cache::CacheOptions;
 pub use context::{EncryptionContext, FORMAT_VERSION};
 pub use envelope::Envelope;

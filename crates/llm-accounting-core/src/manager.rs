@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 use uuid::Uuid;
 
+use crate::audit::{AuditEvent, AuditFilter, AuditLog, AuditRecord};
 use crate::cache::{KeyCache, Loaded};
 use crate::last_used::LastUsed;
 use crate::refresh;
@@ -133,6 +134,7 @@ pub(crate) struct Inner {
     pub(crate) cache: KeyCache,
     last_used: Arc<LastUsed>,
     previous_grace: Duration,
+    audit: Option<Arc<AuditTrail>>,
     /// Zero: no check of cached keys against the store.
     refresh_interval: Duration,
     refresher_started: AtomicBool,
@@ -145,6 +147,7 @@ pub struct SecureKeyManagerBuilder {
     decrypt_only: Vec<Arc<dyn KmsProvider>>,
     repo: Arc<dyn KeyRepository>,
     options: ManagerOptions,
+    audit: Option<Arc<AuditTrail>>,
 }
 
 impl SecureKeyManagerBuilder {
@@ -160,6 +163,14 @@ impl SecureKeyManagerBuilder {
         self
     }
 
+    /// Records every operation in `log` (see [`crate::audit`]). Rows are written in batches
+    /// in the background, unless `fail_closed`: then each operation waits for its row, and
+    /// fails (a get returns no key) if the row cannot be written.
+    pub fn audit(mut self, log: Arc<dyn AuditLog>, fail_closed: bool) -> Self {
+        self.audit = Some(Arc::new(AuditTrail::new(log, fail_closed)));
+        self
+    }
+
     /// Builds the manager.
     pub fn build(self) -> SecureKeyManager {
         SecureKeyManager {
@@ -172,6 +183,7 @@ impl SecureKeyManagerBuilder {
                 last_used: Arc::new(LastUsed::new(self.options.last_used_interval)),
                 refresh_interval: self.options.cache.refresh_interval,
                 previous_grace: self.options.previous_grace,
+                audit: self.audit,
                 refresher_started: AtomicBool::new(false),
             }),
         }
@@ -231,6 +243,7 @@ impl SecureKeyManager {
         SecureKeyManagerBuilder {
             provider,
             decrypt_only: Vec::new(),
+            audit: None,
             repo,
             options: ManagerOptions::default(),
         }
@@ -281,6 +294,28 @@ impl SecureKeyManager {
     }
 
     async fn write_version(
+        &self,
+        identity: &KeyIdentity,
+        key: &ApiKey,
+        must_exist: bool,
+        options: &WriteOptions,
+    ) -> Result<StoreOutcome> {
+        let result = self
+            .write_version_unaudited(identity, key, must_exist, options)
+            .await;
+        let op = if must_exist { "rotate" } else { "store" };
+        let event = self.event(op, Some(identity)).outcome(&result);
+        let event = match &result {
+            Ok(o) => event.detail(format!("version {}", o.version)).key_ref(
+                self.inner.provider.name(),
+                &self.inner.provider.master_key_ref(),
+            ),
+            Err(_) => event,
+        };
+        self.audited(event, result).await
+    }
+
+    async fn write_version_unaudited(
         &self,
         identity: &KeyIdentity,
         key: &ApiKey,
@@ -381,15 +416,31 @@ impl SecureKeyManager {
     /// The current value of the key. Served from the cache when possible; otherwise read,
     /// unwrapped and decrypted once however many callers ask at the same time.
     pub async fn get(&self, identity: &KeyIdentity) -> Result<ApiKey> {
+        if self.inner.audit.is_none() {
+            return self.get_unaudited(identity).await.map(|(key, _)| key);
+        }
+        let result = self.get_unaudited(identity).await;
+        let event = self.event("get", Some(identity)).outcome(&result);
+        let event = match &result {
+            Ok((_, hit)) => event.detail(if *hit { "cache hit" } else { "cache miss" }),
+            Err(_) => event,
+        };
+        self.audited(event, result).await.map(|(key, _)| key)
+    }
+
+    /// `get` without the audit row; also says whether it was a cache hit.
+    async fn get_unaudited(&self, identity: &KeyIdentity) -> Result<(ApiKey, bool)> {
         self.check_read(identity)?;
-        let hit = match self.inner.cache.get(identity) {
-            Some(hit) => hit,
+        let (hit, cached) = match self.inner.cache.get(identity) {
+            Some(hit) => (hit, true),
             None => {
                 self.ensure_refresher();
-                self.inner
+                let hit = self
+                    .inner
                     .cache
                     .get_or_load(identity, self.load(identity))
-                    .await?
+                    .await?;
+                (hit, false)
             }
         };
         if self.inner.last_used.note(&hit) {
@@ -397,7 +448,7 @@ impl SecureKeyManager {
                 .last_used
                 .spawn_flush(Arc::clone(&self.inner.repo));
         }
-        Ok(hit.entry.key.clone())
+        Ok((hit.entry.key.clone(), cached))
     }
 
     /// Starts the background check of cached keys against the store (see `refresh`), once,
@@ -486,6 +537,12 @@ impl SecureKeyManager {
     /// [`Error::NoPrevious`] when the key was never rotated or the grace period ended;
     /// [`Error::NotFound`], [`Error::Disabled`], [`Error::Expired`] as for `get`.
     pub async fn get_previous(&self, identity: &KeyIdentity) -> Result<ApiKey> {
+        let result = self.get_previous_unaudited(identity).await;
+        let event = self.event("get_previous", Some(identity)).outcome(&result);
+        self.audited(event, result).await
+    }
+
+    async fn get_previous_unaudited(&self, identity: &KeyIdentity) -> Result<ApiKey> {
         self.check_read(identity)?;
         let key = self.require_key(identity).await?;
         if key.state == KeyState::Disabled {
@@ -529,6 +586,12 @@ impl SecureKeyManager {
     /// Every version of a key with its state, dates, hint and master key; never a value.
     /// Previous versions whose grace period ended are retired first.
     pub async fn versions(&self, identity: &KeyIdentity) -> Result<Vec<VersionInfo>> {
+        let result = self.versions_unaudited(identity).await;
+        let event = self.event("versions", Some(identity)).outcome(&result);
+        self.audited(event, result).await
+    }
+
+    async fn versions_unaudited(&self, identity: &KeyIdentity) -> Result<Vec<VersionInfo>> {
         self.check_read(identity)?;
         let key = self.require_key(identity).await?;
         self.inner.repo.retire_due(Some(key.id), Utc::now()).await?;
@@ -553,11 +616,18 @@ impl SecureKeyManager {
 
     /// Keys matching `filter`, with non-secret metadata only.
     pub async fn list(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>> {
-        let mut keys = self.inner.repo.list_keys(filter).await?;
-        if let Some(p) = &self.principal {
-            keys.retain(|k| p.may_read(&k.identity));
-        }
-        Ok(keys)
+        let result = self.inner.repo.list_keys(filter).await.map(|mut keys| {
+            if let Some(p) = &self.principal {
+                keys.retain(|k| p.may_read(&k.identity));
+            }
+            keys
+        });
+        let event = self.event("list", None).outcome(&result);
+        let event = match &result {
+            Ok(keys) => event.detail(format!("{} keys", keys.len())),
+            Err(_) => event,
+        };
+        self.audited(event, result).await
     }
 
     /// Refuses reads of the key until [`SecureKeyManager::enable`]; evicts it from the cache.
@@ -571,6 +641,17 @@ impl SecureKeyManager {
     }
 
     async fn set_state(&self, identity: &KeyIdentity, state: KeyState) -> Result<()> {
+        let result = self.set_state_unaudited(identity, state).await;
+        let op = if state == KeyState::Active {
+            "enable"
+        } else {
+            "disable"
+        };
+        let event = self.event(op, Some(identity)).outcome(&result);
+        self.audited(event, result).await
+    }
+
+    async fn set_state_unaudited(&self, identity: &KeyIdentity, state: KeyState) -> Result<()> {
         self.check_write(identity)?;
         let key = self.require_key(identity).await?;
         let found = self.inner.repo.set_state(key.id, state, Utc::now()).await?;
@@ -586,6 +667,12 @@ impl SecureKeyManager {
 
     /// Deletes the key and every version of it from the store, for good, and evicts it.
     pub async fn delete(&self, identity: &KeyIdentity) -> Result<()> {
+        let result = self.delete_unaudited(identity).await;
+        let event = self.event("delete", Some(identity)).outcome(&result);
+        self.audited(event, result).await
+    }
+
+    async fn delete_unaudited(&self, identity: &KeyIdentity) -> Result<()> {
         self.check_write(identity)?;
         let key = self.require_key(identity).await?;
         let found = self.inner.repo.delete_key(key.id).await?;
@@ -612,7 +699,15 @@ impl SecureKeyManager {
 
     /// Writes pending `last_used_at` times now.
     pub async fn flush(&self) -> Result<()> {
-        self.inner.last_used.flush(self.inner.repo.as_ref()).await
+        let audit = match &self.inner.audit {
+            Some(a) => a.flush().await,
+            None => Ok(()),
+        };
+        self.inner
+            .last_used
+            .flush(self.inner.repo.as_ref())
+            .await
+            .and(audit)
     }
 
     /// Empties the cache, wiping every decrypted key that no caller still holds.
@@ -693,5 +788,128 @@ impl SecureKeyManager {
             .into_iter()
             .map(|(_, identity, result)| (identity, result))
             .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit (issue 7): one row per operation, batched in the background or written before
+// answering (fail-closed).
+// ---------------------------------------------------------------------------------------------
+
+/// The manager's side of the audit trail: the log, and events waiting to be written.
+#[derive(Debug)]
+pub(crate) struct AuditTrail {
+    log: Arc<dyn AuditLog>,
+    fail_closed: bool,
+    pending: std::sync::Mutex<Vec<AuditEvent>>,
+    /// Held while a batch is written, so rows keep the order of the operations.
+    writing: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl AuditTrail {
+    fn new(log: Arc<dyn AuditLog>, fail_closed: bool) -> Self {
+        AuditTrail {
+            log,
+            fail_closed,
+            pending: std::sync::Mutex::new(Vec::new()),
+            writing: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<AuditEvent>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes what is pending, then `extra`. On failure the pending events are kept for the
+    /// next try; `extra` is not (its operation is refused instead: fail-closed).
+    async fn write(&self, extra: Option<AuditEvent>) -> Result<()> {
+        let _writing = self.writing.lock().await;
+        let pending = std::mem::take(&mut *self.pending());
+        let kept = pending.len();
+        let mut batch = pending;
+        batch.extend(extra);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.log.append(&batch).await {
+            batch.truncate(kept);
+            let mut pending = self.pending();
+            let newer = std::mem::take(&mut *pending);
+            *pending = batch;
+            pending.extend(newer);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.write(None).await
+    }
+
+    async fn record(self: &Arc<Self>, event: AuditEvent) -> Result<()> {
+        if self.fail_closed {
+            return self.write(Some(event)).await;
+        }
+        self.pending().push(event);
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let this = Arc::clone(self);
+            handle.spawn(async move {
+                if let Err(e) = this.write(None).await {
+                    tracing::warn!(error = %e, "could not write audit rows; kept for the next try");
+                }
+            });
+        }
+        Ok(())
+    }
+}
+
+impl SecureKeyManager {
+    /// An audit event for an operation by this handle's principal.
+    pub(crate) fn event(&self, operation: &str, identity: Option<&KeyIdentity>) -> AuditEvent {
+        let principal = self
+            .principal
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), |p| p.to_string());
+        AuditEvent::now(operation, identity, &principal)
+    }
+
+    /// Records `event` and passes `result` on; with a fail-closed audit trail, a row that
+    /// cannot be written turns the result into that error.
+    pub(crate) async fn audited<T>(&self, event: AuditEvent, result: Result<T>) -> Result<T> {
+        let Some(audit) = &self.inner.audit else {
+            return result;
+        };
+        match audit.record(event).await {
+            Ok(()) => result,
+            Err(e) => {
+                tracing::error!(error = %e, "audit row not written; refusing the result (fail-closed)");
+                Err(e)
+            }
+        }
+    }
+
+    /// Verifies the whole audit chain; returns the number of records.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AuditChainBroken`] naming the first record that does not fit.
+    pub async fn verify_audit(&self) -> Result<u64> {
+        let records = self.audit_records(&AuditFilter::default()).await?;
+        crate::audit::verify_chain(&records).map_err(|b| Error::AuditChainBroken {
+            seq: b.seq,
+            reason: b.reason,
+        })
+    }
+
+    /// The audit records matching `filter`, oldest first. [`Error::Config`] if this manager
+    /// has no audit trail.
+    pub async fn audit_records(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        let audit = self
+            .inner
+            .audit
+            .as_ref()
+            .ok_or_else(|| Error::config("this manager has no audit trail"))?;
+        audit.flush().await?;
+        audit.log.records(filter).await
     }
 }

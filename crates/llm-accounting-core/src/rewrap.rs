@@ -103,6 +103,32 @@ impl SecureKeyManager {
     pub async fn rewrap(
         &self,
         options: &RewrapOptions,
+        progress: impl FnMut(RewrapProgress),
+    ) -> Result<RewrapReport> {
+        let result = self.rewrap_unaudited(options, progress).await;
+        let op = if options.check_only {
+            "rewrap_check"
+        } else {
+            "rewrap"
+        };
+        let event = self.event(op, None).outcome(&result);
+        let event = match &result {
+            Ok(r) => event
+                .detail(format!(
+                    "done {}, skipped {}, failed {}",
+                    r.done,
+                    r.skipped,
+                    r.failed.len()
+                ))
+                .key_ref(&r.target_provider, &r.target_master_key_ref),
+            Err(_) => event,
+        };
+        self.audited(event, result).await
+    }
+
+    async fn rewrap_unaudited(
+        &self,
+        options: &RewrapOptions,
         mut progress: impl FnMut(RewrapProgress),
     ) -> Result<RewrapReport> {
         self.check_unbound("rewrap")?;
