@@ -28,6 +28,7 @@
 //! cannot be decoded is [`Error::Integrity`](llm_accounting_core::Error::Integrity), and other
 //! database failures are [`Error::Database`](llm_accounting_core::Error::Database).
 
+mod audit;
 mod connect;
 mod entity;
 mod error;

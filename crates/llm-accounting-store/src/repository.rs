@@ -91,7 +91,7 @@ impl SeaOrmKeyRepository {
     /// Begins a transaction that writes. On SQLite it is `BEGIN IMMEDIATE`, which takes the
     /// write lock at once (waiting up to the busy timeout) instead of failing later when a
     /// read lock cannot be upgraded.
-    async fn begin_write(&self, operation: &'static str) -> Result<DatabaseTransaction> {
+    pub(crate) async fn begin_write(&self, operation: &'static str) -> Result<DatabaseTransaction> {
         self.db
             .begin_with_options(TransactionOptions {
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),

@@ -72,7 +72,9 @@ async fn migrations_up_down_up_on_every_database() {
         assert_eq!(has_tables(conn).await, [false, false], "{}", db.backend());
         Migrator::up(conn, None).await.expect("up after down");
         assert_eq!(has_tables(conn).await, [true, true], "{}", db.backend());
-        Migrator::down(conn, Some(2)).await.expect("two steps down");
+        Migrator::down(conn, Some(3))
+            .await
+            .expect("three steps down");
         assert_eq!(has_tables(conn).await, [true, false], "{}", db.backend());
         drop(repo);
         // Opening applies what is pending.
@@ -165,5 +167,72 @@ async fn unreachable_servers_are_unavailable() {
             }
             other => panic!("{backend}: expected DatabaseUnavailable, got {other:?}"),
         }
+    }
+}
+
+/// The audit log on every database: concurrent appenders (two pools) keep one unbroken chain,
+/// filters are exact, and an edited or deleted row is found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_chain_on_every_database() {
+    use llm_accounting_core::KeyIdentity;
+    use llm_accounting_core::audit::{AuditEvent, AuditFilter, AuditLog, verify_chain};
+    use sea_orm::{ConnectionTrait, Statement};
+    for db in databases().await {
+        let a = db.repository().await;
+        let b = db.repository().await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for (t, repo) in [a.clone(), b.clone(), a.clone(), b.clone()]
+            .into_iter()
+            .enumerate()
+        {
+            tasks.spawn(async move {
+                for i in 0..10 {
+                    let id = KeyIdentity::from_parts("openai", Some(&format!("u{t}")), None)
+                        .expect("id");
+                    let e = AuditEvent::now("get", Some(&id), "-").detail(format!("n{i}"));
+                    repo.append(&[e.clone(), e]).await.expect("append");
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.expect("task");
+        }
+        let all = a.records(&AuditFilter::default()).await.expect("records");
+        assert_eq!(all.len(), 80, "{}", db.backend());
+        assert_eq!(verify_chain(&all), Ok(80), "{}", db.backend());
+        let u2 = a
+            .records(&AuditFilter {
+                user: Some("u2".into()),
+                ..AuditFilter::default()
+            })
+            .await
+            .expect("filter");
+        assert_eq!(u2.len(), 20);
+        let upper = a
+            .records(&AuditFilter {
+                user: Some("U2".into()),
+                ..AuditFilter::default()
+            })
+            .await
+            .expect("filter");
+        assert!(upper.is_empty(), "exact, case-sensitive filters");
+
+        let conn = a.connection();
+        conn.execute_raw(Statement::from_string(
+            conn.get_database_backend(),
+            "UPDATE api_key_audit SET outcome = 'not_found' WHERE seq = 17",
+        ))
+        .await
+        .expect("tamper");
+        let all = a.records(&AuditFilter::default()).await.expect("records");
+        assert_eq!(verify_chain(&all).map_err(|b| b.seq), Err(17));
+        conn.execute_raw(Statement::from_string(
+            conn.get_database_backend(),
+            "DELETE FROM api_key_audit WHERE seq = 5",
+        ))
+        .await
+        .expect("delete");
+        let all = a.records(&AuditFilter::default()).await.expect("records");
+        assert_eq!(verify_chain(&all).map_err(|b| b.seq), Err(5));
     }
 }

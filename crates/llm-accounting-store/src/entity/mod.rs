@@ -5,4 +5,5 @@
 //! [`VersionRecord`](llm_accounting_core::VersionRecord).
 
 pub(crate) mod api_key;
+pub(crate) mod api_key_audit;
 pub(crate) mod api_key_version;

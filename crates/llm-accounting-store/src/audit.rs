@@ -1,0 +1,131 @@
+//! [`AuditLog`] over sea-orm: the `api_key_audit` table, appended in order under a write
+//! transaction; a writer that loses the race for the next sequence number retries.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use llm_accounting_core::audit::{AuditEvent, AuditFilter, AuditLog, AuditRecord, GENESIS_HASH};
+use llm_accounting_core::{Error, KeyIdentity, Result};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+
+use crate::SeaOrmKeyRepository;
+use crate::entity::api_key_audit;
+use crate::error::{from_db, is_unique_violation};
+
+const ATTEMPTS: u32 = 30;
+
+fn active(r: &AuditRecord) -> Result<api_key_audit::ActiveModel> {
+    let e = &r.event;
+    let id = e.identity.as_ref();
+    Ok(api_key_audit::ActiveModel {
+        seq: Set(i64::try_from(r.seq).map_err(|_| Error::invalid("audit", "sequence overflow"))?),
+        at: Set(e.at),
+        operation: Set(e.operation.clone()),
+        service: Set(id.map(|i| i.service().to_owned())),
+        user_id: Set(id.and_then(|i| i.user().map(str::to_owned))),
+        project: Set(id.and_then(|i| i.project().map(str::to_owned))),
+        principal: Set(e.principal.clone()),
+        outcome: Set(e.outcome.clone()),
+        provider: Set(e.provider.clone()),
+        master_key_ref: Set(e.master_key_ref.clone()),
+        detail: Set(e.detail.clone()),
+        prev_hash: Set(r.prev_hash.clone()),
+        hash: Set(r.hash.clone()),
+    })
+}
+
+/// A stored row as a record. A row whose identity does not parse keeps no identity: the
+/// chain check then reports the row as changed.
+fn record(m: api_key_audit::Model) -> AuditRecord {
+    let identity = m
+        .service
+        .as_deref()
+        .and_then(|s| KeyIdentity::from_parts(s, m.user_id.as_deref(), m.project.as_deref()).ok());
+    AuditRecord {
+        seq: u64::try_from(m.seq).unwrap_or(0),
+        event: AuditEvent {
+            at: m.at,
+            operation: m.operation,
+            identity,
+            principal: m.principal,
+            outcome: m.outcome,
+            provider: m.provider,
+            master_key_ref: m.master_key_ref,
+            detail: m.detail,
+        },
+        prev_hash: m.prev_hash,
+        hash: m.hash,
+    }
+}
+
+#[async_trait]
+impl AuditLog for SeaOrmKeyRepository {
+    async fn append(&self, events: &[AuditEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let txn = self.begin_write("append audit rows").await?;
+            let last = api_key_audit::Entity::find()
+                .order_by_desc(api_key_audit::Column::Seq)
+                .one(&txn)
+                .await
+                .map_err(|e| from_db("append audit rows", e))?;
+            let (mut seq, mut hash) = last.map_or((0, GENESIS_HASH.to_owned()), |m| {
+                (u64::try_from(m.seq).unwrap_or(0), m.hash)
+            });
+            let mut rows = Vec::with_capacity(events.len());
+            for e in events {
+                let r = AuditRecord::chain(seq, &hash, e.clone());
+                seq = r.seq;
+                hash.clone_from(&r.hash);
+                rows.push(active(&r)?);
+            }
+            match api_key_audit::Entity::insert_many(rows)
+                .exec_without_returning(&txn)
+                .await
+            {
+                Ok(_) => {
+                    return txn
+                        .commit()
+                        .await
+                        .map_err(|e| from_db("append audit rows", e));
+                }
+                Err(e) if is_unique_violation(&e) && attempt < ATTEMPTS => {
+                    drop(txn);
+                    tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(10)) * 3)).await;
+                }
+                Err(e) => return Err(from_db("append audit rows", e)),
+            }
+        }
+    }
+
+    async fn records(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        let mut query = api_key_audit::Entity::find();
+        if let Some(s) = &filter.service {
+            query = query.filter(api_key_audit::Column::Service.eq(s.as_str()));
+        }
+        if let Some(u) = &filter.user {
+            query = query.filter(api_key_audit::Column::UserId.eq(u.as_str()));
+        }
+        if let Some(o) = &filter.operation {
+            query = query.filter(api_key_audit::Column::Operation.eq(o.as_str()));
+        }
+        if let Some(t) = filter.since {
+            query = query.filter(api_key_audit::Column::At.gte(t));
+        }
+        let rows = query
+            .order_by_asc(api_key_audit::Column::Seq)
+            .all(self.connection())
+            .await
+            .map_err(|e| from_db("read audit rows", e))?;
+        // Exact comparisons, whatever the collation.
+        Ok(rows
+            .into_iter()
+            .map(record)
+            .filter(|r| filter.matches(r))
+            .collect())
+    }
+}

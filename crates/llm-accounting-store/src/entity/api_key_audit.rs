@@ -1,0 +1,30 @@
+//! The `api_key_audit` table: the hash-chained audit trail.
+
+use sea_orm::entity::prelude::*;
+
+/// One `api_key_audit` row.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "api_key_audit")]
+pub(crate) struct Model {
+    /// Position in the chain, from 1.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub(crate) seq: i64,
+    pub(crate) at: DateTimeUtc,
+    pub(crate) operation: String,
+    pub(crate) service: Option<String>,
+    pub(crate) user_id: Option<String>,
+    pub(crate) project: Option<String>,
+    pub(crate) principal: String,
+    pub(crate) outcome: String,
+    pub(crate) provider: Option<String>,
+    pub(crate) master_key_ref: Option<String>,
+    pub(crate) detail: Option<String>,
+    pub(crate) prev_hash: String,
+    pub(crate) hash: String,
+}
+
+/// `api_key_audit` has no relations.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub(crate) enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
