@@ -109,6 +109,21 @@ pub async fn build_repository(
     Ok((Arc::new(repo), used))
 }
 
+/// The audit log the settings ask for: none (`audit.enabled = false`), the key database, or
+/// the database of `audit.database_url`.
+pub async fn build_audit_log(
+    settings: &Settings,
+    repo: &Arc<SeaOrmKeyRepository>,
+) -> Result<Option<Arc<dyn llm_accounting_core::AuditLog>>> {
+    if !settings.audit.enabled {
+        return Ok(None);
+    }
+    Ok(Some(match &settings.audit.database_url {
+        Some(url) => Arc::new(SeaOrmKeyRepository::connect(url, &settings.store_options()).await?),
+        None => Arc::clone(repo) as Arc<dyn llm_accounting_core::AuditLog>,
+    }))
+}
+
 /// A manager built from the settings.
 pub async fn build_manager(settings: &Settings) -> Result<SecureKeyManager> {
     Ok(build_manager_with_info(settings).await?.0)
@@ -120,9 +135,12 @@ pub async fn build_manager_with_info(
 ) -> Result<(SecureKeyManager, DefaultsUsed)> {
     let (provider, p_used) = build_provider(settings)?;
     let (repo, r_used) = build_repository(settings).await?;
-    let manager = SecureKeyManager::builder(provider, repo)
-        .options(settings.manager_options())
-        .build();
+    let audit = build_audit_log(settings, &repo).await?;
+    let mut builder = SecureKeyManager::builder(provider, repo).options(settings.manager_options());
+    if let Some(log) = audit {
+        builder = builder.audit(log, settings.audit.fail_closed);
+    }
+    let manager = builder.build();
     Ok((
         manager,
         DefaultsUsed {

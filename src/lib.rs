@@ -40,14 +40,17 @@ mod settings;
 
 pub use accounting::LlmAccounting;
 pub use build::{
-    DefaultsUsed, build_manager, build_manager_with_info, build_provider,
+    DefaultsUsed, build_audit_log, build_manager, build_manager_with_info, build_provider,
     build_provider_with_metrics, build_repository,
 };
 pub use settings::{
-    CONFIG_FILE_ENV, CacheSettings, DEFAULT_CONFIG, ENV_VARS, KeysSettings, KmsSettings,
-    LocalSettings, Overrides, PROVIDER_NAMES, Settings, StoreSettings,
+    AuditSettings, CONFIG_FILE_ENV, CacheSettings, DEFAULT_CONFIG, ENV_VARS, KeysSettings,
+    KmsSettings, LocalSettings, Overrides, PROVIDER_NAMES, Settings, StoreSettings,
 };
 
+pub use llm_accounting_core::audit::{
+    AuditEvent, AuditFilter, AuditLog, AuditRecord, ChainBreak, verify_chain,
+};
 pub use llm_accounting_core::layers;
 pub use llm_accounting_core::{
     ApiKey, CacheOptions, DataKey, EncryptionContext, Envelope, Error, ErrorKind, KeyFilter,

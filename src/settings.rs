@@ -61,6 +61,9 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "LLM_ACCOUNTING_PREVIOUS_GRACE_SECS",
         "keys.previous_grace_secs",
     ),
+    ("LLM_ACCOUNTING_AUDIT_ENABLED", "audit.enabled"),
+    ("LLM_ACCOUNTING_AUDIT_FAIL_CLOSED", "audit.fail_closed"),
+    ("LLM_ACCOUNTING_AUDIT_DATABASE_URL", "audit.database_url"),
 ];
 
 /// Variable naming a config file when none is given explicitly.
@@ -94,6 +97,20 @@ pub struct Settings {
     pub store: StoreSettings,
     /// Key lifecycle.
     pub keys: KeysSettings,
+    /// Audit trail.
+    pub audit: AuditSettings,
+}
+
+/// Audit trail settings.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// Write one audit row per operation.
+    pub enabled: bool,
+    /// Refuse an operation (return no key) when its audit row cannot be written.
+    pub fail_closed: bool,
+    /// Another database for the audit table; `None`: the key database.
+    #[serde(deserialize_with = "empty_is_none")]
+    pub database_url: Option<String>,
 }
 
 /// Key lifecycle settings.
