@@ -103,6 +103,9 @@ pub(crate) enum KeysCommand {
     /// Delete a key and every version of it, for good.
     #[command(after_help = AFTER_HELP)]
     Delete(IdentityArgs),
+    /// Show the audit trail (one row per operation; never a secret), or verify its hash chain.
+    #[command(after_help = AFTER_HELP)]
+    Audit(AuditArgs),
     /// Move every data key under the current (or another) master key or provider; online,
     /// idempotent and resumable. Exits 1 if any version failed (listed at the end).
     #[command(after_help = AFTER_HELP)]
@@ -126,6 +129,40 @@ pub(crate) struct GetArgs {
     /// Print the previous value (after a rotation, during its grace period) instead.
     #[arg(long)]
     pub(crate) previous: bool,
+}
+
+/// Arguments of `keys audit`.
+#[derive(Debug, Args)]
+pub(crate) struct AuditArgs {
+    /// Only rows about this service.
+    #[arg(long, value_name = "S")]
+    pub(crate) service: Option<String>,
+    /// Only rows about this user's keys.
+    #[arg(long, value_name = "U")]
+    pub(crate) user: Option<String>,
+    /// Only this operation (store, get, list, rotate, rewrap, disable, enable, delete, ...).
+    #[arg(long, value_name = "OP")]
+    pub(crate) operation: Option<String>,
+    /// Only rows since this time: RFC 3339, or a duration back from now (`24h`, `7d`).
+    #[arg(long, value_name = "TIME", value_parser = parse_since)]
+    pub(crate) since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+    /// Verify the whole hash chain instead of listing: exit 0 if intact, 4 naming the first
+    /// deleted, inserted or edited row.
+    #[arg(long, conflicts_with_all = ["service", "user", "operation", "since"])]
+    pub(crate) verify: bool,
+}
+
+fn parse_since(s: &str) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {
+    parse_time(s).or_else(|_| {
+        humantime::parse_duration(s)
+            .map_err(|e| format!("neither an RFC 3339 time nor a duration ({e})"))
+            .map(|d| {
+                chrono::Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+            })
+    })
 }
 
 /// Arguments of `keys rewrap`.

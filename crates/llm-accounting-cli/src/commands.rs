@@ -12,8 +12,8 @@ use llm_accounting::{
 };
 
 use crate::cli::{
-    Cli, Command, Format, GetArgs, IdentityArgs, KeysCommand, ListArgs, MasterKeyCommand,
-    RewrapArgs, StoreArgs,
+    AuditArgs, Cli, Command, Format, GetArgs, IdentityArgs, KeysCommand, ListArgs,
+    MasterKeyCommand, RewrapArgs, StoreArgs,
 };
 use crate::{output, read_key};
 
@@ -34,6 +34,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             KeysCommand::Rotate(args) => store(&ctx, args, true).await,
             KeysCommand::Get(args) => get(&ctx, &args).await,
             KeysCommand::Rewrap(args) => rewrap(&ctx, &args).await,
+            KeysCommand::Audit(args) => audit(&ctx, &args).await,
             KeysCommand::List(args) => list(&ctx, &args).await,
             KeysCommand::Disable(args) => set_enabled(&ctx, &args, false).await,
             KeysCommand::Enable(args) => set_enabled(&ctx, &args, true).await,
@@ -318,6 +319,41 @@ async fn rewrap(ctx: &Context, args: &RewrapArgs) -> Result<()> {
             hint: "the failed versions are unchanged and still readable; run it again to retry",
         })
     }
+}
+
+/// `keys audit`.
+async fn audit(ctx: &Context, args: &AuditArgs) -> Result<()> {
+    let manager = ctx.manager().await?;
+    if args.verify {
+        let result = manager.verify_audit().await;
+        let n = finish(&manager, result).await?;
+        ctx.say(&format!("audit chain intact: {n} record(s)"));
+        return Ok(());
+    }
+    let filter = llm_accounting::AuditFilter {
+        service: args.service.clone(),
+        user: args.user.clone(),
+        operation: args.operation.clone(),
+        since: args.since,
+    };
+    let result = manager.audit_records(&filter).await;
+    let records = finish(&manager, result).await?;
+    let text = match args.format {
+        Format::Json => output::audit_json(&records),
+        Format::Table if records.is_empty() => {
+            ctx.say("no audit records match");
+            return Ok(());
+        }
+        Format::Table => output::audit_table(&records),
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::Io {
+            operation: "writing the audit records",
+            path: "stdout".to_owned(),
+            source: Arc::new(e),
+        })
 }
 
 /// `master-key add-version`.

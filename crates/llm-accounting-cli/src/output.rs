@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use comfy_table::{Table, presets};
-use llm_accounting::{DefaultsUsed, Error, KeyRecord, VersionInfo};
+use llm_accounting::{AuditRecord, DefaultsUsed, Error, KeyRecord, VersionInfo};
 use serde::Serialize;
 
 /// A timestamp as RFC 3339 UTC with whole seconds: `2026-11-28T21:00:00Z`.
@@ -163,6 +163,84 @@ fn json_rows(keys: &[(&KeyRecord, Option<&[VersionInfo]>)]) -> String {
         })
         .collect();
     // Serializing plain strings and numbers cannot fail.
+    serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// Audit records as an aligned table.
+pub(crate) fn audit_table(records: &[AuditRecord]) -> String {
+    let mut table = Table::new();
+    table.load_style(presets::NOTHING).set_header([
+        "SEQ",
+        "TIME",
+        "OPERATION",
+        "SERVICE",
+        "USER",
+        "PROJECT",
+        "PRINCIPAL",
+        "OUTCOME",
+        "DETAIL",
+    ]);
+    for r in records {
+        let e = &r.event;
+        let id = e.identity.as_ref();
+        table.add_row([
+            r.seq.to_string(),
+            timestamp(&e.at),
+            e.operation.clone(),
+            id.map_or("-", |i| i.service()).to_owned(),
+            id.and_then(|i| i.user()).unwrap_or("-").to_owned(),
+            id.and_then(|i| i.project()).unwrap_or("-").to_owned(),
+            e.principal.clone(),
+            e.outcome.clone(),
+            e.detail.clone().unwrap_or_else(|| "-".to_owned()),
+        ]);
+    }
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    table.trim_fmt()
+}
+
+/// One audit record in JSON.
+#[derive(Debug, Serialize)]
+struct AuditJson<'a> {
+    seq: u64,
+    at: String,
+    operation: &'a str,
+    service: Option<&'a str>,
+    user: Option<&'a str>,
+    project: Option<&'a str>,
+    principal: &'a str,
+    outcome: &'a str,
+    provider: Option<&'a str>,
+    master_key_ref: Option<&'a str>,
+    detail: Option<&'a str>,
+    hash: &'a str,
+}
+
+/// Audit records as a pretty-printed JSON array.
+pub(crate) fn audit_json(records: &[AuditRecord]) -> String {
+    let rows: Vec<AuditJson<'_>> = records
+        .iter()
+        .map(|r| {
+            let e = &r.event;
+            let id = e.identity.as_ref();
+            AuditJson {
+                seq: r.seq,
+                at: e.at.to_rfc3339_opts(SecondsFormat::Micros, true),
+                operation: &e.operation,
+                service: id.map(|i| i.service()),
+                user: id.and_then(|i| i.user()),
+                project: id.and_then(|i| i.project()),
+                principal: &e.principal,
+                outcome: &e.outcome,
+                provider: e.provider.as_deref(),
+                master_key_ref: e.master_key_ref.as_deref(),
+                detail: e.detail.as_deref(),
+                hash: &r.hash,
+            }
+        })
+        .collect();
     serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".to_owned())
 }
 
