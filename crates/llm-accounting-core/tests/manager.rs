@@ -640,3 +640,64 @@ async fn a_bound_manager_reads_its_own_and_shared_keys_only() {
     ));
     f.manager.get(&global).await.expect("nothing was changed");
 }
+
+#[tokio::test]
+async fn every_operation_and_every_refusal_is_audited() {
+    use llm_accounting_core::{AuditFilter, AuditLog, MemoryAuditLog};
+    let provider = TestProvider::new("test", 3);
+    let log = Arc::new(MemoryAuditLog::new());
+    let manager = SecureKeyManager::builder(provider, Arc::new(MemoryKeyRepository::new()))
+        .audit(log.clone(), true)
+        .build();
+    let at = |u: &str| KeyIdentity::from_parts("openai", Some(u), None).expect("id");
+    manager
+        .store(&at("alice"), &key("sk-test-FAKE-audit-alice-000"))
+        .await
+        .expect("store");
+    manager
+        .store(&at("bob"), &key("sk-test-FAKE-audit-bob-00000"))
+        .await
+        .expect("store");
+    manager.get(&at("alice")).await.expect("miss");
+    manager.get(&at("alice")).await.expect("hit");
+    let alice = manager.bound_to(Principal::new(Some("alice"), None).expect("principal"));
+    assert!(matches!(
+        alice.get(&at("bob")).await,
+        Err(Error::Forbidden { .. })
+    ));
+    assert!(manager.get(&at("carol")).await.is_err());
+    let rows = log.records(&AuditFilter::default()).await.expect("records");
+    let summary: Vec<(&str, Option<&str>, &str, &str, Option<&str>)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.event.operation.as_str(),
+                r.event.identity.as_ref().and_then(KeyIdentity::user),
+                r.event.principal.as_str(),
+                r.event.outcome.as_str(),
+                r.event.detail.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("store", Some("alice"), "-", "ok", Some("version 1")),
+            ("store", Some("bob"), "-", "ok", Some("version 1")),
+            ("get", Some("alice"), "-", "ok", Some("cache miss")),
+            ("get", Some("alice"), "-", "ok", Some("cache hit")),
+            (
+                "get",
+                Some("bob"),
+                "user=alice project=-",
+                "forbidden",
+                None
+            ),
+            ("get", Some("carol"), "-", "not_found", None),
+        ]
+    );
+    assert_eq!(llm_accounting_core::audit::verify_chain(&rows), Ok(6));
+    let text = format!("{rows:?}");
+    assert!(!text.contains("sk-test-FAKE"), "no secret in audit rows");
+    assert_eq!(manager.verify_audit().await.expect("verify"), 6);
+}
