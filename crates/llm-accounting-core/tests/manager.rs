@@ -667,7 +667,9 @@ async fn every_operation_and_every_refusal_is_audited() {
     ));
     assert!(manager.get(&at("carol")).await.is_err());
     let rows = log.records(&AuditFilter::default()).await.expect("records");
-    let summary: Vec<(&str, Option<&str>, &str, &str, Option<&str>)> = rows
+    // (operation, user, principal, outcome, detail)
+    type Row<'a> = (&'a str, Option<&'a str>, &'a str, &'a str, Option<&'a str>);
+    let summary: Vec<Row<'_>> = rows
         .iter()
         .map(|r| {
             (
