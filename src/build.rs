@@ -83,6 +83,26 @@ fn build_bare_provider(settings: &Settings) -> Result<(Arc<dyn KmsProvider>, Def
                 Err(not_built("aws"))
             }
         }
+        "gcp" => {
+            #[cfg(feature = "kms-gcp")]
+            {
+                // Credentials: Application Default Credentials, or none with
+                // LLM_ACCOUNTING_GCP_CREDENTIALS=anonymous (emulators).
+                let mut b =
+                    llm_accounting_kms_gcp::GcpKmsProvider::builder().credentials_from_env();
+                if let Some(key_id) = &settings.kms.key_id {
+                    b = b.with_key_name(key_id);
+                }
+                if let Some(endpoint) = &settings.kms.endpoint {
+                    b = b.with_endpoint(endpoint);
+                }
+                Ok((Arc::new(b.build()?), used))
+            }
+            #[cfg(not(feature = "kms-gcp"))]
+            {
+                Err(not_built("gcp"))
+            }
+        }
         other if crate::settings::PROVIDER_NAMES.contains(&other) => Err(not_built(other)),
         other => Err(Error::invalid(
             "KMS provider",
