@@ -83,6 +83,46 @@ fn build_bare_provider(settings: &Settings) -> Result<(Arc<dyn KmsProvider>, Def
                 Err(not_built("aws"))
             }
         }
+        "azure" => {
+            #[cfg(feature = "kms-azure")]
+            {
+                // Wrap algorithm and credential choice from LLM_ACCOUNTING_AZURE_*; the key id
+                // and the endpoint override from the settings.
+                let mut b =
+                    llm_accounting_kms_azure::AzureKeyVaultProvider::builder().settings_from_env();
+                if let Some(key_id) = &settings.kms.key_id {
+                    b = b.with_key_id(key_id);
+                }
+                if let Some(endpoint) = &settings.kms.endpoint {
+                    b = b.with_endpoint(endpoint);
+                }
+                Ok((Arc::new(b.build()?), used))
+            }
+            #[cfg(not(feature = "kms-azure"))]
+            {
+                Err(not_built("azure"))
+            }
+        }
+        "gcp" => {
+            #[cfg(feature = "kms-gcp")]
+            {
+                // Credentials: Application Default Credentials, or none with
+                // LLM_ACCOUNTING_GCP_CREDENTIALS=anonymous (emulators).
+                let mut b =
+                    llm_accounting_kms_gcp::GcpKmsProvider::builder().credentials_from_env();
+                if let Some(key_id) = &settings.kms.key_id {
+                    b = b.with_key_name(key_id);
+                }
+                if let Some(endpoint) = &settings.kms.endpoint {
+                    b = b.with_endpoint(endpoint);
+                }
+                Ok((Arc::new(b.build()?), used))
+            }
+            #[cfg(not(feature = "kms-gcp"))]
+            {
+                Err(not_built("gcp"))
+            }
+        }
         other if crate::settings::PROVIDER_NAMES.contains(&other) => Err(not_built(other)),
         other => Err(Error::invalid(
             "KMS provider",

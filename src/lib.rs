@@ -26,6 +26,8 @@
 //! |---|---|---|
 //! | `kms-local` | yes | local master key file, no network |
 //! | `kms-aws` | no | AWS KMS ([`AwsKmsProvider`]), `LLM_ACCOUNTING_KMS_PROVIDER=aws` |
+//! | `kms-azure` | no | Azure Key Vault ([`AzureKeyVaultProvider`]), `LLM_ACCOUNTING_KMS_PROVIDER=azure` |
+//! | `kms-gcp` | no | Google Cloud KMS ([`GcpKmsProvider`]), `LLM_ACCOUNTING_KMS_PROVIDER=gcp` |
 //! | `sqlite` | yes | SQLite (bundled) |
 //! | `all-providers`, `all-databases` | no | everything this release can build |
 //!
@@ -70,6 +72,19 @@ pub use llm_accounting_kms_local::LocalKmsProvider;
 /// of the same version for [`AwsKmsProvider::from_client`]).
 #[cfg(feature = "kms-aws")]
 pub use llm_accounting_kms_aws::{AwsKmsProvider, AwsKmsProviderBuilder, aws_config, aws_sdk_kms};
+
+/// The Azure Key Vault provider, its builder and settings, and the Azure crates it is built on.
+#[cfg(feature = "kms-azure")]
+pub use llm_accounting_kms_azure::{
+    AzureCredentialKind, AzureKeyVaultProvider, AzureKeyVaultProviderBuilder, KeyVaultKeyId,
+    WrapAlgorithm, azure_core, azure_identity, azure_security_keyvault_keys,
+};
+
+/// The Google Cloud KMS provider, its builder, and the Google Cloud crates it is built on.
+#[cfg(feature = "kms-gcp")]
+pub use llm_accounting_kms_gcp::{
+    GcpKmsProvider, GcpKmsProviderBuilder, google_cloud_auth, google_cloud_kms_v1,
+};
 
 /// The traits, for `use llm_accounting::prelude::*`.
 pub mod prelude {

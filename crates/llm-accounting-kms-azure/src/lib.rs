@@ -1,0 +1,564 @@
+//! Azure Key Vault provider for llm-accounting: data keys wrapped by a Key Vault (or Managed HSM)
+//! key with `wrapKey` / `unwrapKey`.
+//!
+//! - The master key is a key identifier URL, `https://NAME.vault.azure.net/keys/KEY[/VERSION]`
+//!   (or `https://NAME.managedhsm.azure.net/keys/KEY[/VERSION]`). Without a version, Key Vault
+//!   wraps with the current one.
+//! - The master-key reference recorded with each ciphertext is the **versioned** key id Key Vault
+//!   reports (`.../keys/KEY/VERSION`), and `unwrap_key` uses that version: rotating the Key
+//!   Vault key does not break old records (as long as old versions stay enabled).
+//! - Algorithms: `RSA-OAEP-256` for RSA keys (the default), `A256KW` for AES keys in a Managed
+//!   HSM ([`WrapAlgorithm`]). The algorithm is not recorded with the ciphertext: unwrapping uses
+//!   the configured one, so change it only together with the key (and `keys rewrap`).
+//! - **No AAD at this layer**: RSA wrapKey takes no associated data, so Key Vault cannot bind a
+//!   wrapped data key to its record. The binding is carried by the record's AES-256-GCM
+//!   envelope, whose AAD is the canonical [`EncryptionContext`]: a data key moved to another
+//!   record unwraps, but the API key it protects then fails to decrypt (integrity error).
+//! - Errors: a ciphertext Key Vault cannot unwrap → [`Error::Integrity`]; 401/403 (permissions,
+//!   disabled key), 404 (key or version missing) → [`Error::AccessDenied`] with the reason;
+//!   429, 5xx, timeouts and connection failures → a retryable [`Error::ProviderUnavailable`].
+//!   No Key Vault error ever becomes "no key". The SDK's own retries are off; retries, timeouts
+//!   and metrics are the job of [`llm_accounting_core::layers`] (the facade adds them).
+//! - Credentials ([`AzureCredentialKind`]): a DefaultAzureCredential-style chain (environment
+//!   client secret, workload identity, managed identity, Azure CLI / azd), or explicitly a client
+//!   secret or a managed identity.
+//!
+//! ```no_run
+//! # fn demo() -> llm_accounting_core::Result<()> {
+//! use llm_accounting_kms_azure::AzureKeyVaultProvider;
+//! // Key from LLM_ACCOUNTING_KMS_KEY_ID, credentials from LLM_ACCOUNTING_AZURE_CREDENTIALS.
+//! let provider = AzureKeyVaultProvider::builder().from_env().build()?;
+//! // Or explicitly:
+//! let provider = AzureKeyVaultProvider::builder()
+//!     .with_key_id("https://my-vault.vault.azure.net/keys/llm-accounting")
+//!     .build()?;
+//! # Ok(()) }
+//! ```
+
+mod credential;
+mod error;
+#[cfg(feature = "test-support")]
+pub mod test_support;
+mod transport;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, RwLock};
+
+use async_trait::async_trait;
+use azure_core::http::{ClientOptions, HttpClient, RetryOptions, Transport};
+use azure_security_keyvault_keys::models::{
+    EncryptionAlgorithm, KeyClientUnwrapKeyOptions, KeyClientWrapKeyOptions, KeyOperationParameters,
+};
+use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
+use llm_accounting_core::{
+    DATA_KEY_LEN, DataKey, EncryptionContext, Error, KmsProvider, Result, WrappedKey,
+};
+use zeroize::Zeroizing;
+
+pub use azure_core;
+pub use azure_identity;
+pub use azure_security_keyvault_keys;
+pub use credential::{AzureCredentialKind, CREDENTIALS_ENV};
+pub use transport::EndpointOverride;
+
+use crate::error::map_azure_error;
+
+/// The provider name recorded with every key it wraps.
+pub const PROVIDER_NAME: &str = "azure";
+
+/// Environment variable naming the master key: a Key Vault key identifier URL.
+pub const KEY_ID_ENV: &str = "LLM_ACCOUNTING_KMS_KEY_ID";
+
+/// Environment variable sending every request (Key Vault and token requests) to another base
+/// URL, such as a local fake; see [`EndpointOverride`].
+pub const ENDPOINT_ENV: &str = "LLM_ACCOUNTING_KMS_ENDPOINT";
+
+/// Environment variable choosing the wrap algorithm: `RSA-OAEP-256` (default) or `A256KW`.
+pub const ALGORITHM_ENV: &str = "LLM_ACCOUNTING_AZURE_WRAP_ALGORITHM";
+
+/// The key-wrap algorithm.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WrapAlgorithm {
+    /// RSA-OAEP with SHA-256, for RSA keys (Key Vault and Managed HSM).
+    #[default]
+    RsaOaep256,
+    /// AES key wrap with a 256-bit key, for AES keys in a Managed HSM.
+    A256Kw,
+}
+
+impl WrapAlgorithm {
+    /// The JWA name (`RSA-OAEP-256`, `A256KW`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WrapAlgorithm::RsaOaep256 => "RSA-OAEP-256",
+            WrapAlgorithm::A256Kw => "A256KW",
+        }
+    }
+
+    /// Parses a JWA name (case-insensitive).
+    pub fn parse(name: &str) -> Result<Self> {
+        match name.trim().to_ascii_uppercase().as_str() {
+            "RSA-OAEP-256" => Ok(WrapAlgorithm::RsaOaep256),
+            "A256KW" => Ok(WrapAlgorithm::A256Kw),
+            other => Err(Error::config(format!(
+                "unknown Azure wrap algorithm `{other}`: expected RSA-OAEP-256 or A256KW"
+            ))),
+        }
+    }
+
+    fn sdk(self) -> EncryptionAlgorithm {
+        match self {
+            WrapAlgorithm::RsaOaep256 => EncryptionAlgorithm::RsaOaep256,
+            WrapAlgorithm::A256Kw => EncryptionAlgorithm::A256Kw,
+        }
+    }
+}
+
+/// A parsed Key Vault key identifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyVaultKeyId {
+    /// `https://NAME.vault.azure.net` (no trailing slash).
+    pub vault_url: String,
+    /// The key name.
+    pub name: String,
+    /// The key version, if given.
+    pub version: Option<String>,
+}
+
+impl KeyVaultKeyId {
+    /// Parses `https://VAULT/keys/NAME[/VERSION]`.
+    pub fn parse(id: &str) -> Result<Self> {
+        let bad = |why: &str| {
+            Error::config(format!(
+                "`{id}` is not a Key Vault key id ({why}): expected \
+                 https://NAME.vault.azure.net/keys/KEY[/VERSION]"
+            ))
+        };
+        let rest = id
+            .trim()
+            .strip_prefix("https://")
+            .ok_or_else(|| bad("not an https:// URL"))?;
+        let mut parts = rest.trim_end_matches('/').split('/');
+        let host = parts
+            .next()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| bad("no host"))?;
+        if parts.next() != Some("keys") {
+            return Err(bad("no /keys/ path"));
+        }
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 127
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        };
+        let name = parts
+            .next()
+            .filter(|n| valid(n))
+            .ok_or_else(|| bad("bad key name"))?;
+        let version = match parts.next() {
+            None => None,
+            Some(v) if valid(v) => Some(v.to_owned()),
+            Some(_) => return Err(bad("bad key version")),
+        };
+        if parts.next().is_some() {
+            return Err(bad("extra path segments"));
+        }
+        Ok(KeyVaultKeyId {
+            vault_url: format!("https://{host}"),
+            name: name.to_owned(),
+            version,
+        })
+    }
+
+    /// The identifier URL, with the version when there is one.
+    pub fn url(&self) -> String {
+        match &self.version {
+            Some(v) => format!("{}/keys/{}/{v}", self.vault_url, self.name),
+            None => format!("{}/keys/{}", self.vault_url, self.name),
+        }
+    }
+}
+
+/// Wraps data keys with Azure Key Vault. Build it with [`AzureKeyVaultProvider::builder`].
+///
+/// SDK clients are made on first use (one per vault named by the records it reads), so
+/// building the provider neither needs a runtime nor touches the network.
+pub struct AzureKeyVaultProvider {
+    key: KeyVaultKeyId,
+    /// The versioned key id Key Vault reported for the configured key, once known.
+    resolved: RwLock<Option<String>>,
+    clients: Mutex<HashMap<String, Arc<KeyClient>>>,
+    settings: AzureKeyVaultProviderBuilder,
+}
+
+impl fmt::Debug for AzureKeyVaultProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AzureKeyVaultProvider")
+            .field("key", &self.key.url())
+            .field(
+                "resolved",
+                &self.resolved.read().ok().and_then(|r| r.clone()),
+            )
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+/// Settings of an [`AzureKeyVaultProvider`]; validated by [`AzureKeyVaultProviderBuilder::build`].
+#[derive(Clone, Default)]
+pub struct AzureKeyVaultProviderBuilder {
+    key_id: Option<String>,
+    algorithm: Option<String>,
+    endpoint: Option<String>,
+    credential: AzureCredentialKind,
+    credential_error: Option<String>,
+    transport: Option<Arc<dyn HttpClient>>,
+    verify_challenge_resource: Option<bool>,
+}
+
+impl fmt::Debug for AzureKeyVaultProviderBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AzureKeyVaultProviderBuilder")
+            .field("key_id", &self.key_id)
+            .field("algorithm", &self.algorithm)
+            .field("endpoint", &self.endpoint)
+            .field("credential", &self.credential)
+            .field("custom_transport", &self.transport.is_some())
+            .field("verify_challenge_resource", &self.verify_challenge_resource)
+            .finish()
+    }
+}
+
+impl AzureKeyVaultProviderBuilder {
+    /// Reads `LLM_ACCOUNTING_KMS_KEY_ID`, `LLM_ACCOUNTING_KMS_ENDPOINT` and
+    /// `LLM_ACCOUNTING_AZURE_WRAP_ALGORITHM` (each only if set and not blank), then the
+    /// credential choice ([`AzureKeyVaultProviderBuilder::credential_from_env`]).
+    pub fn from_env(mut self) -> Self {
+        let var = |name| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        if let Some(k) = var(KEY_ID_ENV) {
+            self.key_id = Some(k);
+        }
+        if let Some(e) = var(ENDPOINT_ENV) {
+            self.endpoint = Some(e);
+        }
+        self.settings_from_env()
+    }
+
+    /// Reads only the Azure-specific variables: `LLM_ACCOUNTING_AZURE_WRAP_ALGORITHM` and the
+    /// credential choice.
+    pub fn settings_from_env(mut self) -> Self {
+        if let Ok(a) = std::env::var(ALGORITHM_ENV)
+            && !a.trim().is_empty()
+        {
+            self.algorithm = Some(a);
+        }
+        self.credential_from_env()
+    }
+
+    /// The credential named by `LLM_ACCOUNTING_AZURE_CREDENTIALS` (see
+    /// [`AzureCredentialKind::from_env`]).
+    /// An unknown value is reported by [`AzureKeyVaultProviderBuilder::build`].
+    pub fn credential_from_env(mut self) -> Self {
+        match AzureCredentialKind::from_env() {
+            Ok(c) => {
+                self.credential = c;
+                self.credential_error = None;
+            }
+            Err(e) => self.credential_error = Some(e.to_string()),
+        }
+        self
+    }
+
+    /// The master key: `https://NAME.vault.azure.net/keys/KEY[/VERSION]`.
+    pub fn with_key_id(mut self, key_id: impl Into<String>) -> Self {
+        self.key_id = Some(key_id.into());
+        self
+    }
+
+    /// The wrap algorithm (default RSA-OAEP-256).
+    pub fn with_algorithm(mut self, algorithm: WrapAlgorithm) -> Self {
+        self.algorithm = Some(algorithm.as_str().to_owned());
+        self
+    }
+
+    /// How to authenticate (default: the chain, [`AzureCredentialKind::Default`]).
+    pub fn with_credential(mut self, credential: AzureCredentialKind) -> Self {
+        self.credential = credential;
+        self
+    }
+
+    /// Sends every request, Key Vault and token requests alike, to this base URL (an emulator
+    /// or a test fake; plain `http://` is allowed here), keeping path and query.
+    pub fn with_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.endpoint = Some(url.into());
+        self
+    }
+
+    /// Uses this HTTP client for every request (tests; proxies). Wins over
+    /// [`AzureKeyVaultProviderBuilder::with_endpoint`].
+    pub fn with_transport(mut self, client: Arc<dyn HttpClient>) -> Self {
+        self.transport = Some(client);
+        self
+    }
+
+    /// Whether the resource named in Key Vault's 401 challenge must match the vault's domain
+    /// (default true; turn off only for fakes).
+    pub fn with_verify_challenge_resource(mut self, verify: bool) -> Self {
+        self.verify_challenge_resource = Some(verify);
+        self
+    }
+
+    /// Checks the settings and makes the provider. Clients are made on first use.
+    pub fn build(self) -> Result<AzureKeyVaultProvider> {
+        let key_id = self
+            .key_id
+            .clone()
+            .filter(|k| !k.trim().is_empty())
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "the Azure Key Vault provider needs a master key: set {KEY_ID_ENV} \
+                     (kms.key_id) to a key id such as https://NAME.vault.azure.net/keys/KEY"
+                ))
+            })?;
+        let key = KeyVaultKeyId::parse(&key_id)?;
+        if let Some(a) = &self.algorithm {
+            WrapAlgorithm::parse(a)?;
+        }
+        if let Some(url) = &self.endpoint {
+            EndpointOverride::new(url)?;
+        }
+        if let Some(e) = &self.credential_error {
+            return Err(Error::config(e.clone()));
+        }
+        self.credential.validate()?;
+        Ok(AzureKeyVaultProvider {
+            key,
+            resolved: RwLock::new(None),
+            clients: Mutex::new(HashMap::new()),
+            settings: self,
+        })
+    }
+
+    fn algorithm(&self) -> WrapAlgorithm {
+        self.algorithm
+            .as_deref()
+            .and_then(|a| WrapAlgorithm::parse(a).ok())
+            .unwrap_or_default()
+    }
+
+    /// Client options: no SDK retries, and the custom transport if any.
+    fn client_options(&self) -> Result<ClientOptions> {
+        let transport = match (&self.transport, &self.endpoint) {
+            (Some(t), _) => Some(Transport::new(Arc::clone(t))),
+            (None, Some(e)) => Some(Transport::new(Arc::new(EndpointOverride::new(e)?))),
+            (None, None) => None,
+        };
+        Ok(ClientOptions {
+            retry: RetryOptions::none(),
+            transport,
+            ..ClientOptions::default()
+        })
+    }
+
+    fn client(&self, vault_url: &str) -> Result<KeyClient> {
+        let client_options = self.client_options()?;
+        let credential = self.credential.build(&client_options)?;
+        let options = KeyClientOptions {
+            client_options,
+            verify_challenge_resource: Some(self.verify_challenge_resource.unwrap_or(true)),
+            ..KeyClientOptions::default()
+        };
+        KeyClient::new(vault_url, credential, Some(options)).map_err(|e| Error::Config {
+            message: format!("cannot make the Key Vault client for {vault_url}"),
+            source: Some(Arc::new(e)),
+        })
+    }
+}
+
+impl AzureKeyVaultProvider {
+    /// A builder; see [`AzureKeyVaultProviderBuilder`].
+    pub fn builder() -> AzureKeyVaultProviderBuilder {
+        AzureKeyVaultProviderBuilder::default()
+    }
+
+    /// The configured key.
+    pub fn key_id(&self) -> &KeyVaultKeyId {
+        &self.key
+    }
+
+    fn client(&self, vault_url: &str) -> Result<Arc<KeyClient>> {
+        let mut clients = self
+            .clients
+            .lock()
+            .map_err(|_| Error::config("the Key Vault client cache is poisoned"))?;
+        if let Some(c) = clients.get(vault_url) {
+            return Ok(Arc::clone(c));
+        }
+        let c = Arc::new(self.settings.client(vault_url)?);
+        clients.insert(vault_url.to_owned(), Arc::clone(&c));
+        Ok(c)
+    }
+}
+
+#[async_trait]
+impl KmsProvider for AzureKeyVaultProvider {
+    fn name(&self) -> &str {
+        PROVIDER_NAME
+    }
+
+    /// The versioned key id once Key Vault has reported it (or the configured one, if it names a
+    /// version), else the configured key id.
+    fn master_key_ref(&self) -> String {
+        self.resolved
+            .read()
+            .ok()
+            .and_then(|r| r.clone())
+            .unwrap_or_else(|| self.key.url())
+    }
+
+    async fn wrap_key(&self, key: &DataKey, _context: &EncryptionContext) -> Result<WrappedKey> {
+        // No AAD: RSA key wrap has none. The record's AES-GCM envelope binds the context.
+        const OP: &str = "wrap";
+        let params = KeyOperationParameters {
+            algorithm: Some(self.settings.algorithm().sdk()),
+            value: Some(key.expose_secret().to_vec()),
+            ..KeyOperationParameters::default()
+        };
+        let options = KeyClientWrapKeyOptions {
+            key_version: self.key.version.clone(),
+            ..KeyClientWrapKeyOptions::default()
+        };
+        let result = self
+            .client(&self.key.vault_url)?
+            .wrap_key(
+                &self.key.name,
+                params.try_into().map_err(|e| map_azure_error(OP, &e))?,
+                Some(options),
+            )
+            .await
+            .and_then(|r| r.into_model())
+            .map_err(|e| map_azure_error(OP, &e))?;
+        let ciphertext = result
+            .result
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| error::broken(OP, "the wrapKey answer has no value"))?;
+        let kid = result
+            .kid
+            .ok_or_else(|| error::broken(OP, "the wrapKey answer has no kid"))?;
+        let id = KeyVaultKeyId::parse(&kid)
+            .ok()
+            .filter(|id| id.version.is_some() && id.name == self.key.name)
+            .ok_or_else(|| error::broken(OP, "the wrapKey answer has no versioned kid"))?;
+        let master_key_ref = id.url();
+        if let Ok(mut r) = self.resolved.write()
+            && r.as_deref() != Some(master_key_ref.as_str())
+        {
+            *r = Some(master_key_ref.clone());
+        }
+        Ok(WrappedKey {
+            provider: PROVIDER_NAME.to_owned(),
+            master_key_ref,
+            ciphertext,
+        })
+    }
+
+    async fn unwrap_key(
+        &self,
+        wrapped: &WrappedKey,
+        _context: &EncryptionContext,
+    ) -> Result<DataKey> {
+        const OP: &str = "unwrap";
+        if wrapped.provider != PROVIDER_NAME || wrapped.ciphertext.is_empty() {
+            return Err(Error::integrity());
+        }
+        let id = KeyVaultKeyId::parse(&wrapped.master_key_ref)
+            .ok()
+            .filter(|id| id.version.is_some())
+            .ok_or_else(Error::integrity)?;
+        let params = KeyOperationParameters {
+            algorithm: Some(self.settings.algorithm().sdk()),
+            value: Some(wrapped.ciphertext.clone()),
+            ..KeyOperationParameters::default()
+        };
+        let result = self
+            .client(&id.vault_url)?
+            .unwrap_key(
+                &id.name,
+                id.version.as_deref().unwrap_or_default(),
+                params.try_into().map_err(|e| map_azure_error(OP, &e))?,
+                Some(KeyClientUnwrapKeyOptions::default()),
+            )
+            .await
+            .and_then(|r| r.into_model())
+            .map_err(|e| map_azure_error(OP, &e))?;
+        let plain = Zeroizing::new(result.result.unwrap_or_default());
+        if plain.len() != DATA_KEY_LEN {
+            return Err(Error::integrity());
+        }
+        DataKey::from_zeroizing(plain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_ids_parse() {
+        let id = KeyVaultKeyId::parse("https://v1.vault.azure.net/keys/llm/0123abcd").expect("ok");
+        assert_eq!(id.vault_url, "https://v1.vault.azure.net");
+        assert_eq!(id.name, "llm");
+        assert_eq!(id.version.as_deref(), Some("0123abcd"));
+        assert_eq!(id.url(), "https://v1.vault.azure.net/keys/llm/0123abcd");
+        let id = KeyVaultKeyId::parse("https://h.managedhsm.azure.net/keys/k/").expect("ok");
+        assert_eq!(id.version, None);
+        for bad in [
+            "llm",
+            "http://v.vault.azure.net/keys/k",
+            "https://v.vault.azure.net/secrets/k",
+            "https://v.vault.azure.net/keys/",
+            "https://v.vault.azure.net/keys/k/v/x",
+            "https://v.vault.azure.net/keys/k_1",
+        ] {
+            assert!(KeyVaultKeyId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn build_validates() {
+        let err = AzureKeyVaultProvider::builder()
+            .build()
+            .expect_err("no key");
+        assert!(err.to_string().contains(KEY_ID_ENV), "{err}");
+        let b = AzureKeyVaultProvider::builder().with_key_id("https://v.vault.azure.net/keys/k");
+        let err = b
+            .clone()
+            .with_endpoint("127.0.0.1:1")
+            .build()
+            .expect_err("bad endpoint");
+        assert!(matches!(err, Error::Config { .. }));
+        let mut bad_alg = b.clone();
+        bad_alg.algorithm = Some("RSA1_5".into());
+        assert!(bad_alg.build().is_err());
+        let p = b.build().expect("valid");
+        assert_eq!(p.name(), "azure");
+        assert_eq!(p.master_key_ref(), "https://v.vault.azure.net/keys/k");
+    }
+
+    #[test]
+    fn debug_hides_the_client_secret() {
+        let p = AzureKeyVaultProvider::builder()
+            .with_key_id("https://v.vault.azure.net/keys/k")
+            .with_credential(AzureCredentialKind::ClientSecret {
+                tenant_id: "tenant".into(),
+                client_id: "client".into(),
+                client_secret: String::from("fake-client-secret-0000").into(),
+            })
+            .build()
+            .expect("valid");
+        let text = format!("{p:?}");
+        assert!(!text.contains("fake-client-secret"), "{text}");
+        assert!(text.contains("[REDACTED]"), "{text}");
+    }
+}

@@ -1,0 +1,358 @@
+//! Google Cloud KMS provider for llm-accounting: data keys encrypted by a Cloud KMS `CryptoKey`,
+//! bound to the record's [`EncryptionContext`] as additional authenticated data.
+//!
+//! - `wrap_key` calls `Encrypt` with `additional_authenticated_data` =
+//!   [`EncryptionContext::canonical_bytes`]; `unwrap_key` calls `Decrypt` with the same bytes,
+//!   so Cloud KMS itself refuses a data key moved to another record, identity or version.
+//! - The master key is a `CryptoKey` resource name
+//!   (`projects/P/locations/L/keyRings/R/cryptoKeys/K`), recorded as the master-key reference.
+//!   Cloud KMS puts the key version into the ciphertext and picks it on `Decrypt`, so rotating
+//!   the primary version does not break old records (as long as old versions stay enabled).
+//! - Errors: a wrong context or a changed ciphertext → [`Error::Integrity`]; permission denied,
+//!   a missing key or a disabled / destroyed version → [`Error::AccessDenied`] with the reason;
+//!   quota exhaustion, `UNAVAILABLE`, deadlines, 5xx and connection failures → a retryable
+//!   [`Error::ProviderUnavailable`]. No KMS error ever becomes "no key".
+//! - The client library's own retries are turned off: each call is one request, and retries,
+//!   timeouts and metrics are the job of [`llm_accounting_core::layers`] (the facade adds them).
+//! - Credentials: Application Default Credentials (`GOOGLE_APPLICATION_CREDENTIALS`, gcloud's
+//!   ADC file, or the metadata server), or anonymous credentials for emulators.
+//!
+//! ```no_run
+//! # fn demo() -> llm_accounting_core::Result<()> {
+//! use llm_accounting_kms_gcp::GcpKmsProvider;
+//! // Key from LLM_ACCOUNTING_KMS_KEY_ID, endpoint override from LLM_ACCOUNTING_KMS_ENDPOINT.
+//! let provider = GcpKmsProvider::builder().from_env().build()?;
+//! // Or explicitly:
+//! let provider = GcpKmsProvider::builder()
+//!     .with_key_name("projects/my-project/locations/europe-west1/keyRings/llm/cryptoKeys/api-keys")
+//!     .build()?;
+//! # Ok(()) }
+//! ```
+//!
+//! Memory hygiene: decrypted data keys are moved into zeroizing buffers as soon as the client
+//! hands them over, but its HTTP and JSON layers hold transient copies that are not wiped.
+
+mod error;
+#[cfg(feature = "test-support")]
+pub mod test_support;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use google_cloud_auth::credentials::Credentials;
+use google_cloud_gax::retry_policy::NeverRetry;
+use google_cloud_kms_v1::client::KeyManagementService;
+use llm_accounting_core::{
+    DATA_KEY_LEN, DataKey, EncryptionContext, Error, KmsProvider, Result, WrappedKey,
+};
+use zeroize::Zeroizing;
+
+pub use google_cloud_auth;
+pub use google_cloud_kms_v1;
+
+use crate::error::map_gax_error;
+
+/// The provider name recorded with every key it wraps.
+pub const PROVIDER_NAME: &str = "gcp";
+
+/// Environment variable naming the master key: a `CryptoKey` resource name.
+pub const KEY_ID_ENV: &str = "LLM_ACCOUNTING_KMS_KEY_ID";
+
+/// Environment variable overriding the Cloud KMS endpoint (emulators, private endpoints).
+pub const ENDPOINT_ENV: &str = "LLM_ACCOUNTING_KMS_ENDPOINT";
+
+/// Environment variable choosing the credentials: `default` (Application Default Credentials,
+/// the default) or `anonymous` (no credentials at all, for emulators).
+pub const CREDENTIALS_ENV: &str = "LLM_ACCOUNTING_GCP_CREDENTIALS";
+
+/// Wraps data keys with Google Cloud KMS. Build it with [`GcpKmsProvider::builder`].
+///
+/// The client is made on first use (it is built asynchronously), so building the provider
+/// neither needs a runtime nor touches the network.
+pub struct GcpKmsProvider {
+    key_name: String,
+    client: tokio::sync::OnceCell<KeyManagementService>,
+    settings: GcpKmsProviderBuilder,
+}
+
+impl fmt::Debug for GcpKmsProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GcpKmsProvider")
+            .field("key_name", &self.key_name)
+            .field("settings", &self.settings)
+            .field("client_ready", &self.client.initialized())
+            .finish()
+    }
+}
+
+/// Settings of a [`GcpKmsProvider`]; validated by [`GcpKmsProviderBuilder::build`].
+#[derive(Clone, Default)]
+pub struct GcpKmsProviderBuilder {
+    key_name: Option<String>,
+    endpoint: Option<String>,
+    credentials: Option<Credentials>,
+}
+
+impl fmt::Debug for GcpKmsProviderBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GcpKmsProviderBuilder")
+            .field("key_name", &self.key_name)
+            .field("endpoint", &self.endpoint)
+            .field(
+                "credentials",
+                &self
+                    .credentials
+                    .as_ref()
+                    .map_or("default", |_| "[REDACTED]"),
+            )
+            .finish()
+    }
+}
+
+/// Whether `name` has the shape `projects/P/locations/L/keyRings/R/cryptoKeys/K`.
+fn is_crypto_key_name(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('/').collect();
+    parts.len() == 8
+        && parts[0] == "projects"
+        && parts[2] == "locations"
+        && parts[4] == "keyRings"
+        && parts[6] == "cryptoKeys"
+        && parts.iter().all(|p| !p.is_empty())
+}
+
+impl GcpKmsProviderBuilder {
+    /// Reads `LLM_ACCOUNTING_KMS_KEY_ID` and `LLM_ACCOUNTING_KMS_ENDPOINT` (each only if set and
+    /// not blank), then the credentials choice ([`GcpKmsProviderBuilder::credentials_from_env`]).
+    pub fn from_env(mut self) -> Self {
+        let var = |name| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        if let Some(k) = var(KEY_ID_ENV) {
+            self.key_name = Some(k);
+        }
+        if let Some(e) = var(ENDPOINT_ENV) {
+            self.endpoint = Some(e);
+        }
+        self.credentials_from_env()
+    }
+
+    /// With `LLM_ACCOUNTING_GCP_CREDENTIALS=anonymous`, sends no credentials (emulators).
+    /// Otherwise (unset or `default`) Application Default Credentials are used: the file named
+    /// by `GOOGLE_APPLICATION_CREDENTIALS`, gcloud's ADC file, or the metadata server.
+    pub fn credentials_from_env(self) -> Self {
+        match std::env::var(CREDENTIALS_ENV) {
+            Ok(v) if v.trim().eq_ignore_ascii_case("anonymous") => {
+                self.with_anonymous_credentials()
+            }
+            _ => self,
+        }
+    }
+
+    /// The master key: `projects/P/locations/L/keyRings/R/cryptoKeys/K`.
+    pub fn with_key_name(mut self, name: impl Into<String>) -> Self {
+        self.key_name = Some(name.into());
+        self
+    }
+
+    /// Sends requests to this endpoint (an emulator, a private endpoint) instead of
+    /// `https://cloudkms.googleapis.com`.
+    pub fn with_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.endpoint = Some(url.into());
+        self
+    }
+
+    /// Uses these credentials instead of Application Default Credentials.
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// Sends no credentials at all (emulators such as drongo).
+    pub fn with_anonymous_credentials(self) -> Self {
+        self.with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build())
+    }
+
+    /// Checks the settings and makes the provider. The client itself is made on first use.
+    pub fn build(self) -> Result<GcpKmsProvider> {
+        let key_name = self
+            .key_name
+            .clone()
+            .map(|k| k.trim().to_owned())
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "the Google Cloud KMS provider needs a master key: set {KEY_ID_ENV} \
+                     (kms.key_id) to a CryptoKey name such as \
+                     projects/P/locations/L/keyRings/R/cryptoKeys/K"
+                ))
+            })?;
+        if !is_crypto_key_name(&key_name) {
+            return Err(Error::config(format!(
+                "`{key_name}` is not a Cloud KMS CryptoKey name: expected \
+                 projects/P/locations/L/keyRings/R/cryptoKeys/K (without /cryptoKeyVersions/N: \
+                 Cloud KMS picks the version)"
+            )));
+        }
+        if let Some(url) = &self.endpoint
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(Error::config(format!(
+                "the KMS endpoint `{url}` is not an http:// or https:// URL"
+            )));
+        }
+        Ok(GcpKmsProvider {
+            key_name,
+            client: tokio::sync::OnceCell::new(),
+            settings: self,
+        })
+    }
+
+    /// Makes the Cloud KMS client with these settings and no client-side retries.
+    async fn client(&self) -> Result<KeyManagementService> {
+        let mut b = KeyManagementService::builder().with_retry_policy(NeverRetry);
+        if let Some(e) = &self.endpoint {
+            b = b.with_endpoint(e.clone());
+        }
+        if let Some(c) = &self.credentials {
+            b = b.with_credentials(c.clone());
+        }
+        b.build().await.map_err(|e| Error::Config {
+            message: "cannot make the Google Cloud KMS client (check Application Default \
+                      Credentials: GOOGLE_APPLICATION_CREDENTIALS or `gcloud auth \
+                      application-default login`)"
+                .to_owned(),
+            source: Some(std::sync::Arc::new(e)),
+        })
+    }
+}
+
+impl GcpKmsProvider {
+    /// A builder; see [`GcpKmsProviderBuilder`].
+    pub fn builder() -> GcpKmsProviderBuilder {
+        GcpKmsProviderBuilder::default()
+    }
+
+    /// The configured `CryptoKey` name.
+    pub fn key_name(&self) -> &str {
+        &self.key_name
+    }
+
+    async fn client(&self) -> Result<&KeyManagementService> {
+        self.client.get_or_try_init(|| self.settings.client()).await
+    }
+}
+
+#[async_trait]
+impl KmsProvider for GcpKmsProvider {
+    fn name(&self) -> &str {
+        PROVIDER_NAME
+    }
+
+    /// The `CryptoKey` name (the version is inside each ciphertext).
+    fn master_key_ref(&self) -> String {
+        self.key_name.clone()
+    }
+
+    async fn wrap_key(&self, key: &DataKey, context: &EncryptionContext) -> Result<WrappedKey> {
+        let out = self
+            .client()
+            .await?
+            .encrypt()
+            .set_name(&self.key_name)
+            .set_plaintext(key.expose_secret().to_vec())
+            .set_additional_authenticated_data(context.canonical_bytes())
+            .send()
+            .await
+            .map_err(|e| map_gax_error("wrap", "Encrypt", &e))?;
+        if out.ciphertext.is_empty() {
+            return Err(error::broken(
+                "wrap",
+                "Encrypt",
+                "the answer has no ciphertext",
+            ));
+        }
+        Ok(WrappedKey {
+            provider: PROVIDER_NAME.to_owned(),
+            master_key_ref: self.key_name.clone(),
+            ciphertext: out.ciphertext.to_vec(),
+        })
+    }
+
+    async fn unwrap_key(
+        &self,
+        wrapped: &WrappedKey,
+        context: &EncryptionContext,
+    ) -> Result<DataKey> {
+        if wrapped.provider != PROVIDER_NAME
+            || wrapped.ciphertext.is_empty()
+            || !is_crypto_key_name(&wrapped.master_key_ref)
+        {
+            return Err(Error::integrity());
+        }
+        let out = self
+            .client()
+            .await?
+            .decrypt()
+            .set_name(&wrapped.master_key_ref)
+            .set_ciphertext(wrapped.ciphertext.clone())
+            .set_additional_authenticated_data(context.canonical_bytes())
+            .send()
+            .await
+            .map_err(|e| map_gax_error("unwrap", "Decrypt", &e))?;
+        let plain = Zeroizing::new(out.plaintext.to_vec());
+        drop(out);
+        if plain.len() != DATA_KEY_LEN {
+            // Not a key we made: opaque integrity failure.
+            return Err(Error::integrity());
+        }
+        DataKey::from_zeroizing(plain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "projects/p/locations/global/keyRings/r/cryptoKeys/k";
+
+    #[test]
+    fn build_needs_a_crypto_key_name_and_a_sane_endpoint() {
+        let err = GcpKmsProvider::builder().build().expect_err("no key");
+        assert!(err.to_string().contains(KEY_ID_ENV), "{err}");
+        for bad in [
+            "k",
+            "projects/p/locations/global/keyRings/r",
+            "projects/p/locations/global/keyRings/r/cryptoKeys/k/cryptoKeyVersions/1",
+            "projects//locations/global/keyRings/r/cryptoKeys/k",
+        ] {
+            let err = GcpKmsProvider::builder()
+                .with_key_name(bad)
+                .build()
+                .expect_err(bad);
+            assert!(matches!(err, Error::Config { .. }), "{bad}: {err}");
+        }
+        let err = GcpKmsProvider::builder()
+            .with_key_name(KEY)
+            .with_endpoint("localhost:8080")
+            .build()
+            .expect_err("no scheme");
+        assert!(err.to_string().contains("not an http"), "{err}");
+        let p = GcpKmsProvider::builder()
+            .with_key_name(format!(" {KEY} "))
+            .with_endpoint("http://127.0.0.1:1")
+            .build()
+            .expect("valid");
+        assert_eq!(p.name(), "gcp");
+        assert_eq!(p.master_key_ref(), KEY);
+    }
+
+    #[test]
+    fn debug_hides_credentials() {
+        let p = GcpKmsProvider::builder()
+            .with_key_name(KEY)
+            .with_anonymous_credentials()
+            .build()
+            .expect("valid");
+        let text = format!("{p:?}");
+        assert!(text.contains("[REDACTED]") && text.contains(KEY), "{text}");
+        assert!(!text.contains("Anonymous"), "{text}");
+    }
+}
