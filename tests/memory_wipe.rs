@@ -1,5 +1,6 @@
 //! Decrypted keys are wiped before their memory is freed: on cache eviction, invalidation
-//! (rotate), `clear_cache()` and when the last caller's copy is dropped.
+//! (rotate), `clear_cache()` and when the last caller's copy is dropped; and cached keys are
+//! locked in RAM (Linux: seen in `/proc/self/status`).
 //!
 //! A global allocator wrapper looks at every block as it is freed and counts the blocks that
 //! still hold the canary key. A positive control (a plain `String` holding the canary, dropped
@@ -82,6 +83,17 @@ fn decrypted_keys_are_wiped_before_their_memory_is_freed() {
         // Cached, then the caller's copy dropped: the cache still holds it.
         drop(manager.get(&a).await.expect("get"));
         assert_eq!(manager.cached_keys().await, 1);
+        // The cached key's pages are locked in RAM (best effort; allowed here).
+        #[cfg(target_os = "linux")]
+        {
+            let status = std::fs::read_to_string("/proc/self/status").expect("status");
+            let locked_kb: u64 = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmLck:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .expect("VmLck");
+            assert!(locked_kb > 0, "no page locked in RAM: {status}");
+        }
         // Evicted by the size bound (one entry) when another key is loaded.
         manager
             .store(&b, &ApiKey::new("sk-test-FAKE-other-000000000".into()))

@@ -181,6 +181,7 @@ impl KeyCache {
                     let left = u64::try_from(left).unwrap_or(0);
                     deadline_ms = deadline_ms.min(now_ms.saturating_add(left));
                 }
+                crate::memory_lock::lock_in_ram(loaded.key.expose_secret().as_bytes());
                 let entry = Arc::new(CachedKey {
                     key: loaded.key,
                     key_id: loaded.key_id,

@@ -23,6 +23,7 @@ mod last_used;
 pub mod layers;
 mod manager;
 mod memory;
+mod memory_lock;
 mod principal;
 mod provider;
 mod refresh;
