@@ -7,170 +7,45 @@
 
 #![cfg(feature = "kms-aws")]
 
-use std::io::Write;
-use std::net::TcpListener;
-use std::process::{Command, Stdio};
+mod support;
+
+use support::{CloudEnv, closed_port_url, fail_fast};
 
 use llm_accounting_kms_aws::test_support::{self, create_key, moto_url};
-use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
-
-const BIN: &str = env!("CARGO_BIN_EXE_llm-accounting");
 
 /// Obviously fake keys.
 const KEY1: &str = "sk-test-FAKE-aws-00000000000000000000000001";
 const KEY2: &str = "sk-test-FAKE-aws-00000000000000000000000002";
 
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn code(self, code: i32) -> Self {
-        assert_eq!(self.code, code, "expected exit code {code}: {self:#?}");
-        for secret in [KEY1, KEY2] {
-            assert!(!self.stderr.contains(secret), "secret on stderr: {self:#?}");
-        }
-        self
+/// A temporary database and the AWS environment of one test; `endpoint` goes to
+/// LLM_ACCOUNTING_KMS_ENDPOINT.
+fn cloud_env(key_id: &str, endpoint: &str) -> CloudEnv {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Empty AWS config and credentials files: the user's own are never read.
+    let aws_config = dir.path().join("aws-config");
+    let aws_credentials = dir.path().join("aws-credentials");
+    for f in [&aws_config, &aws_credentials] {
+        std::fs::write(f, "").expect("write empty AWS file");
     }
-
-    fn ok(self) -> Self {
-        self.code(0)
-    }
-}
-
-/// A temporary database and the AWS environment of one test.
-struct Env {
-    dir: tempfile::TempDir,
-    vars: Vec<(String, String)>,
-}
-
-impl Env {
-    /// `endpoint` goes to LLM_ACCOUNTING_KMS_ENDPOINT.
-    fn new(key_id: &str, endpoint: &str) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = format!("sqlite://{}", dir.path().join("k.db").display());
-        // Empty AWS config and credentials files: the user's own are never read.
-        let aws_config = dir.path().join("aws-config");
-        let aws_credentials = dir.path().join("aws-credentials");
-        for f in [&aws_config, &aws_credentials] {
-            std::fs::write(f, "").expect("write empty AWS file");
-        }
-        let (aws_config, aws_credentials) = (
-            aws_config.display().to_string(),
-            aws_credentials.display().to_string(),
-        );
-        let vars = [
-            ("LLM_ACCOUNTING_DATABASE_URL", db.as_str()),
-            ("LLM_ACCOUNTING_KMS_KEY_ID", key_id),
-            ("LLM_ACCOUNTING_KMS_ENDPOINT", endpoint),
-            ("AWS_REGION", test_support::TEST_REGION),
-            ("AWS_ACCESS_KEY_ID", test_support::TEST_ACCESS_KEY_ID),
-            (
-                "AWS_SECRET_ACCESS_KEY",
-                test_support::TEST_SECRET_ACCESS_KEY,
-            ),
-            // Never ask an instance metadata service.
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-            ("AWS_CONFIG_FILE", aws_config.as_str()),
-            ("AWS_SHARED_CREDENTIALS_FILE", aws_credentials.as_str()),
-        ]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-        Env { dir, vars }
-    }
-
-    fn set(&mut self, name: &str, value: &str) {
-        self.vars.retain(|(k, _)| k != name);
-        self.vars.push((name.to_owned(), value.to_owned()));
-    }
-
-    fn unset(&mut self, name: &str) {
-        self.vars.retain(|(k, _)| k != name);
-    }
-
-    fn run_with(&self, args: &[&str], stdin: Option<&str>) -> Run {
-        let mut cmd = Command::new(BIN);
-        for (name, _) in std::env::vars_os() {
-            let n = name.to_string_lossy();
-            if n.starts_with("LLM_ACCOUNTING_") || n.starts_with("AWS_") {
-                cmd.env_remove(&name);
-            }
-        }
-        cmd.env_remove("RUST_LOG")
-            .envs(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn llm-accounting");
-        {
-            let mut pipe = child.stdin.take().expect("stdin");
-            if let Some(input) = stdin {
-                let _ = pipe.write_all(input.as_bytes());
-            }
-        }
-        let out = child.wait_with_output().expect("wait");
-        Run {
-            code: out.status.code().expect("exit code, not a signal"),
-            stdout: String::from_utf8(out.stdout).expect("utf-8 stdout"),
-            stderr: String::from_utf8(out.stderr).expect("utf-8 stderr"),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        self.run_with(args, None)
-    }
-
-    /// (provider, master_key_ref) of every stored version.
-    fn version_refs(&self) -> Vec<(String, String)> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let db = Database::connect(format!(
-                "sqlite://{}",
-                self.dir.path().join("k.db").display()
-            ))
-            .await
-            .expect("open the test database");
-            db.query_all_raw(Statement::from_string(
-                DbBackend::Sqlite,
-                "SELECT provider, master_key_ref FROM api_key_versions ORDER BY version",
-            ))
-            .await
-            .expect("query")
-            .into_iter()
-            .map(|r| {
-                (
-                    r.try_get("", "provider").expect("provider"),
-                    r.try_get("", "master_key_ref").expect("master_key_ref"),
-                )
-            })
-            .collect()
-        })
-    }
-}
-
-/// A loopback port nothing listens on.
-fn closed_port_url() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = l.local_addr().expect("addr").port();
-    drop(l);
-    format!("http://127.0.0.1:{port}")
-}
-
-/// Small retry limits, so that a down KMS fails fast.
-fn fail_fast(env: &mut Env) {
-    env.set("LLM_ACCOUNTING_KMS_MAX_ATTEMPTS", "3");
-    env.set("LLM_ACCOUNTING_KMS_INITIAL_BACKOFF_MS", "10");
-    env.set("LLM_ACCOUNTING_KMS_MAX_BACKOFF_MS", "50");
-    env.set("LLM_ACCOUNTING_KMS_MAX_RETRY_TIME_MS", "2000");
-    env.set("LLM_ACCOUNTING_KMS_TIMEOUT_MS", "2000");
+    let (aws_config, aws_credentials) = (
+        aws_config.display().to_string(),
+        aws_credentials.display().to_string(),
+    );
+    let vars = [
+        ("LLM_ACCOUNTING_KMS_KEY_ID", key_id),
+        ("LLM_ACCOUNTING_KMS_ENDPOINT", endpoint),
+        ("AWS_REGION", test_support::TEST_REGION),
+        ("AWS_ACCESS_KEY_ID", test_support::TEST_ACCESS_KEY_ID),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            test_support::TEST_SECRET_ACCESS_KEY,
+        ),
+        // Never ask an instance metadata service.
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_CONFIG_FILE", aws_config.as_str()),
+        ("AWS_SHARED_CREDENTIALS_FILE", aws_credentials.as_str()),
+    ];
+    CloudEnv::new(dir, &vars, &["AWS_"], &[KEY1, KEY2])
 }
 
 #[test]
@@ -195,7 +70,7 @@ fn round_trip_with_provider_aws_against_moto() {
     .expect("CreateAlias");
 
     // Configured with the alias; the ARN is what gets recorded.
-    let mut env = Env::new(&alias, &url);
+    let mut env = cloud_env(&alias, &url);
     let aws = ["--provider", "aws", "keys"];
     let with = |cmd: &'static str, extra: &[&'static str]| -> Vec<&'static str> {
         let mut v = aws.to_vec();
@@ -289,7 +164,7 @@ fn round_trip_with_provider_aws_against_moto() {
 #[test]
 fn a_kms_that_is_down_exits_5_after_bounded_retries() {
     // Needs no moto: nothing listens on the endpoint at all.
-    let mut env = Env::new(
+    let mut env = cloud_env(
         "arn:aws:kms:us-east-1:123456789012:key/00000000-0000-0000-0000-000000000000",
         &closed_port_url(),
     );
@@ -327,7 +202,7 @@ fn a_kms_that_is_down_exits_5_after_bounded_retries() {
 
 #[test]
 fn aws_without_a_key_id_is_a_configuration_error() {
-    let mut env = Env::new("unused", &closed_port_url());
+    let mut env = cloud_env("unused", &closed_port_url());
     env.unset("LLM_ACCOUNTING_KMS_KEY_ID");
     let r = env
         .run_with(
@@ -352,7 +227,7 @@ fn migration_from_local_to_aws_needs_no_local_key_afterwards() {
         .expect("runtime");
     let client = test_support::client(&url);
     let (_, arn) = rt.block_on(create_key(&client, "llm-accounting migration"));
-    let mut env = Env::new(&arn, &url);
+    let mut env = cloud_env(&arn, &url);
     let master_key = env.dir.path().join("master.key");
     env.set(
         "LLM_ACCOUNTING_LOCAL_MASTER_KEY_FILE",
