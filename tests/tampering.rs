@@ -16,15 +16,25 @@ use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 
 const KEY: &str = "sk-test-FAKE-tamper-0123456789abcdef";
 
-/// (table, column, SQL expression giving a value one byte or one step away).
+/// (table, column, SQL expression giving a value one byte or one step away). The id edits
+/// always change the last character (a UUID ending in `f` would otherwise be left as it was,
+/// and the test would fail one run in sixteen).
 const MUTATIONS: &[(&str, &str, &str)] = &[
     ("api_keys", "service", "'openaj'"),
     ("api_keys", "user_id", "'alicf'"),
     ("api_keys", "project", "'searci'"),
-    ("api_keys", "id", "substr(id, 1, 35) || 'f'"),
+    (
+        "api_keys",
+        "id",
+        "substr(id, 1, 35) || CASE substr(id, 36, 1) WHEN 'f' THEN 'e' ELSE 'f' END",
+    ),
     ("api_keys", "current_version", "current_version + 1"),
     ("api_keys", "state", "'actove'"),
-    ("api_key_versions", "key_id", "substr(key_id, 1, 35) || 'f'"),
+    (
+        "api_key_versions",
+        "key_id",
+        "substr(key_id, 1, 35) || CASE substr(key_id, 36, 1) WHEN 'f' THEN 'e' ELSE 'f' END",
+    ),
     ("api_key_versions", "version", "version + 1"),
     ("api_key_versions", "provider", "'locam'"),
     (
