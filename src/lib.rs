@@ -55,12 +55,12 @@ pub use llm_accounting_core::audit::{
 };
 pub use llm_accounting_core::layers;
 pub use llm_accounting_core::{
-    ApiKey, CacheOptions, DataKey, EncryptionContext, Envelope, Error, ErrorKind, KeyFilter,
-    KeyIdentity, KeyRecord, KeyRepository, KeyState, KmsProvider, MAX_API_KEY_BYTES,
-    MAX_NAME_CHARS, ManagerOptions, MemoryKeyRepository, Principal, Result, RewrapFailure,
-    RewrapOptions, RewrapProgress, RewrapReport, SecureKeyManager, SecureKeyManagerBuilder,
-    StoreOutcome, VersionInfo, VersionRecord, VersionState, WrappedKey, WriteOptions,
-    validate_name,
+    ApiKey, CacheOptions, DataKey, EncryptionContext, Envelope, Error, ErrorKind, FailureClass,
+    KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyState, KmsProvider, MAX_API_KEY_BYTES,
+    MAX_NAME_CHARS, ManagerOptions, MemoryKeyRepository, Principal, ProviderCallError, Result,
+    RewrapFailure, RewrapOptions, RewrapProgress, RewrapReport, SecureKeyManager,
+    SecureKeyManagerBuilder, StoreOutcome, VersionInfo, VersionRecord, VersionState, WrappedKey,
+    WriteOptions, error_chain, validate_name,
 };
 pub use llm_accounting_store::{SeaOrmKeyRepository, StoreOptions};
 

@@ -26,6 +26,7 @@ mod memory;
 mod memory_lock;
 mod principal;
 mod provider;
+mod provider_error;
 mod refresh;
 mod repository;
 mod rewrap;
@@ -44,6 +45,7 @@ pub use manager::{
 pub use memory::MemoryKeyRepository;
 pub use principal::Principal;
 pub use provider::{KmsProvider, WrappedKey};
+pub use provider_error::{FailureClass, ProviderCallError, error_chain};
 pub use repository::{
     KEY_STAMPS_BATCH, KeyFilter, KeyRecord, KeyRepository, KeyStamp, KeyState, VersionRecord,
     VersionState,

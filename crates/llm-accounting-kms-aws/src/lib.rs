@@ -66,7 +66,7 @@ use zeroize::Zeroizing;
 pub use aws_config;
 pub use aws_sdk_kms;
 
-use crate::error::{Class, KmsCallError, into_error, map_sdk_error};
+use crate::error::{broken, map_sdk_error};
 
 /// The provider name recorded with every key it wraps.
 pub const PROVIDER_NAME: &str = "aws";
@@ -291,13 +291,9 @@ impl AwsKmsProvider {
         call: &'static str,
         arn: Option<String>,
     ) -> Result<String> {
-        let arn = arn.filter(|a| !a.is_empty()).ok_or_else(|| {
-            into_error(
-                operation,
-                Class::Broken,
-                KmsCallError::new(call, "the answer has no KeyId"),
-            )
-        })?;
+        let arn = arn
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| broken(operation, call, "the answer has no KeyId"))?;
         if let Ok(mut r) = self.resolved.write()
             && r.as_deref() != Some(arn.as_str())
         {
@@ -317,11 +313,7 @@ fn kms_context(context: &EncryptionContext) -> HashMap<String, String> {
 }
 
 fn missing(operation: &'static str, call: &'static str, what: &str) -> Error {
-    into_error(
-        operation,
-        Class::Broken,
-        KmsCallError::new(call, format!("the answer has no {what}")),
-    )
+    broken(operation, call, format!("the answer has no {what}"))
 }
 
 /// A data key from the plaintext KMS returned, wiped when dropped whatever happens.

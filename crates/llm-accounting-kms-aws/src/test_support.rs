@@ -93,7 +93,12 @@ pub async fn create_key(client: &Client, description: &str) -> (String, String) 
         .description(description)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("CreateKey in moto failed: {}", crate::error::chain(&e)));
+        .unwrap_or_else(|e| {
+            panic!(
+                "CreateKey in moto failed: {}",
+                llm_accounting_core::error_chain(&e)
+            )
+        });
     let meta = out.key_metadata.expect("CreateKey returns KeyMetadata");
     let arn = meta.arn.expect("KeyMetadata has an Arn");
     (meta.key_id, arn)
