@@ -65,60 +65,133 @@ pub trait KmsProvider: Send + Sync + Debug {
     }
 }
 
-#[async_trait]
-impl<T: KmsProvider + ?Sized> KmsProvider for Arc<T> {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-    fn master_key_ref(&self) -> String {
-        (**self).master_key_ref()
-    }
-    fn is_retired(&self, master_key_ref: &str) -> bool {
-        (**self).is_retired(master_key_ref)
-    }
-    async fn wrap_key(&self, key: &DataKey, context: &EncryptionContext) -> Result<WrappedKey> {
-        (**self).wrap_key(key, context).await
-    }
-    async fn unwrap_key(
-        &self,
-        wrapped: &WrappedKey,
-        context: &EncryptionContext,
-    ) -> Result<DataKey> {
-        (**self).unwrap_key(wrapped, context).await
-    }
-    async fn generate_data_key(
-        &self,
-        context: &EncryptionContext,
-    ) -> Result<(DataKey, WrappedKey)> {
-        (**self).generate_data_key(context).await
+/// The calls of a [`KmsProvider`] that reach the KMS, for layers that act around each one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KmsCall {
+    /// [`KmsProvider::wrap_key`].
+    Wrap,
+    /// [`KmsProvider::unwrap_key`].
+    Unwrap,
+    /// [`KmsProvider::generate_data_key`].
+    GenerateDataKey,
+}
+
+impl KmsCall {
+    /// The operation's name in errors and logs.
+    pub(crate) fn operation(self) -> &'static str {
+        match self {
+            KmsCall::Wrap => "wrap",
+            KmsCall::Unwrap => "unwrap",
+            KmsCall::GenerateDataKey => "generate data key",
+        }
     }
 }
 
-#[async_trait]
-impl<T: KmsProvider + ?Sized> KmsProvider for Box<T> {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-    fn master_key_ref(&self) -> String {
-        (**self).master_key_ref()
-    }
-    fn is_retired(&self, master_key_ref: &str) -> bool {
-        (**self).is_retired(master_key_ref)
-    }
-    async fn wrap_key(&self, key: &DataKey, context: &EncryptionContext) -> Result<WrappedKey> {
-        (**self).wrap_key(key, context).await
-    }
-    async fn unwrap_key(
-        &self,
-        wrapped: &WrappedKey,
-        context: &EncryptionContext,
-    ) -> Result<DataKey> {
-        (**self).unwrap_key(wrapped, context).await
-    }
-    async fn generate_data_key(
-        &self,
-        context: &EncryptionContext,
-    ) -> Result<(DataKey, WrappedKey)> {
-        (**self).generate_data_key(context).await
-    }
+/// Implements [`KmsProvider`] for a wrapper by forwarding every method to an inner provider:
+/// the one mechanism behind the `Arc`/`Box` impls and every layer, so that no method (a
+/// defaulted one included) can be left out: the impl denies `clippy::missing_trait_methods`.
+///
+/// - `forward_kms_provider!(impl [T: KmsProvider + ?Sized] for Arc<T>, inner: |s| &**s);`
+///   forwards each call unchanged;
+/// - `..., around: method` passes each call that reaches the KMS through
+///   `self.method(KmsCall, || inner_call)`, an async method that may call the closure once
+///   (timeout, metrics) or several times (retry). Name, master-key reference and retirement
+///   are always the inner provider's.
+macro_rules! forward_kms_provider {
+    (impl [$($generics:tt)*] for $ty:ty, inner: |$s:ident| $inner:expr) => {
+        #[async_trait::async_trait]
+        #[deny(clippy::missing_trait_methods)]
+        impl<$($generics)*> $crate::KmsProvider for $ty {
+            fn name(&self) -> &str {
+                let $s = self;
+                $inner.name()
+            }
+            fn master_key_ref(&self) -> String {
+                let $s = self;
+                $inner.master_key_ref()
+            }
+            fn is_retired(&self, master_key_ref: &str) -> bool {
+                let $s = self;
+                $inner.is_retired(master_key_ref)
+            }
+            async fn wrap_key(
+                &self,
+                key: &$crate::DataKey,
+                context: &$crate::EncryptionContext,
+            ) -> $crate::Result<$crate::WrappedKey> {
+                let $s = self;
+                $inner.wrap_key(key, context).await
+            }
+            async fn unwrap_key(
+                &self,
+                wrapped: &$crate::WrappedKey,
+                context: &$crate::EncryptionContext,
+            ) -> $crate::Result<$crate::DataKey> {
+                let $s = self;
+                $inner.unwrap_key(wrapped, context).await
+            }
+            async fn generate_data_key(
+                &self,
+                context: &$crate::EncryptionContext,
+            ) -> $crate::Result<($crate::DataKey, $crate::WrappedKey)> {
+                let $s = self;
+                $inner.generate_data_key(context).await
+            }
+        }
+    };
+    (impl [$($generics:tt)*] for $ty:ty, inner: |$s:ident| $inner:expr, around: $around:ident) => {
+        #[async_trait::async_trait]
+        #[deny(clippy::missing_trait_methods)]
+        impl<$($generics)*> $crate::KmsProvider for $ty {
+            fn name(&self) -> &str {
+                let $s = self;
+                $inner.name()
+            }
+            fn master_key_ref(&self) -> String {
+                let $s = self;
+                $inner.master_key_ref()
+            }
+            fn is_retired(&self, master_key_ref: &str) -> bool {
+                let $s = self;
+                $inner.is_retired(master_key_ref)
+            }
+            async fn wrap_key(
+                &self,
+                key: &$crate::DataKey,
+                context: &$crate::EncryptionContext,
+            ) -> $crate::Result<$crate::WrappedKey> {
+                self.$around($crate::provider::KmsCall::Wrap, || {
+                    let $s = self;
+                    $inner.wrap_key(key, context)
+                })
+                .await
+            }
+            async fn unwrap_key(
+                &self,
+                wrapped: &$crate::WrappedKey,
+                context: &$crate::EncryptionContext,
+            ) -> $crate::Result<$crate::DataKey> {
+                self.$around($crate::provider::KmsCall::Unwrap, || {
+                    let $s = self;
+                    $inner.unwrap_key(wrapped, context)
+                })
+                .await
+            }
+            async fn generate_data_key(
+                &self,
+                context: &$crate::EncryptionContext,
+            ) -> $crate::Result<($crate::DataKey, $crate::WrappedKey)> {
+                self.$around($crate::provider::KmsCall::GenerateDataKey, || {
+                    let $s = self;
+                    $inner.generate_data_key(context)
+                })
+                .await
+            }
+        }
+    };
 }
+
+pub(crate) use forward_kms_provider;
+
+forward_kms_provider!(impl [T: KmsProvider + ?Sized] for Arc<T>, inner: |s| (**s));
+forward_kms_provider!(impl [T: KmsProvider + ?Sized] for Box<T>, inner: |s| (**s));

@@ -262,9 +262,12 @@ pub trait KeyRepository: Send + Sync + Debug {
 /// Largest number of ids passed to one [`KeyRepository::key_stamps`] call.
 pub const KEY_STAMPS_BATCH: usize = 500;
 
+/// Implements [`KeyRepository`] for a smart pointer by forwarding every method; the impl denies
+/// `clippy::missing_trait_methods`, so a new trait method cannot be left out.
 macro_rules! forward_repository {
     ($ty:ty) => {
         #[async_trait]
+        #[deny(clippy::missing_trait_methods)]
         impl<T: KeyRepository + ?Sized> KeyRepository for $ty {
             async fn load_current(
                 &self,

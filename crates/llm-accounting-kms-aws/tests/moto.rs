@@ -372,11 +372,13 @@ async fn a_refused_connection_is_retried_then_unavailable() {
         .generate_data_key(&ctx("openai", None, 1))
         .await
         .expect_err("nothing listens");
+    // Unavailable; after the retries are spent, no longer retryable (a caller's own retry
+    // would multiply the attempts).
     assert!(
         matches!(
             err,
             Error::ProviderUnavailable {
-                retryable: true,
+                retryable: false,
                 ..
             }
         ),
@@ -546,7 +548,7 @@ async fn throttling_and_server_errors_are_retried() {
 }
 
 #[tokio::test]
-async fn a_hung_kms_times_out_as_retryable() {
+async fn a_hung_kms_times_out_and_is_retried() {
     // Accepts connections and never answers.
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
@@ -572,11 +574,13 @@ async fn a_hung_kms_times_out_as_retryable() {
         .generate_data_key(&ctx("openai", None, 1))
         .await
         .expect_err("hangs");
+    // Each timed-out attempt was retryable (it was retried); the final error, with the
+    // retries spent, is not.
     assert!(
         matches!(
             err,
             Error::ProviderUnavailable {
-                retryable: true,
+                retryable: false,
                 ..
             }
         ),

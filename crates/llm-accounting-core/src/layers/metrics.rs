@@ -1,11 +1,11 @@
 //! The metrics layer: counts calls to a provider, their failures, and retries.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use async_trait::async_trait;
-
-use crate::{DataKey, EncryptionContext, KmsProvider, Result, WrappedKey};
+use crate::provider::KmsCall;
+use crate::{KmsProvider, Result};
 
 /// Counters shared by the [`Metrics`] layer (calls and failures) and the
 /// [`crate::layers::Retry`] layer (retries). Cheap to read at any time with
@@ -129,44 +129,50 @@ impl<P: KmsProvider> Metrics<P> {
     pub fn inner(&self) -> &P {
         &self.inner
     }
+
+    /// Makes the call and counts it, and its failure if it fails.
+    async fn around<T, F, Fut>(&self, call: KmsCall, mut make_call: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let result = make_call().await;
+        let counter = match call {
+            KmsCall::Wrap => &self.metrics.wraps,
+            KmsCall::Unwrap => &self.metrics.unwraps,
+            KmsCall::GenerateDataKey => &self.metrics.generates,
+        };
+        self.metrics.record(counter, &result);
+        result
+    }
 }
 
-#[async_trait]
-impl<P: KmsProvider> KmsProvider for Metrics<P> {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
+crate::provider::forward_kms_provider!(
+    impl [P: KmsProvider] for Metrics<P>,
+    inner: |s| s.inner,
+    around: around
+);
 
-    fn master_key_ref(&self) -> String {
-        self.inner.master_key_ref()
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DataKey;
+    use crate::layers::fake::{Fake, Step, ctx, wrapped};
 
-    fn is_retired(&self, master_key_ref: &str) -> bool {
-        self.inner.is_retired(master_key_ref)
-    }
-
-    async fn wrap_key(&self, key: &DataKey, context: &EncryptionContext) -> Result<WrappedKey> {
-        let result = self.inner.wrap_key(key, context).await;
-        self.metrics.record(&self.metrics.wraps, &result);
-        result
-    }
-
-    async fn unwrap_key(
-        &self,
-        wrapped: &WrappedKey,
-        context: &EncryptionContext,
-    ) -> Result<DataKey> {
-        let result = self.inner.unwrap_key(wrapped, context).await;
-        self.metrics.record(&self.metrics.unwraps, &result);
-        result
-    }
-
-    async fn generate_data_key(
-        &self,
-        context: &EncryptionContext,
-    ) -> Result<(DataKey, WrappedKey)> {
-        let result = self.inner.generate_data_key(context).await;
-        self.metrics.record(&self.metrics.generates, &result);
-        result
+    #[tokio::test]
+    async fn every_call_and_failure_is_counted_by_kind() {
+        let fake = Fake::new(&[Step::Ok, Step::Down, Step::Denied]);
+        let metrics = Arc::new(KmsMetrics::new());
+        let p = Metrics::new(Arc::clone(&fake), Arc::clone(&metrics));
+        p.wrap_key(&DataKey::generate().expect("rng"), &ctx())
+            .await
+            .expect("wrap");
+        p.unwrap_key(&wrapped(), &ctx()).await.expect_err("down");
+        p.generate_data_key(&ctx()).await.expect_err("denied");
+        let m = metrics.snapshot();
+        assert_eq!((m.wraps, m.unwraps, m.generates), (1, 1, 1));
+        assert_eq!((m.failures, m.retryable_failures, m.retries), (2, 1, 0));
+        assert_eq!(m.calls(), 3);
+        assert_eq!(fake.calls(), 3);
     }
 }

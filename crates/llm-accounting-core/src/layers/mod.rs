@@ -33,6 +33,8 @@
 //! # }
 //! ```
 
+#[cfg(test)]
+mod fake;
 mod metrics;
 mod retry;
 mod timeout;
@@ -78,4 +80,73 @@ pub fn stack(
     };
     let counted = Metrics::new(timed, Arc::clone(&metrics));
     Arc::new(Retry::new(counted, options.retry.clone()).with_metrics(metrics))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::layers::fake::{Fake, Step, ctx, wrapped};
+
+    fn policy(max_attempts: u32) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            max_elapsed: Duration::from_secs(60),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timeouts_are_retryable_and_counted() {
+        // First call hangs for a minute, second answers at once.
+        let fake = Fake::new(&[Step::Slow(Duration::from_secs(60))]);
+        let metrics = Arc::new(KmsMetrics::new());
+        let p = stack(
+            Arc::clone(&fake) as Arc<dyn KmsProvider>,
+            &LayerOptions {
+                retry: policy(3),
+                timeout: Some(Duration::from_millis(500)),
+            },
+            Arc::clone(&metrics),
+        );
+        let start = Instant::now();
+        p.unwrap_key(&wrapped(), &ctx())
+            .await
+            .expect("second attempt");
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+        let m = metrics.snapshot();
+        assert_eq!(
+            (m.unwraps, m.failures, m.retryable_failures, m.retries),
+            (2, 1, 1, 1)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn layers_keep_the_inner_name_and_forward_generate() {
+        let fake = Fake::new(&[]);
+        let metrics = Arc::new(KmsMetrics::new());
+        let p = stack(
+            Arc::clone(&fake) as Arc<dyn KmsProvider>,
+            &LayerOptions::default(),
+            Arc::clone(&metrics),
+        );
+        assert_eq!(p.name(), "fake");
+        assert_eq!(p.master_key_ref(), "fake-mk");
+        let (_, w) = p.generate_data_key(&ctx()).await.expect("generate");
+        assert_eq!(w.provider, "fake");
+        let m = metrics.snapshot();
+        // The fake's default generate_data_key is one wrap inside the provider: one call.
+        assert_eq!((m.generates, m.wraps, m.calls()), (1, 0, 1));
+        let before = m;
+        p.unwrap_key(&wrapped(), &ctx()).await.expect("unwrap");
+        assert_eq!(metrics.snapshot().since(&before).calls(), 1);
+        metrics.reset();
+        assert_eq!(metrics.snapshot(), KmsMetricsSnapshot::default());
+    }
 }

@@ -6,11 +6,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use tokio::time::Instant;
 
 use crate::layers::KmsMetrics;
-use crate::{DataKey, EncryptionContext, Error, KmsProvider, Result, WrappedKey};
+use crate::provider::KmsCall;
+use crate::{Error, KmsProvider, Result};
 
 /// When and how often the [`Retry`] layer tries a call again.
 ///
@@ -112,7 +112,9 @@ impl std::error::Error for GaveUp {
 /// reference are the inner provider's.
 ///
 /// When it gives up after more than one attempt, the returned
-/// [`Error::ProviderUnavailable`] says how many attempts were made.
+/// [`Error::ProviderUnavailable`] says how many attempts were made, and is no longer
+/// retryable ([`Error::is_retryable`] is false), so that callers above do not multiply the
+/// attempts.
 #[derive(Debug)]
 pub struct Retry<P> {
     inner: P,
@@ -146,16 +148,18 @@ impl<P: KmsProvider> Retry<P> {
         &self.inner
     }
 
-    async fn retrying<T, F, Fut>(&self, operation: &'static str, mut call: F) -> Result<T>
+    /// Makes the call, and makes it again after retryable failures, following the policy.
+    async fn around<T, F, Fut>(&self, call: KmsCall, mut make_call: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
+        let operation = call.operation();
         let start = Instant::now();
         let max_attempts = self.policy.max_attempts.max(1);
         let mut attempt = 1;
         loop {
-            let error = match call().await {
+            let error = match make_call().await {
                 Ok(value) => return Ok(value),
                 Err(e) if !e.is_retryable() => return Err(e),
                 Err(e) => e,
@@ -182,7 +186,10 @@ impl<P: KmsProvider> Retry<P> {
     }
 }
 
-/// Adds the attempt count to an error that outlived its retries.
+/// Adds the attempt count to an error that outlived its retries, and marks it as no longer
+/// retryable: the retries are spent, and a caller that retried it again would multiply the
+/// attempts (and the load on a KMS that is already struggling). It is still
+/// [`Error::ProviderUnavailable`], so the caller still learns that the KMS is unavailable.
 fn gave_up(error: Error, attempts: u32, elapsed: Duration) -> Error {
     if attempts < 2 {
         return error;
@@ -191,12 +198,12 @@ fn gave_up(error: Error, attempts: u32, elapsed: Duration) -> Error {
         Error::ProviderUnavailable {
             provider,
             operation,
-            retryable,
             source,
+            ..
         } => Error::ProviderUnavailable {
             provider,
             operation,
-            retryable,
+            retryable: false,
             source: Some(Arc::new(GaveUp {
                 attempts,
                 elapsed,
@@ -207,158 +214,22 @@ fn gave_up(error: Error, attempts: u32, elapsed: Duration) -> Error {
     }
 }
 
-#[async_trait]
-impl<P: KmsProvider> KmsProvider for Retry<P> {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    fn master_key_ref(&self) -> String {
-        self.inner.master_key_ref()
-    }
-
-    fn is_retired(&self, master_key_ref: &str) -> bool {
-        self.inner.is_retired(master_key_ref)
-    }
-
-    async fn wrap_key(&self, key: &DataKey, context: &EncryptionContext) -> Result<WrappedKey> {
-        self.retrying("wrap", || self.inner.wrap_key(key, context))
-            .await
-    }
-
-    async fn unwrap_key(
-        &self,
-        wrapped: &WrappedKey,
-        context: &EncryptionContext,
-    ) -> Result<DataKey> {
-        self.retrying("unwrap", || self.inner.unwrap_key(wrapped, context))
-            .await
-    }
-
-    async fn generate_data_key(
-        &self,
-        context: &EncryptionContext,
-    ) -> Result<(DataKey, WrappedKey)> {
-        self.retrying("generate data key", || {
-            self.inner.generate_data_key(context)
-        })
-        .await
-    }
-}
+crate::provider::forward_kms_provider!(
+    impl [P: KmsProvider] for Retry<P>,
+    inner: |s| s.inner,
+    around: around
+);
 
 #[cfg(test)]
 mod tests {
-    use std::collections::VecDeque;
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::atomic::Ordering;
 
-    use uuid::Uuid;
+    use async_trait::async_trait;
 
     use super::*;
-    use crate::KeyIdentity;
-    use crate::layers::{LayerOptions, Metrics, Timeout, stack};
-
-    /// What one call to the fake does.
-    #[derive(Debug, Clone, Copy)]
-    enum Step {
-        Ok,
-        /// Retryable unavailable.
-        Down,
-        /// Non-retryable unavailable.
-        Broken,
-        Denied,
-        Integrity,
-        /// Takes this long, then succeeds.
-        Slow(Duration),
-    }
-
-    /// A provider that follows a script, one step per call (then succeeds), counting calls.
-    #[derive(Debug)]
-    struct Fake {
-        script: Mutex<VecDeque<Step>>,
-        calls: AtomicU32,
-    }
-
-    impl Fake {
-        fn new(steps: &[Step]) -> Arc<Self> {
-            Arc::new(Fake {
-                script: Mutex::new(steps.iter().copied().collect()),
-                calls: AtomicU32::new(0),
-            })
-        }
-
-        fn calls(&self) -> u32 {
-            self.calls.load(Ordering::SeqCst)
-        }
-
-        async fn step(&self, operation: &'static str) -> Result<()> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            let step = self
-                .script
-                .lock()
-                .expect("script lock")
-                .pop_front()
-                .unwrap_or(Step::Ok);
-            let unavailable = |retryable| Error::ProviderUnavailable {
-                provider: "fake".into(),
-                operation,
-                retryable,
-                source: Some(Arc::new(std::io::Error::from(
-                    std::io::ErrorKind::ConnectionRefused,
-                ))),
-            };
-            match step {
-                Step::Ok => Ok(()),
-                Step::Down => Err(unavailable(true)),
-                Step::Broken => Err(unavailable(false)),
-                Step::Denied => Err(Error::AccessDenied {
-                    provider: "fake".into(),
-                    operation,
-                    reason: "the master key is disabled".into(),
-                    source: None,
-                }),
-                Step::Integrity => Err(Error::integrity()),
-                Step::Slow(d) => {
-                    tokio::time::sleep(d).await;
-                    Ok(())
-                }
-            }
-        }
-    }
-
-    #[async_trait]
-    impl KmsProvider for Fake {
-        fn name(&self) -> &str {
-            "fake"
-        }
-        fn master_key_ref(&self) -> String {
-            "fake-mk".into()
-        }
-        async fn wrap_key(&self, _key: &DataKey, _c: &EncryptionContext) -> Result<WrappedKey> {
-            self.step("wrap").await?;
-            Ok(WrappedKey {
-                provider: "fake".into(),
-                master_key_ref: "fake-mk".into(),
-                ciphertext: vec![1, 2, 3],
-            })
-        }
-        async fn unwrap_key(&self, _w: &WrappedKey, _c: &EncryptionContext) -> Result<DataKey> {
-            self.step("unwrap").await?;
-            DataKey::from_slice(&[7u8; 32])
-        }
-    }
-
-    fn ctx() -> EncryptionContext {
-        EncryptionContext::new(Uuid::nil(), KeyIdentity::new("openai").expect("valid"), 1)
-    }
-
-    fn wrapped() -> WrappedKey {
-        WrappedKey {
-            provider: "fake".into(),
-            master_key_ref: "fake-mk".into(),
-            ciphertext: vec![1, 2, 3],
-        }
-    }
+    use crate::layers::Metrics;
+    use crate::layers::fake::{Fake, Step, ctx, error_chain, wrapped};
+    use crate::{DataKey, EncryptionContext, WrappedKey};
 
     fn policy(max_attempts: u32) -> RetryPolicy {
         RetryPolicy {
@@ -437,7 +308,8 @@ mod tests {
             (m.wraps, m.failures, m.retryable_failures, m.retries),
             (4, 4, 4, 3)
         );
-        assert!(err.is_retryable(), "still an outage: {err:?}");
+        // Still an outage, but the retries are spent: not retryable any more.
+        assert!(!err.is_retryable(), "retries spent: {err:?}");
         assert!(matches!(
             err,
             Error::ProviderUnavailable {
@@ -523,78 +395,6 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn timeouts_are_retryable_and_counted() {
-        // First call hangs for a minute, second answers at once.
-        let fake = Fake::new(&[Step::Slow(Duration::from_secs(60))]);
-        let metrics = Arc::new(KmsMetrics::new());
-        let p = stack(
-            Arc::clone(&fake) as Arc<dyn KmsProvider>,
-            &LayerOptions {
-                retry: policy(3),
-                timeout: Some(Duration::from_millis(500)),
-            },
-            Arc::clone(&metrics),
-        );
-        let start = Instant::now();
-        p.unwrap_key(&wrapped(), &ctx())
-            .await
-            .expect("second attempt");
-        assert!(
-            start.elapsed() < Duration::from_secs(2),
-            "{:?}",
-            start.elapsed()
-        );
-        let m = metrics.snapshot();
-        assert_eq!(
-            (m.unwraps, m.failures, m.retryable_failures, m.retries),
-            (2, 1, 1, 1)
-        );
-
-        // A timeout alone, without retries, is a retryable unavailable error that says so.
-        let fake = Fake::new(&[Step::Slow(Duration::from_secs(60))]);
-        let t = Timeout::new(Arc::clone(&fake), Duration::from_millis(250));
-        let err = t
-            .unwrap_key(&wrapped(), &ctx())
-            .await
-            .expect_err("timed out");
-        assert!(err.is_retryable());
-        assert!(matches!(
-            err,
-            Error::ProviderUnavailable {
-                operation: "unwrap",
-                ..
-            }
-        ));
-        assert!(
-            error_chain(&err).contains("no answer within 250 ms"),
-            "{err:?}"
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn layers_keep_the_inner_name_and_forward_generate() {
-        let fake = Fake::new(&[]);
-        let metrics = Arc::new(KmsMetrics::new());
-        let p = stack(
-            Arc::clone(&fake) as Arc<dyn KmsProvider>,
-            &LayerOptions::default(),
-            Arc::clone(&metrics),
-        );
-        assert_eq!(p.name(), "fake");
-        assert_eq!(p.master_key_ref(), "fake-mk");
-        let (_, w) = p.generate_data_key(&ctx()).await.expect("generate");
-        assert_eq!(w.provider, "fake");
-        let m = metrics.snapshot();
-        // The fake's default generate_data_key is one wrap inside the provider: one call.
-        assert_eq!((m.generates, m.wraps, m.calls()), (1, 0, 1));
-        let before = m;
-        p.unwrap_key(&wrapped(), &ctx()).await.expect("unwrap");
-        assert_eq!(metrics.snapshot().since(&before).calls(), 1);
-        metrics.reset();
-        assert_eq!(metrics.snapshot(), KmsMetricsSnapshot::default());
-    }
-
     #[test]
     fn backoff_grows_caps_and_jitters() {
         let p = RetryPolicy {
@@ -625,16 +425,24 @@ mod tests {
         assert_eq!(zero.backoff(1), Duration::ZERO);
     }
 
-    use crate::layers::KmsMetricsSnapshot;
-
-    fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-        let mut text = e.to_string();
-        let mut cur = e.source();
-        while let Some(s) = cur {
-            text.push_str(": ");
-            text.push_str(&s.to_string());
-            cur = s.source();
-        }
-        text
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_that_retries_does_not_multiply_the_attempts() {
+        // A retry layer above another (as a caller's own retry loop would be): once the inner
+        // one gives up, its error is no longer retryable, so the outer one stops at once.
+        let fake = Fake::new(&[Step::Down; 20]);
+        let (inner, metrics) = retry(&fake, policy(3));
+        let outer = Retry::new(inner, policy(3));
+        let err = outer
+            .unwrap_key(&wrapped(), &ctx())
+            .await
+            .expect_err("down");
+        assert_eq!(fake.calls(), 3, "3 attempts, not 3 x 3");
+        assert_eq!(metrics.snapshot().retries, 2);
+        assert!(!err.is_retryable(), "{err:?}");
+        assert!(matches!(err, Error::ProviderUnavailable { .. }), "{err:?}");
+        assert!(
+            error_chain(&err).contains("gave up after 3 attempts"),
+            "{err:?}"
+        );
     }
 }

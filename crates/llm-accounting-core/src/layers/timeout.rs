@@ -5,9 +5,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-
-use crate::{DataKey, EncryptionContext, Error, KmsProvider, Result, WrappedKey};
+use crate::provider::KmsCall;
+use crate::{Error, KmsProvider, Result};
 
 /// A [`KmsProvider`] that gives each call to the provider it wraps at most a fixed time. A call
 /// that takes longer is abandoned and fails with a retryable
@@ -46,12 +45,14 @@ impl<P: KmsProvider> Timeout<P> {
         &self.inner
     }
 
-    async fn limited<T>(
-        &self,
-        operation: &'static str,
-        call: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
-        match tokio::time::timeout(self.limit, call).await {
+    /// Makes the call, giving it at most the limit.
+    async fn around<T, F, Fut>(&self, call: KmsCall, mut make_call: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let operation = call.operation();
+        match tokio::time::timeout(self.limit, make_call()).await {
             Ok(result) => result,
             Err(_) => {
                 tracing::debug!(
@@ -71,39 +72,42 @@ impl<P: KmsProvider> Timeout<P> {
     }
 }
 
-#[async_trait]
-impl<P: KmsProvider> KmsProvider for Timeout<P> {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
+crate::provider::forward_kms_provider!(
+    impl [P: KmsProvider] for Timeout<P>,
+    inner: |s| s.inner,
+    around: around
+);
 
-    fn master_key_ref(&self) -> String {
-        self.inner.master_key_ref()
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::fake::{Fake, Step, ctx, error_chain, wrapped};
 
-    fn is_retired(&self, master_key_ref: &str) -> bool {
-        self.inner.is_retired(master_key_ref)
-    }
-
-    async fn wrap_key(&self, key: &DataKey, context: &EncryptionContext) -> Result<WrappedKey> {
-        self.limited("wrap", self.inner.wrap_key(key, context))
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_is_a_retryable_unavailable_error() {
+        // A timeout alone, without retries, is a retryable unavailable error that says so.
+        let fake = Fake::new(&[Step::Slow(Duration::from_secs(60))]);
+        let t = Timeout::new(Arc::clone(&fake), Duration::from_millis(250));
+        let err = t
+            .unwrap_key(&wrapped(), &ctx())
             .await
-    }
-
-    async fn unwrap_key(
-        &self,
-        wrapped: &WrappedKey,
-        context: &EncryptionContext,
-    ) -> Result<DataKey> {
-        self.limited("unwrap", self.inner.unwrap_key(wrapped, context))
-            .await
-    }
-
-    async fn generate_data_key(
-        &self,
-        context: &EncryptionContext,
-    ) -> Result<(DataKey, WrappedKey)> {
-        self.limited("generate data key", self.inner.generate_data_key(context))
-            .await
+            .expect_err("timed out");
+        assert!(err.is_retryable());
+        assert!(matches!(
+            err,
+            Error::ProviderUnavailable {
+                operation: "unwrap",
+                ..
+            }
+        ));
+        assert!(
+            error_chain(&err).contains("no answer within 250 ms"),
+            "{err:?}"
+        );
+        // A call within the limit passes through.
+        let fake = Fake::new(&[Step::Slow(Duration::from_millis(100))]);
+        let t = Timeout::new(Arc::clone(&fake), Duration::from_millis(250));
+        t.unwrap_key(&wrapped(), &ctx()).await.expect("in time");
+        assert_eq!(fake.calls(), 1);
     }
 }
