@@ -63,6 +63,13 @@ mod tests {
             }),
             OTHER
         );
+        // A failing random number generator is no usage error.
+        assert_eq!(
+            for_error(&Error::Random {
+                source: std::sync::Arc::new(std::io::Error::other("no entropy"))
+            }),
+            OTHER
+        );
         assert_eq!(OK, 0);
     }
 }

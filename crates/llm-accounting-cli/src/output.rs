@@ -279,18 +279,23 @@ pub(crate) fn defaults_notice(used: &DefaultsUsed) -> Option<String> {
 /// The one line printed for a failure: `error: <error>: <source>: <source>...`. A source whose
 /// text the line already holds (some errors repeat their source) is left out.
 pub(crate) fn error_line(error: &Error) -> String {
-    let mut line = format!("error: {error}");
-    let mut source = std::error::Error::source(error);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !text.is_empty() && !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = s.source();
+    let mut line = format!("error: {}", llm_accounting::error_chain(error));
+    if let Some(hint) = hint(error) {
+        line.push_str(" (");
+        line.push_str(hint);
+        line.push(')');
     }
     // One line, whatever the sources contain.
     line.replace(['\n', '\r'], " ")
+}
+
+/// What to run about an error, in this CLI's words (the library's errors name no command).
+fn hint(error: &Error) -> Option<&'static str> {
+    match error {
+        Error::Disabled { .. } => Some("enable it with `keys enable`"),
+        Error::Expired { .. } => Some("store a new value with `keys rotate`"),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -355,6 +360,29 @@ mod tests {
             error_line(&e),
             "error: opening the master key file failed for /x/master.key: denied really"
         );
+    }
+
+    #[test]
+    fn error_lines_add_the_commands_to_run() {
+        let disabled = Error::Disabled {
+            identity: "openai".into(),
+        };
+        assert_eq!(
+            error_line(&disabled),
+            "error: the API key for openai is disabled (enable it with `keys enable`)"
+        );
+        let expired = Error::Expired {
+            identity: "openai".into(),
+            expired_at: "2026-11-28T21:00:00+00:00".into(),
+        };
+        assert!(
+            error_line(&expired).ends_with("(store a new value with `keys rotate`)"),
+            "{}",
+            error_line(&expired)
+        );
+        // The library's own message names no command.
+        assert!(!disabled.to_string().contains("keys"), "{disabled}");
+        assert!(!expired.to_string().contains("keys"), "{expired}");
     }
 
     #[test]

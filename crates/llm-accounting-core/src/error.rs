@@ -23,15 +23,13 @@ pub enum Error {
         identity: String,
     },
     /// The key exists but is disabled.
-    #[error("the API key for {identity} is disabled (enable it with `keys enable`)")]
+    #[error("the API key for {identity} is disabled")]
     Disabled {
         /// The identity of the disabled key.
         identity: String,
     },
     /// The key's current value passed its expiry time; store or rotate a new value.
-    #[error(
-        "the API key for {identity} expired at {expired_at} (store a new value with `keys rotate`)"
-    )]
+    #[error("the API key for {identity} expired at {expired_at}")]
     Expired {
         /// The identity of the expired key.
         identity: String,
@@ -159,6 +157,14 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
+    /// The operating system's random number generator failed: no data key, nonce or master
+    /// key could be made. Nothing was written.
+    #[error("the operating system's random number generator failed")]
+    Random {
+        /// The underlying failure.
+        #[source]
+        source: BoxError,
+    },
     /// A local I/O failure (master key file, data directory).
     #[error("{operation} failed for {path}")]
     Io {
@@ -227,9 +233,10 @@ impl Error {
             Error::AccessDenied { .. } => ErrorKind::AccessDenied,
             Error::ProviderNotConfigured { .. } => ErrorKind::InvalidInput,
             Error::Conflict { .. } => ErrorKind::Conflict,
-            Error::Database { .. } | Error::Io { .. } | Error::Incomplete { .. } => {
-                ErrorKind::Other
-            }
+            Error::Database { .. }
+            | Error::Io { .. }
+            | Error::Incomplete { .. }
+            | Error::Random { .. } => ErrorKind::Other,
         }
     }
 

@@ -110,10 +110,7 @@ impl DataKey {
     /// A fresh random key from the operating system's CSPRNG.
     pub fn generate() -> Result<Self> {
         let mut bytes = Box::new([0u8; DATA_KEY_LEN]);
-        getrandom::fill(bytes.as_mut_slice()).map_err(|e| Error::Config {
-            message: "the operating system's random number generator failed".into(),
-            source: Some(Arc::new(std::io::Error::other(e.to_string()))),
-        })?;
+        random_bytes(bytes.as_mut_slice())?;
         Ok(DataKey(SecretBox::new(bytes)))
     }
 
@@ -148,9 +145,8 @@ impl fmt::Debug for DataKey {
 
 /// Fills `buf` from the operating system's CSPRNG.
 pub fn random_bytes(buf: &mut [u8]) -> Result<()> {
-    getrandom::fill(buf).map_err(|e| Error::Config {
-        message: "the operating system's random number generator failed".into(),
-        source: Some(Arc::new(std::io::Error::other(e.to_string()))),
+    getrandom::fill(buf).map_err(|e| Error::Random {
+        source: Arc::new(std::io::Error::other(e.to_string())),
     })
 }
 
