@@ -178,13 +178,13 @@ fn benches(c: &mut Criterion) {
     // Cold reads of one fixed set of 500 keys.
     let cold = ids("get-bench", 0, N);
     rt.block_on(store_all(&e.manager, &cold));
-    rt.block_on(e.manager.clear_cache());
+    e.manager.clear_cache();
     report(&rt, &e, "cold get of 500 keys, one by one", {
         let m = e.manager.clone();
         let cold = cold.clone();
         async move { get_each(&m, &cold).await }
     });
-    rt.block_on(e.manager.clear_cache());
+    e.manager.clear_cache();
     report(
         &rt,
         &e,
@@ -203,7 +203,7 @@ fn benches(c: &mut Criterion) {
             async move {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    m.clear_cache().await;
+                    m.clear_cache();
                     let start = Instant::now();
                     get_each(&m, &cold).await;
                     total += start.elapsed();
@@ -219,7 +219,7 @@ fn benches(c: &mut Criterion) {
             async move {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    m.clear_cache().await;
+                    m.clear_cache();
                     let start = Instant::now();
                     get_many(&m, &cold).await;
                     total += start.elapsed();
@@ -242,7 +242,7 @@ fn benches(c: &mut Criterion) {
             true,
         ),
     ] {
-        rt.block_on(slow.manager.clear_cache());
+        slow.manager.clear_cache();
         let m = slow.manager.clone();
         let cold = cold.clone();
         report(&rt, &slow, what, async move {

@@ -55,7 +55,7 @@ fn benches(c: &mut Criterion) {
             async move {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    m.clear_cache().await;
+                    m.clear_cache();
                     let start = Instant::now();
                     black_box(m.get(&id).await.unwrap());
                     total += start.elapsed();
@@ -79,7 +79,7 @@ fn benches(c: &mut Criterion) {
             async move {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    m.clear_cache().await;
+                    m.clear_cache();
                     let start = Instant::now();
                     black_box(m.get(&id).await.unwrap());
                     total += start.elapsed();

@@ -131,7 +131,7 @@ async fn a_locked_database_fails_the_store_and_keeps_the_old_key() {
     assert!(matches!(err, Error::DatabaseUnavailable { .. }), "{err:?}");
     other.execute_unprepared("ROLLBACK").await.expect("unlock");
 
-    acct.manager().clear_cache().await;
+    acct.manager().clear_cache();
     assert_eq!(
         acct.get_api_key("openai")
             .await
@@ -260,7 +260,7 @@ async fn every_changed_byte_in_the_sqlite_row_fails_with_integrity() {
         let mut bad = original.clone();
         bad[i] ^= 0x01;
         write(bad).await;
-        acct.manager().clear_cache().await;
+        acct.manager().clear_cache();
         match acct.get_api_key("openai").await {
             Err(Error::Integrity { .. }) => {}
             other => panic!(
@@ -270,7 +270,7 @@ async fn every_changed_byte_in_the_sqlite_row_fails_with_integrity() {
         }
     }
     write(original).await;
-    acct.manager().clear_cache().await;
+    acct.manager().clear_cache();
     assert!(
         acct.get_api_key("openai").await.is_ok(),
         "the restored row decrypts again"

@@ -82,7 +82,7 @@ fn decrypted_keys_are_wiped_before_their_memory_is_freed() {
         manager.store(&a, &canary_key()).await.expect("store");
         // Cached, then the caller's copy dropped: the cache still holds it.
         drop(manager.get(&a).await.expect("get"));
-        assert_eq!(manager.cached_keys().await, 1);
+        assert_eq!(manager.cached_keys(), 1);
         // The cached key's pages are locked in RAM (best effort; allowed here).
         #[cfg(target_os = "linux")]
         {
@@ -110,7 +110,7 @@ fn decrypted_keys_are_wiped_before_their_memory_is_freed() {
         drop(manager.get_previous(&a).await.expect("previous"));
         manager.store(&b, &canary_key()).await.expect("store");
         drop(manager.get(&b).await.expect("get"));
-        manager.clear_cache().await;
+        manager.clear_cache();
         manager.shutdown().await.expect("shutdown");
     });
     let unwiped = UNWIPED.load(Ordering::SeqCst);

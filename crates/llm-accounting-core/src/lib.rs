@@ -12,6 +12,7 @@
 //! Most users start from the `llm-accounting` facade crate instead.
 
 pub mod audit;
+mod batcher;
 mod cache;
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -27,9 +28,7 @@ mod memory_lock;
 mod principal;
 mod provider;
 mod provider_error;
-mod refresh;
 mod repository;
-mod rewrap;
 mod secret;
 
 pub use audit::{AuditEvent, AuditFilter, AuditLog, AuditRecord, MemoryAuditLog};
@@ -39,8 +38,8 @@ pub use envelope::Envelope;
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use identity::{KeyIdentity, MAX_NAME_CHARS, validate_name};
 pub use manager::{
-    ManagerOptions, SecureKeyManager, SecureKeyManagerBuilder, StoreOutcome, VersionInfo,
-    WriteOptions,
+    ManagerOptions, RewrapFailure, RewrapOptions, RewrapProgress, RewrapReport, SecureKeyManager,
+    SecureKeyManagerBuilder, StoreOutcome, VersionInfo, WriteOptions,
 };
 pub use memory::MemoryKeyRepository;
 pub use principal::Principal;
@@ -50,5 +49,4 @@ pub use repository::{
     KEY_STAMPS_BATCH, KeyFilter, KeyRecord, KeyRepository, KeyStamp, KeyState, VersionRecord,
     VersionState,
 };
-pub use rewrap::{RewrapFailure, RewrapOptions, RewrapProgress, RewrapReport};
 pub use secret::{ApiKey, DATA_KEY_LEN, DataKey, MAX_API_KEY_BYTES, random_bytes};

@@ -79,7 +79,7 @@ async fn fixture(n: usize) -> (Arc<SlowKms>, Arc<KmsMetrics>, SecureKeyManager) 
             .await
             .expect("store");
     }
-    manager.clear_cache().await;
+    manager.clear_cache();
     (kms, metrics, manager)
 }
 
@@ -151,7 +151,7 @@ async fn each_key_has_its_own_outcome_and_duplicates_load_once() {
     );
 
     // Duplicates asked for at the same time are loaded once (single-flight).
-    manager.clear_cache().await;
+    manager.clear_cache();
     let same = vec![user(2); 10];
     let results = manager.get_many(&same, 10).await;
     assert!(results.iter().all(|(_, k)| k.is_ok()));

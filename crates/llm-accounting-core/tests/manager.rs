@@ -246,7 +246,7 @@ async fn writes_evict_at_once() {
         f.manager.get(&a).await,
         Err(Error::NotFound { .. })
     ));
-    assert_eq!(f.manager.cached_keys().await, 0);
+    assert_eq!(f.manager.cached_keys(), 0);
 }
 
 #[tokio::test]
@@ -267,7 +267,7 @@ async fn ttl_and_size_bound() {
             .expect("store");
         f.manager.get(&id(&s, None)).await.expect("get");
     }
-    assert!(f.manager.cached_keys().await <= 3, "size bound holds");
+    assert!(f.manager.cached_keys() <= 3, "size bound holds");
     let a = id("svc0", None);
     f.manager.get(&a).await.expect("get");
     let n = f.provider.unwraps.load(Ordering::SeqCst);
@@ -278,8 +278,8 @@ async fn ttl_and_size_bound() {
         n + 1,
         "expired entry is reloaded"
     );
-    f.manager.clear_cache().await;
-    assert_eq!(f.manager.cached_keys().await, 0);
+    f.manager.clear_cache();
+    assert_eq!(f.manager.cached_keys(), 0);
 }
 
 #[tokio::test]
@@ -310,7 +310,7 @@ async fn failed_store_leaves_previous_key_intact() {
             .expect_err("invalid");
         assert!(matches!(err, Error::InvalidInput { .. }), "{err:?}");
     }
-    f.manager.clear_cache().await;
+    f.manager.clear_cache();
     assert_eq!(
         f.manager.get(&a).await.expect("get").expose_secret(),
         "sk-test-FAKE-original-00000"
@@ -348,7 +348,7 @@ async fn every_changed_byte_of_an_envelope_fails_with_integrity() {
         let mut bad = original.clone();
         bad[i] ^= 0x20;
         f.repo.overwrite_envelope(out.key_id, 1, bad);
-        f.manager.clear_cache().await;
+        f.manager.clear_cache();
         match f.manager.get(&a).await {
             Err(Error::Integrity { identity: Some(_) }) => {}
             other => panic!("byte {i}: expected integrity error, got {other:?}"),
@@ -401,7 +401,7 @@ async fn ciphertexts_moved_between_identities_or_versions_fail() {
         ("another version", env(a.key_id, 1)),
     ] {
         f.repo.overwrite_envelope(a2.key_id, 2, moved);
-        f.manager.clear_cache().await;
+        f.manager.clear_cache();
         assert!(
             matches!(f.manager.get(&alice).await, Err(Error::Integrity { .. })),
             "{what}: moved ciphertext must not decrypt"
@@ -412,7 +412,7 @@ async fn ciphertexts_moved_between_identities_or_versions_fail() {
     relabelled.key_version = 2;
     f.repo
         .overwrite_envelope(a2.key_id, 2, relabelled.to_bytes().expect("encode"));
-    f.manager.clear_cache().await;
+    f.manager.clear_cache();
     assert!(matches!(
         f.manager.get(&alice).await,
         Err(Error::Integrity { .. })
@@ -563,7 +563,7 @@ async fn a_bound_manager_reads_its_own_and_shared_keys_only() {
             .await
             .expect("an unbound manager stores anything");
     }
-    f.manager.clear_cache().await;
+    f.manager.clear_cache();
     let alice = f
         .manager
         .bound_to(Principal::new(Some("alice"), Some("search")).expect("principal"));

@@ -220,7 +220,7 @@ async fn a_disabled_key_is_a_clear_error_and_nothing_is_lost() {
         .store(&id, &ApiKey::new(original.into()))
         .await
         .expect("store");
-    manager.clear_cache().await;
+    manager.clear_cache();
 
     client
         .disable_key()

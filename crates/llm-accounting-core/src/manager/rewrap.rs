@@ -18,6 +18,7 @@
 
 use std::sync::Arc;
 
+use super::checked_envelope;
 use crate::{
     Envelope, Error, KeyIdentity, KeyRecord, KmsProvider, Result, SecureKeyManager, VersionRecord,
     envelope,
@@ -212,15 +213,9 @@ impl SecureKeyManager {
         version: &VersionRecord,
         options: &RewrapOptions,
     ) -> Result<Outcome> {
-        let env = Envelope::from_bytes(&version.envelope)?;
-        if version.key_id != key.id
-            || env.wrapped.provider != version.provider
-            || env.wrapped.master_key_ref != version.master_key_ref
-        {
-            return Err(Error::integrity().with_identity(&key.identity));
-        }
+        let (env, context) =
+            checked_envelope(key, version).map_err(|e| e.with_identity(&key.identity))?;
         let source = self.provider_named(&version.provider)?;
-        let context = crate::EncryptionContext::new(key.id, key.identity.clone(), version.version);
         let new_env = if options.reencrypt {
             let value = envelope::open(source.as_ref(), &context, &env)
                 .await

@@ -13,12 +13,47 @@
 //! revoked meanwhile.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 
+use super::Inner;
 use crate::cache::KeyCache;
-use crate::{KEY_STAMPS_BATCH, KeyRepository, KeyState, Result};
+use crate::{KEY_STAMPS_BATCH, KeyRepository, KeyState, Result, SecureKeyManager};
+
+impl SecureKeyManager {
+    /// Starts the background check of cached keys against the store, once, on the Tokio
+    /// runtime of the first cache miss. It ends when the last clone of the manager is dropped.
+    pub(super) fn ensure_refresher(&self) {
+        let interval = self.inner.refresh_interval;
+        if interval.is_zero() || self.inner.refresher_started.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.inner.refresher_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        handle.spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else {
+                    break;
+                };
+                if let Err(e) = check_cached(&inner.cache, inner.repo.as_ref()).await {
+                    tracing::warn!(error = %e, "could not check cached keys against the store");
+                }
+            }
+        });
+    }
+}
 
 /// Checks every cached entry against `repo` once; drops the ones that changed.
-pub(crate) async fn check_cached(cache: &KeyCache, repo: &dyn KeyRepository) -> Result<()> {
+async fn check_cached(cache: &KeyCache, repo: &dyn KeyRepository) -> Result<()> {
     let started_ms = cache.now_ms();
     let entries = cache.snapshot();
     for chunk in entries.chunks(KEY_STAMPS_BATCH) {

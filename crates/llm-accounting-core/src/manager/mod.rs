@@ -1,0 +1,255 @@
+//! [`SecureKeyManager`]: store, get, list, rotate, disable, enable and delete API keys.
+//!
+//! The manager is split by concern: [`write`] (store, rotate), [`read`] (get, get_previous,
+//! get_many), [`lifecycle`] (versions, list, disable, enable, delete), [`audit`] (the trail of
+//! every operation), [`rewrap`] (moving data keys under another master key) and [`refresh`]
+//! (checking cached keys against the store). This module holds the type, its builder and what
+//! every operation shares.
+
+mod audit;
+mod lifecycle;
+mod options;
+mod read;
+mod refresh;
+mod rewrap;
+mod write;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use crate::audit::AuditLog;
+use crate::cache::KeyCache;
+use crate::last_used::LastUsed;
+use crate::{
+    EncryptionContext, Envelope, Error, KeyIdentity, KeyRecord, KeyRepository, KmsProvider,
+    Principal, Result, VersionRecord,
+};
+
+use self::audit::AuditTrail;
+pub use self::options::{ManagerOptions, StoreOutcome, VersionInfo, WriteOptions};
+pub use self::rewrap::{RewrapFailure, RewrapOptions, RewrapProgress, RewrapReport};
+
+/// Stores and serves API keys: envelope encryption through a [`KmsProvider`], persistence
+/// through a [`KeyRepository`], and a cache of decrypted keys.
+///
+/// Cheap to clone (one `Arc`); clones share the cache.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use llm_accounting_core::*;
+/// # async fn demo(provider: Arc<dyn KmsProvider>) -> Result<()> {
+/// let manager = SecureKeyManager::new(provider, Arc::new(MemoryKeyRepository::new()));
+/// let id = KeyIdentity::new("openai")?.with_user(Some("alice"))?;
+/// manager.store(&id, &ApiKey::new("sk-test-FAKE".into())).await?;
+/// assert_eq!(manager.get(&id).await?.expose_secret(), "sk-test-FAKE");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SecureKeyManager {
+    inner: Arc<Inner>,
+    /// When bound: whose keys this handle may read and write.
+    principal: Option<Arc<Principal>>,
+}
+
+/// What every clone of a manager shares.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    provider: Arc<dyn KmsProvider>,
+    decrypt_only: Vec<Arc<dyn KmsProvider>>,
+    repo: Arc<dyn KeyRepository>,
+    cache: KeyCache,
+    last_used: LastUsed,
+    previous_grace: Duration,
+    audit: Option<AuditTrail>,
+    /// Zero: no check of cached keys against the store.
+    refresh_interval: Duration,
+    refresher_started: AtomicBool,
+}
+
+/// Builds a [`SecureKeyManager`] with non-default settings.
+#[derive(Debug)]
+pub struct SecureKeyManagerBuilder {
+    provider: Arc<dyn KmsProvider>,
+    decrypt_only: Vec<Arc<dyn KmsProvider>>,
+    repo: Arc<dyn KeyRepository>,
+    options: ManagerOptions,
+    audit: Option<AuditTrail>,
+}
+
+impl SecureKeyManagerBuilder {
+    /// Replaces all settings.
+    pub fn options(mut self, options: ManagerOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Adds a provider used only to unwrap keys it wrapped earlier (during a migration).
+    pub fn decrypt_provider(mut self, provider: Arc<dyn KmsProvider>) -> Self {
+        self.decrypt_only.push(provider);
+        self
+    }
+
+    /// Records every operation in `log` (see [`crate::audit`]). Rows are written in batches
+    /// in the background, unless `fail_closed`: then each operation waits for its row, and
+    /// fails (a get returns no key) if the row cannot be written.
+    pub fn audit(mut self, log: Arc<dyn AuditLog>, fail_closed: bool) -> Self {
+        self.audit = Some(AuditTrail::new(log, fail_closed));
+        self
+    }
+
+    /// Builds the manager.
+    pub fn build(self) -> SecureKeyManager {
+        SecureKeyManager {
+            principal: None,
+            inner: Arc::new(Inner {
+                last_used: LastUsed::new(self.options.last_used_interval, Arc::clone(&self.repo)),
+                provider: self.provider,
+                decrypt_only: self.decrypt_only,
+                repo: self.repo,
+                cache: KeyCache::new(self.options.cache),
+                refresh_interval: self.options.cache.refresh_interval,
+                previous_grace: self.options.previous_grace,
+                audit: self.audit,
+                refresher_started: AtomicBool::new(false),
+            }),
+        }
+    }
+}
+
+impl SecureKeyManager {
+    /// A handle on the same store and cache that acts for `principal`: it reads only the
+    /// principal's keys and those shared with it, writes only the principal's own, and
+    /// refuses the rest with [`Error::Forbidden`] (rules in [`Principal`]). Rewrapping needs an
+    /// unbound manager.
+    pub fn bound_to(&self, principal: Principal) -> SecureKeyManager {
+        SecureKeyManager {
+            inner: Arc::clone(&self.inner),
+            principal: Some(Arc::new(principal)),
+        }
+    }
+
+    /// The principal this handle is bound to, if any.
+    pub fn principal(&self) -> Option<&Principal> {
+        self.principal.as_deref()
+    }
+
+    fn check_read(&self, identity: &KeyIdentity) -> Result<()> {
+        self.principal
+            .as_ref()
+            .map_or(Ok(()), |p| p.check(identity, false))
+    }
+
+    fn check_write(&self, identity: &KeyIdentity) -> Result<()> {
+        self.principal
+            .as_ref()
+            .map_or(Ok(()), |p| p.check(identity, true))
+    }
+
+    /// Refuses operations on the whole store (rewrap) to a bound handle.
+    pub(crate) fn check_unbound(&self, operation: &str) -> Result<()> {
+        match &self.principal {
+            None => Ok(()),
+            Some(p) => Err(Error::Forbidden {
+                identity: format!("every key ({operation})"),
+                principal: p.to_string(),
+            }),
+        }
+    }
+
+    /// A manager with default settings.
+    pub fn new(provider: Arc<dyn KmsProvider>, repo: Arc<dyn KeyRepository>) -> Self {
+        Self::builder(provider, repo).build()
+    }
+
+    /// A builder, for settings other than the defaults.
+    pub fn builder(
+        provider: Arc<dyn KmsProvider>,
+        repo: Arc<dyn KeyRepository>,
+    ) -> SecureKeyManagerBuilder {
+        SecureKeyManagerBuilder {
+            provider,
+            decrypt_only: Vec::new(),
+            audit: None,
+            repo,
+            options: ManagerOptions::default(),
+        }
+    }
+
+    /// The provider new keys are wrapped with.
+    pub fn provider(&self) -> &Arc<dyn KmsProvider> {
+        &self.inner.provider
+    }
+
+    /// The repository.
+    pub fn repository(&self) -> &Arc<dyn KeyRepository> {
+        &self.inner.repo
+    }
+
+    /// The provider named `name`: the main one, or one added to unwrap old keys.
+    pub(crate) fn provider_named(&self, name: &str) -> Result<&Arc<dyn KmsProvider>> {
+        std::iter::once(&self.inner.provider)
+            .chain(self.inner.decrypt_only.iter())
+            .find(|p| p.name() == name)
+            .ok_or_else(|| Error::ProviderNotConfigured {
+                provider: name.to_owned(),
+            })
+    }
+
+    /// The key record of `identity`, or [`Error::NotFound`].
+    async fn require_key(&self, identity: &KeyIdentity) -> Result<KeyRecord> {
+        self.inner
+            .repo
+            .find_key(identity)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                identity: identity.to_string(),
+            })
+    }
+
+    /// Writes pending audit rows and `last_used_at` times now.
+    pub async fn flush(&self) -> Result<()> {
+        let audit = match &self.inner.audit {
+            Some(a) => a.flush().await,
+            None => Ok(()),
+        };
+        self.inner.last_used.flush().await.and(audit)
+    }
+
+    /// Empties the cache, wiping every decrypted key that no caller still holds.
+    pub fn clear_cache(&self) {
+        self.inner.cache.clear();
+    }
+
+    /// Number of keys in the cache.
+    pub fn cached_keys(&self) -> u64 {
+        self.inner.cache.len()
+    }
+
+    /// Flushes pending audit rows and last-used times and clears the cache. Call before
+    /// exiting.
+    pub async fn shutdown(&self) -> Result<()> {
+        let flushed = self.flush().await;
+        self.clear_cache();
+        flushed
+    }
+}
+
+/// The envelope of a stored version and the context it is bound to, once the row and the
+/// envelope are checked to agree: the version belongs to `key`, and the envelope names the
+/// provider and master key the row records. Any disagreement is the (identity-less)
+/// integrity error. Every path that opens or rewraps a stored version starts here.
+pub(crate) fn checked_envelope(
+    key: &KeyRecord,
+    version: &VersionRecord,
+) -> Result<(Envelope, EncryptionContext)> {
+    let env = Envelope::from_bytes(&version.envelope)?;
+    if version.key_id != key.id
+        || env.wrapped.provider != version.provider
+        || env.wrapped.master_key_ref != version.master_key_ref
+    {
+        return Err(Error::integrity());
+    }
+    let context = EncryptionContext::new(key.id, key.identity.clone(), version.version);
+    Ok((env, context))
+}

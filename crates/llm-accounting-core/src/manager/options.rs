@@ -1,0 +1,84 @@
+//! Settings of a manager and of one write, and what writes and listings return.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use crate::{CacheOptions, VersionRecord, VersionState};
+
+/// Settings of a [`SecureKeyManager`](crate::SecureKeyManager).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagerOptions {
+    /// Cache of decrypted keys.
+    pub cache: CacheOptions,
+    /// `last_used_at` is written at most once per key per this interval (default 60 s).
+    pub last_used_interval: Duration,
+    /// After a rotation the previous value stays readable (`get_previous`) this long, then is
+    /// retired and its ciphertext wiped (default 24 h).
+    pub previous_grace: Duration,
+}
+
+impl Default for ManagerOptions {
+    fn default() -> Self {
+        ManagerOptions {
+            cache: CacheOptions::default(),
+            last_used_interval: Duration::from_secs(60),
+            previous_grace: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Options of one store or rotate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// When the new value expires: from then on `get` refuses it with [`Error::Expired`](crate::Error::Expired).
+    pub expires_at: Option<chrono::DateTime<Utc>>,
+}
+
+/// One version of a key, without its ciphertext (for listings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionInfo {
+    /// Version number, from 1.
+    pub version: u32,
+    /// Current, previous or retired.
+    pub state: VersionState,
+    /// Provider that wrapped the data key.
+    pub provider: String,
+    /// Master key the data key is wrapped under.
+    pub master_key_ref: String,
+    /// Non-secret hint of the value.
+    pub hint: Option<String>,
+    /// When this version was stored.
+    pub created_at: chrono::DateTime<Utc>,
+    /// When the value expires, if it does.
+    pub expires_at: Option<chrono::DateTime<Utc>>,
+    /// For a previous version: when its grace period ends.
+    pub retire_at: Option<chrono::DateTime<Utc>>,
+}
+
+impl From<&VersionRecord> for VersionInfo {
+    fn from(v: &VersionRecord) -> Self {
+        VersionInfo {
+            version: v.version,
+            state: v.state,
+            provider: v.provider.clone(),
+            master_key_ref: v.master_key_ref.clone(),
+            hint: v.hint.clone(),
+            created_at: v.created_at,
+            expires_at: v.expires_at,
+            retire_at: v.retire_at,
+        }
+    }
+}
+
+/// What a store or rotate produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOutcome {
+    /// The key's record id.
+    pub key_id: Uuid,
+    /// The version just written (1 for a new key).
+    pub version: u32,
+    /// Whether the identity was new.
+    pub created: bool,
+}

@@ -1,0 +1,183 @@
+//! Reading values: get (through the cache), get_previous, and get_many.
+
+use chrono::Utc;
+
+use super::checked_envelope;
+use crate::cache::Loaded;
+use crate::{
+    ApiKey, Error, KeyIdentity, KeyRecord, KeyState, Result, SecureKeyManager, VersionRecord,
+    VersionState, envelope,
+};
+
+impl SecureKeyManager {
+    /// The current value of the key. Served from the cache when possible; otherwise read,
+    /// unwrapped and decrypted once however many callers ask at the same time.
+    pub async fn get(&self, identity: &KeyIdentity) -> Result<ApiKey> {
+        if self.inner.audit.is_none() {
+            return self.get_unaudited(identity).await.map(|(key, _)| key);
+        }
+        let result = self.get_unaudited(identity).await;
+        let event = self.event("get", Some(identity)).outcome(&result);
+        let event = match &result {
+            Ok((_, hit)) => event.detail(if *hit { "cache hit" } else { "cache miss" }),
+            Err(_) => event,
+        };
+        self.audited(event, result).await.map(|(key, _)| key)
+    }
+
+    /// `get` without the audit row; also says whether it was a cache hit.
+    async fn get_unaudited(&self, identity: &KeyIdentity) -> Result<(ApiKey, bool)> {
+        self.check_read(identity)?;
+        let (hit, cached) = match self.inner.cache.get(identity) {
+            Some(hit) => (hit, true),
+            None => {
+                self.ensure_refresher();
+                let hit = self
+                    .inner
+                    .cache
+                    .get_or_load(identity, self.load(identity))
+                    .await?;
+                (hit, false)
+            }
+        };
+        self.inner.last_used.note(&hit);
+        Ok((hit.entry.key.clone(), cached))
+    }
+
+    async fn load(&self, identity: &KeyIdentity) -> Result<Loaded> {
+        let (key, version) = self
+            .inner
+            .repo
+            .load_current(identity)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                identity: identity.to_string(),
+            })?;
+        if key.state == KeyState::Disabled {
+            return Err(Error::Disabled {
+                identity: identity.to_string(),
+            });
+        }
+        check_not_expired(identity, &version)?;
+        let api_key = self
+            .open_version(&key, &version)
+            .await
+            .map_err(|e| e.with_identity(identity))?;
+        tracing::debug!(%identity, version = version.version, "loaded API key");
+        Ok(Loaded {
+            key: api_key,
+            key_id: key.id,
+            version: version.version,
+            expires_at: version.expires_at,
+        })
+    }
+
+    /// Decrypts one stored version of `key`, checking that the row, its envelope and the
+    /// requested identity agree.
+    async fn open_version(&self, key: &KeyRecord, version: &VersionRecord) -> Result<ApiKey> {
+        let (env, context) = checked_envelope(key, version)?;
+        let provider = self.provider_named(&env.wrapped.provider)?;
+        envelope::open(provider.as_ref(), &context, &env).await
+    }
+
+    /// The previous value of a rotated key, during its grace period
+    /// ([`ManagerOptions::previous_grace`](crate::ManagerOptions::previous_grace)). Never cached.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoPrevious`] when the key was never rotated or the grace period ended;
+    /// [`Error::NotFound`], [`Error::Disabled`], [`Error::Expired`] as for `get`.
+    pub async fn get_previous(&self, identity: &KeyIdentity) -> Result<ApiKey> {
+        let result = self.get_previous_unaudited(identity).await;
+        let event = self.event("get_previous", Some(identity)).outcome(&result);
+        self.audited(event, result).await
+    }
+
+    async fn get_previous_unaudited(&self, identity: &KeyIdentity) -> Result<ApiKey> {
+        self.check_read(identity)?;
+        let key = self.require_key(identity).await?;
+        if key.state == KeyState::Disabled {
+            return Err(Error::Disabled {
+                identity: identity.to_string(),
+            });
+        }
+        let now = Utc::now();
+        let versions = self.inner.repo.list_versions(key.id).await?;
+        let previous = versions
+            .iter()
+            .filter(|v| v.version < key.current_version)
+            .max_by_key(|v| v.version);
+        let no_previous = |reason: String| Error::NoPrevious {
+            identity: identity.to_string(),
+            reason,
+        };
+        let Some(previous) = previous else {
+            return Err(no_previous("the key was never rotated".into()));
+        };
+        let retired_at = match previous.state {
+            VersionState::Retired => Some(previous.retire_at),
+            _ => previous.retire_at.filter(|at| *at <= now).map(Some),
+        };
+        if let Some(at) = retired_at {
+            if let Err(e) = self.inner.repo.retire_due(Some(key.id), now).await {
+                tracing::warn!(%identity, error = %e, "could not retire old versions");
+            }
+            let when = at.map_or_else(String::new, |at| format!(" at {}", at.to_rfc3339()));
+            return Err(no_previous(format!(
+                "version {} was retired{when}, when its grace period ended",
+                previous.version
+            )));
+        }
+        check_not_expired(identity, previous)?;
+        self.open_version(&key, previous)
+            .await
+            .map_err(|e| e.with_identity(identity))
+    }
+
+    /// The current values of many keys, loading up to `concurrency` of them at the same time,
+    /// so that N cold keys cost about N / `concurrency` KMS round trips of waiting instead of N.
+    ///
+    /// Each key goes through [`SecureKeyManager::get`] (cache, single-flight loading,
+    /// last-used tracking), so a key asked for twice, or already being loaded by another
+    /// caller, is unwrapped once. Results come back in the order of `identities`, one per
+    /// identity, each with its own outcome: one missing, disabled or failing key does not
+    /// hide the others. A `concurrency` of 0 is taken as 1.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use llm_accounting_core::*;
+    /// # async fn demo(manager: SecureKeyManager) -> Result<()> {
+    /// let ids = vec![KeyIdentity::new("openai")?, KeyIdentity::new("anthropic")?];
+    /// for (identity, key) in manager.get_many(&ids, 16).await {
+    ///     match key {
+    ///         Ok(key) => println!("{identity}: {} bytes", key.len()),
+    ///         Err(e) => eprintln!("{identity}: {e}"),
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_many(
+        &self,
+        identities: &[KeyIdentity],
+        concurrency: usize,
+    ) -> Vec<(KeyIdentity, Result<ApiKey>)> {
+        use futures_util::stream::{self, StreamExt};
+
+        stream::iter(identities)
+            .map(|identity| async move { (identity.clone(), self.get(identity).await) })
+            .buffered(concurrency.max(1))
+            .collect()
+            .await
+    }
+}
+
+/// Refuses a version whose value expired.
+fn check_not_expired(identity: &KeyIdentity, version: &VersionRecord) -> Result<()> {
+    match version.expires_at {
+        Some(at) if at <= Utc::now() => Err(Error::Expired {
+            identity: identity.to_string(),
+            expired_at: at.to_rfc3339(),
+        }),
+        _ => Ok(()),
+    }
+}

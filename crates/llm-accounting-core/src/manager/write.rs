@@ -1,0 +1,179 @@
+//! Writing values: store (a new key, or a new version of one) and rotate.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use crate::{
+    ApiKey, EncryptionContext, Error, KeyIdentity, KeyRecord, KeyState, Result, SecureKeyManager,
+    StoreOutcome, VersionRecord, VersionState, WriteOptions, envelope,
+};
+
+/// How many times a write that lost an optimistic-concurrency race is tried in all.
+const MAX_WRITE_ATTEMPTS: u32 = 8;
+
+/// A random pause before trying a lost write again: up to 2^attempt ms (at most 128 ms), so
+/// that writers racing for one key spread out instead of colliding again.
+fn conflict_backoff(attempt: u32) -> Duration {
+    let mut b = [0u8; 2];
+    let r = crate::random_bytes(&mut b).map_or(0, |()| u16::from_le_bytes(b));
+    let cap_ms = 1u64 << attempt.min(7);
+    Duration::from_micros(u64::from(r) * cap_ms * 1000 / u64::from(u16::MAX))
+}
+
+impl SecureKeyManager {
+    /// Stores `key` under `identity`: a new key, or a new current version of an existing one
+    /// (the old value stays as the previous version). On any failure nothing changes.
+    pub async fn store(&self, identity: &KeyIdentity, key: &ApiKey) -> Result<StoreOutcome> {
+        self.write_version(identity, key, false, &WriteOptions::default())
+            .await
+    }
+
+    /// [`SecureKeyManager::store`] with options (an expiry time).
+    pub async fn store_with(
+        &self,
+        identity: &KeyIdentity,
+        key: &ApiKey,
+        options: &WriteOptions,
+    ) -> Result<StoreOutcome> {
+        self.write_version(identity, key, false, options).await
+    }
+
+    /// Replaces the value of an existing key with a new version. [`Error::NotFound`] if there
+    /// is no such key.
+    pub async fn rotate(&self, identity: &KeyIdentity, key: &ApiKey) -> Result<StoreOutcome> {
+        self.write_version(identity, key, true, &WriteOptions::default())
+            .await
+    }
+
+    /// [`SecureKeyManager::rotate`] with options (an expiry time).
+    pub async fn rotate_with(
+        &self,
+        identity: &KeyIdentity,
+        key: &ApiKey,
+        options: &WriteOptions,
+    ) -> Result<StoreOutcome> {
+        self.write_version(identity, key, true, options).await
+    }
+
+    async fn write_version(
+        &self,
+        identity: &KeyIdentity,
+        key: &ApiKey,
+        must_exist: bool,
+        options: &WriteOptions,
+    ) -> Result<StoreOutcome> {
+        let result = self
+            .write_version_unaudited(identity, key, must_exist, options)
+            .await;
+        let op = if must_exist { "rotate" } else { "store" };
+        let event = self.event(op, Some(identity)).outcome(&result);
+        let event = match &result {
+            Ok(o) => event.detail(format!("version {}", o.version)).key_ref(
+                self.inner.provider.name(),
+                &self.inner.provider.master_key_ref(),
+            ),
+            Err(_) => event,
+        };
+        self.audited(event, result).await
+    }
+
+    async fn write_version_unaudited(
+        &self,
+        identity: &KeyIdentity,
+        key: &ApiKey,
+        must_exist: bool,
+        options: &WriteOptions,
+    ) -> Result<StoreOutcome> {
+        self.check_write(identity)?;
+        key.validate()?;
+        if options.expires_at.is_some_and(|at| at <= Utc::now()) {
+            return Err(Error::invalid("expiry", "it is not in the future"));
+        }
+        let hint = key.hint();
+        let repo = &self.inner.repo;
+        let mut attempt = 0;
+        let outcome = loop {
+            attempt += 1;
+            let existing = repo.find_key(identity).await?;
+            if must_exist && existing.is_none() {
+                return Err(Error::NotFound {
+                    identity: identity.to_string(),
+                });
+            }
+            let now = Utc::now();
+            let (key_id, version) = match &existing {
+                Some(k) => (k.id, k.current_version + 1),
+                None => (Uuid::new_v4(), 1),
+            };
+            let context = EncryptionContext::new(key_id, identity.clone(), version);
+            let sealed = envelope::seal(self.inner.provider.as_ref(), &context, key).await?;
+            let row = VersionRecord {
+                key_id,
+                version,
+                state: VersionState::Current,
+                envelope: sealed.to_bytes()?,
+                provider: sealed.wrapped.provider.clone(),
+                master_key_ref: sealed.wrapped.master_key_ref.clone(),
+                hint: hint.clone(),
+                created_at: now,
+                expires_at: options.expires_at,
+                retire_at: None,
+            };
+            let written = match &existing {
+                Some(k) => {
+                    let retire_at = now
+                        + chrono::Duration::from_std(self.inner.previous_grace)
+                            .unwrap_or(chrono::Duration::MAX);
+                    repo.add_version(k.id, k.current_version, &row, retire_at)
+                        .await
+                }
+                None => {
+                    let record = KeyRecord {
+                        id: key_id,
+                        identity: identity.clone(),
+                        state: KeyState::Active,
+                        current_version: 1,
+                        hint: hint.clone(),
+                        created_at: now,
+                        updated_at: now,
+                        last_used_at: None,
+                        expires_at: options.expires_at,
+                    };
+                    repo.create_key(&record, &row).await
+                }
+            };
+            match written {
+                Ok(()) => {
+                    break StoreOutcome {
+                        key_id,
+                        version,
+                        created: existing.is_none(),
+                    };
+                }
+                Err(Error::Conflict { .. }) if attempt < MAX_WRITE_ATTEMPTS => {
+                    tracing::debug!(%identity, attempt, "concurrent write; retrying");
+                    tokio::time::sleep(conflict_backoff(attempt)).await;
+                    continue;
+                }
+                Err(Error::Conflict { .. }) => {
+                    return Err(Error::Conflict {
+                        identity: identity.to_string(),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        self.inner.cache.invalidate(identity);
+        tracing::info!(%identity, version = outcome.version, "stored API key");
+        if !outcome.created {
+            // Older previous versions whose grace ended: wipe them now (best effort; reads
+            // refuse them anyway).
+            if let Err(e) = repo.retire_due(Some(outcome.key_id), Utc::now()).await {
+                tracing::warn!(%identity, error = %e, "could not retire old versions");
+            }
+        }
+        Ok(outcome)
+    }
+}
