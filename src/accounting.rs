@@ -1,4 +1,4 @@
-//! `LlmAccounting`: the two-call entry point of the original plan, made correct.
+//! `LlmAccounting`: the two-call entry point (store and get a key of a default user and project).
 
 use crate::{ApiKey, KeyIdentity, Result, SecureKeyManager, Settings, StoreOutcome};
 

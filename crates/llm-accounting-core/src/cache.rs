@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::{ApiKey, KeyIdentity, Result};
 
-/// Cache settings. The defaults follow the original plan: one hour, and at most 10,000 keys.
+/// Cache settings. The defaults: one hour, and at most 10,000 keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheOptions {
     /// How long a decrypted key may be served without reading the store again.

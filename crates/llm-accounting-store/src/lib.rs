@@ -33,6 +33,7 @@ mod connect;
 mod entity;
 mod error;
 mod repository;
+mod rows;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -21,6 +21,9 @@ use uuid::Uuid;
 use crate::connect::{self, StoreOptions};
 use crate::entity::{api_key, api_key_version};
 use crate::error::{from_db, is_unique_violation};
+use crate::rows::{
+    check_identity, key_record, uuid_text, version_active_model, version_i32, version_record,
+};
 
 /// A [`KeyRepository`] stored in a relational database through sea-orm.
 ///
@@ -157,76 +160,6 @@ fn load_current_query(
 
 async fn commit(txn: DatabaseTransaction, operation: &'static str) -> Result<()> {
     txn.commit().await.map_err(|e| from_db(operation, e))
-}
-
-fn uuid_text(id: Uuid) -> String {
-    id.as_hyphenated().to_string()
-}
-
-fn version_i32(version: u32) -> Result<i32> {
-    i32::try_from(version).map_err(|_| Error::invalid("version", "it is too large"))
-}
-
-/// Converts a key row; anything unparseable is a corrupted row.
-fn key_record(row: api_key::Model) -> Result<KeyRecord> {
-    let identity =
-        KeyIdentity::from_parts(&row.service, row.user_id.as_deref(), row.project.as_deref())
-            .map_err(|_| Error::integrity())?;
-    if identity.scope_key() != row.scope_key {
-        return Err(Error::integrity());
-    }
-    Ok(KeyRecord {
-        id: Uuid::parse_str(&row.id).map_err(|_| Error::integrity())?,
-        identity,
-        state: KeyState::parse(&row.state)?,
-        current_version: u32::try_from(row.current_version).map_err(|_| Error::integrity())?,
-        hint: row.hint,
-        created_at: row.created_at,
-        updated_at: row.updated_at,
-        last_used_at: row.last_used_at,
-        expires_at: row.expires_at,
-    })
-}
-
-/// Converts a version row; anything unparseable is a corrupted row.
-fn version_record(row: api_key_version::Model) -> Result<VersionRecord> {
-    Ok(VersionRecord {
-        key_id: Uuid::parse_str(&row.key_id).map_err(|_| Error::integrity())?,
-        version: u32::try_from(row.version).map_err(|_| Error::integrity())?,
-        state: VersionState::parse(&row.state)?,
-        envelope: row.envelope,
-        provider: row.provider,
-        master_key_ref: row.master_key_ref,
-        hint: row.hint,
-        created_at: row.created_at,
-        expires_at: row.expires_at,
-        retire_at: row.retire_at,
-    })
-}
-
-/// A key row found by scope key must hold exactly the identity asked for (a hash collision or
-/// an edited row would otherwise hand out another identity's key).
-fn check_identity(record: &KeyRecord, identity: &KeyIdentity) -> Result<()> {
-    if &record.identity == identity {
-        Ok(())
-    } else {
-        Err(Error::integrity())
-    }
-}
-
-fn version_active_model(version: &VersionRecord) -> Result<api_key_version::ActiveModel> {
-    Ok(api_key_version::ActiveModel {
-        key_id: Set(uuid_text(version.key_id)),
-        version: Set(version_i32(version.version)?),
-        state: Set(version.state.as_str().to_owned()),
-        envelope: Set(version.envelope.clone()),
-        provider: Set(version.provider.clone()),
-        master_key_ref: Set(version.master_key_ref.clone()),
-        hint: Set(version.hint.clone()),
-        created_at: Set(version.created_at),
-        expires_at: Set(version.expires_at),
-        retire_at: Set(version.retire_at),
-    })
 }
 
 #[async_trait]
