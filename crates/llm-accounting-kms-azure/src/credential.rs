@@ -109,6 +109,46 @@ impl AzureCredentialKind {
         )
     }
 
+    /// The credential named `name` (trimmed, case-insensitive): `client-secret`
+    /// ([`AzureCredentialKind::client_secret_from_env`]), `managed-identity`
+    /// ([`AzureCredentialKind::managed_identity_from_env`]), `developer-tools`, or `default`
+    /// (also for an empty name) for the chain.
+    ///
+    /// # Errors
+    /// An unknown name is a configuration error.
+    pub fn parse(name: &str) -> Result<Self> {
+        Ok(match name.trim().to_ascii_lowercase().as_str() {
+            "" | "default" => AzureCredentialKind::Default,
+            "client-secret" => Self::client_secret_from_env(),
+            "managed-identity" => Self::managed_identity_from_env(),
+            "developer-tools" => AzureCredentialKind::DeveloperTools,
+            other => {
+                return Err(Error::config(format!(
+                    "unknown Azure credential kind `{other}`: expected default, client-secret, \
+                     managed-identity or developer-tools"
+                )));
+            }
+        })
+    }
+
+    /// A service principal from the standard variables `AZURE_TENANT_ID`, `AZURE_CLIENT_ID` and
+    /// `AZURE_CLIENT_SECRET`; a missing one is reported by the provider builder's `build`.
+    pub fn client_secret_from_env() -> Self {
+        AzureCredentialKind::ClientSecret {
+            tenant_id: env("AZURE_TENANT_ID").unwrap_or_default(),
+            client_id: env("AZURE_CLIENT_ID").unwrap_or_default(),
+            client_secret: Zeroizing::new(env("AZURE_CLIENT_SECRET").unwrap_or_default()),
+        }
+    }
+
+    /// A managed identity: the user-assigned one whose client id is in the standard variable
+    /// `AZURE_CLIENT_ID`, or the system-assigned one when it is unset.
+    pub fn managed_identity_from_env() -> Self {
+        AzureCredentialKind::ManagedIdentity {
+            client_id: env("AZURE_CLIENT_ID"),
+        }
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         match self {
             AzureCredentialKind::ClientSecret {
@@ -251,5 +291,27 @@ impl TokenCredential for Chain {
                 }
             ),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_kinds_parse_by_name() {
+        for (name, expect) in [
+            ("", "Default"),
+            (" Default ", "Default"),
+            ("developer-tools", "DeveloperTools"),
+            ("MANAGED-IDENTITY", "ManagedIdentity"),
+            ("client-secret", "ClientSecret"),
+        ] {
+            let kind = AzureCredentialKind::parse(name).expect(name);
+            assert!(format!("{kind:?}").starts_with(expect), "{name}: {kind:?}");
+        }
+        let err = AzureCredentialKind::parse("certificate").expect_err("unknown");
+        assert!(matches!(err, Error::Config { .. }), "{err}");
+        assert!(err.to_string().contains("`certificate`"), "{err}");
     }
 }
