@@ -58,6 +58,40 @@ fn build_bare_provider(settings: &Settings) -> Result<(Arc<dyn KmsProvider>, Def
     }
 }
 
+/// `kms.key_id`, which every cloud provider needs. Checked here, before the provider's builder,
+/// so that the message names the setting and its variable (the provider crates know neither).
+#[cfg(any(feature = "kms-aws", feature = "kms-azure", feature = "kms-gcp"))]
+fn required_key_id(settings: &Settings) -> Result<&str> {
+    let kind = settings.kms.provider;
+    let (what, example) = match kind {
+        KmsProviderKind::Aws => (
+            "the AWS KMS provider",
+            "a key id, key ARN or alias such as alias/llm-accounting",
+        ),
+        KmsProviderKind::Azure => (
+            "the Azure Key Vault provider",
+            "a key id such as https://NAME.vault.azure.net/keys/KEY",
+        ),
+        KmsProviderKind::Gcp => (
+            "the Google Cloud KMS provider",
+            "a CryptoKey name such as projects/P/locations/L/keyRings/R/cryptoKeys/K",
+        ),
+        KmsProviderKind::Local => ("the local provider", "a key id"),
+    };
+    settings
+        .kms
+        .key_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| {
+            Error::config(format!(
+                "{what} needs a master key: set {} (setting kms.key_id) to {example}",
+                crate::settings::env_var_of("kms.key_id")
+            ))
+        })
+}
+
 #[cfg(feature = "kms-local")]
 fn local_provider(settings: &Settings) -> Result<(Arc<dyn KmsProvider>, DefaultsUsed)> {
     let mut used = DefaultsUsed::default();
@@ -82,10 +116,8 @@ fn local_provider(_: &Settings) -> Result<(Arc<dyn KmsProvider>, DefaultsUsed)> 
 /// aws-config chain; `kms.endpoint` wins over `AWS_ENDPOINT_URL`.
 #[cfg(feature = "kms-aws")]
 fn aws_provider(settings: &Settings) -> Result<Arc<dyn KmsProvider>> {
-    let mut b = llm_accounting_kms_aws::AwsKmsProvider::builder();
-    if let Some(key_id) = &settings.kms.key_id {
-        b = b.with_key_id(key_id);
-    }
+    let mut b =
+        llm_accounting_kms_aws::AwsKmsProvider::builder().with_key_id(required_key_id(settings)?);
     if let Some(region) = &settings.kms.aws.region {
         b = b.with_region(region);
     }
@@ -118,11 +150,9 @@ fn azure_provider(settings: &Settings) -> Result<Arc<dyn KmsProvider>> {
         AzureKeyWrap::A256Kw => WrapAlgorithm::A256Kw,
     };
     let mut b = AzureKeyVaultProvider::builder()
+        .with_key_id(required_key_id(settings)?)
         .with_credential(credential)
         .with_algorithm(algorithm);
-    if let Some(key_id) = &settings.kms.key_id {
-        b = b.with_key_id(key_id);
-    }
     if let Some(endpoint) = &settings.kms.endpoint {
         b = b.with_endpoint(endpoint);
     }
@@ -139,10 +169,8 @@ fn azure_provider(_: &Settings) -> Result<Arc<dyn KmsProvider>> {
 #[cfg(feature = "kms-gcp")]
 fn gcp_provider(settings: &Settings) -> Result<Arc<dyn KmsProvider>> {
     use crate::settings::GcpCredentials;
-    let mut b = llm_accounting_kms_gcp::GcpKmsProvider::builder();
-    if let Some(key_id) = &settings.kms.key_id {
-        b = b.with_key_name(key_id);
-    }
+    let mut b =
+        llm_accounting_kms_gcp::GcpKmsProvider::builder().with_key_name(required_key_id(settings)?);
     match settings.kms.gcp.credentials {
         GcpCredentials::Default => {}
         GcpCredentials::Anonymous => b = b.with_anonymous_credentials(),
