@@ -1,7 +1,8 @@
 //! Configuration: embedded defaults < file < environment < explicit overrides (CLI flags).
 //!
 //! Every setting lives in [`Settings`] and has exactly one environment variable
-//! ([`ENV_VARS`]).
+//! ([`ENV_VARS`]). A file may only name settings that exist: an unknown key is an error naming
+//! it, never silently a default.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -373,6 +374,7 @@ impl Choice for GcpCredentials {
 
 /// The resolved configuration.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     /// Database URL; `None` means a SQLite file in the data directory.
     #[serde(deserialize_with = "empty_is_none")]
@@ -401,6 +403,7 @@ pub struct Settings {
 
 /// Audit trail settings (`[audit]`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct AuditSettings {
     /// Write one audit row per operation.
     pub enabled: bool,
@@ -413,6 +416,7 @@ pub struct AuditSettings {
 
 /// Key lifecycle settings (`[keys]`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct KeysSettings {
     /// Seconds a rotated-out value stays readable with `get --previous`.
     pub previous_grace_secs: u64,
@@ -421,6 +425,7 @@ pub struct KeysSettings {
 /// Which KMS, which master key in it, how calls to it are retried, and each provider's own
 /// settings (`[kms]`, `[kms.local]`, `[kms.aws]`, `[kms.azure]`, `[kms.gcp]`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct KmsSettings {
     /// `local`, `aws`, `azure` or `gcp`.
     pub provider: KmsProviderKind,
@@ -456,6 +461,7 @@ pub struct KmsSettings {
 
 /// Local provider settings (`[kms.local]`, or `[local]` in older files).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct LocalSettings {
     /// Master key file; `None` means `master.key` in the data directory.
     #[serde(deserialize_with = "empty_is_none_path")]
@@ -467,6 +473,7 @@ pub struct LocalSettings {
 /// AWS KMS provider settings (`[kms.aws]`). Credentials, and the region unless set here, come
 /// from the standard aws-config chain (`AWS_REGION`, `AWS_PROFILE`, ...).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct AwsSettings {
     /// The AWS region; `None`: `AWS_REGION` or the profile's.
     #[serde(deserialize_with = "empty_is_none")]
@@ -475,6 +482,7 @@ pub struct AwsSettings {
 
 /// Azure Key Vault provider settings (`[kms.azure]`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct AzureSettings {
     /// How to authenticate.
     pub credentials: AzureCredentials,
@@ -484,6 +492,7 @@ pub struct AzureSettings {
 
 /// Google Cloud KMS provider settings (`[kms.gcp]`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct GcpSettings {
     /// Which credentials to send.
     pub credentials: GcpCredentials,
@@ -491,6 +500,7 @@ pub struct GcpSettings {
 
 /// Cache settings (`[cache]`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct CacheSettings {
     /// Seconds a decrypted key is served from memory.
     pub ttl_secs: u64,
@@ -502,6 +512,7 @@ pub struct CacheSettings {
 
 /// Database settings (`[store]`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct StoreSettings {
     /// Connection pool size.
     pub max_connections: u32,
@@ -643,7 +654,6 @@ fn lookup<'a>(table: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
 }
 
 /// The embedded defaults as a table: the shape every configuration must fit.
-#[cfg(test)]
 fn defaults_table() -> Result<Map<String, Value>> {
     Config::builder()
         .add_source(File::from_str(DEFAULT_CONFIG, FileFormat::Toml))
@@ -652,10 +662,38 @@ fn defaults_table() -> Result<Map<String, Value>> {
         .map_err(|e| config_error("the embedded defaults do not parse", e))
 }
 
-/// Reads a configuration file, its `[local]` section (the older name) as `[kms.local]`.
+/// Keys of `file` that no setting has, as dotted paths (`prefix` + key), appended to `out`.
+/// `schema` is the matching part of the embedded defaults. A value whose type does not fit
+/// (a table for a number, ...) is left to deserialization, which names it.
+fn unknown_keys(
+    file: &Map<String, Value>,
+    schema: &Map<String, Value>,
+    prefix: &str,
+    out: &mut Vec<String>,
+) {
+    for (key, value) in file {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match (schema.get(key).map(|s| &s.kind), &value.kind) {
+            (None, _) => {
+                let mut known: Vec<&str> = schema.keys().map(String::as_str).collect();
+                known.sort_unstable();
+                out.push(format!("`{path}` (expected one of: {})", known.join(", ")));
+            }
+            (Some(ValueKind::Table(s)), ValueKind::Table(f)) => unknown_keys(f, s, &path, out),
+            (Some(_), _) => {}
+        }
+    }
+}
+
+/// Reads a configuration file: checks that it names only existing settings, and reads its
+/// `[local]` section (the older name) as `[kms.local]`.
 ///
 /// A setting given under both names must have the same value in both.
-fn read_file(path: &Path) -> Result<Map<String, Value>> {
+fn read_file(path: &Path, defaults: &Map<String, Value>) -> Result<Map<String, Value>> {
     let mut table = Config::builder()
         .add_source(File::from(path).format(FileFormat::Toml).required(true))
         .build()
@@ -666,7 +704,15 @@ fn read_file(path: &Path) -> Result<Map<String, Value>> {
                 e,
             )
         })?;
-    let legacy = match table.remove(LEGACY_LOCAL_SECTION).map(|v| v.kind) {
+    let legacy = table.remove(LEGACY_LOCAL_SECTION);
+
+    let mut unknown = Vec::new();
+    unknown_keys(&table, defaults, "", &mut unknown);
+    let local_schema = match lookup(defaults, "kms.local").map(|v| &v.kind) {
+        Some(ValueKind::Table(t)) => t.clone(),
+        _ => Map::new(),
+    };
+    let legacy = match legacy.map(|v| v.kind) {
         None => Map::new(),
         Some(ValueKind::Table(t)) => t,
         Some(_) => {
@@ -677,6 +723,16 @@ fn read_file(path: &Path) -> Result<Map<String, Value>> {
             )));
         }
     };
+    unknown_keys(&legacy, &local_schema, LEGACY_LOCAL_SECTION, &mut unknown);
+    if !unknown.is_empty() {
+        unknown.sort();
+        return Err(Error::config(format!(
+            "unknown setting{} in {}: {}",
+            if unknown.len() == 1 { "" } else { "s" },
+            path.display(),
+            unknown.join("; ")
+        )));
+    }
     if legacy.is_empty() {
         return Ok(table);
     }
@@ -737,8 +793,9 @@ impl Settings {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for a missing or unreadable file, or a bad value (named, with the
-    /// variable, flag or file it came from).
+    /// [`Error::Config`] for a missing or unreadable file, a key in the file that is no
+    /// setting (named, with the file), or a bad value (named, with the variable, flag or file
+    /// it came from).
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self> {
         Self::load_with(file, overrides, |name| std::env::var(name).ok())
     }
@@ -766,7 +823,7 @@ impl Settings {
                     path.display()
                 )));
             }
-            let table = read_file(&path)?;
+            let table = read_file(&path, &defaults_table()?)?;
             b = b.add_source(FileTable(table.clone()));
             origins.file = Some((path, table));
         }
@@ -1115,6 +1172,88 @@ mod tests {
         assert!(
             "".parse::<KmsProviderKind>().is_err(),
             "no default provider"
+        );
+    }
+
+    #[test]
+    fn every_settings_struct_denies_unknown_fields() {
+        // Straight through serde, without the file check of `load_with`: each section.
+        let mut sections = vec![String::new()];
+        fn tables(t: &Map<String, Value>, prefix: &str, out: &mut Vec<String>) {
+            for (k, v) in t {
+                if let ValueKind::Table(inner) = &v.kind {
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    out.push(path.clone());
+                    tables(inner, &path, out);
+                }
+            }
+        }
+        tables(&defaults_table().expect("defaults"), "", &mut sections);
+        assert!(sections.len() >= 10, "{sections:?}");
+        for section in sections {
+            let key = if section.is_empty() {
+                "unheard_of".to_owned()
+            } else {
+                format!("{section}.unheard_of")
+            };
+            let err = Config::builder()
+                .add_source(File::from_str(DEFAULT_CONFIG, FileFormat::Toml))
+                .set_override(key.as_str(), "1")
+                .and_then(|b| b.build())
+                .and_then(|c| c.try_deserialize::<Settings>())
+                .expect_err(&key);
+            assert!(
+                err.to_string().contains("unknown field `unheard_of`"),
+                "{key}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_keys_in_a_file_are_errors_naming_them_and_the_file() {
+        for (text, named) in [
+            ("[kms]\nprovder = \"aws\"\n", "`kms.provder`"),
+            ("[audit]\nfail_close = true\n", "`audit.fail_close`"),
+            ("databse_url = \"sqlite://x.db\"\n", "`databse_url`"),
+            (
+                "[kms.azure]\ncredential = \"default\"\n",
+                "`kms.azure.credential`",
+            ),
+            ("[kms.aws]\nprofile = \"dev\"\n", "`kms.aws.profile`"),
+            ("[local]\nmaster_key = \"/k\"\n", "`local.master_key`"),
+            (
+                "[kms.local]\nmaster_key = \"/k\"\n",
+                "`kms.local.master_key`",
+            ),
+            ("[metrics]\nenabled = true\n", "`metrics`"),
+        ] {
+            let (_dir, path) = file(text);
+            let err = load(&[], Some(&path), &Overrides::default()).expect_err(text);
+            let msg = err.to_string();
+            assert!(matches!(err, Error::Config { .. }), "{msg}");
+            assert!(msg.contains(named), "{text}: {msg}");
+            assert!(msg.contains(&path.display().to_string()), "{msg}");
+        }
+        let (_dir, path) = file("[kms]\nprovder = \"aws\"\n");
+        let msg = load(&[], Some(&path), &Overrides::default())
+            .expect_err("typo")
+            .to_string();
+        assert!(
+            msg.contains("expected one of:") && msg.contains("provider"),
+            "{msg}"
+        );
+        // All of them at once, not only the first.
+        let (_dir, path) = file("[audit]\nfail_close = true\n[kms]\nprovder = \"aws\"\n");
+        let msg = load(&[], Some(&path), &Overrides::default())
+            .expect_err("two typos")
+            .to_string();
+        assert!(
+            msg.contains("`audit.fail_close`") && msg.contains("`kms.provder`"),
+            "{msg}"
         );
     }
 
