@@ -46,6 +46,7 @@ pub fn build_provider_with_metrics(
 
 /// The provider itself, without layers: the settings mapped onto the provider's builder.
 fn build_bare_provider(settings: &Settings) -> Result<(Arc<dyn KmsProvider>, DefaultsUsed)> {
+    settings.validate()?;
     let kind = settings.kms.provider;
     if !kind.is_built() {
         return Err(not_built(kind));
@@ -190,6 +191,7 @@ fn gcp_provider(_: &Settings) -> Result<Arc<dyn KmsProvider>> {
 pub async fn build_repository(
     settings: &Settings,
 ) -> Result<(Arc<SeaOrmKeyRepository>, DefaultsUsed)> {
+    settings.validate()?;
     let mut used = DefaultsUsed::default();
     let (url, default) = settings.database_url()?;
     if default {

@@ -373,8 +373,23 @@ impl Choice for GcpCredentials {
 }
 
 /// The resolved configuration.
+///
+/// [`Settings::load`] reads it from the embedded defaults, a file, the environment and
+/// command-line overrides. In code, start from the defaults and set what differs:
+///
+/// ```
+/// use llm_accounting::{KmsProviderKind, Settings};
+/// let mut s = Settings::default();
+/// s.database_url = Some("sqlite:///var/lib/myapp/keys.db".into());
+/// s.kms.provider = KmsProviderKind::Aws;
+/// s.kms.key_id = Some("alias/llm-accounting".into());
+/// s.kms.aws.region = Some("eu-west-1".into());
+/// s.validate()?;
+/// # Ok::<(), llm_accounting::Error>(())
+/// ```
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Settings {
     /// Database URL; `None` means a SQLite file in the data directory.
     #[serde(deserialize_with = "empty_is_none")]
@@ -401,9 +416,27 @@ pub struct Settings {
     pub audit: AuditSettings,
 }
 
+impl Default for Settings {
+    /// The embedded defaults (`config/default.toml`), with nothing from the environment.
+    fn default() -> Self {
+        Settings {
+            database_url: None,
+            data_dir: None,
+            default_user: None,
+            default_project: None,
+            kms: KmsSettings::default(),
+            cache: CacheSettings::default(),
+            store: StoreSettings::default(),
+            keys: KeysSettings::default(),
+            audit: AuditSettings::default(),
+        }
+    }
+}
+
 /// Audit trail settings (`[audit]`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct AuditSettings {
     /// Write one audit row per operation.
     pub enabled: bool,
@@ -414,18 +447,38 @@ pub struct AuditSettings {
     pub database_url: Option<String>,
 }
 
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            enabled: true,
+            fail_closed: false,
+            database_url: None,
+        }
+    }
+}
+
 /// Key lifecycle settings (`[keys]`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct KeysSettings {
     /// Seconds a rotated-out value stays readable with `get --previous`.
     pub previous_grace_secs: u64,
+}
+
+impl Default for KeysSettings {
+    fn default() -> Self {
+        KeysSettings {
+            previous_grace_secs: 86_400,
+        }
+    }
 }
 
 /// Which KMS, which master key in it, how calls to it are retried, and each provider's own
 /// settings (`[kms]`, `[kms.local]`, `[kms.aws]`, `[kms.azure]`, `[kms.gcp]`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct KmsSettings {
     /// `local`, `aws`, `azure` or `gcp`.
     pub provider: KmsProviderKind,
@@ -459,9 +512,29 @@ pub struct KmsSettings {
     pub gcp: GcpSettings,
 }
 
+impl Default for KmsSettings {
+    fn default() -> Self {
+        KmsSettings {
+            provider: KmsProviderKind::default(),
+            key_id: None,
+            endpoint: None,
+            max_attempts: 3,
+            max_retry_time_ms: 10_000,
+            timeout_ms: 5_000,
+            initial_backoff_ms: 50,
+            max_backoff_ms: 2_000,
+            local: LocalSettings::default(),
+            aws: AwsSettings::default(),
+            azure: AzureSettings::default(),
+            gcp: GcpSettings::default(),
+        }
+    }
+}
+
 /// Local provider settings (`[kms.local]`, or `[local]` in older files).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct LocalSettings {
     /// Master key file; `None` means `master.key` in the data directory.
     #[serde(deserialize_with = "empty_is_none_path")]
@@ -472,8 +545,9 @@ pub struct LocalSettings {
 
 /// AWS KMS provider settings (`[kms.aws]`). Credentials, and the region unless set here, come
 /// from the standard aws-config chain (`AWS_REGION`, `AWS_PROFILE`, ...).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct AwsSettings {
     /// The AWS region; `None`: `AWS_REGION` or the profile's.
     #[serde(deserialize_with = "empty_is_none")]
@@ -481,8 +555,9 @@ pub struct AwsSettings {
 }
 
 /// Azure Key Vault provider settings (`[kms.azure]`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct AzureSettings {
     /// How to authenticate.
     pub credentials: AzureCredentials,
@@ -491,8 +566,9 @@ pub struct AzureSettings {
 }
 
 /// Google Cloud KMS provider settings (`[kms.gcp]`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct GcpSettings {
     /// Which credentials to send.
     pub credentials: GcpCredentials,
@@ -501,6 +577,7 @@ pub struct GcpSettings {
 /// Cache settings (`[cache]`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct CacheSettings {
     /// Seconds a decrypted key is served from memory.
     pub ttl_secs: u64,
@@ -510,9 +587,20 @@ pub struct CacheSettings {
     pub refresh_interval_ms: u64,
 }
 
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            ttl_secs: 3_600,
+            max_entries: 10_000,
+            refresh_interval_ms: 2_000,
+        }
+    }
+}
+
 /// Database settings (`[store]`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct StoreSettings {
     /// Connection pool size.
     pub max_connections: u32,
@@ -525,6 +613,18 @@ pub struct StoreSettings {
     pub schema: Option<String>,
     /// `last_used_at` is written at most once per key per this many seconds.
     pub last_used_interval_secs: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            max_connections: 8,
+            connect_timeout_secs: 10,
+            busy_timeout_secs: 5,
+            schema: None,
+            last_used_interval_secs: 60,
+        }
+    }
 }
 
 fn empty_is_none<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<String>, D::Error> {
@@ -806,6 +906,7 @@ impl Settings {
     }
 
     /// Like [`Settings::load`], reading variables through `env` (for tests and embedding).
+    /// Code that builds its settings itself starts from [`Settings::default`] instead.
     pub fn load_with(
         file: Option<&Path>,
         overrides: &Overrides,
@@ -1096,6 +1197,13 @@ mod tests {
                 _ => out.push(path),
             }
         }
+    }
+
+    #[test]
+    fn default_is_the_embedded_defaults() {
+        let loaded = load(&[], None, &Overrides::default()).expect("defaults");
+        assert_eq!(Settings::default(), loaded);
+        Settings::default().validate().expect("valid");
     }
 
     #[test]
