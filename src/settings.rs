@@ -1261,6 +1261,46 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_lists_every_variable_with_its_setting() {
+        let readme = include_str!("../README.md");
+        for (var, setting) in ENV_VARS {
+            let row = format!("| `{var}` | `{setting}`");
+            assert!(
+                readme.lines().any(|l| l.starts_with(&row)),
+                "README.md's configuration table has no row {row}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_example_files_load() {
+        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config"));
+        let mut loaded = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("config/") {
+            let path = entry.expect("entry").path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if !name.ends_with(".example.toml") {
+                continue;
+            }
+            let s = load(&[], Some(&path), &Overrides::default())
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_eq!(
+                name.strip_suffix(".example.toml"),
+                Some(s.kms.provider.as_str()),
+                "one example per provider, named after it"
+            );
+            loaded.push(s.kms.provider);
+        }
+        loaded.sort_by_key(|k| k.as_str());
+        let mut all = KmsProviderKind::ALL.to_vec();
+        all.sort_by_key(|k| k.as_str());
+        assert_eq!(loaded, all);
+    }
+
+    #[test]
     fn providers_are_an_enum_named_as_before() {
         assert_eq!(PROVIDER_NAMES, &["local", "aws", "azure", "gcp"]);
         for (kind, name) in KmsProviderKind::ALL.iter().zip(PROVIDER_NAMES) {
