@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::layers::{self, KmsMetrics};
+use crate::settings::KmsProviderKind;
 use crate::{Error, KmsProvider, Result, SeaOrmKeyRepository, SecureKeyManager, Settings};
 
 /// What [`build_manager_with_info`] chose where nothing was configured, so a CLI can tell the
@@ -15,10 +16,11 @@ pub struct DefaultsUsed {
     pub master_key_file: Option<String>,
 }
 
-fn not_built(provider: &str) -> Error {
+fn not_built(kind: KmsProviderKind) -> Error {
     Error::config(format!(
-        "KMS provider `{provider}` was selected, but this build of llm-accounting was made \
-         without feature kms-{provider}; rebuild with `--features kms-{provider}`"
+        "KMS provider `{kind}` was selected, but this build of llm-accounting was made \
+         without feature {feature}; rebuild with `--features {feature}`",
+        feature = kind.feature()
     ))
 }
 
@@ -42,102 +44,154 @@ pub fn build_provider_with_metrics(
     Ok((layered, metrics, used))
 }
 
-/// The provider itself, without layers.
+/// The provider itself, without layers: the settings mapped onto the provider's builder.
 fn build_bare_provider(settings: &Settings) -> Result<(Arc<dyn KmsProvider>, DefaultsUsed)> {
-    let mut used = DefaultsUsed::default();
-    match settings.kms.provider.as_str() {
-        "local" => {
-            #[cfg(feature = "kms-local")]
-            {
-                let (path, default) = settings.master_key_file()?;
-                if default {
-                    used.master_key_file = Some(path.display().to_string());
-                }
-                let mut p = llm_accounting_kms_local::LocalKmsProvider::open_or_create(&path)?;
-                if settings.local.min_master_key_version > 0 {
-                    p = p.with_min_version(settings.local.min_master_key_version)?;
-                }
-                Ok((Arc::new(p), used))
-            }
-            #[cfg(not(feature = "kms-local"))]
-            {
-                Err(not_built("local"))
-            }
-        }
-        "aws" => {
-            #[cfg(feature = "kms-aws")]
-            {
-                // Region, credentials and AWS_ENDPOINT_URL come from the aws-config chain; an
-                // explicit kms.endpoint (LLM_ACCOUNTING_KMS_ENDPOINT) wins over AWS_ENDPOINT_URL.
-                let mut b = llm_accounting_kms_aws::AwsKmsProvider::builder();
-                if let Some(key_id) = &settings.kms.key_id {
-                    b = b.with_key_id(key_id);
-                }
-                if let Some(endpoint) = &settings.kms.endpoint {
-                    b = b.with_endpoint_url(endpoint);
-                }
-                Ok((Arc::new(b.build()?), used))
-            }
-            #[cfg(not(feature = "kms-aws"))]
-            {
-                Err(not_built("aws"))
-            }
-        }
-        "azure" => {
-            #[cfg(feature = "kms-azure")]
-            {
-                // Wrap algorithm and credential choice from LLM_ACCOUNTING_AZURE_*; the key id
-                // and the endpoint override from the settings.
-                let mut b =
-                    llm_accounting_kms_azure::AzureKeyVaultProvider::builder().settings_from_env();
-                if let Some(key_id) = &settings.kms.key_id {
-                    b = b.with_key_id(key_id);
-                }
-                if let Some(endpoint) = &settings.kms.endpoint {
-                    b = b.with_endpoint(endpoint);
-                }
-                Ok((Arc::new(b.build()?), used))
-            }
-            #[cfg(not(feature = "kms-azure"))]
-            {
-                Err(not_built("azure"))
-            }
-        }
-        "gcp" => {
-            #[cfg(feature = "kms-gcp")]
-            {
-                // Credentials: Application Default Credentials, or none with
-                // LLM_ACCOUNTING_GCP_CREDENTIALS=anonymous (emulators).
-                let mut b =
-                    llm_accounting_kms_gcp::GcpKmsProvider::builder().credentials_from_env();
-                if let Some(key_id) = &settings.kms.key_id {
-                    b = b.with_key_name(key_id);
-                }
-                if let Some(endpoint) = &settings.kms.endpoint {
-                    b = b.with_endpoint(endpoint);
-                }
-                Ok((Arc::new(b.build()?), used))
-            }
-            #[cfg(not(feature = "kms-gcp"))]
-            {
-                Err(not_built("gcp"))
-            }
-        }
-        other if crate::settings::PROVIDER_NAMES.contains(&other) => Err(not_built(other)),
-        other => Err(Error::invalid(
-            "KMS provider",
-            format!(
-                "unknown provider `{other}`; expected one of: {}",
-                crate::settings::PROVIDER_NAMES.join(", ")
-            ),
-        )),
+    settings.validate()?;
+    let kind = settings.kms.provider;
+    if !kind.is_built() {
+        return Err(not_built(kind));
     }
+    match kind {
+        KmsProviderKind::Local => local_provider(settings),
+        KmsProviderKind::Aws => Ok((aws_provider(settings)?, DefaultsUsed::default())),
+        KmsProviderKind::Azure => Ok((azure_provider(settings)?, DefaultsUsed::default())),
+        KmsProviderKind::Gcp => Ok((gcp_provider(settings)?, DefaultsUsed::default())),
+    }
+}
+
+/// `kms.key_id`, which every cloud provider needs. Checked here, before the provider's builder,
+/// so that the message names the setting and its variable (the provider crates know neither).
+#[cfg(any(feature = "kms-aws", feature = "kms-azure", feature = "kms-gcp"))]
+fn required_key_id(settings: &Settings) -> Result<&str> {
+    let kind = settings.kms.provider;
+    let (what, example) = match kind {
+        KmsProviderKind::Aws => (
+            "the AWS KMS provider",
+            "a key id, key ARN or alias such as alias/llm-accounting",
+        ),
+        KmsProviderKind::Azure => (
+            "the Azure Key Vault provider",
+            "a key id such as https://NAME.vault.azure.net/keys/KEY",
+        ),
+        KmsProviderKind::Gcp => (
+            "the Google Cloud KMS provider",
+            "a CryptoKey name such as projects/P/locations/L/keyRings/R/cryptoKeys/K",
+        ),
+        KmsProviderKind::Local => ("the local provider", "a key id"),
+    };
+    settings
+        .kms
+        .key_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| {
+            Error::config(format!(
+                "{what} needs a master key: set {} (setting kms.key_id) to {example}",
+                crate::settings::env_var_of("kms.key_id")
+            ))
+        })
+}
+
+#[cfg(feature = "kms-local")]
+fn local_provider(settings: &Settings) -> Result<(Arc<dyn KmsProvider>, DefaultsUsed)> {
+    let mut used = DefaultsUsed::default();
+    let (path, default) = settings.master_key_file()?;
+    if default {
+        used.master_key_file = Some(path.display().to_string());
+    }
+    let mut p = llm_accounting_kms_local::LocalKmsProvider::open_or_create(&path)?;
+    let min_version = settings.kms.local.min_master_key_version;
+    if min_version > 0 {
+        p = p.with_min_version(min_version)?;
+    }
+    Ok((Arc::new(p), used))
+}
+
+#[cfg(not(feature = "kms-local"))]
+fn local_provider(_: &Settings) -> Result<(Arc<dyn KmsProvider>, DefaultsUsed)> {
+    Err(not_built(KmsProviderKind::Local))
+}
+
+/// Region from `kms.aws.region`, else (like credentials and `AWS_ENDPOINT_URL`) from the
+/// aws-config chain; `kms.endpoint` wins over `AWS_ENDPOINT_URL`.
+#[cfg(feature = "kms-aws")]
+fn aws_provider(settings: &Settings) -> Result<Arc<dyn KmsProvider>> {
+    let mut b =
+        llm_accounting_kms_aws::AwsKmsProvider::builder().with_key_id(required_key_id(settings)?);
+    if let Some(region) = &settings.kms.aws.region {
+        b = b.with_region(region);
+    }
+    if let Some(endpoint) = &settings.kms.endpoint {
+        b = b.with_endpoint_url(endpoint);
+    }
+    Ok(Arc::new(b.build()?))
+}
+
+#[cfg(not(feature = "kms-aws"))]
+fn aws_provider(_: &Settings) -> Result<Arc<dyn KmsProvider>> {
+    Err(not_built(KmsProviderKind::Aws))
+}
+
+/// Credentials and wrap algorithm from `[kms.azure]`; the client-secret and managed-identity
+/// credentials read the standard `AZURE_*` variables.
+#[cfg(feature = "kms-azure")]
+fn azure_provider(settings: &Settings) -> Result<Arc<dyn KmsProvider>> {
+    use crate::settings::{AzureCredentials, AzureKeyWrap};
+    use llm_accounting_kms_azure::{AzureCredentialKind, AzureKeyVaultProvider, WrapAlgorithm};
+    let azure = &settings.kms.azure;
+    let credential = match azure.credentials {
+        AzureCredentials::Default => AzureCredentialKind::Default,
+        AzureCredentials::ClientSecret => AzureCredentialKind::client_secret_from_env(),
+        AzureCredentials::ManagedIdentity => AzureCredentialKind::managed_identity_from_env(),
+        AzureCredentials::DeveloperTools => AzureCredentialKind::DeveloperTools,
+    };
+    let algorithm = match azure.wrap_algorithm {
+        AzureKeyWrap::RsaOaep256 => WrapAlgorithm::RsaOaep256,
+        AzureKeyWrap::A256Kw => WrapAlgorithm::A256Kw,
+    };
+    let mut b = AzureKeyVaultProvider::builder()
+        .with_key_id(required_key_id(settings)?)
+        .with_credential(credential)
+        .with_algorithm(algorithm);
+    if let Some(endpoint) = &settings.kms.endpoint {
+        b = b.with_endpoint(endpoint);
+    }
+    Ok(Arc::new(b.build()?))
+}
+
+#[cfg(not(feature = "kms-azure"))]
+fn azure_provider(_: &Settings) -> Result<Arc<dyn KmsProvider>> {
+    Err(not_built(KmsProviderKind::Azure))
+}
+
+/// Credentials from `kms.gcp.credentials`: Application Default Credentials, or none
+/// (emulators).
+#[cfg(feature = "kms-gcp")]
+fn gcp_provider(settings: &Settings) -> Result<Arc<dyn KmsProvider>> {
+    use crate::settings::GcpCredentials;
+    let mut b =
+        llm_accounting_kms_gcp::GcpKmsProvider::builder().with_key_name(required_key_id(settings)?);
+    match settings.kms.gcp.credentials {
+        GcpCredentials::Default => {}
+        GcpCredentials::Anonymous => b = b.with_anonymous_credentials(),
+    }
+    if let Some(endpoint) = &settings.kms.endpoint {
+        b = b.with_endpoint(endpoint);
+    }
+    Ok(Arc::new(b.build()?))
+}
+
+#[cfg(not(feature = "kms-gcp"))]
+fn gcp_provider(_: &Settings) -> Result<Arc<dyn KmsProvider>> {
+    Err(not_built(KmsProviderKind::Gcp))
 }
 
 /// The repository named by the settings, with migrations applied.
 pub async fn build_repository(
     settings: &Settings,
 ) -> Result<(Arc<SeaOrmKeyRepository>, DefaultsUsed)> {
+    settings.validate()?;
     let mut used = DefaultsUsed::default();
     let (url, default) = settings.database_url()?;
     if default {

@@ -46,8 +46,10 @@ pub use build::{
     build_provider_with_metrics, build_repository,
 };
 pub use settings::{
-    AuditSettings, CONFIG_FILE_ENV, CacheSettings, DEFAULT_CONFIG, ENV_VARS, KeysSettings,
-    KmsSettings, LocalSettings, Overrides, PROVIDER_NAMES, Settings, StoreSettings,
+    AuditSettings, AwsSettings, AzureCredentials, AzureKeyWrap, AzureSettings, CONFIG_FILE_ENV,
+    CacheSettings, DEFAULT_CONFIG, ENV_VARS, GcpCredentials, GcpSettings, KeysSettings,
+    KmsProviderKind, KmsSettings, LocalSettings, Overrides, PROVIDER_NAMES, Settings,
+    StoreSettings,
 };
 
 pub use llm_accounting_core::audit::{

@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use llm_accounting::{ApiKey, Error, KeyFilter, KeyIdentity, LlmAccounting, Overrides, Settings};
+use llm_accounting::{
+    ApiKey, Error, KeyFilter, KeyIdentity, KmsProviderKind, LlmAccounting, Overrides, Settings,
+};
 
 fn settings(dir: &Path, extra: &[(&str, &str)]) -> Settings {
     let mut env: HashMap<String, String> = HashMap::new();
@@ -206,7 +208,7 @@ async fn bad_input_gets_clear_errors() {
     // A provider whose feature is off is named as such; one that is built but has no key is a
     // configuration error naming the variable. Never a panic or a fallback to local.
     let mut gcp = settings(dir.path(), &[]);
-    gcp.kms.provider = "gcp".into();
+    gcp.kms.provider = KmsProviderKind::Gcp;
     let err = LlmAccounting::from_settings(&gcp)
         .await
         .expect_err("not built, or no key");

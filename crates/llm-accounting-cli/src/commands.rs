@@ -240,7 +240,7 @@ async fn delete(ctx: &Context, args: &IdentityArgs) -> Result<()> {
 async fn rewrap(ctx: &Context, args: &RewrapArgs) -> Result<()> {
     let mut target_settings = ctx.settings.clone();
     if let Some(p) = &args.to_provider {
-        target_settings.kms.provider.clone_from(p);
+        target_settings.kms.provider = p.parse()?;
     }
     if let Some(k) = &args.to_key {
         target_settings.kms.key_id = Some(k.clone());
@@ -359,7 +359,7 @@ async fn audit(ctx: &Context, args: &AuditArgs) -> Result<()> {
 /// `master-key add-version`.
 #[cfg(feature = "kms-local")]
 fn add_master_key_version(ctx: &Context) -> Result<()> {
-    if ctx.settings.kms.provider != "local" {
+    if ctx.settings.kms.provider != llm_accounting::KmsProviderKind::Local {
         return Err(Error::invalid(
             "command",
             "`master-key add-version` manages the local provider's key file; the configured \

@@ -21,10 +21,8 @@
 //! ```no_run
 //! # async fn demo() -> llm_accounting_core::Result<()> {
 //! use llm_accounting_kms_aws::AwsKmsProvider;
-//! // Key from LLM_ACCOUNTING_KMS_KEY_ID, endpoint override from LLM_ACCOUNTING_KMS_ENDPOINT;
-//! // region, credentials and AWS_ENDPOINT_URL through the standard aws-config chain.
-//! let provider = AwsKmsProvider::builder().from_env().build()?;
-//! // Or explicitly:
+//! // Region (unless given), credentials and AWS_ENDPOINT_URL come from the standard
+//! // aws-config chain.
 //! let provider = AwsKmsProvider::builder()
 //!     .with_key_id("alias/llm-accounting")
 //!     .with_region("eu-west-1")
@@ -70,13 +68,6 @@ use crate::error::{broken, map_sdk_error};
 
 /// The provider name recorded with every key it wraps.
 pub const PROVIDER_NAME: &str = "aws";
-
-/// Environment variable naming the master key: key id, key ARN, alias name or alias ARN.
-pub const KEY_ID_ENV: &str = "LLM_ACCOUNTING_KMS_KEY_ID";
-
-/// Environment variable overriding the KMS endpoint (emulators, VPC endpoints). `AWS_ENDPOINT_URL`
-/// (read by aws-config) works too; this one wins.
-pub const ENDPOINT_ENV: &str = "LLM_ACCOUNTING_KMS_ENDPOINT";
 
 /// Wraps data keys with AWS KMS. Build it with [`AwsKmsProvider::builder`], or from a ready
 /// SDK client with [`AwsKmsProvider::from_client`].
@@ -132,19 +123,6 @@ impl fmt::Debug for AwsKmsProviderBuilder {
 }
 
 impl AwsKmsProviderBuilder {
-    /// Reads `LLM_ACCOUNTING_KMS_KEY_ID` and `LLM_ACCOUNTING_KMS_ENDPOINT` (each only if set and
-    /// not blank); `AWS_*` variables are read later by aws-config.
-    pub fn from_env(mut self) -> Self {
-        let var = |name| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        if let Some(k) = var(KEY_ID_ENV) {
-            self.key_id = Some(k);
-        }
-        if let Some(e) = var(ENDPOINT_ENV) {
-            self.endpoint_url = Some(e);
-        }
-        self
-    }
-
     /// The master key: key id, key ARN, alias name (`alias/...`) or alias ARN.
     pub fn with_key_id(mut self, key_id: impl Into<String>) -> Self {
         self.key_id = Some(key_id.into());
@@ -157,7 +135,8 @@ impl AwsKmsProviderBuilder {
         self
     }
 
-    /// Sends requests to this endpoint (an emulator, a VPC endpoint) instead of the region's.
+    /// Sends requests to this endpoint (an emulator, a VPC endpoint) instead of the region's;
+    /// wins over `AWS_ENDPOINT_URL`.
     pub fn with_endpoint_url(mut self, url: impl Into<String>) -> Self {
         self.endpoint_url = Some(url.into());
         self
@@ -195,10 +174,10 @@ impl AwsKmsProviderBuilder {
             .map(|k| k.trim().to_owned())
             .filter(|k| !k.is_empty())
             .ok_or_else(|| {
-                Error::config(format!(
-                    "the AWS KMS provider needs a master key: set {KEY_ID_ENV} (kms.key_id) to a \
-                     key id, key ARN or alias such as alias/llm-accounting"
-                ))
+                Error::config(
+                    "the AWS KMS provider needs a master key: call `with_key_id` with a key id, \
+                     key ARN or alias such as alias/llm-accounting",
+                )
             })?;
         if let Some(url) = &self.endpoint_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -429,7 +408,7 @@ mod tests {
     #[test]
     fn build_needs_a_key_id_and_a_sane_endpoint() {
         let err = AwsKmsProvider::builder().build().expect_err("no key");
-        assert!(err.to_string().contains(KEY_ID_ENV), "{err}");
+        assert!(err.to_string().contains("with_key_id"), "{err}");
         let err = AwsKmsProvider::builder()
             .with_key_id("  ")
             .build()

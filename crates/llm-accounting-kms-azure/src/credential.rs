@@ -14,10 +14,6 @@ use azure_identity::{
 use llm_accounting_core::{Error, Result};
 use zeroize::Zeroizing;
 
-/// Environment variable choosing the credential: `default`, `client-secret`,
-/// `managed-identity` or `developer-tools` (see [`AzureCredentialKind::from_env`]).
-pub const CREDENTIALS_ENV: &str = "LLM_ACCOUNTING_AZURE_CREDENTIALS";
-
 /// Which Azure credential to use.
 #[derive(Clone, Default)]
 #[non_exhaustive]
@@ -76,37 +72,44 @@ fn env(name: &str) -> Option<String> {
 }
 
 impl AzureCredentialKind {
-    /// From `LLM_ACCOUNTING_AZURE_CREDENTIALS`: `client-secret` (reads `AZURE_TENANT_ID`,
-    /// `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`), `managed-identity` (optional
-    /// `AZURE_CLIENT_ID` for a user-assigned identity), `developer-tools`, or unset / `default`
-    /// for the chain.
+    /// The credential named `name` (trimmed, case-insensitive): `client-secret`
+    /// ([`AzureCredentialKind::client_secret_from_env`]), `managed-identity`
+    /// ([`AzureCredentialKind::managed_identity_from_env`]), `developer-tools`, or `default`
+    /// (also for an empty name) for the chain.
     ///
     /// # Errors
-    /// An unknown value is a configuration error.
-    pub fn from_env() -> Result<Self> {
-        Ok(
-            match env(CREDENTIALS_ENV)
-                .map(|v| v.trim().to_ascii_lowercase())
-                .as_deref()
-            {
-                Some("client-secret") => AzureCredentialKind::ClientSecret {
-                    tenant_id: env("AZURE_TENANT_ID").unwrap_or_default(),
-                    client_id: env("AZURE_CLIENT_ID").unwrap_or_default(),
-                    client_secret: Zeroizing::new(env("AZURE_CLIENT_SECRET").unwrap_or_default()),
-                },
-                Some("managed-identity") => AzureCredentialKind::ManagedIdentity {
-                    client_id: env("AZURE_CLIENT_ID"),
-                },
-                Some("developer-tools") => AzureCredentialKind::DeveloperTools,
-                None | Some("default") => AzureCredentialKind::Default,
-                Some(other) => {
-                    return Err(Error::config(format!(
-                        "{CREDENTIALS_ENV}={other}: expected default, client-secret, \
+    /// An unknown name is a configuration error.
+    pub fn parse(name: &str) -> Result<Self> {
+        Ok(match name.trim().to_ascii_lowercase().as_str() {
+            "" | "default" => AzureCredentialKind::Default,
+            "client-secret" => Self::client_secret_from_env(),
+            "managed-identity" => Self::managed_identity_from_env(),
+            "developer-tools" => AzureCredentialKind::DeveloperTools,
+            other => {
+                return Err(Error::config(format!(
+                    "unknown Azure credential kind `{other}`: expected default, client-secret, \
                      managed-identity or developer-tools"
-                    )));
-                }
-            },
-        )
+                )));
+            }
+        })
+    }
+
+    /// A service principal from the standard variables `AZURE_TENANT_ID`, `AZURE_CLIENT_ID` and
+    /// `AZURE_CLIENT_SECRET`; a missing one is reported by the provider builder's `build`.
+    pub fn client_secret_from_env() -> Self {
+        AzureCredentialKind::ClientSecret {
+            tenant_id: env("AZURE_TENANT_ID").unwrap_or_default(),
+            client_id: env("AZURE_CLIENT_ID").unwrap_or_default(),
+            client_secret: Zeroizing::new(env("AZURE_CLIENT_SECRET").unwrap_or_default()),
+        }
+    }
+
+    /// A managed identity: the user-assigned one whose client id is in the standard variable
+    /// `AZURE_CLIENT_ID`, or the system-assigned one when it is unset.
+    pub fn managed_identity_from_env() -> Self {
+        AzureCredentialKind::ManagedIdentity {
+            client_id: env("AZURE_CLIENT_ID"),
+        }
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
@@ -241,7 +244,8 @@ impl TokenCredential for Chain {
         Err(azure_core::Error::with_message(
             azure_core::error::ErrorKind::Credential,
             format!(
-                "no Azure credential gave a token (set {CREDENTIALS_ENV}, AZURE_TENANT_ID / \
+                "no Azure credential gave a token (choose one explicitly, such as \
+                 kms.azure.credentials in llm-accounting's settings; set AZURE_TENANT_ID / \
                  AZURE_CLIENT_ID / AZURE_CLIENT_SECRET, run on a managed identity, or `az \
                  login`); tried: {}",
                 if failures.is_empty() {
@@ -251,5 +255,27 @@ impl TokenCredential for Chain {
                 }
             ),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_kinds_parse_by_name() {
+        for (name, expect) in [
+            ("", "Default"),
+            (" Default ", "Default"),
+            ("developer-tools", "DeveloperTools"),
+            ("MANAGED-IDENTITY", "ManagedIdentity"),
+            ("client-secret", "ClientSecret"),
+        ] {
+            let kind = AzureCredentialKind::parse(name).expect(name);
+            assert!(format!("{kind:?}").starts_with(expect), "{name}: {kind:?}");
+        }
+        let err = AzureCredentialKind::parse("certificate").expect_err("unknown");
+        assert!(matches!(err, Error::Config { .. }), "{err}");
+        assert!(err.to_string().contains("`certificate`"), "{err}");
     }
 }

@@ -25,12 +25,15 @@
 //!
 //! ```no_run
 //! # fn demo() -> llm_accounting_core::Result<()> {
-//! use llm_accounting_kms_azure::AzureKeyVaultProvider;
-//! // Key from LLM_ACCOUNTING_KMS_KEY_ID, credentials from LLM_ACCOUNTING_AZURE_CREDENTIALS.
-//! let provider = AzureKeyVaultProvider::builder().from_env().build()?;
-//! // Or explicitly:
+//! use llm_accounting_kms_azure::{AzureCredentialKind, AzureKeyVaultProvider};
+//! // Credentials: the DefaultAzureCredential-style chain.
 //! let provider = AzureKeyVaultProvider::builder()
 //!     .with_key_id("https://my-vault.vault.azure.net/keys/llm-accounting")
+//!     .build()?;
+//! // A service principal from AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET:
+//! let provider = AzureKeyVaultProvider::builder()
+//!     .with_key_id("https://my-vault.vault.azure.net/keys/llm-accounting")
+//!     .with_credential(AzureCredentialKind::parse("client-secret")?)
 //!     .build()?;
 //! # Ok(()) }
 //! ```
@@ -59,23 +62,13 @@ use zeroize::Zeroizing;
 pub use azure_core;
 pub use azure_identity;
 pub use azure_security_keyvault_keys;
-pub use credential::{AzureCredentialKind, CREDENTIALS_ENV};
+pub use credential::AzureCredentialKind;
 pub use transport::EndpointOverride;
 
 use crate::error::map_azure_error;
 
 /// The provider name recorded with every key it wraps.
 pub const PROVIDER_NAME: &str = "azure";
-
-/// Environment variable naming the master key: a Key Vault key identifier URL.
-pub const KEY_ID_ENV: &str = "LLM_ACCOUNTING_KMS_KEY_ID";
-
-/// Environment variable sending every request (Key Vault and token requests) to another base
-/// URL, such as a local fake; see [`EndpointOverride`].
-pub const ENDPOINT_ENV: &str = "LLM_ACCOUNTING_KMS_ENDPOINT";
-
-/// Environment variable choosing the wrap algorithm: `RSA-OAEP-256` (default) or `A256KW`.
-pub const ALGORITHM_ENV: &str = "LLM_ACCOUNTING_AZURE_WRAP_ALGORITHM";
 
 /// The key-wrap algorithm.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -212,7 +205,6 @@ pub struct AzureKeyVaultProviderBuilder {
     algorithm: Option<String>,
     endpoint: Option<String>,
     credential: AzureCredentialKind,
-    credential_error: Option<String>,
     transport: Option<Arc<dyn HttpClient>>,
     verify_challenge_resource: Option<bool>,
 }
@@ -231,45 +223,6 @@ impl fmt::Debug for AzureKeyVaultProviderBuilder {
 }
 
 impl AzureKeyVaultProviderBuilder {
-    /// Reads `LLM_ACCOUNTING_KMS_KEY_ID`, `LLM_ACCOUNTING_KMS_ENDPOINT` and
-    /// `LLM_ACCOUNTING_AZURE_WRAP_ALGORITHM` (each only if set and not blank), then the
-    /// credential choice ([`AzureKeyVaultProviderBuilder::credential_from_env`]).
-    pub fn from_env(mut self) -> Self {
-        let var = |name| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        if let Some(k) = var(KEY_ID_ENV) {
-            self.key_id = Some(k);
-        }
-        if let Some(e) = var(ENDPOINT_ENV) {
-            self.endpoint = Some(e);
-        }
-        self.settings_from_env()
-    }
-
-    /// Reads only the Azure-specific variables: `LLM_ACCOUNTING_AZURE_WRAP_ALGORITHM` and the
-    /// credential choice.
-    pub fn settings_from_env(mut self) -> Self {
-        if let Ok(a) = std::env::var(ALGORITHM_ENV)
-            && !a.trim().is_empty()
-        {
-            self.algorithm = Some(a);
-        }
-        self.credential_from_env()
-    }
-
-    /// The credential named by `LLM_ACCOUNTING_AZURE_CREDENTIALS` (see
-    /// [`AzureCredentialKind::from_env`]).
-    /// An unknown value is reported by [`AzureKeyVaultProviderBuilder::build`].
-    pub fn credential_from_env(mut self) -> Self {
-        match AzureCredentialKind::from_env() {
-            Ok(c) => {
-                self.credential = c;
-                self.credential_error = None;
-            }
-            Err(e) => self.credential_error = Some(e.to_string()),
-        }
-        self
-    }
-
     /// The master key: `https://NAME.vault.azure.net/keys/KEY[/VERSION]`.
     pub fn with_key_id(mut self, key_id: impl Into<String>) -> Self {
         self.key_id = Some(key_id.into());
@@ -316,10 +269,10 @@ impl AzureKeyVaultProviderBuilder {
             .clone()
             .filter(|k| !k.trim().is_empty())
             .ok_or_else(|| {
-                Error::config(format!(
-                    "the Azure Key Vault provider needs a master key: set {KEY_ID_ENV} \
-                     (kms.key_id) to a key id such as https://NAME.vault.azure.net/keys/KEY"
-                ))
+                Error::config(
+                    "the Azure Key Vault provider needs a master key: call `with_key_id` with a \
+                     key id such as https://NAME.vault.azure.net/keys/KEY",
+                )
             })?;
         let key = KeyVaultKeyId::parse(&key_id)?;
         if let Some(a) = &self.algorithm {
@@ -327,9 +280,6 @@ impl AzureKeyVaultProviderBuilder {
         }
         if let Some(url) = &self.endpoint {
             EndpointOverride::new(url)?;
-        }
-        if let Some(e) = &self.credential_error {
-            return Err(Error::config(e.clone()));
         }
         self.credential.validate()?;
         Ok(AzureKeyVaultProvider {
@@ -530,7 +480,7 @@ mod tests {
         let err = AzureKeyVaultProvider::builder()
             .build()
             .expect_err("no key");
-        assert!(err.to_string().contains(KEY_ID_ENV), "{err}");
+        assert!(err.to_string().contains("with_key_id"), "{err}");
         let b = AzureKeyVaultProvider::builder().with_key_id("https://v.vault.azure.net/keys/k");
         let err = b
             .clone()

@@ -11,7 +11,7 @@ use llm_accounting_core::{Error, Result};
 /// keeping path and query: `https://NAME.vault.azure.net/keys/k/wrapkey?api-version=...` goes
 /// to `BASE/keys/k/wrapkey?api-version=...`. For emulators and test fakes reached over plain
 /// `http://` (the SDK itself refuses to send a token over plain http, so the rewrite happens
-/// below it, in the transport). Configured by `LLM_ACCOUNTING_KMS_ENDPOINT`.
+/// below it, in the transport). Set with [`crate::AzureKeyVaultProviderBuilder::with_endpoint`].
 pub struct EndpointOverride {
     base: String,
     inner: Arc<dyn HttpClient>,

@@ -20,9 +20,7 @@
 //! ```no_run
 //! # fn demo() -> llm_accounting_core::Result<()> {
 //! use llm_accounting_kms_gcp::GcpKmsProvider;
-//! // Key from LLM_ACCOUNTING_KMS_KEY_ID, endpoint override from LLM_ACCOUNTING_KMS_ENDPOINT.
-//! let provider = GcpKmsProvider::builder().from_env().build()?;
-//! // Or explicitly:
+//! // Credentials: Application Default Credentials.
 //! let provider = GcpKmsProvider::builder()
 //!     .with_key_name("projects/my-project/locations/europe-west1/keyRings/llm/cryptoKeys/api-keys")
 //!     .build()?;
@@ -54,16 +52,6 @@ use crate::error::map_gax_error;
 
 /// The provider name recorded with every key it wraps.
 pub const PROVIDER_NAME: &str = "gcp";
-
-/// Environment variable naming the master key: a `CryptoKey` resource name.
-pub const KEY_ID_ENV: &str = "LLM_ACCOUNTING_KMS_KEY_ID";
-
-/// Environment variable overriding the Cloud KMS endpoint (emulators, private endpoints).
-pub const ENDPOINT_ENV: &str = "LLM_ACCOUNTING_KMS_ENDPOINT";
-
-/// Environment variable choosing the credentials: `default` (Application Default Credentials,
-/// the default) or `anonymous` (no credentials at all, for emulators).
-pub const CREDENTIALS_ENV: &str = "LLM_ACCOUNTING_GCP_CREDENTIALS";
 
 /// Wraps data keys with Google Cloud KMS. Build it with [`GcpKmsProvider::builder`].
 ///
@@ -121,31 +109,6 @@ fn is_crypto_key_name(name: &str) -> bool {
 }
 
 impl GcpKmsProviderBuilder {
-    /// Reads `LLM_ACCOUNTING_KMS_KEY_ID` and `LLM_ACCOUNTING_KMS_ENDPOINT` (each only if set and
-    /// not blank), then the credentials choice ([`GcpKmsProviderBuilder::credentials_from_env`]).
-    pub fn from_env(mut self) -> Self {
-        let var = |name| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        if let Some(k) = var(KEY_ID_ENV) {
-            self.key_name = Some(k);
-        }
-        if let Some(e) = var(ENDPOINT_ENV) {
-            self.endpoint = Some(e);
-        }
-        self.credentials_from_env()
-    }
-
-    /// With `LLM_ACCOUNTING_GCP_CREDENTIALS=anonymous`, sends no credentials (emulators).
-    /// Otherwise (unset or `default`) Application Default Credentials are used: the file named
-    /// by `GOOGLE_APPLICATION_CREDENTIALS`, gcloud's ADC file, or the metadata server.
-    pub fn credentials_from_env(self) -> Self {
-        match std::env::var(CREDENTIALS_ENV) {
-            Ok(v) if v.trim().eq_ignore_ascii_case("anonymous") => {
-                self.with_anonymous_credentials()
-            }
-            _ => self,
-        }
-    }
-
     /// The master key: `projects/P/locations/L/keyRings/R/cryptoKeys/K`.
     pub fn with_key_name(mut self, name: impl Into<String>) -> Self {
         self.key_name = Some(name.into());
@@ -159,7 +122,8 @@ impl GcpKmsProviderBuilder {
         self
     }
 
-    /// Uses these credentials instead of Application Default Credentials.
+    /// Uses these credentials instead of Application Default Credentials (the default: the file
+    /// named by `GOOGLE_APPLICATION_CREDENTIALS`, gcloud's ADC file, or the metadata server).
     pub fn with_credentials(mut self, credentials: Credentials) -> Self {
         self.credentials = Some(credentials);
         self
@@ -178,11 +142,10 @@ impl GcpKmsProviderBuilder {
             .map(|k| k.trim().to_owned())
             .filter(|k| !k.is_empty())
             .ok_or_else(|| {
-                Error::config(format!(
-                    "the Google Cloud KMS provider needs a master key: set {KEY_ID_ENV} \
-                     (kms.key_id) to a CryptoKey name such as \
-                     projects/P/locations/L/keyRings/R/cryptoKeys/K"
-                ))
+                Error::config(
+                    "the Google Cloud KMS provider needs a master key: call `with_key_name` with \
+                     a CryptoKey name such as projects/P/locations/L/keyRings/R/cryptoKeys/K",
+                )
             })?;
         if !is_crypto_key_name(&key_name) {
             return Err(Error::config(format!(
@@ -316,7 +279,7 @@ mod tests {
     #[test]
     fn build_needs_a_crypto_key_name_and_a_sane_endpoint() {
         let err = GcpKmsProvider::builder().build().expect_err("no key");
-        assert!(err.to_string().contains(KEY_ID_ENV), "{err}");
+        assert!(err.to_string().contains("with_key_name"), "{err}");
         for bad in [
             "k",
             "projects/p/locations/global/keyRings/r",

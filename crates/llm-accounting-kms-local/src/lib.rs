@@ -19,7 +19,7 @@
 
 mod master_key_file;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use async_trait::async_trait;
 use llm_accounting_core::envelope::{aead_open, aead_seal};
@@ -29,9 +29,6 @@ pub use master_key_file::{MasterKey, MasterKeyFile};
 
 /// The provider name recorded with every key it wraps.
 pub const PROVIDER_NAME: &str = "local";
-
-/// Environment variable naming the master key file.
-pub const MASTER_KEY_FILE_ENV: &str = "LLM_ACCOUNTING_LOCAL_MASTER_KEY_FILE";
 
 const WRAP_DOMAIN: &[u8] = b"llm-accounting/local-wrap/v1";
 const NONCE_LEN: usize = 12;
@@ -60,16 +57,6 @@ impl LocalKmsProvider {
             file: MasterKeyFile::open(path.as_ref())?,
             min_version: 0,
         })
-    }
-
-    /// Opens (or creates) the file named by `LLM_ACCOUNTING_LOCAL_MASTER_KEY_FILE`.
-    pub fn from_env() -> Result<Self> {
-        let path = std::env::var_os(MASTER_KEY_FILE_ENV).ok_or_else(|| {
-            Error::config(format!(
-                "{MASTER_KEY_FILE_ENV} is not set; set it to the path of the master key file"
-            ))
-        })?;
-        Self::open_or_create(PathBuf::from(path))
     }
 
     /// Adds a new master-key version to the file at `path` and makes it the one new keys are
