@@ -1,0 +1,287 @@
+//! Configuration: embedded defaults < file < environment < explicit overrides (CLI flags).
+//!
+//! Every setting lives in [`Settings`] and has exactly one environment variable
+//! ([`ENV_VARS`]). A file may only name settings that exist: an unknown key is an error naming
+//! it, never silently a default.
+
+mod choices;
+mod env;
+mod file;
+mod sections;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use config::{Config, File, FileFormat};
+use serde::Deserialize;
+
+use crate::layers::{LayerOptions, RetryPolicy};
+use crate::{CacheOptions, Error, ManagerOptions, Result, StoreOptions};
+
+pub use self::choices::{
+    AzureCredentials, AzureKeyWrap, GcpCredentials, KmsProviderKind, PROVIDER_NAMES,
+};
+pub use self::env::ENV_VARS;
+pub(crate) use self::env::env_var_of;
+use self::file::*;
+pub use self::sections::{
+    AuditSettings, AwsSettings, AzureSettings, CacheSettings, GcpSettings, KeysSettings,
+    KmsSettings, LocalSettings, StoreSettings,
+};
+use self::sections::{empty_is_none, empty_is_none_path};
+
+/// The embedded defaults (`config/default.toml`).
+pub const DEFAULT_CONFIG: &str = include_str!("../../config/default.toml");
+
+/// Variable naming a config file when none is given explicitly.
+pub const CONFIG_FILE_ENV: &str = "LLM_ACCOUNTING_CONFIG";
+
+/// The resolved configuration.
+///
+/// [`Settings::load`] reads it from the embedded defaults, a file, the environment and
+/// command-line overrides. In code, start from the defaults and set what differs:
+///
+/// ```
+/// use llm_accounting::{KmsProviderKind, Settings};
+/// let mut s = Settings::default();
+/// s.database_url = Some("sqlite:///var/lib/myapp/keys.db".into());
+/// s.kms.provider = KmsProviderKind::Aws;
+/// s.kms.key_id = Some("alias/llm-accounting".into());
+/// s.kms.aws.region = Some("eu-west-1".into());
+/// s.validate()?;
+/// # Ok::<(), llm_accounting::Error>(())
+/// ```
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Settings {
+    /// Database URL; `None` means a SQLite file in the data directory.
+    #[serde(deserialize_with = "empty_is_none")]
+    pub database_url: Option<String>,
+    /// Directory of the default database and master key file; `None`: the platform's data
+    /// directory.
+    #[serde(deserialize_with = "empty_is_none_path")]
+    pub data_dir: Option<PathBuf>,
+    /// User the facade's convenience calls use.
+    #[serde(deserialize_with = "empty_is_none")]
+    pub default_user: Option<String>,
+    /// Project the facade's convenience calls use.
+    #[serde(deserialize_with = "empty_is_none")]
+    pub default_project: Option<String>,
+    /// KMS selection, resilience, and each provider's own settings.
+    pub kms: KmsSettings,
+    /// Cache of decrypted keys.
+    pub cache: CacheSettings,
+    /// Database connection handling.
+    pub store: StoreSettings,
+    /// Key lifecycle.
+    pub keys: KeysSettings,
+    /// Audit trail.
+    pub audit: AuditSettings,
+}
+
+impl Default for Settings {
+    /// The embedded defaults (`config/default.toml`), with nothing from the environment.
+    fn default() -> Self {
+        Settings {
+            database_url: None,
+            data_dir: None,
+            default_user: None,
+            default_project: None,
+            kms: KmsSettings::default(),
+            cache: CacheSettings::default(),
+            store: StoreSettings::default(),
+            keys: KeysSettings::default(),
+            audit: AuditSettings::default(),
+        }
+    }
+}
+
+/// Values given on the command line, the strongest layer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--db URL`.
+    pub database_url: Option<String>,
+    /// `--provider NAME`: one of [`PROVIDER_NAMES`] (anything else is a configuration error).
+    pub provider: Option<String>,
+}
+
+impl Overrides {
+    /// The settings these override, each with the command-line flag that sets it.
+    fn entries(&self) -> [(&'static str, &'static str, Option<&String>); 2] {
+        [
+            ("database_url", "--db", self.database_url.as_ref()),
+            ("kms.provider", "--provider", self.provider.as_ref()),
+        ]
+    }
+}
+
+impl Settings {
+    /// Loads settings from the process environment: defaults, then the file named by
+    /// `file` or `LLM_ACCOUNTING_CONFIG`, then `LLM_ACCOUNTING_*` variables, then `overrides`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a missing or unreadable file, a key in the file that is no
+    /// setting (named, with the file), or a bad value (named, with the variable, flag or file
+    /// it came from).
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self> {
+        Self::load_with(file, overrides, |name| std::env::var(name).ok())
+    }
+
+    /// Settings from the environment alone (no file, no overrides).
+    pub fn from_env() -> Result<Self> {
+        Self::load(None, &Overrides::default())
+    }
+
+    /// Like [`Settings::load`], reading variables through `env` (for tests and embedding).
+    /// Code that builds its settings itself starts from [`Settings::default`] instead.
+    pub fn load_with(
+        file: Option<&Path>,
+        overrides: &Overrides,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self> {
+        let mut origins = Origins::default();
+        let mut b = Config::builder().add_source(File::from_str(DEFAULT_CONFIG, FileFormat::Toml));
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| env(CONFIG_FILE_ENV).map(PathBuf::from));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(Error::config(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            let table = read_file(&path, &defaults_table()?)?;
+            b = b.add_source(FileTable(table.clone()));
+            origins.file = Some((path, table));
+        }
+        for (var, key) in ENV_VARS {
+            if let Some(v) = env(var) {
+                b = b
+                    .set_override(*key, v)
+                    .map_err(|e| config_error(format!("bad value in {var}"), e))?;
+                origins.env.push((*key, *var));
+            }
+        }
+        for (key, flag, value) in overrides.entries() {
+            if let Some(v) = value {
+                b = b
+                    .set_override(key, v.clone())
+                    .map_err(|e| config_error(format!("bad value of {flag}"), e))?;
+                origins.overrides.push((key, flag));
+            }
+        }
+        let cfg = b
+            .build()
+            .map_err(|e| config_error("could not read the configuration", e))?;
+        let settings: Settings = cfg.try_deserialize().map_err(|e| origins.explain(e))?;
+        settings
+            .check()
+            .map_err(|(key, message)| Error::config(format!("{message} ({})", origins.of(key))))?;
+        Ok(settings)
+    }
+
+    /// Checks values that deserialization cannot.
+    pub fn validate(&self) -> Result<()> {
+        self.check().map_err(|(_, message)| Error::config(message))
+    }
+
+    /// Like [`Settings::validate`], naming the setting at fault.
+    fn check(&self) -> std::result::Result<(), (&'static str, &'static str)> {
+        if self.cache.max_entries == 0 {
+            return Err(("cache.max_entries", "cache.max_entries must be at least 1"));
+        }
+        if self.store.max_connections == 0 {
+            return Err((
+                "store.max_connections",
+                "store.max_connections must be at least 1",
+            ));
+        }
+        if self.kms.max_attempts == 0 {
+            return Err((
+                "kms.max_attempts",
+                "kms.max_attempts must be at least 1 (1 means no retries)",
+            ));
+        }
+        if self.kms.timeout_ms == 0 {
+            return Err(("kms.timeout_ms", "kms.timeout_ms must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The data directory: the configured one, or the platform's data directory.
+    pub fn data_dir(&self) -> Result<PathBuf> {
+        if let Some(d) = &self.data_dir {
+            return Ok(d.clone());
+        }
+        dirs::data_dir()
+            .map(|d| d.join("llm-accounting"))
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "no platform data directory; set {} or {}",
+                    env_var_of("data_dir"),
+                    env_var_of("database_url")
+                ))
+            })
+    }
+
+    /// The database URL, and whether it is the default SQLite file.
+    pub fn database_url(&self) -> Result<(String, bool)> {
+        match &self.database_url {
+            Some(url) => Ok((url.clone(), false)),
+            None => Ok((
+                format!("sqlite://{}", self.data_dir()?.join("keys.db").display()),
+                true,
+            )),
+        }
+    }
+
+    /// The local master key file, and whether it is the default one.
+    pub fn master_key_file(&self) -> Result<(PathBuf, bool)> {
+        match &self.kms.local.master_key_file {
+            Some(p) => Ok((p.clone(), false)),
+            None => Ok((self.data_dir()?.join("master.key"), true)),
+        }
+    }
+
+    /// Manager options from these settings.
+    pub fn manager_options(&self) -> ManagerOptions {
+        ManagerOptions {
+            cache: CacheOptions {
+                ttl: Duration::from_secs(self.cache.ttl_secs),
+                max_entries: self.cache.max_entries,
+                refresh_interval: Duration::from_millis(self.cache.refresh_interval_ms),
+            },
+            last_used_interval: Duration::from_secs(self.store.last_used_interval_secs),
+            previous_grace: Duration::from_secs(self.keys.previous_grace_secs),
+        }
+    }
+
+    /// Retry and timeout layers around the KMS provider, from these settings.
+    pub fn layer_options(&self) -> LayerOptions {
+        let k = &self.kms;
+        LayerOptions {
+            retry: RetryPolicy {
+                max_attempts: k.max_attempts,
+                initial_backoff: Duration::from_millis(k.initial_backoff_ms),
+                max_backoff: Duration::from_millis(k.max_backoff_ms),
+                max_elapsed: Duration::from_millis(k.max_retry_time_ms),
+            },
+            timeout: Some(Duration::from_millis(k.timeout_ms)),
+        }
+    }
+
+    /// Store options from these settings.
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            max_connections: self.store.max_connections,
+            connect_timeout: Duration::from_secs(self.store.connect_timeout_secs),
+            busy_timeout: Duration::from_secs(self.store.busy_timeout_secs),
+            schema: self.store.schema.clone(),
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! The sections of [`Settings`](super::Settings): one struct per `[section]`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Deserializer};
+
+use super::choices::*;
+
+/// Audit trail settings (`[audit]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AuditSettings {
+    /// Write one audit row per operation.
+    pub enabled: bool,
+    /// Refuse an operation (return no key) when its audit row cannot be written.
+    pub fail_closed: bool,
+    /// Another database for the audit table; `None`: the key database.
+    #[serde(deserialize_with = "empty_is_none")]
+    pub database_url: Option<String>,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            enabled: true,
+            fail_closed: false,
+            database_url: None,
+        }
+    }
+}
+
+/// Key lifecycle settings (`[keys]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct KeysSettings {
+    /// Seconds a rotated-out value stays readable with `get --previous`.
+    pub previous_grace_secs: u64,
+}
+
+impl Default for KeysSettings {
+    fn default() -> Self {
+        KeysSettings {
+            previous_grace_secs: 86_400,
+        }
+    }
+}
+
+/// Which KMS, which master key in it, how calls to it are retried, and each provider's own
+/// settings (`[kms]`, `[kms.local]`, `[kms.aws]`, `[kms.azure]`, `[kms.gcp]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct KmsSettings {
+    /// `local`, `aws`, `azure` or `gcp`.
+    pub provider: KmsProviderKind,
+    /// Master key id of a cloud provider (AWS key id/ARN/alias, Azure key URL, GCP CryptoKey
+    /// name); required for those.
+    #[serde(deserialize_with = "empty_is_none")]
+    pub key_id: Option<String>,
+    /// Endpoint override (emulators, private endpoints).
+    #[serde(deserialize_with = "empty_is_none")]
+    pub endpoint: Option<String>,
+    /// Most calls made for one KMS operation, the first included; transient failures
+    /// (unavailable, throttled, timed out) are retried up to this. 1 = no retries.
+    pub max_attempts: u32,
+    /// No retry starts later than this many milliseconds after the first call.
+    pub max_retry_time_ms: u64,
+    /// Deadline of each single KMS call, in milliseconds; a call that takes longer counts as
+    /// a transient failure.
+    pub timeout_ms: u64,
+    /// Upper bound of the wait before the first retry, in milliseconds (doubles per retry,
+    /// jittered).
+    pub initial_backoff_ms: u64,
+    /// Upper bound of any wait between retries, in milliseconds.
+    pub max_backoff_ms: u64,
+    /// The local provider (`[kms.local]`; older files call it `[local]`).
+    pub local: LocalSettings,
+    /// The AWS KMS provider (`[kms.aws]`).
+    pub aws: AwsSettings,
+    /// The Azure Key Vault provider (`[kms.azure]`).
+    pub azure: AzureSettings,
+    /// The Google Cloud KMS provider (`[kms.gcp]`).
+    pub gcp: GcpSettings,
+}
+
+impl Default for KmsSettings {
+    fn default() -> Self {
+        KmsSettings {
+            provider: KmsProviderKind::default(),
+            key_id: None,
+            endpoint: None,
+            max_attempts: 3,
+            max_retry_time_ms: 10_000,
+            timeout_ms: 5_000,
+            initial_backoff_ms: 50,
+            max_backoff_ms: 2_000,
+            local: LocalSettings::default(),
+            aws: AwsSettings::default(),
+            azure: AzureSettings::default(),
+            gcp: GcpSettings::default(),
+        }
+    }
+}
+
+/// Local provider settings (`[kms.local]`, or `[local]` in older files).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct LocalSettings {
+    /// Master key file; `None` means `master.key` in the data directory.
+    #[serde(deserialize_with = "empty_is_none_path")]
+    pub master_key_file: Option<PathBuf>,
+    /// Master-key versions below this are retired (0: none).
+    pub min_master_key_version: u32,
+}
+
+/// AWS KMS provider settings (`[kms.aws]`). Credentials, and the region unless set here, come
+/// from the standard aws-config chain (`AWS_REGION`, `AWS_PROFILE`, ...).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AwsSettings {
+    /// The AWS region; `None`: `AWS_REGION` or the profile's.
+    #[serde(deserialize_with = "empty_is_none")]
+    pub region: Option<String>,
+}
+
+/// Azure Key Vault provider settings (`[kms.azure]`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AzureSettings {
+    /// How to authenticate.
+    pub credentials: AzureCredentials,
+    /// The key-wrap algorithm; change it only together with the key (and `keys rewrap`).
+    pub wrap_algorithm: AzureKeyWrap,
+}
+
+/// Google Cloud KMS provider settings (`[kms.gcp]`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct GcpSettings {
+    /// Which credentials to send.
+    pub credentials: GcpCredentials,
+}
+
+/// Cache settings (`[cache]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct CacheSettings {
+    /// Seconds a decrypted key is served from memory.
+    pub ttl_secs: u64,
+    /// Most keys cached at once.
+    pub max_entries: u64,
+    /// Milliseconds between checks of cached keys against the store (0: off).
+    pub refresh_interval_ms: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            ttl_secs: 3_600,
+            max_entries: 10_000,
+            refresh_interval_ms: 2_000,
+        }
+    }
+}
+
+/// Database settings (`[store]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct StoreSettings {
+    /// Connection pool size.
+    pub max_connections: u32,
+    /// Seconds to wait for a connection.
+    pub connect_timeout_secs: u64,
+    /// Seconds SQLite waits on a locked database.
+    pub busy_timeout_secs: u64,
+    /// PostgreSQL schema for the tables; `None`: the server's default.
+    #[serde(deserialize_with = "empty_is_none")]
+    pub schema: Option<String>,
+    /// `last_used_at` is written at most once per key per this many seconds.
+    pub last_used_interval_secs: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            max_connections: 8,
+            connect_timeout_secs: 10,
+            busy_timeout_secs: 5,
+            schema: None,
+            last_used_interval_secs: 60,
+        }
+    }
+}
+
+pub(super) fn empty_is_none<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<String>, D::Error> {
+    let s: Option<String> = Option::deserialize(d)?;
+    Ok(s.filter(|s| !s.trim().is_empty()))
+}
+
+pub(super) fn empty_is_none_path<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<PathBuf>, D::Error> {
+    Ok(empty_is_none(d)?.map(PathBuf::from))
+}

@@ -1,0 +1,527 @@
+//! Tests of loading settings.
+
+use super::*;
+use std::collections::HashMap;
+
+use config::{Map, Value, ValueKind};
+
+fn load(env: &[(&str, &str)], file: Option<&Path>, o: &Overrides) -> Result<Settings> {
+    let env: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Settings::load_with(file, o, |k| env.get(k).cloned())
+}
+
+#[test]
+fn defaults_need_no_configuration() {
+    let s = load(&[], None, &Overrides::default()).expect("defaults");
+    assert_eq!(s.kms.provider, "local");
+    assert_eq!(s.database_url, None);
+    assert_eq!(s.cache.ttl_secs, 3600);
+    let (url, default) = s.database_url().expect("url");
+    assert!(
+        default && url.starts_with("sqlite://") && url.ends_with("keys.db"),
+        "{url}"
+    );
+}
+
+#[test]
+fn layers_apply_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("c.toml");
+    std::fs::write(
+        &file,
+        "database_url = \"sqlite://from-file.db\"\n[kms]\nprovider = \"aws\"\n[cache]\nttl_secs = 5\n",
+    )
+    .expect("write");
+    let s = load(&[], Some(&file), &Overrides::default()).expect("file");
+    assert_eq!(s.database_url.as_deref(), Some("sqlite://from-file.db"));
+    assert_eq!(s.cache.ttl_secs, 5);
+    let env = [
+        ("LLM_ACCOUNTING_DATABASE_URL", "sqlite://from-env.db"),
+        ("LLM_ACCOUNTING_KMS_KEY_ID", "alias/llm"),
+        ("LLM_ACCOUNTING_LOCAL_MASTER_KEY_FILE", "/tmp/mk"),
+    ];
+    let s = load(&env, Some(&file), &Overrides::default()).expect("env");
+    assert_eq!(s.database_url.as_deref(), Some("sqlite://from-env.db"));
+    assert_eq!(s.kms.key_id.as_deref(), Some("alias/llm"));
+    assert_eq!(s.kms.provider, "aws");
+    assert_eq!(
+        s.kms.local.master_key_file.as_deref(),
+        Some(Path::new("/tmp/mk"))
+    );
+    let o = Overrides {
+        database_url: Some("sqlite://from-flag.db".into()),
+        provider: Some("local".into()),
+    };
+    let s = load(&env, Some(&file), &o).expect("flags");
+    assert_eq!(s.database_url.as_deref(), Some("sqlite://from-flag.db"));
+    assert_eq!(s.kms.provider, "local");
+    assert_eq!(s.cache.ttl_secs, 5, "untouched file values survive");
+}
+
+#[test]
+fn config_file_from_env_and_bad_values() {
+    let err = load(
+        &[("LLM_ACCOUNTING_KMS_PROVIDER", "vault")],
+        None,
+        &Overrides::default(),
+    )
+    .expect_err("unknown provider");
+    assert!(
+        err.to_string().contains("unknown provider `vault`"),
+        "{err}"
+    );
+    let err = load(
+        &[("LLM_ACCOUNTING_CACHE_TTL_SECS", "soon")],
+        None,
+        &Overrides::default(),
+    )
+    .expect_err("bad number");
+    assert!(matches!(err, Error::Config { .. }), "{err}");
+    let err = load(
+        &[("LLM_ACCOUNTING_CONFIG", "/nonexistent/x.toml")],
+        None,
+        &Overrides::default(),
+    )
+    .expect_err("missing file");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+#[test]
+fn kms_resilience_settings() {
+    let s = load(&[], None, &Overrides::default()).expect("defaults");
+    let o = s.layer_options();
+    assert_eq!(o.retry, RetryPolicy::default(), "defaults match the core's");
+    assert_eq!(o.timeout, Some(Duration::from_secs(5)));
+    let env = [
+        ("LLM_ACCOUNTING_KMS_MAX_ATTEMPTS", "5"),
+        ("LLM_ACCOUNTING_KMS_MAX_RETRY_TIME_MS", "1500"),
+        ("LLM_ACCOUNTING_KMS_TIMEOUT_MS", "250"),
+        ("LLM_ACCOUNTING_KMS_INITIAL_BACKOFF_MS", "20"),
+        ("LLM_ACCOUNTING_KMS_MAX_BACKOFF_MS", "400"),
+    ];
+    let o = load(&env, None, &Overrides::default())
+        .expect("env")
+        .layer_options();
+    assert_eq!(o.retry.max_attempts, 5);
+    assert_eq!(o.retry.max_elapsed, Duration::from_millis(1500));
+    assert_eq!(o.retry.initial_backoff, Duration::from_millis(20));
+    assert_eq!(o.retry.max_backoff, Duration::from_millis(400));
+    assert_eq!(o.timeout, Some(Duration::from_millis(250)));
+    for (var, value) in [
+        ("LLM_ACCOUNTING_KMS_MAX_ATTEMPTS", "0"),
+        ("LLM_ACCOUNTING_KMS_TIMEOUT_MS", "0"),
+        ("LLM_ACCOUNTING_KMS_MAX_ATTEMPTS", "many"),
+    ] {
+        let err = load(&[(var, value)], None, &Overrides::default()).expect_err(var);
+        assert!(matches!(err, Error::Config { .. }), "{var}={value}: {err}");
+    }
+    for (var, _) in env {
+        assert!(ENV_VARS.iter().any(|(v, _)| *v == var), "{var} is listed");
+    }
+}
+
+fn file(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, text).expect("write");
+    (dir, path)
+}
+
+/// Dotted paths of every leaf of `table`.
+fn leaves(table: &Map<String, Value>, prefix: &str, out: &mut Vec<String>) {
+    for (key, value) in table {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match &value.kind {
+            ValueKind::Table(t) => leaves(t, &path, out),
+            _ => out.push(path),
+        }
+    }
+}
+
+#[test]
+fn default_is_the_embedded_defaults() {
+    let loaded = load(&[], None, &Overrides::default()).expect("defaults");
+    assert_eq!(Settings::default(), loaded);
+    Settings::default().validate().expect("valid");
+}
+
+#[test]
+fn every_setting_has_exactly_one_variable() {
+    let mut settings = Vec::new();
+    leaves(&defaults_table().expect("defaults"), "", &mut settings);
+    settings.sort();
+    let mut listed: Vec<String> = ENV_VARS.iter().map(|(_, s)| (*s).to_owned()).collect();
+    listed.sort();
+    assert_eq!(settings, listed, "ENV_VARS and config/default.toml differ");
+    let mut vars: Vec<&str> = ENV_VARS.iter().map(|(v, _)| *v).collect();
+    vars.sort_unstable();
+    vars.dedup();
+    assert_eq!(vars.len(), ENV_VARS.len(), "a variable sets two settings");
+    assert!(!vars.contains(&CONFIG_FILE_ENV));
+}
+
+#[test]
+fn new_variables_follow_the_naming_rule() {
+    // The names that existed before the rule; this list must not grow.
+    const OLDER_NAMES: &[&str] = &[
+        "LLM_ACCOUNTING_USER",
+        "LLM_ACCOUNTING_PROJECT",
+        "LLM_ACCOUNTING_LOCAL_MASTER_KEY_FILE",
+        "LLM_ACCOUNTING_LOCAL_MIN_MASTER_KEY_VERSION",
+        "LLM_ACCOUNTING_AZURE_CREDENTIALS",
+        "LLM_ACCOUNTING_AZURE_WRAP_ALGORITHM",
+        "LLM_ACCOUNTING_GCP_CREDENTIALS",
+        "LLM_ACCOUNTING_CACHE_REFRESH_MS",
+        "LLM_ACCOUNTING_DB_MAX_CONNECTIONS",
+        "LLM_ACCOUNTING_DB_CONNECT_TIMEOUT_SECS",
+        "LLM_ACCOUNTING_DB_BUSY_TIMEOUT_SECS",
+        "LLM_ACCOUNTING_DATABASE_SCHEMA",
+        "LLM_ACCOUNTING_PREVIOUS_GRACE_SECS",
+    ];
+    for (var, setting) in ENV_VARS {
+        let rule = format!(
+            "LLM_ACCOUNTING_{}",
+            setting.to_ascii_uppercase().replace('.', "_")
+        );
+        if OLDER_NAMES.contains(var) {
+            assert_ne!(
+                *var, rule,
+                "{var} follows the rule: drop it from OLDER_NAMES"
+            );
+        } else {
+            assert_eq!(*var, rule, "the variable of {setting}");
+        }
+    }
+    assert_eq!(
+        env_var_of("store.last_used_interval_secs"),
+        "LLM_ACCOUNTING_STORE_LAST_USED_INTERVAL_SECS"
+    );
+    assert_eq!(env_var_of("kms.key_id"), "LLM_ACCOUNTING_KMS_KEY_ID");
+}
+
+#[test]
+fn the_readme_lists_every_variable_with_its_setting() {
+    let readme = include_str!("../../README.md");
+    for (var, setting) in ENV_VARS {
+        let row = format!("| `{var}` | `{setting}`");
+        assert!(
+            readme.lines().any(|l| l.starts_with(&row)),
+            "README.md's configuration table has no row {row}"
+        );
+    }
+}
+
+#[test]
+fn the_example_files_load() {
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config"));
+    let mut loaded = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("config/") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if !name.ends_with(".example.toml") {
+            continue;
+        }
+        let s = load(&[], Some(&path), &Overrides::default())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(
+            name.strip_suffix(".example.toml"),
+            Some(s.kms.provider.as_str()),
+            "one example per provider, named after it"
+        );
+        loaded.push(s.kms.provider);
+    }
+    loaded.sort_by_key(|k| k.as_str());
+    let mut all = KmsProviderKind::ALL.to_vec();
+    all.sort_by_key(|k| k.as_str());
+    assert_eq!(loaded, all);
+}
+
+#[test]
+fn providers_are_an_enum_named_as_before() {
+    assert_eq!(PROVIDER_NAMES, &["local", "aws", "azure", "gcp"]);
+    for (kind, name) in KmsProviderKind::ALL.iter().zip(PROVIDER_NAMES) {
+        assert_eq!(kind.as_str(), *name);
+        assert_eq!(name.parse::<KmsProviderKind>().expect(name), *kind);
+        assert_eq!(kind.to_string(), *name);
+        assert_eq!(kind.feature(), format!("kms-{name}"));
+    }
+    assert!(KmsProviderKind::Local == "local" && KmsProviderKind::Gcp != "aws");
+    let err = "vault".parse::<KmsProviderKind>().expect_err("unknown");
+    assert!(matches!(err, Error::Config { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("unknown provider `vault`; expected one of: local, aws, azure, gcp"),
+        "{err}"
+    );
+    assert!(
+        "".parse::<KmsProviderKind>().is_err(),
+        "no default provider"
+    );
+}
+
+#[test]
+fn every_settings_struct_denies_unknown_fields() {
+    // Straight through serde, without the file check of `load_with`: each section.
+    let mut sections = vec![String::new()];
+    fn tables(t: &Map<String, Value>, prefix: &str, out: &mut Vec<String>) {
+        for (k, v) in t {
+            if let ValueKind::Table(inner) = &v.kind {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                out.push(path.clone());
+                tables(inner, &path, out);
+            }
+        }
+    }
+    tables(&defaults_table().expect("defaults"), "", &mut sections);
+    assert!(sections.len() >= 10, "{sections:?}");
+    for section in sections {
+        let key = if section.is_empty() {
+            "unheard_of".to_owned()
+        } else {
+            format!("{section}.unheard_of")
+        };
+        let err = Config::builder()
+            .add_source(File::from_str(DEFAULT_CONFIG, FileFormat::Toml))
+            .set_override(key.as_str(), "1")
+            .and_then(|b| b.build())
+            .and_then(|c| c.try_deserialize::<Settings>())
+            .expect_err(&key);
+        assert!(
+            err.to_string().contains("unknown field `unheard_of`"),
+            "{key}: {err}"
+        );
+    }
+}
+
+#[test]
+fn unknown_keys_in_a_file_are_errors_naming_them_and_the_file() {
+    for (text, named) in [
+        ("[kms]\nprovder = \"aws\"\n", "`kms.provder`"),
+        ("[audit]\nfail_close = true\n", "`audit.fail_close`"),
+        ("databse_url = \"sqlite://x.db\"\n", "`databse_url`"),
+        (
+            "[kms.azure]\ncredential = \"default\"\n",
+            "`kms.azure.credential`",
+        ),
+        ("[kms.aws]\nprofile = \"dev\"\n", "`kms.aws.profile`"),
+        ("[local]\nmaster_key = \"/k\"\n", "`local.master_key`"),
+        (
+            "[kms.local]\nmaster_key = \"/k\"\n",
+            "`kms.local.master_key`",
+        ),
+        ("[metrics]\nenabled = true\n", "`metrics`"),
+    ] {
+        let (_dir, path) = file(text);
+        let err = load(&[], Some(&path), &Overrides::default()).expect_err(text);
+        let msg = err.to_string();
+        assert!(matches!(err, Error::Config { .. }), "{msg}");
+        assert!(msg.contains(named), "{text}: {msg}");
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+    }
+    let (_dir, path) = file("[kms]\nprovder = \"aws\"\n");
+    let msg = load(&[], Some(&path), &Overrides::default())
+        .expect_err("typo")
+        .to_string();
+    assert!(
+        msg.contains("expected one of:") && msg.contains("provider"),
+        "{msg}"
+    );
+    // All of them at once, not only the first.
+    let (_dir, path) = file("[audit]\nfail_close = true\n[kms]\nprovder = \"aws\"\n");
+    let msg = load(&[], Some(&path), &Overrides::default())
+        .expect_err("two typos")
+        .to_string();
+    assert!(
+        msg.contains("`audit.fail_close`") && msg.contains("`kms.provder`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn the_older_local_section_is_read_as_kms_local() {
+    let (_dir, path) = file("[local]\nmaster_key_file = \"/old\"\nmin_master_key_version = 2\n");
+    let s = load(&[], Some(&path), &Overrides::default()).expect("older file");
+    assert_eq!(
+        s.kms.local.master_key_file.as_deref(),
+        Some(Path::new("/old"))
+    );
+    assert_eq!(s.kms.local.min_master_key_version, 2);
+    assert_eq!(s.master_key_file().expect("path").0, PathBuf::from("/old"));
+
+    // The variables still win over the file, whichever name it uses.
+    let env = [("LLM_ACCOUNTING_LOCAL_MASTER_KEY_FILE", "/env")];
+    let s = load(&env, Some(&path), &Overrides::default()).expect("env wins");
+    assert_eq!(
+        s.kms.local.master_key_file.as_deref(),
+        Some(Path::new("/env"))
+    );
+    assert_eq!(s.kms.local.min_master_key_version, 2);
+
+    // Both names in one file: fine when they agree or set different settings.
+    let (_dir, path) = file(
+        "[local]\nmaster_key_file = \"/same\"\n\
+         [kms.local]\nmaster_key_file = \"/same\"\nmin_master_key_version = 3\n",
+    );
+    let s = load(&[], Some(&path), &Overrides::default()).expect("agreeing");
+    assert_eq!(
+        s.kms.local.master_key_file.as_deref(),
+        Some(Path::new("/same"))
+    );
+    assert_eq!(s.kms.local.min_master_key_version, 3);
+
+    // ... an error naming both when they disagree.
+    let (_dir, path) =
+        file("[local]\nmaster_key_file = \"/a\"\n[kms.local]\nmaster_key_file = \"/b\"\n");
+    let msg = load(&[], Some(&path), &Overrides::default())
+        .expect_err("disagreeing")
+        .to_string();
+    assert!(
+        msg.contains("local.master_key_file")
+            && msg.contains("kms.local.master_key_file")
+            && msg.contains(&path.display().to_string()),
+        "{msg}"
+    );
+
+    let (_dir, path) = file("local = \"/k\"\n");
+    let msg = load(&[], Some(&path), &Overrides::default())
+        .expect_err("not a section")
+        .to_string();
+    assert!(msg.contains("`local`"), "{msg}");
+}
+
+#[test]
+fn provider_sections_come_from_files_and_their_variables() {
+    let (_dir, path) = file(
+        "[kms.aws]\nregion = \"eu-west-1\"\n\
+         [kms.azure]\ncredentials = \"client-secret\"\nwrap_algorithm = \"a256kw\"\n\
+         [kms.gcp]\ncredentials = \"anonymous\"\n",
+    );
+    let s = load(&[], Some(&path), &Overrides::default()).expect("file");
+    assert_eq!(s.kms.aws.region.as_deref(), Some("eu-west-1"));
+    assert_eq!(s.kms.azure.credentials, AzureCredentials::ClientSecret);
+    assert_eq!(s.kms.azure.wrap_algorithm, AzureKeyWrap::A256Kw);
+    assert_eq!(s.kms.gcp.credentials, GcpCredentials::Anonymous);
+
+    let env = [
+        ("LLM_ACCOUNTING_KMS_AWS_REGION", "us-east-2"),
+        ("LLM_ACCOUNTING_AZURE_CREDENTIALS", "Managed-Identity"),
+        ("LLM_ACCOUNTING_AZURE_WRAP_ALGORITHM", "RSA-OAEP-256"),
+        // Blank means "not set", as it always did: the default.
+        ("LLM_ACCOUNTING_GCP_CREDENTIALS", " "),
+    ];
+    let s = load(&env, Some(&path), &Overrides::default()).expect("env");
+    assert_eq!(s.kms.aws.region.as_deref(), Some("us-east-2"));
+    assert_eq!(s.kms.azure.credentials, AzureCredentials::ManagedIdentity);
+    assert_eq!(s.kms.azure.wrap_algorithm, AzureKeyWrap::RsaOaep256);
+    assert_eq!(s.kms.gcp.credentials, GcpCredentials::Default);
+
+    let s = load(
+        &[("LLM_ACCOUNTING_STORE_LAST_USED_INTERVAL_SECS", "7")],
+        None,
+        &Overrides::default(),
+    )
+    .expect("new variable");
+    assert_eq!(
+        s.manager_options().last_used_interval,
+        Duration::from_secs(7)
+    );
+}
+
+#[test]
+fn bad_values_name_the_variable_flag_or_file_they_came_from() {
+    /// Variables, and what the error must mention.
+    type Case = (
+        &'static [(&'static str, &'static str)],
+        &'static [&'static str],
+    );
+    let cases: &[Case] = &[
+        (
+            &[("LLM_ACCOUNTING_CACHE_TTL_SECS", "soon")],
+            &["cache.ttl_secs", "LLM_ACCOUNTING_CACHE_TTL_SECS", "soon"],
+        ),
+        (
+            &[("LLM_ACCOUNTING_AZURE_WRAP_ALGORITHM", "RSA1_5")],
+            &[
+                "kms.azure.wrap_algorithm",
+                "LLM_ACCOUNTING_AZURE_WRAP_ALGORITHM",
+                "unknown Azure wrap algorithm `RSA1_5`",
+            ],
+        ),
+        (
+            &[("LLM_ACCOUNTING_GCP_CREDENTIALS", "service-account")],
+            &["kms.gcp.credentials", "LLM_ACCOUNTING_GCP_CREDENTIALS"],
+        ),
+        (
+            &[("LLM_ACCOUNTING_AZURE_CREDENTIALS", "certificate")],
+            &["kms.azure.credentials", "LLM_ACCOUNTING_AZURE_CREDENTIALS"],
+        ),
+        (
+            &[("LLM_ACCOUNTING_KMS_MAX_ATTEMPTS", "0")],
+            &["kms.max_attempts", "LLM_ACCOUNTING_KMS_MAX_ATTEMPTS"],
+        ),
+        (
+            &[("LLM_ACCOUNTING_LOCAL_MIN_MASTER_KEY_VERSION", "-1")],
+            &[
+                "kms.local.min_master_key_version",
+                "LLM_ACCOUNTING_LOCAL_MIN_MASTER_KEY_VERSION",
+            ],
+        ),
+    ];
+    for (env, expect) in cases {
+        let err = load(env, None, &Overrides::default()).expect_err(expect[0]);
+        assert!(matches!(err, Error::Config { .. }), "{err}");
+        for e in *expect {
+            assert!(err.to_string().contains(e), "{err} should mention {e}");
+        }
+    }
+
+    let o = Overrides {
+        provider: Some("vault".into()),
+        ..Overrides::default()
+    };
+    let msg = load(&[], None, &o).expect_err("flag").to_string();
+    assert!(
+        msg.contains("kms.provider") && msg.contains("--provider"),
+        "{msg}"
+    );
+
+    let (_dir, path) = file("[cache]\nttl_secs = \"soon\"\n[store]\nmax_connections = 0\n");
+    let msg = load(&[], Some(&path), &Overrides::default())
+        .expect_err("file")
+        .to_string();
+    assert!(
+        msg.contains("cache.ttl_secs") && msg.contains(&path.display().to_string()),
+        "{msg}"
+    );
+    let (_dir, path) = file("[store]\nmax_connections = 0\n");
+    let msg = load(&[], Some(&path), &Overrides::default())
+        .expect_err("file")
+        .to_string();
+    assert!(
+        msg.contains("store.max_connections") && msg.contains(&path.display().to_string()),
+        "{msg}"
+    );
+    // The variable wins over the file, and is the one named.
+    let msg = load(
+        &[("LLM_ACCOUNTING_DB_MAX_CONNECTIONS", "0")],
+        Some(&path),
+        &Overrides::default(),
+    )
+    .expect_err("env")
+    .to_string();
+    assert!(msg.contains("LLM_ACCOUNTING_DB_MAX_CONNECTIONS"), "{msg}");
+}
