@@ -44,7 +44,9 @@ pub use manager::{
 pub use memory::MemoryKeyRepository;
 pub use principal::Principal;
 pub use provider::{KmsProvider, WrappedKey};
-pub use provider_error::{FailureClass, ProviderCallError, error_chain};
+pub use provider_error::{
+    FailureClass, ProviderCallError, ProviderErrors, error_chain, required_setting,
+};
 pub use repository::{
     KEY_STAMPS_BATCH, KeyFilter, KeyRecord, KeyRepository, KeyStamp, KeyState, VersionRecord,
     VersionState,

@@ -20,6 +20,27 @@ pub struct WrappedKey {
     pub ciphertext: Vec<u8>,
 }
 
+impl WrappedKey {
+    /// A data key wrapped by `provider` under `master_key_ref`.
+    pub fn new(provider: &str, master_key_ref: impl Into<String>, ciphertext: Vec<u8>) -> Self {
+        WrappedKey {
+            provider: provider.to_owned(),
+            master_key_ref: master_key_ref.into(),
+            ciphertext,
+        }
+    }
+
+    /// Checks that this key names `provider` and holds at least `min_len` bytes, before a
+    /// provider tries to unwrap it: anything else was not made by that provider, and is the
+    /// integrity error.
+    pub fn check_made_by(&self, provider: &str, min_len: usize) -> Result<()> {
+        if self.provider != provider || self.ciphertext.len() < min_len.max(1) {
+            return Err(crate::Error::integrity());
+        }
+        Ok(())
+    }
+}
+
 /// A KMS holding master keys. Implementations only wrap and unwrap; retries, timeouts, caching
 /// and metrics are layers around a provider.
 ///

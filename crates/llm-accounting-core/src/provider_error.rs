@@ -130,6 +130,79 @@ impl fmt::Display for ProviderCallError {
 
 impl StdError for ProviderCallError {}
 
+/// The errors of one provider: its recorded name (`aws`) and its service's name in messages
+/// (`AWS KMS`), so that a provider crate says once who it is and then only what failed.
+///
+/// ```
+/// use llm_accounting_core::{FailureClass, ProviderErrors};
+/// const ERRORS: ProviderErrors = ProviderErrors::new("aws", "AWS KMS");
+/// let e = ERRORS.failed(FailureClass::Throttled, "unwrap", "Decrypt", "ThrottlingException");
+/// assert!(e.is_retryable());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProviderErrors {
+    provider: &'static str,
+    service: &'static str,
+}
+
+impl ProviderErrors {
+    /// The errors of provider `provider` (its recorded name), whose service is called
+    /// `service` in messages.
+    pub const fn new(provider: &'static str, service: &'static str) -> Self {
+        ProviderErrors { provider, service }
+    }
+
+    /// The error of `call` (the KMS's own operation name), made during our `operation`, that
+    /// failed as `class`, for the reason `detail`.
+    pub fn failed(
+        self,
+        class: FailureClass,
+        operation: &'static str,
+        call: &'static str,
+        detail: impl Into<String>,
+    ) -> Error {
+        class.into_error(
+            self.provider,
+            operation,
+            ProviderCallError::new(self.service, call, detail),
+        )
+    }
+
+    /// Like [`ProviderErrors::failed`], for a failure not tied to one named call.
+    pub fn failed_service(
+        self,
+        class: FailureClass,
+        operation: &'static str,
+        detail: impl Into<String>,
+    ) -> Error {
+        class.into_error(
+            self.provider,
+            operation,
+            ProviderCallError::of_service(self.service, detail),
+        )
+    }
+
+    /// A call that answered, but not with what the KMS promises ([`FailureClass::Broken`]).
+    pub fn broken(
+        self,
+        operation: &'static str,
+        call: &'static str,
+        detail: impl Into<String>,
+    ) -> Error {
+        self.failed(FailureClass::Broken, operation, call, detail)
+    }
+}
+
+/// A setting a provider builder cannot do without: the trimmed value, or [`Error::Config`]
+/// saying `missing` (what is missing and how to set it).
+pub fn required_setting(value: Option<&str>, missing: &str) -> crate::Result<String> {
+    value
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| Error::config(missing))
+}
+
 /// The Display of `error` and of each of its sources, joined by `": "`. A source whose text is
 /// empty, or already part of the line (many errors repeat their source's message), is left
 /// out.
@@ -221,6 +294,34 @@ mod tests {
             ProviderCallError::of_service("Azure Key Vault", "HTTP 400 BadParameter"),
         );
         assert!(std::error::Error::source(&e).is_none(), "{e:?}");
+    }
+
+    #[test]
+    fn required_settings_are_trimmed_and_explained() {
+        assert_eq!(
+            required_setting(Some(" alias/x "), "set it").expect("present"),
+            "alias/x"
+        );
+        for missing in [None, Some(""), Some("  ")] {
+            let e = required_setting(missing, "the provider needs a master key").expect_err("x");
+            assert!(matches!(e, Error::Config { .. }), "{e:?}");
+            assert!(e.to_string().contains("needs a master key"), "{e}");
+        }
+    }
+
+    #[test]
+    fn provider_errors_name_the_provider_and_service() {
+        const ERRORS: ProviderErrors = ProviderErrors::new("gcp", "Google Cloud KMS");
+        let b = ERRORS.broken("wrap", "Encrypt", "the answer has no ciphertext");
+        assert!(!b.is_retryable());
+        assert_eq!(
+            error_chain(&b),
+            "KMS provider `gcp` unavailable during wrap: Google Cloud KMS Encrypt: \
+             the answer has no ciphertext"
+        );
+        let s = ERRORS.failed_service(FailureClass::Unavailable, "unwrap", "connection reset");
+        assert!(s.is_retryable());
+        assert!(error_chain(&s).ends_with("Google Cloud KMS: connection reset"));
     }
 
     #[test]

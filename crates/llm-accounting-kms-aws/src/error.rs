@@ -8,12 +8,12 @@ use std::error::Error as StdError;
 
 use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
-use llm_accounting_core::{Error, FailureClass, ProviderCallError, error_chain as chain};
+use llm_accounting_core::{Error, FailureClass, ProviderErrors, error_chain as chain};
 
 use crate::PROVIDER_NAME;
 
-/// The service's name in error messages.
-const SERVICE: &str = "AWS KMS";
+/// This provider's errors: its recorded name, and its service's name in messages.
+pub(crate) const ERRORS: ProviderErrors = ProviderErrors::new(PROVIDER_NAME, "AWS KMS");
 
 /// The class of a KMS service error code (and HTTP status, when the code is unknown).
 pub(crate) fn classify_code(code: &str, status: Option<u16>) -> FailureClass {
@@ -143,24 +143,7 @@ where
         },
         _ => (FailureClass::Unavailable, chain(&error)),
     };
-    class.into_error(
-        PROVIDER_NAME,
-        operation,
-        ProviderCallError::new(SERVICE, call, detail),
-    )
-}
-
-/// A call that answered, but not with what KMS promises.
-pub(crate) fn broken(
-    operation: &'static str,
-    call: &'static str,
-    detail: impl Into<String>,
-) -> Error {
-    FailureClass::Broken.into_error(
-        PROVIDER_NAME,
-        operation,
-        ProviderCallError::new(SERVICE, call, detail),
-    )
+    ERRORS.failed(class, operation, call, detail)
 }
 
 #[cfg(test)]
@@ -169,11 +152,7 @@ mod tests {
 
     /// The error a code becomes.
     fn error_for(code: &str, status: Option<u16>) -> Error {
-        classify_code(code, status).into_error(
-            PROVIDER_NAME,
-            "unwrap",
-            ProviderCallError::new(SERVICE, "Decrypt", code),
-        )
+        ERRORS.failed(classify_code(code, status), "unwrap", "Decrypt", code)
     }
 
     #[test]
@@ -232,7 +211,7 @@ mod tests {
         ));
         let t = error_for("ThrottlingException", Some(400));
         assert!(t.is_retryable() && matches!(t, Error::ProviderUnavailable { .. }));
-        let b = broken("unwrap", "Decrypt", "the answer has no KeyId");
+        let b = ERRORS.broken("unwrap", "Decrypt", "the answer has no KeyId");
         assert!(!b.is_retryable() && matches!(b, Error::ProviderUnavailable { .. }));
         assert_eq!(
             llm_accounting_core::error_chain(&b),

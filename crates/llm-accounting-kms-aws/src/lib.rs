@@ -58,15 +58,16 @@ use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
 use llm_accounting_core::{
     DATA_KEY_LEN, DataKey, EncryptionContext, Error, KmsProvider, Result, WrappedKey,
+    required_setting,
 };
 use zeroize::Zeroizing;
 
 pub use aws_config;
 pub use aws_sdk_kms;
 
-use crate::error::{broken, map_sdk_error};
+use crate::error::{ERRORS, map_sdk_error};
 
-/// The provider name recorded with every key it wraps.
+/// `aws`, the name recorded with every key this provider wraps (and looked up to unwrap it).
 pub const PROVIDER_NAME: &str = "aws";
 
 /// Wraps data keys with AWS KMS. Build it with [`AwsKmsProvider::builder`], or from a ready
@@ -168,17 +169,11 @@ impl AwsKmsProviderBuilder {
 
     /// Checks the settings and makes the provider. The SDK client itself is made on first use.
     pub fn build(self) -> Result<AwsKmsProvider> {
-        let key_id = self
-            .key_id
-            .clone()
-            .map(|k| k.trim().to_owned())
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| {
-                Error::config(
-                    "the AWS KMS provider needs a master key: call `with_key_id` with a key id, \
-                     key ARN or alias such as alias/llm-accounting",
-                )
-            })?;
+        let key_id = required_setting(
+            self.key_id.as_deref(),
+            "the AWS KMS provider needs a master key: call `with_key_id` with a key id, key ARN \
+             or alias such as alias/llm-accounting",
+        )?;
         if let Some(url) = &self.endpoint_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
@@ -272,7 +267,7 @@ impl AwsKmsProvider {
     ) -> Result<String> {
         let arn = arn
             .filter(|a| !a.is_empty())
-            .ok_or_else(|| broken(operation, call, "the answer has no KeyId"))?;
+            .ok_or_else(|| ERRORS.broken(operation, call, "the answer has no KeyId"))?;
         if let Ok(mut r) = self.resolved.write()
             && r.as_deref() != Some(arn.as_str())
         {
@@ -292,7 +287,7 @@ fn kms_context(context: &EncryptionContext) -> HashMap<String, String> {
 }
 
 fn missing(operation: &'static str, call: &'static str, what: &str) -> Error {
-    broken(operation, call, format!("the answer has no {what}"))
+    ERRORS.broken(operation, call, format!("the answer has no {what}"))
 }
 
 /// A data key from the plaintext KMS returned, wiped when dropped whatever happens.
@@ -335,11 +330,7 @@ impl KmsProvider for AwsKmsProvider {
             .ok_or_else(|| missing(OP, CALL, "CiphertextBlob"))?
             .into_inner();
         let master_key_ref = self.note_key_arn(OP, CALL, out.key_id)?;
-        Ok(WrappedKey {
-            provider: PROVIDER_NAME.to_owned(),
-            master_key_ref,
-            ciphertext,
-        })
+        Ok(WrappedKey::new(PROVIDER_NAME, master_key_ref, ciphertext))
     }
 
     async fn unwrap_key(
@@ -347,9 +338,7 @@ impl KmsProvider for AwsKmsProvider {
         wrapped: &WrappedKey,
         context: &EncryptionContext,
     ) -> Result<DataKey> {
-        if wrapped.provider != PROVIDER_NAME || wrapped.ciphertext.is_empty() {
-            return Err(Error::integrity());
-        }
+        wrapped.check_made_by(PROVIDER_NAME, 1)?;
         let mut request = self
             .client()
             .await?
@@ -392,11 +381,7 @@ impl KmsProvider for AwsKmsProvider {
         let master_key_ref = self.note_key_arn(OP, CALL, out.key_id)?;
         Ok((
             key,
-            WrappedKey {
-                provider: PROVIDER_NAME.to_owned(),
-                master_key_ref,
-                ciphertext,
-            },
+            WrappedKey::new(PROVIDER_NAME, master_key_ref, ciphertext),
         ))
     }
 }

@@ -5,12 +5,12 @@
 //! code and the SDK's own message reach the error chain, never a request body.
 
 use azure_core::error::ErrorKind;
-use llm_accounting_core::{Error, FailureClass, ProviderCallError, error_chain};
+use llm_accounting_core::{Error, FailureClass, ProviderErrors, error_chain};
 
 use crate::PROVIDER_NAME;
 
-/// The service's name in error messages.
-const SERVICE: &str = "Azure Key Vault";
+/// This provider's errors: its recorded name, and its service's name in messages.
+pub(crate) const ERRORS: ProviderErrors = ProviderErrors::new(PROVIDER_NAME, "Azure Key Vault");
 
 /// The class of an HTTP answer. `unwrapping`: a 400 to `unwrapKey` means the ciphertext does
 /// not belong to this key version (or was changed).
@@ -61,20 +61,7 @@ pub(crate) fn map_azure_error(operation: &'static str, error: &azure_core::Error
         ErrorKind::DataConversion => FailureClass::Broken,
         _ => FailureClass::Broken,
     };
-    class.into_error(
-        PROVIDER_NAME,
-        operation,
-        ProviderCallError::of_service(SERVICE, error_chain(error)),
-    )
-}
-
-/// A call that answered, but not with what Key Vault promises.
-pub(crate) fn broken(operation: &'static str, detail: &str) -> Error {
-    FailureClass::Broken.into_error(
-        PROVIDER_NAME,
-        operation,
-        ProviderCallError::of_service(SERVICE, detail),
-    )
+    ERRORS.failed_service(class, operation, error_chain(error))
 }
 
 #[cfg(test)]
@@ -82,10 +69,10 @@ mod tests {
     use super::*;
 
     fn error_for(status: u16, code: Option<&str>, unwrapping: bool) -> Error {
-        classify_status(status, code, unwrapping).into_error(
-            PROVIDER_NAME,
+        ERRORS.failed_service(
+            classify_status(status, code, unwrapping),
             "unwrap",
-            ProviderCallError::of_service(SERVICE, format!("HTTP {status}")),
+            format!("HTTP {status}"),
         )
     }
 
@@ -126,7 +113,11 @@ mod tests {
             Error::Integrity { identity: None }
         ));
         assert!(error_for(503, None, true).is_retryable());
-        let b = broken("wrap", "the wrapKey answer has no kid");
+        let b = ERRORS.failed_service(
+            FailureClass::Broken,
+            "wrap",
+            "the wrapKey answer has no kid",
+        );
         assert!(!b.is_retryable() && matches!(b, Error::ProviderUnavailable { .. }));
         assert!(
             error_chain(&b).ends_with("Azure Key Vault: the wrapKey answer has no kid"),

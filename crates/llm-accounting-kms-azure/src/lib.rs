@@ -55,7 +55,8 @@ use azure_security_keyvault_keys::models::{
 };
 use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
 use llm_accounting_core::{
-    DATA_KEY_LEN, DataKey, EncryptionContext, Error, KmsProvider, Result, WrappedKey,
+    DATA_KEY_LEN, DataKey, EncryptionContext, Error, FailureClass, KmsProvider, Result, WrappedKey,
+    required_setting,
 };
 use zeroize::Zeroizing;
 
@@ -67,7 +68,7 @@ pub use transport::EndpointOverride;
 
 use crate::error::map_azure_error;
 
-/// The provider name recorded with every key it wraps.
+/// `azure`, the name recorded with every data key Key Vault wraps for this store.
 pub const PROVIDER_NAME: &str = "azure";
 
 /// The key-wrap algorithm.
@@ -264,16 +265,11 @@ impl AzureKeyVaultProviderBuilder {
 
     /// Checks the settings and makes the provider. Clients are made on first use.
     pub fn build(self) -> Result<AzureKeyVaultProvider> {
-        let key_id = self
-            .key_id
-            .clone()
-            .filter(|k| !k.trim().is_empty())
-            .ok_or_else(|| {
-                Error::config(
-                    "the Azure Key Vault provider needs a master key: call `with_key_id` with a \
-                     key id such as https://NAME.vault.azure.net/keys/KEY",
-                )
-            })?;
+        let key_id = required_setting(
+            self.key_id.as_deref(),
+            "the Azure Key Vault provider needs a master key: call `with_key_id` with a key id \
+             such as https://NAME.vault.azure.net/keys/KEY",
+        )?;
         let key = KeyVaultKeyId::parse(&key_id)?;
         if let Some(a) = &self.algorithm {
             WrapAlgorithm::parse(a)?;
@@ -389,28 +385,33 @@ impl KmsProvider for AzureKeyVaultProvider {
             .await
             .and_then(|r| r.into_model())
             .map_err(|e| map_azure_error(OP, &e))?;
-        let ciphertext = result
-            .result
-            .filter(|c| !c.is_empty())
-            .ok_or_else(|| error::broken(OP, "the wrapKey answer has no value"))?;
-        let kid = result
-            .kid
-            .ok_or_else(|| error::broken(OP, "the wrapKey answer has no kid"))?;
+        let ciphertext = result.result.filter(|c| !c.is_empty()).ok_or_else(|| {
+            error::ERRORS.failed_service(
+                FailureClass::Broken,
+                OP,
+                "the wrapKey answer has no value",
+            )
+        })?;
+        let kid = result.kid.ok_or_else(|| {
+            error::ERRORS.failed_service(FailureClass::Broken, OP, "the wrapKey answer has no kid")
+        })?;
         let id = KeyVaultKeyId::parse(&kid)
             .ok()
             .filter(|id| id.version.is_some() && id.name == self.key.name)
-            .ok_or_else(|| error::broken(OP, "the wrapKey answer has no versioned kid"))?;
+            .ok_or_else(|| {
+                error::ERRORS.failed_service(
+                    FailureClass::Broken,
+                    OP,
+                    "the wrapKey answer has no versioned kid",
+                )
+            })?;
         let master_key_ref = id.url();
         if let Ok(mut r) = self.resolved.write()
             && r.as_deref() != Some(master_key_ref.as_str())
         {
             *r = Some(master_key_ref.clone());
         }
-        Ok(WrappedKey {
-            provider: PROVIDER_NAME.to_owned(),
-            master_key_ref,
-            ciphertext,
-        })
+        Ok(WrappedKey::new(PROVIDER_NAME, master_key_ref, ciphertext))
     }
 
     async fn unwrap_key(
@@ -419,9 +420,7 @@ impl KmsProvider for AzureKeyVaultProvider {
         _context: &EncryptionContext,
     ) -> Result<DataKey> {
         const OP: &str = "unwrap";
-        if wrapped.provider != PROVIDER_NAME || wrapped.ciphertext.is_empty() {
-            return Err(Error::integrity());
-        }
+        wrapped.check_made_by(PROVIDER_NAME, 1)?;
         let id = KeyVaultKeyId::parse(&wrapped.master_key_ref)
             .ok()
             .filter(|id| id.version.is_some())

@@ -10,12 +10,12 @@ use std::error::Error as StdError;
 
 use google_cloud_gax::error::CredentialsError;
 use google_cloud_gax::error::rpc::Code;
-use llm_accounting_core::{Error, FailureClass, ProviderCallError, error_chain as chain};
+use llm_accounting_core::{Error, FailureClass, ProviderErrors, error_chain as chain};
 
 use crate::PROVIDER_NAME;
 
-/// The service's name in error messages.
-const SERVICE: &str = "Google Cloud KMS";
+/// This provider's errors: its recorded name, and its service's name in messages.
+pub(crate) const ERRORS: ProviderErrors = ProviderErrors::new(PROVIDER_NAME, "Google Cloud KMS");
 
 /// The class of a status code. `decrypting`: an `INVALID_ARGUMENT` answer to `Decrypt` means
 /// the ciphertext or its additional authenticated data do not match.
@@ -88,20 +88,7 @@ pub(crate) fn map_gax_error(
     } else {
         (FailureClass::Unavailable, chain(error))
     };
-    class.into_error(
-        PROVIDER_NAME,
-        operation,
-        ProviderCallError::new(SERVICE, call, detail),
-    )
-}
-
-/// A call that answered, but not with what Cloud KMS promises.
-pub(crate) fn broken(operation: &'static str, call: &'static str, detail: &str) -> Error {
-    FailureClass::Broken.into_error(
-        PROVIDER_NAME,
-        operation,
-        ProviderCallError::new(SERVICE, call, detail),
-    )
+    ERRORS.failed(class, operation, call, detail)
 }
 
 #[cfg(test)]
@@ -109,10 +96,11 @@ mod tests {
     use super::*;
 
     fn error_for(code: Code, decrypting: bool) -> Error {
-        classify_code(code, decrypting).into_error(
-            PROVIDER_NAME,
+        ERRORS.failed(
+            classify_code(code, decrypting),
             "unwrap",
-            ProviderCallError::new(SERVICE, "Decrypt", code.name()),
+            "Decrypt",
+            code.name(),
         )
     }
 
@@ -163,7 +151,7 @@ mod tests {
         ));
         let t = error_for(Code::Unavailable, true);
         assert!(t.is_retryable() && matches!(t, Error::ProviderUnavailable { .. }));
-        let b = broken("unwrap", "Decrypt", "the answer has no plaintext");
+        let b = ERRORS.broken("unwrap", "Decrypt", "the answer has no plaintext");
         assert!(!b.is_retryable() && matches!(b, Error::ProviderUnavailable { .. }));
         assert!(
             llm_accounting_core::error_chain(&b)

@@ -42,6 +42,7 @@ use google_cloud_gax::retry_policy::NeverRetry;
 use google_cloud_kms_v1::client::KeyManagementService;
 use llm_accounting_core::{
     DATA_KEY_LEN, DataKey, EncryptionContext, Error, KmsProvider, Result, WrappedKey,
+    required_setting,
 };
 use zeroize::Zeroizing;
 
@@ -50,7 +51,7 @@ pub use google_cloud_kms_v1;
 
 use crate::error::map_gax_error;
 
-/// The provider name recorded with every key it wraps.
+/// `gcp`, the name recorded with every data key Cloud KMS wraps for this store.
 pub const PROVIDER_NAME: &str = "gcp";
 
 /// Wraps data keys with Google Cloud KMS. Build it with [`GcpKmsProvider::builder`].
@@ -136,17 +137,11 @@ impl GcpKmsProviderBuilder {
 
     /// Checks the settings and makes the provider. The client itself is made on first use.
     pub fn build(self) -> Result<GcpKmsProvider> {
-        let key_name = self
-            .key_name
-            .clone()
-            .map(|k| k.trim().to_owned())
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| {
-                Error::config(
-                    "the Google Cloud KMS provider needs a master key: call `with_key_name` with \
-                     a CryptoKey name such as projects/P/locations/L/keyRings/R/cryptoKeys/K",
-                )
-            })?;
+        let key_name = required_setting(
+            self.key_name.as_deref(),
+            "the Google Cloud KMS provider needs a master key: call `with_key_name` with a \
+             CryptoKey name such as projects/P/locations/L/keyRings/R/cryptoKeys/K",
+        )?;
         if !is_crypto_key_name(&key_name) {
             return Err(Error::config(format!(
                 "`{key_name}` is not a Cloud KMS CryptoKey name: expected \
@@ -226,17 +221,13 @@ impl KmsProvider for GcpKmsProvider {
             .await
             .map_err(|e| map_gax_error("wrap", "Encrypt", &e))?;
         if out.ciphertext.is_empty() {
-            return Err(error::broken(
-                "wrap",
-                "Encrypt",
-                "the answer has no ciphertext",
-            ));
+            return Err(error::ERRORS.broken("wrap", "Encrypt", "the answer has no ciphertext"));
         }
-        Ok(WrappedKey {
-            provider: PROVIDER_NAME.to_owned(),
-            master_key_ref: self.key_name.clone(),
-            ciphertext: out.ciphertext.to_vec(),
-        })
+        Ok(WrappedKey::new(
+            PROVIDER_NAME,
+            self.key_name.clone(),
+            out.ciphertext.to_vec(),
+        ))
     }
 
     async fn unwrap_key(
@@ -244,10 +235,8 @@ impl KmsProvider for GcpKmsProvider {
         wrapped: &WrappedKey,
         context: &EncryptionContext,
     ) -> Result<DataKey> {
-        if wrapped.provider != PROVIDER_NAME
-            || wrapped.ciphertext.is_empty()
-            || !is_crypto_key_name(&wrapped.master_key_ref)
-        {
+        wrapped.check_made_by(PROVIDER_NAME, 1)?;
+        if !is_crypto_key_name(&wrapped.master_key_ref) {
             return Err(Error::integrity());
         }
         let out = self

@@ -27,7 +27,7 @@ use llm_accounting_core::{DataKey, EncryptionContext, Error, KmsProvider, Result
 
 pub use master_key_file::{MasterKey, MasterKeyFile};
 
-/// The provider name recorded with every key it wraps.
+/// `local`, the name recorded with every data key the master key file wraps.
 pub const PROVIDER_NAME: &str = "local";
 
 const WRAP_DOMAIN: &[u8] = b"llm-accounting/local-wrap/v1";
@@ -127,11 +127,11 @@ impl KmsProvider for LocalKmsProvider {
         let mut ciphertext = Vec::with_capacity(NONCE_LEN + ct.len());
         ciphertext.extend_from_slice(&nonce);
         ciphertext.extend_from_slice(&ct);
-        Ok(WrappedKey {
-            provider: PROVIDER_NAME.to_owned(),
-            master_key_ref: master.reference().to_owned(),
+        Ok(WrappedKey::new(
+            PROVIDER_NAME,
+            master.reference(),
             ciphertext,
-        })
+        ))
     }
 
     async fn unwrap_key(
@@ -139,9 +139,7 @@ impl KmsProvider for LocalKmsProvider {
         wrapped: &WrappedKey,
         context: &EncryptionContext,
     ) -> Result<DataKey> {
-        if wrapped.provider != PROVIDER_NAME || wrapped.ciphertext.len() < NONCE_LEN {
-            return Err(Error::integrity());
-        }
+        wrapped.check_made_by(PROVIDER_NAME, NONCE_LEN)?;
         if self.is_retired(&wrapped.master_key_ref) {
             return Err(Error::AccessDenied {
                 provider: PROVIDER_NAME.to_owned(),
