@@ -11,7 +11,8 @@ mod support;
 
 use support::{CloudEnv, closed_port_url, fail_fast};
 
-use llm_accounting_kms_aws::test_support::{self, create_key, moto_url};
+use llm_accounting_kms_aws::test_support::{self, create_key};
+use llm_accounting_testkit::moto_url;
 
 /// Obviously fake keys.
 const KEY1: &str = "sk-test-FAKE-aws-00000000000000000000000001";

@@ -11,7 +11,8 @@ mod support;
 
 use support::{CloudEnv, closed_port_url, fail_fast};
 
-use llm_accounting_kms_gcp::test_support::{create_key, drongo_url};
+use llm_accounting_kms_gcp::test_support::create_key;
+use llm_accounting_testkit::drongo_url;
 
 /// Obviously fake keys.
 const KEY1: &str = "sk-test-FAKE-gcp-00000000000000000000000001";

@@ -16,8 +16,9 @@ use llm_accounting_core::{
     ApiKey, DataKey, EncryptionContext, Error, KeyFilter, KeyIdentity, KmsProvider,
     MemoryKeyRepository, SecureKeyManager,
 };
-use llm_accounting_kms_aws::test_support::{self, create_key, moto_url};
+use llm_accounting_kms_aws::test_support::{self, create_key};
 use llm_accounting_kms_aws::{AwsKmsProvider, aws_sdk_kms};
+use llm_accounting_testkit::moto_url;
 use uuid::Uuid;
 
 fn ctx(service: &str, user: Option<&str>, version: u32) -> EncryptionContext {

@@ -15,7 +15,8 @@ use llm_accounting_core::layers::{self, KmsMetrics, LayerOptions, RetryPolicy};
 use llm_accounting_core::{DataKey, EncryptionContext, Error, KeyIdentity, KmsProvider};
 use llm_accounting_kms_gcp::GcpKmsProvider;
 use llm_accounting_kms_gcp::google_cloud_kms_v1::model::DecryptRequest;
-use llm_accounting_kms_gcp::test_support::{self, create_key, drongo_url};
+use llm_accounting_kms_gcp::test_support::{self, create_key};
+use llm_accounting_testkit::drongo_url;
 use serde_json::{Value, json};
 use uuid::Uuid;
 

@@ -1,0 +1,9 @@
+//! Test support shared by llm-accounting's crates (not published; a dev-dependency only).
+//!
+//! - [`services`]: skip or require. A test that cannot reach a service it needs (a database
+//!   server, moto, drongo) says so loudly on stderr and skips, or fails when
+//!   `LLM_ACCOUNTING_REQUIRE_SERVICES=1` (as in CI).
+
+pub mod services;
+
+pub use services::{drongo_url, moto_url, services_required, skip_or_fail};
