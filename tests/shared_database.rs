@@ -1,6 +1,6 @@
 //! Many tasks, several managers and several OS processes on one database, on every database
 //! this build supports (SQLite file, PostgreSQL, MySQL/MariaDB; see
-//! `llm_accounting_store::testing` for how the servers are found and when tests skip).
+//! `llm_accounting_testkit::database` for how the servers are found and when tests skip).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -12,7 +12,7 @@ use llm_accounting::{
     ApiKey, CacheOptions, Error, KeyFilter, KeyIdentity, LocalKmsProvider, ManagerOptions,
     SeaOrmKeyRepository, SecureKeyManager,
 };
-use llm_accounting_store::testing::{Backend, TestDatabase};
+use llm_accounting_testkit::{Backend, TestDatabase};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 async fn databases() -> Vec<TestDatabase> {

@@ -653,7 +653,7 @@ fn trace_logging_never_shows_the_key() {
 /// The whole round trip with `--db` on the PostgreSQL and MySQL/MariaDB servers.
 #[test]
 fn round_trip_on_database_servers() {
-    use llm_accounting_store::testing::{Backend, TestDatabase};
+    use llm_accounting_testkit::{Backend, TestDatabase};
     let rt = runtime();
     for backend in [Backend::Postgres, Backend::MySql] {
         let Some(db) = rt.block_on(TestDatabase::create(backend)) else {

@@ -33,8 +33,6 @@ mod connect;
 mod entity;
 mod error;
 mod repository;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 pub use connect::StoreOptions;
 pub use repository::SeaOrmKeyRepository;

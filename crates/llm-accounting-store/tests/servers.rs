@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use llm_accounting_core::{Error, KeyRepository};
 use llm_accounting_migration::{Migrator, MigratorTrait};
-use llm_accounting_store::testing::{Backend, TestDatabase};
 use llm_accounting_store::{SeaOrmKeyRepository, StoreOptions};
+use llm_accounting_testkit::{Backend, TestDatabase};
 use sea_orm_migration_schema::has_tables;
 
 mod sea_orm_migration_schema {

@@ -5,9 +5,26 @@
 //!   `LLM_ACCOUNTING_REQUIRE_SERVICES=1` (as in CI).
 //! - [`kms`]: an [`EncryptionContext`](llm_accounting_core::EncryptionContext) for provider
 //!   tests ([`ctx`]), an error's cause chain, small retry limits.
+//! - `database` (features `sqlite`, `postgres`, `mysql`): `TestDatabase`, a throwaway
+//!   database on each backend.
+//!
+//! A crate's `sqlite`, `postgres` and `mysql` features turn on the testkit's of the same name,
+//! so that `Backend::all()` lists what that crate was built with:
+//!
+//! ```toml
+//! [features]
+//! postgres = ["sea-orm/sqlx-postgres", "llm-accounting-testkit/postgres"]
+//!
+//! [dev-dependencies]
+//! llm-accounting-testkit.workspace = true
+//! ```
 
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub mod database;
 pub mod kms;
 pub mod services;
 
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub use database::{Backend, TestDatabase};
 pub use kms::{ctx, error_chain, quick_layers};
 pub use services::{drongo_url, moto_url, services_required, skip_or_fail};
