@@ -1,4 +1,5 @@
-//! The repository conformance suite and the migrations on every database this build supports:
+//! The repository and audit-log conformance suites and the migrations on every database this
+//! build supports:
 //! SQLite, and the PostgreSQL and MySQL/MariaDB servers (`LLM_ACCOUNTING_TEST_POSTGRES_URL`,
 //! `LLM_ACCOUNTING_TEST_MYSQL_URL`; each test makes its own database and drops it).
 
@@ -167,6 +168,18 @@ async fn unreachable_servers_are_unavailable() {
             }
             other => panic!("{backend}: expected DatabaseUnavailable, got {other:?}"),
         }
+    }
+}
+
+/// The audit-log conformance suite on every database, twice on the same log (the second run
+/// finds rows already there).
+#[tokio::test]
+async fn audit_conformance_on_every_database() {
+    for db in databases().await {
+        eprintln!("audit conformance on {}", db.backend());
+        let repo = db.repository().await;
+        llm_accounting_core::conformance::audit::run(&repo).await;
+        llm_accounting_core::conformance::audit::run(&repo).await;
     }
 }
 
