@@ -7,12 +7,10 @@
 
 #![cfg(feature = "kms-aws")]
 
-mod support;
-
-use support::{CloudEnv, closed_port_url, fail_fast};
-
 use llm_accounting_kms_aws::test_support::{self, create_key};
-use llm_accounting_testkit::moto_url;
+use llm_accounting_testkit::{Env, closed_port_url, fail_fast, moto_url};
+
+const BIN: &str = env!("CARGO_BIN_EXE_llm-accounting");
 
 /// Obviously fake keys.
 const KEY1: &str = "sk-test-FAKE-aws-00000000000000000000000001";
@@ -20,11 +18,13 @@ const KEY2: &str = "sk-test-FAKE-aws-00000000000000000000000002";
 
 /// A temporary database and the AWS environment of one test; `endpoint` goes to
 /// LLM_ACCOUNTING_KMS_ENDPOINT.
-fn cloud_env(key_id: &str, endpoint: &str) -> CloudEnv {
-    let dir = tempfile::tempdir().expect("tempdir");
+fn cloud_env(key_id: &str, endpoint: &str) -> Env {
+    let mut env = Env::with_database(BIN)
+        .strip_prefixes(&["AWS_"])
+        .secrets(&[KEY1, KEY2]);
     // Empty AWS config and credentials files: the user's own are never read.
-    let aws_config = dir.path().join("aws-config");
-    let aws_credentials = dir.path().join("aws-credentials");
+    let aws_config = env.dir().join("aws-config");
+    let aws_credentials = env.dir().join("aws-credentials");
     for f in [&aws_config, &aws_credentials] {
         std::fs::write(f, "").expect("write empty AWS file");
     }
@@ -32,7 +32,7 @@ fn cloud_env(key_id: &str, endpoint: &str) -> CloudEnv {
         aws_config.display().to_string(),
         aws_credentials.display().to_string(),
     );
-    let vars = [
+    for (name, value) in [
         ("LLM_ACCOUNTING_KMS_KEY_ID", key_id),
         ("LLM_ACCOUNTING_KMS_ENDPOINT", endpoint),
         ("AWS_REGION", test_support::TEST_REGION),
@@ -45,8 +45,10 @@ fn cloud_env(key_id: &str, endpoint: &str) -> CloudEnv {
         ("AWS_EC2_METADATA_DISABLED", "true"),
         ("AWS_CONFIG_FILE", aws_config.as_str()),
         ("AWS_SHARED_CREDENTIALS_FILE", aws_credentials.as_str()),
-    ];
-    CloudEnv::new(dir, &vars, &["AWS_"], &[KEY1, KEY2])
+    ] {
+        env.set(name, value);
+    }
+    env
 }
 
 #[test]
@@ -81,7 +83,7 @@ fn round_trip_with_provider_aws_against_moto() {
         v
     };
 
-    let r = env.run_with(&with("store", &[]), Some(KEY1)).ok();
+    let r = env.run_stdin(&with("store", &[]), KEY1).ok();
     assert!(r.stderr.contains("(version 1)"), "{r:#?}");
     assert_eq!(
         env.version_refs(),
@@ -100,7 +102,7 @@ fn round_trip_with_provider_aws_against_moto() {
     assert_eq!(rows[0]["service"], "openai");
     assert_eq!(rows[0]["version"], 1);
 
-    let r = env.run_with(&with("rotate", &[]), Some(KEY2)).ok();
+    let r = env.run_stdin(&with("rotate", &[]), KEY2).ok();
     assert!(r.stderr.contains("(version 2)"), "{r:#?}");
     assert_eq!(env.version_refs().len(), 2);
     assert!(
@@ -171,9 +173,9 @@ fn a_kms_that_is_down_exits_5_after_bounded_retries() {
     );
     fail_fast(&mut env);
     let r = env
-        .run_with(
+        .run_stdin(
             &["--provider", "aws", "keys", "store", "--service", "openai"],
-            Some(KEY1),
+            KEY1,
         )
         .code(5);
     assert_eq!(r.stderr.lines().count(), 1, "one line: {r:#?}");
@@ -193,9 +195,9 @@ fn a_kms_that_is_down_exits_5_after_bounded_retries() {
     // One attempt only: still exit 5, without the retry note.
     env.set("LLM_ACCOUNTING_KMS_MAX_ATTEMPTS", "1");
     let r = env
-        .run_with(
+        .run_stdin(
             &["--provider", "aws", "keys", "store", "--service", "openai"],
-            Some(KEY1),
+            KEY1,
         )
         .code(5);
     assert!(!r.stderr.contains("gave up"), "{r:#?}");
@@ -206,9 +208,9 @@ fn aws_without_a_key_id_is_a_configuration_error() {
     let mut env = cloud_env("unused", &closed_port_url());
     env.unset("LLM_ACCOUNTING_KMS_KEY_ID");
     let r = env
-        .run_with(
+        .run_stdin(
             &["--provider", "aws", "keys", "store", "--service", "openai"],
-            Some(KEY1),
+            KEY1,
         )
         .code(2);
     assert!(r.stderr.contains("LLM_ACCOUNTING_KMS_KEY_ID"), "{r:#?}");
@@ -229,7 +231,7 @@ fn migration_from_local_to_aws_needs_no_local_key_afterwards() {
     let client = test_support::client(&url);
     let (_, arn) = rt.block_on(create_key(&client, "llm-accounting migration"));
     let mut env = cloud_env(&arn, &url);
-    let master_key = env.dir.path().join("master.key");
+    let master_key = env.dir().join("master.key");
     env.set(
         "LLM_ACCOUNTING_LOCAL_MASTER_KEY_FILE",
         &master_key.display().to_string(),
@@ -237,15 +239,15 @@ fn migration_from_local_to_aws_needs_no_local_key_afterwards() {
     let value = |i: usize| format!("sk-test-FAKE-migrate-{i:04}-000000000000");
     let users: Vec<String> = (0..12).map(|i| format!("u{i:02}")).collect();
     for (i, user) in users.iter().enumerate() {
-        env.run_with(
+        env.run_stdin(
             &["keys", "store", "--service", "openai", "--user", user],
-            Some(&value(i)),
+            &value(i),
         )
         .ok();
     }
-    env.run_with(
+    env.run_stdin(
         &["keys", "rotate", "--service", "openai", "--user", "u00"],
-        Some(KEY1),
+        KEY1,
     )
     .ok();
     assert!(env.version_refs().iter().all(|(p, _)| p == "local"));

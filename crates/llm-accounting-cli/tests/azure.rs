@@ -8,13 +8,12 @@
 
 #![cfg(feature = "kms-azure")]
 
-mod support;
-
-use support::{CloudEnv, closed_port_url, fail_fast};
-
 use llm_accounting_kms_azure::test_support::{
     FAKE_CLIENT_ID, FAKE_CLIENT_SECRET, FAKE_TENANT_ID, FakeKeyVault,
 };
+use llm_accounting_testkit::{Env, closed_port_url, fail_fast};
+
+const BIN: &str = env!("CARGO_BIN_EXE_llm-accounting");
 
 /// Obviously fake keys.
 const KEY1: &str = "sk-test-FAKE-azure-00000000000000000000000001";
@@ -22,21 +21,21 @@ const KEY2: &str = "sk-test-FAKE-azure-00000000000000000000000002";
 
 /// A temporary database and the Azure environment of one test; `endpoint` goes to
 /// LLM_ACCOUNTING_KMS_ENDPOINT.
-fn cloud_env(key_id: &str, endpoint: &str) -> CloudEnv {
-    let vars = [
+fn cloud_env(key_id: &str, endpoint: &str) -> Env {
+    let mut env = Env::with_database(BIN)
+        .strip_prefixes(&["AZURE_", "IDENTITY_"])
+        .secrets(&[KEY1, KEY2]);
+    for (name, value) in [
         ("LLM_ACCOUNTING_KMS_KEY_ID", key_id),
         ("LLM_ACCOUNTING_KMS_ENDPOINT", endpoint),
         ("LLM_ACCOUNTING_AZURE_CREDENTIALS", "client-secret"),
         ("AZURE_TENANT_ID", FAKE_TENANT_ID),
         ("AZURE_CLIENT_ID", FAKE_CLIENT_ID),
         ("AZURE_CLIENT_SECRET", FAKE_CLIENT_SECRET),
-    ];
-    CloudEnv::new(
-        tempfile::tempdir().expect("tempdir"),
-        &vars,
-        &["AZURE_", "IDENTITY_"],
-        &[KEY1, KEY2],
-    )
+    ] {
+        env.set(name, value);
+    }
+    env
 }
 
 #[test]
@@ -53,7 +52,7 @@ fn round_trip_with_provider_azure_against_the_fake() {
         v
     };
 
-    let r = env.run_with(&with("store", &[]), Some(KEY1)).ok();
+    let r = env.run_stdin(&with("store", &[]), KEY1).ok();
     assert!(r.stderr.contains("(version 1)"), "{r:#?}");
     assert_eq!(
         env.version_refs(),
@@ -67,7 +66,7 @@ fn round_trip_with_provider_azure_against_the_fake() {
     // next one is wrapped under the new version.
     let v2 = fake.create_key_version("cli");
     assert_eq!(env.run(&with("get", &[])).ok().stdout, format!("{KEY1}\n"));
-    let r = env.run_with(&with("rotate", &[]), Some(KEY2)).ok();
+    let r = env.run_stdin(&with("rotate", &[]), KEY2).ok();
     assert!(r.stderr.contains("(version 2)"), "{r:#?}");
     assert_eq!(
         env.version_refs(),
@@ -107,7 +106,7 @@ fn azure_without_a_key_id_is_a_configuration_error() {
     let mut env = cloud_env("unused", &closed_port_url());
     env.unset("LLM_ACCOUNTING_KMS_KEY_ID");
     let r = env
-        .run_with(
+        .run_stdin(
             &[
                 "--provider",
                 "azure",
@@ -116,13 +115,13 @@ fn azure_without_a_key_id_is_a_configuration_error() {
                 "--service",
                 "openai",
             ],
-            Some(KEY1),
+            KEY1,
         )
         .code(2);
     assert!(r.stderr.contains("LLM_ACCOUNTING_KMS_KEY_ID"), "{r:#?}");
     env.set("LLM_ACCOUNTING_KMS_KEY_ID", "my-vault/keys/k");
     let r = env
-        .run_with(
+        .run_stdin(
             &[
                 "--provider",
                 "azure",
@@ -131,7 +130,7 @@ fn azure_without_a_key_id_is_a_configuration_error() {
                 "--service",
                 "openai",
             ],
-            Some(KEY1),
+            KEY1,
         )
         .code(2);
     assert!(r.stderr.contains("not a Key Vault key id"), "{r:#?}");

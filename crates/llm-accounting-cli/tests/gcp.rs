@@ -7,12 +7,10 @@
 
 #![cfg(feature = "kms-gcp")]
 
-mod support;
-
-use support::{CloudEnv, closed_port_url, fail_fast};
-
 use llm_accounting_kms_gcp::test_support::create_key;
-use llm_accounting_testkit::drongo_url;
+use llm_accounting_testkit::{Env, closed_port_url, drongo_url, fail_fast};
+
+const BIN: &str = env!("CARGO_BIN_EXE_llm-accounting");
 
 /// Obviously fake keys.
 const KEY1: &str = "sk-test-FAKE-gcp-00000000000000000000000001";
@@ -20,21 +18,25 @@ const KEY2: &str = "sk-test-FAKE-gcp-00000000000000000000000002";
 
 /// A temporary database and the Google Cloud environment of one test; `endpoint` goes to
 /// LLM_ACCOUNTING_KMS_ENDPOINT.
-fn cloud_env(key_name: &str, endpoint: &str) -> CloudEnv {
-    let dir = tempfile::tempdir().expect("tempdir");
+fn cloud_env(key_name: &str, endpoint: &str) -> Env {
+    let mut env = Env::with_database(BIN)
+        .strip_prefixes(&["GOOGLE_", "CLOUDSDK_", "GCE_"])
+        .secrets(&[KEY1, KEY2]);
     // An empty gcloud configuration directory: the user's own ADC file is never read.
-    let gcloud = dir.path().join("gcloud");
+    let gcloud = env.dir().join("gcloud");
     std::fs::create_dir(&gcloud).expect("gcloud dir");
     let gcloud = gcloud.display().to_string();
-    let vars = [
+    for (name, value) in [
         ("LLM_ACCOUNTING_KMS_KEY_ID", key_name),
         ("LLM_ACCOUNTING_KMS_ENDPOINT", endpoint),
         ("LLM_ACCOUNTING_GCP_CREDENTIALS", "anonymous"),
         ("CLOUDSDK_CONFIG", gcloud.as_str()),
         // Never ask a metadata server.
         ("GCE_METADATA_HOST", "127.0.0.1:1"),
-    ];
-    CloudEnv::new(dir, &vars, &["GOOGLE_", "CLOUDSDK_", "GCE_"], &[KEY1, KEY2])
+    ] {
+        env.set(name, value);
+    }
+    env
 }
 
 #[test]
@@ -58,7 +60,7 @@ fn round_trip_with_provider_gcp_against_drongo() {
         v
     };
 
-    let r = env.run_with(&with("store", &[]), Some(KEY1)).ok();
+    let r = env.run_stdin(&with("store", &[]), KEY1).ok();
     assert!(r.stderr.contains("(version 1)"), "{r:#?}");
     assert_eq!(
         env.version_refs(),
@@ -77,7 +79,7 @@ fn round_trip_with_provider_gcp_against_drongo() {
     assert_eq!(rows[0]["service"], "openai");
     assert_eq!(rows[0]["version"], 1);
 
-    let r = env.run_with(&with("rotate", &[]), Some(KEY2)).ok();
+    let r = env.run_stdin(&with("rotate", &[]), KEY2).ok();
     assert!(r.stderr.contains("(version 2)"), "{r:#?}");
     assert_eq!(env.version_refs().len(), 2);
 
@@ -93,7 +95,7 @@ fn round_trip_with_provider_gcp_against_drongo() {
 
     // Another key of the same name elsewhere: a clear refusal, not "no key".
     env.set("LLM_ACCOUNTING_KMS_KEY_ID", &format!("{key}-gone"));
-    let r = env.run_with(&with("rotate", &[]), Some(KEY1)).code(1);
+    let r = env.run_stdin(&with("rotate", &[]), KEY1).code(1);
     assert!(r.stderr.contains("not found"), "{r:#?}");
     assert!(!r.stderr.contains("no API key stored"), "{r:#?}");
     env.set("LLM_ACCOUNTING_KMS_KEY_ID", &key);
@@ -117,17 +119,17 @@ fn gcp_without_a_key_name_is_a_configuration_error() {
     let mut env = cloud_env("unused", &closed_port_url());
     env.unset("LLM_ACCOUNTING_KMS_KEY_ID");
     let r = env
-        .run_with(
+        .run_stdin(
             &["--provider", "gcp", "keys", "store", "--service", "openai"],
-            Some(KEY1),
+            KEY1,
         )
         .code(2);
     assert!(r.stderr.contains("LLM_ACCOUNTING_KMS_KEY_ID"), "{r:#?}");
     env.set("LLM_ACCOUNTING_KMS_KEY_ID", "projects/p/keyRings/r");
     let r = env
-        .run_with(
+        .run_stdin(
             &["--provider", "gcp", "keys", "store", "--service", "openai"],
-            Some(KEY1),
+            KEY1,
         )
         .code(2);
     assert!(

@@ -7,6 +7,7 @@
 //!   tests ([`ctx`]), an error's cause chain, small retry limits.
 //! - `database` (features `sqlite`, `postgres`, `mysql`): `TestDatabase`, a throwaway
 //!   database on each backend.
+//! - `cli` (feature `cli`): runs of the `llm-accounting` binary in a temporary environment.
 //!
 //! A crate's `sqlite`, `postgres` and `mysql` features turn on the testkit's of the same name,
 //! so that `Backend::all()` lists what that crate was built with:
@@ -19,11 +20,15 @@
 //! llm-accounting-testkit.workspace = true
 //! ```
 
+#[cfg(feature = "cli")]
+pub mod cli;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub mod database;
 pub mod kms;
 pub mod services;
 
+#[cfg(feature = "cli")]
+pub use cli::{Env, Run, closed_port_url, fail_fast};
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub use database::{Backend, TestDatabase};
 pub use kms::{ctx, error_chain, quick_layers};
