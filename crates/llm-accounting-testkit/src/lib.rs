@@ -7,7 +7,8 @@
 //!   tests ([`ctx`]), an error's cause chain, small retry limits.
 //! - `database` (features `sqlite`, `postgres`, `mysql`): `TestDatabase`, a throwaway
 //!   database on each backend.
-//! - `cli` (feature `cli`): runs of the `llm-accounting` binary in a temporary environment.
+//! - `cli` and `cloud` (feature `cli`): runs of the `llm-accounting` binary in a temporary
+//!   environment, and the round trip every cloud provider's CLI test makes.
 //!
 //! A crate's `sqlite`, `postgres` and `mysql` features turn on the testkit's of the same name,
 //! so that `Backend::all()` lists what that crate was built with:
@@ -22,6 +23,8 @@
 
 #[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "cli")]
+pub mod cloud;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub mod database;
 pub mod kms;
@@ -29,6 +32,8 @@ pub mod services;
 
 #[cfg(feature = "cli")]
 pub use cli::{Env, Run, closed_port_url, fail_fast};
+#[cfg(feature = "cli")]
+pub use cloud::{CloudHooks, NoHooks, RoundTrip};
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub use database::{Backend, TestDatabase};
 pub use kms::{ctx, error_chain, quick_layers};
