@@ -42,19 +42,9 @@ mod sea_orm_migration_schema {
     }
 }
 
-async fn databases() -> Vec<TestDatabase> {
-    let mut out = Vec::new();
-    for backend in Backend::all() {
-        if let Some(db) = TestDatabase::create(backend).await {
-            out.push(db);
-        }
-    }
-    out
-}
-
 #[tokio::test]
 async fn conformance_on_every_database() {
-    for db in databases().await {
+    for db in TestDatabase::create_all().await {
         eprintln!("conformance on {}", db.backend());
         let repo = db.repository().await;
         llm_accounting_core::conformance::repository::run(&repo).await;
@@ -64,7 +54,7 @@ async fn conformance_on_every_database() {
 
 #[tokio::test]
 async fn migrations_up_down_up_on_every_database() {
-    for db in databases().await {
+    for db in TestDatabase::create_all().await {
         let repo = db.repository().await;
         let conn = repo.connection();
         assert_eq!(has_tables(conn).await, [true, true], "{}", db.backend());
@@ -89,7 +79,7 @@ async fn migrations_up_down_up_on_every_database() {
 /// (the losers of the race to create the tables wait for the winner).
 #[tokio::test]
 async fn concurrent_first_opens_all_succeed() {
-    for db in databases().await {
+    for db in TestDatabase::create_all().await {
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..8 {
             let url = db.url().to_owned();
@@ -175,7 +165,7 @@ async fn unreachable_servers_are_unavailable() {
 /// finds rows already there).
 #[tokio::test]
 async fn audit_conformance_on_every_database() {
-    for db in databases().await {
+    for db in TestDatabase::create_all().await {
         eprintln!("audit conformance on {}", db.backend());
         let repo = db.repository().await;
         llm_accounting_core::conformance::audit::run(&repo).await;
@@ -190,7 +180,7 @@ async fn audit_chain_on_every_database() {
     use llm_accounting_core::KeyIdentity;
     use llm_accounting_core::audit::{AuditEvent, AuditFilter, AuditLog, verify_chain};
     use sea_orm::{ConnectionTrait, Statement};
-    for db in databases().await {
+    for db in TestDatabase::create_all().await {
         let a = db.repository().await;
         let b = db.repository().await;
         let mut tasks = tokio::task::JoinSet::new();

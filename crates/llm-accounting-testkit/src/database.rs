@@ -132,6 +132,23 @@ impl TestDatabase {
         })
     }
 
+    /// A new database of every backend in [`Backend::all`] whose server can be reached (see
+    /// [`TestDatabase::create`]).
+    ///
+    /// # Panics
+    ///
+    /// When a server is unreachable and `LLM_ACCOUNTING_REQUIRE_SERVICES=1`, or when a
+    /// database cannot be created.
+    pub async fn create_all() -> Vec<TestDatabase> {
+        let mut out = Vec::new();
+        for backend in Backend::all() {
+            if let Some(db) = TestDatabase::create(backend).await {
+                out.push(db);
+            }
+        }
+        out
+    }
+
     /// The backend.
     pub fn backend(&self) -> Backend {
         self.backend
