@@ -135,11 +135,6 @@ impl Env {
         self.dir().join("k.db")
     }
 
-    /// The binary.
-    pub fn bin(&self) -> &Path {
-        &self.bin
-    }
-
     /// The variables every run gets, in order.
     pub fn vars(&self) -> impl Iterator<Item = (&str, &str)> {
         self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))

@@ -55,12 +55,6 @@ pub trait CloudHooks {
     }
 }
 
-/// No steps of a provider's own.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoHooks;
-
-impl CloudHooks for NoHooks {}
-
 impl RoundTrip<'_> {
     /// `--provider P keys CMD --service openai --user alice`.
     pub fn args<'s>(&'s self, cmd: &'s str) -> Vec<&'s str> {

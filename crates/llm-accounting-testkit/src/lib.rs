@@ -33,7 +33,7 @@ pub mod services;
 #[cfg(feature = "cli")]
 pub use cli::{Env, Run, closed_port_url, fail_fast};
 #[cfg(feature = "cli")]
-pub use cloud::{CloudHooks, NoHooks, RoundTrip};
+pub use cloud::{CloudHooks, RoundTrip};
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub use database::{Backend, TestDatabase};
 pub use kms::{ctx, error_chain, quick_layers};
