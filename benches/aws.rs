@@ -23,7 +23,8 @@ use llm_accounting::{
     ApiKey, AwsKmsProvider, DataKey, EncryptionContext, KeyIdentity, KmsProvider, Result,
     SeaOrmKeyRepository, SecureKeyManager, StoreOptions, WrappedKey,
 };
-use llm_accounting_kms_aws::test_support::{self, create_key, moto_url};
+use llm_accounting_kms_aws::test_support::{self, create_key};
+use llm_accounting_testkit::moto_url;
 use tokio::runtime::Runtime;
 
 const N: usize = 500;

@@ -17,7 +17,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use llm_accounting::{
     ApiKey, CacheOptions, KeyIdentity, LocalKmsProvider, ManagerOptions, SecureKeyManager,
 };
-use llm_accounting_store::testing::{Backend, TestDatabase};
+use llm_accounting_testkit::{Backend, TestDatabase};
 use tokio::runtime::Runtime;
 
 const TASKS: usize = 8;

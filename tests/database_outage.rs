@@ -14,7 +14,7 @@ use llm_accounting::{
     ApiKey, CacheOptions, Error, KeyIdentity, LocalKmsProvider, ManagerOptions,
     SeaOrmKeyRepository, SecureKeyManager, StoreOptions,
 };
-use llm_accounting_store::testing::{Backend, TestDatabase};
+use llm_accounting_testkit::{Backend, TestDatabase};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;

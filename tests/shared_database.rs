@@ -1,6 +1,6 @@
 //! Many tasks, several managers and several OS processes on one database, on every database
 //! this build supports (SQLite file, PostgreSQL, MySQL/MariaDB; see
-//! `llm_accounting_store::testing` for how the servers are found and when tests skip).
+//! `llm_accounting_testkit::database` for how the servers are found and when tests skip).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -12,18 +12,8 @@ use llm_accounting::{
     ApiKey, CacheOptions, Error, KeyFilter, KeyIdentity, LocalKmsProvider, ManagerOptions,
     SeaOrmKeyRepository, SecureKeyManager,
 };
-use llm_accounting_store::testing::{Backend, TestDatabase};
+use llm_accounting_testkit::TestDatabase;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
-
-async fn databases() -> Vec<TestDatabase> {
-    let mut out = Vec::new();
-    for backend in Backend::all() {
-        if let Some(db) = TestDatabase::create(backend).await {
-            out.push(db);
-        }
-    }
-    out
-}
 
 /// A condition on the result of a get.
 type Check = Box<dyn Fn(&llm_accounting::Result<ApiKey>) -> bool + Send>;
@@ -90,7 +80,7 @@ async fn version_states(repo: &SeaOrmKeyRepository, key_id: uuid::Uuid) -> Vec<(
 /// current version; every other attempt became a previous version or got a clear conflict.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_stores_of_one_identity_keep_one_current_version() {
-    for db in databases().await {
+    for db in TestDatabase::create_all().await {
         let dir = tempfile::tempdir().expect("tempdir");
         let mk = dir.path().join("master.key");
         let mut managers = Vec::new();
@@ -156,7 +146,7 @@ async fn concurrent_stores_of_one_identity_keep_one_current_version() {
 /// whole, and never fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_rotate_and_get_never_tear() {
-    for db in databases().await {
+    for db in TestDatabase::create_all().await {
         let dir = tempfile::tempdir().expect("tempdir");
         let mk = dir.path().join("master.key");
         let (writer, _) = manager(&db, &mk, ManagerOptions::default()).await;
@@ -217,7 +207,7 @@ async fn concurrent_rotate_and_get_never_tear() {
 /// within the refresh interval (here 200 ms; asserted with a generous 5 s bound), not the TTL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_managers_changes_are_seen_within_the_refresh_interval() {
-    for db in databases().await {
+    for db in TestDatabase::create_all().await {
         let dir = tempfile::tempdir().expect("tempdir");
         let mk = dir.path().join("master.key");
         let refresh = Duration::from_millis(200);
@@ -330,7 +320,7 @@ async fn four_processes_storing_distinct_keys_lose_none() {
     if std::env::var(CHILD_ENV).is_ok() {
         return;
     }
-    for db in databases().await {
+    for db in TestDatabase::create_all().await {
         let dir = tempfile::tempdir().expect("tempdir");
         let mk = dir.path().join("master.key");
         LocalKmsProvider::open_or_create(&mk).expect("create the master key first");

@@ -7,11 +7,11 @@
 
 #![cfg(feature = "kms-aws")]
 
-mod support;
+use llm_accounting_kms_aws::aws_sdk_kms::Client;
+use llm_accounting_kms_aws::test_support::{self, create_key};
+use llm_accounting_testkit::{CloudHooks, Env, RoundTrip, closed_port_url, fail_fast, moto_url};
 
-use support::{CloudEnv, closed_port_url, fail_fast};
-
-use llm_accounting_kms_aws::test_support::{self, create_key, moto_url};
+const BIN: &str = env!("CARGO_BIN_EXE_llm-accounting");
 
 /// Obviously fake keys.
 const KEY1: &str = "sk-test-FAKE-aws-00000000000000000000000001";
@@ -19,11 +19,13 @@ const KEY2: &str = "sk-test-FAKE-aws-00000000000000000000000002";
 
 /// A temporary database and the AWS environment of one test; `endpoint` goes to
 /// LLM_ACCOUNTING_KMS_ENDPOINT.
-fn cloud_env(key_id: &str, endpoint: &str) -> CloudEnv {
-    let dir = tempfile::tempdir().expect("tempdir");
+fn cloud_env(key_id: &str, endpoint: &str) -> Env {
+    let mut env = Env::with_database(BIN)
+        .strip_prefixes(&["AWS_"])
+        .secrets(&[KEY1, KEY2]);
     // Empty AWS config and credentials files: the user's own are never read.
-    let aws_config = dir.path().join("aws-config");
-    let aws_credentials = dir.path().join("aws-credentials");
+    let aws_config = env.dir().join("aws-config");
+    let aws_credentials = env.dir().join("aws-credentials");
     for f in [&aws_config, &aws_credentials] {
         std::fs::write(f, "").expect("write empty AWS file");
     }
@@ -31,7 +33,7 @@ fn cloud_env(key_id: &str, endpoint: &str) -> CloudEnv {
         aws_config.display().to_string(),
         aws_credentials.display().to_string(),
     );
-    let vars = [
+    for (name, value) in [
         ("LLM_ACCOUNTING_KMS_KEY_ID", key_id),
         ("LLM_ACCOUNTING_KMS_ENDPOINT", endpoint),
         ("AWS_REGION", test_support::TEST_REGION),
@@ -44,8 +46,46 @@ fn cloud_env(key_id: &str, endpoint: &str) -> CloudEnv {
         ("AWS_EC2_METADATA_DISABLED", "true"),
         ("AWS_CONFIG_FILE", aws_config.as_str()),
         ("AWS_SHARED_CREDENTIALS_FILE", aws_credentials.as_str()),
-    ];
-    CloudEnv::new(dir, &vars, &["AWS_"], &[KEY1, KEY2])
+    ] {
+        env.set(name, value);
+    }
+    env
+}
+
+/// AWS's own steps: the endpoint through AWS_ENDPOINT_URL, and the master key disabled in KMS.
+struct AwsSteps<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    client: &'a Client,
+    key_id: &'a str,
+    url: &'a str,
+}
+
+impl CloudHooks for AwsSteps<'_> {
+    fn after_trace(&mut self, env: &mut Env, trip: &RoundTrip<'_>) {
+        let [_, key2] = trip.values;
+
+        // AWS_ENDPOINT_URL works as well as LLM_ACCOUNTING_KMS_ENDPOINT.
+        env.unset("LLM_ACCOUNTING_KMS_ENDPOINT");
+        env.set("AWS_ENDPOINT_URL", self.url);
+        let r = env.run(&trip.args("get")).ok();
+        assert_eq!(r.stdout, format!("{key2}\n"));
+
+        // The master key disabled in KMS: a clear refusal (exit 1), not "no key"; then back.
+        self.rt
+            .block_on(self.client.disable_key().key_id(self.key_id).send())
+            .expect("DisableKey");
+        let r = env.run(&trip.args("get")).code(1);
+        assert!(r.stderr.contains("disabled"), "{r:#?}");
+        assert!(!r.stderr.contains("no API key stored"), "{r:#?}");
+        assert!(r.stdout.is_empty());
+        self.rt
+            .block_on(self.client.enable_key().key_id(self.key_id).send())
+            .expect("EnableKey");
+        assert_eq!(env.run(&trip.args("get")).ok().stdout, format!("{key2}\n"));
+
+        env.unset("AWS_ENDPOINT_URL");
+        env.set("LLM_ACCOUNTING_KMS_ENDPOINT", self.url);
+    }
 }
 
 #[test]
@@ -71,94 +111,27 @@ fn round_trip_with_provider_aws_against_moto() {
 
     // Configured with the alias; the ARN is what gets recorded.
     let mut env = cloud_env(&alias, &url);
-    let aws = ["--provider", "aws", "keys"];
-    let with = |cmd: &'static str, extra: &[&'static str]| -> Vec<&'static str> {
-        let mut v = aws.to_vec();
-        v.push(cmd);
-        v.extend_from_slice(&["--service", "openai", "--user", "alice"]);
-        v.extend_from_slice(extra);
-        v
-    };
-
-    let r = env.run_with(&with("store", &[]), Some(KEY1)).ok();
-    assert!(r.stderr.contains("(version 1)"), "{r:#?}");
-    assert_eq!(
-        env.version_refs(),
-        [("aws".to_owned(), arn.clone())],
-        "provider `aws` and the key ARN (not the alias) are recorded"
+    RoundTrip {
+        provider: "aws",
+        values: [KEY1, KEY2],
+        endpoint: &url,
+        recorded_ref: &arn,
+        recorded_ref_why: "provider `aws` and the key ARN (not the alias) are recorded",
+        // The SDK's request traces are capped.
+        never_traced: &[
+            ("transmitting request", "request traced"),
+            ("\"Plaintext\"", "a KMS answer with key material was traced"),
+        ],
+    }
+    .run(
+        &mut env,
+        &mut AwsSteps {
+            rt: &rt,
+            client: &client,
+            key_id: &key_id,
+            url: &url,
+        },
     );
-
-    let r = env.run(&with("get", &[])).ok();
-    assert_eq!(r.stdout, format!("{KEY1}\n"));
-
-    let r = env
-        .run(&[aws.as_slice(), &["list", "--format", "json"]].concat())
-        .ok();
-    assert!(!r.stdout.contains(KEY1), "{r:#?}");
-    let rows: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
-    assert_eq!(rows[0]["service"], "openai");
-    assert_eq!(rows[0]["version"], 1);
-
-    let r = env.run_with(&with("rotate", &[]), Some(KEY2)).ok();
-    assert!(r.stderr.contains("(version 2)"), "{r:#?}");
-    assert_eq!(env.version_refs().len(), 2);
-    assert!(
-        env.version_refs()
-            .iter()
-            .all(|(p, k)| p == "aws" && *k == arn)
-    );
-
-    // Even with RUST_LOG=trace, no HTTP request or key material reaches stderr (the SDK's
-    // request traces are capped; Run::code checks that no API key is on stderr).
-    env.set("RUST_LOG", "trace");
-    let r = env.run(&with("get", &[])).ok();
-    assert_eq!(r.stdout, format!("{KEY2}\n"));
-    assert!(!r.stderr.contains("transmitting request"), "request traced");
-    assert!(
-        !r.stderr.contains("\"Plaintext\""),
-        "a KMS answer with key material was traced"
-    );
-    env.unset("RUST_LOG");
-
-    // AWS_ENDPOINT_URL works as well as LLM_ACCOUNTING_KMS_ENDPOINT.
-    env.unset("LLM_ACCOUNTING_KMS_ENDPOINT");
-    env.set("AWS_ENDPOINT_URL", &url);
-    let r = env.run(&with("get", &[])).ok();
-    assert_eq!(r.stdout, format!("{KEY2}\n"));
-
-    // The master key disabled in KMS: a clear refusal (exit 1), not "no key"; then back.
-    rt.block_on(client.disable_key().key_id(&key_id).send())
-        .expect("DisableKey");
-    let r = env.run(&with("get", &[])).code(1);
-    assert!(r.stderr.contains("disabled"), "{r:#?}");
-    assert!(!r.stderr.contains("no API key stored"), "{r:#?}");
-    assert!(r.stdout.is_empty());
-    rt.block_on(client.enable_key().key_id(&key_id).send())
-        .expect("EnableKey");
-    assert_eq!(env.run(&with("get", &[])).ok().stdout, format!("{KEY2}\n"));
-
-    // KMS down: exit 5 after the configured retries, never "no key".
-    env.unset("AWS_ENDPOINT_URL");
-    env.set("LLM_ACCOUNTING_KMS_ENDPOINT", &closed_port_url());
-    fail_fast(&mut env);
-    let r = env.run(&with("get", &[])).code(5);
-    assert!(r.stderr.contains("unavailable"), "{r:#?}");
-    assert!(r.stderr.contains("gave up after 3 attempts"), "{r:#?}");
-    assert!(r.stdout.is_empty());
-    env.set("LLM_ACCOUNTING_KMS_ENDPOINT", &url);
-
-    // Disable, enable and delete are database-only; they work the same with aws.
-    env.run(&with("disable", &[])).ok();
-    env.run(&with("get", &[])).code(1);
-    env.run(&with("enable", &[])).ok();
-    assert_eq!(env.run(&with("get", &[])).ok().stdout, format!("{KEY2}\n"));
-    env.run(&with("delete", &[])).ok();
-    let r = env.run(&with("get", &[])).code(3);
-    assert!(r.stderr.contains("no API key stored"), "{r:#?}");
-    let r = env
-        .run(&[aws.as_slice(), &["list", "--format", "json"]].concat())
-        .ok();
-    assert_eq!(r.stdout.trim(), "[]");
 }
 
 #[test]
@@ -170,9 +143,9 @@ fn a_kms_that_is_down_exits_5_after_bounded_retries() {
     );
     fail_fast(&mut env);
     let r = env
-        .run_with(
+        .run_stdin(
             &["--provider", "aws", "keys", "store", "--service", "openai"],
-            Some(KEY1),
+            KEY1,
         )
         .code(5);
     assert_eq!(r.stderr.lines().count(), 1, "one line: {r:#?}");
@@ -192,9 +165,9 @@ fn a_kms_that_is_down_exits_5_after_bounded_retries() {
     // One attempt only: still exit 5, without the retry note.
     env.set("LLM_ACCOUNTING_KMS_MAX_ATTEMPTS", "1");
     let r = env
-        .run_with(
+        .run_stdin(
             &["--provider", "aws", "keys", "store", "--service", "openai"],
-            Some(KEY1),
+            KEY1,
         )
         .code(5);
     assert!(!r.stderr.contains("gave up"), "{r:#?}");
@@ -205,9 +178,9 @@ fn aws_without_a_key_id_is_a_configuration_error() {
     let mut env = cloud_env("unused", &closed_port_url());
     env.unset("LLM_ACCOUNTING_KMS_KEY_ID");
     let r = env
-        .run_with(
+        .run_stdin(
             &["--provider", "aws", "keys", "store", "--service", "openai"],
-            Some(KEY1),
+            KEY1,
         )
         .code(2);
     assert!(r.stderr.contains("LLM_ACCOUNTING_KMS_KEY_ID"), "{r:#?}");
@@ -228,7 +201,7 @@ fn migration_from_local_to_aws_needs_no_local_key_afterwards() {
     let client = test_support::client(&url);
     let (_, arn) = rt.block_on(create_key(&client, "llm-accounting migration"));
     let mut env = cloud_env(&arn, &url);
-    let master_key = env.dir.path().join("master.key");
+    let master_key = env.dir().join("master.key");
     env.set(
         "LLM_ACCOUNTING_LOCAL_MASTER_KEY_FILE",
         &master_key.display().to_string(),
@@ -236,15 +209,15 @@ fn migration_from_local_to_aws_needs_no_local_key_afterwards() {
     let value = |i: usize| format!("sk-test-FAKE-migrate-{i:04}-000000000000");
     let users: Vec<String> = (0..12).map(|i| format!("u{i:02}")).collect();
     for (i, user) in users.iter().enumerate() {
-        env.run_with(
+        env.run_stdin(
             &["keys", "store", "--service", "openai", "--user", user],
-            Some(&value(i)),
+            &value(i),
         )
         .ok();
     }
-    env.run_with(
+    env.run_stdin(
         &["keys", "rotate", "--service", "openai", "--user", "u00"],
-        Some(KEY1),
+        KEY1,
     )
     .ok();
     assert!(env.version_refs().iter().all(|(p, _)| p == "local"));

@@ -1,10 +1,10 @@
 //! End-to-end tests of the `llm-accounting` binary: a real SQLite file and a real local master
 //! key in a temporary directory, keys on stdin, exit codes and output checked.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
+use llm_accounting_testkit::{Env, Run};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
 
 const BIN: &str = env!("CARGO_BIN_EXE_llm-accounting");
@@ -13,102 +13,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_llm-accounting");
 const KEY1: &str = "sk-test-FAKE-0000000000000000000000000001";
 const KEY2: &str = "sk-test-FAKE-0000000000000000000000000002";
 const KEY_BOB: &str = "sk-test-FAKE-0000000000000000000000000b0b";
-
-/// What one run of the binary produced.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn ok(self) -> Self {
-        assert_eq!(self.code, 0, "expected success: {self:#?}");
-        self
-    }
-
-    fn code(self, code: i32) -> Self {
-        assert_eq!(self.code, code, "expected exit code {code}: {self:#?}");
-        self
-    }
-}
-
-/// A temporary home for one test's database and master key.
-struct Env {
-    dir: tempfile::TempDir,
-    /// Extra variables for every run.
-    vars: Vec<(String, String)>,
-}
-
-impl Env {
-    /// Explicit database URL and master key file inside a fresh temporary directory.
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = format!("sqlite://{}", dir.path().join("k.db").display());
-        let key = dir.path().join("master.key").display().to_string();
-        Env {
-            dir,
-            vars: vec![
-                ("LLM_ACCOUNTING_DATABASE_URL".into(), db),
-                ("LLM_ACCOUNTING_LOCAL_MASTER_KEY_FILE".into(), key),
-            ],
-        }
-    }
-
-    /// Nothing configured but the data directory.
-    fn with_data_dir_only() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data = dir.path().join("data").display().to_string();
-        Env {
-            dir,
-            vars: vec![("LLM_ACCOUNTING_DATA_DIR".into(), data)],
-        }
-    }
-
-    fn db_path(&self) -> PathBuf {
-        self.dir.path().join("k.db")
-    }
-
-    /// Runs the binary with `args`, feeding `stdin` (or an empty, closed stdin).
-    fn run_with(&self, args: &[&str], stdin: Option<&[u8]>, extra: &[(&str, &str)]) -> Run {
-        let mut cmd = Command::new(BIN);
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("LLM_ACCOUNTING_") {
-                cmd.env_remove(&name);
-            }
-        }
-        cmd.env_remove("RUST_LOG")
-            .envs(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .envs(extra.iter().copied())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn llm-accounting");
-        {
-            let mut pipe = child.stdin.take().expect("stdin");
-            if let Some(input) = stdin {
-                // The binary may exit before reading (e.g. a usage error): ignore EPIPE.
-                let _ = pipe.write_all(input);
-            }
-        }
-        let out = child.wait_with_output().expect("wait");
-        Run {
-            code: out.status.code().expect("exit code, not a signal"),
-            stdout: String::from_utf8(out.stdout).expect("utf-8 stdout"),
-            stderr: String::from_utf8(out.stderr).expect("utf-8 stderr"),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        self.run_with(args, None, &[])
-    }
-
-    fn run_stdin(&self, args: &[&str], stdin: &str) -> Run {
-        self.run_with(args, Some(stdin.as_bytes()), &[])
-    }
-}
 
 /// Checks that no output carries a secret, except `get`'s stdout.
 fn assert_no_secret(run: &Run, secrets: &[&str], stdout_may_have_it: bool) {
@@ -175,7 +79,7 @@ async fn set_current_envelope(db: &DatabaseConnection, key_id: &str, envelope: V
 
 #[test]
 fn round_trip_through_every_command() {
-    let env = Env::new();
+    let env = Env::new(BIN);
     let id = ["--service", "openai", "--user", "alice"];
     let with = |extra: &[&'static str]| -> Vec<&str> {
         let mut v = vec!["keys"];
@@ -321,8 +225,8 @@ fn round_trip_through_every_command() {
 
 #[test]
 fn default_locations_are_announced_and_the_master_key_is_private() {
-    let env = Env::with_data_dir_only();
-    let data = env.dir.path().join("data");
+    let env = Env::with_data_dir_only(BIN);
+    let data = env.dir().join("data");
     let r = env
         .run_stdin(&["keys", "store", "--service", "openai"], KEY1)
         .ok();
@@ -360,14 +264,14 @@ fn default_locations_are_announced_and_the_master_key_is_private() {
     assert!(r.stderr.is_empty(), "--quiet: {r:#?}");
 
     // Explicit locations: no notice.
-    let explicit = Env::new();
+    let explicit = Env::new(BIN);
     let r = explicit.run(&["keys", "list"]).ok();
     assert!(!r.stderr.contains("using default"), "{r:#?}");
 }
 
 #[test]
 fn exit_codes_for_bad_input_and_missing_things() {
-    let env = Env::new();
+    let env = Env::new(BIN);
     let store = ["keys", "store", "--service", "openai"];
 
     let r = env.run(&["keys", "get", "--service", "openai"]).code(3);
@@ -439,7 +343,7 @@ fn exit_codes_for_bad_input_and_missing_things() {
     );
     assert_eq!(r.stderr.lines().count(), 1, "one line: {r:#?}");
 
-    let missing = env.dir.path().join("nope.toml");
+    let missing = env.dir().join("nope.toml");
     let r = env
         .run(&["--config", &missing.display().to_string(), "keys", "list"])
         .code(2);
@@ -456,7 +360,7 @@ fn exit_codes_for_bad_input_and_missing_things() {
 
 #[test]
 fn moved_or_modified_ciphertexts_exit_4() {
-    let env = Env::new();
+    let env = Env::new(BIN);
     for (user, key) in [("alice", KEY1), ("bob", KEY_BOB)] {
         env.run_stdin(
             &["keys", "store", "--service", "openai", "--user", user],
@@ -514,7 +418,7 @@ fn moved_or_modified_ciphertexts_exit_4() {
 
 #[test]
 fn key_flag_works_but_warns() {
-    let env = Env::new();
+    let env = Env::new(BIN);
     let r = env
         .run(&["keys", "store", "--service", "openai", "--key", KEY1])
         .ok();
@@ -532,7 +436,7 @@ fn key_flag_works_but_warns() {
 
 #[test]
 fn keys_never_reach_the_database_files_in_plaintext() {
-    let env = Env::new();
+    let env = Env::new(BIN);
     let keys = [KEY1, KEY2, KEY_BOB];
     env.run_stdin(&["keys", "store", "--service", "openai"], KEY1)
         .ok();
@@ -547,7 +451,7 @@ fn keys_never_reach_the_database_files_in_plaintext() {
     env.run(&["keys", "list"]).ok();
 
     let mut checked = 0;
-    for entry in std::fs::read_dir(env.dir.path()).expect("read dir") {
+    for entry in std::fs::read_dir(env.dir()).expect("read dir") {
         let path = entry.expect("entry").path();
         let name = path
             .file_name()
@@ -577,7 +481,7 @@ fn keys_never_reach_the_database_files_in_plaintext() {
 
 #[test]
 fn trace_logging_never_shows_the_key() {
-    let env = Env::new();
+    let env = Env::new(BIN);
     let trace = [("RUST_LOG", "trace")];
     let runs = [
         env.run_with(
@@ -625,7 +529,7 @@ fn trace_logging_never_shows_the_key() {
     env.run_with(&["keys", "delete", "--service", "openai"], None, &trace)
         .ok();
     // No file the commands wrote holds a key in clear (database, WAL, master key file).
-    let mut files = vec![env.dir.path().to_path_buf()];
+    let mut files = vec![env.dir().to_path_buf()];
     let mut scanned = 0;
     while let Some(path) = files.pop() {
         if path.is_dir() {
@@ -653,13 +557,13 @@ fn trace_logging_never_shows_the_key() {
 /// The whole round trip with `--db` on the PostgreSQL and MySQL/MariaDB servers.
 #[test]
 fn round_trip_on_database_servers() {
-    use llm_accounting_store::testing::{Backend, TestDatabase};
+    use llm_accounting_testkit::{Backend, TestDatabase};
     let rt = runtime();
     for backend in [Backend::Postgres, Backend::MySql] {
         let Some(db) = rt.block_on(TestDatabase::create(backend)) else {
             continue;
         };
-        let env = Env::new();
+        let env = Env::new(BIN);
         let url = db.url();
         let keys = |args: &[&str]| -> Vec<String> {
             let mut v = vec!["--db".to_owned(), url.to_owned(), "keys".to_owned()];
@@ -701,7 +605,7 @@ fn round_trip_on_database_servers() {
 /// A database server that is down: exit code 5 and one clear line, quickly, no password.
 #[test]
 fn database_server_down_exits_5() {
-    let env = Env::new();
+    let env = Env::new(BIN);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -728,7 +632,7 @@ fn database_server_down_exits_5() {
 /// `get --previous`, `list --versions`, `list --expiring`, and exit code 6 for an expired key.
 #[test]
 fn lifecycle_commands() {
-    let env = Env::new();
+    let env = Env::new(BIN);
     let grace = [("LLM_ACCOUNTING_PREVIOUS_GRACE_SECS", "3600")];
     let run = |args: &[&str], stdin: Option<&str>| {
         let mut all = vec!["keys"];
@@ -809,8 +713,8 @@ fn lifecycle_commands() {
 fn rewrap_survives_sigkill_and_resumes() {
     use llm_accounting::{KeyIdentity, LocalKmsProvider, SeaOrmKeyRepository, SecureKeyManager};
     const N: usize = 5000;
-    let env = Env::new();
-    let mk = env.dir.path().join("master.key");
+    let env = Env::new(BIN);
+    let mk = env.dir().join("master.key");
     let rt = runtime();
     let db_url = format!("sqlite://{}", env.db_path().display());
     let value = |i: usize| format!("sk-test-FAKE-{i:06}-0123456789abcdef");
@@ -839,7 +743,7 @@ fn rewrap_survives_sigkill_and_resumes() {
 
     let spawn = || {
         let mut cmd = Command::new(BIN);
-        for (k, v) in &env.vars {
+        for (k, v) in env.vars() {
             cmd.env(k, v);
         }
         cmd.env_remove("RUST_LOG")
@@ -905,9 +809,9 @@ fn rewrap_survives_sigkill_and_resumes() {
 #[cfg(target_os = "linux")]
 #[test]
 fn core_dumps_are_disabled() {
-    let env = Env::new();
+    let env = Env::new(BIN);
     let mut cmd = Command::new(BIN);
-    cmd.envs(env.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    cmd.envs(env.vars())
         .args(["keys", "store", "--service", "openai"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -937,7 +841,7 @@ fn core_dumps_are_disabled() {
 /// database; fail-closed refuses a key whose audit row cannot be written.
 #[test]
 fn audit_trail_records_verifies_and_fails_closed() {
-    let env = Env::new();
+    let env = Env::new(BIN);
     env.run_stdin(
         &["keys", "store", "--service", "openai", "--user", "alice"],
         KEY1,
@@ -1014,7 +918,7 @@ fn audit_trail_records_verifies_and_fails_closed() {
     assert!(r.stderr.contains("record 5"), "{r:#?}");
 
     // Another database for the audit table.
-    let audit_db = env.dir.path().join("audit.db");
+    let audit_db = env.dir().join("audit.db");
     let audit_url = format!("sqlite://{}", audit_db.display());
     let sep = [("LLM_ACCOUNTING_AUDIT_DATABASE_URL", audit_url.as_str())];
     env.run_with(

@@ -1,34 +1,30 @@
 //! Configuration files end to end: a key that is no setting is exit 2 with a message naming it
 //! and the file, never silently the default; the older `[local]` section still works.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+
+use llm_accounting_testkit::cli::{Env, Run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_llm-accounting");
 
-/// What one run of the binary produced.
-#[derive(Debug)]
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// A temporary home for one test: data directory, config files.
+/// A temporary home for one test: only the data directory is configured, and `HOME` and
+/// `XDG_DATA_HOME` point inside it too, so that nothing outside is touched.
 struct Sandbox {
-    dir: tempfile::TempDir,
+    env: Env,
 }
 
 impl Sandbox {
     fn new() -> Self {
-        Sandbox {
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
+        let mut env = Env::with_data_dir_only(BIN);
+        let home = env.dir().display().to_string();
+        let xdg = env.dir().join("xdg").display().to_string();
+        env.set("HOME", &home);
+        env.set("XDG_DATA_HOME", &xdg);
+        Sandbox { env }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.env.dir().join(name)
     }
 
     /// Writes a config file and returns its path.
@@ -38,36 +34,10 @@ impl Sandbox {
         path
     }
 
-    /// Runs the binary with `args`, `stdin`, `vars`, and no `LLM_ACCOUNTING_*` variable of
-    /// this process: only `LLM_ACCOUNTING_DATA_DIR` (inside the sandbox, as are `HOME` and
-    /// `XDG_DATA_HOME`), so that nothing outside is touched.
+    /// Runs the binary with `args`, `stdin` and the extra `vars`.
     fn run(&self, args: &[&str], stdin: Option<&str>, vars: &[(&str, &Path)]) -> Run {
-        let mut cmd = Command::new(BIN);
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("LLM_ACCOUNTING_") {
-                cmd.env_remove(&name);
-            }
-        }
-        cmd.env("LLM_ACCOUNTING_DATA_DIR", self.path("data"))
-            .env("HOME", self.dir.path())
-            .env("XDG_DATA_HOME", self.path("xdg"))
-            .envs(vars.iter().copied())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn llm-accounting");
-        let mut pipe = child.stdin.take().expect("stdin");
-        if let Some(text) = stdin {
-            pipe.write_all(text.as_bytes()).expect("write stdin");
-        }
-        drop(pipe);
-        let out = child.wait_with_output().expect("wait");
-        Run {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, arg(v))).collect();
+        self.env.run_with(args, stdin.map(str::as_bytes), &vars)
     }
 }
 
@@ -84,8 +54,9 @@ fn an_unknown_key_in_the_config_file_is_exit_2_naming_it_and_the_file() {
         ("[local]\nmaster_key = \"/k\"\n", "local.master_key"),
     ] {
         let file = sb.config(text);
-        let r = sb.run(&["--config", arg(&file), "keys", "list"], None, &[]);
-        assert_eq!(r.code, Some(2), "{text}: {r:#?}");
+        let r = sb
+            .run(&["--config", arg(&file), "keys", "list"], None, &[])
+            .code(2);
         assert!(r.stderr.contains(&format!("`{key}`")), "{text}: {r:#?}");
         assert!(r.stderr.contains(arg(&file)), "{text}: {r:#?}");
         assert!(r.stdout.is_empty(), "{r:#?}");
@@ -100,7 +71,7 @@ fn an_unknown_key_in_the_config_file_is_exit_2_naming_it_and_the_file() {
         None,
         &[("LLM_ACCOUNTING_CONFIG", file.as_path())],
     );
-    assert_eq!(r.code, Some(2), "{r:#?}");
+    let r = r.code(2);
     assert!(r.stderr.contains("`audit.fail_close`"), "{r:#?}");
     assert!(!sb.path("data").exists());
 }
@@ -122,8 +93,8 @@ fn the_older_local_section_still_names_the_master_key_file() {
         "--service",
         "openai",
     ];
-    let r = sb.run(&store, Some("sk-test-FAKE-older-section-0000"), &[]);
-    assert_eq!(r.code, Some(0), "{r:#?}");
+    sb.run(&store, Some("sk-test-FAKE-older-section-0000"), &[])
+        .ok();
     assert!(key_file.is_file(), "master key made where [local] says");
     assert!(!sb.path("data/master.key").exists(), "not the default one");
     let r = sb.run(
@@ -131,7 +102,7 @@ fn the_older_local_section_still_names_the_master_key_file() {
         None,
         &[],
     );
-    assert_eq!(r.code, Some(0), "{r:#?}");
+    let r = r.ok();
     assert_eq!(r.stdout.trim_end(), "sk-test-FAKE-older-section-0000");
 
     // The same file under the current name reads the same key.
@@ -145,7 +116,7 @@ fn the_older_local_section_still_names_the_master_key_file() {
         None,
         &[],
     );
-    assert_eq!(r.code, Some(0), "{r:#?}");
+    let r = r.ok();
     assert_eq!(r.stdout.trim_end(), "sk-test-FAKE-older-section-0000");
 
     // Both names with different values: exit 2 naming both.
@@ -155,7 +126,7 @@ fn the_older_local_section_still_names_the_master_key_file() {
         sb.path("other.key").display()
     ));
     let r = sb.run(&["--config", arg(&file), "keys", "list"], None, &[]);
-    assert_eq!(r.code, Some(2), "{r:#?}");
+    let r = r.code(2);
     assert!(
         r.stderr.contains("local.master_key_file")
             && r.stderr.contains("kms.local.master_key_file"),

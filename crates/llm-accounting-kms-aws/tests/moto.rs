@@ -16,42 +16,13 @@ use llm_accounting_core::{
     ApiKey, DataKey, EncryptionContext, Error, KeyFilter, KeyIdentity, KmsProvider,
     MemoryKeyRepository, SecureKeyManager,
 };
-use llm_accounting_kms_aws::test_support::{self, create_key, moto_url};
+use llm_accounting_kms_aws::test_support::{self, create_key};
 use llm_accounting_kms_aws::{AwsKmsProvider, aws_sdk_kms};
+use llm_accounting_testkit::{ctx, error_chain, moto_url, quick_layers};
 use uuid::Uuid;
 
-fn ctx(service: &str, user: Option<&str>, version: u32) -> EncryptionContext {
-    EncryptionContext::new(
-        Uuid::from_u128(42),
-        KeyIdentity::from_parts(service, user, None).expect("valid identity"),
-        version,
-    )
-}
-
-/// The error and its sources, as the CLI prints them.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        cur = s.source();
-    }
-    text
-}
-
-/// Small, fast retry limits for failure tests.
-fn quick_layers() -> LayerOptions {
-    LayerOptions {
-        retry: RetryPolicy {
-            max_attempts: 3,
-            initial_backoff: Duration::from_millis(10),
-            max_backoff: Duration::from_millis(50),
-            max_elapsed: Duration::from_secs(5),
-        },
-        timeout: Some(Duration::from_millis(1500)),
-    }
-}
+/// Each KMS call in failure tests is cut off after this.
+const CALL_TIMEOUT: Duration = Duration::from_millis(1500);
 
 #[tokio::test]
 async fn conformance_against_moto() {
@@ -209,7 +180,7 @@ async fn a_disabled_key_is_a_clear_error_and_nothing_is_lost() {
     let metrics = Arc::new(KmsMetrics::new());
     let provider = layers::stack(
         Arc::new(AwsKmsProvider::from_client(&client, &arn).expect("provider")),
-        &quick_layers(),
+        &quick_layers(CALL_TIMEOUT),
         Arc::clone(&metrics),
     );
     let repo = Arc::new(MemoryKeyRepository::new());
@@ -230,7 +201,7 @@ async fn a_disabled_key_is_a_clear_error_and_nothing_is_lost() {
         .expect("DisableKey");
     let before = metrics.snapshot();
     let err = manager.get(&id).await.expect_err("key disabled in KMS");
-    let text = chain(&err);
+    let text = error_chain(&err);
     assert!(
         matches!(&err, Error::AccessDenied { reason, .. } if reason.contains("disabled")),
         "{err:?}"
@@ -365,7 +336,7 @@ async fn a_refused_connection_is_retried_then_unavailable() {
     let metrics = Arc::new(KmsMetrics::new());
     let provider = layers::stack(
         Arc::new(AwsKmsProvider::from_client(&client, "alias/any").expect("provider")),
-        &quick_layers(),
+        &quick_layers(CALL_TIMEOUT),
         Arc::clone(&metrics),
     );
     let err = provider
@@ -384,7 +355,7 @@ async fn a_refused_connection_is_retried_then_unavailable() {
         ),
         "{err:?}"
     );
-    let text = chain(&err);
+    let text = error_chain(&err);
     assert!(text.contains("gave up after 3 attempts"), "{text}");
     let m = metrics.snapshot();
     assert_eq!((m.generates, m.failures, m.retries), (3, 3, 2), "{m:?}");
@@ -467,9 +438,9 @@ async fn throttling_and_server_errors_are_retried() {
         &LayerOptions {
             retry: RetryPolicy {
                 max_attempts: 4,
-                ..quick_layers().retry
+                ..quick_layers(CALL_TIMEOUT).retry
             },
-            ..quick_layers()
+            ..quick_layers(CALL_TIMEOUT)
         },
         Arc::clone(&metrics),
     );
@@ -517,7 +488,11 @@ async fn throttling_and_server_errors_are_retried() {
             ),
             "{status}: {err:?}"
         );
-        assert!(chain(&err).contains(expect), "{status}: {}", chain(&err));
+        assert!(
+            error_chain(&err).contains(expect),
+            "{status}: {}",
+            error_chain(&err)
+        );
     }
 
     // A 400 that is not transient is not retried.
@@ -528,7 +503,7 @@ async fn throttling_and_server_errors_are_retried() {
     let metrics = Arc::new(KmsMetrics::new());
     let p = layers::stack(
         Arc::new(AwsKmsProvider::from_client(&test_support::client(&url), "alias/any").expect("p")),
-        &quick_layers(),
+        &quick_layers(CALL_TIMEOUT),
         Arc::clone(&metrics),
     );
     let err = p
@@ -543,7 +518,11 @@ async fn throttling_and_server_errors_are_retried() {
         .await
         .expect_err("denied");
     assert!(matches!(err, Error::AccessDenied { .. }), "{err:?}");
-    assert!(chain(&err).contains("not authorized"), "{}", chain(&err));
+    assert!(
+        error_chain(&err).contains("not authorized"),
+        "{}",
+        error_chain(&err)
+    );
     assert_eq!(metrics.snapshot().retries, 0);
 }
 
@@ -564,7 +543,7 @@ async fn a_hung_kms_times_out_and_is_retried() {
         &LayerOptions {
             retry: RetryPolicy {
                 max_attempts: 2,
-                ..quick_layers().retry
+                ..quick_layers(CALL_TIMEOUT).retry
             },
             timeout: Some(Duration::from_millis(300)),
         },
@@ -586,7 +565,7 @@ async fn a_hung_kms_times_out_and_is_retried() {
         ),
         "{err:?}"
     );
-    let text = chain(&err);
+    let text = error_chain(&err);
     assert!(text.contains("no answer within 300 ms"), "{text}");
     assert!(text.contains("gave up after 2 attempts"), "{text}");
     let m = metrics.snapshot();

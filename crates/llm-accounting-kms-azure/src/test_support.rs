@@ -86,8 +86,8 @@ impl FakeKeyVault {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The fake's base URL (`http://127.0.0.1:PORT`), for `with_endpoint` /
-    /// `LLM_ACCOUNTING_KMS_ENDPOINT`.
+    /// The fake's base URL (`http://127.0.0.1:PORT`), for `with_endpoint` or the CLI's KMS
+    /// endpoint setting.
     pub fn url(&self) -> &str {
         &self.url
     }

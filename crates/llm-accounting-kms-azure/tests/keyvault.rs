@@ -7,43 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use llm_accounting_core::conformance::provider::{Expectations, run_with};
-use llm_accounting_core::layers::{self, KmsMetrics, LayerOptions, RetryPolicy};
-use llm_accounting_core::{DataKey, EncryptionContext, Error, KeyIdentity, KmsProvider};
+use llm_accounting_core::layers::{self, KmsMetrics, LayerOptions};
+use llm_accounting_core::{DataKey, Error, KmsProvider};
 use llm_accounting_kms_azure::AzureCredentialKind;
 use llm_accounting_kms_azure::test_support::{FakeKeyVault, error_body};
-use uuid::Uuid;
+use llm_accounting_testkit::{ctx, error_chain, quick_layers};
 
-fn ctx(service: &str, user: Option<&str>, version: u32) -> EncryptionContext {
-    EncryptionContext::new(
-        Uuid::from_u128(42),
-        KeyIdentity::from_parts(service, user, None).expect("valid identity"),
-        version,
-    )
-}
-
-/// The error and its sources, as the CLI prints them.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        cur = s.source();
-    }
-    text
-}
-
-fn quick_layers() -> LayerOptions {
-    LayerOptions {
-        retry: RetryPolicy {
-            max_attempts: 3,
-            initial_backoff: Duration::from_millis(10),
-            max_backoff: Duration::from_millis(50),
-            max_elapsed: Duration::from_secs(5),
-        },
-        timeout: Some(Duration::from_millis(3000)),
-    }
-}
+/// Each Key Vault call in failure tests is cut off after this.
+const CALL_TIMEOUT: Duration = Duration::from_millis(3000);
 
 const UNBOUND: Expectations = Expectations {
     binds_context: false,
@@ -149,7 +120,11 @@ async fn rotation_keeps_old_records_readable() {
     fake.set_enabled("rotating", &v1_id, false);
     let err = provider.unwrap_key(&old, &c).await.expect_err("disabled");
     assert!(matches!(err, Error::AccessDenied { .. }), "{err:?}");
-    assert!(chain(&err).contains("disabled"), "{}", chain(&err));
+    assert!(
+        error_chain(&err).contains("disabled"),
+        "{}",
+        error_chain(&err)
+    );
     fake.set_enabled("rotating", &v1_id, true);
     provider.unwrap_key(&old, &c).await.expect("re-enabled");
 }
@@ -165,7 +140,11 @@ async fn missing_keys_and_denied_access_are_refusals_never_no_key() {
     let dek = DataKey::generate().expect("rng");
     let err = provider.wrap_key(&dek, &c).await.expect_err("no such key");
     assert!(matches!(err, Error::AccessDenied { .. }), "{err:?}");
-    assert!(chain(&err).contains("not found"), "{}", chain(&err));
+    assert!(
+        error_chain(&err).contains("not found"),
+        "{}",
+        error_chain(&err)
+    );
 
     fake.create_key_version("absent");
     fake.push_response(
@@ -176,14 +155,18 @@ async fn missing_keys_and_denied_access_are_refusals_never_no_key() {
         ),
     );
     let metrics = Arc::new(KmsMetrics::new());
-    let layered = layers::stack(Arc::new(provider), &quick_layers(), Arc::clone(&metrics));
+    let layered = layers::stack(
+        Arc::new(provider),
+        &quick_layers(CALL_TIMEOUT),
+        Arc::clone(&metrics),
+    );
     let err = layered.wrap_key(&dek, &c).await.expect_err("forbidden");
     assert!(matches!(err, Error::AccessDenied { .. }), "{err:?}");
     assert!(!err.is_retryable());
     assert!(
-        chain(&err).contains("wrapKey and unwrapKey"),
+        error_chain(&err).contains("wrapKey and unwrapKey"),
         "{}",
-        chain(&err)
+        error_chain(&err)
     );
     assert_eq!(metrics.snapshot().retries, 0);
 }
@@ -207,9 +190,9 @@ async fn a_wrong_client_secret_is_a_configuration_error() {
         .expect_err("bad secret");
     assert!(!err.is_retryable(), "{err:?}");
     assert!(
-        !chain(&err).contains("wrong-secret-FAKE"),
+        !error_chain(&err).contains("wrong-secret-FAKE"),
         "{}",
-        chain(&err)
+        error_chain(&err)
     );
 }
 
@@ -234,7 +217,11 @@ async fn throttling_and_outages_are_retried() {
     );
     fake.push_response(503, &error_body("ServiceUnavailable", "try later"));
     let metrics = Arc::new(KmsMetrics::new());
-    let layered = layers::stack(Arc::new(provider), &quick_layers(), Arc::clone(&metrics));
+    let layered = layers::stack(
+        Arc::new(provider),
+        &quick_layers(CALL_TIMEOUT),
+        Arc::clone(&metrics),
+    );
     let back = layered
         .unwrap_key(&wrapped, &c)
         .await

@@ -11,47 +11,18 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use llm_accounting_core::layers::{self, KmsMetrics, LayerOptions, RetryPolicy};
-use llm_accounting_core::{DataKey, EncryptionContext, Error, KeyIdentity, KmsProvider};
+use llm_accounting_core::layers::{self, KmsMetrics, LayerOptions};
+use llm_accounting_core::{DataKey, Error, KmsProvider};
 use llm_accounting_kms_gcp::GcpKmsProvider;
 use llm_accounting_kms_gcp::google_cloud_kms_v1::model::DecryptRequest;
-use llm_accounting_kms_gcp::test_support::{self, create_key, drongo_url};
+use llm_accounting_kms_gcp::test_support::{self, create_key};
+use llm_accounting_testkit::{ctx, drongo_url, error_chain, quick_layers};
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 const FAKE_KEY: &str = "projects/fake/locations/global/keyRings/ring/cryptoKeys/api-keys";
 
-fn ctx(service: &str, user: Option<&str>, version: u32) -> EncryptionContext {
-    EncryptionContext::new(
-        Uuid::from_u128(42),
-        KeyIdentity::from_parts(service, user, None).expect("valid identity"),
-        version,
-    )
-}
-
-/// The error and its sources, as the CLI prints them.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        cur = s.source();
-    }
-    text
-}
-
-fn quick_layers() -> LayerOptions {
-    LayerOptions {
-        retry: RetryPolicy {
-            max_attempts: 3,
-            initial_backoff: Duration::from_millis(10),
-            max_backoff: Duration::from_millis(50),
-            max_elapsed: Duration::from_secs(5),
-        },
-        timeout: Some(Duration::from_millis(1500)),
-    }
-}
+/// Each KMS call in failure tests is cut off after this.
+const CALL_TIMEOUT: Duration = Duration::from_millis(1500);
 
 fn provider_for(url: &str, key: &str) -> GcpKmsProvider {
     GcpKmsProvider::builder()
@@ -149,7 +120,11 @@ async fn a_missing_key_is_access_denied_never_no_key() {
         .expect_err("no such key");
     assert!(matches!(err, Error::AccessDenied { .. }), "{err:?}");
     assert!(!err.is_retryable());
-    assert!(chain(&err).contains("not found"), "{}", chain(&err));
+    assert!(
+        error_chain(&err).contains("not found"),
+        "{}",
+        error_chain(&err)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -403,7 +378,11 @@ async fn decrypt_works_after_a_primary_version_rotation() {
     fake.state().disabled.push(1);
     let err = provider.unwrap_key(&old, &c).await.expect_err("disabled");
     assert!(matches!(err, Error::AccessDenied { .. }), "{err:?}");
-    assert!(chain(&err).contains("disabled"), "{}", chain(&err));
+    assert!(
+        error_chain(&err).contains("disabled"),
+        "{}",
+        error_chain(&err)
+    );
     fake.state().disabled.clear();
     provider.unwrap_key(&old, &c).await.expect("re-enabled");
 }
@@ -422,7 +401,7 @@ async fn permission_denied_is_access_denied_and_not_retried() {
     let metrics = Arc::new(KmsMetrics::new());
     let p = layers::stack(
         Arc::new(fake.provider()),
-        &quick_layers(),
+        &quick_layers(CALL_TIMEOUT),
         Arc::clone(&metrics),
     );
     let err = p
@@ -431,7 +410,7 @@ async fn permission_denied_is_access_denied_and_not_retried() {
         .expect_err("denied");
     assert!(matches!(err, Error::AccessDenied { .. }), "{err:?}");
     assert!(!err.is_retryable());
-    let text = chain(&err);
+    let text = error_chain(&err);
     assert!(text.contains("PERMISSION_DENIED"), "{text}");
     assert!(text.contains("cryptoKeyEncrypterDecrypter"), "{text}");
     assert_eq!(metrics.snapshot().retries, 0);
@@ -463,7 +442,7 @@ async fn quota_exhaustion_and_outages_are_retried() {
     let metrics = Arc::new(KmsMetrics::new());
     let p = layers::stack(
         Arc::new(fake.provider()),
-        &quick_layers(),
+        &quick_layers(CALL_TIMEOUT),
         Arc::clone(&metrics),
     );
     let c = ctx("openai", None, 1);
@@ -493,7 +472,7 @@ async fn quota_exhaustion_and_outages_are_retried() {
             ),
             "{status}: {err:?}"
         );
-        assert!(chain(&err).contains(status), "{}", chain(&err));
+        assert!(error_chain(&err).contains(status), "{}", error_chain(&err));
     }
     let back = bare.unwrap_key(&wrapped, &c).await.expect("back up");
     assert_eq!(back.expose_secret(), dek.expose_secret());
@@ -533,7 +512,7 @@ async fn errors_never_carry_the_data_key() {
         .wrap_key(&dek, &ctx("openai", None, 1))
         .await
         .expect_err("rejected");
-    let text = format!("{} {err:?}", chain(&err));
+    let text = format!("{} {err:?}", error_chain(&err));
     assert!(!text.contains(&B64.encode(dek.expose_secret())), "{text}");
     assert!(matches!(err, Error::AccessDenied { .. }), "{err:?}");
 }

@@ -1,16 +1,8 @@
 //! The local provider against the core conformance suite, plus file handling.
 
-use llm_accounting_core::{DataKey, EncryptionContext, Error, KeyIdentity, KmsProvider};
+use llm_accounting_core::{DataKey, Error, KmsProvider};
 use llm_accounting_kms_local::LocalKmsProvider;
-use uuid::Uuid;
-
-fn ctx() -> EncryptionContext {
-    EncryptionContext::new(
-        Uuid::new_v4(),
-        KeyIdentity::from_parts("openai", Some("alice"), None).expect("valid"),
-        1,
-    )
-}
+use llm_accounting_testkit::ctx;
 
 #[tokio::test]
 async fn conformance() {
@@ -50,7 +42,7 @@ async fn reopening_gives_the_same_key_and_another_file_does_not_unwrap() {
     let path = dir.path().join("master.key");
     let a = LocalKmsProvider::open_or_create(&path).expect("create");
     let dek = DataKey::generate().expect("rng");
-    let c = ctx();
+    let c = ctx("openai", Some("alice"), 1);
     let wrapped = a.wrap_key(&dek, &c).await.expect("wrap");
     let again = LocalKmsProvider::open_or_create(&path).expect("reopen");
     let back = again.unwrap_key(&wrapped, &c).await.expect("unwrap");
@@ -75,7 +67,7 @@ async fn new_versions_wrap_and_old_versions_still_unwrap() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("master.key");
     let v1 = LocalKmsProvider::open_or_create(&path).expect("create");
-    let c = ctx();
+    let c = ctx("openai", Some("alice"), 1);
     let dek = DataKey::generate().expect("rng");
     let old = v1.wrap_key(&dek, &c).await.expect("wrap");
     let new_ref = LocalKmsProvider::add_master_key_version(&path).expect("add");

@@ -34,8 +34,6 @@ mod entity;
 mod error;
 mod repository;
 mod rows;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 pub use connect::StoreOptions;
 pub use repository::SeaOrmKeyRepository;

@@ -1,4 +1,5 @@
-//! The repository conformance suite and the migrations on every database this build supports:
+//! The repository and audit-log conformance suites and the migrations on every database this
+//! build supports:
 //! SQLite, and the PostgreSQL and MySQL/MariaDB servers (`LLM_ACCOUNTING_TEST_POSTGRES_URL`,
 //! `LLM_ACCOUNTING_TEST_MYSQL_URL`; each test makes its own database and drops it).
 
@@ -6,8 +7,8 @@ use std::time::Duration;
 
 use llm_accounting_core::{Error, KeyRepository};
 use llm_accounting_migration::{Migrator, MigratorTrait};
-use llm_accounting_store::testing::{Backend, TestDatabase};
 use llm_accounting_store::{SeaOrmKeyRepository, StoreOptions};
+use llm_accounting_testkit::{Backend, TestDatabase};
 use sea_orm_migration_schema::has_tables;
 
 mod sea_orm_migration_schema {
@@ -41,19 +42,9 @@ mod sea_orm_migration_schema {
     }
 }
 
-async fn databases() -> Vec<TestDatabase> {
-    let mut out = Vec::new();
-    for backend in Backend::all() {
-        if let Some(db) = TestDatabase::create(backend).await {
-            out.push(db);
-        }
-    }
-    out
-}
-
 #[tokio::test]
 async fn conformance_on_every_database() {
-    for db in databases().await {
+    for db in TestDatabase::create_all().await {
         eprintln!("conformance on {}", db.backend());
         let repo = db.repository().await;
         llm_accounting_core::conformance::repository::run(&repo).await;
@@ -63,7 +54,7 @@ async fn conformance_on_every_database() {
 
 #[tokio::test]
 async fn migrations_up_down_up_on_every_database() {
-    for db in databases().await {
+    for db in TestDatabase::create_all().await {
         let repo = db.repository().await;
         let conn = repo.connection();
         assert_eq!(has_tables(conn).await, [true, true], "{}", db.backend());
@@ -88,7 +79,7 @@ async fn migrations_up_down_up_on_every_database() {
 /// (the losers of the race to create the tables wait for the winner).
 #[tokio::test]
 async fn concurrent_first_opens_all_succeed() {
-    for db in databases().await {
+    for db in TestDatabase::create_all().await {
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..8 {
             let url = db.url().to_owned();
@@ -170,6 +161,18 @@ async fn unreachable_servers_are_unavailable() {
     }
 }
 
+/// The audit-log conformance suite on every database, twice on the same log (the second run
+/// finds rows already there).
+#[tokio::test]
+async fn audit_conformance_on_every_database() {
+    for db in TestDatabase::create_all().await {
+        eprintln!("audit conformance on {}", db.backend());
+        let repo = db.repository().await;
+        llm_accounting_core::conformance::audit::run(&repo).await;
+        llm_accounting_core::conformance::audit::run(&repo).await;
+    }
+}
+
 /// The audit log on every database: concurrent appenders (two pools) keep one unbroken chain,
 /// filters are exact, and an edited or deleted row is found.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,7 +180,7 @@ async fn audit_chain_on_every_database() {
     use llm_accounting_core::KeyIdentity;
     use llm_accounting_core::audit::{AuditEvent, AuditFilter, AuditLog, verify_chain};
     use sea_orm::{ConnectionTrait, Statement};
-    for db in databases().await {
+    for db in TestDatabase::create_all().await {
         let a = db.repository().await;
         let b = db.repository().await;
         let mut tasks = tokio::task::JoinSet::new();

@@ -1,4 +1,5 @@
-//! Conformance suites every provider and every repository must pass (feature `conformance`).
+//! Conformance suites every provider, every repository and every audit log must pass (feature
+//! `conformance`).
 //!
 //! Each suite is a plain async function that panics with a clear message on the first broken
 //! rule, so a backend crate's test is one line:
@@ -11,5 +12,6 @@
 //! }
 //! ```
 
+pub mod audit;
 pub mod provider;
 pub mod repository;

@@ -1,21 +1,22 @@
-//! Throwaway databases for tests (feature `testing`; not for production use).
+//! Throwaway databases for tests (features `sqlite`, `postgres`, `mysql`).
 //!
 //! [`TestDatabase::create`] makes a fresh database on the server named by
 //! `LLM_ACCOUNTING_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`) or
 //! `LLM_ACCOUNTING_TEST_MYSQL_URL` (default `mysql://root@127.0.0.1:3306/test`), or a SQLite
 //! file in a temporary directory, and drops it again when dropped, so that test runs cannot
 //! collide. When a server cannot be reached the test is skipped with a loud message on
-//! stderr, unless `LLM_ACCOUNTING_REQUIRE_SERVICES=1`, in which case it fails.
+//! stderr, unless `LLM_ACCOUNTING_REQUIRE_SERVICES=1`, in which case it fails (see
+//! [`crate::services`]).
 
 use std::fmt;
 use std::time::Duration;
 
+use llm_accounting_store::{SeaOrmKeyRepository, StoreOptions};
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 use sea_orm::sqlx::{self, Connection};
 
-use crate::{SeaOrmKeyRepository, StoreOptions};
+use crate::services::skip_or_fail;
 
-/// Set to `1` to make a missing database server fail the tests instead of skipping them.
-pub const REQUIRE_SERVICES_ENV: &str = "LLM_ACCOUNTING_REQUIRE_SERVICES";
 /// Admin URL of the PostgreSQL server the tests use.
 pub const POSTGRES_URL_ENV: &str = "LLM_ACCOUNTING_TEST_POSTGRES_URL";
 /// Admin URL of the MySQL/MariaDB server the tests use.
@@ -33,7 +34,8 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// Every backend this build of the store supports.
+    /// Every backend this build supports: those whose feature is on (a crate's `sqlite`,
+    /// `postgres` and `mysql` features turn on the testkit's of the same name).
     pub fn all() -> Vec<Backend> {
         let mut all = Vec::new();
         if cfg!(feature = "sqlite") {
@@ -71,21 +73,6 @@ impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
-}
-
-/// Whether `LLM_ACCOUNTING_REQUIRE_SERVICES=1`.
-pub fn services_required() -> bool {
-    std::env::var(REQUIRE_SERVICES_ENV).is_ok_and(|v| v == "1")
-}
-
-/// Reports a missing service: panics when services are required, else prints loudly.
-pub fn skip_or_fail(what: &str, why: &str) {
-    if services_required() {
-        panic!("{what} is required ({REQUIRE_SERVICES_ENV}=1) but unavailable: {why}");
-    }
-    eprintln!(
-        "\n*** SKIPPED: {what} unavailable ({why}); set {REQUIRE_SERVICES_ENV}=1 to fail instead ***\n"
-    );
 }
 
 /// A fresh, empty database that is dropped with this value.
@@ -129,7 +116,10 @@ impl TestDatabase {
         };
         if let Err(e) = admin_execute(backend, &admin_url, &format!("CREATE DATABASE {name}")).await
         {
-            skip_or_fail(&format!("{backend} at {}", redact(&admin_url)), &e);
+            skip_or_fail(
+                &format!("{backend} at {}", redact(&admin_url)),
+                &format!("unavailable ({e})"),
+            );
             return None;
         }
         let url = replace_database(&admin_url, &name);
@@ -140,6 +130,23 @@ impl TestDatabase {
             admin_url: Some(admin_url),
             _dir: None,
         })
+    }
+
+    /// A new database of every backend in [`Backend::all`] whose server can be reached (see
+    /// [`TestDatabase::create`]).
+    ///
+    /// # Panics
+    ///
+    /// When a server is unreachable and `LLM_ACCOUNTING_REQUIRE_SERVICES=1`, or when a
+    /// database cannot be created.
+    pub async fn create_all() -> Vec<TestDatabase> {
+        let mut out = Vec::new();
+        for backend in Backend::all() {
+            if let Some(db) = TestDatabase::create(backend).await {
+                out.push(db);
+            }
+        }
+        out
     }
 
     /// The backend.
@@ -202,32 +209,33 @@ async fn admin_execute(backend: Backend, admin_url: &str, sql: &str) -> Result<(
     let run = async {
         match backend {
             #[cfg(feature = "postgres")]
-            Backend::Postgres => {
+            Backend::Postgres => async {
                 let mut c = sqlx::PgConnection::connect(admin_url).await?;
                 sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
                     .execute(&mut c)
                     .await?;
                 c.close().await
             }
+            .await
+            .map_err(|e: sqlx::Error| e.to_string()),
             #[cfg(feature = "mysql")]
-            Backend::MySql => {
+            Backend::MySql => async {
                 let mut c = sqlx::MySqlConnection::connect(admin_url).await?;
                 sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
                     .execute(&mut c)
                     .await?;
                 c.close().await
             }
+            .await
+            .map_err(|e: sqlx::Error| e.to_string()),
             _ => {
                 let _ = (admin_url, sql);
-                Err(sqlx::Error::Configuration(
-                    format!("{backend} is not compiled in").into(),
-                ))
+                Err(format!("{backend} is not compiled in"))
             }
         }
     };
     match tokio::time::timeout(Duration::from_secs(10), run).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(result) => result,
         Err(_) => Err("timed out after 10 s".into()),
     }
 }

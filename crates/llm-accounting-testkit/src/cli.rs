@@ -1,0 +1,254 @@
+//! Runs of the `llm-accounting` binary for end-to-end tests (feature `cli`).
+//!
+//! An [`Env`] is a temporary directory (SQLite database `k.db`, a local master key file when
+//! asked for) plus the variables every run gets. A run never sees the test process's own
+//! `LLM_ACCOUNTING_*` variables (nor, for cloud tests, its `AWS_*`, `AZURE_*`, ... ones), nor
+//! its `RUST_LOG`. The binary's path comes from the caller, whose crate owns it:
+//! `Env::new(env!("CARGO_BIN_EXE_llm-accounting"))`.
+
+use std::fmt;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
+
+/// The variable naming the database.
+const DATABASE_URL: &str = "LLM_ACCOUNTING_DATABASE_URL";
+
+/// What one run of the binary produced.
+pub struct Run {
+    /// Exit code.
+    pub code: i32,
+    /// Everything printed on stdout.
+    pub stdout: String,
+    /// Everything printed on stderr.
+    pub stderr: String,
+    secrets: Vec<String>,
+}
+
+impl fmt::Debug for Run {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Run")
+            .field("code", &self.code)
+            .field("stdout", &self.stdout)
+            .field("stderr", &self.stderr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Run {
+    /// Asserts the exit code, and that none of the environment's secrets (see
+    /// [`Env::secrets`]) reached stderr.
+    ///
+    /// # Panics
+    ///
+    /// When either does not hold.
+    #[track_caller]
+    pub fn code(self, code: i32) -> Self {
+        assert_eq!(self.code, code, "expected exit code {code}: {self:#?}");
+        for secret in &self.secrets {
+            assert!(!self.stderr.contains(secret), "secret on stderr: {self:#?}");
+        }
+        self
+    }
+
+    /// Asserts success (see [`Run::code`]).
+    ///
+    /// # Panics
+    ///
+    /// When the run failed or printed a secret on stderr.
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        self.code(0)
+    }
+}
+
+/// A temporary home and the environment of one test's runs.
+#[derive(Debug)]
+pub struct Env {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    vars: Vec<(String, String)>,
+    strip: Vec<String>,
+    secrets: Vec<String>,
+}
+
+impl Env {
+    /// The database `k.db` and the local master key file `master.key`, both in a fresh
+    /// temporary directory.
+    pub fn new(bin: impl Into<PathBuf>) -> Self {
+        let mut env = Env::with_database(bin);
+        let key = env.dir().join("master.key").display().to_string();
+        env.set("LLM_ACCOUNTING_LOCAL_MASTER_KEY_FILE", &key);
+        env
+    }
+
+    /// Only the database `k.db` in a fresh temporary directory (a cloud provider's test adds
+    /// its own variables).
+    pub fn with_database(bin: impl Into<PathBuf>) -> Self {
+        let mut env = Env::bare(bin);
+        let db = format!("sqlite://{}", env.db_path().display());
+        env.set(DATABASE_URL, &db);
+        env
+    }
+
+    /// Nothing configured but the data directory `data` in a fresh temporary directory.
+    pub fn with_data_dir_only(bin: impl Into<PathBuf>) -> Self {
+        let mut env = Env::bare(bin);
+        let data = env.dir().join("data").display().to_string();
+        env.set("LLM_ACCOUNTING_DATA_DIR", &data);
+        env
+    }
+
+    fn bare(bin: impl Into<PathBuf>) -> Self {
+        Env {
+            bin: bin.into(),
+            dir: tempfile::tempdir().expect("temporary directory"),
+            vars: Vec::new(),
+            strip: Vec::new(),
+            secrets: Vec::new(),
+        }
+    }
+
+    /// Also keeps the test process's variables that start with each of `prefixes` (`AWS_`,
+    /// `AZURE_`, ...) from the binary.
+    pub fn strip_prefixes(mut self, prefixes: &[&str]) -> Self {
+        self.strip.extend(prefixes.iter().map(|p| (*p).to_owned()));
+        self
+    }
+
+    /// Values that must never appear on stderr: [`Run::code`] and [`Run::ok`] check.
+    pub fn secrets(mut self, secrets: &[&str]) -> Self {
+        self.secrets.extend(secrets.iter().map(|s| (*s).to_owned()));
+        self
+    }
+
+    /// The temporary directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The SQLite database file of [`Env::new`] and [`Env::with_database`].
+    pub fn db_path(&self) -> PathBuf {
+        self.dir().join("k.db")
+    }
+
+    /// The variables every run gets, in order.
+    pub fn vars(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Sets a variable for the following runs.
+    pub fn set(&mut self, name: &str, value: &str) {
+        self.unset(name);
+        self.vars.push((name.to_owned(), value.to_owned()));
+    }
+
+    /// Removes a variable from the following runs.
+    pub fn unset(&mut self, name: &str) {
+        self.vars.retain(|(k, _)| k != name);
+    }
+
+    /// Runs the binary with `args`, feeding `stdin` (or an empty, closed stdin), with `extra`
+    /// variables for this run only.
+    ///
+    /// # Panics
+    ///
+    /// When the binary cannot be run, is killed by a signal or prints other than UTF-8.
+    pub fn run_with(&self, args: &[&str], stdin: Option<&[u8]>, extra: &[(&str, &str)]) -> Run {
+        let mut cmd = Command::new(&self.bin);
+        for (name, _) in std::env::vars_os() {
+            let n = name.to_string_lossy();
+            if n.starts_with("LLM_ACCOUNTING_") || self.strip.iter().any(|p| n.starts_with(p)) {
+                cmd.env_remove(&name);
+            }
+        }
+        cmd.env_remove("RUST_LOG")
+            .envs(self.vars())
+            .envs(extra.iter().copied())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn llm-accounting");
+        {
+            let mut pipe = child.stdin.take().expect("stdin");
+            if let Some(input) = stdin {
+                // The binary may exit before reading (e.g. a usage error): ignore EPIPE.
+                let _ = pipe.write_all(input);
+            }
+        }
+        let out = child.wait_with_output().expect("wait");
+        Run {
+            code: out.status.code().expect("exit code, not a signal"),
+            stdout: String::from_utf8(out.stdout).expect("utf-8 stdout"),
+            stderr: String::from_utf8(out.stderr).expect("utf-8 stderr"),
+            secrets: self.secrets.clone(),
+        }
+    }
+
+    /// Runs the binary with `args` and an empty stdin.
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_with(args, None, &[])
+    }
+
+    /// Runs the binary with `args`, `stdin` on its standard input.
+    pub fn run_stdin(&self, args: &[&str], stdin: &str) -> Run {
+        self.run_with(args, Some(stdin.as_bytes()), &[])
+    }
+
+    /// (provider, master_key_ref) of every stored version, oldest first, read from `k.db`.
+    ///
+    /// # Panics
+    ///
+    /// When the database cannot be read.
+    pub fn version_refs(&self) -> Vec<(String, String)> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let db = Database::connect(format!("sqlite://{}", self.db_path().display()))
+                .await
+                .expect("open the test database");
+            db.query_all_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "SELECT provider, master_key_ref FROM api_key_versions ORDER BY version",
+            ))
+            .await
+            .expect("query")
+            .into_iter()
+            .map(|r| {
+                (
+                    r.try_get("", "provider").expect("provider"),
+                    r.try_get("", "master_key_ref").expect("master_key_ref"),
+                )
+            })
+            .collect()
+        })
+    }
+}
+
+/// A loopback URL nothing listens on.
+///
+/// # Panics
+///
+/// When no loopback port can be bound.
+pub fn closed_port_url() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    drop(l);
+    format!("http://127.0.0.1:{port}")
+}
+
+/// Small retry limits, so that a KMS that is down fails fast: 3 attempts, 10 to 50 ms apart,
+/// 2 s per call and in all.
+pub fn fail_fast(env: &mut Env) {
+    env.set("LLM_ACCOUNTING_KMS_MAX_ATTEMPTS", "3");
+    env.set("LLM_ACCOUNTING_KMS_INITIAL_BACKOFF_MS", "10");
+    env.set("LLM_ACCOUNTING_KMS_MAX_BACKOFF_MS", "50");
+    env.set("LLM_ACCOUNTING_KMS_MAX_RETRY_TIME_MS", "2000");
+    env.set("LLM_ACCOUNTING_KMS_TIMEOUT_MS", "2000");
+}
