@@ -126,7 +126,7 @@ fn benches(c: &mut Criterion) {
     group.sample_size(10);
     group.bench_function("10000_keys", |b| {
         b.to_async(&rt).iter(|| async {
-            let all = big.manager.list(&KeyFilter::default()).await.unwrap();
+            let all = big.manager.list(&KeyFilter::default()).await.unwrap().keys;
             assert_eq!(all.len(), 10_000);
             black_box(all)
         })

@@ -54,7 +54,8 @@ async fn store_and_get_with_no_configuration() {
         .manager()
         .list(&KeyFilter::default())
         .await
-        .expect("list");
+        .expect("list")
+        .keys;
     assert_eq!(listed.len(), 1);
     assert!(
         listed[0].last_used_at.is_some(),
@@ -145,7 +146,8 @@ async fn a_locked_database_fails_the_store_and_keeps_the_old_key() {
         acct.manager()
             .list(&KeyFilter::default())
             .await
-            .expect("list")[0]
+            .expect("list")
+            .keys[0]
             .current_version,
         1
     );
@@ -189,6 +191,7 @@ async fn bad_input_gets_clear_errors() {
             .list(&KeyFilter::default())
             .await
             .expect("list")
+            .keys
             .is_empty()
     );
 

@@ -97,7 +97,7 @@ async fn rotation_keeps_the_previous_value_for_the_grace_period() {
         }
         other => panic!("expected the previous version retired, got {other:?}"),
     }
-    let key_id = m.list(&KeyFilter::default()).await.expect("list")[0].id;
+    let key_id = m.list(&KeyFilter::default()).await.expect("list").keys[0].id;
     let stored = repo.list_versions(key_id).await.expect("versions");
     assert_eq!(stored[0].state, VersionState::Retired);
     assert!(stored[0].envelope.is_empty(), "retired ciphertext is wiped");
@@ -130,7 +130,7 @@ async fn expired_keys_are_refused_even_from_the_cache() {
     m.get(&a)
         .await
         .expect("readable before expiry (and now cached)");
-    let listed = m.list(&KeyFilter::default()).await.expect("list");
+    let listed = m.list(&KeyFilter::default()).await.expect("list").keys;
     let stored = listed[0].expires_at.expect("expiry listed");
     let wanted = soon.expires_at.expect("set");
     assert!(

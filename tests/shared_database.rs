@@ -352,7 +352,8 @@ async fn four_processes_storing_distinct_keys_lose_none() {
                 ..KeyFilter::default()
             })
             .await
-            .expect("list");
+            .expect("list")
+            .keys;
         assert_eq!(listed.len(), 4 * KEYS_PER_PROCESS, "{}", db.backend());
         for p in 0..4 {
             for i in 0..KEYS_PER_PROCESS {

@@ -37,7 +37,7 @@ async fn up_down_up_on_sqlite_file() {
             .await
             .expect("applied")
             .len(),
-        4
+        5
     );
 
     let manager = SchemaManager::new(&db);
@@ -71,10 +71,9 @@ async fn up_down_up_on_sqlite_file() {
     Migrator::up(&db, None).await.expect("up again");
     assert_eq!(tables_present(&db).await, [true, true]);
 
-    // Three steps down remove the audit table, the lifecycle columns, then the versions table.
-    Migrator::down(&db, Some(3))
-        .await
-        .expect("three steps down");
+    // Four steps down remove the seal columns and store keys, the audit table, the lifecycle
+    // columns, then the versions table.
+    Migrator::down(&db, Some(4)).await.expect("four steps down");
     assert_eq!(tables_present(&db).await, [true, false]);
     Migrator::up(&db, None).await.expect("up after one step");
     assert_eq!(tables_present(&db).await, [true, true]);

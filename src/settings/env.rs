@@ -64,6 +64,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "LLM_ACCOUNTING_PREVIOUS_GRACE_SECS",
         "keys.previous_grace_secs",
     ),
+    ("LLM_ACCOUNTING_KEYS_REQUIRE_SEALED", "keys.require_sealed"),
     ("LLM_ACCOUNTING_AUDIT_ENABLED", "audit.enabled"),
     ("LLM_ACCOUNTING_AUDIT_FAIL_CLOSED", "audit.fail_closed"),
     ("LLM_ACCOUNTING_AUDIT_DATABASE_URL", "audit.database_url"),

@@ -258,6 +258,7 @@ impl Settings {
             },
             last_used_interval: Duration::from_secs(self.store.last_used_interval_secs),
             previous_grace: Duration::from_secs(self.keys.previous_grace_secs),
+            require_sealed: self.keys.require_sealed,
         }
     }
 

@@ -37,12 +37,15 @@ impl Default for AuditSettings {
 pub struct KeysSettings {
     /// Seconds a rotated-out value stays readable with `get --previous`.
     pub previous_grace_secs: u64,
+    /// Refuse a store that is not sealed (see `keys seal`); set it once the store is sealed.
+    pub require_sealed: bool,
 }
 
 impl Default for KeysSettings {
     fn default() -> Self {
         KeysSettings {
             previous_grace_secs: 86_400,
+            require_sealed: false,
         }
     }
 }

@@ -110,6 +110,12 @@ pub(crate) enum KeysCommand {
     /// idempotent and resumable. Exits 1 if any version failed (listed at the end).
     #[command(after_help = AFTER_HELP)]
     Rewrap(RewrapArgs),
+    /// Authenticate the state of every key (current version, disabled, expiry) under a key
+    /// only the KMS can unwrap: once, for a store written before sealing existed (new stores
+    /// are sealed from their first write); on a sealed store, verify every key. Exits 4 naming
+    /// any key whose record does not verify.
+    #[command(after_help = AFTER_HELP)]
+    Seal,
 }
 
 /// `master-key` subcommands (local provider).

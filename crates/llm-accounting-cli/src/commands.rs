@@ -7,8 +7,8 @@ use std::io::Write;
 use std::sync::Arc;
 
 use llm_accounting::{
-    Error, Overrides, Result, RewrapOptions, SecureKeyManager, Settings, WriteOptions,
-    build_manager_with_info, build_provider, build_repository,
+    Error, ErrorKind, Overrides, Result, RewrapOptions, SecureKeyManager, Settings, WriteOptions,
+    build_audit_log, build_manager_with_info, build_provider, build_repository,
 };
 
 use crate::cli::{
@@ -39,6 +39,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             KeysCommand::Disable(args) => set_enabled(&ctx, &args, false).await,
             KeysCommand::Enable(args) => set_enabled(&ctx, &args, true).await,
             KeysCommand::Delete(args) => delete(&ctx, &args).await,
+            KeysCommand::Seal => seal(&ctx).await,
         },
         #[cfg(feature = "kms-local")]
         Command::MasterKey(MasterKeyCommand::AddVersion) => add_master_key_version(&ctx),
@@ -150,12 +151,19 @@ async fn get(ctx: &Context, args: &GetArgs) -> Result<()> {
     finish(&manager, result).await
 }
 
-/// `keys list`.
+/// `keys list`. Every readable key is listed; keys whose record cannot be read or does not
+/// verify are named on stderr, and the command then exits 4.
 async fn list(ctx: &Context, args: &ListArgs) -> Result<()> {
     let filter = args.filter();
     let manager = ctx.manager().await?;
     let result = async {
-        let mut keys = manager.list(&filter).await?;
+        let listing = manager.list(&filter).await?;
+        let mut keys = listing.keys;
+        let mut broken: Vec<(String, Error)> = listing
+            .broken
+            .into_iter()
+            .map(|b| (b.row.to_string(), b.error))
+            .collect();
         if let Some(within) = args.expiring {
             let horizon = chrono::Utc::now()
                 + chrono::Duration::from_std(within).unwrap_or(chrono::Duration::MAX);
@@ -163,38 +171,97 @@ async fn list(ctx: &Context, args: &ListArgs) -> Result<()> {
         }
         let mut versions = Vec::new();
         if args.versions {
-            for k in &keys {
-                versions.push((k.clone(), manager.versions(&k.identity).await?));
+            let mut readable = Vec::new();
+            for k in keys {
+                match manager.versions(&k.identity).await {
+                    Ok(v) => {
+                        versions.push((k.clone(), v));
+                        readable.push(k);
+                    }
+                    Err(e) if e.kind() == ErrorKind::Integrity => {
+                        broken.push((k.identity.to_string(), e));
+                    }
+                    Err(e) => return Err(e),
+                }
             }
+            keys = readable;
         }
-        Ok((keys, versions))
+        Ok((keys, versions, broken))
     }
     .await;
-    let (keys, versions) = finish(&manager, result).await?;
+    let (keys, versions, broken) = finish(&manager, result).await?;
     let text = match args.format {
-        Format::Json if args.versions => output::json_with_versions(&versions),
-        Format::Json => output::json(&keys),
+        Format::Json if args.versions => Some(output::json_with_versions(&versions)),
+        Format::Json => Some(output::json(&keys)),
         Format::Table if keys.is_empty() => {
             let filtered =
                 filter.service.is_some() || filter.user.is_some() || filter.project.is_some();
-            ctx.say(if filtered {
-                "no keys stored that match the filter"
-            } else {
-                "no keys stored"
-            });
-            return Ok(());
+            if broken.is_empty() {
+                ctx.say(if filtered {
+                    "no keys stored that match the filter"
+                } else {
+                    "no keys stored"
+                });
+            }
+            None
         }
-        Format::Table if args.versions => output::versions_table(&versions),
-        Format::Table => output::table(&keys),
+        Format::Table if args.versions => Some(output::versions_table(&versions)),
+        Format::Table => Some(output::table(&keys)),
     };
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{text}")
-        .and_then(|()| out.flush())
-        .map_err(|e| Error::Io {
-            operation: "writing the key list",
-            path: "stdout".to_owned(),
-            source: Arc::new(e),
-        })
+    if let Some(text) = text {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{text}")
+            .and_then(|()| out.flush())
+            .map_err(|e| Error::Io {
+                operation: "writing the key list",
+                path: "stdout".to_owned(),
+                source: Arc::new(e),
+            })?;
+    }
+    if broken.is_empty() {
+        return Ok(());
+    }
+    for (what, error) in &broken {
+        eprintln!(
+            "broken: {what}: {}",
+            output::error_line(error).trim_start_matches("error: ")
+        );
+    }
+    Err(Error::Integrity {
+        identity: Some(format!("{} listed key(s) (named above)", broken.len())),
+    })
+}
+
+/// `keys seal`: authenticate the state of every key of a store written before sealing
+/// existed (once), or verify every key of a sealed store.
+async fn seal(ctx: &Context) -> Result<()> {
+    let manager = ctx.manager().await?;
+    let result = manager.seal().await;
+    let report = finish(&manager, result).await?;
+    if report.made_state_key {
+        ctx.say(&format!(
+            "sealed the store: {} key(s) sealed; their state is authenticated from now on",
+            report.sealed
+        ));
+    } else {
+        ctx.say(&format!(
+            "the store was sealed already: {} key(s) verified, {} sealed",
+            report.verified, report.sealed
+        ));
+    }
+    if report.broken.is_empty() {
+        return Ok(());
+    }
+    for b in &report.broken {
+        eprintln!(
+            "broken: {}: {}",
+            b.row,
+            output::error_line(&b.error).trim_start_matches("error: ")
+        );
+    }
+    Err(Error::Integrity {
+        identity: Some(format!("{} key(s) (named above)", report.broken.len())),
+    })
 }
 
 /// `keys enable` and `keys disable`.
@@ -255,10 +322,15 @@ async fn rewrap(ctx: &Context, args: &RewrapArgs) -> Result<()> {
         Arc::clone(&source)
     };
     let repo = build_repository(&ctx.settings).await?.0;
-    let manager = SecureKeyManager::builder(target, repo)
+    let audit = build_audit_log(&ctx.settings, &repo).await?;
+    let mut builder = SecureKeyManager::builder(target, repo)
         .options(ctx.settings.manager_options())
-        .decrypt_provider(source)
-        .build();
+        .decrypt_provider(source);
+    // Rewrapping is audited like every other operation.
+    if let Some(log) = audit {
+        builder = builder.audit(log, ctx.settings.audit.fail_closed);
+    }
+    let manager = builder.build();
     let options = RewrapOptions {
         batch_size: args.batch_size,
         concurrency: args.concurrency,
@@ -287,14 +359,21 @@ async fn rewrap(ctx: &Context, args: &RewrapArgs) -> Result<()> {
             "{} version(s) not under {target}; {} of them under retired master keys",
             report.done, report.under_retired_keys
         ));
-        if report.done > 0 {
+        if report.state_key_moved {
+            ctx.say(&format!("the store's state key is not under {target}"));
+        }
+        let left = report.done + u64::from(report.state_key_moved);
+        if left > 0 {
             return Err(Error::Incomplete {
                 operation: "rewrap check",
-                count: report.done,
+                count: left,
                 hint: "run `keys rewrap` to move them",
             });
         }
         return Ok(());
+    }
+    if report.state_key_moved {
+        ctx.say(&format!("moved the store's state key under {target}"));
     }
     for f in &report.failed {
         eprintln!(

@@ -320,6 +320,8 @@ mod tests {
             updated_at: t,
             last_used_at: None,
             expires_at: None,
+            revision: 1,
+            seal: None,
         }
     }
 

@@ -13,13 +13,30 @@ pub const FORMAT_VERSION: u8 = 1;
 /// envelope format. It is the AEAD associated data of the sealed API key and is passed to the
 /// KMS when the data key is wrapped (AWS `EncryptionContext`, GCP additional authenticated data,
 /// local AES-GCM AAD), so a ciphertext moved to another row, identity or version fails to open.
+///
+/// A store's own state key (see [`EncryptionContext::store_key`]) has a context of its own
+/// that no record's context can equal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncryptionContext {
     record_id: Uuid,
     identity: KeyIdentity,
     version: u32,
     format: u8,
+    purpose: Purpose,
 }
+
+/// What a wrapped key protects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// The data key of one version of an API key.
+    Record,
+    /// The store's state key, which authenticates record state and the audit trail.
+    StoreKey,
+}
+
+/// The service name a store key's context carries (never a record's: records are not given
+/// the store's id).
+const STORE_KEY_SERVICE: &str = "llm-accounting";
 
 impl EncryptionContext {
     /// The context of version `version` of record `record_id`, in the current format.
@@ -29,7 +46,28 @@ impl EncryptionContext {
             identity,
             version,
             format: FORMAT_VERSION,
+            purpose: Purpose::Record,
         }
+    }
+
+    /// The context of the state key of store `store_id` (version 1): its map names
+    /// `purpose = store-key`, which no record's context has, so a store key and a record's
+    /// data key can never be swapped for each other. IAM policies can tell it apart too.
+    pub fn store_key(store_id: Uuid) -> Self {
+        EncryptionContext {
+            record_id: store_id,
+            // A valid name: the identity type admits it; only the purpose marks the context.
+            identity: KeyIdentity::from_parts(STORE_KEY_SERVICE, None, None)
+                .unwrap_or_else(|_| unreachable!("a constant, valid name")),
+            version: 1,
+            format: FORMAT_VERSION,
+            purpose: Purpose::StoreKey,
+        }
+    }
+
+    /// Whether this is a store key's context rather than a record's.
+    pub fn is_store_key(&self) -> bool {
+        self.purpose == Purpose::StoreKey
     }
 
     /// The record id.
@@ -57,6 +95,12 @@ impl EncryptionContext {
     pub fn to_map(&self) -> BTreeMap<&'static str, String> {
         let mut m = BTreeMap::new();
         m.insert("format", self.format.to_string());
+        if self.purpose == Purpose::StoreKey {
+            m.insert("purpose", "store-key".to_owned());
+            m.insert("store", self.record_id.hyphenated().to_string());
+            m.insert("version", self.version.to_string());
+            return m;
+        }
         m.insert("record", self.record_id.hyphenated().to_string());
         m.insert("service", self.identity.service().to_owned());
         if let Some(u) = self.identity.user() {
@@ -118,6 +162,25 @@ mod tests {
             ctx("a", None, None, 1).canonical_bytes(),
             ctx("a", None, None, 11).canonical_bytes()
         );
+    }
+
+    #[test]
+    fn a_store_key_context_differs_from_every_record_context() {
+        let store = Uuid::new_v4();
+        let k = EncryptionContext::store_key(store);
+        assert!(k.is_store_key());
+        let m = k.to_map();
+        assert_eq!(m.get("purpose").map(String::as_str), Some("store-key"));
+        assert!(!m.contains_key("service"));
+        // The record with the same id, the same placeholder service and version.
+        let r = EncryptionContext::new(
+            store,
+            KeyIdentity::from_parts(STORE_KEY_SERVICE, None, None).expect("valid"),
+            1,
+        );
+        assert!(!r.is_store_key());
+        assert_ne!(k.canonical_bytes(), r.canonical_bytes());
+        assert_ne!(k, r);
     }
 
     proptest! {

@@ -29,6 +29,7 @@ mod principal;
 mod provider;
 mod provider_error;
 mod repository;
+mod seal;
 mod secret;
 
 pub use audit::{AuditEvent, AuditFilter, AuditLog, AuditRecord, MemoryAuditLog};
@@ -38,8 +39,9 @@ pub use envelope::Envelope;
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use identity::{KeyIdentity, MAX_NAME_CHARS, validate_name};
 pub use manager::{
-    ManagerOptions, RewrapFailure, RewrapOptions, RewrapProgress, RewrapReport, SecureKeyManager,
-    SecureKeyManagerBuilder, StoreOutcome, VersionInfo, WriteOptions,
+    BrokenKey, KeyListing, ManagerOptions, RewrapFailure, RewrapOptions, RewrapProgress,
+    RewrapReport, SealReport, SecureKeyManager, SecureKeyManagerBuilder, StoreOutcome, VersionInfo,
+    WriteOptions,
 };
 pub use memory::MemoryKeyRepository;
 pub use principal::Principal;
@@ -48,7 +50,7 @@ pub use provider_error::{
     FailureClass, ProviderCallError, ProviderErrors, error_chain, required_setting,
 };
 pub use repository::{
-    KEY_STAMPS_BATCH, KeyFilter, KeyRecord, KeyRepository, KeyStamp, KeyState, VersionRecord,
-    VersionState,
+    BrokenKeyRow, KEY_STAMPS_BATCH, KeyFilter, KeyRecord, KeyRepository, KeyState, KeyWrite,
+    Listed, RecordSeal, StoreKeyRecord, VersionRecord, VersionState,
 };
 pub use secret::{ApiKey, DATA_KEY_LEN, DataKey, MAX_API_KEY_BYTES, random_bytes};

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::{
-    Error, KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyStamp, KeyState, Result,
-    VersionRecord, VersionState,
+    Error, KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyState, KeyWrite, Listed, Result,
+    StoreKeyRecord, VersionRecord, VersionState, WrappedKey,
 };
 
 /// A [`KeyRepository`] in a `Mutex<HashMap>`. Passes the repository conformance suite.
@@ -23,6 +23,17 @@ struct State {
     keys: HashMap<Uuid, KeyRecord>,
     by_identity: HashMap<KeyIdentity, Uuid>,
     versions: HashMap<(Uuid, u32), VersionRecord>,
+    store_keys: HashMap<String, StoreKeyRecord>,
+}
+
+/// Moves a key record forward as `write` says, if its revision is the expected one.
+fn apply(k: &mut KeyRecord, write: &KeyWrite) -> bool {
+    if k.revision != write.expected_revision {
+        return false;
+    }
+    k.revision = write.expected_revision + 1;
+    k.seal = write.seal.clone();
+    true
 }
 
 impl MemoryKeyRepository {
@@ -109,6 +120,7 @@ impl KeyRepository for MemoryKeyRepository {
         expected_current: u32,
         version: &VersionRecord,
         previous_retire_at: DateTime<Utc>,
+        write: &KeyWrite,
     ) -> Result<()> {
         let mut s = self.lock();
         let Some(key) = s.keys.get(&key_id).cloned() else {
@@ -117,6 +129,7 @@ impl KeyRepository for MemoryKeyRepository {
             });
         };
         if key.current_version != expected_current
+            || key.revision != write.expected_revision
             || version.version != expected_current + 1
             || s.versions.contains_key(&(key_id, version.version))
         {
@@ -135,6 +148,7 @@ impl KeyRepository for MemoryKeyRepository {
         k.hint = version.hint.clone();
         k.expires_at = version.expires_at;
         k.updated_at = version.created_at;
+        apply(k, write);
         Ok(())
     }
 
@@ -192,32 +206,51 @@ impl KeyRepository for MemoryKeyRepository {
         rewrapped: &VersionRecord,
         old_provider: &str,
         old_ref: &str,
+        key: Option<&KeyWrite>,
     ) -> Result<bool> {
         let mut s = self.lock();
-        match s.versions.get_mut(&(rewrapped.key_id, rewrapped.version)) {
-            Some(v)
-                if v.provider == old_provider
+        let applies = s
+            .versions
+            .get(&(rewrapped.key_id, rewrapped.version))
+            .is_some_and(|v| {
+                v.provider == old_provider
                     && v.master_key_ref == old_ref
-                    && v.state != VersionState::Retired =>
-            {
-                v.envelope = rewrapped.envelope.clone();
-                v.provider = rewrapped.provider.clone();
-                v.master_key_ref = rewrapped.master_key_ref.clone();
-                Ok(true)
-            }
-            _ => Ok(false),
+                    && v.state != VersionState::Retired
+            });
+        let key_ok = match (key, s.keys.get(&rewrapped.key_id)) {
+            (None, _) => true,
+            (Some(w), Some(k)) => k.revision == w.expected_revision,
+            (Some(_), None) => false,
+        };
+        if !applies || !key_ok {
+            return Ok(false);
         }
+        if let (Some(w), Some(k)) = (key, s.keys.get_mut(&rewrapped.key_id)) {
+            apply(k, w);
+        }
+        if let Some(v) = s.versions.get_mut(&(rewrapped.key_id, rewrapped.version)) {
+            v.envelope = rewrapped.envelope.clone();
+            v.provider = rewrapped.provider.clone();
+            v.master_key_ref = rewrapped.master_key_ref.clone();
+        }
+        Ok(true)
     }
 
-    async fn set_state(&self, key_id: Uuid, state: KeyState, at: DateTime<Utc>) -> Result<bool> {
+    async fn set_state(
+        &self,
+        key_id: Uuid,
+        state: KeyState,
+        at: DateTime<Utc>,
+        write: &KeyWrite,
+    ) -> Result<bool> {
         let mut s = self.lock();
         Ok(match s.keys.get_mut(&key_id) {
-            Some(k) => {
+            Some(k) if k.revision == write.expected_revision => {
                 k.state = state;
                 k.updated_at = at;
-                true
+                apply(k, write)
             }
-            None => false,
+            _ => false,
         })
     }
 
@@ -227,11 +260,15 @@ impl KeyRepository for MemoryKeyRepository {
             return Ok(false);
         };
         s.by_identity.remove(&k.identity);
+        // Overwritten before it is dropped (a copy of the pattern real stores follow).
+        for v in s.versions.values_mut().filter(|v| v.key_id == key_id) {
+            v.envelope.fill(0);
+        }
         s.versions.retain(|(id, _), _| *id != key_id);
         Ok(true)
     }
 
-    async fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>> {
+    async fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<Listed>> {
         let s = self.lock();
         let mut out: Vec<KeyRecord> = s
             .keys
@@ -240,7 +277,7 @@ impl KeyRepository for MemoryKeyRepository {
             .cloned()
             .collect();
         out.sort_by(|a, b| a.identity.cmp(&b.identity));
-        Ok(out)
+        Ok(out.into_iter().map(Listed::Key).collect())
     }
 
     async fn record_last_used(&self, uses: &[(Uuid, DateTime<Utc>)]) -> Result<()> {
@@ -255,16 +292,48 @@ impl KeyRepository for MemoryKeyRepository {
         Ok(())
     }
 
-    async fn key_stamps(&self, key_ids: &[Uuid]) -> Result<Vec<KeyStamp>> {
+    async fn keys_by_id(&self, key_ids: &[Uuid]) -> Result<Vec<KeyRecord>> {
         let s = self.lock();
         Ok(key_ids
             .iter()
             .filter_map(|id| s.keys.get(id))
-            .map(|k| KeyStamp {
-                key_id: k.id,
-                state: k.state,
-                current_version: k.current_version,
-            })
+            .cloned()
             .collect())
+    }
+
+    async fn is_empty(&self) -> Result<bool> {
+        Ok(self.lock().keys.is_empty())
+    }
+
+    async fn store_key(&self, name: &str) -> Result<Option<StoreKeyRecord>> {
+        Ok(self.lock().store_keys.get(name).cloned())
+    }
+
+    async fn insert_store_key(&self, key: &StoreKeyRecord) -> Result<bool> {
+        let mut s = self.lock();
+        if s.store_keys.contains_key(&key.name) {
+            return Ok(false);
+        }
+        s.store_keys.insert(key.name.clone(), key.clone());
+        Ok(true)
+    }
+
+    async fn replace_store_key_wrapping(
+        &self,
+        name: &str,
+        rewrapped: &WrappedKey,
+        old_provider: &str,
+        old_ref: &str,
+    ) -> Result<bool> {
+        let mut s = self.lock();
+        Ok(match s.store_keys.get_mut(name) {
+            Some(k)
+                if k.wrapped.provider == old_provider && k.wrapped.master_key_ref == old_ref =>
+            {
+                k.wrapped = rewrapped.clone();
+                true
+            }
+            _ => false,
+        })
     }
 }

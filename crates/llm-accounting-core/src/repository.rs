@@ -98,17 +98,102 @@ pub struct KeyRecord {
     pub last_used_at: Option<DateTime<Utc>>,
     /// When the current value expires (reads are refused from then on), if it does.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Grows by one with every change of the record (new version, state, rewrap, sealing);
+    /// part of what the seal authenticates.
+    pub revision: u64,
+    /// The authentication of the record's state, under the store's state key; `None` for a
+    /// record written before its store was sealed.
+    pub seal: Option<RecordSeal>,
 }
 
-/// What a cache needs to know to tell whether its copy of a key is still current.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KeyStamp {
-    /// The key.
-    pub key_id: Uuid,
-    /// Active or disabled.
-    pub state: KeyState,
-    /// The version `get` returns.
-    pub current_version: u32,
+/// The authentication of a key record's state (see the manager's `seal` module): digests of
+/// the versions that can be served, and a MAC over the record and those digests under the
+/// store's state key, which the database does not hold. Nothing here is secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordSeal {
+    /// Digest of the current version's state (number, expiry, provider, master key).
+    pub current: Vec<u8>,
+    /// Digest of the latest previous version's state (with its retirement time), when the
+    /// key was rotated.
+    pub previous: Option<Vec<u8>>,
+    /// HMAC-SHA-256 of the record's state and both digests.
+    pub mac: Vec<u8>,
+}
+
+/// One row of a key listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listed {
+    /// A record that could be read.
+    Key(KeyRecord),
+    /// A row that could not be read as a record (corrupted, or edited by hand).
+    Broken(BrokenKeyRow),
+}
+
+/// What a key row that could not be read names, as stored, so that it can be reported (the
+/// strings come from the database as they are: escape them before printing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokenKeyRow {
+    /// The row's id, as stored.
+    pub id: String,
+    /// The service, as stored.
+    pub service: String,
+    /// The user, as stored.
+    pub user: Option<String>,
+    /// The project, as stored.
+    pub project: Option<String>,
+}
+
+impl BrokenKeyRow {
+    /// Whether the row passes `filter` (compared as stored).
+    pub fn matches(&self, filter: &KeyFilter) -> bool {
+        filter.service.as_deref().is_none_or(|s| s == self.service)
+            && filter
+                .user
+                .as_deref()
+                .is_none_or(|u| Some(u) == self.user.as_deref())
+            && filter
+                .project
+                .as_deref()
+                .is_none_or(|p| Some(p) == self.project.as_deref())
+    }
+}
+
+impl fmt::Display for BrokenKeyRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "service {:?}", self.service)?;
+        if let Some(u) = &self.user {
+            write!(f, ", user {u:?}")?;
+        }
+        if let Some(p) = &self.project {
+            write!(f, ", project {p:?}")?;
+        }
+        Ok(())
+    }
+}
+
+/// How a write moves a key record forward: only if its revision is still
+/// `expected_revision` (optimistic concurrency), to `expected_revision + 1`, with this seal
+/// (`None` in a store that is not sealed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyWrite {
+    /// The revision the record must still have.
+    pub expected_revision: u64,
+    /// The record's seal after the write.
+    pub seal: Option<RecordSeal>,
+}
+
+/// A store-wide key kept, wrapped by the KMS, in the store itself: the state key that
+/// authenticates record state and the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreKeyRecord {
+    /// Which key (`state`).
+    pub name: String,
+    /// The store's id, part of the key's encryption context.
+    pub store_id: Uuid,
+    /// The key, wrapped by the KMS.
+    pub wrapped: crate::WrappedKey,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
 }
 
 /// One sealed version of a key (the `api_key_versions` row).
@@ -200,15 +285,17 @@ pub trait KeyRepository: Send + Sync + Debug {
 
     /// Adds `version` as the new current version of `key_id`, turning the old current version
     /// into a previous one that retires at `previous_retire_at`, if and only if the key's
-    /// current version is still `expected_current` (optimistic concurrency); otherwise
-    /// [`Error::Conflict`] and nothing changes. Updates the key's hint, `expires_at` and
-    /// `updated_at` from the version.
+    /// current version is still `expected_current` and its revision still
+    /// `write.expected_revision` (optimistic concurrency); otherwise [`Error::Conflict`] and
+    /// nothing changes. Updates the key's hint, `expires_at` and `updated_at` from the
+    /// version, and its revision and seal from `write`.
     async fn add_version(
         &self,
         key_id: Uuid,
         expected_current: u32,
         version: &VersionRecord,
         previous_retire_at: DateTime<Utc>,
+        write: &KeyWrite,
     ) -> Result<()>;
 
     /// Every version of a key, oldest first (retired ones included, with empty envelopes).
@@ -231,35 +318,67 @@ pub trait KeyRepository: Send + Sync + Debug {
 
     /// Replaces the envelope, provider and master-key reference of one version with those of
     /// `rewrapped`, if and only if it is still wrapped by `old_provider` under `old_ref`
-    /// (compare-and-set, so concurrent rewraps cannot undo each other). Returns whether it
-    /// was replaced.
+    /// (compare-and-set, so concurrent rewraps cannot undo each other), and, with `key`, moves
+    /// the key record forward as [`KeyWrite`] says in the same transaction (only if its
+    /// revision is still the expected one). Returns whether it was replaced.
     async fn replace_wrapping(
         &self,
         rewrapped: &VersionRecord,
         old_provider: &str,
         old_ref: &str,
+        key: Option<&KeyWrite>,
     ) -> Result<bool>;
 
-    /// Sets the state of a key. Returns whether the key existed.
-    async fn set_state(&self, key_id: Uuid, state: KeyState, at: DateTime<Utc>) -> Result<bool>;
+    /// Sets the state of a key and moves it forward as `write` says, if its revision is still
+    /// `write.expected_revision`. Returns whether a record was changed (false: no such key, or
+    /// another writer changed it first).
+    async fn set_state(
+        &self,
+        key_id: Uuid,
+        state: KeyState,
+        at: DateTime<Utc>,
+        write: &KeyWrite,
+    ) -> Result<bool>;
 
     /// Deletes a key and every version of it for good. Returns whether the key existed.
     async fn delete_key(&self, key_id: Uuid) -> Result<bool>;
 
-    /// Keys matching the filter, ordered by service, user, project (absent first).
-    async fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>>;
+    /// Keys matching the filter, ordered by service, user, project (absent first). A row that
+    /// cannot be read as a record is listed as [`Listed::Broken`], so that one corrupted row
+    /// hides none of the others.
+    async fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<Listed>>;
 
     /// Records last-use times (a batch); keys that no longer exist are ignored. A time older
     /// than the stored one does not move it back.
     async fn record_last_used(&self, uses: &[(Uuid, DateTime<Utc>)]) -> Result<()>;
 
-    /// State and current version of each of these keys, in any order; keys that no longer
-    /// exist are left out. One cheap read, used to check cached keys against the store
-    /// (called with at most [`KEY_STAMPS_BATCH`] ids at a time).
-    async fn key_stamps(&self, key_ids: &[Uuid]) -> Result<Vec<KeyStamp>>;
+    /// The records of these keys, in any order; keys that no longer exist are left out. One
+    /// read of the `api_keys` table, used to check cached keys against the store (called
+    /// with at most [`KEY_STAMPS_BATCH`] ids at a time).
+    async fn keys_by_id(&self, key_ids: &[Uuid]) -> Result<Vec<KeyRecord>>;
+
+    /// Whether the store holds no key at all.
+    async fn is_empty(&self) -> Result<bool>;
+
+    /// The store-wide key `name`, if it was made.
+    async fn store_key(&self, name: &str) -> Result<Option<StoreKeyRecord>>;
+
+    /// Inserts a store-wide key unless one of that name exists. Returns whether it was
+    /// inserted (false: another writer made it first; read that one).
+    async fn insert_store_key(&self, key: &StoreKeyRecord) -> Result<bool>;
+
+    /// Replaces the wrapping of store key `name` with `rewrapped` if it is still wrapped by
+    /// `old_provider` under `old_ref` (compare-and-set). Returns whether it was replaced.
+    async fn replace_store_key_wrapping(
+        &self,
+        name: &str,
+        rewrapped: &crate::WrappedKey,
+        old_provider: &str,
+        old_ref: &str,
+    ) -> Result<bool>;
 }
 
-/// Largest number of ids passed to one [`KeyRepository::key_stamps`] call.
+/// Largest number of ids passed to one [`KeyRepository::keys_by_id`] call.
 pub const KEY_STAMPS_BATCH: usize = 500;
 
 /// Implements [`KeyRepository`] for a smart pointer by forwarding every method; the impl denies
@@ -287,9 +406,10 @@ macro_rules! forward_repository {
                 expected_current: u32,
                 version: &VersionRecord,
                 previous_retire_at: DateTime<Utc>,
+                write: &KeyWrite,
             ) -> Result<()> {
                 (**self)
-                    .add_version(key_id, expected_current, version, previous_retire_at)
+                    .add_version(key_id, expected_current, version, previous_retire_at, write)
                     .await
             }
             async fn list_versions(&self, key_id: Uuid) -> Result<Vec<VersionRecord>> {
@@ -314,9 +434,10 @@ macro_rules! forward_repository {
                 rewrapped: &VersionRecord,
                 old_provider: &str,
                 old_ref: &str,
+                key: Option<&KeyWrite>,
             ) -> Result<bool> {
                 (**self)
-                    .replace_wrapping(rewrapped, old_provider, old_ref)
+                    .replace_wrapping(rewrapped, old_provider, old_ref, key)
                     .await
             }
             async fn set_state(
@@ -324,20 +445,41 @@ macro_rules! forward_repository {
                 key_id: Uuid,
                 state: KeyState,
                 at: DateTime<Utc>,
+                write: &KeyWrite,
             ) -> Result<bool> {
-                (**self).set_state(key_id, state, at).await
+                (**self).set_state(key_id, state, at, write).await
             }
             async fn delete_key(&self, key_id: Uuid) -> Result<bool> {
                 (**self).delete_key(key_id).await
             }
-            async fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>> {
+            async fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<Listed>> {
                 (**self).list_keys(filter).await
             }
             async fn record_last_used(&self, uses: &[(Uuid, DateTime<Utc>)]) -> Result<()> {
                 (**self).record_last_used(uses).await
             }
-            async fn key_stamps(&self, key_ids: &[Uuid]) -> Result<Vec<KeyStamp>> {
-                (**self).key_stamps(key_ids).await
+            async fn keys_by_id(&self, key_ids: &[Uuid]) -> Result<Vec<KeyRecord>> {
+                (**self).keys_by_id(key_ids).await
+            }
+            async fn is_empty(&self) -> Result<bool> {
+                (**self).is_empty().await
+            }
+            async fn store_key(&self, name: &str) -> Result<Option<StoreKeyRecord>> {
+                (**self).store_key(name).await
+            }
+            async fn insert_store_key(&self, key: &StoreKeyRecord) -> Result<bool> {
+                (**self).insert_store_key(key).await
+            }
+            async fn replace_store_key_wrapping(
+                &self,
+                name: &str,
+                rewrapped: &crate::WrappedKey,
+                old_provider: &str,
+                old_ref: &str,
+            ) -> Result<bool> {
+                (**self)
+                    .replace_store_key_wrapping(name, rewrapped, old_provider, old_ref)
+                    .await
             }
         }
     };

@@ -153,7 +153,12 @@ async fn every_operation_round_trips() {
     assert_eq!(versions[0].state, VersionState::Previous);
     assert_eq!(versions[1].state, VersionState::Current);
 
-    let listed = f.manager.list(&KeyFilter::default()).await.expect("list");
+    let listed = f
+        .manager
+        .list(&KeyFilter::default())
+        .await
+        .expect("list")
+        .keys;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].hint.as_deref(), Some("…2222"));
 
@@ -315,7 +320,12 @@ async fn failed_store_leaves_previous_key_intact() {
         f.manager.get(&a).await.expect("get").expose_secret(),
         "sk-test-FAKE-original-00000"
     );
-    let rec = f.manager.list(&KeyFilter::default()).await.expect("list");
+    let rec = f
+        .manager
+        .list(&KeyFilter::default())
+        .await
+        .expect("list")
+        .keys;
     assert_eq!(rec[0].current_version, 1, "no version was added");
 }
 
@@ -605,6 +615,7 @@ async fn a_bound_manager_reads_its_own_and_shared_keys_only() {
         .list(&KeyFilter::default())
         .await
         .expect("list")
+        .keys
         .into_iter()
         .map(|k| k.identity)
         .collect();

@@ -224,7 +224,11 @@ async fn a_disabled_key_is_a_clear_error_and_nothing_is_lost() {
         .await
         .expect_err("cannot wrap under a disabled key");
     assert!(matches!(err, Error::AccessDenied { .. }), "{err:?}");
-    let listed = manager.list(&KeyFilter::default()).await.expect("list");
+    let listed = manager
+        .list(&KeyFilter::default())
+        .await
+        .expect("list")
+        .keys;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].current_version, 1, "no new version was written");
 

@@ -126,7 +126,8 @@ mod sqlite {
     use super::StoreOptions;
 
     /// Opens a SQLite pool: file created if missing, WAL, `synchronous=NORMAL`, busy timeout,
-    /// foreign keys on.
+    /// foreign keys on, and `secure_delete` (deleted content is overwritten with zeros in the
+    /// file, not left in free pages).
     pub(super) async fn open(url: &str, options: &StoreOptions) -> Result<DatabaseConnection> {
         let in_memory = is_in_memory(url);
         let mut connect = SqliteConnectOptions::from_str(url).map_err(|e| Error::Config {
@@ -137,7 +138,8 @@ mod sqlite {
             .create_if_missing(true)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(options.busy_timeout)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            .pragma("secure_delete", "ON");
         if !in_memory {
             connect = connect.journal_mode(SqliteJournalMode::Wal);
             create_private(connect.get_filename())?;

@@ -33,7 +33,10 @@ mod connect;
 mod entity;
 mod error;
 mod repository;
+mod rewrap_rows;
 mod rows;
+mod store_keys;
+mod wipe;
 
 pub use connect::StoreOptions;
 pub use repository::SeaOrmKeyRepository;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use llm_accounting_core::{
-    Error, KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyStamp, KeyState, Result,
-    VersionRecord, VersionState,
+    Error, KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyState, KeyWrite, Listed, Result,
+    StoreKeyRecord, VersionRecord, VersionState, WrappedKey,
 };
 use llm_accounting_migration::{Migrator, MigratorTrait};
 use sea_orm::sea_query::{Condition, Expr, ExprTrait};
@@ -22,7 +22,8 @@ use crate::connect::{self, StoreOptions};
 use crate::entity::{api_key, api_key_version};
 use crate::error::{from_db, is_unique_violation};
 use crate::rows::{
-    check_identity, key_record, uuid_text, version_active_model, version_i32, version_record,
+    broken_row, check_identity, key_record, revision_i64, uuid_text, version_active_model,
+    version_i32, version_record,
 };
 
 /// A [`KeyRepository`] stored in a relational database through sea-orm.
@@ -32,7 +33,7 @@ use crate::rows::{
 /// Cloning is cheap: clones share the connection pool.
 #[derive(Clone)]
 pub struct SeaOrmKeyRepository {
-    db: DatabaseConnection,
+    pub(crate) db: DatabaseConnection,
     /// The hot read (`load_current`), rendered once for this backend: building it with the
     /// query builder on every cache miss cost more than running it.
     load_current_sql: Arc<str>,
@@ -158,7 +159,7 @@ fn load_current_query(
         .select_also(api_key_version::Entity)
 }
 
-async fn commit(txn: DatabaseTransaction, operation: &'static str) -> Result<()> {
+pub(crate) async fn commit(txn: DatabaseTransaction, operation: &'static str) -> Result<()> {
     txn.commit().await.map_err(|e| from_db(operation, e))
 }
 
@@ -243,6 +244,10 @@ impl KeyRepository for SeaOrmKeyRepository {
             updated_at: Set(key.updated_at),
             last_used_at: Set(key.last_used_at),
             expires_at: Set(key.expires_at),
+            revision: Set(revision_i64(key.revision)?),
+            current_digest: Set(key.seal.as_ref().map(|s| s.current.clone())),
+            previous_digest: Set(key.seal.as_ref().and_then(|s| s.previous.clone())),
+            state_mac: Set(key.seal.as_ref().map(|s| s.mac.clone())),
         };
         let version = version_active_model(first)?;
 
@@ -264,6 +269,7 @@ impl KeyRepository for SeaOrmKeyRepository {
         expected_current: u32,
         version: &VersionRecord,
         previous_retire_at: DateTime<Utc>,
+        write: &KeyWrite,
     ) -> Result<()> {
         if version.key_id != key_id {
             return Err(Error::invalid("version", "it belongs to another key"));
@@ -274,7 +280,7 @@ impl KeyRepository for SeaOrmKeyRepository {
 
         // Optimistic concurrency: move the key forward only if nobody else did.
         let moved = if expected_current.checked_add(1) == Some(version.version) {
-            api_key::Entity::update_many()
+            moved_forward(api_key::Entity::update_many(), write)?
                 .col_expr(
                     api_key::Column::CurrentVersion,
                     Expr::value(version_i32(version.version)?),
@@ -336,8 +342,14 @@ impl KeyRepository for SeaOrmKeyRepository {
         commit(txn, "add version").await
     }
 
-    async fn set_state(&self, key_id: Uuid, state: KeyState, at: DateTime<Utc>) -> Result<bool> {
-        let result = api_key::Entity::update_many()
+    async fn set_state(
+        &self,
+        key_id: Uuid,
+        state: KeyState,
+        at: DateTime<Utc>,
+        write: &KeyWrite,
+    ) -> Result<bool> {
+        let result = moved_forward(api_key::Entity::update_many(), write)?
             .col_expr(api_key::Column::State, Expr::value(state.as_str()))
             .col_expr(api_key::Column::UpdatedAt, Expr::value(at))
             .filter(api_key::Column::Id.eq(uuid_text(key_id)))
@@ -348,26 +360,10 @@ impl KeyRepository for SeaOrmKeyRepository {
     }
 
     async fn delete_key(&self, key_id: Uuid) -> Result<bool> {
-        let id = uuid_text(key_id);
-        let txn = self.begin_write("delete key").await?;
-        // Versions first (the foreign key cascades too, but not every connection has foreign
-        // keys enforced).
-        api_key_version::Entity::delete_many()
-            .filter(api_key_version::Column::KeyId.eq(id.as_str()))
-            .exec(&txn)
-            .await
-            .map_err(|e| from_db("delete key", e))?;
-        let deleted = api_key::Entity::delete_many()
-            .filter(api_key::Column::Id.eq(id.as_str()))
-            .exec(&txn)
-            .await
-            .map_err(|e| from_db("delete key", e))?
-            .rows_affected;
-        commit(txn, "delete key").await?;
-        Ok(deleted > 0)
+        self.delete_wiped(key_id).await
     }
 
-    async fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>> {
+    async fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<Listed>> {
         let mut query = api_key::Entity::find();
         if let Some(service) = &filter.service {
             query = query.filter(api_key::Column::Service.eq(service.as_str()));
@@ -382,16 +378,26 @@ impl KeyRepository for SeaOrmKeyRepository {
             .all(&self.db)
             .await
             .map_err(|e| from_db("list keys", e))?;
-        let mut keys = rows
-            .into_iter()
-            .map(key_record)
-            .collect::<Result<Vec<_>>>()?;
+        let mut keys = Vec::new();
+        let mut broken = Vec::new();
+        for row in rows {
+            let named = broken_row(&row);
+            match key_record(row) {
+                Ok(k) => keys.push(k),
+                Err(_) => broken.push(named),
+            }
+        }
         // Filter again and sort here: databases disagree about collations (MySQL compares
         // case-insensitively) and about where NULLs sort; names are exact and absent parts
         // come first.
         keys.retain(|k| filter.matches(&k.identity));
         keys.sort_by(|a, b| a.identity.cmp(&b.identity));
-        Ok(keys)
+        broken.retain(|b| b.matches(filter));
+        Ok(keys
+            .into_iter()
+            .map(Listed::Key)
+            .chain(broken.into_iter().map(Listed::Broken))
+            .collect())
     }
 
     async fn record_last_used(&self, uses: &[(Uuid, DateTime<Utc>)]) -> Result<()> {
@@ -429,25 +435,7 @@ impl KeyRepository for SeaOrmKeyRepository {
     }
 
     async fn retire_due(&self, key_id: Option<Uuid>, now: DateTime<Utc>) -> Result<u64> {
-        let mut update = api_key_version::Entity::update_many()
-            .col_expr(
-                api_key_version::Column::State,
-                Expr::value(VersionState::Retired.as_str()),
-            )
-            .col_expr(
-                api_key_version::Column::Envelope,
-                Expr::value(Vec::<u8>::new()),
-            )
-            .filter(api_key_version::Column::State.eq(VersionState::Previous.as_str()))
-            .filter(api_key_version::Column::RetireAt.lte(now));
-        if let Some(id) = key_id {
-            update = update.filter(api_key_version::Column::KeyId.eq(uuid_text(id)));
-        }
-        Ok(update
-            .exec(&self.db)
-            .await
-            .map_err(|e| from_db("retire versions", e))?
-            .rows_affected)
+        self.retire_wiped(key_id, now).await
     }
 
     async fn versions_to_rewrap(
@@ -457,39 +445,8 @@ impl KeyRepository for SeaOrmKeyRepository {
         after: Option<(Uuid, u32)>,
         limit: usize,
     ) -> Result<Vec<(KeyRecord, VersionRecord)>> {
-        let mut query = api_key_version::Entity::find()
-            .find_also_related(api_key::Entity)
-            .filter(api_key_version::Column::State.ne(VersionState::Retired.as_str()))
-            .filter(
-                Condition::any()
-                    .add(api_key_version::Column::Provider.ne(provider))
-                    .add(api_key_version::Column::MasterKeyRef.ne(master_key_ref)),
-            );
-        if let Some((key_id, version)) = after {
-            let id = uuid_text(key_id);
-            query = query.filter(
-                Condition::any()
-                    .add(api_key_version::Column::KeyId.gt(id.as_str()))
-                    .add(
-                        Condition::all()
-                            .add(api_key_version::Column::KeyId.eq(id.as_str()))
-                            .add(api_key_version::Column::Version.gt(version_i32(version)?)),
-                    ),
-            );
-        }
-        let rows = query
-            .order_by_asc(api_key_version::Column::KeyId)
-            .order_by_asc(api_key_version::Column::Version)
-            .limit(u64::try_from(limit).unwrap_or(u64::MAX))
-            .all(&self.db)
+        self.find_versions_to_rewrap(provider, master_key_ref, after, limit)
             .await
-            .map_err(|e| from_db("find versions to rewrap", e))?;
-        rows.into_iter()
-            .map(|(v, k)| {
-                let k = k.ok_or_else(Error::integrity)?;
-                Ok((key_record(k)?, version_record(v)?))
-            })
-            .collect()
     }
 
     async fn replace_wrapping(
@@ -497,54 +454,82 @@ impl KeyRepository for SeaOrmKeyRepository {
         rewrapped: &VersionRecord,
         old_provider: &str,
         old_ref: &str,
+        key: Option<&KeyWrite>,
     ) -> Result<bool> {
-        let result = api_key_version::Entity::update_many()
-            .col_expr(
-                api_key_version::Column::Envelope,
-                Expr::value(rewrapped.envelope.clone()),
-            )
-            .col_expr(
-                api_key_version::Column::Provider,
-                Expr::value(rewrapped.provider.clone()),
-            )
-            .col_expr(
-                api_key_version::Column::MasterKeyRef,
-                Expr::value(rewrapped.master_key_ref.clone()),
-            )
-            .filter(api_key_version::Column::KeyId.eq(uuid_text(rewrapped.key_id)))
-            .filter(api_key_version::Column::Version.eq(version_i32(rewrapped.version)?))
-            .filter(api_key_version::Column::Provider.eq(old_provider))
-            .filter(api_key_version::Column::MasterKeyRef.eq(old_ref))
-            .filter(api_key_version::Column::State.ne(VersionState::Retired.as_str()))
-            .exec(&self.db)
+        self.swap_wrapping(rewrapped, old_provider, old_ref, key)
             .await
-            .map_err(|e| from_db("rewrap version", e))?;
-        Ok(result.rows_affected > 0)
     }
 
-    async fn key_stamps(&self, key_ids: &[Uuid]) -> Result<Vec<KeyStamp>> {
+    async fn keys_by_id(&self, key_ids: &[Uuid]) -> Result<Vec<KeyRecord>> {
         if key_ids.is_empty() {
             return Ok(Vec::new());
         }
         let ids: Vec<String> = key_ids.iter().map(|id| uuid_text(*id)).collect();
-        let rows: Vec<(String, String, i32)> = api_key::Entity::find()
-            .select_only()
-            .column(api_key::Column::Id)
-            .column(api_key::Column::State)
-            .column(api_key::Column::CurrentVersion)
+        api_key::Entity::find()
             .filter(api_key::Column::Id.is_in(ids))
-            .into_tuple()
             .all(&self.db)
             .await
-            .map_err(|e| from_db("check key versions", e))?;
-        rows.into_iter()
-            .map(|(id, state, version)| {
-                Ok(KeyStamp {
-                    key_id: Uuid::parse_str(&id).map_err(|_| Error::integrity())?,
-                    state: KeyState::parse(&state)?,
-                    current_version: u32::try_from(version).map_err(|_| Error::integrity())?,
-                })
-            })
+            .map_err(|e| from_db("check keys", e))?
+            .into_iter()
+            .map(key_record)
             .collect()
     }
+
+    async fn is_empty(&self) -> Result<bool> {
+        let any = api_key::Entity::find()
+            .select_only()
+            .column(api_key::Column::Id)
+            .limit(1)
+            .into_tuple::<String>()
+            .one(&self.db)
+            .await
+            .map_err(|e| from_db("count keys", e))?;
+        Ok(any.is_none())
+    }
+
+    async fn store_key(&self, name: &str) -> Result<Option<StoreKeyRecord>> {
+        self.read_store_key(name).await
+    }
+
+    async fn insert_store_key(&self, key: &StoreKeyRecord) -> Result<bool> {
+        self.write_store_key(key).await
+    }
+
+    async fn replace_store_key_wrapping(
+        &self,
+        name: &str,
+        rewrapped: &WrappedKey,
+        old_provider: &str,
+        old_ref: &str,
+    ) -> Result<bool> {
+        self.rewrap_store_key(name, rewrapped, old_provider, old_ref)
+            .await
+    }
+}
+
+/// An update of `api_keys` that moves a record forward as `write` says: only while its
+/// revision is the expected one, to the next, with the new seal (or none).
+pub(crate) fn moved_forward(
+    update: sea_orm::UpdateMany<api_key::Entity>,
+    write: &KeyWrite,
+) -> Result<sea_orm::UpdateMany<api_key::Entity>> {
+    let seal = write.seal.as_ref();
+    Ok(update
+        .col_expr(
+            api_key::Column::Revision,
+            Expr::value(revision_i64(write.expected_revision + 1)?),
+        )
+        .col_expr(
+            api_key::Column::CurrentDigest,
+            Expr::value(seal.map(|s| s.current.clone())),
+        )
+        .col_expr(
+            api_key::Column::PreviousDigest,
+            Expr::value(seal.and_then(|s| s.previous.clone())),
+        )
+        .col_expr(
+            api_key::Column::StateMac,
+            Expr::value(seal.map(|s| s.mac.clone())),
+        )
+        .filter(api_key::Column::Revision.eq(revision_i64(write.expected_revision)?)))
 }

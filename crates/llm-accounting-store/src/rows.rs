@@ -2,12 +2,13 @@
 //! a corrupted (or tampered) row: the integrity error, never "not found".
 
 use llm_accounting_core::{
-    Error, KeyIdentity, KeyRecord, KeyState, Result, VersionRecord, VersionState,
+    BrokenKeyRow, Error, KeyIdentity, KeyRecord, KeyState, RecordSeal, Result, StoreKeyRecord,
+    VersionRecord, VersionState, WrappedKey,
 };
 use sea_orm::ActiveValue::Set;
 use uuid::Uuid;
 
-use crate::entity::{api_key, api_key_version};
+use crate::entity::{api_key, api_key_version, store_key};
 
 /// The text form of an id in the tables.
 pub(crate) fn uuid_text(id: Uuid) -> String {
@@ -37,7 +38,52 @@ pub(crate) fn key_record(row: api_key::Model) -> Result<KeyRecord> {
         updated_at: row.updated_at,
         last_used_at: row.last_used_at,
         expires_at: row.expires_at,
+        revision: u64::try_from(row.revision).map_err(|_| Error::integrity())?,
+        seal: record_seal(row.current_digest, row.previous_digest, row.state_mac),
     })
+}
+
+/// The seal of a key row: `None` when none of its columns is set (a record written before the
+/// store was sealed); otherwise whatever is there, so that a partly cleared seal fails
+/// verification instead of passing for an unsealed record.
+pub(crate) fn record_seal(
+    current: Option<Vec<u8>>,
+    previous: Option<Vec<u8>>,
+    mac: Option<Vec<u8>>,
+) -> Option<RecordSeal> {
+    if current.is_none() && previous.is_none() && mac.is_none() {
+        return None;
+    }
+    Some(RecordSeal {
+        current: current.unwrap_or_default(),
+        previous,
+        mac: mac.unwrap_or_default(),
+    })
+}
+
+/// A revision as the tables store it.
+pub(crate) fn revision_i64(revision: u64) -> Result<i64> {
+    i64::try_from(revision).map_err(|_| Error::invalid("revision", "it is too large"))
+}
+
+/// A store key row as a record; anything unparseable is a corrupted row.
+pub(crate) fn store_key_record(row: store_key::Model) -> Result<StoreKeyRecord> {
+    Ok(StoreKeyRecord {
+        name: row.name,
+        store_id: Uuid::parse_str(&row.store_id).map_err(|_| Error::integrity())?,
+        wrapped: WrappedKey::new(&row.provider, row.master_key_ref, row.wrapped),
+        created_at: row.created_at,
+    })
+}
+
+/// What a key row that cannot be read names, as stored.
+pub(crate) fn broken_row(row: &api_key::Model) -> BrokenKeyRow {
+    BrokenKeyRow {
+        id: row.id.clone(),
+        service: row.service.clone(),
+        user: row.user_id.clone(),
+        project: row.project.clone(),
+    }
 }
 
 /// Converts a version row; anything unparseable is a corrupted row.

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::{SubsecRound, Utc};
 use llm_accounting_core::{
-    Error, KeyIdentity, KeyRecord, KeyRepository, KeyState, VersionRecord, VersionState,
+    Error, KeyIdentity, KeyRecord, KeyRepository, KeyState, KeyWrite, VersionRecord, VersionState,
 };
 use llm_accounting_store::{SeaOrmKeyRepository, StoreOptions};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
@@ -39,6 +39,14 @@ async fn pragma(repo: &SeaOrmKeyRepository, name: &str) -> String {
     }
 }
 
+/// A write of a record whose revision is `expected`, in an unsealed store.
+fn unsealed(expected: u64) -> KeyWrite {
+    KeyWrite {
+        expected_revision: expected,
+        seal: None,
+    }
+}
+
 fn sample(identity: KeyIdentity) -> (KeyRecord, VersionRecord) {
     let now = Utc::now();
     let id = Uuid::new_v4();
@@ -53,6 +61,8 @@ fn sample(identity: KeyIdentity) -> (KeyRecord, VersionRecord) {
             updated_at: now,
             last_used_at: None,
             expires_at: None,
+            revision: 1,
+            seal: None,
         },
         VersionRecord {
             key_id: id,
@@ -291,7 +301,8 @@ async fn add_version_to_a_missing_key_is_not_found() {
     version.key_id = missing;
     version.version = 2;
     assert!(matches!(
-        repo.add_version(missing, 1, &version, Utc::now()).await,
+        repo.add_version(missing, 1, &version, Utc::now(), &unsealed(1))
+            .await,
         Err(Error::NotFound { .. })
     ));
 }
@@ -309,7 +320,7 @@ async fn add_version_keeps_the_previous_one() {
         created_at: Utc::now().trunc_subsecs(3),
         ..v1.clone()
     };
-    repo.add_version(key.id, 1, &v2, Utc::now())
+    repo.add_version(key.id, 1, &v2, Utc::now(), &unsealed(1))
         .await
         .expect("add");
     let states = repo

@@ -4,8 +4,8 @@ use chrono::{Duration, SubsecRound, Utc};
 use uuid::Uuid;
 
 use crate::{
-    Error, KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyStamp, KeyState, VersionRecord,
-    VersionState,
+    Error, KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyState, KeyWrite, Listed,
+    RecordSeal, StoreKeyRecord, VersionRecord, VersionState, WrappedKey,
 };
 
 fn key(identity: KeyIdentity) -> KeyRecord {
@@ -20,7 +20,36 @@ fn key(identity: KeyIdentity) -> KeyRecord {
         updated_at: now,
         last_used_at: None,
         expires_at: None,
+        revision: 1,
+        seal: None,
     }
+}
+
+/// A seal with recognisable bytes (repositories store seals; they never check them).
+fn seal(tag: u8, previous: bool) -> RecordSeal {
+    RecordSeal {
+        current: vec![tag; 32],
+        previous: previous.then(|| vec![tag ^ 0xff; 32]),
+        mac: vec![tag.wrapping_add(1); 32],
+    }
+}
+
+/// A write that expects revision `expected` and leaves `seal`.
+fn write(expected: u64, seal: Option<RecordSeal>) -> KeyWrite {
+    KeyWrite {
+        expected_revision: expected,
+        seal,
+    }
+}
+
+/// The records of a listing (panics on a broken row: the suite writes none).
+fn listed_keys(rows: Vec<Listed>) -> Vec<KeyRecord> {
+    rows.into_iter()
+        .map(|r| match r {
+            Listed::Key(k) => k,
+            Listed::Broken(b) => panic!("no row of the suite is broken: {b:?}"),
+        })
+        .collect()
 }
 
 fn version(key_id: Uuid, version: u32, tag: u8) -> VersionRecord {
@@ -122,20 +151,51 @@ pub async fn run(repo: &dyn KeyRepository) {
         "names are case-sensitive"
     );
 
-    // Versions: optimistic concurrency.
+    // A sealed record round-trips its revision and seal exactly.
+    let sealed_id = id(Some("sealed"), None);
+    let mut sk = key(sealed_id.clone());
+    sk.revision = 7;
+    sk.seal = Some(seal(0x5a, true));
+    repo.create_key(&sk, &version(sk.id, 1, 11))
+        .await
+        .expect("create sealed");
+    assert_eq!(
+        repo.find_key(&sealed_id)
+            .await
+            .expect("find")
+            .expect("exists"),
+        sk,
+        "revision and seal round-trip"
+    );
+
+    // Versions: optimistic concurrency, on the current version and on the revision.
     let mut v2 = version(k.id, 2, 8);
     v2.expires_at = Some(Utc::now().trunc_subsecs(3) + Duration::days(30));
     let retire_v1 = Utc::now().trunc_subsecs(3) + Duration::hours(1);
-    repo.add_version(k.id, 1, &v2, retire_v1)
+    match repo
+        .add_version(k.id, 1, &v2, retire_v1, &write(0, None))
+        .await
+    {
+        Err(Error::Conflict { .. }) => {}
+        other => panic!("a stale expected revision must conflict, got {other:?}"),
+    }
+    repo.add_version(k.id, 1, &v2, retire_v1, &write(1, Some(seal(2, true))))
         .await
         .expect("add version 2");
     match repo
-        .add_version(k.id, 1, &version(k.id, 2, 9), retire_v1)
+        .add_version(k.id, 1, &version(k.id, 2, 9), retire_v1, &write(2, None))
         .await
     {
         Err(Error::Conflict { .. }) => {}
         other => panic!("a stale expected version must conflict, got {other:?}"),
     }
+    let moved_on = repo.find_key(&none).await.expect("find").expect("exists");
+    assert_eq!(moved_on.revision, 2, "a new version moves the revision on");
+    assert_eq!(
+        moved_on.seal,
+        Some(seal(2, true)),
+        "and stores the new seal"
+    );
     let (lk, lv) = repo
         .load_current(&none)
         .await
@@ -198,15 +258,42 @@ pub async fn run(repo: &dyn KeyRepository) {
     moved.envelope = vec![42; 50];
     assert!(
         !repo
-            .replace_wrapping(&moved, "conformance", "mk-other")
+            .replace_wrapping(&moved, "conformance", "mk-other", None)
             .await
             .expect("cas"),
         "compare-and-set refuses a version under another key"
     );
     assert!(
-        repo.replace_wrapping(&moved, "conformance", "mk-8")
+        !repo
+            .replace_wrapping(&moved, "conformance", "mk-8", Some(&write(1, None)))
             .await
-            .expect("cas")
+            .expect("cas"),
+        "compare-and-set refuses a record at another revision"
+    );
+    assert_eq!(
+        repo.load_current(&none)
+            .await
+            .expect("load")
+            .expect("exists")
+            .1,
+        v2,
+        "and leaves the version as it was"
+    );
+    assert!(
+        repo.replace_wrapping(
+            &moved,
+            "conformance",
+            "mk-8",
+            Some(&write(2, Some(seal(3, true))))
+        )
+        .await
+        .expect("cas")
+    );
+    let rewrapped_key = repo.find_key(&none).await.expect("find").expect("exists");
+    assert_eq!(
+        (rewrapped_key.revision, rewrapped_key.seal),
+        (3, Some(seal(3, true))),
+        "the record moves with its version"
     );
     let (_, lv) = repo
         .load_current(&none)
@@ -234,10 +321,25 @@ pub async fn run(repo: &dyn KeyRepository) {
             .all(|(_, v)| (v.key_id, v.version) > (k.id, 2))
     );
 
-    // State.
+    // State, with optimistic concurrency on the revision.
     let at = Utc::now().trunc_subsecs(3);
     assert!(
-        repo.set_state(k.id, KeyState::Disabled, at)
+        !repo
+            .set_state(k.id, KeyState::Disabled, at, &write(2, None))
+            .await
+            .expect("stale"),
+        "a stale revision changes nothing"
+    );
+    assert_eq!(
+        repo.find_key(&none)
+            .await
+            .expect("find")
+            .expect("exists")
+            .state,
+        KeyState::Active
+    );
+    assert!(
+        repo.set_state(k.id, KeyState::Disabled, at, &write(3, Some(seal(4, true))))
             .await
             .expect("disable")
     );
@@ -250,13 +352,15 @@ pub async fn run(repo: &dyn KeyRepository) {
         KeyState::Disabled
     );
     assert!(
-        repo.set_state(k.id, KeyState::Active, at)
+        repo.set_state(k.id, KeyState::Active, at, &write(4, None))
             .await
             .expect("enable")
     );
+    let enabled = repo.find_key(&none).await.expect("find").expect("exists");
+    assert_eq!((enabled.revision, enabled.seal), (5, None));
     assert!(
         !repo
-            .set_state(Uuid::new_v4(), KeyState::Active, at)
+            .set_state(Uuid::new_v4(), KeyState::Active, at, &write(1, None))
             .await
             .expect("missing")
     );
@@ -295,46 +399,87 @@ pub async fn run(repo: &dyn KeyRepository) {
         })
         .await
         .expect("list");
-    assert_eq!(all.len(), 10, "every key of the service is listed");
-    let alice = repo
-        .list_keys(&KeyFilter {
+    assert_eq!(all.len(), 11, "every key of the service is listed");
+    let alice = listed_keys(
+        repo.list_keys(&KeyFilter {
             service: Some(service.clone()),
             user: Some("alice".into()),
             project: None,
         })
         .await
-        .expect("list");
+        .expect("list"),
+    );
     assert_eq!(alice.len(), 1);
     assert_eq!(alice[0].identity, full);
 
-    // Stamps: state and current version by id, unknown ids left out.
+    // Records by id, unknown ids left out.
     let mut expected = Vec::new();
     for identity in [&none, &global] {
-        let r = repo
-            .find_key(identity)
-            .await
-            .expect("find")
-            .expect("exists");
-        expected.push(KeyStamp {
-            key_id: r.id,
-            state: r.state,
-            current_version: r.current_version,
-        });
+        expected.push(
+            repo.find_key(identity)
+                .await
+                .expect("find")
+                .expect("exists"),
+        );
     }
-    let mut stamps = repo
-        .key_stamps(&[k.id, gk.id, Uuid::new_v4()])
+    let mut by_id = repo
+        .keys_by_id(&[k.id, gk.id, Uuid::new_v4()])
         .await
-        .expect("stamps");
-    stamps.sort_by_key(|s| s.key_id);
-    expected.sort_by_key(|s| s.key_id);
-    assert_eq!(stamps, expected);
-    assert!(repo.key_stamps(&[]).await.expect("no ids").is_empty());
+        .expect("by id");
+    by_id.sort_by_key(|r| r.id);
+    expected.sort_by_key(|r| r.id);
+    assert_eq!(by_id, expected);
+    assert!(repo.keys_by_id(&[]).await.expect("no ids").is_empty());
+    assert!(!repo.is_empty().await.expect("is_empty"), "keys are stored");
+
+    // Store keys: inserted once, read back exactly, rewrapped by compare-and-set.
+    let name = format!("conf-{}", &tag[..12]);
+    assert!(repo.store_key(&name).await.expect("read").is_none());
+    let sk_row = StoreKeyRecord {
+        name: name.clone(),
+        store_id: Uuid::new_v4(),
+        wrapped: WrappedKey::new("conformance", "mk-1", vec![9; 40]),
+        created_at: Utc::now().trunc_subsecs(3),
+    };
+    assert!(repo.insert_store_key(&sk_row).await.expect("insert"));
+    let other = StoreKeyRecord {
+        store_id: Uuid::new_v4(),
+        ..sk_row.clone()
+    };
+    assert!(
+        !repo.insert_store_key(&other).await.expect("insert again"),
+        "the first store key of a name stays"
+    );
+    assert_eq!(
+        repo.store_key(&name).await.expect("read"),
+        Some(sk_row.clone())
+    );
+    let rewrapped = WrappedKey::new("conformance", "mk-2", vec![8; 40]);
+    assert!(
+        !repo
+            .replace_store_key_wrapping(&name, &rewrapped, "conformance", "mk-0")
+            .await
+            .expect("cas"),
+        "compare-and-set refuses another master key"
+    );
+    assert!(
+        repo.replace_store_key_wrapping(&name, &rewrapped, "conformance", "mk-1")
+            .await
+            .expect("cas")
+    );
+    assert_eq!(
+        repo.store_key(&name)
+            .await
+            .expect("read")
+            .map(|k| k.wrapped),
+        Some(rewrapped)
+    );
 
     // Delete removes the key and its versions; the identity can be reused.
     assert!(repo.delete_key(k.id).await.expect("delete"));
     assert!(
-        repo.key_stamps(&[k.id]).await.expect("stamps").is_empty(),
-        "a deleted key has no stamp"
+        repo.keys_by_id(&[k.id]).await.expect("by id").is_empty(),
+        "a deleted key is not found by id"
     );
     assert!(!repo.delete_key(k.id).await.expect("delete again"));
     assert!(repo.find_key(&none).await.expect("find").is_none());
@@ -344,14 +489,14 @@ pub async fn run(repo: &dyn KeyRepository) {
         .await
         .expect("recreate after delete");
 
-    for k in repo
-        .list_keys(&KeyFilter {
+    for k in listed_keys(
+        repo.list_keys(&KeyFilter {
             service: Some(service.clone()),
             ..Default::default()
         })
         .await
-        .expect("list")
-    {
+        .expect("list"),
+    ) {
         repo.delete_key(k.id).await.expect("cleanup");
     }
 }

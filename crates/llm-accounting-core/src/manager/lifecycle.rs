@@ -1,10 +1,32 @@
 //! The life of a key: its versions, listing, disable, enable and delete.
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 
+use crate::seal::{check_current, check_previous};
 use crate::{
-    Error, KeyFilter, KeyIdentity, KeyRecord, KeyState, Result, SecureKeyManager, VersionInfo,
+    BrokenKeyRow, Error, KeyFilter, KeyIdentity, KeyRecord, KeyState, KeyWrite, Listed, Result,
+    SecureKeyManager, VersionInfo,
 };
+
+/// A key listing: the keys whose records could be read and verified, and the others.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct KeyListing {
+    /// Keys, ordered by service, user, project (absent parts first).
+    pub keys: Vec<KeyRecord>,
+    /// Rows that could not be read, or whose state does not verify: corrupted, or changed
+    /// outside llm-accounting. Their names are as stored: escape them before printing.
+    pub broken: Vec<BrokenKey>,
+}
+
+/// A listed key that cannot be trusted.
+#[derive(Debug, Clone)]
+pub struct BrokenKey {
+    /// What the row names, as stored.
+    pub row: BrokenKeyRow,
+    /// Why it cannot be trusted (the integrity error).
+    pub error: Error,
+}
 
 impl SecureKeyManager {
     /// Every version of a key with its state, dates, hint and master key; never a value.
@@ -18,30 +40,85 @@ impl SecureKeyManager {
     async fn versions_unaudited(&self, identity: &KeyIdentity) -> Result<Vec<VersionInfo>> {
         self.check_read(identity)?;
         let key = self.require_key(identity).await?;
+        let seal = self
+            .check_record(&key)
+            .await
+            .map_err(|e| e.with_identity(identity))?;
         self.inner.repo.retire_due(Some(key.id), Utc::now()).await?;
-        Ok(self
-            .inner
-            .repo
-            .list_versions(key.id)
-            .await?
-            .iter()
-            .map(VersionInfo::from)
-            .collect())
+        let versions = self.inner.repo.list_versions(key.id).await?;
+        if let Some(seal) = seal {
+            // The versions that can be served must be the ones written.
+            let current = versions.iter().find(|v| v.version == key.current_version);
+            let previous = versions
+                .iter()
+                .filter(|v| v.version < key.current_version)
+                .max_by_key(|v| v.version);
+            let checked = current
+                .ok_or_else(Error::integrity)
+                .and_then(|c| check_current(seal, c))
+                .and_then(|()| match (previous, &seal.previous) {
+                    (Some(p), Some(_)) => check_previous(seal, p),
+                    (None, None) => Ok(()),
+                    _ => Err(Error::integrity()),
+                });
+            checked.map_err(|e| e.with_identity(identity))?;
+        }
+        Ok(versions.iter().map(VersionInfo::from).collect())
     }
-    /// Keys matching `filter`, with non-secret metadata only.
-    pub async fn list(&self, filter: &KeyFilter) -> Result<Vec<KeyRecord>> {
-        let result = self.inner.repo.list_keys(filter).await.map(|mut keys| {
-            if let Some(p) = &self.principal {
-                keys.retain(|k| p.may_read(&k.identity));
-            }
-            keys
-        });
+
+    /// Keys matching `filter`, with non-secret metadata only. Every key whose record can be
+    /// read and whose state verifies is listed; the others are named in
+    /// [`KeyListing::broken`], so that one corrupted or tampered row hides none of the rest.
+    pub async fn list(&self, filter: &KeyFilter) -> Result<KeyListing> {
+        let result = self.list_unaudited(filter).await;
         let event = self.event("list", None).outcome(&result);
         let event = match &result {
-            Ok(keys) => event.detail(format!("{} keys", keys.len())),
+            Ok(l) if l.broken.is_empty() => event.detail(format!("{} keys", l.keys.len())),
+            Ok(l) => event.failed(crate::ErrorKind::Integrity).detail(format!(
+                "{} keys, {} broken",
+                l.keys.len(),
+                l.broken.len()
+            )),
             Err(_) => event,
         };
         self.audited(event, result).await
+    }
+
+    async fn list_unaudited(&self, filter: &KeyFilter) -> Result<KeyListing> {
+        let mut listing = KeyListing::default();
+        for row in self.inner.repo.list_keys(filter).await? {
+            match row {
+                Listed::Key(k) => match self.check_record(&k).await {
+                    Ok(_) => listing.keys.push(k),
+                    Err(error) => listing.broken.push(BrokenKey {
+                        row: BrokenKeyRow {
+                            id: k.id.to_string(),
+                            service: k.identity.service().to_owned(),
+                            user: k.identity.user().map(str::to_owned),
+                            project: k.identity.project().map(str::to_owned),
+                        },
+                        error: error.with_identity(&k.identity),
+                    }),
+                },
+                Listed::Broken(row) => listing.broken.push(BrokenKey {
+                    row,
+                    error: Error::integrity(),
+                }),
+            }
+        }
+        if let Some(p) = &self.principal {
+            listing.keys.retain(|k| p.may_read(&k.identity));
+            // A row whose names do not even parse is nobody's to see through a bound handle.
+            listing.broken.retain(|b| {
+                KeyIdentity::from_parts(
+                    &b.row.service,
+                    b.row.user.as_deref(),
+                    b.row.project.as_deref(),
+                )
+                .is_ok_and(|id| p.may_read(&id))
+            });
+        }
+        Ok(listing)
     }
 
     /// Refuses reads of the key until [`SecureKeyManager::enable`]; evicts it from the cache.
@@ -67,13 +144,46 @@ impl SecureKeyManager {
 
     async fn set_state_unaudited(&self, identity: &KeyIdentity, state: KeyState) -> Result<()> {
         self.check_write(identity)?;
-        let key = self.require_key(identity).await?;
-        let found = self.inner.repo.set_state(key.id, state, Utc::now()).await?;
-        self.inner.cache.invalidate(identity);
-        if !found {
-            return Err(Error::NotFound {
-                identity: identity.to_string(),
-            });
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let key = self.require_key(identity).await?;
+            // A write re-seals the record: never over state that does not verify.
+            let seal = self
+                .check_record(&key)
+                .await
+                .map_err(|e| e.with_identity(identity))?
+                .cloned();
+            let next = KeyRecord {
+                state,
+                revision: key.revision + 1,
+                seal: None,
+                ..key.clone()
+            };
+            let seal = match (seal, self.state_keys(false).await?) {
+                (Some(seal), Some(keys)) => Some(keys.seal(&next, seal.current, seal.previous)),
+                _ => None,
+            };
+            let write = KeyWrite {
+                expected_revision: key.revision,
+                seal,
+            };
+            let now = Utc::now().trunc_subsecs(6);
+            let changed = self
+                .inner
+                .repo
+                .set_state(key.id, state, now, &write)
+                .await?;
+            self.inner.cache.invalidate(identity);
+            if changed {
+                break;
+            }
+            // Deleted or changed by another writer meanwhile: look again.
+            if attempt >= super::write::MAX_WRITE_ATTEMPTS {
+                return Err(Error::Conflict {
+                    identity: identity.to_string(),
+                });
+            }
         }
         tracing::info!(%identity, %state, "changed API key state");
         Ok(())

@@ -12,6 +12,8 @@ mod options;
 mod read;
 mod refresh;
 mod rewrap;
+mod seal;
+mod state;
 mod write;
 
 use std::sync::Arc;
@@ -27,8 +29,10 @@ use crate::{
 };
 
 use self::audit::AuditTrail;
+pub use self::lifecycle::{BrokenKey, KeyListing};
 pub use self::options::{ManagerOptions, StoreOutcome, VersionInfo, WriteOptions};
 pub use self::rewrap::{RewrapFailure, RewrapOptions, RewrapProgress, RewrapReport};
+pub use self::seal::SealReport;
 
 /// Stores and serves API keys: envelope encryption through a [`KmsProvider`], persistence
 /// through a [`KeyRepository`], and a cache of decrypted keys.
@@ -61,7 +65,10 @@ pub(crate) struct Inner {
     cache: KeyCache,
     last_used: LastUsed,
     previous_grace: Duration,
+    require_sealed: bool,
     audit: Option<AuditTrail>,
+    /// The store's state key, once found.
+    state: state::StoreState,
     /// Zero: no check of cached keys against the store.
     refresh_interval: Duration,
     refresher_started: AtomicBool,
@@ -110,7 +117,9 @@ impl SecureKeyManagerBuilder {
                 cache: KeyCache::new(self.options.cache),
                 refresh_interval: self.options.cache.refresh_interval,
                 previous_grace: self.options.previous_grace,
+                require_sealed: self.options.require_sealed,
                 audit: self.audit,
+                state: state::StoreState::new(),
                 refresher_started: AtomicBool::new(false),
             }),
         }

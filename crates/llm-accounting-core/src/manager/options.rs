@@ -17,6 +17,12 @@ pub struct ManagerOptions {
     /// After a rotation the previous value stays readable (`get_previous`) this long, then is
     /// retired and its ciphertext wiped (default 24 h).
     pub previous_grace: Duration,
+    /// Refuse a store that is not sealed (default false: an unsealed store is read with a
+    /// warning, so that a store written before sealing existed keeps working until
+    /// `seal` is run). Set it once the store is sealed: then a database writer who deletes
+    /// the state key and every seal (which makes the store look unsealed) gets refusals, not
+    /// warnings.
+    pub require_sealed: bool,
 }
 
 impl Default for ManagerOptions {
@@ -25,6 +31,7 @@ impl Default for ManagerOptions {
             cache: CacheOptions::default(),
             last_used_interval: Duration::from_secs(60),
             previous_grace: Duration::from_secs(24 * 3600),
+            require_sealed: false,
         }
     }
 }

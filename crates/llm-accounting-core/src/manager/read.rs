@@ -4,6 +4,7 @@ use chrono::Utc;
 
 use super::checked_envelope;
 use crate::cache::Loaded;
+use crate::seal::{check_current, check_previous};
 use crate::{
     ApiKey, Error, KeyIdentity, KeyRecord, KeyState, Result, SecureKeyManager, VersionRecord,
     VersionState, envelope,
@@ -53,6 +54,17 @@ impl SecureKeyManager {
             .ok_or_else(|| Error::NotFound {
                 identity: identity.to_string(),
             })?;
+        // The state that decides what is served must be the state as written.
+        let seal = self
+            .check_record(&key)
+            .await
+            .map_err(|e| e.with_identity(identity))?;
+        if let Some(seal) = seal {
+            check_current(seal, &version).map_err(|e| e.with_identity(identity))?;
+        }
+        if version.state != VersionState::Current {
+            return Err(Error::integrity().with_identity(identity));
+        }
         if key.state == KeyState::Disabled {
             return Err(Error::Disabled {
                 identity: identity.to_string(),
@@ -96,6 +108,10 @@ impl SecureKeyManager {
     async fn get_previous_unaudited(&self, identity: &KeyIdentity) -> Result<ApiKey> {
         self.check_read(identity)?;
         let key = self.require_key(identity).await?;
+        let seal = self
+            .check_record(&key)
+            .await
+            .map_err(|e| e.with_identity(identity))?;
         if key.state == KeyState::Disabled {
             return Err(Error::Disabled {
                 identity: identity.to_string(),
@@ -111,8 +127,17 @@ impl SecureKeyManager {
             identity: identity.to_string(),
             reason,
         };
-        let Some(previous) = previous else {
-            return Err(no_previous("the key was never rotated".into()));
+        let never = || no_previous("the key was never rotated".into());
+        let previous = match (seal, previous) {
+            // Sealed: the seal says whether there is a previous version, and which.
+            (Some(seal), _) if seal.previous.is_none() => return Err(never()),
+            (Some(seal), Some(previous)) => {
+                check_previous(seal, previous).map_err(|e| e.with_identity(identity))?;
+                previous
+            }
+            (Some(_), None) => return Err(Error::integrity().with_identity(identity)),
+            (None, Some(previous)) => previous,
+            (None, None) => return Err(never()),
         };
         let retired_at = match previous.state {
             VersionState::Retired => Some(previous.retire_at),

@@ -3,9 +3,10 @@
 //! Several processes (or hosts) may share one store. When one of them rotates, disables or
 //! deletes a key, the others must stop serving their cached copy soon, not after the TTL. A
 //! background task of each manager checks every cached entry against the store once per
-//! `refresh_interval`: one indexed read of (id, state, current version) per
-//! [`KEY_STAMPS_BATCH`] entries, whatever the traffic. Entries whose key is gone, disabled or
-//! at another version are dropped; the next get reads the store again.
+//! `refresh_interval`: one indexed read of the key records per [`KEY_STAMPS_BATCH`] entries,
+//! whatever the traffic. Entries whose key is gone, disabled, at another version, or (in a
+//! sealed store) whose record no longer verifies are dropped; the next get reads the store
+//! again.
 //!
 //! If the check cannot run (the store is down, or no Tokio runtime drives the task), entries
 //! that went unchecked for three intervals are not served: gets read the store, and fail with
@@ -18,6 +19,7 @@ use std::sync::{Arc, Weak};
 
 use super::Inner;
 use crate::cache::KeyCache;
+use crate::seal::StateKeys;
 use crate::{KEY_STAMPS_BATCH, KeyRepository, KeyState, Result, SecureKeyManager};
 
 impl SecureKeyManager {
@@ -44,7 +46,10 @@ impl SecureKeyManager {
                 let Some(inner) = weak.upgrade() else {
                     break;
                 };
-                if let Err(e) = check_cached(&inner.cache, inner.repo.as_ref()).await {
+                let keys = inner.state.cached();
+                if let Err(e) =
+                    check_cached(&inner.cache, inner.repo.as_ref(), keys.as_deref()).await
+                {
                     tracing::warn!(error = %e, "could not check cached keys against the store");
                 }
             }
@@ -52,22 +57,32 @@ impl SecureKeyManager {
     }
 }
 
-/// Checks every cached entry against `repo` once; drops the ones that changed.
-async fn check_cached(cache: &KeyCache, repo: &dyn KeyRepository) -> Result<()> {
+/// Checks every cached entry against `repo` once; drops the ones that changed, and, in a
+/// sealed store (`keys`), the ones whose record does not verify: a record set back to
+/// active behind the manager's back is not served from the cache either.
+async fn check_cached(
+    cache: &KeyCache,
+    repo: &dyn KeyRepository,
+    keys: Option<&StateKeys>,
+) -> Result<()> {
     let started_ms = cache.now_ms();
     let entries = cache.snapshot();
     for chunk in entries.chunks(KEY_STAMPS_BATCH) {
         let ids: Vec<_> = chunk.iter().map(|(_, id, _)| *id).collect();
-        let stamps: HashMap<_, _> = repo
-            .key_stamps(&ids)
+        let records: HashMap<_, _> = repo
+            .keys_by_id(&ids)
             .await?
             .into_iter()
-            .map(|s| (s.key_id, s))
+            .map(|k| (k.id, k))
             .collect();
         for (identity, key_id, version) in chunk {
-            let current = stamps
-                .get(key_id)
-                .is_some_and(|s| s.state == KeyState::Active && s.current_version == *version);
+            let current = records.get(key_id).is_some_and(|k| {
+                let verified = match (keys, &k.seal) {
+                    (Some(keys), _) => keys.verify(k).is_ok(),
+                    (None, seal) => seal.is_none(),
+                };
+                verified && k.state == KeyState::Active && k.current_version == *version
+            });
             if !current {
                 tracing::debug!(%identity, "cached key changed in the store; dropped");
                 cache.invalidate_if(identity, *key_id, *version);

@@ -19,9 +19,10 @@
 use std::sync::Arc;
 
 use super::checked_envelope;
+use crate::seal::{STATE_KEY, check_current, check_previous, version_digest};
 use crate::{
-    Envelope, Error, KeyIdentity, KeyRecord, KmsProvider, Result, SecureKeyManager, VersionRecord,
-    envelope,
+    EncryptionContext, Envelope, Error, KeyIdentity, KeyRecord, KeyWrite, KmsProvider, Result,
+    SecureKeyManager, VersionRecord, envelope,
 };
 
 /// How to rewrap.
@@ -78,6 +79,9 @@ pub struct RewrapReport {
     /// With `check_only`: versions under a master key its provider reports as retired (below
     /// its minimum decryptable version): unreadable until rewrapped... which needs that old key.
     pub under_retired_keys: u64,
+    /// Whether the store's state key (see [`crate::SecureKeyManager::seal`]) was moved under
+    /// the target (with `check_only`: needs to be). It is not counted in `done`.
+    pub state_key_moved: bool,
 }
 
 /// Progress of a running rewrap, for a progress bar.
@@ -141,6 +145,9 @@ impl SecureKeyManager {
         };
         let repo = &self.inner.repo;
         repo.retire_due(None, chrono::Utc::now()).await?;
+        report.state_key_moved = self
+            .rewrap_state_key(target.as_ref(), options.check_only)
+            .await?;
         let batch_size = options.batch_size.max(1);
         let mut after = None;
         let mut seen = 0u64;
@@ -206,6 +213,40 @@ impl SecureKeyManager {
         Ok(report)
     }
 
+    /// Moves the store's state key under `target`, if it is not there (with `check_only`:
+    /// says whether it needs to be). Returns whether it was (or would be) moved.
+    async fn rewrap_state_key(&self, target: &dyn KmsProvider, check_only: bool) -> Result<bool> {
+        let Some(row) = self.inner.repo.store_key(STATE_KEY).await? else {
+            return Ok(false);
+        };
+        let under_target = row.wrapped.provider == target.name()
+            && row.wrapped.master_key_ref == target.master_key_ref();
+        if under_target || check_only {
+            return Ok(!under_target);
+        }
+        let context = EncryptionContext::store_key(row.store_id);
+        let source = self.provider_named(&row.wrapped.provider)?;
+        let root = source.unwrap_key(&row.wrapped, &context).await?;
+        let rewrapped = target.wrap_key(&root, &context).await?;
+        let moved = self
+            .inner
+            .repo
+            .replace_store_key_wrapping(
+                STATE_KEY,
+                &rewrapped,
+                &row.wrapped.provider,
+                &row.wrapped.master_key_ref,
+            )
+            .await?;
+        if moved {
+            tracing::info!(
+                provider = target.name(),
+                "moved the state key under the target"
+            );
+        }
+        Ok(moved)
+    }
+
     async fn rewrap_one(
         &self,
         target: &dyn KmsProvider,
@@ -215,6 +256,10 @@ impl SecureKeyManager {
     ) -> Result<Outcome> {
         let (env, context) =
             checked_envelope(key, version).map_err(|e| e.with_identity(&key.identity))?;
+        // Only versions whose record verifies are moved (or reported).
+        self.check_record(key)
+            .await
+            .map_err(|e| e.with_identity(&key.identity))?;
         let source = self.provider_named(&version.provider)?;
         let new_env = if options.reencrypt {
             let value = envelope::open(source.as_ref(), &context, &env)
@@ -231,21 +276,87 @@ impl SecureKeyManager {
                 ..env
             }
         };
-        let rewrapped = VersionRecord {
-            envelope: new_env.to_bytes()?,
-            provider: new_env.wrapped.provider.clone(),
-            master_key_ref: new_env.wrapped.master_key_ref.clone(),
-            ..version.clone()
-        };
-        let replaced = self
-            .inner
-            .repo
-            .replace_wrapping(&rewrapped, &version.provider, &version.master_key_ref)
-            .await?;
-        Ok(if replaced {
-            Outcome::Done
-        } else {
-            Outcome::Skipped
+        let envelope = new_env.to_bytes()?;
+        let (mut key, mut version) = (key.clone(), version.clone());
+        for _ in 0..super::write::MAX_WRITE_ATTEMPTS {
+            let rewrapped = VersionRecord {
+                envelope: envelope.clone(),
+                provider: new_env.wrapped.provider.clone(),
+                master_key_ref: new_env.wrapped.master_key_ref.clone(),
+                ..version.clone()
+            };
+            let write = self.resealed(&key, &version, &rewrapped).await?;
+            let replaced = self
+                .inner
+                .repo
+                .replace_wrapping(
+                    &rewrapped,
+                    &version.provider,
+                    &version.master_key_ref,
+                    write.as_ref(),
+                )
+                .await?;
+            if replaced {
+                return Ok(Outcome::Done);
+            }
+            // Another writer changed the record (its other version was moved, it rotated):
+            // read both again, unless this version was moved, retired or deleted meanwhile.
+            let fresh_key = self.inner.repo.keys_by_id(&[key.id]).await?.pop();
+            let fresh_version = self
+                .inner
+                .repo
+                .list_versions(key.id)
+                .await?
+                .into_iter()
+                .find(|v| v.version == version.version);
+            match (fresh_key, fresh_version) {
+                (Some(k), Some(v))
+                    if v.provider == version.provider
+                        && v.master_key_ref == version.master_key_ref
+                        && v.state != crate::VersionState::Retired =>
+                {
+                    self.check_record(&k)
+                        .await
+                        .map_err(|e| e.with_identity(&k.identity))?;
+                    key = k;
+                    version = v;
+                }
+                _ => return Ok(Outcome::Skipped),
+            }
+        }
+        Err(Error::Conflict {
+            identity: key.identity.to_string(),
         })
+    }
+
+    /// How the record moves forward when `version` becomes `rewrapped`: in a sealed store, a
+    /// version the seal names (current or previous) gets its new digest in a new seal; any
+    /// other version, or an unsealed store, leaves the record as it is (`None`).
+    async fn resealed(
+        &self,
+        key: &KeyRecord,
+        version: &VersionRecord,
+        rewrapped: &VersionRecord,
+    ) -> Result<Option<KeyWrite>> {
+        let (Some(seal), Some(keys)) = (&key.seal, self.state_keys(false).await?) else {
+            return Ok(None);
+        };
+        let next = KeyRecord {
+            revision: key.revision + 1,
+            seal: None,
+            ..key.clone()
+        };
+        let new = version_digest(rewrapped);
+        let seal = if check_current(seal, version).is_ok() {
+            keys.seal(&next, new, seal.previous.clone())
+        } else if check_previous(seal, version).is_ok() {
+            keys.seal(&next, seal.current.clone(), Some(new))
+        } else {
+            return Ok(None);
+        };
+        Ok(Some(KeyWrite {
+            expected_revision: key.revision,
+            seal: Some(seal),
+        }))
     }
 }

@@ -2,16 +2,17 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use uuid::Uuid;
 
+use crate::seal::{check_current, version_digest};
 use crate::{
-    ApiKey, EncryptionContext, Error, KeyIdentity, KeyRecord, KeyState, Result, SecureKeyManager,
-    StoreOutcome, VersionRecord, VersionState, WriteOptions, envelope,
+    ApiKey, EncryptionContext, Error, KeyIdentity, KeyRecord, KeyState, KeyWrite, Result,
+    SecureKeyManager, StoreOutcome, VersionRecord, VersionState, WriteOptions, envelope,
 };
 
 /// How many times a write that lost an optimistic-concurrency race is tried in all.
-const MAX_WRITE_ATTEMPTS: u32 = 8;
+pub(super) const MAX_WRITE_ATTEMPTS: u32 = 8;
 
 /// A random pause before trying a lost write again: up to 2^attempt ms (at most 128 ms), so
 /// that writers racing for one key spread out instead of colliding again.
@@ -92,19 +93,28 @@ impl SecureKeyManager {
             return Err(Error::invalid("expiry", "it is not in the future"));
         }
         let hint = key.hint();
+        let expires_at = options.expires_at.map(|t| t.trunc_subsecs(6));
         let repo = &self.inner.repo;
+        let keys = self.state_keys_for_write().await?;
         let mut attempt = 0;
         let outcome = loop {
             attempt += 1;
-            let existing = repo.find_key(identity).await?;
+            let existing = repo.load_current(identity).await?;
             if must_exist && existing.is_none() {
                 return Err(Error::NotFound {
                     identity: identity.to_string(),
                 });
             }
-            let now = Utc::now();
+            if let Some((k, current)) = &existing {
+                // Never build on state that was changed behind our back.
+                self.check_record(k)
+                    .await
+                    .and_then(|seal| seal.map_or(Ok(()), |s| check_current(s, current)))
+                    .map_err(|e| e.with_identity(identity))?;
+            }
+            let now = Utc::now().trunc_subsecs(6);
             let (key_id, version) = match &existing {
-                Some(k) => (k.id, k.current_version + 1),
+                Some((k, _)) => (k.id, k.current_version + 1),
                 None => (Uuid::new_v4(), 1),
             };
             let context = EncryptionContext::new(key_id, identity.clone(), version);
@@ -118,19 +128,39 @@ impl SecureKeyManager {
                 master_key_ref: sealed.wrapped.master_key_ref.clone(),
                 hint: hint.clone(),
                 created_at: now,
-                expires_at: options.expires_at,
+                expires_at,
                 retire_at: None,
             };
             let written = match &existing {
-                Some(k) => {
+                Some((k, current)) => {
                     let retire_at = now
                         + chrono::Duration::from_std(self.inner.previous_grace)
                             .unwrap_or(chrono::Duration::MAX);
-                    repo.add_version(k.id, k.current_version, &row, retire_at)
+                    let retire_at = retire_at.trunc_subsecs(6);
+                    let next = KeyRecord {
+                        current_version: version,
+                        hint: hint.clone(),
+                        expires_at,
+                        revision: k.revision + 1,
+                        seal: None,
+                        ..k.clone()
+                    };
+                    let previous = VersionRecord {
+                        retire_at: Some(retire_at),
+                        ..current.clone()
+                    };
+                    let seal = keys.as_ref().map(|keys| {
+                        keys.seal(&next, version_digest(&row), Some(version_digest(&previous)))
+                    });
+                    let write = KeyWrite {
+                        expected_revision: k.revision,
+                        seal,
+                    };
+                    repo.add_version(k.id, k.current_version, &row, retire_at, &write)
                         .await
                 }
                 None => {
-                    let record = KeyRecord {
+                    let mut record = KeyRecord {
                         id: key_id,
                         identity: identity.clone(),
                         state: KeyState::Active,
@@ -139,8 +169,13 @@ impl SecureKeyManager {
                         created_at: now,
                         updated_at: now,
                         last_used_at: None,
-                        expires_at: options.expires_at,
+                        expires_at,
+                        revision: 1,
+                        seal: None,
                     };
+                    record.seal = keys
+                        .as_ref()
+                        .map(|keys| keys.seal(&record, version_digest(&row), None));
                     repo.create_key(&record, &row).await
                 }
             };

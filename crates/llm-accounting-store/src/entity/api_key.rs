@@ -24,6 +24,14 @@ pub(crate) struct Model {
     pub(crate) last_used_at: Option<DateTimeUtc>,
     /// Expiry of the current value.
     pub(crate) expires_at: Option<DateTimeUtc>,
+    /// Grows by one with every change of the record.
+    pub(crate) revision: i64,
+    /// Digest of the current version's state (sealed records).
+    pub(crate) current_digest: Option<Vec<u8>>,
+    /// Digest of the latest previous version's state (sealed, rotated records).
+    pub(crate) previous_digest: Option<Vec<u8>>,
+    /// HMAC of the record's state under the store's state key (sealed records).
+    pub(crate) state_mac: Option<Vec<u8>>,
 }
 
 /// Relations of `api_keys`.

@@ -7,3 +7,4 @@
 pub(crate) mod api_key;
 pub(crate) mod api_key_audit;
 pub(crate) mod api_key_version;
+pub(crate) mod store_key;
