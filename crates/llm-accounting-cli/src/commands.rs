@@ -289,16 +289,27 @@ async fn delete(ctx: &Context, args: &IdentityArgs) -> Result<()> {
     let identity = args.identity()?;
     let manager = ctx.manager().await?;
     let result = async {
-        let versions = manager.versions(&identity).await?.len();
+        // A record that does not verify can still be deleted (that is the remedy).
+        let versions = match manager.versions(&identity).await {
+            Ok(v) => Some(v.len()),
+            Err(e) if e.kind() == ErrorKind::Integrity => None,
+            Err(e) => return Err(e),
+        };
         manager.delete(&identity).await?;
         Ok(versions)
     }
     .await;
     let versions = finish(&manager, result).await?;
-    ctx.say(&format!(
-        "deleted API key for {identity}: {versions} stored version(s) and their ciphertexts \
-         are gone for good (this cannot be undone)"
-    ));
+    ctx.say(&match versions {
+        Some(n) => format!(
+            "deleted API key for {identity}: {n} stored version(s) and their ciphertexts are \
+             gone for good (this cannot be undone)"
+        ),
+        None => format!(
+            "deleted API key for {identity}, whose record did not verify: its stored versions \
+             and their ciphertexts are gone for good (this cannot be undone)"
+        ),
+    });
     Ok(())
 }
 

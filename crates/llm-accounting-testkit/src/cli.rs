@@ -199,6 +199,28 @@ impl Env {
         self.run_with(args, Some(stdin.as_bytes()), &[])
     }
 
+    /// Runs `sql` on `k.db` with a connection of its own: what an attacker with write access
+    /// to the database file could do.
+    ///
+    /// # Panics
+    ///
+    /// When the database cannot be opened or the statement fails.
+    pub fn sql(&self, sql: &str) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let db = Database::connect(format!("sqlite://{}", self.db_path().display()))
+                .await
+                .expect("open the test database");
+            db.execute_unprepared(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            db.close().await.expect("close");
+        });
+    }
+
     /// (provider, master_key_ref) of every stored version, oldest first, read from `k.db`.
     ///
     /// # Panics

@@ -1,0 +1,107 @@
+//! The binary on a store whose record state is authenticated: SQL edits that would serve a
+//! rotated-out value exit 4 with no key printed; `keys list` names the broken key and lists the
+//! others (exit 4 at the end); a store written before sealing reads with a warning until
+//! `keys seal`.
+
+use llm_accounting_testkit::cli::Env;
+
+const BIN: &str = env!("CARGO_BIN_EXE_llm-accounting");
+
+const V1: &str = "sk-test-FAKE-sealed-00000000000000000001";
+const V2: &str = "sk-test-FAKE-sealed-00000000000000000002";
+const BOB: &str = "sk-test-FAKE-sealed-000000000000000000b0b";
+
+fn env() -> Env {
+    Env::new(BIN).secrets(&[V1, V2, BOB])
+}
+
+fn id(user: &str) -> Vec<&str> {
+    vec!["--service", "openai", "--user", user]
+}
+
+fn args<'a>(cmd: &[&'a str], who: &[&'a str]) -> Vec<&'a str> {
+    [cmd, who].concat()
+}
+
+#[test]
+fn a_rolled_back_record_exits_4_and_list_names_it() {
+    let env = env();
+    env.run_stdin(&args(&["keys", "store"], &id("alice")), V1)
+        .ok();
+    env.run_stdin(&args(&["keys", "rotate"], &id("alice")), V2)
+        .ok();
+    env.run_stdin(&args(&["keys", "store"], &id("bob")), BOB)
+        .ok();
+
+    env.sql("UPDATE api_keys SET current_version = 1 WHERE user_id = 'alice'");
+    let r = env.run(&args(&["keys", "get"], &id("alice"))).code(4);
+    assert!(r.stdout.is_empty(), "no key printed: {r:#?}");
+    assert!(!r.stdout.contains(V1) && !r.stderr.contains(V1));
+    assert!(r.stderr.contains("integrity check failed"), "{r:#?}");
+
+    // The listing shows bob, names alice on stderr, and exits 4.
+    let r = env.run(&["keys", "list", "--format", "json"]).code(4);
+    let rows: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{r:#?}");
+    assert_eq!(rows[0]["user"], "bob");
+    assert!(
+        r.stderr
+            .contains("broken: service \"openai\", user \"alice\""),
+        "{r:#?}"
+    );
+    let r = env.run(&["keys", "list"]).code(4);
+    assert!(
+        r.stdout.contains("bob") && !r.stdout.contains("alice"),
+        "{r:#?}"
+    );
+
+    // Sealing again seals nothing: it verifies, and names the broken key.
+    let r = env.run(&["keys", "seal"]).code(4);
+    assert!(r.stderr.contains("user \"alice\""), "{r:#?}");
+    assert!(r.stderr.contains("1 key(s) verified"), "{r:#?}");
+
+    // The remedy: delete and store again.
+    env.run(&args(&["keys", "delete"], &id("alice"))).ok();
+    env.run_stdin(&args(&["keys", "store"], &id("alice")), V2)
+        .ok();
+    assert_eq!(
+        env.run(&args(&["keys", "get"], &id("alice"))).ok().stdout,
+        format!("{V2}\n")
+    );
+    env.run(&["keys", "list"]).ok();
+}
+
+#[test]
+fn an_unsealed_store_warns_until_keys_seal() {
+    let env = env();
+    env.run_stdin(&args(&["keys", "store"], &id("alice")), V1)
+        .ok();
+    // What an older release left behind.
+    env.sql("DELETE FROM store_keys");
+    env.sql(
+        "UPDATE api_keys SET state_mac = NULL, current_digest = NULL, previous_digest = NULL, \
+         revision = 0",
+    );
+    let r = env.run(&args(&["keys", "get"], &id("alice"))).ok();
+    assert_eq!(r.stdout, format!("{V1}\n"));
+    assert!(r.stderr.contains("not authenticated"), "{r:#?}");
+    assert!(r.stderr.contains("keys seal"), "{r:#?}");
+    // Pinned, it is refused.
+    let r = env
+        .run_with(
+            &args(&["keys", "get"], &id("alice")),
+            None,
+            &[("LLM_ACCOUNTING_KEYS_REQUIRE_SEALED", "true")],
+        )
+        .code(4);
+    assert!(r.stdout.is_empty(), "{r:#?}");
+
+    let r = env.run(&["keys", "seal"]).ok();
+    assert!(r.stderr.contains("1 key(s) sealed"), "{r:#?}");
+    let r = env.run(&args(&["keys", "get"], &id("alice"))).ok();
+    assert_eq!(r.stdout, format!("{V1}\n"));
+    assert!(!r.stderr.contains("not authenticated"), "{r:#?}");
+    // Every operation, the seal included, is in the audit trail.
+    let r = env.run(&["keys", "audit", "--format", "json"]).ok();
+    assert!(r.stdout.contains("\"seal\""), "{r:#?}");
+}
