@@ -713,4 +713,16 @@ async fn every_operation_and_every_refusal_is_audited() {
     let text = format!("{rows:?}");
     assert!(!text.contains("sk-test-FAKE"), "no secret in audit rows");
     assert_eq!(manager.verify_audit().await.expect("verify"), 6);
+
+    // A bound handle reaches neither around its boundary nor into everyone's trail.
+    assert!(alice.provider().is_none() && alice.repository().is_none());
+    assert!(manager.provider().is_some() && manager.repository().is_some());
+    assert!(matches!(
+        alice.audit_records(&AuditFilter::default()).await,
+        Err(Error::Forbidden { .. })
+    ));
+    assert!(matches!(
+        alice.verify_audit().await,
+        Err(Error::Forbidden { .. })
+    ));
 }

@@ -83,7 +83,8 @@ impl SecureKeyManager {
     ///
     /// # Errors
     ///
-    /// [`Error::AuditChainBroken`] naming the first record that does not fit.
+    /// [`Error::AuditChainBroken`] naming the first record that does not fit;
+    /// [`Error::Forbidden`] for a handle bound to a principal.
     pub async fn verify_audit(&self) -> Result<u64> {
         let records = self.audit_records(&AuditFilter::default()).await?;
         crate::audit::verify_chain(&records).map_err(|b| Error::AuditChainBroken {
@@ -93,8 +94,10 @@ impl SecureKeyManager {
     }
 
     /// The audit records matching `filter`, oldest first. [`Error::Config`] if this manager
-    /// has no audit trail.
+    /// has no audit trail; [`Error::Forbidden`] for a handle bound to a principal (the trail
+    /// records every principal's operations).
     pub async fn audit_records(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        self.check_unbound("reading the audit trail")?;
         let audit = self
             .inner
             .audit

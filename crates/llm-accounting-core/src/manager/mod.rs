@@ -185,14 +185,16 @@ impl SecureKeyManager {
         }
     }
 
-    /// The provider new keys are wrapped with.
-    pub fn provider(&self) -> &Arc<dyn KmsProvider> {
-        &self.inner.provider
+    /// The provider new keys are wrapped with; `None` for a handle bound to a principal (it
+    /// must not reach around its boundary).
+    pub fn provider(&self) -> Option<&Arc<dyn KmsProvider>> {
+        self.principal.is_none().then_some(&self.inner.provider)
     }
 
-    /// The repository.
-    pub fn repository(&self) -> &Arc<dyn KeyRepository> {
-        &self.inner.repo
+    /// The repository; `None` for a handle bound to a principal (it must not reach around its
+    /// boundary).
+    pub fn repository(&self) -> Option<&Arc<dyn KeyRepository>> {
+        self.principal.is_none().then_some(&self.inner.repo)
     }
 
     /// The provider named `name`: the main one, or one added to unwrap old keys.
