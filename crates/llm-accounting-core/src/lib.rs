@@ -19,6 +19,7 @@ pub mod conformance;
 mod context;
 pub mod envelope;
 mod error;
+pub mod files;
 mod identity;
 mod last_used;
 pub mod layers;
