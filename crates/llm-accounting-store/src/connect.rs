@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
-use llm_accounting_core::{Error, Result};
+use llm_accounting_core::Result;
 use sea_orm::DatabaseConnection;
+
+use crate::url::Scheme;
 
 /// How to open the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,82 +35,43 @@ impl Default for StoreOptions {
     }
 }
 
-/// The database kinds a URL can name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scheme {
-    Sqlite,
-    Postgres,
-    MySql,
-}
-
-fn scheme(url: &str) -> Result<Scheme> {
-    let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
-    match scheme.as_deref() {
-        Some("sqlite") => Ok(Scheme::Sqlite),
-        Some("postgres" | "postgresql") => Ok(Scheme::Postgres),
-        Some("mysql" | "mariadb") => Ok(Scheme::MySql),
-        // Never echo the URL: it may hold a password.
-        Some(other) => Err(Error::config(format!(
-            "unsupported database URL scheme `{other}:` (expected sqlite:, postgres: or mysql:)"
-        ))),
-        None => Err(Error::config(
-            "the database URL has no scheme (expected sqlite:, postgres: or mysql:)",
-        )),
-    }
-}
-
-/// Opens a pool for `url`. Migrations are applied by the caller.
+/// Opens a pool for `url`. Migrations are applied by the caller. No error carries the URL's
+/// password.
 pub(crate) async fn open(url: &str, options: &StoreOptions) -> Result<DatabaseConnection> {
-    match scheme(url)? {
+    let opened = match crate::url::parse(url) {
+        Ok((scheme, driver_url)) => open_parsed(scheme, &driver_url, options).await,
+        Err(e) => Err(e),
+    };
+    opened.map_err(|e| crate::url::withhold_secrets(url, e))
+}
+
+async fn open_parsed(
+    scheme: Scheme,
+    url: &str,
+    options: &StoreOptions,
+) -> Result<DatabaseConnection> {
+    match scheme {
         #[cfg(feature = "sqlite")]
         Scheme::Sqlite => sqlite::open(url, options).await,
         #[cfg(not(feature = "sqlite"))]
         Scheme::Sqlite => {
             let _ = options;
-            Err(Error::config(
+            Err(llm_accounting_core::Error::config(
                 "this build of llm-accounting was built without feature sqlite",
             ))
         }
         #[cfg(feature = "postgres")]
-        Scheme::Postgres => server::open(url, options).await,
+        Scheme::Postgres => crate::server::open_postgres(url, options).await,
         #[cfg(not(feature = "postgres"))]
-        Scheme::Postgres => Err(Error::config(
+        Scheme::Postgres => Err(llm_accounting_core::Error::config(
             "this build of llm-accounting was built without feature postgres",
         )),
         #[cfg(feature = "mysql")]
-        Scheme::MySql => server::open(url, options).await,
+        Scheme::MySql => crate::server::open_mysql(url, options).await,
         #[cfg(not(feature = "mysql"))]
-        Scheme::MySql => Err(Error::config(
+        Scheme::MySql => Err(llm_accounting_core::Error::config(
             "this build of llm-accounting was built without feature mysql",
         )),
-    }
-}
-
-/// PostgreSQL and MySQL/MariaDB: a pool that checks each connection before handing it out,
-/// so that after an outage the first query does not fail on a dead connection; lost
-/// connections are replaced on demand, so the process recovers when the server is back.
-#[cfg(any(feature = "postgres", feature = "mysql"))]
-mod server {
-    use llm_accounting_core::Result;
-    use sea_orm::{ConnectOptions, Database, DatabaseConnection};
-
-    use super::StoreOptions;
-
-    pub(super) async fn open(url: &str, options: &StoreOptions) -> Result<DatabaseConnection> {
-        let mut connect = ConnectOptions::new(url.to_owned());
-        connect
-            .max_connections(options.max_connections.max(1))
-            .min_connections(0)
-            .connect_timeout(options.connect_timeout)
-            .acquire_timeout(options.connect_timeout)
-            .test_before_acquire(true)
-            .sqlx_logging(false);
-        if let Some(schema) = &options.schema {
-            connect.set_schema_search_path(schema.clone());
-        }
-        Database::connect(connect)
-            .await
-            .map_err(|e| crate::error::from_db("connect", e))
     }
 }
 
@@ -211,21 +174,5 @@ mod sqlite {
             assert!(!super::is_in_memory("sqlite://file.db?mode=rwc"));
             assert!(!super::is_in_memory("sqlite:///tmp/x.db"));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn schemes() {
-        assert_eq!(scheme("sqlite::memory:").ok(), Some(Scheme::Sqlite));
-        assert_eq!(scheme("postgres://u:p@h/db").ok(), Some(Scheme::Postgres));
-        assert_eq!(scheme("postgresql://h/db").ok(), Some(Scheme::Postgres));
-        assert_eq!(scheme("mysql://h/db").ok(), Some(Scheme::MySql));
-        let err = scheme("oracle://user:secret@h/db").expect_err("unsupported");
-        assert!(!err.to_string().contains("secret"));
-        assert!(scheme("nothing").is_err());
     }
 }

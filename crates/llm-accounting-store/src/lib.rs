@@ -34,6 +34,10 @@ mod entity;
 mod error;
 mod repository;
 mod rows;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod server;
+mod url;
 
 pub use connect::StoreOptions;
 pub use repository::SeaOrmKeyRepository;
+pub use url::redact_url;

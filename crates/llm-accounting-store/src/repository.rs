@@ -57,11 +57,16 @@ impl SeaOrmKeyRepository {
     /// `synchronous=NORMAL`, the busy timeout of `options` and foreign keys;
     /// `sqlite::memory:` opens a private in-memory database (one connection).
     ///
+    /// `postgres:`, `postgresql:`, `mysql:` and `mariadb:` (MySQL's protocol) name servers.
+    ///
     /// # Errors
     ///
-    /// [`Error::Config`] for a malformed URL or a database whose Cargo feature is not compiled
-    /// in ("built without feature postgres"); [`Error::DatabaseUnavailable`] when the database
-    /// cannot be opened or reached; [`Error::Database`] when a migration fails.
+    /// [`Error::Config`] for a malformed URL, an unsupported scheme, a database whose Cargo
+    /// feature is not compiled in ("built without feature postgres"), a missing server
+    /// database or credentials the server refuses; [`Error::DatabaseUnavailable`] when the
+    /// database cannot be opened or reached; [`Error::Database`] when a migration fails. No
+    /// error shows the URL's password (see [`redact_url`](crate::redact_url) for printing a
+    /// URL).
     pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self> {
         // Boxed: the driver and migration futures nest deeply enough that callers' futures
         // would otherwise exceed the compiler's default recursion limit when laid out.
