@@ -54,6 +54,7 @@ fn layers_apply_in_order() {
     let o = Overrides {
         database_url: Some("sqlite://from-flag.db".into()),
         provider: Some("local".into()),
+        ..Overrides::default()
     };
     let s = load(&env, Some(&file), &o).expect("flags");
     assert_eq!(s.database_url.as_deref(), Some("sqlite://from-flag.db"));
@@ -524,4 +525,43 @@ fn bad_values_name_the_variable_flag_or_file_they_came_from() {
     .expect_err("env")
     .to_string();
     assert!(msg.contains("LLM_ACCOUNTING_DB_MAX_CONNECTIONS"), "{msg}");
+}
+
+#[test]
+fn create_if_missing_from_the_variable_or_the_flag() {
+    assert!(
+        !load(&[], None, &Overrides::default())
+            .expect("defaults")
+            .create_if_missing
+    );
+    let s = load(
+        &[("LLM_ACCOUNTING_CREATE_IF_MISSING", "true")],
+        None,
+        &Overrides::default(),
+    )
+    .expect("variable");
+    assert!(s.create_if_missing && s.store_options().create_if_missing);
+    let flag = Overrides {
+        create_if_missing: true,
+        ..Overrides::default()
+    };
+    assert!(load(&[], None, &flag).expect("flag").create_if_missing);
+    // An unset flag leaves the variable's value.
+    let s = load(
+        &[("LLM_ACCOUNTING_CREATE_IF_MISSING", "true")],
+        None,
+        &Overrides::default(),
+    )
+    .expect("variable");
+    assert!(s.create_if_missing);
+    let err = load(
+        &[("LLM_ACCOUNTING_CREATE_IF_MISSING", "maybe")],
+        None,
+        &Overrides::default(),
+    )
+    .expect_err("not a boolean");
+    assert!(
+        err.to_string().contains("LLM_ACCOUNTING_CREATE_IF_MISSING"),
+        "{err}"
+    );
 }

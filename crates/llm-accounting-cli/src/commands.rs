@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use llm_accounting::{
     Error, Overrides, Result, RewrapOptions, SecureKeyManager, Settings, WriteOptions,
-    build_manager_with_info, build_provider, build_repository,
+    build_manager_with_info, build_provider, build_provider_and_repository,
 };
 
 use crate::cli::{
@@ -22,6 +22,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
     let overrides = Overrides {
         database_url: cli.db,
         provider: cli.provider,
+        create_if_missing: cli.create,
     };
     let settings = Settings::load(cli.config.as_deref(), &overrides)?;
     let ctx = Context {
@@ -245,7 +246,7 @@ async fn rewrap(ctx: &Context, args: &RewrapArgs) -> Result<()> {
     if let Some(k) = &args.to_key {
         target_settings.kms.key_id = Some(k.clone());
     }
-    let (source, used) = build_provider(&ctx.settings)?;
+    let (source, repo, used) = build_provider_and_repository(&ctx.settings).await?;
     if let Some(notice) = output::defaults_notice(&used) {
         ctx.say(&format!("note: {notice}"));
     }
@@ -254,7 +255,6 @@ async fn rewrap(ctx: &Context, args: &RewrapArgs) -> Result<()> {
     } else {
         Arc::clone(&source)
     };
-    let repo = build_repository(&ctx.settings).await?.0;
     let manager = SecureKeyManager::builder(target, repo)
         .options(ctx.settings.manager_options())
         .decrypt_provider(source)

@@ -294,6 +294,10 @@ fn hint(error: &Error) -> Option<&'static str> {
     match error {
         Error::Disabled { .. } => Some("enable it with `keys enable`"),
         Error::Expired { .. } => Some("store a new value with `keys rotate`"),
+        // A named file that does not exist and was not asked to be created.
+        Error::Config { message, .. } if message.contains("(create_if_missing") => {
+            Some("pass --create to create it")
+        }
         _ => None,
     }
 }

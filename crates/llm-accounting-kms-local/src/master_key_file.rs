@@ -103,7 +103,17 @@ impl MasterKeyFile {
 
     /// Opens an existing file, refusing it if group or others may read or write it, or if
     /// another user owns it.
+    ///
+    /// A missing file is an [`Error::Config`] naming it.
     pub fn open(path: &Path) -> Result<Self> {
+        if let Err(e) = fs::symlink_metadata(path)
+            && e.kind() == std::io::ErrorKind::NotFound
+        {
+            return Err(Error::config(format!(
+                "master key file {} does not exist",
+                path.display()
+            )));
+        }
         check_permissions(path)?;
         let text = Zeroizing::new(
             fs::read_to_string(path).map_err(|e| io_err("reading master key file", path, e))?,

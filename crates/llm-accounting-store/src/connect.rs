@@ -22,6 +22,11 @@ pub struct StoreOptions {
     /// PostgreSQL only: the schema to keep the tables in (`search_path`); `None` uses the
     /// server's default (`public`). The schema must exist.
     pub schema: Option<String>,
+    /// SQLite only: create the database file (mode 0600) if it does not exist (default
+    /// `false`: a missing file is an
+    /// [`Error::Config`](llm_accounting_core::Error::Config) naming it, so that a mistyped path is
+    /// not silently a new, empty database).
+    pub create_if_missing: bool,
 }
 
 impl Default for StoreOptions {
@@ -31,6 +36,7 @@ impl Default for StoreOptions {
             connect_timeout: Duration::from_secs(10),
             busy_timeout: Duration::from_secs(5),
             schema: None,
+            create_if_missing: false,
         }
     }
 }
@@ -88,22 +94,24 @@ mod sqlite {
 
     use super::StoreOptions;
 
-    /// Opens a SQLite pool: file created if missing, WAL, `synchronous=NORMAL`, busy timeout,
-    /// foreign keys on.
+    /// Opens a SQLite pool: the file checked, or created if missing and asked for (see
+    /// [`crate::sqlite_file::prepare`]), WAL, `synchronous=NORMAL`, busy timeout, foreign
+    /// keys on.
     pub(super) async fn open(url: &str, options: &StoreOptions) -> Result<DatabaseConnection> {
         let in_memory = is_in_memory(url);
         let mut connect = SqliteConnectOptions::from_str(url).map_err(|e| Error::Config {
             message: "invalid SQLite database URL".into(),
             source: Some(Arc::new(e)),
         })?;
+        // SQLite itself never creates the file: `prepare` has, if that was asked for.
         connect = connect
-            .create_if_missing(true)
+            .create_if_missing(false)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(options.busy_timeout)
             .foreign_keys(true);
         if !in_memory {
             connect = connect.journal_mode(SqliteJournalMode::Wal);
-            create_private(connect.get_filename())?;
+            crate::sqlite_file::prepare(connect.get_filename(), options.create_if_missing)?;
         }
         // No ping before handing out a pooled connection: for SQLite it is a round trip to the
         // connection's worker thread on every query, and a broken file surfaces on the query.
@@ -124,30 +132,6 @@ mod sqlite {
             .await
             .map_err(|e| crate::error::from_sqlx("connect", e))?;
         Ok(SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
-    }
-
-    /// Creates the database file, if missing, readable by its owner only (0600 on Unix).
-    /// SQLite gives its `-wal` and `-shm` files the same permissions as the database file, so
-    /// the ciphertexts never sit in a world-readable file whatever the umask.
-    fn create_private(path: &std::path::Path) -> Result<()> {
-        let mut open = std::fs::OpenOptions::new();
-        open.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            open.mode(0o600);
-        }
-        match open.open(path) {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-            // A missing directory and the like: let SQLite report it with its own words.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::Io {
-                operation: "creating the database file",
-                path: path.display().to_string(),
-                source: Arc::new(e),
-            }),
-        }
     }
 
     /// Whether the URL names an in-memory database (`sqlite::memory:`, `mode=memory`).

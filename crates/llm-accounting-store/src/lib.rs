@@ -36,6 +36,8 @@ mod repository;
 mod rows;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod server;
+#[cfg(feature = "sqlite")]
+mod sqlite_file;
 mod url;
 
 pub use connect::StoreOptions;

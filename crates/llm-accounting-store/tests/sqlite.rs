@@ -14,8 +14,16 @@ fn file_url(dir: &tempfile::TempDir) -> String {
     format!("sqlite://{}", dir.path().join("keys.db").display())
 }
 
+/// Options that create the file on first open.
+fn creating() -> StoreOptions {
+    StoreOptions {
+        create_if_missing: true,
+        ..StoreOptions::default()
+    }
+}
+
 async fn open_file(dir: &tempfile::TempDir) -> SeaOrmKeyRepository {
-    SeaOrmKeyRepository::connect(&file_url(dir), &StoreOptions::default())
+    SeaOrmKeyRepository::connect(&file_url(dir), &creating())
         .await
         .expect("open SQLite file")
 }
@@ -148,10 +156,9 @@ async fn debug_does_not_print_the_url() {
 #[tokio::test]
 async fn unopenable_file_is_unavailable() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!(
-        "sqlite://{}",
-        dir.path().join("no-such-dir").join("keys.db").display()
-    );
+    // A directory where the file should be: SQLite cannot open it. (A missing file or
+    // directory is a configuration error, tested below.)
+    let url = format!("sqlite://{}", dir.path().display());
     let options = StoreOptions {
         connect_timeout: Duration::from_secs(2),
         ..StoreOptions::default()
@@ -195,7 +202,7 @@ async fn locked_database_is_unavailable() {
     let dir = tempfile::tempdir().expect("temp dir");
     let options = StoreOptions {
         busy_timeout: Duration::from_millis(100),
-        ..StoreOptions::default()
+        ..creating()
     };
     let repo = SeaOrmKeyRepository::connect(&file_url(&dir), &options)
         .await
