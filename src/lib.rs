@@ -64,7 +64,7 @@ pub use llm_accounting_core::{
     SecureKeyManagerBuilder, StoreOutcome, VersionInfo, VersionRecord, VersionState, WrappedKey,
     WriteOptions, error_chain, validate_name,
 };
-pub use llm_accounting_store::{SeaOrmKeyRepository, StoreOptions};
+pub use llm_accounting_store::{SeaOrmKeyRepository, StoreOptions, redact_url};
 
 /// The local-development provider.
 #[cfg(feature = "kms-local")]

@@ -11,6 +11,7 @@ mod sections;
 #[cfg(test)]
 mod tests;
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use config::{Config, File, FileFormat};
 use serde::Deserialize;
 
 use crate::layers::{LayerOptions, RetryPolicy};
-use crate::{CacheOptions, Error, ManagerOptions, Result, StoreOptions};
+use crate::{CacheOptions, Error, ManagerOptions, Result, StoreOptions, redact_url};
 
 pub use self::choices::{
     AzureCredentials, AzureKeyWrap, GcpCredentials, KmsProviderKind, PROVIDER_NAMES,
@@ -53,7 +54,9 @@ pub const CONFIG_FILE_ENV: &str = "LLM_ACCOUNTING_CONFIG";
 /// s.validate()?;
 /// # Ok::<(), llm_accounting::Error>(())
 /// ```
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+///
+/// `Debug` shows the database URLs with their passwords redacted.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Settings {
@@ -106,8 +109,30 @@ impl Default for Settings {
     }
 }
 
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
+            .field("data_dir", &self.data_dir)
+            .field("create_if_missing", &self.create_if_missing)
+            .field("default_user", &self.default_user)
+            .field("default_project", &self.default_project)
+            .field("kms", &self.kms)
+            .field("cache", &self.cache)
+            .field("store", &self.store)
+            .field("keys", &self.keys)
+            .field("audit", &self.audit)
+            .finish()
+    }
+}
+
 /// Values given on the command line, the strongest layer.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// `Debug` shows the database URL with its password redacted.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Overrides {
     /// `--db URL`.
     pub database_url: Option<String>,
@@ -129,6 +154,19 @@ impl Overrides {
                 self.create_if_missing.then(|| "true".to_owned()),
             ),
         ]
+    }
+}
+
+impl fmt::Debug for Overrides {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Overrides")
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
+            .field("provider", &self.provider)
+            .field("create_if_missing", &self.create_if_missing)
+            .finish()
     }
 }
 

@@ -528,6 +528,38 @@ fn bad_values_name_the_variable_flag_or_file_they_came_from() {
 }
 
 #[test]
+fn debug_redacts_database_passwords() {
+    let mut s = Settings::default();
+    s.database_url = Some("postgres://app:FAKE-pw-db-31@db.internal/keys".into());
+    s.audit.database_url = Some("mysql://audit:FAKE-pw-audit-32@db.internal/audit".into());
+    let debug = format!("{s:?}");
+    let pretty = format!("{s:#?}");
+    for text in [&debug, &pretty] {
+        assert!(!text.contains("FAKE-pw"), "{text}");
+        assert!(
+            text.contains("postgres://app:[REDACTED]@db.internal/keys"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mysql://audit:[REDACTED]@db.internal/audit"),
+            "{text}"
+        );
+    }
+    // Every other setting still shows.
+    assert!(
+        debug.contains("max_connections: 8") && debug.contains("Local"),
+        "{debug}"
+    );
+    let o = Overrides {
+        database_url: Some("postgres://app:FAKE-pw-flag-33@db/keys".into()),
+        ..Overrides::default()
+    };
+    let debug = format!("{o:?}");
+    assert!(!debug.contains("FAKE-pw"), "{debug}");
+    assert!(debug.contains("[REDACTED]"), "{debug}");
+}
+
+#[test]
 fn create_if_missing_from_the_variable_or_the_flag() {
     assert!(
         !load(&[], None, &Overrides::default())
