@@ -127,6 +127,32 @@ fn refuse_unasked_master_key(settings: &Settings) -> Result<()> {
     )))
 }
 
+/// Refuses to let a missing local master key file be created while `repo` holds versions
+/// wrapped by the local provider: a new master key would not open them, and they would look
+/// like integrity failures. Nothing is created.
+async fn refuse_lost_master_key(settings: &Settings, repo: &SeaOrmKeyRepository) -> Result<()> {
+    if settings.kms.provider != KmsProviderKind::Local {
+        return Ok(());
+    }
+    let (path, _) = settings.master_key_file()?;
+    if exists(&path, "inspecting the master key file")? {
+        return Ok(());
+    }
+    if !repo
+        .has_versions_wrapped_by(KmsProviderKind::Local.as_str())
+        .await?
+    {
+        return Ok(());
+    }
+    Err(Error::config(format!(
+        "local master key file {} does not exist, but the database holds keys wrapped under \
+         it: a new master key would not open them, so none was made. Restore the file (from a \
+         backup) at that path, or point {} at it",
+        path.display(),
+        crate::settings::env_var_of("kms.local.master_key_file")
+    )))
+}
+
 #[cfg(feature = "kms-local")]
 fn local_provider(settings: &Settings) -> Result<(Arc<dyn KmsProvider>, DefaultsUsed)> {
     use llm_accounting_kms_local::LocalKmsProvider;
@@ -251,7 +277,20 @@ pub async fn build_repository(
     Ok((Arc::new(repo), used))
 }
 
-/// The provider and the repository the settings name. A configuration error that can be found without opening anything
+/// Like [`build_provider`], for use with `repo`: a local master key file that is missing is
+/// not created while `repo` holds keys wrapped by the local provider (a new master key would
+/// not open them): that is [`Error::Config`] naming the file, and nothing is created.
+pub async fn build_provider_for(
+    settings: &Settings,
+    repo: &SeaOrmKeyRepository,
+) -> Result<(Arc<dyn KmsProvider>, DefaultsUsed)> {
+    settings.validate()?;
+    refuse_lost_master_key(settings, repo).await?;
+    build_provider(settings)
+}
+
+/// The provider and the repository the settings name, checked against each other (see
+/// [`build_provider_for`]). A configuration error that can be found without opening anything
 /// (a provider that is not built, a missing master key file that may not be created) is
 /// reported before the database is opened or created.
 pub async fn build_provider_and_repository(
@@ -268,7 +307,7 @@ pub async fn build_provider_and_repository(
     }
     refuse_unasked_master_key(settings)?;
     let (repo, r_used) = build_repository(settings).await?;
-    let (provider, p_used) = build_provider(settings)?;
+    let (provider, p_used) = build_provider_for(settings, &repo).await?;
     Ok((provider, repo, merge(r_used, p_used)))
 }
 

@@ -43,7 +43,8 @@ mod settings;
 pub use accounting::LlmAccounting;
 pub use build::{
     DefaultsUsed, build_audit_log, build_manager, build_manager_with_info, build_provider,
-    build_provider_and_repository, build_provider_with_metrics, build_repository,
+    build_provider_and_repository, build_provider_for, build_provider_with_metrics,
+    build_repository,
 };
 pub use settings::{
     AuditSettings, AwsSettings, AzureCredentials, AzureKeyWrap, AzureSettings, CONFIG_FILE_ENV,

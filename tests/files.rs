@@ -1,6 +1,6 @@
 //! Which files the facade creates, and which it refuses: named files only when asked, the
-//! default ones on first use, and no existing file or data directory that others can write or
-//! another user owns.
+//! default ones on first use, never a new master key for a database that needs the old one,
+//! and no existing file or data directory that others can write or another user owns.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -104,6 +104,43 @@ async fn a_named_audit_database_is_created_only_when_asked() {
     asked.push(("LLM_ACCOUNTING_CREATE_IF_MISSING", "true".to_owned()));
     store_one(&settings(&asked)).await;
     assert!(audit.exists());
+}
+
+/// The default location is created on first use; once it holds keys, its master key file is
+/// never silently made again (not even with `create_if_missing`).
+#[tokio::test]
+async fn a_lost_master_key_file_is_not_regenerated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let base = [("LLM_ACCOUNTING_DATA_DIR", data.display().to_string())];
+    store_one(&settings(&base)).await;
+    let mk = data.join("master.key");
+    assert!(mk.exists() && data.join("keys.db").exists());
+
+    std::fs::rename(&mk, dir.path().join("backup.key")).expect("move the key away");
+    let mut asked = base.to_vec();
+    asked.push(("LLM_ACCOUNTING_CREATE_IF_MISSING", "true".to_owned()));
+    for s in [settings(&base), settings(&asked)] {
+        let m = config_message(build_manager(&s).await.expect_err("refused"));
+        assert!(
+            m.contains(&mk.display().to_string()) && m.contains("Restore the file"),
+            "{m}"
+        );
+        assert!(!mk.exists(), "no new master key file was made");
+    }
+    // Restored, everything reads again.
+    std::fs::rename(dir.path().join("backup.key"), &mk).expect("restore");
+    let acct = LlmAccounting::from_settings(&settings(&base))
+        .await
+        .expect("build");
+    assert_eq!(
+        acct.get_api_key("openai")
+            .await
+            .expect("get")
+            .expose_secret(),
+        "sk-test-FAKE-files-0123456789"
+    );
+    acct.shutdown().await.expect("shutdown");
 }
 
 #[cfg(unix)]

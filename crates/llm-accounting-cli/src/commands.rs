@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use llm_accounting::{
     Error, Overrides, Result, RewrapOptions, SecureKeyManager, Settings, WriteOptions,
-    build_manager_with_info, build_provider, build_provider_and_repository,
+    build_manager_with_info, build_provider_and_repository, build_provider_for,
 };
 
 use crate::cli::{
@@ -251,7 +251,7 @@ async fn rewrap(ctx: &Context, args: &RewrapArgs) -> Result<()> {
         ctx.say(&format!("note: {notice}"));
     }
     let target = if args.to_provider.is_some() || args.to_key.is_some() {
-        build_provider(&target_settings)?.0
+        build_provider_for(&target_settings, &repo).await?.0
     } else {
         Arc::clone(&source)
     };

@@ -1,5 +1,6 @@
 //! The files the binary creates and refuses, end to end: a named database or master key file
-//! that is missing is exit 2 unless `--create`; existing files and data directories that others can write, or another user owns, are
+//! that is missing is exit 2 unless `--create`; a lost master key file is never made anew;
+//! existing files and data directories that others can write, or another user owns, are
 //! refused; a symbolic link at the database path is not followed.
 
 use std::path::Path;
@@ -79,6 +80,34 @@ fn the_default_location_is_still_created_on_first_use() {
     env.run_stdin(&STORE, KEY).ok();
     let r = env.run(&GET).ok();
     assert_eq!(r.stdout, format!("{KEY}\n"));
+}
+
+#[test]
+fn a_lost_master_key_file_is_never_made_anew() {
+    for env in [Env::with_data_dir_only(BIN), Env::new(BIN)] {
+        env.run_stdin(&STORE, KEY).ok();
+        let mk = if env.db_path().exists() {
+            env.dir().join("master.key")
+        } else {
+            env.dir().join("data").join("master.key")
+        };
+        let backup = env.dir().join("backup.key");
+        std::fs::rename(&mk, &backup).expect("lose the master key");
+        for args in [
+            &GET[..],
+            &["keys", "list"],
+            &["keys", "rewrap"],
+            &["--create", "keys", "get", "--service", "openai"],
+            &["--create", "keys", "store", "--service", "other"],
+        ] {
+            let r = refused_naming(env.run_stdin(args, KEY), &mk);
+            assert!(r.stderr.contains("Restore the file"), "{r:#?}");
+            assert!(!mk.exists(), "{args:?}: no new master key file");
+        }
+        std::fs::rename(&backup, &mk).expect("restore");
+        let r = env.run(&GET).ok();
+        assert_eq!(r.stdout, format!("{KEY}\n"));
+    }
 }
 
 #[cfg(unix)]

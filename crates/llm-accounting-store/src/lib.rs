@@ -32,6 +32,7 @@ mod audit;
 mod connect;
 mod entity;
 mod error;
+mod providers;
 mod repository;
 mod rows;
 #[cfg(any(feature = "postgres", feature = "mysql"))]

@@ -338,3 +338,21 @@ async fn add_version_keeps_the_previous_one() {
         .expect("exists");
     assert_eq!(k.updated_at, v2.created_at);
 }
+
+#[tokio::test]
+async fn versions_of_a_provider_are_found() {
+    let repo = SeaOrmKeyRepository::connect("sqlite::memory:", &StoreOptions::default())
+        .await
+        .expect("open");
+    assert!(!repo.has_versions_wrapped_by("local").await.expect("query"));
+    let (key, version) = sample(KeyIdentity::new("openai").expect("identity"));
+    repo.create_key(&key, &version).await.expect("create");
+    assert!(repo.has_versions_wrapped_by("local").await.expect("query"));
+    assert!(!repo.has_versions_wrapped_by("aws").await.expect("query"));
+    // Retired versions need no master key any more.
+    repo.connection()
+        .execute_unprepared("UPDATE api_key_versions SET state = 'retired'")
+        .await
+        .expect("retire");
+    assert!(!repo.has_versions_wrapped_by("local").await.expect("query"));
+}
