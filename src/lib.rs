@@ -63,7 +63,7 @@ pub use llm_accounting_core::{
     MAX_NAME_CHARS, ManagerOptions, MemoryKeyRepository, Principal, ProviderCallError, Result,
     RewrapFailure, RewrapOptions, RewrapProgress, RewrapReport, SecureKeyManager,
     SecureKeyManagerBuilder, StoreOutcome, VersionInfo, VersionRecord, VersionState, WrappedKey,
-    WriteOptions, error_chain, validate_name,
+    WriteOptions, error_chain, is_hidden_char, validate_name,
 };
 pub use llm_accounting_store::{SeaOrmKeyRepository, StoreOptions, redact_url};
 

@@ -37,7 +37,7 @@ pub use cache::CacheOptions;
 pub use context::{EncryptionContext, FORMAT_VERSION};
 pub use envelope::Envelope;
 pub use error::{BoxError, Error, ErrorKind, Result};
-pub use identity::{KeyIdentity, MAX_NAME_CHARS, validate_name};
+pub use identity::{KeyIdentity, MAX_NAME_CHARS, is_hidden_char, validate_name};
 pub use manager::{
     ManagerOptions, RewrapFailure, RewrapOptions, RewrapProgress, RewrapReport, SecureKeyManager,
     SecureKeyManagerBuilder, StoreOutcome, VersionInfo, WriteOptions,
