@@ -529,71 +529,53 @@ fn bad_values_name_the_variable_flag_or_file_they_came_from() {
 
 #[test]
 fn debug_redacts_database_passwords() {
-    let mut s = Settings::default();
-    s.database_url = Some("postgres://app:FAKE-pw-db-31@db.internal/keys".into());
-    s.audit.database_url = Some("mysql://audit:FAKE-pw-audit-32@db.internal/audit".into());
-    let debug = format!("{s:?}");
-    let pretty = format!("{s:#?}");
-    for text in [&debug, &pretty] {
+    const KEYS: &str = "postgres://app:FAKE-pw-db-31@db.internal/keys";
+    const AUDIT: &str = "mysql://audit:FAKE-pw-audit-32@db.internal/audit";
+    let vars = [
+        ("LLM_ACCOUNTING_DATABASE_URL", KEYS),
+        ("LLM_ACCOUNTING_AUDIT_DATABASE_URL", AUDIT),
+    ];
+    let s = load(&vars, None, &Overrides::default()).expect("settings");
+    let o = Overrides {
+        database_url: Some(KEYS.into()),
+        ..Overrides::default()
+    };
+    for text in [format!("{s:?}"), format!("{s:#?}"), format!("{o:?}")] {
         assert!(!text.contains("FAKE-pw"), "{text}");
         assert!(
             text.contains("postgres://app:[REDACTED]@db.internal/keys"),
             "{text}"
         );
-        assert!(
-            text.contains("mysql://audit:[REDACTED]@db.internal/audit"),
-            "{text}"
-        );
     }
+    let debug = format!("{s:?}");
+    assert!(
+        debug.contains("mysql://audit:[REDACTED]@db.internal/audit"),
+        "{debug}"
+    );
     // Every other setting still shows.
     assert!(
         debug.contains("max_connections: 8") && debug.contains("Local"),
         "{debug}"
     );
-    let o = Overrides {
-        database_url: Some("postgres://app:FAKE-pw-flag-33@db/keys".into()),
-        ..Overrides::default()
-    };
-    let debug = format!("{o:?}");
-    assert!(!debug.contains("FAKE-pw"), "{debug}");
-    assert!(debug.contains("[REDACTED]"), "{debug}");
 }
 
 #[test]
 fn create_if_missing_from_the_variable_or_the_flag() {
-    assert!(
-        !load(&[], None, &Overrides::default())
-            .expect("defaults")
-            .create_if_missing
-    );
-    let s = load(
-        &[("LLM_ACCOUNTING_CREATE_IF_MISSING", "true")],
-        None,
-        &Overrides::default(),
-    )
-    .expect("variable");
+    let none = Overrides::default();
+    assert!(!load(&[], None, &none).expect("defaults").create_if_missing);
+    let s = load(&[("LLM_ACCOUNTING_CREATE_IF_MISSING", "true")], None, &none).expect("var");
     assert!(s.create_if_missing && s.store_options().create_if_missing);
     let flag = Overrides {
         create_if_missing: true,
         ..Overrides::default()
     };
     assert!(load(&[], None, &flag).expect("flag").create_if_missing);
-    // An unset flag leaves the variable's value.
-    let s = load(
-        &[("LLM_ACCOUNTING_CREATE_IF_MISSING", "true")],
-        None,
-        &Overrides::default(),
-    )
-    .expect("variable");
-    assert!(s.create_if_missing);
     let err = load(
         &[("LLM_ACCOUNTING_CREATE_IF_MISSING", "maybe")],
         None,
-        &Overrides::default(),
+        &none,
     )
     .expect_err("not a boolean");
-    assert!(
-        err.to_string().contains("LLM_ACCOUNTING_CREATE_IF_MISSING"),
-        "{err}"
-    );
+    let text = err.to_string();
+    assert!(text.contains("LLM_ACCOUNTING_CREATE_IF_MISSING"), "{text}");
 }
