@@ -62,6 +62,14 @@ impl<P: KmsProvider> KmsProvider for Delayed<P> {
     }
 }
 
+/// Store options that create the benchmark's database file.
+fn creating() -> StoreOptions {
+    StoreOptions {
+        create_if_missing: true,
+        ..StoreOptions::default()
+    }
+}
+
 fn env(rt: &Runtime, url: &str) -> Env {
     env_with_latency(rt, url, Duration::ZERO)
 }
@@ -81,7 +89,7 @@ fn env_with_latency(rt: &Runtime, url: &str, latency: Duration) -> Env {
     );
     let db = format!("sqlite://{}", dir.path().join("bench.db").display());
     let repo = rt
-        .block_on(SeaOrmKeyRepository::connect(&db, &StoreOptions::default()))
+        .block_on(SeaOrmKeyRepository::connect(&db, &creating()))
         .unwrap();
     Env {
         _dir: dir,
@@ -286,7 +294,7 @@ fn rewrap_local_to_aws(c: &mut Criterion) {
                 );
                 let url = format!("sqlite://{}", dir.path().join("k.db").display());
                 let repo = Arc::new(
-                    rt.block_on(SeaOrmKeyRepository::connect(&url, &StoreOptions::default()))
+                    rt.block_on(SeaOrmKeyRepository::connect(&url, &creating()))
                         .unwrap(),
                 );
                 let before = SecureKeyManager::new(Arc::clone(&local), repo.clone());

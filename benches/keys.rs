@@ -21,12 +21,20 @@ struct Env {
     manager: SecureKeyManager,
 }
 
+/// Store options that create the benchmark's database file.
+fn creating() -> StoreOptions {
+    StoreOptions {
+        create_if_missing: true,
+        ..StoreOptions::default()
+    }
+}
+
 fn env(rt: &Runtime) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let provider = LocalKmsProvider::open_or_create(dir.path().join("master.key")).unwrap();
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
     let repo = rt
-        .block_on(SeaOrmKeyRepository::connect(&url, &StoreOptions::default()))
+        .block_on(SeaOrmKeyRepository::connect(&url, &creating()))
         .unwrap();
     let manager = SecureKeyManager::new(Arc::new(provider), Arc::new(repo));
     Env { _dir: dir, manager }
@@ -159,7 +167,7 @@ fn rewrap(c: &mut Criterion) {
                 let provider = LocalKmsProvider::open(&mk).unwrap();
                 let url = format!("sqlite://{}", e._dir.path().join("bench.db").display());
                 let repo = rt
-                    .block_on(SeaOrmKeyRepository::connect(&url, &StoreOptions::default()))
+                    .block_on(SeaOrmKeyRepository::connect(&url, &creating()))
                     .unwrap();
                 let m = SecureKeyManager::new(Arc::new(provider), Arc::new(repo));
                 let start = Instant::now();

@@ -1,6 +1,9 @@
 //! Building providers, repositories and managers from [`Settings`].
 
+use std::path::Path;
 use std::sync::Arc;
+
+use llm_accounting_core::files::{self, PrivatePath};
 
 use crate::layers::{self, KmsMetrics};
 use crate::settings::KmsProviderKind;
@@ -93,14 +96,78 @@ fn required_key_id(settings: &Settings) -> Result<&str> {
         })
 }
 
+/// Whether something (a file, a directory, a link) is at `path`.
+fn exists(path: &Path, what: &'static str) -> Result<bool> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::Io {
+            operation: what,
+            path: path.display().to_string(),
+            source: Arc::new(e),
+        }),
+    }
+}
+
+/// The configured local master key file when it is missing and may not be created: named
+/// explicitly, and `create_if_missing` off. Checked before anything is opened or created.
+fn refuse_unasked_master_key(settings: &Settings) -> Result<()> {
+    if settings.kms.provider != KmsProviderKind::Local {
+        return Ok(());
+    }
+    let (path, default) = settings.master_key_file()?;
+    if default || settings.create_if_missing || exists(&path, "inspecting the master key file")? {
+        return Ok(());
+    }
+    Err(Error::config(format!(
+        "local master key file {} does not exist, and creating it was not asked for \
+         (create_if_missing, {}): check the path, or ask for it to be created",
+        path.display(),
+        crate::settings::env_var_of("create_if_missing")
+    )))
+}
+
+/// Refuses to let a missing local master key file be created while `repo` holds versions
+/// wrapped by the local provider: a new master key would not open them, and they would look
+/// like integrity failures. Nothing is created.
+async fn refuse_lost_master_key(settings: &Settings, repo: &SeaOrmKeyRepository) -> Result<()> {
+    if settings.kms.provider != KmsProviderKind::Local {
+        return Ok(());
+    }
+    let (path, _) = settings.master_key_file()?;
+    if exists(&path, "inspecting the master key file")? {
+        return Ok(());
+    }
+    if !repo
+        .has_versions_wrapped_by(KmsProviderKind::Local.as_str())
+        .await?
+    {
+        return Ok(());
+    }
+    Err(Error::config(format!(
+        "local master key file {} does not exist, but the database holds keys wrapped under \
+         it: a new master key would not open them, so none was made. Restore the file (from a \
+         backup) at that path, or point {} at it",
+        path.display(),
+        crate::settings::env_var_of("kms.local.master_key_file")
+    )))
+}
+
 #[cfg(feature = "kms-local")]
 fn local_provider(settings: &Settings) -> Result<(Arc<dyn KmsProvider>, DefaultsUsed)> {
+    use llm_accounting_kms_local::LocalKmsProvider;
     let mut used = DefaultsUsed::default();
     let (path, default) = settings.master_key_file()?;
     if default {
         used.master_key_file = Some(path.display().to_string());
+        private_data_dir(&settings.data_dir()?)?;
     }
-    let mut p = llm_accounting_kms_local::LocalKmsProvider::open_or_create(&path)?;
+    refuse_unasked_master_key(settings)?;
+    let mut p = if exists(&path, "inspecting the master key file")? {
+        LocalKmsProvider::open(&path)?
+    } else {
+        LocalKmsProvider::open_or_create(&path)?
+    };
     let min_version = settings.kms.local.min_master_key_version;
     if min_version > 0 {
         p = p.with_min_version(min_version)?;
@@ -188,19 +255,67 @@ fn gcp_provider(_: &Settings) -> Result<Arc<dyn KmsProvider>> {
 }
 
 /// The repository named by the settings, with migrations applied.
+///
+/// The default SQLite file (in the data directory) is created on first use; a file named by
+/// `database_url` only with `create_if_missing` (else a missing one is [`Error::Config`]).
+/// An existing data directory or database file is refused if group or others can write it or
+/// another user owns it.
 pub async fn build_repository(
     settings: &Settings,
 ) -> Result<(Arc<SeaOrmKeyRepository>, DefaultsUsed)> {
     settings.validate()?;
     let mut used = DefaultsUsed::default();
     let (url, default) = settings.database_url()?;
+    let mut options = settings.store_options();
     if default {
         let dir = settings.data_dir()?;
-        create_private_dir(&dir)?;
+        private_data_dir(&dir)?;
         used.database = Some(dir.join("keys.db").display().to_string());
+        options.create_if_missing = true;
     }
-    let repo = SeaOrmKeyRepository::connect(&url, &settings.store_options()).await?;
+    let repo = SeaOrmKeyRepository::connect(&url, &options).await?;
     Ok((Arc::new(repo), used))
+}
+
+/// Like [`build_provider`], for use with `repo`: a local master key file that is missing is
+/// not created while `repo` holds keys wrapped by the local provider (a new master key would
+/// not open them): that is [`Error::Config`] naming the file, and nothing is created.
+pub async fn build_provider_for(
+    settings: &Settings,
+    repo: &SeaOrmKeyRepository,
+) -> Result<(Arc<dyn KmsProvider>, DefaultsUsed)> {
+    settings.validate()?;
+    refuse_lost_master_key(settings, repo).await?;
+    build_provider(settings)
+}
+
+/// The provider and the repository the settings name, checked against each other (see
+/// [`build_provider_for`]). A configuration error that can be found without opening anything
+/// (a provider that is not built, a missing master key file that may not be created) is
+/// reported before the database is opened or created.
+pub async fn build_provider_and_repository(
+    settings: &Settings,
+) -> Result<(Arc<dyn KmsProvider>, Arc<SeaOrmKeyRepository>, DefaultsUsed)> {
+    settings.validate()?;
+    if settings.kms.provider != KmsProviderKind::Local {
+        let (provider, p_used) = build_provider(settings)?;
+        let (repo, r_used) = build_repository(settings).await?;
+        return Ok((provider, repo, merge(r_used, p_used)));
+    }
+    if !settings.kms.provider.is_built() {
+        return Err(not_built(settings.kms.provider));
+    }
+    refuse_unasked_master_key(settings)?;
+    let (repo, r_used) = build_repository(settings).await?;
+    let (provider, p_used) = build_provider_for(settings, &repo).await?;
+    Ok((provider, repo, merge(r_used, p_used)))
+}
+
+fn merge(repository: DefaultsUsed, provider: DefaultsUsed) -> DefaultsUsed {
+    DefaultsUsed {
+        database: repository.database,
+        master_key_file: provider.master_key_file,
+    }
 }
 
 /// The audit log the settings ask for: none (`audit.enabled = false`), the key database, or
@@ -227,26 +342,21 @@ pub async fn build_manager(settings: &Settings) -> Result<SecureKeyManager> {
 pub async fn build_manager_with_info(
     settings: &Settings,
 ) -> Result<(SecureKeyManager, DefaultsUsed)> {
-    let (provider, p_used) = build_provider(settings)?;
-    let (repo, r_used) = build_repository(settings).await?;
+    let (provider, repo, used) = build_provider_and_repository(settings).await?;
     let audit = build_audit_log(settings, &repo).await?;
     let mut builder = SecureKeyManager::builder(provider, repo).options(settings.manager_options());
     if let Some(log) = audit {
         builder = builder.audit(log, settings.audit.fail_closed);
     }
     let manager = builder.build();
-    Ok((
-        manager,
-        DefaultsUsed {
-            database: r_used.database,
-            master_key_file: p_used.master_key_file,
-        },
-    ))
+    Ok((manager, used))
 }
 
-fn create_private_dir(dir: &std::path::Path) -> Result<()> {
-    if dir.is_dir() {
-        return Ok(());
+/// The data directory, checked if it exists (see [`llm_accounting_core::files`]), else
+/// created with mode 0700.
+fn private_data_dir(dir: &Path) -> Result<()> {
+    if exists(dir, "inspecting the data directory")? {
+        return files::check_existing(dir, PrivatePath::DataDirectory);
     }
     let mut b = std::fs::DirBuilder::new();
     b.recursive(true);

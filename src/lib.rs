@@ -43,7 +43,8 @@ mod settings;
 pub use accounting::LlmAccounting;
 pub use build::{
     DefaultsUsed, build_audit_log, build_manager, build_manager_with_info, build_provider,
-    build_provider_with_metrics, build_repository,
+    build_provider_and_repository, build_provider_for, build_provider_with_metrics,
+    build_repository,
 };
 pub use settings::{
     AuditSettings, AwsSettings, AzureCredentials, AzureKeyWrap, AzureSettings, CONFIG_FILE_ENV,
@@ -62,9 +63,9 @@ pub use llm_accounting_core::{
     MAX_NAME_CHARS, ManagerOptions, MemoryKeyRepository, Principal, ProviderCallError, Result,
     RewrapFailure, RewrapOptions, RewrapProgress, RewrapReport, SecureKeyManager,
     SecureKeyManagerBuilder, StoreOutcome, VersionInfo, VersionRecord, VersionState, WrappedKey,
-    WriteOptions, error_chain, validate_name,
+    WriteOptions, error_chain, is_hidden_char, validate_name,
 };
-pub use llm_accounting_store::{SeaOrmKeyRepository, StoreOptions};
+pub use llm_accounting_store::{SeaOrmKeyRepository, StoreOptions, redact_url};
 
 /// The local-development provider.
 #[cfg(feature = "kms-local")]

@@ -24,9 +24,15 @@ fn id(user: &str) -> KeyIdentity {
 async fn repo(dir: &Path) -> Arc<SeaOrmKeyRepository> {
     let url = format!("sqlite://{}", dir.join("keys.db").display());
     Arc::new(
-        SeaOrmKeyRepository::connect(&url, &StoreOptions::default())
-            .await
-            .expect("open"),
+        SeaOrmKeyRepository::connect(
+            &url,
+            &StoreOptions {
+                create_if_missing: true,
+                ..StoreOptions::default()
+            },
+        )
+        .await
+        .expect("open"),
     )
 }
 

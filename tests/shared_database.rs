@@ -300,7 +300,12 @@ async fn child_process_stores_keys() {
         parts.next().expect("master key"),
     );
     let provider = LocalKmsProvider::open(mk).expect("master key");
-    let repo = SeaOrmKeyRepository::connect(url, &llm_accounting::StoreOptions::default())
+    // SQLite: the four processes create the file together.
+    let options = llm_accounting::StoreOptions {
+        create_if_missing: true,
+        ..llm_accounting::StoreOptions::default()
+    };
+    let repo = SeaOrmKeyRepository::connect(url, &options)
         .await
         .expect("open");
     let m = SecureKeyManager::new(Arc::new(provider), Arc::new(repo));

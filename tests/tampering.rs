@@ -52,9 +52,15 @@ async fn every_changed_column_of_a_record_is_an_integrity_error() {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}", dir.path().join("k.db").display());
         let repo = Arc::new(
-            SeaOrmKeyRepository::connect(&url, &StoreOptions::default())
-                .await
-                .expect("open"),
+            SeaOrmKeyRepository::connect(
+                &url,
+                &StoreOptions {
+                    create_if_missing: true,
+                    ..StoreOptions::default()
+                },
+            )
+            .await
+            .expect("open"),
         );
         let provider =
             Arc::new(LocalKmsProvider::open_or_create(dir.path().join("mk")).expect("mk"));

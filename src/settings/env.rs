@@ -9,6 +9,7 @@
 pub const ENV_VARS: &[(&str, &str)] = &[
     ("LLM_ACCOUNTING_DATABASE_URL", "database_url"),
     ("LLM_ACCOUNTING_DATA_DIR", "data_dir"),
+    ("LLM_ACCOUNTING_CREATE_IF_MISSING", "create_if_missing"),
     ("LLM_ACCOUNTING_USER", "default_user"),
     ("LLM_ACCOUNTING_PROJECT", "default_project"),
     ("LLM_ACCOUNTING_KMS_PROVIDER", "kms.provider"),

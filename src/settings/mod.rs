@@ -11,6 +11,7 @@ mod sections;
 #[cfg(test)]
 mod tests;
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use config::{Config, File, FileFormat};
 use serde::Deserialize;
 
 use crate::layers::{LayerOptions, RetryPolicy};
-use crate::{CacheOptions, Error, ManagerOptions, Result, StoreOptions};
+use crate::{CacheOptions, Error, ManagerOptions, Result, StoreOptions, redact_url};
 
 pub use self::choices::{
     AzureCredentials, AzureKeyWrap, GcpCredentials, KmsProviderKind, PROVIDER_NAMES,
@@ -53,7 +54,9 @@ pub const CONFIG_FILE_ENV: &str = "LLM_ACCOUNTING_CONFIG";
 /// s.validate()?;
 /// # Ok::<(), llm_accounting::Error>(())
 /// ```
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+///
+/// `Debug` shows the database URLs with their passwords redacted.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Settings {
@@ -64,6 +67,12 @@ pub struct Settings {
     /// directory.
     #[serde(deserialize_with = "empty_is_none_path")]
     pub data_dir: Option<PathBuf>,
+    /// Create a SQLite database file or local master key file that is named explicitly
+    /// (`database_url`, `kms.local.master_key_file`, `audit.database_url`) and does not exist.
+    /// Off by default: such a file missing is an [`Error::Config`] naming it, so that a
+    /// mistyped path is not silently a new, empty store. The files at the default location
+    /// (in the data directory) are created on first use whatever this says.
+    pub create_if_missing: bool,
     /// User the facade's convenience calls use.
     #[serde(deserialize_with = "empty_is_none")]
     pub default_user: Option<String>,
@@ -88,6 +97,7 @@ impl Default for Settings {
         Settings {
             database_url: None,
             data_dir: None,
+            create_if_missing: false,
             default_user: None,
             default_project: None,
             kms: KmsSettings::default(),
@@ -99,22 +109,64 @@ impl Default for Settings {
     }
 }
 
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
+            .field("data_dir", &self.data_dir)
+            .field("create_if_missing", &self.create_if_missing)
+            .field("default_user", &self.default_user)
+            .field("default_project", &self.default_project)
+            .field("kms", &self.kms)
+            .field("cache", &self.cache)
+            .field("store", &self.store)
+            .field("keys", &self.keys)
+            .field("audit", &self.audit)
+            .finish()
+    }
+}
+
 /// Values given on the command line, the strongest layer.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// `Debug` shows the database URL with its password redacted.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Overrides {
     /// `--db URL`.
     pub database_url: Option<String>,
     /// `--provider NAME`: one of [`PROVIDER_NAMES`] (anything else is a configuration error).
     pub provider: Option<String>,
+    /// `--create`: sets `create_if_missing` (`false` leaves it as configured).
+    pub create_if_missing: bool,
 }
 
 impl Overrides {
     /// The settings these override, each with the command-line flag that sets it.
-    fn entries(&self) -> [(&'static str, &'static str, Option<&String>); 2] {
+    fn entries(&self) -> [(&'static str, &'static str, Option<String>); 3] {
         [
-            ("database_url", "--db", self.database_url.as_ref()),
-            ("kms.provider", "--provider", self.provider.as_ref()),
+            ("database_url", "--db", self.database_url.clone()),
+            ("kms.provider", "--provider", self.provider.clone()),
+            (
+                "create_if_missing",
+                "--create",
+                self.create_if_missing.then(|| "true".to_owned()),
+            ),
         ]
+    }
+}
+
+impl fmt::Debug for Overrides {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Overrides")
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
+            .field("provider", &self.provider)
+            .field("create_if_missing", &self.create_if_missing)
+            .finish()
     }
 }
 
@@ -170,7 +222,7 @@ impl Settings {
         for (key, flag, value) in overrides.entries() {
             if let Some(v) = value {
                 b = b
-                    .set_override(key, v.clone())
+                    .set_override(key, v)
                     .map_err(|e| config_error(format!("bad value of {flag}"), e))?;
                 origins.overrides.push((key, flag));
             }
@@ -276,13 +328,15 @@ impl Settings {
         }
     }
 
-    /// Store options from these settings.
+    /// Store options from these settings (`create_if_missing` as set: the default database is
+    /// created by [`build_repository`](crate::build_repository) whatever it says).
     pub fn store_options(&self) -> StoreOptions {
         StoreOptions {
             max_connections: self.store.max_connections,
             connect_timeout: Duration::from_secs(self.store.connect_timeout_secs),
             busy_timeout: Duration::from_secs(self.store.busy_timeout_secs),
             schema: self.store.schema.clone(),
+            create_if_missing: self.create_if_missing,
         }
     }
 }

@@ -1,13 +1,14 @@
 //! The sections of [`Settings`](super::Settings): one struct per `[section]`.
 
+use std::fmt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer};
 
 use super::choices::*;
 
-/// Audit trail settings (`[audit]`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+/// Audit trail settings (`[audit]`). `Debug` shows the URL with its password redacted.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct AuditSettings {
@@ -27,6 +28,19 @@ impl Default for AuditSettings {
             fail_closed: false,
             database_url: None,
         }
+    }
+}
+
+impl fmt::Debug for AuditSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditSettings")
+            .field("enabled", &self.enabled)
+            .field("fail_closed", &self.fail_closed)
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(crate::redact_url),
+            )
+            .finish()
     }
 }
 

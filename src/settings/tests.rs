@@ -54,6 +54,7 @@ fn layers_apply_in_order() {
     let o = Overrides {
         database_url: Some("sqlite://from-flag.db".into()),
         provider: Some("local".into()),
+        ..Overrides::default()
     };
     let s = load(&env, Some(&file), &o).expect("flags");
     assert_eq!(s.database_url.as_deref(), Some("sqlite://from-flag.db"));
@@ -524,4 +525,57 @@ fn bad_values_name_the_variable_flag_or_file_they_came_from() {
     .expect_err("env")
     .to_string();
     assert!(msg.contains("LLM_ACCOUNTING_DB_MAX_CONNECTIONS"), "{msg}");
+}
+
+#[test]
+fn debug_redacts_database_passwords() {
+    const KEYS: &str = "postgres://app:FAKE-pw-db-31@db.internal/keys";
+    const AUDIT: &str = "mysql://audit:FAKE-pw-audit-32@db.internal/audit";
+    let vars = [
+        ("LLM_ACCOUNTING_DATABASE_URL", KEYS),
+        ("LLM_ACCOUNTING_AUDIT_DATABASE_URL", AUDIT),
+    ];
+    let s = load(&vars, None, &Overrides::default()).expect("settings");
+    let o = Overrides {
+        database_url: Some(KEYS.into()),
+        ..Overrides::default()
+    };
+    for text in [format!("{s:?}"), format!("{s:#?}"), format!("{o:?}")] {
+        assert!(!text.contains("FAKE-pw"), "{text}");
+        assert!(
+            text.contains("postgres://app:[REDACTED]@db.internal/keys"),
+            "{text}"
+        );
+    }
+    let debug = format!("{s:?}");
+    assert!(
+        debug.contains("mysql://audit:[REDACTED]@db.internal/audit"),
+        "{debug}"
+    );
+    // Every other setting still shows.
+    assert!(
+        debug.contains("max_connections: 8") && debug.contains("Local"),
+        "{debug}"
+    );
+}
+
+#[test]
+fn create_if_missing_from_the_variable_or_the_flag() {
+    let none = Overrides::default();
+    assert!(!load(&[], None, &none).expect("defaults").create_if_missing);
+    let s = load(&[("LLM_ACCOUNTING_CREATE_IF_MISSING", "true")], None, &none).expect("var");
+    assert!(s.create_if_missing && s.store_options().create_if_missing);
+    let flag = Overrides {
+        create_if_missing: true,
+        ..Overrides::default()
+    };
+    assert!(load(&[], None, &flag).expect("flag").create_if_missing);
+    let err = load(
+        &[("LLM_ACCOUNTING_CREATE_IF_MISSING", "maybe")],
+        None,
+        &none,
+    )
+    .expect_err("not a boolean");
+    let text = err.to_string();
+    assert!(text.contains("LLM_ACCOUNTING_CREATE_IF_MISSING"), "{text}");
 }

@@ -11,15 +11,18 @@ const AFTER_HELP: &str = "\
 Configuration (weakest first): embedded defaults, the file given by --config or
 LLM_ACCOUNTING_CONFIG, LLM_ACCOUNTING_* environment variables (LLM_ACCOUNTING_DATABASE_URL,
 LLM_ACCOUNTING_KMS_PROVIDER, LLM_ACCOUNTING_KMS_KEY_ID, LLM_ACCOUNTING_LOCAL_MASTER_KEY_FILE,
-LLM_ACCOUNTING_DATA_DIR, ...), then --db and --provider. With no configuration at all, a SQLite
-file and a local master key in the platform data directory are used.
+LLM_ACCOUNTING_DATA_DIR, ...), then --db, --provider and --create. With no configuration at
+all, a SQLite file and a local master key in the platform data directory are used (created on
+first use); a database file or master key file named explicitly must exist unless --create
+(or LLM_ACCOUNTING_CREATE_IF_MISSING=true) is given.
 
 RUST_LOG controls diagnostic logging on stderr (default: warn).
 
 Exit codes:
   0  success
   1  any other failure (key disabled, KMS access denied, concurrent change, database error)
-  2  usage error or invalid input (flags, names, API key, configuration)
+  2  usage error or invalid input (flags, names, API key, configuration: a malformed
+     database URL, a missing database or master key file, an unsafe file mode)
   3  no API key stored under that identity
   4  integrity check failed (stored key modified, moved, or under another master key)
   5  KMS or database unavailable
@@ -58,6 +61,12 @@ pub(crate) struct Cli {
         help_heading = GLOBAL
     )]
     pub(crate) provider: Option<String>,
+
+    /// Create the database file or local master key file named by the configuration if it
+    /// does not exist (without it, a missing named file is an error: exit 2). The default
+    /// files in the data directory are created on first use anyway.
+    #[arg(long, global = true, help_heading = GLOBAL)]
+    pub(crate) create: bool,
 
     /// Print no notices or confirmations on stderr (warnings and errors still appear).
     #[arg(short, long, global = true, help_heading = GLOBAL)]

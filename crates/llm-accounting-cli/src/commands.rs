@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use llm_accounting::{
     Error, ErrorKind, Overrides, Result, RewrapOptions, SecureKeyManager, Settings, WriteOptions,
-    build_audit_log, build_manager_with_info, build_provider, build_repository,
+    build_audit_log, build_manager_with_info, build_provider_and_repository, build_provider_for,
 };
 
 use crate::cli::{
@@ -22,6 +22,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
     let overrides = Overrides {
         database_url: cli.db,
         provider: cli.provider,
+        create_if_missing: cli.create,
     };
     let settings = Settings::load(cli.config.as_deref(), &overrides)?;
     let ctx = Context {
@@ -323,16 +324,15 @@ async fn rewrap(ctx: &Context, args: &RewrapArgs) -> Result<()> {
     if let Some(k) = &args.to_key {
         target_settings.kms.key_id = Some(k.clone());
     }
-    let (source, used) = build_provider(&ctx.settings)?;
+    let (source, repo, used) = build_provider_and_repository(&ctx.settings).await?;
     if let Some(notice) = output::defaults_notice(&used) {
         ctx.say(&format!("note: {notice}"));
     }
     let target = if args.to_provider.is_some() || args.to_key.is_some() {
-        build_provider(&target_settings)?.0
+        build_provider_for(&target_settings, &repo).await?.0
     } else {
         Arc::clone(&source)
     };
-    let repo = build_repository(&ctx.settings).await?.0;
     let audit = build_audit_log(&ctx.settings, &repo).await?;
     let mut builder = SecureKeyManager::builder(target, repo)
         .options(ctx.settings.manager_options())

@@ -7,6 +7,10 @@ use tracing_subscriber::filter::LevelFilter;
 
 /// Caps the AWS SDK's runtime at `debug`: at `trace` it prints whole HTTP requests, and an
 /// `Encrypt` request carries the data key being wrapped.
+///
+/// Database URLs need no cap: the store builds its PostgreSQL and MySQL pools with sqlx
+/// itself, so sea-orm's connect span, which records the whole URL, never runs (tested at
+/// `trace` against both servers with a password in the URL: `tests/database_urls.rs`).
 const AWS_SDK_CAP: &str = "aws_smithy_runtime=debug";
 
 /// Installs the global subscriber. An unparsable `RUST_LOG` falls back to `warn`.

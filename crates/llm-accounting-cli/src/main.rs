@@ -12,6 +12,7 @@
 
 mod cli;
 mod commands;
+mod escape;
 mod exit_code;
 mod logging;
 mod output;

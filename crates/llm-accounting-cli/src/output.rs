@@ -1,10 +1,12 @@
 //! What the CLI prints: key listings (table or JSON), notices, and error lines.
-//! Nothing here ever sees a secret.
+//! Nothing here ever sees a secret. Every string from the database goes through [`escape`].
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use comfy_table::{Table, presets};
 use llm_accounting::{AuditRecord, DefaultsUsed, Error, KeyRecord, VersionInfo};
 use serde::Serialize;
+
+use crate::escape;
 
 /// A timestamp as RFC 3339 UTC with whole seconds: `2026-11-28T21:00:00Z`.
 pub(crate) fn timestamp(t: &DateTime<Utc>) -> String {
@@ -26,7 +28,7 @@ pub(crate) fn table(keys: &[KeyRecord]) -> String {
         "EXPIRES",
     ]);
     for k in keys {
-        table.add_row([
+        table.add_row(escape::row([
             k.identity.service().to_owned(),
             k.identity.user().unwrap_or("-").to_owned(),
             k.identity.project().unwrap_or("-").to_owned(),
@@ -39,7 +41,7 @@ pub(crate) fn table(keys: &[KeyRecord]) -> String {
                 .map(timestamp)
                 .unwrap_or_else(|| "-".to_owned()),
             optional_time(k.expires_at.as_ref()),
-        ]);
+        ]));
     }
     // Columns flush left, two spaces apart, no trailing blanks.
     for column in table.column_iter_mut() {
@@ -99,7 +101,7 @@ pub(crate) fn versions_table(keys: &[(KeyRecord, Vec<VersionInfo>)]) -> String {
     ]);
     for (k, versions) in keys {
         for v in versions {
-            table.add_row([
+            table.add_row(escape::row([
                 k.identity.service().to_owned(),
                 k.identity.user().unwrap_or("-").to_owned(),
                 k.identity.project().unwrap_or("-").to_owned(),
@@ -110,7 +112,7 @@ pub(crate) fn versions_table(keys: &[(KeyRecord, Vec<VersionInfo>)]) -> String {
                 optional_time(v.expires_at.as_ref()),
                 optional_time(v.retire_at.as_ref()),
                 format!("{} {}", v.provider, v.master_key_ref),
-            ]);
+            ]));
         }
     }
     for column in table.column_iter_mut() {
@@ -163,7 +165,7 @@ fn json_rows(keys: &[(&KeyRecord, Option<&[VersionInfo]>)]) -> String {
         })
         .collect();
     // Serializing plain strings and numbers cannot fail.
-    serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".to_owned())
+    escape::json(serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".to_owned()))
 }
 
 /// Audit records as an aligned table.
@@ -183,7 +185,7 @@ pub(crate) fn audit_table(records: &[AuditRecord]) -> String {
     for r in records {
         let e = &r.event;
         let id = e.identity.as_ref();
-        table.add_row([
+        table.add_row(escape::row([
             r.seq.to_string(),
             timestamp(&e.at),
             e.operation.clone(),
@@ -193,7 +195,7 @@ pub(crate) fn audit_table(records: &[AuditRecord]) -> String {
             e.principal.clone(),
             e.outcome.clone(),
             e.detail.clone().unwrap_or_else(|| "-".to_owned()),
-        ]);
+        ]));
     }
     for column in table.column_iter_mut() {
         column.set_padding((0, 2));
@@ -241,7 +243,7 @@ pub(crate) fn audit_json(records: &[AuditRecord]) -> String {
             }
         })
         .collect();
-    serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".to_owned())
+    escape::json(serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".to_owned()))
 }
 
 /// A progress bar on stderr when it is a terminal (and not `--quiet`).
@@ -285,8 +287,8 @@ pub(crate) fn error_line(error: &Error) -> String {
         line.push_str(hint);
         line.push(')');
     }
-    // One line, whatever the sources contain.
-    line.replace(['\n', '\r'], " ")
+    // One line, whatever the sources contain, and nothing that acts on the terminal.
+    escape::text(&line.replace(['\n', '\r'], " ")).into_owned()
 }
 
 /// What to run about an error, in this CLI's words (the library's errors name no command).
@@ -294,6 +296,10 @@ fn hint(error: &Error) -> Option<&'static str> {
     match error {
         Error::Disabled { .. } => Some("enable it with `keys enable`"),
         Error::Expired { .. } => Some("store a new value with `keys rotate`"),
+        // A named file that does not exist and was not asked to be created.
+        Error::Config { message, .. } if message.contains("(create_if_missing") => {
+            Some("pass --create to create it")
+        }
         _ => None,
     }
 }

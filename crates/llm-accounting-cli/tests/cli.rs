@@ -329,14 +329,10 @@ fn exit_codes_for_bad_input_and_missing_things() {
     assert!(r.stdout.contains("Exit codes:"), "{r:#?}");
     env.run(&["--version"]).ok();
 
-    let r = env
-        .run(&[
-            "--db",
-            "sqlite:///nonexistent-dir-xyz/sub/k.db",
-            "keys",
-            "list",
-        ])
-        .code(5);
+    // A database SQLite cannot open (a directory stands at its path). A missing database is
+    // a configuration error instead (exit 2: tests/files.rs).
+    let unopenable = format!("sqlite://{}", env.dir().display());
+    let r = env.run(&["--db", &unopenable, "keys", "list"]).code(5);
     assert!(
         r.stderr.starts_with("error: database unavailable"),
         "{r:#?}"
@@ -722,7 +718,11 @@ fn rewrap_survives_sigkill_and_resumes() {
         |i: usize| KeyIdentity::from_parts("bulk", Some(&format!("u{i:05}")), None).expect("id");
     rt.block_on(async {
         let provider = LocalKmsProvider::open_or_create(&mk).expect("mk");
-        let repo = SeaOrmKeyRepository::connect(&db_url, &Default::default())
+        let creating = llm_accounting::StoreOptions {
+            create_if_missing: true,
+            ..Default::default()
+        };
+        let repo = SeaOrmKeyRepository::connect(&db_url, &creating)
             .await
             .expect("db");
         let m = SecureKeyManager::new(std::sync::Arc::new(provider), std::sync::Arc::new(repo));

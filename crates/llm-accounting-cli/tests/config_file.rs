@@ -80,8 +80,9 @@ fn an_unknown_key_in_the_config_file_is_exit_2_naming_it_and_the_file() {
 fn the_older_local_section_still_names_the_master_key_file() {
     let sb = Sandbox::new();
     let key_file = sb.path("keys/older.key");
+    // The files it names do not exist yet: the first run is asked to create them.
     let file = sb.config(&format!(
-        "database_url = \"sqlite://{}\"\n[local]\nmaster_key_file = \"{}\"\n",
+        "database_url = \"sqlite://{}\"\ncreate_if_missing = true\n[local]\nmaster_key_file = \"{}\"\n",
         sb.path("k.db").display(),
         key_file.display()
     ));

@@ -14,8 +14,12 @@ pub const MAX_NAME_CHARS: usize = 128;
 /// called `global` is its own identity).
 ///
 /// Names are compared exactly (byte for byte, case-sensitive). A name must be 1 to
-/// [`MAX_NAME_CHARS`] characters, contain no control characters, and have no leading or trailing
-/// whitespace (databases disagree about trailing spaces; refusing them keeps every backend equal).
+/// [`MAX_NAME_CHARS`] characters, contain no character that prints as nothing or moves what
+/// follows (see [`is_hidden_char`]: controls, bidirectional and zero-width format characters,
+/// line and paragraph separators, spaces other than U+0020, other invisible characters), and
+/// have no leading or trailing whitespace (databases disagree about trailing spaces; refusing
+/// them keeps every backend equal). So two identities never print the same because of a
+/// character one cannot see.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KeyIdentity {
     service: String,
@@ -112,13 +116,60 @@ pub fn validate_name(field: &'static str, name: &str) -> Result<()> {
             format!("it is {chars} characters long; the limit is {MAX_NAME_CHARS}"),
         ));
     }
-    if name.chars().any(char::is_control) {
-        return Err(Error::invalid(field, "it contains a control character"));
+    if let Some(c) = name.chars().find(|c| is_hidden_char(*c)) {
+        // The code point, never the character: it would act on the terminal that shows it.
+        let what = if c.is_control() {
+            "a control character"
+        } else {
+            "an invisible or formatting character"
+        };
+        return Err(Error::invalid(
+            field,
+            format!("it contains {what} (U+{:04X})", u32::from(c)),
+        ));
     }
     if name.starts_with(char::is_whitespace) || name.ends_with(char::is_whitespace) {
         return Err(Error::invalid(field, "it starts or ends with whitespace"));
     }
     Ok(())
+}
+
+/// Whether `c` prints as nothing, or changes how what follows prints, so that two strings that
+/// differ by it can look the same (or a string can rewrite the line it is shown on). Names
+/// refuse these characters; the CLI escapes them in what it prints.
+///
+/// They are: control characters (category Cc: C0, DEL, C1, ESC among them); format characters
+/// (Cf: bidirectional controls such as U+202E, zero-width space and joiners, the BOM, tag
+/// characters); line and paragraph separators (Zl, Zp); spaces other than U+0020 (Zs, e.g. the
+/// no-break space, which prints like a space); and the other default-ignorable code points
+/// (variation selectors, the combining grapheme joiner, Hangul fillers, ...), which render as
+/// nothing.
+pub fn is_hidden_char(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    match c.general_category() {
+        GeneralCategory::Control
+        | GeneralCategory::Format
+        | GeneralCategory::LineSeparator
+        | GeneralCategory::ParagraphSeparator => true,
+        GeneralCategory::SpaceSeparator => c != ' ',
+        _ => is_other_default_ignorable(c),
+    }
+}
+
+/// Default-ignorable code points (Unicode's `Default_Ignorable_Code_Point`) that are not in
+/// the categories [`is_hidden_char`] refuses as a whole: marks and letters that render as
+/// nothing, and the unassigned code points reserved as default-ignorable.
+fn is_other_default_ignorable(c: char) -> bool {
+    matches!(
+        c,
+        // Combining grapheme joiner; Hangul choseong and jungseong fillers; Khmer inherent
+        // vowels; Mongolian free variation selectors.
+        '\u{034F}' | '\u{115F}'..='\u{1160}' | '\u{17B4}'..='\u{17B5}' | '\u{180B}'..='\u{180F}'
+            // Reserved; Hangul filler; variation selectors; halfwidth Hangul filler; reserved.
+            | '\u{2065}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FFA0}' | '\u{FFF0}'..='\u{FFF8}'
+            // Tags (also Cf), the variation selectors supplement, reserved.
+            | '\u{E0000}'..='\u{E0FFF}'
+    )
 }
 
 impl fmt::Display for KeyIdentity {
@@ -159,6 +210,78 @@ mod tests {
         );
         assert!(KeyIdentity::new("o'; DROP TABLE api_keys; --").is_ok());
         assert!(KeyIdentity::new("Ωμέγα 鍵").is_ok());
+    }
+
+    /// Characters that print as nothing, or rearrange what follows, are refused anywhere in a
+    /// name: each of these would make a name that looks like `openai` (or like another).
+    #[test]
+    fn invisible_and_formatting_characters_are_refused() {
+        let hidden = [
+            '\u{0}',
+            '\u{7}',
+            '\u{1b}',
+            '\u{7f}', // C0, ESC, DEL
+            '\u{80}',
+            '\u{85}',
+            '\u{9b}', // C1 (NEL, CSI)
+            '\u{ad}', // soft hyphen (Cf)
+            '\u{200b}',
+            '\u{200c}',
+            '\u{200d}',
+            '\u{2060}',
+            '\u{feff}', // zero-width
+            '\u{200e}',
+            '\u{200f}',
+            '\u{202a}',
+            '\u{202e}',
+            '\u{2066}',
+            '\u{2069}',  // bidi
+            '\u{e0041}', // tag character
+            '\u{2028}',
+            '\u{2029}', // line and paragraph separators
+            '\u{a0}',
+            '\u{2007}',
+            '\u{3000}', // spaces other than U+0020
+            '\u{34f}',
+            '\u{3164}',
+            '\u{fe0f}',
+            '\u{e0100}', // other default-ignorables
+        ];
+        for c in hidden {
+            assert!(is_hidden_char(c), "U+{:04X}", u32::from(c));
+            for name in [
+                format!("open{c}ai"),
+                format!("openai{c}"),
+                format!("{c}openai"),
+            ] {
+                let err = KeyIdentity::new(name.clone()).expect_err("refused");
+                let text = err.to_string();
+                assert!(text.contains(&format!("U+{:04X}", u32::from(c))), "{text}");
+                assert!(!text.contains(c), "the message shows the code point only");
+                for field in ["user", "project"] {
+                    let id = KeyIdentity::new("openai").expect("valid");
+                    let err = match field {
+                        "user" => id.with_user(Some(name.as_str())),
+                        _ => id.with_project(Some(name.as_str())),
+                    }
+                    .expect_err("refused");
+                    assert!(err.to_string().contains(field), "{err}");
+                }
+            }
+        }
+        // Visible characters, spaces inside, marks and other scripts stay valid.
+        for name in [
+            "open ai",
+            "café",
+            "cafe\u{301}",
+            "Ωμέγα 鍵",
+            "مفتاح",
+            "a\\b",
+            "é-ß_ø.1",
+        ] {
+            KeyIdentity::new(name).unwrap_or_else(|e| panic!("{name:?}: {e}"));
+        }
+        assert!(!is_hidden_char(' ') && !is_hidden_char('a') && !is_hidden_char('\u{301}'));
     }
 
     #[test]

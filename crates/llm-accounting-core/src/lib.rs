@@ -19,6 +19,7 @@ pub mod conformance;
 mod context;
 pub mod envelope;
 mod error;
+pub mod files;
 mod identity;
 mod last_used;
 pub mod layers;
@@ -37,7 +38,7 @@ pub use cache::CacheOptions;
 pub use context::{EncryptionContext, FORMAT_VERSION};
 pub use envelope::Envelope;
 pub use error::{BoxError, Error, ErrorKind, Result};
-pub use identity::{KeyIdentity, MAX_NAME_CHARS, validate_name};
+pub use identity::{KeyIdentity, MAX_NAME_CHARS, is_hidden_char, validate_name};
 pub use manager::{
     BrokenKey, KeyListing, ManagerOptions, RewrapFailure, RewrapOptions, RewrapProgress,
     RewrapReport, SealReport, SecureKeyManager, SecureKeyManagerBuilder, StoreOutcome, VersionInfo,

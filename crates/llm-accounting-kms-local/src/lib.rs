@@ -6,8 +6,9 @@
 //! [`EncryptionContext`] as associated data: a wrong master key or a wrong context gives
 //! [`Error::Integrity`].
 //!
-//! The file is created on first use with mode 0600 (in a 0700 directory), and refused if group
-//! or others can read it. Anyone holding this file and the database can read every stored key:
+//! The file is created with mode 0600 (in a 0700 directory) by [`LocalKmsProvider::open_or_create`],
+//! and refused, whoever made it, if group or others can read or write it or another user owns
+//! it (see [`llm_accounting_core::files`]). Anyone holding this file and the database can read every stored key:
 //! use a cloud KMS in production.
 //!
 //! ```no_run

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use llm_accounting_core::files::PrivatePath;
 use llm_accounting_core::{Error, Result, random_bytes};
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
@@ -100,8 +101,19 @@ impl MasterKeyFile {
         }
     }
 
-    /// Opens an existing file, refusing it if group or others may read it.
+    /// Opens an existing file, refusing it if group or others may read or write it, or if
+    /// another user owns it.
+    ///
+    /// A missing file is an [`Error::Config`] naming it.
     pub fn open(path: &Path) -> Result<Self> {
+        if let Err(e) = fs::symlink_metadata(path)
+            && e.kind() == std::io::ErrorKind::NotFound
+        {
+            return Err(Error::config(format!(
+                "master key file {} does not exist",
+                path.display()
+            )));
+        }
         check_permissions(path)?;
         let text = Zeroizing::new(
             fs::read_to_string(path).map_err(|e| io_err("reading master key file", path, e))?,
@@ -308,23 +320,7 @@ fn open_private(path: &Path) -> Result<fs::File> {
         .map_err(|e| io_err("creating master key file", path, e))
 }
 
-#[cfg(unix)]
+/// Refuses a file that group or others may read or write, or that another user owns.
 fn check_permissions(path: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = fs::metadata(path).map_err(|e| io_err("reading master key file", path, e))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(Error::config(format!(
-            "master key file {} can be read by group or others (mode {mode:o}); \
-             fix it with `chmod 600 {}`",
-            path.display(),
-            path.display()
-        )));
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn check_permissions(_path: &Path) -> Result<()> {
-    Ok(())
+    llm_accounting_core::files::check_existing(path, PrivatePath::MasterKeyFile)
 }

@@ -36,6 +36,44 @@ fn created_private_and_refused_when_readable() {
     }
 }
 
+/// An existing master key file is checked, not only a created one: writable by group or
+/// others, or owned by another user, it is refused with the path and the fix.
+#[cfg(unix)]
+#[test]
+fn existing_file_writable_by_others_or_owned_by_another_user_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("master.key");
+    LocalKmsProvider::open_or_create(&path).expect("create");
+    for bad in [0o620, 0o602, 0o622] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(bad)).expect("chmod");
+        for err in [
+            LocalKmsProvider::open(&path).expect_err("must refuse"),
+            LocalKmsProvider::open_or_create(&path).expect_err("must refuse, not recreate"),
+        ] {
+            assert!(
+                matches!(&err, Error::Config { message, .. }
+                    if message.contains(&path.display().to_string())
+                        && message.contains("written by group or others")
+                        && message.contains("chmod 600")),
+                "{err}"
+            );
+        }
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    LocalKmsProvider::open(&path).expect("0600 again: accepted");
+    // Another owner (only root can give a file away; otherwise there is nothing to try).
+    if std::os::unix::fs::chown(&path, Some(65534), None).is_ok() {
+        let err = LocalKmsProvider::open(&path).expect_err("another user's file");
+        assert!(
+            matches!(&err, Error::Config { message, .. }
+                if message.contains("owned by another user")
+                    && message.contains(&path.display().to_string())),
+            "{err}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn reopening_gives_the_same_key_and_another_file_does_not_unwrap() {
     let dir = tempfile::tempdir().expect("tempdir");

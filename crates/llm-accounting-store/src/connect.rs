@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
-use llm_accounting_core::{Error, Result};
+use llm_accounting_core::Result;
 use sea_orm::DatabaseConnection;
+
+use crate::url::Scheme;
 
 /// How to open the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +22,11 @@ pub struct StoreOptions {
     /// PostgreSQL only: the schema to keep the tables in (`search_path`); `None` uses the
     /// server's default (`public`). The schema must exist.
     pub schema: Option<String>,
+    /// SQLite only: create the database file (mode 0600) if it does not exist (default
+    /// `false`: a missing file is an
+    /// [`Error::Config`](llm_accounting_core::Error::Config) naming it, so that a mistyped path is
+    /// not silently a new, empty database).
+    pub create_if_missing: bool,
 }
 
 impl Default for StoreOptions {
@@ -29,86 +36,48 @@ impl Default for StoreOptions {
             connect_timeout: Duration::from_secs(10),
             busy_timeout: Duration::from_secs(5),
             schema: None,
+            create_if_missing: false,
         }
     }
 }
 
-/// The database kinds a URL can name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scheme {
-    Sqlite,
-    Postgres,
-    MySql,
-}
-
-fn scheme(url: &str) -> Result<Scheme> {
-    let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
-    match scheme.as_deref() {
-        Some("sqlite") => Ok(Scheme::Sqlite),
-        Some("postgres" | "postgresql") => Ok(Scheme::Postgres),
-        Some("mysql" | "mariadb") => Ok(Scheme::MySql),
-        // Never echo the URL: it may hold a password.
-        Some(other) => Err(Error::config(format!(
-            "unsupported database URL scheme `{other}:` (expected sqlite:, postgres: or mysql:)"
-        ))),
-        None => Err(Error::config(
-            "the database URL has no scheme (expected sqlite:, postgres: or mysql:)",
-        )),
-    }
-}
-
-/// Opens a pool for `url`. Migrations are applied by the caller.
+/// Opens a pool for `url`. Migrations are applied by the caller. No error carries the URL's
+/// password.
 pub(crate) async fn open(url: &str, options: &StoreOptions) -> Result<DatabaseConnection> {
-    match scheme(url)? {
+    let opened = match crate::url::parse(url) {
+        Ok((scheme, driver_url)) => open_parsed(scheme, &driver_url, options).await,
+        Err(e) => Err(e),
+    };
+    opened.map_err(|e| crate::url::withhold_secrets(url, e))
+}
+
+async fn open_parsed(
+    scheme: Scheme,
+    url: &str,
+    options: &StoreOptions,
+) -> Result<DatabaseConnection> {
+    match scheme {
         #[cfg(feature = "sqlite")]
         Scheme::Sqlite => sqlite::open(url, options).await,
         #[cfg(not(feature = "sqlite"))]
         Scheme::Sqlite => {
             let _ = options;
-            Err(Error::config(
+            Err(llm_accounting_core::Error::config(
                 "this build of llm-accounting was built without feature sqlite",
             ))
         }
         #[cfg(feature = "postgres")]
-        Scheme::Postgres => server::open(url, options).await,
+        Scheme::Postgres => crate::server::open_postgres(url, options).await,
         #[cfg(not(feature = "postgres"))]
-        Scheme::Postgres => Err(Error::config(
+        Scheme::Postgres => Err(llm_accounting_core::Error::config(
             "this build of llm-accounting was built without feature postgres",
         )),
         #[cfg(feature = "mysql")]
-        Scheme::MySql => server::open(url, options).await,
+        Scheme::MySql => crate::server::open_mysql(url, options).await,
         #[cfg(not(feature = "mysql"))]
-        Scheme::MySql => Err(Error::config(
+        Scheme::MySql => Err(llm_accounting_core::Error::config(
             "this build of llm-accounting was built without feature mysql",
         )),
-    }
-}
-
-/// PostgreSQL and MySQL/MariaDB: a pool that checks each connection before handing it out,
-/// so that after an outage the first query does not fail on a dead connection; lost
-/// connections are replaced on demand, so the process recovers when the server is back.
-#[cfg(any(feature = "postgres", feature = "mysql"))]
-mod server {
-    use llm_accounting_core::Result;
-    use sea_orm::{ConnectOptions, Database, DatabaseConnection};
-
-    use super::StoreOptions;
-
-    pub(super) async fn open(url: &str, options: &StoreOptions) -> Result<DatabaseConnection> {
-        let mut connect = ConnectOptions::new(url.to_owned());
-        connect
-            .max_connections(options.max_connections.max(1))
-            .min_connections(0)
-            .connect_timeout(options.connect_timeout)
-            .acquire_timeout(options.connect_timeout)
-            .test_before_acquire(true)
-            .sqlx_logging(false);
-        if let Some(schema) = &options.schema {
-            connect.set_schema_search_path(schema.clone());
-        }
-        Database::connect(connect)
-            .await
-            .map_err(|e| crate::error::from_db("connect", e))
     }
 }
 
@@ -125,24 +94,26 @@ mod sqlite {
 
     use super::StoreOptions;
 
-    /// Opens a SQLite pool: file created if missing, WAL, `synchronous=NORMAL`, busy timeout,
-    /// foreign keys on, and `secure_delete` (deleted content is overwritten with zeros in the
-    /// file, not left in free pages).
+    /// Opens a SQLite pool: the file checked, or created if missing and asked for (see
+    /// [`crate::sqlite_file::prepare`]), WAL, `synchronous=NORMAL`, busy timeout, foreign
+    /// keys on, and `secure_delete` (deleted content is overwritten with zeros in the file,
+    /// not left in free pages).
     pub(super) async fn open(url: &str, options: &StoreOptions) -> Result<DatabaseConnection> {
         let in_memory = is_in_memory(url);
         let mut connect = SqliteConnectOptions::from_str(url).map_err(|e| Error::Config {
             message: "invalid SQLite database URL".into(),
             source: Some(Arc::new(e)),
         })?;
+        // SQLite itself never creates the file: `prepare` has, if that was asked for.
         connect = connect
-            .create_if_missing(true)
+            .create_if_missing(false)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(options.busy_timeout)
             .foreign_keys(true)
             .pragma("secure_delete", "ON");
         if !in_memory {
             connect = connect.journal_mode(SqliteJournalMode::Wal);
-            create_private(connect.get_filename())?;
+            crate::sqlite_file::prepare(connect.get_filename(), options.create_if_missing)?;
         }
         // No ping before handing out a pooled connection: for SQLite it is a round trip to the
         // connection's worker thread on every query, and a broken file surfaces on the query.
@@ -163,30 +134,6 @@ mod sqlite {
             .await
             .map_err(|e| crate::error::from_sqlx("connect", e))?;
         Ok(SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
-    }
-
-    /// Creates the database file, if missing, readable by its owner only (0600 on Unix).
-    /// SQLite gives its `-wal` and `-shm` files the same permissions as the database file, so
-    /// the ciphertexts never sit in a world-readable file whatever the umask.
-    fn create_private(path: &std::path::Path) -> Result<()> {
-        let mut open = std::fs::OpenOptions::new();
-        open.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            open.mode(0o600);
-        }
-        match open.open(path) {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-            // A missing directory and the like: let SQLite report it with its own words.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::Io {
-                operation: "creating the database file",
-                path: path.display().to_string(),
-                source: Arc::new(e),
-            }),
-        }
     }
 
     /// Whether the URL names an in-memory database (`sqlite::memory:`, `mode=memory`).
@@ -213,21 +160,5 @@ mod sqlite {
             assert!(!super::is_in_memory("sqlite://file.db?mode=rwc"));
             assert!(!super::is_in_memory("sqlite:///tmp/x.db"));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn schemes() {
-        assert_eq!(scheme("sqlite::memory:").ok(), Some(Scheme::Sqlite));
-        assert_eq!(scheme("postgres://u:p@h/db").ok(), Some(Scheme::Postgres));
-        assert_eq!(scheme("postgresql://h/db").ok(), Some(Scheme::Postgres));
-        assert_eq!(scheme("mysql://h/db").ok(), Some(Scheme::MySql));
-        let err = scheme("oracle://user:secret@h/db").expect_err("unsupported");
-        assert!(!err.to_string().contains("secret"));
-        assert!(scheme("nothing").is_err());
     }
 }

@@ -40,6 +40,48 @@ pub(crate) fn from_sqlx(operation: &'static str, err: sqlx::Error) -> Error {
     }
 }
 
+/// Maps a failure to open a PostgreSQL or MySQL/MariaDB pool. A database that does not exist
+/// and credentials the server refuses are configuration errors (the URL is wrong, not the
+/// server down); the rest as [`from_sqlx`].
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) fn from_connect(err: sqlx::Error) -> Error {
+    let problem = match &err {
+        sqlx::Error::Configuration(_) => Some("invalid database URL"),
+        sqlx::Error::Database(db) => connect_refusal(db.as_ref()),
+        _ => None,
+    };
+    match problem {
+        Some(message) => Error::Config {
+            message: message.to_owned(),
+            source: Some(Arc::new(err)),
+        },
+        None => from_sqlx("connect", err),
+    }
+}
+
+/// What a server's refusal to connect means, when it means the configuration is wrong.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn connect_refusal(db: &dyn sqlx::error::DatabaseError) -> Option<&'static str> {
+    const MISSING: &str = "the database named in the database URL does not exist";
+    const REFUSED: &str = "the database server refused the credentials of the database URL";
+    #[cfg(feature = "mysql")]
+    if let Some(my) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        // ER_BAD_DB_ERROR; ER_DBACCESS_DENIED_ERROR (the others, such as 1045 and MariaDB's
+        // 1698, carry SQLSTATE 28000, below).
+        match my.number() {
+            1049 => return Some(MISSING),
+            1044 => return Some(REFUSED),
+            _ => {}
+        }
+    }
+    // PostgreSQL: invalid_catalog_name; class 28 (both): invalid authorization.
+    match db.code().as_deref() {
+        Some("3D000") => Some(MISSING),
+        Some(c) if c.starts_with("28") => Some(REFUSED),
+        _ => None,
+    }
+}
+
 /// Whether `err` is a unique-constraint (or primary-key) violation, on any backend.
 pub(crate) fn is_unique_violation(err: &DbErr) -> bool {
     if matches!(err.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) {

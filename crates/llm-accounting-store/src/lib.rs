@@ -32,11 +32,18 @@ mod audit;
 mod connect;
 mod entity;
 mod error;
+mod providers;
 mod repository;
 mod rewrap_rows;
 mod rows;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod server;
+#[cfg(feature = "sqlite")]
+mod sqlite_file;
 mod store_keys;
+mod url;
 mod wipe;
 
 pub use connect::StoreOptions;
 pub use repository::SeaOrmKeyRepository;
+pub use url::redact_url;

@@ -54,15 +54,21 @@ impl fmt::Debug for SeaOrmKeyRepository {
 impl SeaOrmKeyRepository {
     /// Opens the database at `url` and applies pending migrations.
     ///
-    /// `sqlite://PATH` creates the file if it is missing and uses WAL journaling,
+    /// `sqlite://PATH` opens an existing file (created, mode 0600, only with
+    /// [`StoreOptions::create_if_missing`]; never through a symbolic link), refuses one that
+    /// group or others can write or another user owns, and uses WAL journaling,
     /// `synchronous=NORMAL`, the busy timeout of `options` and foreign keys;
-    /// `sqlite::memory:` opens a private in-memory database (one connection).
+    /// `sqlite::memory:` opens a private in-memory database (one connection). `postgres:`,
+    /// `postgresql:`, `mysql:` and `mariadb:` (MySQL's protocol) name servers.
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for a malformed URL or a database whose Cargo feature is not compiled
-    /// in ("built without feature postgres"); [`Error::DatabaseUnavailable`] when the database
-    /// cannot be opened or reached; [`Error::Database`] when a migration fails.
+    /// [`Error::Config`] for a malformed URL, an unsupported scheme, a database whose Cargo
+    /// feature is not compiled in ("built without feature postgres"), a missing SQLite file
+    /// or server database, credentials the server refuses, or an unsafe SQLite file;
+    /// [`Error::DatabaseUnavailable`] when the database cannot be opened or reached;
+    /// [`Error::Database`] when a migration fails. No error shows the URL's password (see
+    /// [`redact_url`](crate::redact_url) for printing a URL).
     pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self> {
         // Boxed: the driver and migration futures nest deeply enough that callers' futures
         // would otherwise exceed the compiler's default recursion limit when laid out.

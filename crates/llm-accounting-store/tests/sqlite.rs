@@ -14,8 +14,16 @@ fn file_url(dir: &tempfile::TempDir) -> String {
     format!("sqlite://{}", dir.path().join("keys.db").display())
 }
 
+/// Options that create the file on first open.
+fn creating() -> StoreOptions {
+    StoreOptions {
+        create_if_missing: true,
+        ..StoreOptions::default()
+    }
+}
+
 async fn open_file(dir: &tempfile::TempDir) -> SeaOrmKeyRepository {
-    SeaOrmKeyRepository::connect(&file_url(dir), &StoreOptions::default())
+    SeaOrmKeyRepository::connect(&file_url(dir), &creating())
         .await
         .expect("open SQLite file")
 }
@@ -158,10 +166,9 @@ async fn debug_does_not_print_the_url() {
 #[tokio::test]
 async fn unopenable_file_is_unavailable() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!(
-        "sqlite://{}",
-        dir.path().join("no-such-dir").join("keys.db").display()
-    );
+    // A directory where the file should be: SQLite cannot open it. (A missing file or
+    // directory is a configuration error, tested below.)
+    let url = format!("sqlite://{}", dir.path().display());
     let options = StoreOptions {
         connect_timeout: Duration::from_secs(2),
         ..StoreOptions::default()
@@ -205,7 +212,7 @@ async fn locked_database_is_unavailable() {
     let dir = tempfile::tempdir().expect("temp dir");
     let options = StoreOptions {
         busy_timeout: Duration::from_millis(100),
-        ..StoreOptions::default()
+        ..creating()
     };
     let repo = SeaOrmKeyRepository::connect(&file_url(&dir), &options)
         .await
@@ -341,4 +348,22 @@ async fn add_version_keeps_the_previous_one() {
         .expect("find")
         .expect("exists");
     assert_eq!(k.updated_at, v2.created_at);
+}
+
+#[tokio::test]
+async fn versions_of_a_provider_are_found() {
+    let repo = SeaOrmKeyRepository::connect("sqlite::memory:", &StoreOptions::default())
+        .await
+        .expect("open");
+    assert!(!repo.has_versions_wrapped_by("local").await.expect("query"));
+    let (key, version) = sample(KeyIdentity::new("openai").expect("identity"));
+    repo.create_key(&key, &version).await.expect("create");
+    assert!(repo.has_versions_wrapped_by("local").await.expect("query"));
+    assert!(!repo.has_versions_wrapped_by("aws").await.expect("query"));
+    // Retired versions need no master key any more.
+    repo.connection()
+        .execute_unprepared("UPDATE api_key_versions SET state = 'retired'")
+        .await
+        .expect("retire");
+    assert!(!repo.has_versions_wrapped_by("local").await.expect("query"));
 }

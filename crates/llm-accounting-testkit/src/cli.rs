@@ -17,6 +17,11 @@ use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
 /// The variable naming the database.
 const DATABASE_URL: &str = "LLM_ACCOUNTING_DATABASE_URL";
 
+/// The variable asking for named files to be created when missing, which [`Env::new`] and
+/// [`Env::with_database`] set (their files do not exist before the first run); a test of what
+/// happens without it unsets it.
+pub const CREATE_IF_MISSING: &str = "LLM_ACCOUNTING_CREATE_IF_MISSING";
+
 /// What one run of the binary produced.
 pub struct Run {
     /// Exit code.
@@ -77,7 +82,7 @@ pub struct Env {
 
 impl Env {
     /// The database `k.db` and the local master key file `master.key`, both in a fresh
-    /// temporary directory.
+    /// temporary directory, created by the first run ([`CREATE_IF_MISSING`] is set).
     pub fn new(bin: impl Into<PathBuf>) -> Self {
         let mut env = Env::with_database(bin);
         let key = env.dir().join("master.key").display().to_string();
@@ -85,12 +90,13 @@ impl Env {
         env
     }
 
-    /// Only the database `k.db` in a fresh temporary directory (a cloud provider's test adds
-    /// its own variables).
+    /// Only the database `k.db` in a fresh temporary directory, created by the first run
+    /// ([`CREATE_IF_MISSING`] is set); a cloud provider's test adds its own variables.
     pub fn with_database(bin: impl Into<PathBuf>) -> Self {
         let mut env = Env::bare(bin);
         let db = format!("sqlite://{}", env.db_path().display());
         env.set(DATABASE_URL, &db);
+        env.set(CREATE_IF_MISSING, "true");
         env
     }
 

@@ -159,10 +159,11 @@ impl TestDatabase {
         &self.url
     }
 
-    /// Options suited to tests: short timeouts.
+    /// Options suited to tests: short timeouts, and the SQLite file created on first open.
     pub fn options(&self) -> StoreOptions {
         StoreOptions {
             connect_timeout: Duration::from_secs(10),
+            create_if_missing: true,
             ..StoreOptions::default()
         }
     }
