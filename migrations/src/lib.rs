@@ -33,6 +33,7 @@ mod m20261128_000001_create_api_keys;
 mod m20261128_000002_create_api_key_versions;
 mod m20261129_000003_add_lifecycle;
 mod m20261129_000004_create_api_key_audit;
+mod m20261130_000005_add_audit_counts;
 
 /// Every migration of the llm-accounting schema, oldest first.
 #[derive(Debug, Clone, Copy, Default)]
@@ -46,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000002_create_api_key_versions::Migration),
             Box::new(m20261129_000003_add_lifecycle::Migration),
             Box::new(m20261129_000004_create_api_key_audit::Migration),
+            Box::new(m20261130_000005_add_audit_counts::Migration),
         ]
     }
 }

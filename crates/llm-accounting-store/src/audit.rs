@@ -29,13 +29,17 @@ fn active(r: &AuditRecord) -> Result<api_key_audit::ActiveModel> {
         provider: Set(e.provider.clone()),
         master_key_ref: Set(e.master_key_ref.clone()),
         detail: Set(e.detail.clone()),
+        event_count: Set(
+            i64::try_from(e.count).map_err(|_| Error::invalid("audit", "event count overflow"))?
+        ),
+        first_at: Set(e.first_at),
         prev_hash: Set(r.prev_hash.clone()),
         hash: Set(r.hash.clone()),
     })
 }
 
-/// A stored row as a record. A row whose identity does not parse keeps no identity: the
-/// chain check then reports the row as changed.
+/// A stored row as a record. A row whose identity does not parse keeps no identity, and a
+/// negative count reads as 0: the chain check then reports the row as changed.
 fn record(m: api_key_audit::Model) -> AuditRecord {
     let identity = m
         .service
@@ -52,6 +56,8 @@ fn record(m: api_key_audit::Model) -> AuditRecord {
             provider: m.provider,
             master_key_ref: m.master_key_ref,
             detail: m.detail,
+            count: u64::try_from(m.event_count).unwrap_or(0),
+            first_at: m.first_at,
         },
         prev_hash: m.prev_hash,
         hash: m.hash,
