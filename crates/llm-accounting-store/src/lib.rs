@@ -32,6 +32,7 @@ mod audit;
 mod connect;
 mod entity;
 mod error;
+mod limits;
 mod repository;
 mod rows;
 
