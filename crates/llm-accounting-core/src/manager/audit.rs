@@ -3,9 +3,33 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use crate::audit::{AuditEvent, AuditFilter, AuditLog, AuditRecord};
-use crate::batcher::{Batcher, Sink};
+use crate::batcher::{Batcher, Counted, Limits, Sink};
 use crate::{Error, KeyIdentity, Result, SecureKeyManager};
+
+/// Most rows appended at once (one transaction, one INSERT in the store).
+const ROWS_PER_WRITE: usize = 1_000;
+
+/// Most rows waiting to be written (fail-open); beyond, events are dropped and counted.
+const MAX_PENDING: usize = 10_000;
+
+/// A row stands for `count` events, from `first_at` (or `at`) to `at`.
+impl Counted for AuditEvent {
+    fn events(&self) -> u64 {
+        self.count
+    }
+
+    fn times(&self) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        Some((self.first_at.unwrap_or(self.at), self.at))
+    }
+
+    /// The `dropped` row: a counted gap in the trail.
+    fn dropped(count: u64, first: DateTime<Utc>, last: DateTime<Utc>) -> Option<Self> {
+        Some(AuditEvent::dropped(count, first, last))
+    }
+}
 
 /// Appends batches of events to the audit log.
 #[derive(Debug)]
@@ -26,8 +50,12 @@ pub(super) struct AuditTrail {
 
 impl AuditTrail {
     pub(super) fn new(log: Arc<dyn AuditLog>, fail_closed: bool) -> Self {
+        let limits = Limits {
+            max_pending: MAX_PENDING,
+            max_batch: ROWS_PER_WRITE,
+        };
         AuditTrail {
-            batcher: Arc::new(Batcher::new(LogSink(log), "audit rows")),
+            batcher: Arc::new(Batcher::new(LogSink(log), "audit rows", limits)),
             fail_closed,
         }
     }
@@ -48,6 +76,7 @@ impl AuditTrail {
         if self.fail_closed {
             return self.batcher.write_now(event).await;
         }
+        // A full queue drops and counts it.
         self.batcher.add(event);
         self.batcher.spawn_write();
         Ok(())

@@ -103,7 +103,12 @@ impl SecureKeyManagerBuilder {
         SecureKeyManager {
             principal: None,
             inner: Arc::new(Inner {
-                last_used: LastUsed::new(self.options.last_used_interval, Arc::clone(&self.repo)),
+                last_used: LastUsed::new(
+                    self.options.last_used_interval,
+                    // One pending use per cached key.
+                    usize::try_from(self.options.cache.max_entries).unwrap_or(usize::MAX),
+                    Arc::clone(&self.repo),
+                ),
                 provider: self.provider,
                 decrypt_only: self.decrypt_only,
                 repo: self.repo,
