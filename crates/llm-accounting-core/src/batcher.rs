@@ -233,6 +233,12 @@ impl<P: Pending, S: Sink<P>> Batcher<P, S> {
         true
     }
 
+    /// Counts `count` events that never became items (between `first` and `last`) as
+    /// dropped.
+    pub(crate) fn count_dropped(&self, count: u64, first: DateTime<Utc>, last: DateTime<Utc>) {
+        self.state().count_dropped(count, first, last);
+    }
+
     /// Writes everything pending now, after any write in flight has finished.
     ///
     /// # Errors

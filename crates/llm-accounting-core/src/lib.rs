@@ -38,8 +38,8 @@ pub use envelope::Envelope;
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use identity::{KeyIdentity, MAX_NAME_CHARS, validate_name};
 pub use manager::{
-    ManagerOptions, RewrapFailure, RewrapOptions, RewrapProgress, RewrapReport, SecureKeyManager,
-    SecureKeyManagerBuilder, StoreOutcome, VersionInfo, WriteOptions,
+    AuditOptions, ManagerOptions, RewrapFailure, RewrapOptions, RewrapProgress, RewrapReport,
+    SecureKeyManager, SecureKeyManagerBuilder, StoreOutcome, VersionInfo, WriteOptions,
 };
 pub use memory::MemoryKeyRepository;
 pub use principal::Principal;
