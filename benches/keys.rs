@@ -1,7 +1,9 @@
 //! Benchmarks on the embedded default: a SQLite file and the local provider.
 //!
 //! `cargo bench --bench keys` — goals: cache hit median < 200 ns, cold get < 100 µs,
-//! store > 1,000 keys/s, list of 10,000 keys < 1 s.
+//! store > 1,000 keys/s, list of 10,000 keys < 1 s; with the facade's default settings, a cache
+//! hit with the audit trail on within 2x of one with it off, and a burst of 100,000 gets
+//! (then `shutdown()`) fully written.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -11,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use llm_accounting::{
-    ApiKey, KeyFilter, KeyIdentity, LocalKmsProvider, SeaOrmKeyRepository, SecureKeyManager,
-    StoreOptions,
+    ApiKey, AuditFilter, KeyFilter, KeyIdentity, LocalKmsProvider, SeaOrmKeyRepository,
+    SecureKeyManager, Settings, StoreOptions, build_manager,
 };
 use tokio::runtime::Runtime;
 
@@ -142,6 +144,112 @@ fn benches(c: &mut Criterion) {
     group.finish();
 }
 
+/// A benchmark's name and how its settings differ from the defaults.
+type Variant = (&'static str, fn(&mut Settings));
+
+/// A manager built like the facade builds it: default settings (audit trail on, fail-open,
+/// cache hits aggregated) on a SQLite file, changed by `tune`.
+fn facade(rt: &Runtime, tune: impl FnOnce(&mut Settings)) -> (tempfile::TempDir, SecureKeyManager) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::default();
+    settings.data_dir = Some(dir.path().to_owned());
+    tune(&mut settings);
+    let manager = rt.block_on(build_manager(&settings)).unwrap();
+    (dir, manager)
+}
+
+/// A cache hit with the facade's default settings, audit trail off and on (aggregated hits,
+/// one row per hit, fail-closed).
+fn audit(c: &mut Criterion) {
+    let rt = Runtime::new().unwrap();
+    let id = KeyIdentity::from_parts("openai", Some("alice"), Some("bench")).unwrap();
+    let variants: [Variant; 4] = [
+        ("off", |s| s.audit.enabled = false),
+        ("on", |_| {}),
+        ("on_every_hit", |s| s.audit.every_hit = true),
+        ("on_fail_closed", |s| s.audit.fail_closed = true),
+    ];
+    let mut group = c.benchmark_group("get/cache_hit_audit");
+    for (name, tune) in variants {
+        let (_dir, m) = facade(&rt, tune);
+        rt.block_on(m.store(&id, &key(0))).unwrap();
+        rt.block_on(m.get(&id)).unwrap();
+        group.bench_function(name, |b| {
+            b.to_async(&rt)
+                .iter(|| async { black_box(m.get(&id).await.unwrap()) })
+        });
+        rt.block_on(m.shutdown()).unwrap();
+    }
+    group.finish();
+}
+
+/// 100,000 gets of 50 keys from 8 tasks, then `shutdown()` (every row written), with the
+/// facade's default settings; the same with one row per hit. Each sample is a fresh
+/// database. Reported as gets per second, the shutdown included.
+fn burst(c: &mut Criterion) {
+    const KEYS: usize = 50;
+    const TASKS: usize = 8;
+    const GETS: usize = 100_000;
+    let rt = Runtime::new().unwrap();
+    let ids: Vec<KeyIdentity> = (0..KEYS)
+        .map(|i| KeyIdentity::from_parts("burst", Some(&format!("u{i}")), None).unwrap())
+        .collect();
+    let variants: [Variant; 2] = [
+        ("100000_gets_then_shutdown", |_| {}),
+        ("100000_gets_then_shutdown_every_hit", |s| {
+            s.audit.every_hit = true;
+            s.audit.max_pending = 200_000;
+        }),
+    ];
+    let mut group = c.benchmark_group("burst");
+    group.sample_size(10);
+    group.throughput(criterion::Throughput::Elements(GETS as u64));
+    for (name, tune) in variants {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let (_dir, m) = facade(&rt, tune);
+                    rt.block_on(async {
+                        for (i, id) in ids.iter().enumerate() {
+                            m.store(id, &key(i)).await.unwrap();
+                        }
+                        m.flush().await.unwrap();
+                    });
+                    let start = Instant::now();
+                    rt.block_on(async {
+                        let mut tasks = tokio::task::JoinSet::new();
+                        for t in 0..TASKS {
+                            let (m, ids) = (m.clone(), ids.clone());
+                            tasks.spawn(async move {
+                                for i in 0..GETS / TASKS {
+                                    black_box(m.get(&ids[(t + i) % KEYS]).await.unwrap());
+                                }
+                            });
+                        }
+                        while let Some(done) = tasks.join_next().await {
+                            done.unwrap();
+                        }
+                        m.shutdown().await.unwrap();
+                    });
+                    total += start.elapsed();
+                    let rows = rt
+                        .block_on(m.audit_records(&AuditFilter::default()))
+                        .unwrap();
+                    let gets: u64 = rows
+                        .iter()
+                        .filter(|r| r.event.operation == "get")
+                        .map(|r| r.event.count)
+                        .sum();
+                    assert_eq!(gets, GETS as u64, "every get accounted for");
+                }
+                total
+            })
+        });
+    }
+    group.finish();
+}
+
 /// Rewrap of 2,000 keys from master key v1 to v2 of a local key file (SQLite file), measured
 /// as versions per second; each sample starts from fresh keys under v1.
 fn rewrap(c: &mut Criterion) {
@@ -183,5 +291,5 @@ fn rewrap(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(keys, benches, rewrap);
+criterion_group!(keys, benches, audit, burst, rewrap);
 criterion_main!(keys);

@@ -346,7 +346,7 @@ pub async fn build_manager_with_info(
     let audit = build_audit_log(settings, &repo).await?;
     let mut builder = SecureKeyManager::builder(provider, repo).options(settings.manager_options());
     if let Some(log) = audit {
-        builder = builder.audit(log, settings.audit.fail_closed);
+        builder = builder.audit_with(log, settings.audit_options());
     }
     let manager = builder.build();
     Ok((manager, used))

@@ -54,16 +54,16 @@ pub use settings::{
 };
 
 pub use llm_accounting_core::audit::{
-    AuditEvent, AuditFilter, AuditLog, AuditRecord, ChainBreak, verify_chain,
+    AuditEvent, AuditFilter, AuditLog, AuditRecord, ChainBreak, DROPPED_OPERATION, verify_chain,
 };
 pub use llm_accounting_core::layers;
 pub use llm_accounting_core::{
-    ApiKey, CacheOptions, DataKey, EncryptionContext, Envelope, Error, ErrorKind, FailureClass,
-    KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyState, KmsProvider, MAX_API_KEY_BYTES,
-    MAX_NAME_CHARS, ManagerOptions, MemoryKeyRepository, Principal, ProviderCallError, Result,
-    RewrapFailure, RewrapOptions, RewrapProgress, RewrapReport, SecureKeyManager,
-    SecureKeyManagerBuilder, StoreOutcome, VersionInfo, VersionRecord, VersionState, WrappedKey,
-    WriteOptions, error_chain, is_hidden_char, validate_name,
+    ApiKey, AuditOptions, CacheOptions, DataKey, EncryptionContext, Envelope, Error, ErrorKind,
+    FailureClass, KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyState, KmsProvider,
+    MAX_API_KEY_BYTES, MAX_NAME_CHARS, ManagerOptions, MemoryKeyRepository, Principal,
+    ProviderCallError, Result, RewrapFailure, RewrapOptions, RewrapProgress, RewrapReport,
+    SecureKeyManager, SecureKeyManagerBuilder, StoreOutcome, VersionInfo, VersionRecord,
+    VersionState, WrappedKey, WriteOptions, error_chain, is_hidden_char, validate_name,
 };
 pub use llm_accounting_store::{SeaOrmKeyRepository, StoreOptions, redact_url};
 

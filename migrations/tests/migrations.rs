@@ -17,6 +17,21 @@ async fn tables_present(db: &DatabaseConnection) -> Vec<bool> {
     present
 }
 
+/// Whether `api_key_audit` has the columns `event_count`, `first_at` and `detail`.
+async fn audit_columns(db: &DatabaseConnection) -> Vec<bool> {
+    let manager = SchemaManager::new(db);
+    let mut present = Vec::new();
+    for column in ["event_count", "first_at", "detail"] {
+        present.push(
+            manager
+                .has_column("api_key_audit", column)
+                .await
+                .expect("has_column"),
+        );
+    }
+    present
+}
+
 #[tokio::test]
 async fn up_down_up_on_sqlite_file() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -37,7 +52,7 @@ async fn up_down_up_on_sqlite_file() {
             .await
             .expect("applied")
             .len(),
-        5
+        6
     );
 
     let manager = SchemaManager::new(&db);
@@ -58,6 +73,12 @@ async fn up_down_up_on_sqlite_file() {
     // Up again is a no-op.
     Migrator::up(&db, None).await.expect("up is idempotent");
 
+    // The last migration adds the audit counts; one step down removes exactly them.
+    assert_eq!(audit_columns(&db).await, [true; 3]);
+    Migrator::down(&db, Some(1)).await.expect("one step down");
+    assert_eq!(audit_columns(&db).await, [false, false, true]);
+    Migrator::up(&db, None).await.expect("up again");
+
     Migrator::down(&db, None).await.expect("down");
     assert_eq!(tables_present(&db).await, [false, false]);
     assert_eq!(
@@ -71,9 +92,9 @@ async fn up_down_up_on_sqlite_file() {
     Migrator::up(&db, None).await.expect("up again");
     assert_eq!(tables_present(&db).await, [true, true]);
 
-    // Four steps down remove the seal columns and store keys, the audit table, the lifecycle
-    // columns, then the versions table.
-    Migrator::down(&db, Some(4)).await.expect("four steps down");
+    // Five steps down remove the audit counts, the seal columns and store keys, the audit
+    // table, the lifecycle columns, then the versions table.
+    Migrator::down(&db, Some(5)).await.expect("five steps down");
     assert_eq!(tables_present(&db).await, [true, false]);
     Migrator::up(&db, None).await.expect("up after one step");
     assert_eq!(tables_present(&db).await, [true, true]);

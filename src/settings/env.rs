@@ -69,6 +69,12 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("LLM_ACCOUNTING_AUDIT_ENABLED", "audit.enabled"),
     ("LLM_ACCOUNTING_AUDIT_FAIL_CLOSED", "audit.fail_closed"),
     ("LLM_ACCOUNTING_AUDIT_DATABASE_URL", "audit.database_url"),
+    ("LLM_ACCOUNTING_AUDIT_MAX_PENDING", "audit.max_pending"),
+    (
+        "LLM_ACCOUNTING_AUDIT_AGGREGATE_INTERVAL_MS",
+        "audit.aggregate_interval_ms",
+    ),
+    ("LLM_ACCOUNTING_AUDIT_EVERY_HIT", "audit.every_hit"),
 ];
 
 /// The variable of `setting` in [`ENV_VARS`] (empty for a setting that has none, which a unit

@@ -19,7 +19,7 @@ use config::{Config, File, FileFormat};
 use serde::Deserialize;
 
 use crate::layers::{LayerOptions, RetryPolicy};
-use crate::{CacheOptions, Error, ManagerOptions, Result, StoreOptions, redact_url};
+use crate::{AuditOptions, CacheOptions, Error, ManagerOptions, Result, StoreOptions, redact_url};
 
 pub use self::choices::{
     AzureCredentials, AzureKeyWrap, GcpCredentials, KmsProviderKind, PROVIDER_NAMES,
@@ -262,6 +262,16 @@ impl Settings {
         if self.kms.timeout_ms == 0 {
             return Err(("kms.timeout_ms", "kms.timeout_ms must be at least 1"));
         }
+        if self.audit.max_pending == 0 {
+            return Err(("audit.max_pending", "audit.max_pending must be at least 1"));
+        }
+        if self.audit.aggregate_interval_ms == 0 {
+            return Err((
+                "audit.aggregate_interval_ms",
+                "audit.aggregate_interval_ms must be at least 1 (audit.every_hit = true writes \
+                 one row per cache hit)",
+            ));
+        }
         Ok(())
     }
 
@@ -311,6 +321,17 @@ impl Settings {
             last_used_interval: Duration::from_secs(self.store.last_used_interval_secs),
             previous_grace: Duration::from_secs(self.keys.previous_grace_secs),
             require_sealed: self.keys.require_sealed,
+        }
+    }
+
+    /// Audit trail options from these settings (whether there is a trail at all is
+    /// `audit.enabled`).
+    pub fn audit_options(&self) -> AuditOptions {
+        AuditOptions {
+            fail_closed: self.audit.fail_closed,
+            max_pending: self.audit.max_pending,
+            aggregate_interval: Duration::from_millis(self.audit.aggregate_interval_ms),
+            every_hit: self.audit.every_hit,
         }
     }
 

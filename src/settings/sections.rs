@@ -19,6 +19,14 @@ pub struct AuditSettings {
     /// Another database for the audit table; `None`: the key database.
     #[serde(deserialize_with = "empty_is_none")]
     pub database_url: Option<String>,
+    /// Fail-open: most rows waiting to be written (and most cache-hit aggregates open); an
+    /// event beyond is dropped and counted in a `dropped` row.
+    pub max_pending: usize,
+    /// Fail-open: milliseconds over which the cache hits of one identity by one principal
+    /// become one row with a count.
+    pub aggregate_interval_ms: u64,
+    /// Fail-open: one row per cache hit instead of aggregates.
+    pub every_hit: bool,
 }
 
 impl Default for AuditSettings {
@@ -27,6 +35,9 @@ impl Default for AuditSettings {
             enabled: true,
             fail_closed: false,
             database_url: None,
+            max_pending: 10_000,
+            aggregate_interval_ms: 10_000,
+            every_hit: false,
         }
     }
 }

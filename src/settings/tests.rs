@@ -124,6 +124,44 @@ fn kms_resilience_settings() {
     }
 }
 
+#[test]
+fn audit_settings_map_onto_the_trail() {
+    let defaults = load(&[], None, &Overrides::default()).expect("defaults");
+    assert_eq!(
+        defaults.audit_options(),
+        AuditOptions::default(),
+        "the embedded defaults are the library's"
+    );
+    let env = [
+        ("LLM_ACCOUNTING_AUDIT_FAIL_CLOSED", "true"),
+        ("LLM_ACCOUNTING_AUDIT_MAX_PENDING", "500"),
+        ("LLM_ACCOUNTING_AUDIT_AGGREGATE_INTERVAL_MS", "250"),
+        ("LLM_ACCOUNTING_AUDIT_EVERY_HIT", "true"),
+    ];
+    let o = load(&env, None, &Overrides::default())
+        .expect("env")
+        .audit_options();
+    assert_eq!(
+        o,
+        AuditOptions {
+            fail_closed: true,
+            max_pending: 500,
+            aggregate_interval: Duration::from_millis(250),
+            every_hit: true,
+        }
+    );
+    for (var, value) in [
+        ("LLM_ACCOUNTING_AUDIT_MAX_PENDING", "0"),
+        ("LLM_ACCOUNTING_AUDIT_MAX_PENDING", "-1"),
+        ("LLM_ACCOUNTING_AUDIT_AGGREGATE_INTERVAL_MS", "0"),
+        ("LLM_ACCOUNTING_AUDIT_EVERY_HIT", "sometimes"),
+    ] {
+        let err = load(&[(var, value)], None, &Overrides::default()).expect_err(var);
+        assert!(matches!(err, Error::Config { .. }), "{var}={value}: {err}");
+        assert!(err.to_string().contains(var), "{var}={value}: {err}");
+    }
+}
+
 fn file(text: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("c.toml");

@@ -168,12 +168,15 @@ fn json_rows(keys: &[(&KeyRecord, Option<&[VersionInfo]>)]) -> String {
     escape::json(serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".to_owned()))
 }
 
-/// Audit records as an aligned table.
+/// Audit records as an aligned table. TIME is when the (last) event happened; a row that
+/// stands for several events shows how many in COUNT and the first one's time in FIRST.
 pub(crate) fn audit_table(records: &[AuditRecord]) -> String {
     let mut table = Table::new();
     table.load_style(presets::NOTHING).set_header([
         "SEQ",
         "TIME",
+        "COUNT",
+        "FIRST",
         "OPERATION",
         "SERVICE",
         "USER",
@@ -188,6 +191,8 @@ pub(crate) fn audit_table(records: &[AuditRecord]) -> String {
         table.add_row(escape::row([
             r.seq.to_string(),
             timestamp(&e.at),
+            e.count.to_string(),
+            optional_time(e.first_at.as_ref()),
             e.operation.clone(),
             id.map_or("-", |i| i.service()).to_owned(),
             id.and_then(|i| i.user()).unwrap_or("-").to_owned(),
@@ -217,6 +222,10 @@ struct AuditJson<'a> {
     provider: Option<&'a str>,
     master_key_ref: Option<&'a str>,
     detail: Option<&'a str>,
+    /// How many events the row stands for (1 for a single event).
+    count: u64,
+    /// The first of several events' time (`at` is the last's); null for a single event.
+    first_at: Option<String>,
     hash: &'a str,
 }
 
@@ -239,6 +248,10 @@ pub(crate) fn audit_json(records: &[AuditRecord]) -> String {
                 provider: e.provider.as_deref(),
                 master_key_ref: e.master_key_ref.as_deref(),
                 detail: e.detail.as_deref(),
+                count: e.count,
+                first_at: e
+                    .first_at
+                    .map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true)),
                 hash: &r.hash,
             }
         })
@@ -402,5 +415,53 @@ mod tests {
         };
         let n = defaults_notice(&both).expect("notice");
         assert!(n.starts_with("using default database /d/keys.db and master key /d/master.key"));
+    }
+
+    #[test]
+    fn audit_output_shows_counts_and_first_times() {
+        use llm_accounting::{AuditEvent, AuditRecord};
+        let id = KeyIdentity::from_parts("openai", Some("alice"), None).expect("valid");
+        let last = Utc
+            .with_ymd_and_hms(2026, 11, 28, 21, 0, 9)
+            .single()
+            .expect("valid time");
+        let single = AuditEvent {
+            at: last,
+            ..AuditEvent::now("get", Some(&id), "-").detail("cache miss")
+        };
+        let hits = AuditEvent {
+            at: last,
+            ..AuditEvent::now("get", Some(&id), "-").detail("cache hit")
+        }
+        .aggregated(4321, last - chrono::Duration::microseconds(8_500_001));
+        let records: Vec<AuditRecord> = [single, hits]
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| AuditRecord::chain(i as u64, "0", e))
+            .collect();
+
+        let table = audit_table(&records);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("SEQ  TIME"), "{table}");
+        assert!(
+            lines[0].contains("COUNT") && lines[0].contains("FIRST"),
+            "{table}"
+        );
+        assert!(
+            lines[1].contains("2026-11-28T21:00:09Z  1      -  "),
+            "a single event: count 1, no first time\n{table}"
+        );
+        assert!(
+            lines[2].contains("2026-11-28T21:00:09Z  4321   2026-11-28T21:00:00Z  get"),
+            "an aggregated row: its count and first time\n{table}"
+        );
+
+        let json: serde_json::Value =
+            serde_json::from_str(&audit_json(&records)).expect("valid JSON");
+        assert_eq!(json[0]["count"], 1);
+        assert!(json[0]["first_at"].is_null());
+        assert_eq!(json[1]["count"], 4321);
+        assert_eq!(json[1]["first_at"], "2026-11-28T21:00:00.499999Z");
+        assert_eq!(json[1]["at"], "2026-11-28T21:00:09.000000Z");
     }
 }

@@ -6,6 +6,12 @@
 //! first record's previous hash is [`GENESIS_HASH`]. [`verify_chain`] recomputes the chain and
 //! names the first record where it breaks. Rows never hold a secret: identities, outcomes,
 //! provider and master-key references only.
+//!
+//! A row usually stands for one event. It may stand for several ([`AuditEvent::count`] > 1):
+//! repeated cache hits of one identity by one principal within an aggregation interval, with
+//! the first one's time in [`AuditEvent::first_at`] and the last one's in [`AuditEvent::at`];
+//! or the events a full queue had to drop (operation [`DROPPED_OPERATION`]). Such a row's hash
+//! also covers its count and first time.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -19,6 +25,10 @@ use crate::{ErrorKind, KeyIdentity, Result};
 /// The previous hash of the first record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// The operation of a row that counts events dropped because the queue of rows waiting to be
+/// written was full (fail-open mode only): a counted gap, never a silent one.
+pub const DROPPED_OPERATION: &str = "dropped";
+
 /// One operation to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEvent {
@@ -31,7 +41,8 @@ pub struct AuditEvent {
     pub identity: Option<KeyIdentity>,
     /// Who asked: the bound principal, or `-` for an unbound manager.
     pub principal: String,
-    /// `ok`, or the [`ErrorKind`] name of the failure.
+    /// `ok`, the [`ErrorKind`] name of the failure, or `dropped` on a row counting dropped
+    /// events.
     pub outcome: String,
     /// Provider of the key version involved, when known.
     pub provider: Option<String>,
@@ -39,6 +50,12 @@ pub struct AuditEvent {
     pub master_key_ref: Option<String>,
     /// A short non-secret note (`cache hit`, `cache miss`, `version 3`, counts...).
     pub detail: Option<String>,
+    /// How many events this row stands for: 1 for a single event; more for repeated events
+    /// aggregated over an interval, or for a row counting dropped events.
+    pub count: u64,
+    /// When a row stands for several events: when the first of them happened (`at` is when
+    /// the last did). `None` for a single event.
+    pub first_at: Option<DateTime<Utc>>,
 }
 
 impl AuditEvent {
@@ -53,7 +70,33 @@ impl AuditEvent {
             provider: None,
             master_key_ref: None,
             detail: None,
+            count: 1,
+            first_at: None,
         }
+    }
+
+    /// The row for `count` dropped events, the first at `first_at`, the last at `last_at`.
+    pub fn dropped(count: u64, first_at: DateTime<Utc>, last_at: DateTime<Utc>) -> Self {
+        let mut event = AuditEvent::now(DROPPED_OPERATION, None, "-")
+            .detail(format!("{count} events dropped"))
+            .aggregated(count, first_at);
+        event.outcome = DROPPED_OPERATION.to_owned();
+        event.at = last_at.trunc_subsecs(6);
+        event
+    }
+
+    /// Makes this the row of `count` events, the first at `first_at` (this event's `at` being
+    /// the last one's time).
+    pub fn aggregated(mut self, count: u64, first_at: DateTime<Utc>) -> Self {
+        self.count = count;
+        self.first_at = Some(first_at.trunc_subsecs(6));
+        self
+    }
+
+    /// Whether this row stands for something other than one single event (its hash then also
+    /// covers the count and the first time).
+    pub fn is_aggregate(&self) -> bool {
+        self.count != 1 || self.first_at.is_some()
     }
 
     /// Sets the outcome from a result.
@@ -124,7 +167,9 @@ fn put(h: &mut Sha256, field: Option<&str>) {
 }
 
 /// The hash of a record: SHA-256 over the previous hash, the sequence number and every field,
-/// each length-prefixed (absent fields marked as such).
+/// each length-prefixed (absent fields marked as such). The count and first time of an
+/// aggregated row follow the other fields; a single event's encoding stops before them, so
+/// that rows written before aggregation existed keep their hashes.
 pub fn record_hash(seq: u64, prev_hash: &str, e: &AuditEvent) -> String {
     let mut h = Sha256::new();
     h.update(b"llm-accounting/audit/v1");
@@ -140,6 +185,15 @@ pub fn record_hash(seq: u64, prev_hash: &str, e: &AuditEvent) -> String {
     put(&mut h, e.provider.as_deref());
     put(&mut h, e.master_key_ref.as_deref());
     put(&mut h, e.detail.as_deref());
+    if e.is_aggregate() {
+        put(&mut h, Some(&e.count.to_string()));
+        put(
+            &mut h,
+            e.first_at
+                .map(|t| t.timestamp_micros().to_string())
+                .as_deref(),
+        );
+    }
     h.finalize()
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -313,6 +367,70 @@ mod tests {
     fn an_intact_chain_verifies() {
         assert_eq!(verify_chain(&chain(5)), Ok(5));
         assert_eq!(verify_chain(&[]), Ok(0));
+    }
+
+    /// A fixed cache-hit event at 2026-11-30T00:00:00.123456Z.
+    fn fixed_hit() -> AuditEvent {
+        let id = KeyIdentity::from_parts("openai", Some("alice"), None).expect("id");
+        let mut e = AuditEvent::now("get", Some(&id), "-").detail("cache hit");
+        e.at = DateTime::from_timestamp_micros(1_795_996_800_123_456).expect("time");
+        e
+    }
+
+    #[test]
+    fn a_single_event_hashes_as_before_aggregation_existed() {
+        // Computed independently from the v1 encoding: rows written before aggregation rows
+        // existed must still verify.
+        assert_eq!(
+            record_hash(1, GENESIS_HASH, &fixed_hit()),
+            "fa2813ba3fcc71acc7522015212bad86697d7c8f32ffe2743a6f2676d4fa03d2"
+        );
+        let first = DateTime::from_timestamp_micros(1_795_996_795_123_456).expect("time");
+        assert_eq!(
+            record_hash(1, GENESIS_HASH, &fixed_hit().aggregated(42, first)),
+            "e8cdb68d7d64480601b9cc32f494f12f8a2a1905856124864fadfdd97738a2a9",
+            "an aggregated row's hash covers its count and first time"
+        );
+    }
+
+    #[test]
+    fn an_edited_count_or_first_time_is_found() {
+        let first = fixed_hit().at - chrono::Duration::seconds(5);
+        let record = AuditRecord::chain(0, GENESIS_HASH, fixed_hit().aggregated(42, first));
+        assert_eq!(verify_chain(std::slice::from_ref(&record)), Ok(1));
+        let edits: [fn(&mut AuditEvent); 4] = [
+            |e| e.count = 41,
+            |e| e.count = 1,
+            |e| e.first_at = None,
+            |e| e.first_at = e.first_at.map(|t| t + chrono::Duration::microseconds(1)),
+        ];
+        for edit in edits {
+            let mut edited = record.clone();
+            edit(&mut edited.event);
+            assert_eq!(
+                verify_chain(&[edited.clone()]).map_err(|b| b.seq),
+                Err(1),
+                "{:?}",
+                edited.event
+            );
+        }
+        // Turning a single event into an aggregate is found too.
+        let single = AuditRecord::chain(0, GENESIS_HASH, fixed_hit());
+        let mut inflated = single.clone();
+        inflated.event.count = 1000;
+        assert!(verify_chain(&[inflated]).is_err());
+    }
+
+    #[test]
+    fn a_dropped_row_counts_and_spans_the_dropped_events() {
+        let first = fixed_hit().at;
+        let last = first + chrono::Duration::milliseconds(1500);
+        let e = AuditEvent::dropped(17, first, last);
+        assert_eq!(e.operation, DROPPED_OPERATION);
+        assert_eq!(e.outcome, "dropped");
+        assert_eq!((e.count, e.first_at, e.at), (17, Some(first), last));
+        assert_eq!(e.detail.as_deref(), Some("17 events dropped"));
+        assert!(e.is_aggregate() && e.identity.is_none());
     }
 
     #[test]

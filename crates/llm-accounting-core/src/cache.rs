@@ -124,6 +124,11 @@ impl KeyCache {
         }
     }
 
+    /// When the cache clock started: [`Hit::now_ms`] counts from it.
+    pub(crate) fn clock(&self) -> Instant {
+        self.base
+    }
+
     pub(crate) fn now_ms(&self) -> u64 {
         u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
     }

@@ -40,9 +40,9 @@ pub use envelope::Envelope;
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use identity::{KeyIdentity, MAX_NAME_CHARS, is_hidden_char, validate_name};
 pub use manager::{
-    BrokenKey, KeyListing, ManagerOptions, RewrapFailure, RewrapOptions, RewrapProgress,
-    RewrapReport, SealReport, SecureKeyManager, SecureKeyManagerBuilder, StoreOutcome, VersionInfo,
-    WriteOptions,
+    AuditOptions, BrokenKey, KeyListing, ManagerOptions, RewrapFailure, RewrapOptions,
+    RewrapProgress, RewrapReport, SealReport, SecureKeyManager, SecureKeyManagerBuilder,
+    StoreOutcome, VersionInfo, WriteOptions,
 };
 pub use memory::MemoryKeyRepository;
 pub use principal::Principal;

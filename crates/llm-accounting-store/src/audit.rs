@@ -1,16 +1,19 @@
 //! [`AuditLog`] over sea-orm: the `api_key_audit` table, appended in order under a write
-//! transaction; a writer that loses the race for the next sequence number retries.
+//! transaction; a writer that loses the race for the next sequence number retries. A large
+//! append is split into INSERTs that stay under the database's limits ([`crate::limits`]),
+//! all in the one transaction.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use llm_accounting_core::audit::{AuditEvent, AuditFilter, AuditLog, AuditRecord, GENESIS_HASH};
 use llm_accounting_core::{Error, KeyIdentity, Result};
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, Iterable, QueryFilter, QueryOrder};
 
 use crate::SeaOrmKeyRepository;
 use crate::entity::api_key_audit;
 use crate::error::{from_db, is_unique_violation};
+use crate::limits::rows_per_insert;
 
 const ATTEMPTS: u32 = 30;
 
@@ -29,13 +32,17 @@ fn active(r: &AuditRecord) -> Result<api_key_audit::ActiveModel> {
         provider: Set(e.provider.clone()),
         master_key_ref: Set(e.master_key_ref.clone()),
         detail: Set(e.detail.clone()),
+        event_count: Set(
+            i64::try_from(e.count).map_err(|_| Error::invalid("audit", "event count overflow"))?
+        ),
+        first_at: Set(e.first_at),
         prev_hash: Set(r.prev_hash.clone()),
         hash: Set(r.hash.clone()),
     })
 }
 
-/// A stored row as a record. A row whose identity does not parse keeps no identity: the
-/// chain check then reports the row as changed.
+/// A stored row as a record. A row whose identity does not parse keeps no identity, and a
+/// negative count reads as 0: the chain check then reports the row as changed.
 fn record(m: api_key_audit::Model) -> AuditRecord {
     let identity = m
         .service
@@ -52,6 +59,8 @@ fn record(m: api_key_audit::Model) -> AuditRecord {
             provider: m.provider,
             master_key_ref: m.master_key_ref,
             detail: m.detail,
+            count: u64::try_from(m.event_count).unwrap_or(0),
+            first_at: m.first_at,
         },
         prev_hash: m.prev_hash,
         hash: m.hash,
@@ -64,6 +73,10 @@ impl AuditLog for SeaOrmKeyRepository {
         if events.is_empty() {
             return Ok(());
         }
+        let chunk = rows_per_insert(
+            self.connection().get_database_backend(),
+            api_key_audit::Column::iter().count(),
+        );
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -76,25 +89,40 @@ impl AuditLog for SeaOrmKeyRepository {
             let (mut seq, mut hash) = last.map_or((0, GENESIS_HASH.to_owned()), |m| {
                 (u64::try_from(m.seq).unwrap_or(0), m.hash)
             });
-            let mut rows = Vec::with_capacity(events.len());
-            for e in events {
-                let r = AuditRecord::chain(seq, &hash, e.clone());
-                seq = r.seq;
-                hash.clone_from(&r.hash);
-                rows.push(active(&r)?);
+            let mut inserted = Ok(());
+            for events in events.chunks(chunk) {
+                let mut rows = Vec::with_capacity(events.len());
+                for e in events {
+                    let r = AuditRecord::chain(seq, &hash, e.clone());
+                    seq = r.seq;
+                    hash.clone_from(&r.hash);
+                    rows.push(active(&r)?);
+                }
+                inserted = api_key_audit::Entity::insert_many(rows)
+                    .exec_without_returning(&txn)
+                    .await
+                    .map(drop);
+                if inserted.is_err() {
+                    break;
+                }
             }
-            match api_key_audit::Entity::insert_many(rows)
-                .exec_without_returning(&txn)
-                .await
-            {
-                Ok(_) => {
+            match inserted {
+                Ok(()) => {
                     return txn
                         .commit()
                         .await
                         .map_err(|e| from_db("append audit rows", e));
                 }
-                Err(e) if is_unique_violation(&e) && attempt < ATTEMPTS => {
+                Err(e) if is_unique_violation(&e) => {
                     drop(txn);
+                    if attempt >= ATTEMPTS {
+                        // Other writers kept taking the next position: busy, not broken.
+                        return Err(Error::DatabaseUnavailable {
+                            operation: "append audit rows (other writers kept taking the next \
+                                        position)",
+                            source: Some(std::sync::Arc::new(e)),
+                        });
+                    }
                     tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(10)) * 3)).await;
                 }
                 Err(e) => return Err(from_db("append audit rows", e)),

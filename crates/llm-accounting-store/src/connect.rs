@@ -129,11 +129,44 @@ mod sqlite {
         } else {
             pool.max_connections(options.max_connections.max(1))
         };
-        let pool = pool
-            .connect_with(connect)
-            .await
-            .map_err(|e| crate::error::from_sqlx("connect", e))?;
+        // Several pools opening a new file at once race for the lock that switches it to WAL
+        // (taken before any busy handler applies): a busy file is tried again, with a random
+        // pause, within the connect timeout.
+        let started = std::time::Instant::now();
+        let mut attempt = 0u32;
+        let pool = loop {
+            match pool.clone().connect_with(connect.clone()).await {
+                Ok(pool) => break pool,
+                Err(e) if is_busy(&e) && started.elapsed() < options.connect_timeout => {
+                    attempt += 1;
+                    tokio::time::sleep(pause(attempt)).await;
+                }
+                Err(e) => return Err(crate::error::from_sqlx("connect", e)),
+            }
+        };
         Ok(SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
+    }
+
+    /// Whether opening failed because another connection held the file's lock.
+    fn is_busy(e: &sea_orm::sqlx::Error) -> bool {
+        const SQLITE_BUSY: u32 = 5;
+        const SQLITE_LOCKED: u32 = 6;
+        match e {
+            sea_orm::sqlx::Error::Database(db) => db
+                .code()
+                .and_then(|c| c.parse::<u32>().ok())
+                .is_some_and(|n| matches!(n & 0xff, SQLITE_BUSY | SQLITE_LOCKED)),
+            _ => false,
+        }
+    }
+
+    /// A random pause of up to 10 × 2^attempt ms (at most 160 ms) before trying again.
+    fn pause(attempt: u32) -> std::time::Duration {
+        let mut b = [0u8; 2];
+        let r = llm_accounting_core::random_bytes(&mut b)
+            .map_or(u16::MAX / 2, |()| u16::from_le_bytes(b));
+        let cap_ms = 10u64 << attempt.min(4);
+        std::time::Duration::from_micros(u64::from(r) * cap_ms * 1000 / u64::from(u16::MAX))
     }
 
     /// Whether the URL names an in-memory database (`sqlite::memory:`, `mode=memory`).

@@ -32,6 +32,7 @@ mod audit;
 mod connect;
 mod entity;
 mod error;
+mod limits;
 mod providers;
 mod repository;
 mod rewrap_rows;

@@ -26,6 +26,10 @@ use crate::rows::{
     version_i32, version_record,
 };
 
+/// Most `last_used_at` updates in one transaction: at a few microseconds each on SQLite (a
+/// network round trip each on a server), the write lock is held for milliseconds.
+const LAST_USES_PER_TRANSACTION: usize = 500;
+
 /// A [`KeyRepository`] stored in a relational database through sea-orm.
 ///
 /// Tables are `api_keys` and `api_key_versions` (see `llm-accounting-migration`); opening a
@@ -406,26 +410,31 @@ impl KeyRepository for SeaOrmKeyRepository {
             .collect())
     }
 
+    /// Writes the uses in transactions of at most 500 updates each, so that a large batch
+    /// never holds the write lock (SQLite) or its row locks for long. A
+    /// busy or locked database is [`Error::DatabaseUnavailable`] (SQLite first waits its busy
+    /// timeout); the transactions committed before it stay written, and writing the whole
+    /// batch again is harmless (a time never moves back).
     async fn record_last_used(&self, uses: &[(Uuid, DateTime<Utc>)]) -> Result<()> {
-        if uses.is_empty() {
-            return Ok(());
+        for chunk in uses.chunks(LAST_USES_PER_TRANSACTION) {
+            let txn = self.begin_write("record last use").await?;
+            for (key_id, at) in chunk {
+                // Never move the time back.
+                api_key::Entity::update_many()
+                    .col_expr(api_key::Column::LastUsedAt, Expr::value(*at))
+                    .filter(api_key::Column::Id.eq(uuid_text(*key_id)))
+                    .filter(
+                        Condition::any()
+                            .add(api_key::Column::LastUsedAt.is_null())
+                            .add(api_key::Column::LastUsedAt.lt(*at)),
+                    )
+                    .exec(&txn)
+                    .await
+                    .map_err(|e| from_db("record last use", e))?;
+            }
+            commit(txn, "record last use").await?;
         }
-        let txn = self.begin_write("record last use").await?;
-        for (key_id, at) in uses {
-            // Never move the time back.
-            api_key::Entity::update_many()
-                .col_expr(api_key::Column::LastUsedAt, Expr::value(*at))
-                .filter(api_key::Column::Id.eq(uuid_text(*key_id)))
-                .filter(
-                    Condition::any()
-                        .add(api_key::Column::LastUsedAt.is_null())
-                        .add(api_key::Column::LastUsedAt.lt(*at)),
-                )
-                .exec(&txn)
-                .await
-                .map_err(|e| from_db("record last use", e))?;
-        }
-        commit(txn, "record last use").await
+        Ok(())
     }
 
     async fn list_versions(&self, key_id: Uuid) -> Result<Vec<VersionRecord>> {

@@ -63,10 +63,10 @@ async fn migrations_up_down_up_on_every_database() {
         assert_eq!(has_tables(conn).await, [false, false], "{}", db.backend());
         Migrator::up(conn, None).await.expect("up after down");
         assert_eq!(has_tables(conn).await, [true, true], "{}", db.backend());
-        // Down to the keys table alone: seal, audit, lifecycle, versions.
-        Migrator::down(conn, Some(4))
+        // Down to the keys table alone: audit counts, seal, audit, lifecycle, versions.
+        Migrator::down(conn, Some(5))
             .await
-            .expect("four steps down");
+            .expect("five steps down");
         assert_eq!(has_tables(conn).await, [true, false], "{}", db.backend());
         drop(repo);
         // Opening applies what is pending.
@@ -222,6 +222,31 @@ async fn audit_chain_on_every_database() {
         assert!(upper.is_empty(), "exact, case-sensitive filters");
 
         let conn = a.connection();
+        // A count or a first time changed on a single-event row is found; put back, the row
+        // verifies again.
+        for (tamper, undo) in [
+            (
+                "UPDATE api_key_audit SET event_count = 1000 WHERE seq = 30",
+                "UPDATE api_key_audit SET event_count = 1 WHERE seq = 30",
+            ),
+            (
+                "UPDATE api_key_audit SET first_at = at WHERE seq = 30",
+                "UPDATE api_key_audit SET first_at = NULL WHERE seq = 30",
+            ),
+        ] {
+            for (sql, expected) in [(tamper, Err(30)), (undo, Ok(80))] {
+                conn.execute_raw(Statement::from_string(conn.get_database_backend(), sql))
+                    .await
+                    .expect(sql);
+                let all = a.records(&AuditFilter::default()).await.expect("records");
+                assert_eq!(
+                    verify_chain(&all).map_err(|b| b.seq),
+                    expected,
+                    "{}: {sql}",
+                    db.backend()
+                );
+            }
+        }
         conn.execute_raw(Statement::from_string(
             conn.get_database_backend(),
             "UPDATE api_key_audit SET outcome = 'not_found' WHERE seq = 17",

@@ -241,6 +241,69 @@ async fn locked_database_is_unavailable() {
         .expect("works once released");
 }
 
+/// Last-use times under write contention: while another process holds the write lock
+/// longer than the busy timeout, recording them is "unavailable" (retryable), never a silent
+/// success; a lock held for less than the busy timeout is waited out; once the lock is gone
+/// the same batch is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_uses_wait_out_a_short_lock_and_report_a_long_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = StoreOptions {
+        busy_timeout: Duration::from_millis(500),
+        create_if_missing: true,
+        ..StoreOptions::default()
+    };
+    let repo = SeaOrmKeyRepository::connect(&file_url(&dir), &options)
+        .await
+        .expect("open");
+    let blocker = SeaOrmKeyRepository::connect(&file_url(&dir), &options)
+        .await
+        .expect("open a second pool");
+    let (key, version) = sample(KeyIdentity::new("openai").expect("identity"));
+    repo.create_key(&key, &version).await.expect("create");
+    let at = Utc::now().trunc_subsecs(3);
+    let mut uses: Vec<_> = (0..1_200).map(|_| (Uuid::new_v4(), at)).collect();
+    uses[1_100] = (key.id, at);
+    let lock = || async {
+        sea_orm::TransactionTrait::begin_with_options(
+            blocker.connection(),
+            sea_orm::TransactionOptions {
+                sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Exclusive),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("exclusive lock")
+    };
+    let last_used = || async {
+        repo.find_key(&key.identity)
+            .await
+            .expect("find")
+            .expect("exists")
+            .last_used_at
+    };
+
+    let txn = lock().await;
+    match repo.record_last_used(&uses).await {
+        Err(e @ Error::DatabaseUnavailable { .. }) => assert!(e.is_retryable()),
+        other => panic!("expected DatabaseUnavailable while locked, got {other:?}"),
+    }
+    assert_eq!(last_used().await, None, "nothing claimed written");
+    txn.rollback().await.expect("release");
+
+    // A lock released within the busy timeout is waited out.
+    let txn = lock().await;
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        txn.rollback().await.expect("release");
+    });
+    repo.record_last_used(&uses)
+        .await
+        .expect("written once the lock is released");
+    release.await.expect("released");
+    assert_eq!(last_used().await, Some(at));
+}
+
 #[tokio::test]
 async fn corrupted_rows_are_integrity_errors() {
     let dir = tempfile::tempdir().expect("temp dir");

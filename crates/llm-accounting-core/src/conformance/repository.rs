@@ -390,6 +390,27 @@ pub async fn run(repo: &dyn KeyRepository) {
             .last_used_at,
         Some(t0)
     );
+    // A large batch (more than one transaction's worth) loses nothing at its edges or in
+    // its middle.
+    let t2 = t1 + Duration::seconds(1);
+    let mut many: Vec<_> = (0..1_500).map(|_| (Uuid::new_v4(), t2)).collect();
+    many[0] = (k.id, t2);
+    many[1_499] = (gk.id, t2);
+    many[750] = (k.id, t0);
+    repo.record_last_used(&many)
+        .await
+        .expect("record 1,500 last uses");
+    for identity in [&none, &global] {
+        assert_eq!(
+            repo.find_key(identity)
+                .await
+                .expect("find")
+                .expect("exists")
+                .last_used_at,
+            Some(t2),
+            "{identity}: the latest time of a large batch wins"
+        );
+    }
 
     // List with filters.
     let all = repo

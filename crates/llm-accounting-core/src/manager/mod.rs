@@ -7,6 +7,7 @@
 //! every operation shares.
 
 mod audit;
+mod hits;
 mod lifecycle;
 mod options;
 mod read;
@@ -30,7 +31,7 @@ use crate::{
 
 use self::audit::AuditTrail;
 pub use self::lifecycle::{BrokenKey, KeyListing};
-pub use self::options::{ManagerOptions, StoreOutcome, VersionInfo, WriteOptions};
+pub use self::options::{AuditOptions, ManagerOptions, StoreOutcome, VersionInfo, WriteOptions};
 pub use self::rewrap::{RewrapFailure, RewrapOptions, RewrapProgress, RewrapReport};
 pub use self::seal::SealReport;
 
@@ -81,7 +82,7 @@ pub struct SecureKeyManagerBuilder {
     decrypt_only: Vec<Arc<dyn KmsProvider>>,
     repo: Arc<dyn KeyRepository>,
     options: ManagerOptions,
-    audit: Option<AuditTrail>,
+    audit: Option<(Arc<dyn AuditLog>, AuditOptions)>,
 }
 
 impl SecureKeyManagerBuilder {
@@ -97,28 +98,47 @@ impl SecureKeyManagerBuilder {
         self
     }
 
-    /// Records every operation in `log` (see [`crate::audit`]). Rows are written in batches
-    /// in the background, unless `fail_closed`: then each operation waits for its row, and
+    /// Records every operation in `log` (see [`crate::audit`]) with the default
+    /// [`AuditOptions`], fail-closed or not. Rows are written in batches in the background,
+    /// cache hits aggregated, unless `fail_closed`: then each operation waits for its row, and
     /// fails (a get returns no key) if the row cannot be written.
-    pub fn audit(mut self, log: Arc<dyn AuditLog>, fail_closed: bool) -> Self {
-        self.audit = Some(AuditTrail::new(log, fail_closed));
+    pub fn audit(self, log: Arc<dyn AuditLog>, fail_closed: bool) -> Self {
+        let options = AuditOptions {
+            fail_closed,
+            ..AuditOptions::default()
+        };
+        self.audit_with(log, options)
+    }
+
+    /// Records every operation in `log` (see [`crate::audit`]), as `options` say.
+    pub fn audit_with(mut self, log: Arc<dyn AuditLog>, options: AuditOptions) -> Self {
+        self.audit = Some((log, options));
         self
     }
 
     /// Builds the manager.
     pub fn build(self) -> SecureKeyManager {
+        let cache = KeyCache::new(self.options.cache);
+        let audit = self
+            .audit
+            .map(|(log, options)| AuditTrail::new(log, options, cache.clock()));
         SecureKeyManager {
             principal: None,
             inner: Arc::new(Inner {
-                last_used: LastUsed::new(self.options.last_used_interval, Arc::clone(&self.repo)),
+                last_used: LastUsed::new(
+                    self.options.last_used_interval,
+                    // One pending use per cached key.
+                    usize::try_from(self.options.cache.max_entries).unwrap_or(usize::MAX),
+                    Arc::clone(&self.repo),
+                ),
                 provider: self.provider,
                 decrypt_only: self.decrypt_only,
                 repo: self.repo,
-                cache: KeyCache::new(self.options.cache),
+                cache,
                 refresh_interval: self.options.cache.refresh_interval,
                 previous_grace: self.options.previous_grace,
                 require_sealed: self.options.require_sealed,
-                audit: self.audit,
+                audit,
                 state: state::StoreState::new(),
                 refresher_started: AtomicBool::new(false),
             }),

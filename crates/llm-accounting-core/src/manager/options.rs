@@ -36,6 +36,36 @@ impl Default for ManagerOptions {
     }
 }
 
+/// How the audit trail writes its rows (see
+/// [`SecureKeyManagerBuilder::audit_with`](crate::SecureKeyManagerBuilder::audit_with)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditOptions {
+    /// Every operation, cache hits included, waits for its own row and fails if the row
+    /// cannot be written (a get then returns no key). Off: rows are written in the
+    /// background, and a failure to write them never fails an operation.
+    pub fail_closed: bool,
+    /// Fail-open: most rows waiting to be written (default 10,000), and most cache-hit
+    /// aggregates open at once. An event that finds the queue full is dropped and counted:
+    /// one `dropped` row records how many, where they went missing.
+    pub max_pending: usize,
+    /// Fail-open: cache hits of one identity by one principal within this interval become
+    /// one row with their count and their first and last time (default 10 s).
+    pub aggregate_interval: Duration,
+    /// Fail-open: one row per cache hit instead of aggregates.
+    pub every_hit: bool,
+}
+
+impl Default for AuditOptions {
+    fn default() -> Self {
+        AuditOptions {
+            fail_closed: false,
+            max_pending: 10_000,
+            aggregate_interval: Duration::from_secs(10),
+            every_hit: false,
+        }
+    }
+}
+
 /// Options of one store or rotate.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteOptions {

@@ -3,7 +3,7 @@
 use chrono::Utc;
 
 use super::checked_envelope;
-use crate::cache::Loaded;
+use crate::cache::{Hit, Loaded};
 use crate::seal::{check_current, check_previous};
 use crate::{
     ApiKey, Error, KeyIdentity, KeyRecord, KeyState, Result, SecureKeyManager, VersionRecord,
@@ -14,35 +14,43 @@ impl SecureKeyManager {
     /// The current value of the key. Served from the cache when possible; otherwise read,
     /// unwrapped and decrypted once however many callers ask at the same time.
     pub async fn get(&self, identity: &KeyIdentity) -> Result<ApiKey> {
-        if self.inner.audit.is_none() {
+        let Some(audit) = &self.inner.audit else {
             return self.get_unaudited(identity).await.map(|(key, _)| key);
-        }
+        };
         let result = self.get_unaudited(identity).await;
+        if let Ok((_, Some(hit))) = &result
+            && audit.aggregates_hits()
+        {
+            audit.count_hit(hit, identity, self.principal.as_ref());
+            return result.map(|(key, _)| key);
+        }
         let event = self.event("get", Some(identity)).outcome(&result);
         let event = match &result {
-            Ok((_, hit)) => event.detail(if *hit { "cache hit" } else { "cache miss" }),
+            Ok((_, hit)) => event.detail(if hit.is_some() {
+                "cache hit"
+            } else {
+                "cache miss"
+            }),
             Err(_) => event,
         };
         self.audited(event, result).await.map(|(key, _)| key)
     }
 
-    /// `get` without the audit row; also says whether it was a cache hit.
-    async fn get_unaudited(&self, identity: &KeyIdentity) -> Result<(ApiKey, bool)> {
+    /// `get` without the audit row; also returns the cache hit when it was one.
+    async fn get_unaudited(&self, identity: &KeyIdentity) -> Result<(ApiKey, Option<Hit>)> {
         self.check_read(identity)?;
-        let (hit, cached) = match self.inner.cache.get(identity) {
-            Some(hit) => (hit, true),
-            None => {
-                self.ensure_refresher();
-                let hit = self
-                    .inner
-                    .cache
-                    .get_or_load(identity, self.load(identity))
-                    .await?;
-                (hit, false)
-            }
-        };
-        self.inner.last_used.note(&hit);
-        Ok((hit.entry.key.clone(), cached))
+        if let Some(hit) = self.inner.cache.get(identity) {
+            self.inner.last_used.note(&hit);
+            return Ok((hit.entry.key.clone(), Some(hit)));
+        }
+        self.ensure_refresher();
+        let loaded = self
+            .inner
+            .cache
+            .get_or_load(identity, self.load(identity))
+            .await?;
+        self.inner.last_used.note(&loaded);
+        Ok((loaded.entry.key.clone(), None))
     }
 
     async fn load(&self, identity: &KeyIdentity) -> Result<Loaded> {

@@ -19,6 +19,10 @@ pub(crate) struct Model {
     pub(crate) provider: Option<String>,
     pub(crate) master_key_ref: Option<String>,
     pub(crate) detail: Option<String>,
+    /// How many events the row stands for (1 for a single event).
+    pub(crate) event_count: i64,
+    /// When the first of several events happened (`at` is the last); null for one event.
+    pub(crate) first_at: Option<DateTimeUtc>,
     pub(crate) prev_hash: String,
     pub(crate) hash: String,
 }
