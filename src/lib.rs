@@ -54,7 +54,8 @@ pub use settings::{
 };
 
 pub use llm_accounting_core::audit::{
-    AuditEvent, AuditFilter, AuditLog, AuditRecord, ChainBreak, DROPPED_OPERATION, verify_chain,
+    AuditChain, AuditEvent, AuditFilter, AuditHead, AuditLog, AuditRecord, ChainBreak,
+    DROPPED_OPERATION, record_hash, verify_chain, verify_chain_with,
 };
 pub use llm_accounting_core::layers;
 pub use llm_accounting_core::{

@@ -164,10 +164,18 @@ pub(crate) struct AuditArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub(crate) format: Format,
-    /// Verify the whole hash chain instead of listing: exit 0 if intact, 4 naming the first
-    /// deleted, inserted or edited row.
-    #[arg(long, conflicts_with_all = ["service", "user", "operation", "since"])]
+    /// Verify the whole chain instead of listing: exit 0 if intact, 4 naming the first
+    /// deleted, inserted or edited row (or a row without its MAC in a sealed store).
+    #[arg(long, conflicts_with_all = ["service", "user", "operation", "since", "head"])]
     pub(crate) verify: bool,
+    /// With --verify: also check that the trail still holds this head, as printed by
+    /// `--head` and kept elsewhere (`SEQ:MAC`); a trail cut short or replaced exits 4.
+    #[arg(long, value_name = "SEQ:MAC", requires = "verify")]
+    pub(crate) expect_head: Option<String>,
+    /// Verify the chain, then print its head, exactly one line `SEQ:MAC`, to keep outside the
+    /// database (for `--verify --expect-head`).
+    #[arg(long, conflicts_with_all = ["service", "user", "operation", "since", "verify"])]
+    pub(crate) head: bool,
 }
 
 fn parse_since(s: &str) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {

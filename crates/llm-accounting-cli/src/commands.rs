@@ -413,11 +413,33 @@ async fn rewrap(ctx: &Context, args: &RewrapArgs) -> Result<()> {
 
 /// `keys audit`.
 async fn audit(ctx: &Context, args: &AuditArgs) -> Result<()> {
+    // Parsed before anything is opened: a malformed head is a usage error.
+    let expected = args
+        .expect_head
+        .as_deref()
+        .map(str::parse::<llm_accounting::AuditHead>)
+        .transpose()?;
     let manager = ctx.manager().await?;
-    if args.verify {
-        let result = manager.verify_audit().await;
-        let n = finish(&manager, result).await?;
-        ctx.say(&format!("audit chain intact: {n} record(s)"));
+    if args.verify || args.head {
+        let result = manager.verify_audit_head(expected.as_ref()).await;
+        let (n, head) = finish(&manager, result).await?;
+        if args.head {
+            let mut out = std::io::stdout().lock();
+            return writeln!(out, "{head}")
+                .and_then(|()| out.flush())
+                .map_err(|e| Error::Io {
+                    operation: "writing the audit head",
+                    path: "stdout".to_owned(),
+                    source: Arc::new(e),
+                });
+        }
+        ctx.say(&match &expected {
+            Some(h) => format!(
+                "audit chain intact: {n} record(s); it still holds head {}",
+                h.seq
+            ),
+            None => format!("audit chain intact: {n} record(s)"),
+        });
         return Ok(());
     }
     let filter = llm_accounting::AuditFilter {

@@ -105,3 +105,42 @@ fn an_unsealed_store_warns_until_keys_seal() {
     let r = env.run(&["keys", "audit", "--format", "json"]).ok();
     assert!(r.stdout.contains("\"seal\""), "{r:#?}");
 }
+
+#[test]
+fn the_audit_head_is_one_line_and_catches_a_cut_trail() {
+    let env = env();
+    env.run_stdin(&args(&["keys", "store"], &id("alice")), V1)
+        .ok();
+    env.run(&args(&["keys", "get"], &id("alice"))).ok();
+    let r = env.run(&["keys", "audit", "--head"]).ok();
+    let head = r.stdout.trim_end_matches('\n');
+    assert_eq!(r.stdout.lines().count(), 1, "exactly one line: {r:#?}");
+    let (seq, mac) = head.split_once(':').expect("SEQ:MAC");
+    let seq: u64 = seq.parse().expect("a record number");
+    assert!(seq >= 2, "{r:#?}");
+    assert!(
+        mac.len() == 64
+            && mac
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+        "{r:#?}"
+    );
+    env.run(&args(&["keys", "get"], &id("alice"))).ok();
+    let r = env
+        .run(&["keys", "audit", "--verify", "--expect-head", head])
+        .ok();
+    assert!(r.stderr.contains("still holds head"), "{r:#?}");
+
+    // Cut back to before the kept head: the rest still verifies, the head does not.
+    env.sql(&format!("DELETE FROM api_key_audit WHERE seq >= {seq}"));
+    env.run(&["keys", "audit", "--verify"]).ok();
+    let r = env
+        .run(&["keys", "audit", "--verify", "--expect-head", head])
+        .code(4);
+    assert!(r.stderr.contains("cut short"), "{r:#?}");
+    // A malformed head is a usage error, before anything is opened.
+    let r = env
+        .run(&["keys", "audit", "--verify", "--expect-head", "12:XYZ"])
+        .code(2);
+    assert!(r.stderr.contains("SEQ:MAC"), "{r:#?}");
+}

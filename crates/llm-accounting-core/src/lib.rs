@@ -33,7 +33,9 @@ mod repository;
 mod seal;
 mod secret;
 
-pub use audit::{AuditEvent, AuditFilter, AuditLog, AuditRecord, MemoryAuditLog};
+pub use audit::{
+    AuditChain, AuditEvent, AuditFilter, AuditHead, AuditLog, AuditRecord, MemoryAuditLog,
+};
 pub use cache::CacheOptions;
 pub use context::{EncryptionContext, FORMAT_VERSION};
 pub use envelope::Envelope;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use llm_accounting_core::audit::{
-    AuditEvent, AuditFilter, AuditLog, AuditRecord, DROPPED_OPERATION, verify_chain,
+    AuditChain, AuditEvent, AuditFilter, AuditLog, AuditRecord, DROPPED_OPERATION, verify_chain,
 };
 use llm_accounting_core::envelope::{aead_open, aead_seal};
 use llm_accounting_core::{
@@ -60,14 +60,14 @@ struct FlakyLog {
 
 #[async_trait]
 impl AuditLog for FlakyLog {
-    async fn append(&self, events: &[AuditEvent]) -> Result<()> {
+    async fn append(&self, events: &[AuditEvent], chain: &AuditChain) -> Result<()> {
         if self.down.load(Ordering::SeqCst) {
             return Err(Error::DatabaseUnavailable {
                 operation: "append audit rows",
                 source: None,
             });
         }
-        self.inner.append(events).await
+        self.inner.append(events, chain).await
     }
     async fn records(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
         self.inner.records(filter).await
@@ -163,7 +163,13 @@ async fn cache_hits_become_one_row_per_identity_and_principal() {
     );
     m.flush().await.expect("flush");
     let rows = log.rows().await;
-    assert_eq!(verify_chain(&rows), Ok(rows.len() as u64));
+    // The store is sealed from its first write: the chain is keyed, and only the manager
+    // (which holds the key) can verify it.
+    assert_eq!(m.verify_audit().await.expect("verify"), rows.len() as u64);
+    assert!(
+        verify_chain(&rows).is_err(),
+        "not recomputable without the key"
+    );
     let mut hits = hit_rows(&rows);
     hits.sort();
     assert_eq!(
@@ -339,7 +345,13 @@ async fn a_full_queue_leaves_a_counted_gap() {
     log.down.store(false, Ordering::SeqCst);
     m.shutdown().await.expect("shutdown");
     let rows = log.rows().await;
-    assert_eq!(verify_chain(&rows), Ok(rows.len() as u64));
+    // The store is sealed from its first write: the chain is keyed, and only the manager
+    // (which holds the key) can verify it.
+    assert_eq!(m.verify_audit().await.expect("verify"), rows.len() as u64);
+    assert!(
+        verify_chain(&rows).is_err(),
+        "not recomputable without the key"
+    );
     let dropped: Vec<&AuditRecord> = rows
         .iter()
         .filter(|r| r.event.operation == DROPPED_OPERATION)
@@ -397,7 +409,13 @@ async fn open_aggregates_are_bounded() {
         12,
         "every hit accounted for"
     );
-    assert_eq!(verify_chain(&rows), Ok(rows.len() as u64));
+    // The store is sealed from its first write: the chain is keyed, and only the manager
+    // (which holds the key) can verify it.
+    assert_eq!(m.verify_audit().await.expect("verify"), rows.len() as u64);
+    assert!(
+        verify_chain(&rows).is_err(),
+        "not recomputable without the key"
+    );
 }
 
 /// 100,000 gets from 8 tasks: `shutdown()` succeeds and every get is accounted for.
@@ -427,5 +445,11 @@ async fn a_burst_of_100_000_gets_is_accounted_for() {
     assert_eq!(total(&rows, "get"), 100_000);
     assert_eq!(total(&rows, DROPPED_OPERATION), 0);
     assert!(rows.len() < 1_000, "aggregated: {} rows", rows.len());
-    assert_eq!(verify_chain(&rows), Ok(rows.len() as u64));
+    // The store is sealed from its first write: the chain is keyed, and only the manager
+    // (which holds the key) can verify it.
+    assert_eq!(m.verify_audit().await.expect("verify"), rows.len() as u64);
+    assert!(
+        verify_chain(&rows).is_err(),
+        "not recomputable without the key"
+    );
 }

@@ -709,7 +709,9 @@ async fn every_operation_and_every_refusal_is_audited() {
             ("get", Some("carol"), "-", "not_found", None),
         ]
     );
-    assert_eq!(llm_accounting_core::audit::verify_chain(&rows), Ok(6));
+    // Keyed (the store is sealed from its first write): the manager verifies it, plain
+    // SHA-256 cannot.
+    assert!(llm_accounting_core::audit::verify_chain(&rows).is_err());
     let text = format!("{rows:?}");
     assert!(!text.contains("sk-test-FAKE"), "no secret in audit rows");
     assert_eq!(manager.verify_audit().await.expect("verify"), 6);

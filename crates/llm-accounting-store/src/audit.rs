@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use llm_accounting_core::audit::{AuditEvent, AuditFilter, AuditLog, AuditRecord, GENESIS_HASH};
+use llm_accounting_core::audit::{
+    AuditChain, AuditEvent, AuditFilter, AuditLog, AuditRecord, GENESIS_HASH,
+};
 use llm_accounting_core::{Error, KeyIdentity, Result};
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, Iterable, QueryFilter, QueryOrder};
 
@@ -69,7 +71,7 @@ fn record(m: api_key_audit::Model) -> AuditRecord {
 
 #[async_trait]
 impl AuditLog for SeaOrmKeyRepository {
-    async fn append(&self, events: &[AuditEvent]) -> Result<()> {
+    async fn append(&self, events: &[AuditEvent], chain: &AuditChain) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
@@ -93,7 +95,7 @@ impl AuditLog for SeaOrmKeyRepository {
             for events in events.chunks(chunk) {
                 let mut rows = Vec::with_capacity(events.len());
                 for e in events {
-                    let r = AuditRecord::chain(seq, &hash, e.clone());
+                    let r = chain.link(seq, &hash, e.clone());
                     seq = r.seq;
                     hash.clone_from(&r.hash);
                     rows.push(active(&r)?);

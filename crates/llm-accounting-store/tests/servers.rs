@@ -179,7 +179,7 @@ async fn audit_conformance_on_every_database() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_chain_on_every_database() {
     use llm_accounting_core::KeyIdentity;
-    use llm_accounting_core::audit::{AuditEvent, AuditFilter, AuditLog, verify_chain};
+    use llm_accounting_core::audit::{AuditChain, AuditEvent, AuditFilter, AuditLog, verify_chain};
     use sea_orm::{ConnectionTrait, Statement};
     for db in TestDatabase::create_all().await {
         let a = db.repository().await;
@@ -194,7 +194,9 @@ async fn audit_chain_on_every_database() {
                     let id = KeyIdentity::from_parts("openai", Some(&format!("u{t}")), None)
                         .expect("id");
                     let e = AuditEvent::now("get", Some(&id), "-").detail(format!("n{i}"));
-                    repo.append(&[e.clone(), e]).await.expect("append");
+                    repo.append(&[e.clone(), e], &AuditChain::plain())
+                        .await
+                        .expect("append");
                 }
             });
         }

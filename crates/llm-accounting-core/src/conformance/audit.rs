@@ -10,7 +10,8 @@ use uuid::Uuid;
 
 use crate::KeyIdentity;
 use crate::audit::{
-    AuditEvent, AuditFilter, AuditLog, AuditRecord, GENESIS_HASH, record_hash, verify_chain,
+    AuditChain, AuditEvent, AuditFilter, AuditLog, AuditRecord, GENESIS_HASH, record_hash,
+    verify_chain,
 };
 
 /// Every record, oldest first.
@@ -81,7 +82,9 @@ pub async fn run(log: &dyn AuditLog) {
     // An empty append is a no-op.
     let before = all(log).await;
     verify_chain(&before).expect("the chain verifies before the suite writes");
-    log.append(&[]).await.expect("an empty append succeeds");
+    log.append(&[], &AuditChain::plain())
+        .await
+        .expect("an empty append succeeds");
     assert_eq!(all(log).await, before, "an empty append changes nothing");
 
     // Events with and without identity, provider, master key and detail; timestamps with
@@ -156,11 +159,15 @@ pub async fn run(log: &dyn AuditLog) {
 
     // Appended and read back in order, continuing the chain from its current end.
     let start = end(&before);
-    log.append(&first_batch).await.expect("append three events");
+    log.append(&first_batch, &AuditChain::plain())
+        .await
+        .expect("append three events");
     let mine = after(all(log).await, start.0);
     assert_eq!(events(&mine), first_batch, "read back exactly, in order");
     assert_follows(&mine, start.clone(), "first append");
-    log.append(&second_batch).await.expect("append two events");
+    log.append(&second_batch, &AuditChain::plain())
+        .await
+        .expect("append two events");
     let mine = after(all(log).await, start.0);
     let written: Vec<AuditEvent> = first_batch.iter().chain(&second_batch).cloned().collect();
     assert_eq!(
@@ -314,7 +321,7 @@ pub async fn run(log: &dyn AuditLog) {
                     e.detail = Some(format!("w{w} b{b} {half}"));
                     e
                 };
-                log.append(&[event("first"), event("second")])
+                log.append(&[event("first"), event("second")], &AuditChain::plain())
                     .await
                     .expect("concurrent append");
             }
@@ -378,7 +385,9 @@ pub async fn run(log: &dyn AuditLog) {
         })
         .collect();
     let start = end(&all(log).await);
-    log.append(&big).await.expect("append 5,000 events at once");
+    log.append(&big, &AuditChain::plain())
+        .await
+        .expect("append 5,000 events at once");
     let everything = all(log).await;
     assert_eq!(
         verify_chain(&everything),

@@ -3,14 +3,15 @@
 //! principal per interval unless every hit is to have its own row.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
+use super::Inner;
 use super::hits::{CACHE_HIT, Counted as HitCounted, Hits};
 use super::options::AuditOptions;
-use crate::audit::{AuditEvent, AuditFilter, AuditLog, AuditRecord};
+use crate::audit::{AuditChain, AuditEvent, AuditFilter, AuditHead, AuditLog, AuditRecord};
 use crate::batcher::{Batcher, ClearOnDrop, Counted, Limits, Sink};
 use crate::cache::Hit;
 use crate::{Error, KeyIdentity, Principal, Result, SecureKeyManager};
@@ -34,13 +35,48 @@ impl Counted for AuditEvent {
     }
 }
 
-/// Appends batches of events to the audit log.
+/// Appends batches of events to the audit log, linked as the store's state says: keyed under
+/// its audit key once the store is sealed, plain before.
 #[derive(Debug)]
-pub(super) struct LogSink(Arc<dyn AuditLog>);
+pub(super) struct LogSink {
+    log: Arc<dyn AuditLog>,
+    /// The manager, to find the store's audit key (set when the manager is built).
+    manager: OnceLock<Weak<Inner>>,
+    /// The keyed chain, once the store was found sealed (it never becomes unsealed).
+    keyed: OnceLock<AuditChain>,
+}
 
 impl Sink<Vec<AuditEvent>> for LogSink {
     async fn write(&self, batch: &Vec<AuditEvent>) -> Result<()> {
-        self.0.append(batch).await
+        let chain = self.chain().await?;
+        self.log.append(batch, &chain).await
+    }
+}
+
+impl LogSink {
+    /// How to link the next rows: keyed once the store is sealed, plain before. Never plain
+    /// for a store found sealed, even after the manager is gone.
+    async fn chain(&self) -> Result<AuditChain> {
+        if let Some(keyed) = self.keyed.get() {
+            return Ok(keyed.clone());
+        }
+        let Some(inner) = self.manager.get().and_then(Weak::upgrade) else {
+            return Err(Error::config(
+                "audit rows were left pending by a manager that is gone (call shutdown() \
+                 before dropping it)",
+            ));
+        };
+        let manager = SecureKeyManager {
+            inner,
+            principal: None,
+        };
+        match manager.state_keys(true).await? {
+            Some(keys) => Ok(self
+                .keyed
+                .get_or_init(|| AuditChain::keyed(keys.audit_key()))
+                .clone()),
+            None => Ok(AuditChain::plain()),
+        }
     }
 }
 
@@ -62,8 +98,13 @@ impl AuditTrail {
             max_pending: options.max_pending,
             max_batch: ROWS_PER_WRITE,
         };
+        let sink = LogSink {
+            log,
+            manager: OnceLock::new(),
+            keyed: OnceLock::new(),
+        };
         AuditTrail {
-            batcher: Arc::new(Batcher::new(LogSink(log), "audit rows", limits)),
+            batcher: Arc::new(Batcher::new(sink, "audit rows", limits)),
             hits: Arc::new(Hits::new(
                 options.aggregate_interval,
                 options.max_pending,
@@ -73,9 +114,20 @@ impl AuditTrail {
         }
     }
 
+    /// Lets the trail find its manager's store state (called once, when the manager is
+    /// built).
+    pub(super) fn bind(&self, manager: Weak<Inner>) {
+        let _ = self.batcher.sink().manager.set(manager);
+    }
+
     /// The log.
     fn log(&self) -> &dyn AuditLog {
-        self.batcher.sink().0.as_ref()
+        self.batcher.sink().log.as_ref()
+    }
+
+    /// How the trail's rows are linked now.
+    pub(super) async fn chain(&self) -> Result<AuditChain> {
+        self.batcher.sink().chain().await
     }
 
     /// Closes the open aggregates and writes what is pending.
@@ -201,18 +253,43 @@ impl SecureKeyManager {
         }
     }
 
-    /// Verifies the whole audit chain; returns the number of records.
+    /// Verifies the whole audit chain (keyed, in a sealed store: see [`crate::audit`]);
+    /// returns the number of records.
     ///
     /// # Errors
     ///
     /// [`Error::AuditChainBroken`] naming the first record that does not fit;
     /// [`Error::Forbidden`] for a handle bound to a principal.
     pub async fn verify_audit(&self) -> Result<u64> {
+        self.verify_audit_head(None).await.map(|(n, _)| n)
+    }
+
+    /// Verifies the whole audit chain and, with `expected`, that it still holds that head (an
+    /// `SEQ:MAC` kept elsewhere): a trail cut short before it, or replaced, is caught too.
+    /// Returns the number of records and the trail's current head.
+    ///
+    /// # Errors
+    ///
+    /// As [`SecureKeyManager::verify_audit`], and [`Error::AuditChainBroken`] when the expected
+    /// head is missing or different.
+    pub async fn verify_audit_head(
+        &self,
+        expected: Option<&AuditHead>,
+    ) -> Result<(u64, AuditHead)> {
         let records = self.audit_records(&AuditFilter::default()).await?;
-        crate::audit::verify_chain(&records).map_err(|b| Error::AuditChainBroken {
+        let chain = match &self.inner.audit {
+            Some(audit) => audit.chain().await?,
+            None => AuditChain::plain(),
+        };
+        let broken = |b: crate::audit::ChainBreak| Error::AuditChainBroken {
             seq: b.seq,
             reason: b.reason,
-        })
+        };
+        let n = crate::audit::verify_chain_with(&records, &chain).map_err(broken)?;
+        if let Some(head) = expected {
+            head.check(&records).map_err(broken)?;
+        }
+        Ok((n, AuditHead::of(&records)))
     }
 
     /// The audit records matching `filter`, oldest first. [`Error::Config`] if this manager

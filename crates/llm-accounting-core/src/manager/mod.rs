@@ -122,26 +122,31 @@ impl SecureKeyManagerBuilder {
         let audit = self
             .audit
             .map(|(log, options)| AuditTrail::new(log, options, cache.clock()));
+        let inner = Arc::new(Inner {
+            last_used: LastUsed::new(
+                self.options.last_used_interval,
+                // One pending use per cached key.
+                usize::try_from(self.options.cache.max_entries).unwrap_or(usize::MAX),
+                Arc::clone(&self.repo),
+            ),
+            provider: self.provider,
+            decrypt_only: self.decrypt_only,
+            repo: self.repo,
+            cache,
+            refresh_interval: self.options.cache.refresh_interval,
+            previous_grace: self.options.previous_grace,
+            require_sealed: self.options.require_sealed,
+            audit,
+            state: state::StoreState::new(),
+            refresher_started: AtomicBool::new(false),
+        });
+        if let Some(audit) = &inner.audit {
+            // The trail links its rows with the store's audit key, which the manager finds.
+            audit.bind(Arc::downgrade(&inner));
+        }
         SecureKeyManager {
             principal: None,
-            inner: Arc::new(Inner {
-                last_used: LastUsed::new(
-                    self.options.last_used_interval,
-                    // One pending use per cached key.
-                    usize::try_from(self.options.cache.max_entries).unwrap_or(usize::MAX),
-                    Arc::clone(&self.repo),
-                ),
-                provider: self.provider,
-                decrypt_only: self.decrypt_only,
-                repo: self.repo,
-                cache,
-                refresh_interval: self.options.cache.refresh_interval,
-                previous_grace: self.options.previous_grace,
-                require_sealed: self.options.require_sealed,
-                audit,
-                state: state::StoreState::new(),
-                refresher_started: AtomicBool::new(false),
-            }),
+            inner,
         }
     }
 }
