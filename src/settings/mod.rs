@@ -332,6 +332,8 @@ impl Settings {
             max_pending: self.audit.max_pending,
             aggregate_interval: Duration::from_millis(self.audit.aggregate_interval_ms),
             every_hit: self.audit.every_hit,
+            // The trail in the key database: a key change and its row commit together.
+            same_transaction: self.audit.database_url.is_none(),
         }
     }
 

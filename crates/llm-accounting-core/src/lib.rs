@@ -53,7 +53,7 @@ pub use provider_error::{
     FailureClass, ProviderCallError, ProviderErrors, error_chain, required_setting,
 };
 pub use repository::{
-    BrokenKeyRow, KEY_STAMPS_BATCH, KeyFilter, KeyRecord, KeyRepository, KeyState, KeyWrite,
-    Listed, RecordSeal, StoreKeyRecord, VersionRecord, VersionState,
+    BrokenKeyRow, Journal, KEY_STAMPS_BATCH, KeyFilter, KeyRecord, KeyRepository, KeyState,
+    KeyWrite, Listed, RecordSeal, StoreKeyRecord, VersionRecord, VersionState,
 };
 pub use secret::{ApiKey, DATA_KEY_LEN, DataKey, MAX_API_KEY_BYTES, random_bytes};

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::{
-    Error, KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyState, KeyWrite, Listed, Result,
-    StoreKeyRecord, VersionRecord, VersionState, WrappedKey,
+    Error, Journal, KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyState, KeyWrite, Listed,
+    Result, StoreKeyRecord, VersionRecord, VersionState, WrappedKey,
 };
 
 /// A [`KeyRepository`] in a `Mutex<HashMap>`. Passes the repository conformance suite.
@@ -24,6 +24,18 @@ struct State {
     by_identity: HashMap<KeyIdentity, Uuid>,
     versions: HashMap<(Uuid, u32), VersionRecord>,
     store_keys: HashMap<String, StoreKeyRecord>,
+}
+
+/// The memory repository keeps no audit trail of its own: a journal is a mistake of the
+/// caller's setup, never silently dropped.
+fn no_journal(journal: Option<&Journal>) -> Result<()> {
+    match journal {
+        None => Ok(()),
+        Some(_) => Err(Error::config(
+            "the in-memory repository keeps no audit trail: its audit rows cannot be written in \
+             the key change's transaction",
+        )),
+    }
 }
 
 /// Moves a key record forward as `write` says, if its revision is the expected one.
@@ -98,7 +110,13 @@ impl KeyRepository for MemoryKeyRepository {
         Ok(s.by_identity.get(identity).map(|id| s.keys[id].clone()))
     }
 
-    async fn create_key(&self, key: &KeyRecord, first: &VersionRecord) -> Result<()> {
+    async fn create_key(
+        &self,
+        key: &KeyRecord,
+        first: &VersionRecord,
+        journal: Option<&Journal>,
+    ) -> Result<()> {
+        no_journal(journal)?;
         let mut s = self.lock();
         if s.by_identity.contains_key(&key.identity) || s.keys.contains_key(&key.id) {
             return Err(Error::Conflict {
@@ -121,7 +139,9 @@ impl KeyRepository for MemoryKeyRepository {
         version: &VersionRecord,
         previous_retire_at: DateTime<Utc>,
         write: &KeyWrite,
+        journal: Option<&Journal>,
     ) -> Result<()> {
+        no_journal(journal)?;
         let mut s = self.lock();
         let Some(key) = s.keys.get(&key_id).cloned() else {
             return Err(Error::NotFound {
@@ -207,7 +227,9 @@ impl KeyRepository for MemoryKeyRepository {
         old_provider: &str,
         old_ref: &str,
         key: Option<&KeyWrite>,
+        journal: Option<&Journal>,
     ) -> Result<bool> {
+        no_journal(journal)?;
         let mut s = self.lock();
         let applies = s
             .versions
@@ -242,7 +264,9 @@ impl KeyRepository for MemoryKeyRepository {
         state: KeyState,
         at: DateTime<Utc>,
         write: &KeyWrite,
+        journal: Option<&Journal>,
     ) -> Result<bool> {
+        no_journal(journal)?;
         let mut s = self.lock();
         Ok(match s.keys.get_mut(&key_id) {
             Some(k) if k.revision == write.expected_revision => {
@@ -254,7 +278,8 @@ impl KeyRepository for MemoryKeyRepository {
         })
     }
 
-    async fn delete_key(&self, key_id: Uuid) -> Result<bool> {
+    async fn delete_key(&self, key_id: Uuid, journal: Option<&Journal>) -> Result<bool> {
+        no_journal(journal)?;
         let mut s = self.lock();
         let Some(k) = s.keys.remove(&key_id) else {
             return Ok(false);

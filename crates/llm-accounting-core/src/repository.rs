@@ -171,6 +171,17 @@ impl fmt::Display for BrokenKeyRow {
     }
 }
 
+/// The audit row of a key change, to be appended in the change's own transaction, so that
+/// the change and its row commit together or not at all (a crash cannot leave an unaudited
+/// change). Passed only to a repository whose database also holds the audit trail.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    /// The row.
+    pub event: crate::audit::AuditEvent,
+    /// How it is linked to the trail.
+    pub chain: crate::audit::AuditChain,
+}
+
 /// How a write moves a key record forward: only if its revision is still
 /// `expected_revision` (optimistic concurrency), to `expected_revision + 1`, with this seal
 /// (`None` in a store that is not sealed).
@@ -281,7 +292,12 @@ pub trait KeyRepository: Send + Sync + Debug {
 
     /// Inserts a new key with its first version (which must be version 1, state current).
     /// [`Error::Conflict`] if the identity already exists.
-    async fn create_key(&self, key: &KeyRecord, first: &VersionRecord) -> Result<()>;
+    async fn create_key(
+        &self,
+        key: &KeyRecord,
+        first: &VersionRecord,
+        journal: Option<&Journal>,
+    ) -> Result<()>;
 
     /// Adds `version` as the new current version of `key_id`, turning the old current version
     /// into a previous one that retires at `previous_retire_at`, if and only if the key's
@@ -296,6 +312,7 @@ pub trait KeyRepository: Send + Sync + Debug {
         version: &VersionRecord,
         previous_retire_at: DateTime<Utc>,
         write: &KeyWrite,
+        journal: Option<&Journal>,
     ) -> Result<()>;
 
     /// Every version of a key, oldest first (retired ones included, with empty envelopes).
@@ -327,6 +344,7 @@ pub trait KeyRepository: Send + Sync + Debug {
         old_provider: &str,
         old_ref: &str,
         key: Option<&KeyWrite>,
+        journal: Option<&Journal>,
     ) -> Result<bool>;
 
     /// Sets the state of a key and moves it forward as `write` says, if its revision is still
@@ -338,10 +356,11 @@ pub trait KeyRepository: Send + Sync + Debug {
         state: KeyState,
         at: DateTime<Utc>,
         write: &KeyWrite,
+        journal: Option<&Journal>,
     ) -> Result<bool>;
 
     /// Deletes a key and every version of it for good. Returns whether the key existed.
-    async fn delete_key(&self, key_id: Uuid) -> Result<bool>;
+    async fn delete_key(&self, key_id: Uuid, journal: Option<&Journal>) -> Result<bool>;
 
     /// Keys matching the filter, ordered by service, user, project (absent first). A row that
     /// cannot be read as a record is listed as [`Listed::Broken`], so that one corrupted row
@@ -397,8 +416,13 @@ macro_rules! forward_repository {
             async fn find_key(&self, identity: &KeyIdentity) -> Result<Option<KeyRecord>> {
                 (**self).find_key(identity).await
             }
-            async fn create_key(&self, key: &KeyRecord, first: &VersionRecord) -> Result<()> {
-                (**self).create_key(key, first).await
+            async fn create_key(
+                &self,
+                key: &KeyRecord,
+                first: &VersionRecord,
+                journal: Option<&Journal>,
+            ) -> Result<()> {
+                (**self).create_key(key, first, journal).await
             }
             async fn add_version(
                 &self,
@@ -407,9 +431,17 @@ macro_rules! forward_repository {
                 version: &VersionRecord,
                 previous_retire_at: DateTime<Utc>,
                 write: &KeyWrite,
+                journal: Option<&Journal>,
             ) -> Result<()> {
                 (**self)
-                    .add_version(key_id, expected_current, version, previous_retire_at, write)
+                    .add_version(
+                        key_id,
+                        expected_current,
+                        version,
+                        previous_retire_at,
+                        write,
+                        journal,
+                    )
                     .await
             }
             async fn list_versions(&self, key_id: Uuid) -> Result<Vec<VersionRecord>> {
@@ -435,9 +467,10 @@ macro_rules! forward_repository {
                 old_provider: &str,
                 old_ref: &str,
                 key: Option<&KeyWrite>,
+                journal: Option<&Journal>,
             ) -> Result<bool> {
                 (**self)
-                    .replace_wrapping(rewrapped, old_provider, old_ref, key)
+                    .replace_wrapping(rewrapped, old_provider, old_ref, key, journal)
                     .await
             }
             async fn set_state(
@@ -446,11 +479,12 @@ macro_rules! forward_repository {
                 state: KeyState,
                 at: DateTime<Utc>,
                 write: &KeyWrite,
+                journal: Option<&Journal>,
             ) -> Result<bool> {
-                (**self).set_state(key_id, state, at, write).await
+                (**self).set_state(key_id, state, at, write, journal).await
             }
-            async fn delete_key(&self, key_id: Uuid) -> Result<bool> {
-                (**self).delete_key(key_id).await
+            async fn delete_key(&self, key_id: Uuid, journal: Option<&Journal>) -> Result<bool> {
+                (**self).delete_key(key_id, journal).await
             }
             async fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<Listed>> {
                 (**self).list_keys(filter).await

@@ -186,8 +186,9 @@ async fn cache_hits_become_one_row_per_identity_and_principal() {
     }
     assert_eq!(
         rows.len(),
-        2 + 2 + 3,
-        "two stores, two misses, three aggregates"
+        2 * 2 + 2 + 3,
+        "two stores (an intent row and an outcome row each: the log is not the key \
+         store's own database), two misses, three aggregates"
     );
     assert!(!format!("{rows:?}").contains("sk-test-FAKE"), "no secret");
 }

@@ -695,7 +695,10 @@ async fn every_operation_and_every_refusal_is_audited() {
     assert_eq!(
         summary,
         [
+            // The log is not the key store's database: an intent row before each change.
+            ("store", Some("alice"), "-", "intent", None),
             ("store", Some("alice"), "-", "ok", Some("version 1")),
+            ("store", Some("bob"), "-", "intent", None),
             ("store", Some("bob"), "-", "ok", Some("version 1")),
             ("get", Some("alice"), "-", "ok", Some("cache miss")),
             ("get", Some("alice"), "-", "ok", Some("cache hit")),
@@ -714,7 +717,7 @@ async fn every_operation_and_every_refusal_is_audited() {
     assert!(llm_accounting_core::audit::verify_chain(&rows).is_err());
     let text = format!("{rows:?}");
     assert!(!text.contains("sk-test-FAKE"), "no secret in audit rows");
-    assert_eq!(manager.verify_audit().await.expect("verify"), 6);
+    assert_eq!(manager.verify_audit().await.expect("verify"), 8);
 
     // A bound handle reaches neither around its boundary nor into everyone's trail.
     assert!(alice.provider().is_none() && alice.repository().is_none());

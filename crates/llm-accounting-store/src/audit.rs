@@ -9,8 +9,11 @@ use async_trait::async_trait;
 use llm_accounting_core::audit::{
     AuditChain, AuditEvent, AuditFilter, AuditLog, AuditRecord, GENESIS_HASH,
 };
-use llm_accounting_core::{Error, KeyIdentity, Result};
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, Iterable, QueryFilter, QueryOrder};
+use llm_accounting_core::{Error, Journal, KeyIdentity, Result};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, Iterable, QueryFilter,
+    QueryOrder,
+};
 
 use crate::SeaOrmKeyRepository;
 use crate::entity::api_key_audit;
@@ -67,6 +70,34 @@ fn record(m: api_key_audit::Model) -> AuditRecord {
         prev_hash: m.prev_hash,
         hash: m.hash,
     }
+}
+
+/// Appends a key change's audit row inside the change's transaction `txn`, so that both
+/// commit or neither does. [`Error::Conflict`] when another writer took the row's place first
+/// (the change is then rolled back, and tried again by the manager).
+pub(crate) async fn journal_in(txn: &DatabaseTransaction, journal: &Journal) -> Result<()> {
+    let last = api_key_audit::Entity::find()
+        .order_by_desc(api_key_audit::Column::Seq)
+        .one(txn)
+        .await
+        .map_err(|e| from_db("append the audit row", e))?;
+    let (seq, hash) = last.map_or((0, GENESIS_HASH.to_owned()), |m| {
+        (u64::try_from(m.seq).unwrap_or(0), m.hash)
+    });
+    let record = journal.chain.link(seq, &hash, journal.event.clone());
+    api_key_audit::Entity::insert(active(&record)?)
+        .exec_without_returning(txn)
+        .await
+        .map(drop)
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                Error::Conflict {
+                    identity: "the audit trail (another writer took the next row)".to_owned(),
+                }
+            } else {
+                from_db("append the audit row", e)
+            }
+        })
 }
 
 #[async_trait]

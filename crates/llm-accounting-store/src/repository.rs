@@ -6,8 +6,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use llm_accounting_core::{
-    Error, KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyState, KeyWrite, Listed, Result,
-    StoreKeyRecord, VersionRecord, VersionState, WrappedKey,
+    Error, Journal, KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyState, KeyWrite, Listed,
+    Result, StoreKeyRecord, VersionRecord, VersionState, WrappedKey,
 };
 use llm_accounting_migration::{Migrator, MigratorTrait};
 use sea_orm::sea_query::{Condition, Expr, ExprTrait};
@@ -18,6 +18,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use crate::audit::journal_in;
 use crate::connect::{self, StoreOptions};
 use crate::entity::{api_key, api_key_version};
 use crate::error::{from_db, is_unique_violation};
@@ -222,7 +223,12 @@ impl KeyRepository for SeaOrmKeyRepository {
         Ok(Some(key))
     }
 
-    async fn create_key(&self, key: &KeyRecord, first: &VersionRecord) -> Result<()> {
+    async fn create_key(
+        &self,
+        key: &KeyRecord,
+        first: &VersionRecord,
+        journal: Option<&Journal>,
+    ) -> Result<()> {
         if first.version != 1 || key.current_version != 1 || first.key_id != key.id {
             return Err(Error::invalid("version", "a new key starts at version 1"));
         }
@@ -270,6 +276,9 @@ impl KeyRepository for SeaOrmKeyRepository {
             .exec_without_returning(&txn)
             .await
             .map_err(conflict_or)?;
+        if let Some(journal) = journal {
+            journal_in(&txn, journal).await?;
+        }
         commit(txn, "create key").await
     }
 
@@ -280,6 +289,7 @@ impl KeyRepository for SeaOrmKeyRepository {
         version: &VersionRecord,
         previous_retire_at: DateTime<Utc>,
         write: &KeyWrite,
+        journal: Option<&Journal>,
     ) -> Result<()> {
         if version.key_id != key_id {
             return Err(Error::invalid("version", "it belongs to another key"));
@@ -349,6 +359,9 @@ impl KeyRepository for SeaOrmKeyRepository {
                 from_db("add version", e)
             });
         }
+        if let Some(journal) = journal {
+            journal_in(&txn, journal).await?;
+        }
         commit(txn, "add version").await
     }
 
@@ -358,19 +371,36 @@ impl KeyRepository for SeaOrmKeyRepository {
         state: KeyState,
         at: DateTime<Utc>,
         write: &KeyWrite,
+        journal: Option<&Journal>,
     ) -> Result<bool> {
-        let result = moved_forward(api_key::Entity::update_many(), write)?
+        let update = moved_forward(api_key::Entity::update_many(), write)?
             .col_expr(api_key::Column::State, Expr::value(state.as_str()))
             .col_expr(api_key::Column::UpdatedAt, Expr::value(at))
-            .filter(api_key::Column::Id.eq(uuid_text(key_id)))
-            .exec(&self.db)
+            .filter(api_key::Column::Id.eq(uuid_text(key_id)));
+        let Some(journal) = journal else {
+            let result = update
+                .exec(&self.db)
+                .await
+                .map_err(|e| from_db("set key state", e))?;
+            return Ok(result.rows_affected > 0);
+        };
+        let txn = self.begin_write("set key state").await?;
+        let changed = update
+            .exec(&txn)
             .await
-            .map_err(|e| from_db("set key state", e))?;
-        Ok(result.rows_affected > 0)
+            .map_err(|e| from_db("set key state", e))?
+            .rows_affected
+            > 0;
+        if !changed {
+            return Ok(false);
+        }
+        journal_in(&txn, journal).await?;
+        commit(txn, "set key state").await?;
+        Ok(true)
     }
 
-    async fn delete_key(&self, key_id: Uuid) -> Result<bool> {
-        self.delete_wiped(key_id).await
+    async fn delete_key(&self, key_id: Uuid, journal: Option<&Journal>) -> Result<bool> {
+        self.delete_wiped(key_id, journal).await
     }
 
     async fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<Listed>> {
@@ -470,8 +500,9 @@ impl KeyRepository for SeaOrmKeyRepository {
         old_provider: &str,
         old_ref: &str,
         key: Option<&KeyWrite>,
+        journal: Option<&Journal>,
     ) -> Result<bool> {
-        self.swap_wrapping(rewrapped, old_provider, old_ref, key)
+        self.swap_wrapping(rewrapped, old_provider, old_ref, key, journal)
             .await
     }
 

@@ -1,11 +1,14 @@
 //! The rows a rewrap reads and replaces.
 
-use llm_accounting_core::{Error, KeyRecord, KeyWrite, Result, VersionRecord, VersionState};
+use llm_accounting_core::{
+    Error, Journal, KeyRecord, KeyWrite, Result, VersionRecord, VersionState,
+};
 use sea_orm::sea_query::{Condition, Expr};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
 use crate::SeaOrmKeyRepository;
+use crate::audit::journal_in;
 use crate::entity::{api_key, api_key_version};
 use crate::error::from_db;
 use crate::repository::{commit, moved_forward};
@@ -64,6 +67,7 @@ impl SeaOrmKeyRepository {
         old_provider: &str,
         old_ref: &str,
         key: Option<&KeyWrite>,
+        journal: Option<&Journal>,
     ) -> Result<bool> {
         let txn = self.begin_write("rewrap version").await?;
         if let Some(write) = key {
@@ -100,6 +104,9 @@ impl SeaOrmKeyRepository {
         if result.rows_affected == 0 {
             // Dropping the transaction rolls the key's move back too.
             return Ok(false);
+        }
+        if let Some(journal) = journal {
+            journal_in(&txn, journal).await?;
         }
         commit(txn, "rewrap version").await?;
         Ok(true)

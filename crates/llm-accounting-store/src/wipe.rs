@@ -4,12 +4,13 @@
 //! until VACUUM or the purge thread reclaims them (see SECURITY.md).
 
 use chrono::{DateTime, Utc};
-use llm_accounting_core::{Result, VersionState};
+use llm_accounting_core::{Journal, Result, VersionState};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 use uuid::Uuid;
 
 use crate::SeaOrmKeyRepository;
+use crate::audit::journal_in;
 use crate::entity::{api_key, api_key_version};
 use crate::error::from_db;
 use crate::repository::commit;
@@ -17,7 +18,11 @@ use crate::rows::uuid_text;
 
 impl SeaOrmKeyRepository {
     /// Deletes a key and its versions, each envelope overwritten with zeros first.
-    pub(crate) async fn delete_wiped(&self, key_id: Uuid) -> Result<bool> {
+    pub(crate) async fn delete_wiped(
+        &self,
+        key_id: Uuid,
+        journal: Option<&Journal>,
+    ) -> Result<bool> {
         let id = uuid_text(key_id);
         let txn = self.begin_write("delete key").await?;
         // Every envelope is overwritten with zeros before its row is deleted, so that the
@@ -51,6 +56,12 @@ impl SeaOrmKeyRepository {
             .await
             .map_err(|e| from_db("delete key", e))?
             .rows_affected;
+        if deleted == 0 {
+            return Ok(false);
+        }
+        if let Some(journal) = journal {
+            journal_in(&txn, journal).await?;
+        }
         commit(txn, "delete key").await?;
         if deleted > 0 {
             self.flush_wal().await;

@@ -111,7 +111,10 @@ async fn reopening_a_file_keeps_data_and_migrations_are_idempotent() {
     let (key, version) = sample(identity.clone());
     {
         let first = open_file(&dir).await;
-        first.create_key(&key, &version).await.expect("create");
+        first
+            .create_key(&key, &version, None)
+            .await
+            .expect("create");
         let second = open_file(&dir).await;
         let (k, v) = second
             .load_current(&identity)
@@ -143,7 +146,7 @@ async fn database_files_are_private_to_the_owner() {
     let dir = tempfile::tempdir().expect("tempdir");
     let repo = open_file(&dir).await;
     let (key, version) = sample(KeyIdentity::from_parts("openai", None, None).expect("id"));
-    repo.create_key(&key, &version).await.expect("create");
+    repo.create_key(&key, &version, None).await.expect("create");
     for name in ["keys.db", "keys.db-wal", "keys.db-shm"] {
         let path = dir.path().join(name);
         let mode = std::fs::metadata(&path)
@@ -231,12 +234,12 @@ async fn locked_database_is_unavailable() {
     .await
     .expect("exclusive lock");
     let (key, version) = sample(KeyIdentity::new("anthropic").expect("identity"));
-    match repo.create_key(&key, &version).await {
+    match repo.create_key(&key, &version, None).await {
         Err(e @ Error::DatabaseUnavailable { .. }) => assert!(e.is_retryable()),
         other => panic!("expected DatabaseUnavailable while locked, got {other:?}"),
     }
     txn.rollback().await.expect("release");
-    repo.create_key(&key, &version)
+    repo.create_key(&key, &version, None)
         .await
         .expect("works once released");
 }
@@ -260,7 +263,7 @@ async fn last_uses_wait_out_a_short_lock_and_report_a_long_one() {
         .await
         .expect("open a second pool");
     let (key, version) = sample(KeyIdentity::new("openai").expect("identity"));
-    repo.create_key(&key, &version).await.expect("create");
+    repo.create_key(&key, &version, None).await.expect("create");
     let at = Utc::now().trunc_subsecs(3);
     let mut uses: Vec<_> = (0..1_200).map(|_| (Uuid::new_v4(), at)).collect();
     uses[1_100] = (key.id, at);
@@ -310,7 +313,7 @@ async fn corrupted_rows_are_integrity_errors() {
     let repo = open_file(&dir).await;
     let identity = KeyIdentity::new("mistral").expect("identity");
     let (key, version) = sample(identity.clone());
-    repo.create_key(&key, &version).await.expect("create");
+    repo.create_key(&key, &version, None).await.expect("create");
     let db = repo.connection();
 
     db.execute_unprepared("UPDATE api_keys SET state = 'bogus'")
@@ -371,7 +374,7 @@ async fn add_version_to_a_missing_key_is_not_found() {
     version.key_id = missing;
     version.version = 2;
     assert!(matches!(
-        repo.add_version(missing, 1, &version, Utc::now(), &unsealed(1))
+        repo.add_version(missing, 1, &version, Utc::now(), &unsealed(1), None)
             .await,
         Err(Error::NotFound { .. })
     ));
@@ -384,13 +387,13 @@ async fn add_version_keeps_the_previous_one() {
         .expect("open");
     let identity = KeyIdentity::new("openai").expect("identity");
     let (key, v1) = sample(identity.clone());
-    repo.create_key(&key, &v1).await.expect("create");
+    repo.create_key(&key, &v1, None).await.expect("create");
     let v2 = VersionRecord {
         version: 2,
         created_at: Utc::now().trunc_subsecs(3),
         ..v1.clone()
     };
-    repo.add_version(key.id, 1, &v2, Utc::now(), &unsealed(1))
+    repo.add_version(key.id, 1, &v2, Utc::now(), &unsealed(1), None)
         .await
         .expect("add");
     let states = repo
@@ -420,7 +423,7 @@ async fn versions_of_a_provider_are_found() {
         .expect("open");
     assert!(!repo.has_versions_wrapped_by("local").await.expect("query"));
     let (key, version) = sample(KeyIdentity::new("openai").expect("identity"));
-    repo.create_key(&key, &version).await.expect("create");
+    repo.create_key(&key, &version, None).await.expect("create");
     assert!(repo.has_versions_wrapped_by("local").await.expect("query"));
     assert!(!repo.has_versions_wrapped_by("aws").await.expect("query"));
     // Retired versions need no master key any more.

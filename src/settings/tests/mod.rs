@@ -131,7 +131,11 @@ fn audit_settings_map_onto_the_trail() {
     let defaults = load(&[], None, &Overrides::default()).expect("defaults");
     assert_eq!(
         defaults.audit_options(),
-        AuditOptions::default(),
+        AuditOptions {
+            // The one difference: the facade knows the trail is in the key database.
+            same_transaction: true,
+            ..AuditOptions::default()
+        },
         "the embedded defaults are the library's"
     );
     let env = [
@@ -150,8 +154,18 @@ fn audit_settings_map_onto_the_trail() {
             max_pending: 500,
             aggregate_interval: Duration::from_millis(250),
             every_hit: true,
+            same_transaction: true,
         }
     );
+    // The trail in another database: intent rows instead of one transaction.
+    let separate = load(
+        &[("LLM_ACCOUNTING_AUDIT_DATABASE_URL", "sqlite:///tmp/x.db")],
+        None,
+        &Overrides::default(),
+    )
+    .expect("env")
+    .audit_options();
+    assert!(!separate.same_transaction);
     for (var, value) in [
         ("LLM_ACCOUNTING_AUDIT_MAX_PENDING", "0"),
         ("LLM_ACCOUNTING_AUDIT_MAX_PENDING", "-1"),

@@ -32,6 +32,10 @@ use crate::{ErrorKind, KeyIdentity, Result};
 /// The previous hash of the first record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// The outcome of a key change's *intent* row, written before the change when the trail is in
+/// another database than the keys: a crash between the two leaves at least the intent.
+pub const INTENT_OUTCOME: &str = "intent";
+
 /// The operation of a row that counts events dropped because the queue of rows waiting to be
 /// written was full (fail-open mode only): a counted gap, never a silent one.
 pub const DROPPED_OPERATION: &str = "dropped";
@@ -104,6 +108,16 @@ impl AuditEvent {
     /// covers the count and the first time).
     pub fn is_aggregate(&self) -> bool {
         self.count != 1 || self.first_at.is_some()
+    }
+
+    /// The intent row of this (key change) event: outcome [`INTENT_OUTCOME`], no detail, at
+    /// the event's own (start) time.
+    pub fn intent(&self) -> Self {
+        AuditEvent {
+            outcome: INTENT_OUTCOME.to_owned(),
+            detail: None,
+            ..self.clone()
+        }
     }
 
     /// Sets the outcome from a result.

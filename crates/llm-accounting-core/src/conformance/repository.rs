@@ -82,7 +82,7 @@ pub async fn run(repo: &dyn KeyRepository) {
     assert!(repo.load_current(&none).await.expect("load").is_none());
     let k = key(none.clone());
     let v1 = version(k.id, 1, 1);
-    repo.create_key(&k, &v1).await.expect("create");
+    repo.create_key(&k, &v1, None).await.expect("create");
     let found = repo.find_key(&none).await.expect("find").expect("exists");
     assert_eq!(found.id, k.id);
     assert_eq!(found.identity, none);
@@ -100,28 +100,28 @@ pub async fn run(repo: &dyn KeyRepository) {
 
     // Absent user/project cannot be duplicated, and differ from named ones.
     let dup = key(none.clone());
-    match repo.create_key(&dup, &version(dup.id, 1, 2)).await {
+    match repo.create_key(&dup, &version(dup.id, 1, 2), None).await {
         Err(Error::Conflict { .. }) => {}
         other => panic!("a second key for the same identity must conflict, got {other:?}"),
     }
     let global = id(Some("global"), None);
     let gk = key(global.clone());
-    repo.create_key(&gk, &version(gk.id, 1, 3))
+    repo.create_key(&gk, &version(gk.id, 1, 3), None)
         .await
         .expect("user `global` is its own identity");
     let proj_only = id(None, Some("global"));
     let pk = key(proj_only.clone());
-    repo.create_key(&pk, &version(pk.id, 1, 4))
+    repo.create_key(&pk, &version(pk.id, 1, 4), None)
         .await
         .expect("project-only identity");
     let full = id(Some("alice"), Some("proj"));
     let fk = key(full.clone());
-    repo.create_key(&fk, &version(fk.id, 1, 5))
+    repo.create_key(&fk, &version(fk.id, 1, 5), None)
         .await
         .expect("full identity");
     let dup_full = key(full.clone());
     assert!(matches!(
-        repo.create_key(&dup_full, &version(dup_full.id, 1, 6))
+        repo.create_key(&dup_full, &version(dup_full.id, 1, 6), None)
             .await,
         Err(Error::Conflict { .. })
     ));
@@ -137,7 +137,7 @@ pub async fn run(repo: &dyn KeyRepository) {
     ] {
         let ident = id(Some(name), None);
         let kk = key(ident.clone());
-        repo.create_key(&kk, &version(kk.id, 1, 7))
+        repo.create_key(&kk, &version(kk.id, 1, 7), None)
             .await
             .expect("literal name");
         let back = repo.find_key(&ident).await.expect("find").expect("exists");
@@ -156,7 +156,7 @@ pub async fn run(repo: &dyn KeyRepository) {
     let mut sk = key(sealed_id.clone());
     sk.revision = 7;
     sk.seal = Some(seal(0x5a, true));
-    repo.create_key(&sk, &version(sk.id, 1, 11))
+    repo.create_key(&sk, &version(sk.id, 1, 11), None)
         .await
         .expect("create sealed");
     assert_eq!(
@@ -173,17 +173,31 @@ pub async fn run(repo: &dyn KeyRepository) {
     v2.expires_at = Some(Utc::now().trunc_subsecs(3) + Duration::days(30));
     let retire_v1 = Utc::now().trunc_subsecs(3) + Duration::hours(1);
     match repo
-        .add_version(k.id, 1, &v2, retire_v1, &write(0, None))
+        .add_version(k.id, 1, &v2, retire_v1, &write(0, None), None)
         .await
     {
         Err(Error::Conflict { .. }) => {}
         other => panic!("a stale expected revision must conflict, got {other:?}"),
     }
-    repo.add_version(k.id, 1, &v2, retire_v1, &write(1, Some(seal(2, true))))
-        .await
-        .expect("add version 2");
+    repo.add_version(
+        k.id,
+        1,
+        &v2,
+        retire_v1,
+        &write(1, Some(seal(2, true))),
+        None,
+    )
+    .await
+    .expect("add version 2");
     match repo
-        .add_version(k.id, 1, &version(k.id, 2, 9), retire_v1, &write(2, None))
+        .add_version(
+            k.id,
+            1,
+            &version(k.id, 2, 9),
+            retire_v1,
+            &write(2, None),
+            None,
+        )
         .await
     {
         Err(Error::Conflict { .. }) => {}
@@ -258,14 +272,14 @@ pub async fn run(repo: &dyn KeyRepository) {
     moved.envelope = vec![42; 50];
     assert!(
         !repo
-            .replace_wrapping(&moved, "conformance", "mk-other", None)
+            .replace_wrapping(&moved, "conformance", "mk-other", None, None)
             .await
             .expect("cas"),
         "compare-and-set refuses a version under another key"
     );
     assert!(
         !repo
-            .replace_wrapping(&moved, "conformance", "mk-8", Some(&write(1, None)))
+            .replace_wrapping(&moved, "conformance", "mk-8", Some(&write(1, None)), None)
             .await
             .expect("cas"),
         "compare-and-set refuses a record at another revision"
@@ -284,7 +298,8 @@ pub async fn run(repo: &dyn KeyRepository) {
             &moved,
             "conformance",
             "mk-8",
-            Some(&write(2, Some(seal(3, true))))
+            Some(&write(2, Some(seal(3, true)))),
+            None
         )
         .await
         .expect("cas")
@@ -325,7 +340,7 @@ pub async fn run(repo: &dyn KeyRepository) {
     let at = Utc::now().trunc_subsecs(3);
     assert!(
         !repo
-            .set_state(k.id, KeyState::Disabled, at, &write(2, None))
+            .set_state(k.id, KeyState::Disabled, at, &write(2, None), None)
             .await
             .expect("stale"),
         "a stale revision changes nothing"
@@ -339,9 +354,15 @@ pub async fn run(repo: &dyn KeyRepository) {
         KeyState::Active
     );
     assert!(
-        repo.set_state(k.id, KeyState::Disabled, at, &write(3, Some(seal(4, true))))
-            .await
-            .expect("disable")
+        repo.set_state(
+            k.id,
+            KeyState::Disabled,
+            at,
+            &write(3, Some(seal(4, true))),
+            None
+        )
+        .await
+        .expect("disable")
     );
     assert_eq!(
         repo.find_key(&none)
@@ -352,7 +373,7 @@ pub async fn run(repo: &dyn KeyRepository) {
         KeyState::Disabled
     );
     assert!(
-        repo.set_state(k.id, KeyState::Active, at, &write(4, None))
+        repo.set_state(k.id, KeyState::Active, at, &write(4, None), None)
             .await
             .expect("enable")
     );
@@ -360,7 +381,7 @@ pub async fn run(repo: &dyn KeyRepository) {
     assert_eq!((enabled.revision, enabled.seal), (5, None));
     assert!(
         !repo
-            .set_state(Uuid::new_v4(), KeyState::Active, at, &write(1, None))
+            .set_state(Uuid::new_v4(), KeyState::Active, at, &write(1, None), None)
             .await
             .expect("missing")
     );
@@ -497,16 +518,16 @@ pub async fn run(repo: &dyn KeyRepository) {
     );
 
     // Delete removes the key and its versions; the identity can be reused.
-    assert!(repo.delete_key(k.id).await.expect("delete"));
+    assert!(repo.delete_key(k.id, None).await.expect("delete"));
     assert!(
         repo.keys_by_id(&[k.id]).await.expect("by id").is_empty(),
         "a deleted key is not found by id"
     );
-    assert!(!repo.delete_key(k.id).await.expect("delete again"));
+    assert!(!repo.delete_key(k.id, None).await.expect("delete again"));
     assert!(repo.find_key(&none).await.expect("find").is_none());
     assert!(repo.load_current(&none).await.expect("load").is_none());
     let again = key(none.clone());
-    repo.create_key(&again, &version(again.id, 1, 10))
+    repo.create_key(&again, &version(again.id, 1, 10), None)
         .await
         .expect("recreate after delete");
 
@@ -518,6 +539,6 @@ pub async fn run(repo: &dyn KeyRepository) {
         .await
         .expect("list"),
     ) {
-        repo.delete_key(k.id).await.expect("cleanup");
+        repo.delete_key(k.id, None).await.expect("cleanup");
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 
 use super::Inner;
 use super::hits::{CACHE_HIT, Counted as HitCounted, Hits};
@@ -14,7 +14,7 @@ use super::options::AuditOptions;
 use crate::audit::{AuditChain, AuditEvent, AuditFilter, AuditHead, AuditLog, AuditRecord};
 use crate::batcher::{Batcher, ClearOnDrop, Counted, Limits, Sink};
 use crate::cache::Hit;
-use crate::{Error, KeyIdentity, Principal, Result, SecureKeyManager};
+use crate::{Error, Journal, KeyIdentity, Principal, Result, SecureKeyManager};
 
 /// Most rows appended at once (one transaction, one INSERT in the store).
 const ROWS_PER_WRITE: usize = 1_000;
@@ -228,7 +228,80 @@ async fn close_every_interval(
     }
 }
 
+/// How one key change is audited.
+#[derive(Debug)]
+pub(super) enum ChangeAudit {
+    /// No audit trail.
+    Off,
+    /// The trail is in the key database: the row goes into the change's own transaction.
+    Journal(AuditChain),
+    /// The trail is elsewhere: the intent row was written; the outcome row follows.
+    Intent,
+}
+
 impl SecureKeyManager {
+    /// Starts the audit of a key change described by `event`: with the trail in the key
+    /// database, nothing yet (the row goes with the change); elsewhere, the intent row, now.
+    /// Fail-closed, a change whose intent cannot be written is refused before anything changes.
+    pub(super) async fn begin_change(&self, event: &AuditEvent) -> Result<ChangeAudit> {
+        let Some(audit) = &self.inner.audit else {
+            return Ok(ChangeAudit::Off);
+        };
+        if audit.options.same_transaction {
+            return Ok(ChangeAudit::Journal(audit.chain().await?));
+        }
+        match audit.batcher.write_now(event.intent()).await {
+            Ok(()) => Ok(ChangeAudit::Intent),
+            Err(e) if audit.options.fail_closed => {
+                tracing::error!(error = %e, "intent row not written; refusing the change (fail-closed)");
+                Err(e)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not write the intent row of a key change");
+                Ok(ChangeAudit::Intent)
+            }
+        }
+    }
+
+    /// The journal of one attempt of a change: `event` (outcome ok), when it goes into the
+    /// change's own transaction.
+    pub(super) fn journal(plan: &ChangeAudit, event: AuditEvent) -> Option<Journal> {
+        match plan {
+            ChangeAudit::Journal(chain) => Some(Journal {
+                event,
+                chain: chain.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Ends the audit of a key change with `event`, its outcome row, and passes `result` on.
+    /// A journaled change that committed has its row already. A change that committed is never
+    /// reported as failed because its outcome row could not be written (fail-closed included):
+    /// its intent row records it. A failed change keeps its own error.
+    pub(super) async fn end_change<T>(
+        &self,
+        plan: ChangeAudit,
+        event: AuditEvent,
+        result: Result<T>,
+    ) -> Result<T> {
+        let Some(audit) = &self.inner.audit else {
+            return result;
+        };
+        if matches!(plan, ChangeAudit::Journal(_)) && result.is_ok() {
+            return result;
+        }
+        // The outcome row is timed at the end, after its intent row.
+        let event = AuditEvent {
+            at: chrono::Utc::now().trunc_subsecs(6),
+            ..event
+        };
+        if let Err(e) = audit.record(event).await {
+            tracing::error!(error = %e, "the outcome row of a key change was not written");
+        }
+        result
+    }
+
     /// An audit event for an operation by this handle's principal.
     pub(crate) fn event(&self, operation: &str, identity: Option<&KeyIdentity>) -> AuditEvent {
         let principal = self

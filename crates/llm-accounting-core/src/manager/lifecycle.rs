@@ -4,8 +4,8 @@ use chrono::{SubsecRound, Utc};
 
 use crate::seal::{check_current, check_previous};
 use crate::{
-    BrokenKeyRow, Error, KeyFilter, KeyIdentity, KeyRecord, KeyState, KeyWrite, Listed, Result,
-    SecureKeyManager, VersionInfo,
+    BrokenKeyRow, Error, Journal, KeyFilter, KeyIdentity, KeyRecord, KeyState, KeyWrite, Listed,
+    Result, SecureKeyManager, VersionInfo,
 };
 
 /// A key listing: the keys whose records could be read and verified, and the others.
@@ -132,17 +132,27 @@ impl SecureKeyManager {
     }
 
     async fn set_state(&self, identity: &KeyIdentity, state: KeyState) -> Result<()> {
-        let result = self.set_state_unaudited(identity, state).await;
         let op = if state == KeyState::Active {
             "enable"
         } else {
             "disable"
         };
-        let event = self.event(op, Some(identity)).outcome(&result);
-        self.audited(event, result).await
+        let event = self.event(op, Some(identity));
+        let plan = self.begin_change(&event).await?;
+        let journal = Self::journal(&plan, event.clone());
+        let result = self
+            .set_state_unaudited(identity, state, journal.as_ref())
+            .await;
+        let event = event.outcome(&result);
+        self.end_change(plan, event, result).await
     }
 
-    async fn set_state_unaudited(&self, identity: &KeyIdentity, state: KeyState) -> Result<()> {
+    async fn set_state_unaudited(
+        &self,
+        identity: &KeyIdentity,
+        state: KeyState,
+        journal: Option<&Journal>,
+    ) -> Result<()> {
         self.check_write(identity)?;
         let mut attempt = 0;
         loop {
@@ -169,11 +179,17 @@ impl SecureKeyManager {
                 seal,
             };
             let now = Utc::now().trunc_subsecs(6);
-            let changed = self
+            let changed = match self
                 .inner
                 .repo
-                .set_state(key.id, state, now, &write)
-                .await?;
+                .set_state(key.id, state, now, &write, journal)
+                .await
+            {
+                Ok(changed) => changed,
+                // Another writer took the audit row's place: try again.
+                Err(Error::Conflict { .. }) => false,
+                Err(e) => return Err(e),
+            };
             self.inner.cache.invalidate(identity);
             if changed {
                 break;
@@ -191,15 +207,30 @@ impl SecureKeyManager {
 
     /// Deletes the key and every version of it from the store, for good, and evicts it.
     pub async fn delete(&self, identity: &KeyIdentity) -> Result<()> {
-        let result = self.delete_unaudited(identity).await;
-        let event = self.event("delete", Some(identity)).outcome(&result);
-        self.audited(event, result).await
+        let event = self.event("delete", Some(identity));
+        let plan = self.begin_change(&event).await?;
+        let journal = Self::journal(&plan, event.clone());
+        let result = self.delete_unaudited(identity, journal.as_ref()).await;
+        let event = event.outcome(&result);
+        self.end_change(plan, event, result).await
     }
 
-    async fn delete_unaudited(&self, identity: &KeyIdentity) -> Result<()> {
+    async fn delete_unaudited(
+        &self,
+        identity: &KeyIdentity,
+        journal: Option<&Journal>,
+    ) -> Result<()> {
         self.check_write(identity)?;
         let key = self.require_key(identity).await?;
-        let found = self.inner.repo.delete_key(key.id).await?;
+        let mut attempt = 0;
+        let found = loop {
+            attempt += 1;
+            match self.inner.repo.delete_key(key.id, journal).await {
+                // Another writer took the audit row's place: try again.
+                Err(Error::Conflict { .. }) if attempt < super::write::MAX_WRITE_ATTEMPTS => {}
+                other => break other?,
+            }
+        };
         self.inner.cache.invalidate(identity);
         self.inner.last_used.forget(key.id);
         if !found {

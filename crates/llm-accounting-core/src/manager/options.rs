@@ -53,6 +53,11 @@ pub struct AuditOptions {
     pub aggregate_interval: Duration,
     /// Fail-open: one row per cache hit instead of aggregates.
     pub every_hit: bool,
+    /// The audit log is the key repository's own database: a key change and its row commit in
+    /// one transaction (a crash cannot leave an unaudited change). Off (the default, and for
+    /// a log in another database): an intent row is written before the change and the outcome
+    /// after, so a crash leaves at least the intent.
+    pub same_transaction: bool,
 }
 
 impl Default for AuditOptions {
@@ -62,6 +67,7 @@ impl Default for AuditOptions {
             max_pending: 10_000,
             aggregate_interval: Duration::from_secs(10),
             every_hit: false,
+            same_transaction: false,
         }
     }
 }

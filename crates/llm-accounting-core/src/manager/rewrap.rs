@@ -294,6 +294,8 @@ impl SecureKeyManager {
                     &version.provider,
                     &version.master_key_ref,
                     write.as_ref(),
+                    // The run as a whole is one audited operation.
+                    None,
                 )
                 .await?;
             if replaced {

@@ -152,7 +152,7 @@ impl SecureKeyManager {
         if self
             .inner
             .repo
-            .set_state(k.id, k.state, now, &write)
+            .set_state(k.id, k.state, now, &write, None)
             .await?
         {
             Ok(())

@@ -5,7 +5,11 @@ use std::time::Duration;
 use chrono::{SubsecRound, Utc};
 use uuid::Uuid;
 
-use crate::seal::{check_current, version_digest};
+use std::sync::Arc;
+
+use super::audit::ChangeAudit;
+use crate::audit::AuditEvent;
+use crate::seal::{StateKeys, check_current, version_digest};
 use crate::{
     ApiKey, EncryptionContext, Error, KeyIdentity, KeyRecord, KeyState, KeyWrite, Result,
     SecureKeyManager, StoreOutcome, VersionRecord, VersionState, WriteOptions, envelope,
@@ -21,6 +25,14 @@ fn conflict_backoff(attempt: u32) -> Duration {
     let r = crate::random_bytes(&mut b).map_or(0, |()| u16::from_le_bytes(b));
     let cap_ms = 1u64 << attempt.min(7);
     Duration::from_micros(u64::from(r) * cap_ms * 1000 / u64::from(u16::MAX))
+}
+
+/// What a write needs besides its value: the store's state keys (to seal the record) and how
+/// its change is audited.
+struct WriteAudit<'a> {
+    keys: Option<Arc<StateKeys>>,
+    plan: &'a ChangeAudit,
+    event: &'a AuditEvent,
 }
 
 impl SecureKeyManager {
@@ -65,19 +77,49 @@ impl SecureKeyManager {
         must_exist: bool,
         options: &WriteOptions,
     ) -> Result<StoreOutcome> {
-        let result = self
-            .write_version_unaudited(identity, key, must_exist, options)
-            .await;
         let op = if must_exist { "rotate" } else { "store" };
-        let event = self.event(op, Some(identity)).outcome(&result);
-        let event = match &result {
-            Ok(o) => event.detail(format!("version {}", o.version)).key_ref(
-                self.inner.provider.name(),
-                &self.inner.provider.master_key_ref(),
-            ),
-            Err(_) => event,
+        let event = self.event(op, Some(identity)).key_ref(
+            self.inner.provider.name(),
+            &self.inner.provider.master_key_ref(),
+        );
+        // Refusals and bad input first: they touch neither the store nor the KMS.
+        let checked = self
+            .check_write(identity)
+            .and_then(|()| key.validate())
+            .and_then(|()| {
+                if options.expires_at.is_some_and(|at| at <= Utc::now()) {
+                    Err(Error::invalid("expiry", "it is not in the future"))
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(e) = checked {
+            let event = event.outcome::<()>(&Err(e.clone()));
+            return self.audited(event, Err(e)).await;
+        }
+        // A new store is sealed by its first write: before the audit row is made, so that
+        // even that row is keyed.
+        let keys = match self.state_keys_for_write().await {
+            Ok(keys) => keys,
+            Err(e) => {
+                let event = event.outcome::<()>(&Err(e.clone()));
+                return self.audited(event, Err(e)).await;
+            }
         };
-        self.audited(event, result).await
+        let plan = self.begin_change(&event).await?;
+        let audit = WriteAudit {
+            keys,
+            plan: &plan,
+            event: &event,
+        };
+        let result = self
+            .write_version_unaudited(identity, key, must_exist, options, audit)
+            .await;
+        let event = match &result {
+            Ok(o) => event.detail(format!("version {}", o.version)),
+            Err(_) => event.outcome(&result),
+        };
+        self.end_change(plan, event, result).await
     }
 
     async fn write_version_unaudited(
@@ -86,16 +128,12 @@ impl SecureKeyManager {
         key: &ApiKey,
         must_exist: bool,
         options: &WriteOptions,
+        audit: WriteAudit<'_>,
     ) -> Result<StoreOutcome> {
-        self.check_write(identity)?;
-        key.validate()?;
-        if options.expires_at.is_some_and(|at| at <= Utc::now()) {
-            return Err(Error::invalid("expiry", "it is not in the future"));
-        }
+        let WriteAudit { keys, plan, event } = audit;
         let hint = key.hint();
         let expires_at = options.expires_at.map(|t| t.trunc_subsecs(6));
         let repo = &self.inner.repo;
-        let keys = self.state_keys_for_write().await?;
         let mut attempt = 0;
         let outcome = loop {
             attempt += 1;
@@ -131,6 +169,8 @@ impl SecureKeyManager {
                 expires_at,
                 retire_at: None,
             };
+            // This attempt's row, when it commits with the change.
+            let journal = Self::journal(plan, event.clone().detail(format!("version {version}")));
             let written = match &existing {
                 Some((k, current)) => {
                     let retire_at = now
@@ -156,8 +196,15 @@ impl SecureKeyManager {
                         expected_revision: k.revision,
                         seal,
                     };
-                    repo.add_version(k.id, k.current_version, &row, retire_at, &write)
-                        .await
+                    repo.add_version(
+                        k.id,
+                        k.current_version,
+                        &row,
+                        retire_at,
+                        &write,
+                        journal.as_ref(),
+                    )
+                    .await
                 }
                 None => {
                     let mut record = KeyRecord {
@@ -176,7 +223,7 @@ impl SecureKeyManager {
                     record.seal = keys
                         .as_ref()
                         .map(|keys| keys.seal(&record, version_digest(&row), None));
-                    repo.create_key(&record, &row).await
+                    repo.create_key(&record, &row, journal.as_ref()).await
                 }
             };
             match written {
