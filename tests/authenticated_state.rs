@@ -272,6 +272,12 @@ async fn clearing_or_editing_the_seal_gains_nothing() {
                 "UPDATE api_keys SET revision = revision + 1",
             ),
             ("hint edited", "UPDATE api_keys SET hint = '...1234'"),
+            // A provider this build has: without the seal, "not configured here" (exit 2);
+            // with it, the integrity error (exit 4).
+            (
+                "provider edited",
+                "UPDATE api_key_versions SET provider = 'aws'",
+            ),
         ] {
             // A fresh record for each edit.
             m.delete(&alice()).await.expect("delete");

@@ -956,6 +956,14 @@ fn audit_trail_records_verifies_and_fails_closed() {
     );
     assert_eq!(r.code, 5, "{r:#?}");
     assert!(r.stdout.is_empty(), "no key without its audit row: {r:#?}");
+    // A rotation whose intent cannot be written is refused before anything changes: the
+    // failure it reports is true (the old value is still current afterwards).
+    let r = env.run_with(
+        &["keys", "rotate", "--service", "openai", "--user", "alice"],
+        Some(KEY1.as_bytes()),
+        &closed,
+    );
+    assert_eq!(r.code, 5, "{r:#?}");
     rt.block_on(audit_conn.execute_unprepared("ROLLBACK"))
         .expect("unlock");
     let r = env
