@@ -86,6 +86,40 @@ pub(crate) enum Command {
     /// Manage the local provider's master key file.
     #[command(subcommand, name = "master-key", after_help = AFTER_HELP)]
     MasterKey(MasterKeyCommand),
+    /// Run a command with API keys in its environment: `exec --env OPENAI_API_KEY=openai --
+    /// COMMAND [ARGS]`. No key is printed; the command's exit code is passed through.
+    #[command(after_help = EXEC_AFTER_HELP)]
+    Exec(ExecArgs),
+}
+
+/// Text after `exec --help`: the exit codes of a run.
+const EXEC_AFTER_HELP: &str = "\
+Every key is read (in one process, before the command starts); any that cannot be read stops
+the run with the usual exit codes (2 configuration or a bad --env, 3 not found, 4 integrity,
+5 unavailable, 6 expired, 1 other), and the command is not started. A command that cannot be
+found exits 127, one that cannot be run 126. Once the command runs, its exit code is this
+command's; a command killed by a signal gives 128 + the signal number, as shells do.
+SIGTERM and SIGHUP sent to llm-accounting are passed on to the command; SIGINT and SIGQUIT
+(Ctrl-C, Ctrl-\\ on a terminal reach the command directly) are ignored while it runs.";
+
+/// Arguments of `exec`.
+#[derive(Debug, Args)]
+pub(crate) struct ExecArgs {
+    /// A variable to set: `VAR=SERVICE[:USER[:PROJECT]]` (an empty USER with a PROJECT:
+    /// `VAR=SERVICE::PROJECT`). Repeatable.
+    #[arg(long = "env", value_name = "VAR=SERVICE[:USER[:PROJECT]]")]
+    pub(crate) env: Vec<String>,
+    /// A file of `VAR=SERVICE[:USER[:PROJECT]]` lines (blank lines and `#` comments skipped).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) env_file: Vec<PathBuf>,
+    /// The command to run and its arguments (after `--`).
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub(crate) command: Vec<std::ffi::OsString>,
 }
 
 /// `keys` subcommands.

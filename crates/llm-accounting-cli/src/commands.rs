@@ -15,10 +15,12 @@ use crate::cli::{
     AuditArgs, Cli, Command, Format, GetArgs, IdentityArgs, KeysCommand, ListArgs,
     MasterKeyCommand, RewrapArgs, StoreArgs,
 };
-use crate::{output, read_key};
+use crate::{exit_code, output, read_key};
 
-/// Runs the parsed command line.
-pub(crate) async fn run(cli: Cli) -> Result<()> {
+mod exec;
+
+/// Runs the parsed command line; the exit code to leave with when it did not fail.
+pub(crate) async fn run(cli: Cli) -> Result<u8> {
     let overrides = Overrides {
         database_url: cli.db,
         provider: cli.provider,
@@ -29,7 +31,8 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         settings,
         quiet: cli.quiet,
     };
-    match cli.command {
+    let done = match cli.command {
+        Command::Exec(args) => return exec::exec(&ctx, args).await,
         Command::Keys(keys) => match keys {
             KeysCommand::Store(args) => store(&ctx, args, false).await,
             KeysCommand::Rotate(args) => store(&ctx, args, true).await,
@@ -48,7 +51,8 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::MasterKey(MasterKeyCommand::AddVersion) => Err(Error::config(
             "this build of llm-accounting was built without feature kms-local",
         )),
-    }
+    };
+    done.map(|()| exit_code::OK)
 }
 
 /// What every command needs.

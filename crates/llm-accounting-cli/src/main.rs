@@ -32,7 +32,7 @@ async fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     logging::init();
     match commands::run(cli).await {
-        Ok(()) => ExitCode::from(exit_code::OK),
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("{}", output::error_line(&e));
             ExitCode::from(exit_code::for_error(&e))
