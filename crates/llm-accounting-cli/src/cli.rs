@@ -72,6 +72,11 @@ pub(crate) struct Cli {
     #[arg(short, long, global = true, help_heading = GLOBAL)]
     pub(crate) quiet: bool,
 
+    /// Say more on stderr: which default database and master key are used (otherwise said
+    /// only when they are created).
+    #[arg(short, long, global = true, conflicts_with = "quiet", help_heading = GLOBAL)]
+    pub(crate) verbose: bool,
+
     /// What to do.
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -285,6 +290,11 @@ pub(crate) struct StoreArgs {
     /// The value expires at this time (RFC 3339, e.g. `2027-01-31T00:00:00Z`).
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub(crate) expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Store the key exactly as given even if it starts or ends with whitespace or spans
+    /// several lines (refused otherwise: usually a paste that took too much). One trailing
+    /// newline on stdin is always removed.
+    #[arg(long)]
+    pub(crate) keep_whitespace: bool,
 }
 
 impl StoreArgs {

@@ -30,6 +30,7 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
     let ctx = Context {
         settings,
         quiet: cli.quiet,
+        verbose: cli.verbose,
     };
     let done = match cli.command {
         Command::Exec(args) => return exec::exec(&ctx, args).await,
@@ -59,6 +60,7 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
 struct Context {
     settings: Settings,
     quiet: bool,
+    verbose: bool,
 }
 
 impl Context {
@@ -73,10 +75,19 @@ impl Context {
     /// which defaults were used.
     async fn manager(&self) -> Result<SecureKeyManager> {
         let (manager, used) = build_manager_with_info(&self.settings).await?;
-        if let Some(notice) = output::defaults_notice(&used) {
+        self.defaults_notice(&used);
+        Ok(manager)
+    }
+
+    /// Says where the default database and master key are: when they were just created (the
+    /// first run), or with `--verbose`; not on every run.
+    fn defaults_notice(&self, used: &llm_accounting::DefaultsUsed) {
+        if !(used.created_any() || self.verbose) {
+            return;
+        }
+        if let Some(notice) = output::defaults_notice(used) {
             self.say(&format!("note: {notice}"));
         }
-        Ok(manager)
     }
 }
 
@@ -102,9 +113,15 @@ async fn store(ctx: &Context, args: StoreArgs, rotate: bool) -> Result<()> {
     let options = WriteOptions {
         expires_at: args.expiry(),
     };
-    let key = read_key::read_key(args.key, &identity)?;
-    key.validate()?;
+    // The configuration, the database and the provider's settings are checked before the
+    // key is asked for: a mistake there must not cost a paste.
     let manager = ctx.manager().await?;
+    let key = match read_key::read_key(args.key, &identity, args.keep_whitespace)
+        .and_then(|key| key.validate().map(|()| key))
+    {
+        Ok(key) => key,
+        Err(e) => return finish(&manager, Err(e)).await,
+    };
     let result = if rotate {
         manager.rotate_with(&identity, &key, &options).await
     } else {
@@ -329,9 +346,7 @@ async fn rewrap(ctx: &Context, args: &RewrapArgs) -> Result<()> {
         target_settings.kms.key_id = Some(k.clone());
     }
     let (source, repo, used) = build_provider_and_repository(&ctx.settings).await?;
-    if let Some(notice) = output::defaults_notice(&used) {
-        ctx.say(&format!("note: {notice}"));
-    }
+    ctx.defaults_notice(&used);
     let target = if args.to_provider.is_some() || args.to_key.is_some() {
         build_provider_for(&target_settings, &repo).await?.0
     } else {

@@ -276,7 +276,12 @@ pub(crate) fn progress_bar(quiet: bool) -> Option<indicatif::ProgressBar> {
 
 /// The notice saying which defaults were used, if any were.
 pub(crate) fn defaults_notice(used: &DefaultsUsed) -> Option<String> {
-    match (&used.database, &used.master_key_file) {
+    let verb = if used.created_any() {
+        "created and using"
+    } else {
+        "using"
+    };
+    let notice = match (&used.database, &used.master_key_file) {
         (Some(db), Some(key)) => Some(format!(
             "using default database {db} and master key {key} (set \
              LLM_ACCOUNTING_DATABASE_URL / LLM_ACCOUNTING_LOCAL_MASTER_KEY_FILE to choose)"
@@ -288,20 +293,48 @@ pub(crate) fn defaults_notice(used: &DefaultsUsed) -> Option<String> {
             "using default master key {key} (set LLM_ACCOUNTING_LOCAL_MASTER_KEY_FILE to choose)"
         )),
         (None, None) => None,
-    }
+    };
+    notice.map(|n| match n.strip_prefix("using ") {
+        Some(rest) => format!("{verb} {rest}"),
+        None => n,
+    })
 }
 
 /// The one line printed for a failure: `error: <error>: <source>: <source>...`. A source whose
 /// text the line already holds (some errors repeat their source) is left out.
 pub(crate) fn error_line(error: &Error) -> String {
-    let mut line = format!("error: {}", llm_accounting::error_chain(error));
+    // A configuration error's own message keeps its lines (a parser's message points at the
+    // line and column); everything else, its sources included, is one line, whatever they
+    // contain. Nothing that acts on the terminal either way.
+    let chain = llm_accounting::error_chain(error);
+    let top = error.to_string();
+    let (head, rest) = match chain.strip_prefix(&top) {
+        Some(rest) if matches!(error, Error::Config { .. }) => (top.as_str(), rest),
+        _ => ("", chain.as_str()),
+    };
+    let head = head
+        .lines()
+        .map(|l| escape::text(l.trim_end_matches('\r')).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut line = format!(
+        "error: {head}{}",
+        escape::text(&rest.replace(['\n', '\r'], " "))
+    );
     if let Some(hint) = hint(error) {
         line.push_str(" (");
         line.push_str(hint);
         line.push(')');
     }
-    // One line, whatever the sources contain, and nothing that acts on the terminal.
-    escape::text(&line.replace(['\n', '\r'], " ")).into_owned()
+    // One prefix, even when a configuration error wraps another one.
+    const PREFIX: &str = "configuration error: ";
+    if let Some(first) = line.find(PREFIX) {
+        let after = first + PREFIX.len();
+        let rest = line[after..].replace(PREFIX, "");
+        line.truncate(after);
+        line.push_str(&rest);
+    }
+    line
 }
 
 /// What to run about an error, in this CLI's words (the library's errors name no command).
@@ -384,6 +417,24 @@ mod tests {
     }
 
     #[test]
+    fn configuration_errors_have_one_prefix_and_keep_their_lines() {
+        let inner = Error::config("the Azure credential is wrong");
+        let outer = Error::Config {
+            message: "cannot set up the provider".into(),
+            source: Some(Arc::new(inner)),
+        };
+        let line = error_line(&outer);
+        assert_eq!(line.matches("configuration error:").count(), 1, "{line}");
+        assert!(line.ends_with("the Azure credential is wrong"), "{line}");
+
+        let parse = Error::config("TOML parse error at line 3\n  |\n3 | foo =\n  |      ^\x1b[2J");
+        let text = error_line(&parse);
+        assert_eq!(text.lines().count(), 4, "{text}");
+        assert!(text.contains("3 | foo ="), "{text}");
+        assert!(!text.contains('\x1b'), "{text}");
+    }
+
+    #[test]
     fn error_lines_add_the_commands_to_run() {
         let disabled = Error::Disabled {
             identity: "openai".into(),
@@ -412,6 +463,7 @@ mod tests {
         let both = DefaultsUsed {
             database: Some("/d/keys.db".into()),
             master_key_file: Some("/d/master.key".into()),
+            ..DefaultsUsed::default()
         };
         let n = defaults_notice(&both).expect("notice");
         assert!(n.starts_with("using default database /d/keys.db and master key /d/master.key"));
