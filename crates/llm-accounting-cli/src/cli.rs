@@ -148,9 +148,9 @@ pub(crate) enum KeysCommand {
     /// Make a disabled key readable again.
     #[command(after_help = AFTER_HELP)]
     Enable(IdentityArgs),
-    /// Delete a key and every version of it, for good.
+    /// Delete a key and every version of it, for good (asks first on a terminal).
     #[command(after_help = AFTER_HELP)]
-    Delete(IdentityArgs),
+    Delete(DeleteArgs),
     /// Show the audit trail (one row per operation; never a secret), or verify its hash chain.
     #[command(after_help = AFTER_HELP)]
     Audit(AuditArgs),
@@ -183,6 +183,9 @@ pub(crate) struct GetArgs {
     /// Print the previous value (after a rotation, during its grace period) instead.
     #[arg(long)]
     pub(crate) previous: bool,
+    /// Output format: the key and a newline, or a JSON object with the identity and the key.
+    #[arg(long, value_enum, default_value_t = GetFormat::Text)]
+    pub(crate) format: GetFormat,
 }
 
 /// Arguments of `keys audit`.
@@ -194,18 +197,24 @@ pub(crate) struct AuditArgs {
     /// Only rows about this user's keys.
     #[arg(long, value_name = "U")]
     pub(crate) user: Option<String>,
-    /// Only this operation (store, get, list, rotate, rewrap, disable, enable, delete, ...).
+    /// Only this operation: store, rotate, get, get_previous, list, versions, disable, enable,
+    /// delete, rewrap, rewrap_check, seal, dropped (anything else is refused unless the trail
+    /// holds it).
     #[arg(long, value_name = "OP")]
     pub(crate) operation: Option<String>,
-    /// Only rows since this time: RFC 3339, or a duration back from now (`24h`, `7d`).
+    /// Only rows at or after this time: a duration back from now (`30m`, `24h`, `7d`), an RFC
+    /// 3339 time (`2026-11-28T09:00:00Z`) or a date (`2026-11-28`, midnight UTC).
     #[arg(long, value_name = "TIME", value_parser = parse_since)]
     pub(crate) since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only rows at or before this time (same forms as --since).
+    #[arg(long, value_name = "TIME", value_parser = parse_since)]
+    pub(crate) until: Option<chrono::DateTime<chrono::Utc>>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub(crate) format: Format,
     /// Verify the whole chain instead of listing: exit 0 if intact, 4 naming the first
     /// deleted, inserted or edited row (or a row without its MAC in a sealed store).
-    #[arg(long, conflicts_with_all = ["service", "user", "operation", "since", "head"])]
+    #[arg(long, conflicts_with_all = ["service", "user", "operation", "since", "until", "head"])]
     pub(crate) verify: bool,
     /// With --verify: also check that the trail still holds this head, as printed by
     /// `--head` and kept elsewhere (`SEQ:MAC`); a trail cut short or replaced exits 4.
@@ -213,18 +222,31 @@ pub(crate) struct AuditArgs {
     pub(crate) expect_head: Option<String>,
     /// Verify the chain, then print its head, exactly one line `SEQ:MAC`, to keep outside the
     /// database (for `--verify --expect-head`).
-    #[arg(long, conflicts_with_all = ["service", "user", "operation", "since", "verify"])]
+    #[arg(long, conflicts_with_all = ["service", "user", "operation", "since", "until", "verify"])]
     pub(crate) head: bool,
 }
 
-fn parse_since(s: &str) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {
-    parse_time(s).or_else(|_| {
-        humantime::parse_duration(s)
-            .map_err(|e| format!("neither an RFC 3339 time nor a duration ({e})"))
-            .map(|d| {
-                chrono::Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
-            })
-    })
+/// A point in time for `--since`/`--until`: a duration back from now, an RFC 3339 time, or a
+/// date (midnight UTC).
+pub(crate) fn parse_since(s: &str) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = parse_time(s) {
+        return Ok(t);
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        && let Some(t) = d.and_hms_opt(0, 0, 0)
+    {
+        return Ok(t.and_utc());
+    }
+    humantime::parse_duration(s)
+        .map(|d| {
+            chrono::Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+        })
+        .map_err(|_| {
+            format!(
+                "`{s}` is neither a duration back from now (30m, 24h, 7d), an RFC 3339 time \
+                 (2026-11-28T09:00:00Z) nor a date (2026-11-28)"
+            )
+        })
 }
 
 /// Arguments of `keys rewrap`.
@@ -250,6 +272,18 @@ pub(crate) struct RewrapArgs {
     /// Versions processed at once (concurrent KMS requests).
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub(crate) concurrency: usize,
+}
+
+/// Arguments of `keys delete`.
+#[derive(Debug, Args)]
+pub(crate) struct DeleteArgs {
+    /// Whose key.
+    #[command(flatten)]
+    pub(crate) identity: IdentityArgs,
+    /// Delete without asking (on a terminal, `keys delete` asks for confirmation first;
+    /// elsewhere it never asks).
+    #[arg(long, short = 'y')]
+    pub(crate) yes: bool,
 }
 
 /// Who a key belongs to: `--service S [--user U] [--project P]`.
@@ -348,12 +382,21 @@ impl ListArgs {
     }
 }
 
-/// Output format of `keys list`.
+/// Output format of the commands that print data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Format {
-    /// An aligned table for people.
+    /// An aligned table for people (fitted to the terminal's width, or to $COLUMNS).
     Table,
-    /// A JSON array for programs.
+    /// JSON for programs (shapes documented in the README and kept stable).
+    Json,
+}
+
+/// Output format of `keys get`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum GetFormat {
+    /// The key and a newline.
+    Text,
+    /// `{"service", "user", "project", "previous", "key"}`.
     Json,
 }
 

@@ -12,11 +12,13 @@ use llm_accounting::{
 };
 
 use crate::cli::{
-    AuditArgs, Cli, Command, Format, GetArgs, IdentityArgs, KeysCommand, ListArgs,
+    Cli, Command, DeleteArgs, Format, GetArgs, GetFormat, IdentityArgs, KeysCommand, ListArgs,
     MasterKeyCommand, RewrapArgs, StoreArgs,
 };
-use crate::{exit_code, output, read_key};
+use crate::{exit_code, output, print, read_key};
 
+mod audit;
+mod confirm;
 mod exec;
 
 /// Runs the parsed command line; the exit code to leave with when it did not fail.
@@ -39,7 +41,7 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
             KeysCommand::Rotate(args) => store(&ctx, args, true).await,
             KeysCommand::Get(args) => get(&ctx, &args).await,
             KeysCommand::Rewrap(args) => rewrap(&ctx, &args).await,
-            KeysCommand::Audit(args) => audit(&ctx, &args).await,
+            KeysCommand::Audit(args) => audit::audit(&ctx, &args).await,
             KeysCommand::List(args) => list(&ctx, &args).await,
             KeysCommand::Disable(args) => set_enabled(&ctx, &args, false).await,
             KeysCommand::Enable(args) => set_enabled(&ctx, &args, true).await,
@@ -160,14 +162,27 @@ async fn get(ctx: &Context, args: &GetArgs) -> Result<()> {
             manager.get(&identity).await?
         };
         let mut out = std::io::stdout().lock();
-        out.write_all(key.expose_secret().as_bytes())
-            .and_then(|()| out.write_all(b"\n"))
+        let written = match args.format {
+            GetFormat::Text => out
+                .write_all(key.expose_secret().as_bytes())
+                .and_then(|()| out.write_all(b"\n")),
+            // Straight to stdout: no intermediate string holds the key.
+            GetFormat::Json => serde_json::to_writer(
+                &mut out,
+                &output::KeyValueJson {
+                    service: identity.service(),
+                    user: identity.user(),
+                    project: identity.project(),
+                    previous: args.previous,
+                    key: key.expose_secret(),
+                },
+            )
+            .map_err(std::io::Error::other)
+            .and_then(|()| out.write_all(b"\n")),
+        };
+        written
             .and_then(|()| out.flush())
-            .map_err(|e| Error::Io {
-                operation: "writing the API key",
-                path: "stdout".to_owned(),
-                source: Arc::new(e),
-            })
+            .map_err(|e| print::stdout_error("writing the API key", e))
     }
     .await;
     finish(&manager, result).await
@@ -181,6 +196,7 @@ async fn list(ctx: &Context, args: &ListArgs) -> Result<()> {
     let result = async {
         let listing = manager.list(&filter).await?;
         let mut keys = listing.keys;
+        let stored = keys.len();
         let mut broken: Vec<(String, Error)> = listing
             .broken
             .into_iter()
@@ -208,22 +224,16 @@ async fn list(ctx: &Context, args: &ListArgs) -> Result<()> {
             }
             keys = readable;
         }
-        Ok((keys, versions, broken))
+        Ok((keys, versions, broken, stored))
     }
     .await;
-    let (keys, versions, broken) = finish(&manager, result).await?;
+    let (keys, versions, broken, stored) = finish(&manager, result).await?;
     let text = match args.format {
         Format::Json if args.versions => Some(output::json_with_versions(&versions)),
         Format::Json => Some(output::json(&keys)),
         Format::Table if keys.is_empty() => {
-            let filtered =
-                filter.service.is_some() || filter.user.is_some() || filter.project.is_some();
             if broken.is_empty() {
-                ctx.say(if filtered {
-                    "no keys stored that match the filter"
-                } else {
-                    "no keys stored"
-                });
+                ctx.say(&output::no_keys_message(&filter, args.expiring, stored));
             }
             None
         }
@@ -231,14 +241,7 @@ async fn list(ctx: &Context, args: &ListArgs) -> Result<()> {
         Format::Table => Some(output::table(&keys)),
     };
     if let Some(text) = text {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{text}")
-            .and_then(|()| out.flush())
-            .map_err(|e| Error::Io {
-                operation: "writing the key list",
-                path: "stdout".to_owned(),
-                source: Arc::new(e),
-            })?;
+        print::print(&text, "writing the key list")?;
     }
     if broken.is_empty() {
         return Ok(());
@@ -306,9 +309,12 @@ async fn set_enabled(ctx: &Context, args: &IdentityArgs, enabled: bool) -> Resul
     Ok(())
 }
 
-/// `keys delete`.
-async fn delete(ctx: &Context, args: &IdentityArgs) -> Result<()> {
-    let identity = args.identity()?;
+/// `keys delete`: on a terminal, only after the user typed the service's name (or `--yes`).
+async fn delete(ctx: &Context, args: &DeleteArgs) -> Result<()> {
+    let identity = args.identity.identity()?;
+    if !args.yes {
+        confirm::confirm_delete(&identity)?;
+    }
     let manager = ctx.manager().await?;
     let result = async {
         // A record that does not verify can still be deleted (that is the remedy).
@@ -428,63 +434,6 @@ async fn rewrap(ctx: &Context, args: &RewrapArgs) -> Result<()> {
             hint: "the failed versions are unchanged and still readable; run it again to retry",
         })
     }
-}
-
-/// `keys audit`.
-async fn audit(ctx: &Context, args: &AuditArgs) -> Result<()> {
-    // Parsed before anything is opened: a malformed head is a usage error.
-    let expected = args
-        .expect_head
-        .as_deref()
-        .map(str::parse::<llm_accounting::AuditHead>)
-        .transpose()?;
-    let manager = ctx.manager().await?;
-    if args.verify || args.head {
-        let result = manager.verify_audit_head(expected.as_ref()).await;
-        let (n, head) = finish(&manager, result).await?;
-        if args.head {
-            let mut out = std::io::stdout().lock();
-            return writeln!(out, "{head}")
-                .and_then(|()| out.flush())
-                .map_err(|e| Error::Io {
-                    operation: "writing the audit head",
-                    path: "stdout".to_owned(),
-                    source: Arc::new(e),
-                });
-        }
-        ctx.say(&match &expected {
-            Some(h) => format!(
-                "audit chain intact: {n} record(s); it still holds head {}",
-                h.seq
-            ),
-            None => format!("audit chain intact: {n} record(s)"),
-        });
-        return Ok(());
-    }
-    let filter = llm_accounting::AuditFilter {
-        service: args.service.clone(),
-        user: args.user.clone(),
-        operation: args.operation.clone(),
-        since: args.since,
-    };
-    let result = manager.audit_records(&filter).await;
-    let records = finish(&manager, result).await?;
-    let text = match args.format {
-        Format::Json => output::audit_json(&records),
-        Format::Table if records.is_empty() => {
-            ctx.say("no audit records match");
-            return Ok(());
-        }
-        Format::Table => output::audit_table(&records),
-    };
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{text}")
-        .and_then(|()| out.flush())
-        .map_err(|e| Error::Io {
-            operation: "writing the audit records",
-            path: "stdout".to_owned(),
-            source: Arc::new(e),
-        })
 }
 
 /// `master-key add-version`.

@@ -16,6 +16,7 @@ mod escape;
 mod exit_code;
 mod logging;
 mod output;
+mod print;
 mod read_key;
 
 use std::process::ExitCode;
@@ -33,6 +34,8 @@ async fn main() -> ExitCode {
     logging::init();
     match commands::run(cli).await {
         Ok(code) => ExitCode::from(code),
+        // `| head`: the reader had all it wanted.
+        Err(e) if print::is_broken_pipe(&e) => ExitCode::from(exit_code::OK),
         Err(e) => {
             eprintln!("{}", output::error_line(&e));
             ExitCode::from(exit_code::for_error(&e))

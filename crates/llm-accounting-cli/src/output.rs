@@ -43,11 +43,67 @@ pub(crate) fn table(keys: &[KeyRecord]) -> String {
             optional_time(k.expires_at.as_ref()),
         ]));
     }
-    // Columns flush left, two spaces apart, no trailing blanks.
-    for column in table.column_iter_mut() {
-        column.set_padding((0, 2));
+    crate::print::finish_table(table)
+}
+
+/// `keys get --format json`: the identity and the key. Serialized straight to stdout.
+#[derive(Serialize)]
+pub(crate) struct KeyValueJson<'a> {
+    /// The key's service.
+    pub(crate) service: &'a str,
+    /// Its user, null for none.
+    pub(crate) user: Option<&'a str>,
+    /// Its project, null for none.
+    pub(crate) project: Option<&'a str>,
+    /// Whether this is the previous value (`--previous`).
+    pub(crate) previous: bool,
+    /// The key itself.
+    pub(crate) key: &'a str,
+}
+
+/// What an empty key listing says: what was asked for. `stored` is how many keys matched
+/// the filter before `--expiring`.
+pub(crate) fn no_keys_message(
+    filter: &llm_accounting::KeyFilter,
+    expiring: Option<std::time::Duration>,
+    stored: usize,
+) -> String {
+    let mut who = Vec::new();
+    if let Some(s) = &filter.service {
+        who.push(format!("service \"{s}\""));
     }
-    table.trim_fmt()
+    if let Some(u) = &filter.user {
+        who.push(format!("user \"{u}\""));
+    }
+    if let Some(p) = &filter.project {
+        who.push(format!("project \"{p}\""));
+    }
+    let scope = if who.is_empty() {
+        String::new()
+    } else {
+        format!(" for {}", who.join(", "))
+    };
+    let text = match expiring {
+        Some(within) => format!(
+            "no keys{scope} expire within {} ({stored} stored)",
+            span(within)
+        ),
+        None => format!("no keys stored{scope}"),
+    };
+    escape::text(&text).into_owned()
+}
+
+/// A duration in words: `7 days`, `12 hours`, else humantime's form.
+fn span(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    let unit = |n: u64, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
+    match secs {
+        0 => "0 seconds".to_owned(),
+        s if s % 86_400 == 0 => unit(s / 86_400, "day"),
+        s if s % 3_600 == 0 => unit(s / 3_600, "hour"),
+        s if s % 60 == 0 => unit(s / 60, "minute"),
+        _ => humantime::format_duration(d).to_string(),
+    }
 }
 
 /// One key in the JSON listing.
@@ -115,10 +171,7 @@ pub(crate) fn versions_table(keys: &[(KeyRecord, Vec<VersionInfo>)]) -> String {
             ]));
         }
     }
-    for column in table.column_iter_mut() {
-        column.set_padding((0, 2));
-    }
-    table.trim_fmt()
+    crate::print::finish_table(table)
 }
 
 /// The listing as a pretty-printed JSON array.
@@ -202,10 +255,7 @@ pub(crate) fn audit_table(records: &[AuditRecord]) -> String {
             e.detail.clone().unwrap_or_else(|| "-".to_owned()),
         ]));
     }
-    for column in table.column_iter_mut() {
-        column.set_padding((0, 2));
-    }
-    table.trim_fmt()
+    crate::print::finish_table(table)
 }
 
 /// One audit record in JSON.
@@ -375,6 +425,26 @@ mod tests {
             revision: 1,
             seal: None,
         }
+    }
+
+    #[test]
+    fn empty_listings_say_what_was_asked() {
+        let all = llm_accounting::KeyFilter::default();
+        assert_eq!(no_keys_message(&all, None, 0), "no keys stored");
+        let week = std::time::Duration::from_secs(7 * 86_400);
+        assert_eq!(
+            no_keys_message(&all, Some(week), 3),
+            "no keys expire within 7 days (3 stored)"
+        );
+        let openai = llm_accounting::KeyFilter {
+            service: Some("openai".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            no_keys_message(&openai, None, 0),
+            "no keys stored for service \"openai\""
+        );
+        assert_eq!(span(std::time::Duration::from_secs(3_600)), "1 hour");
     }
 
     #[test]
