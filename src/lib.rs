@@ -66,7 +66,9 @@ pub use llm_accounting_core::{
     SecureKeyManager, SecureKeyManagerBuilder, StoreOutcome, VersionInfo, VersionRecord,
     VersionState, WrappedKey, WriteOptions, error_chain, is_hidden_char, validate_name,
 };
-pub use llm_accounting_store::{SeaOrmKeyRepository, StoreOptions, redact_url};
+pub use llm_accounting_store::{
+    DatabaseStatus, SeaOrmKeyRepository, StoreOptions, inspect as inspect_database, redact_url,
+};
 
 /// The local-development provider.
 #[cfg(feature = "kms-local")]

@@ -95,6 +95,86 @@ pub(crate) enum Command {
     /// COMMAND [ARGS]`. No key is printed; the command's exit code is passed through.
     #[command(after_help = EXEC_AFTER_HELP)]
     Exec(ExecArgs),
+    /// Print a shell completion script: `llm-accounting completions bash > ~/.local/share/
+    /// bash-completion/completions/llm-accounting` (zsh: a file `_llm-accounting` in $fpath;
+    /// fish: ~/.config/fish/completions/llm-accounting.fish).
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff; `llm-accounting manual | man -l -`), or write one page
+    /// per command into a directory.
+    #[command(visible_alias = "man")]
+    Manual(ManualArgs),
+    /// Check the configuration, the database, the master key and the KMS (a wrap/unwrap round
+    /// trip of a throwaway data key), one line per check with the fix for a problem. Changes
+    /// nothing: creates no file, applies no migration. Exits 1 if any check found a problem.
+    Doctor(DoctorArgs),
+}
+
+/// Arguments of `doctor`.
+#[derive(Debug, Args)]
+pub(crate) struct DoctorArgs {
+    /// Output format (JSON: an array of `{check, ok, detail, fix}`).
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+}
+
+/// Arguments of `completions`.
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
+}
+
+/// Arguments of `manual`.
+#[derive(Debug, Args)]
+pub(crate) struct ManualArgs {
+    /// Write `llm-accounting.1` and one page per command (`llm-accounting-keys-store.1`, ...)
+    /// into this existing directory instead of printing the main page.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dir: Option<PathBuf>,
+}
+
+/// `--version`: the version, then what this binary was built with.
+pub(crate) fn long_version() -> String {
+    let pick = |all: &[(&'static str, bool)]| -> String {
+        let names: Vec<&str> = all.iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect();
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        }
+    };
+    format!(
+        "{}\nKMS providers: {}\ndatabases: {}",
+        env!("CARGO_PKG_VERSION"),
+        pick(&[
+            ("local", cfg!(feature = "kms-local")),
+            ("aws", cfg!(feature = "kms-aws")),
+            ("azure", cfg!(feature = "kms-azure")),
+            ("gcp", cfg!(feature = "kms-gcp")),
+        ]),
+        pick(&[
+            ("sqlite", cfg!(feature = "sqlite")),
+            ("postgres", cfg!(feature = "postgres")),
+            ("mysql", cfg!(feature = "mysql")),
+        ]),
+    )
+}
+
+/// The command line as clap sees it, `--version` included.
+pub(crate) fn command() -> clap::Command {
+    use clap::CommandFactory;
+    // Built once per process; clap keeps `&'static str`s.
+    let long: &'static str = Box::leak(long_version().into_boxed_str());
+    Cli::command().long_version(long)
+}
+
+/// Parses the process's arguments (clap prints usage errors and exits 2; 0 for --help and
+/// --version).
+pub(crate) fn parse() -> Cli {
+    use clap::FromArgMatches;
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 /// Text after `exec --help`: the exit codes of a run.
@@ -425,6 +505,17 @@ mod tests {
         .expect("parses");
         assert_eq!(cli.db.as_deref(), Some("sqlite://x.db"));
         assert!(cli.quiet);
+    }
+
+    #[test]
+    fn the_long_version_names_what_was_built() {
+        let v = long_version();
+        assert!(v.starts_with(env!("CARGO_PKG_VERSION")), "{v}");
+        assert!(
+            v.contains("KMS providers: ") && v.contains("databases: "),
+            "{v}"
+        );
+        command().debug_assert();
     }
 
     #[test]

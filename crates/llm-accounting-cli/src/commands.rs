@@ -18,11 +18,23 @@ use crate::cli::{
 use crate::{exit_code, output, print, read_key};
 
 mod audit;
+mod completions;
 mod confirm;
+mod doctor;
 mod exec;
 
 /// Runs the parsed command line; the exit code to leave with when it did not fail.
 pub(crate) async fn run(cli: Cli) -> Result<u8> {
+    // Commands that need no configuration (or check it themselves) come first: a broken
+    // configuration must not stop them.
+    match &cli.command {
+        Command::Completions(args) => {
+            return completions::completions(args).map(|()| exit_code::OK);
+        }
+        Command::Manual(args) => return completions::manual(args).map(|()| exit_code::OK),
+        Command::Doctor(args) => return doctor::doctor(&cli, args).await,
+        _ => {}
+    }
     let overrides = Overrides {
         database_url: cli.db,
         provider: cli.provider,
@@ -36,6 +48,7 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
     };
     let done = match cli.command {
         Command::Exec(args) => return exec::exec(&ctx, args).await,
+        Command::Completions(_) | Command::Manual(_) | Command::Doctor(_) => Ok(()),
         Command::Keys(keys) => match keys {
             KeysCommand::Store(args) => store(&ctx, args, false).await,
             KeysCommand::Rotate(args) => store(&ctx, args, true).await,

@@ -21,8 +21,6 @@ mod read_key;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     // No core dumps: a crash must not write decrypted keys or data keys to disk.
@@ -30,7 +28,7 @@ async fn main() -> ExitCode {
         eprintln!("warning: could not disable core dumps: {e}");
     }
     // clap prints usage errors and exits 2 (0 for --help and --version).
-    let cli = cli::Cli::parse();
+    let cli = cli::parse();
     logging::init();
     match commands::run(cli).await {
         Ok(code) => ExitCode::from(code),

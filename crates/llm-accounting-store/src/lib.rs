@@ -32,6 +32,7 @@ mod audit;
 mod connect;
 mod entity;
 mod error;
+mod inspect;
 mod limits;
 mod providers;
 mod repository;
@@ -46,5 +47,6 @@ mod url;
 mod wipe;
 
 pub use connect::StoreOptions;
+pub use inspect::{DatabaseStatus, inspect};
 pub use repository::SeaOrmKeyRepository;
 pub use url::redact_url;
