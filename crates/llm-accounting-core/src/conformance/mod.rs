@@ -13,5 +13,6 @@
 //! ```
 
 pub mod audit;
+mod batch;
 pub mod provider;
 pub mod repository;
