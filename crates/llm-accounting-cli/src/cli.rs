@@ -244,6 +244,42 @@ pub(crate) enum KeysCommand {
     /// any key whose record does not verify.
     #[command(after_help = AFTER_HELP)]
     Seal,
+    /// Store every key of a `.env` file at once: `OPENAI_API_KEY=...` becomes service
+    /// `openai`, `AZURE_OPENAI_API_KEY` `azure-openai` (names ending in _API_KEY, _KEY or
+    /// _TOKEN; others are skipped and listed). All or nothing, in one transaction; an
+    /// identity that already has a key is refused unless --rotate.
+    #[command(after_help = AFTER_HELP)]
+    Import(ImportArgs),
+}
+
+/// Arguments of `keys import`.
+#[derive(Debug, Args)]
+pub(crate) struct ImportArgs {
+    /// The dotenv file to read (`NAME=value` lines; quotes and comments as dotenv tools
+    /// read them).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) env_file: PathBuf,
+    /// The user the keys belong to (absent: no user).
+    #[arg(long, value_name = "U")]
+    pub(crate) user: Option<String>,
+    /// The project the keys belong to (absent: no project).
+    #[arg(long, value_name = "P")]
+    pub(crate) project: Option<String>,
+    /// Map a variable to a service explicitly (`--map OPENAI_API_KEY=openai-prod`); also
+    /// imports a variable whose name has none of the usual endings. Repeatable.
+    #[arg(long = "map", value_name = "NAME=SERVICE")]
+    pub(crate) map: Vec<String>,
+    /// Rotate keys that already exist (the old value stays as the previous version); without
+    /// it, an identity that already has a key refuses the whole import.
+    #[arg(long)]
+    pub(crate) rotate: bool,
+    /// Import values with leading or trailing whitespace or several lines as they are
+    /// (refused otherwise).
+    #[arg(long)]
+    pub(crate) keep_whitespace: bool,
+    /// Output format of the summary (JSON on stdout: `{stored: [...], skipped: [...]}`).
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
 }
 
 /// `master-key` subcommands (local provider).
@@ -278,8 +314,8 @@ pub(crate) struct AuditArgs {
     #[arg(long, value_name = "U")]
     pub(crate) user: Option<String>,
     /// Only this operation: store, rotate, get, get_previous, list, versions, disable, enable,
-    /// delete, rewrap, rewrap_check, seal, dropped (anything else is refused unless the trail
-    /// holds it).
+    /// delete, rewrap, rewrap_check, seal, store_many, dropped (anything else is refused
+    /// unless the trail holds it).
     #[arg(long, value_name = "OP")]
     pub(crate) operation: Option<String>,
     /// Only rows at or after this time: a duration back from now (`30m`, `24h`, `7d`), an RFC

@@ -22,6 +22,9 @@ mod completions;
 mod confirm;
 mod doctor;
 mod exec;
+mod import;
+
+pub(crate) use exec::is_env_name;
 
 /// Runs the parsed command line; the exit code to leave with when it did not fail.
 pub(crate) async fn run(cli: Cli) -> Result<u8> {
@@ -60,6 +63,7 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
             KeysCommand::Enable(args) => set_enabled(&ctx, &args, true).await,
             KeysCommand::Delete(args) => delete(&ctx, &args).await,
             KeysCommand::Seal => seal(&ctx).await,
+            KeysCommand::Import(args) => import::import(&ctx, &args).await,
         },
         #[cfg(feature = "kms-local")]
         Command::MasterKey(MasterKeyCommand::AddVersion) => add_master_key_version(&ctx),

@@ -12,6 +12,7 @@
 
 mod cli;
 mod commands;
+mod dotenv;
 mod escape;
 mod exit_code;
 mod logging;

@@ -50,7 +50,7 @@ pub(crate) fn read_key(
 }
 
 /// Refuses a key with leading or trailing whitespace, or with a line break inside.
-fn check_whitespace(key: &str) -> Result<()> {
+pub(crate) fn check_whitespace(key: &str) -> Result<()> {
     if key.contains(['\n', '\r']) {
         return Err(Error::invalid(
             "API key",

@@ -21,6 +21,7 @@ pub(crate) const OPERATIONS: &[&str] = &[
     "rewrap",
     "rewrap_check",
     "seal",
+    "store_many",
     llm_accounting::DROPPED_OPERATION,
 ];
 
