@@ -201,4 +201,59 @@ fn nothing_runs_unless_every_key_can_be_read() {
         .run(&["exec", "--env", "A=openai", "--", "no-such-command-here"])
         .code(127);
     assert!(r.stderr.contains("no-such-command-here"), "{r:#?}");
+    // One that cannot be run (not executable): 126.
+    let plain = env.dir().join("not-executable");
+    std::fs::write(&plain, "#!/bin/sh\n").expect("write");
+    env.run(&[
+        "exec",
+        "--env",
+        "A=openai",
+        "--",
+        plain.to_str().expect("utf-8"),
+    ])
+    .code(126);
+}
+
+#[test]
+fn sigterm_to_llm_accounting_reaches_the_command() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let env = env_with_keys();
+    let mut cmd = Command::new(BIN);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("LLM_ACCOUNTING_") {
+            cmd.env_remove(&name);
+        }
+    }
+    // The command says when its trap is set, then waits; on SIGTERM it exits 42.
+    let mut child = cmd
+        .env_remove("RUST_LOG")
+        .envs(env.vars())
+        .args([
+            "exec",
+            "--env",
+            "K=openai",
+            "--",
+            "sh",
+            "-c",
+            "trap 'exit 42' TERM; echo ready; while :; do sleep 0.05; done",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut ready)
+        .expect("read");
+    assert_eq!(ready.trim(), "ready");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(42), "{status:?}");
 }
