@@ -12,6 +12,9 @@ use crate::{
     VersionRecord, VersionState, envelope,
 };
 
+/// A key got, and the cache hit it came from, if it did.
+type Got = Result<(ApiKey, Option<Hit>)>;
+
 impl SecureKeyManager {
     /// The current value of the key. Served from the cache when possible; otherwise read,
     /// unwrapped and decrypted once however many callers ask at the same time.
@@ -22,11 +25,7 @@ impl SecureKeyManager {
 
     /// Records the audit row of one get (a cache hit counted into an aggregate) and passes
     /// its key on.
-    async fn audit_get(
-        &self,
-        identity: &KeyIdentity,
-        result: Result<(ApiKey, Option<Hit>)>,
-    ) -> Result<ApiKey> {
+    async fn audit_get(&self, identity: &KeyIdentity, result: Got) -> Result<ApiKey> {
         let Some(audit) = &self.inner.audit else {
             return result.map(|(key, _)| key);
         };
@@ -49,7 +48,7 @@ impl SecureKeyManager {
     }
 
     /// `get` without the audit row; also returns the cache hit when it was one.
-    async fn get_unaudited(&self, identity: &KeyIdentity) -> Result<(ApiKey, Option<Hit>)> {
+    async fn get_unaudited(&self, identity: &KeyIdentity) -> Got {
         self.check_read(identity)?;
         if let Some(hit) = self.inner.cache.get(identity) {
             self.inner.last_used.note(&hit);
@@ -222,8 +221,7 @@ impl SecureKeyManager {
     ) -> Vec<(KeyIdentity, Result<ApiKey>)> {
         use futures_util::stream::{self, StreamExt};
 
-        let mut results: Vec<Option<Result<(ApiKey, Option<Hit>)>>> =
-            Vec::with_capacity(identities.len());
+        let mut results: Vec<Option<Got>> = Vec::with_capacity(identities.len());
         // Each identity not served from the cache, once, with the positions asking for it.
         let mut misses: HashMap<&KeyIdentity, Vec<usize>> = HashMap::new();
         let mut order: Vec<&KeyIdentity> = Vec::new();
@@ -250,20 +248,19 @@ impl SecureKeyManager {
             // the cache.
             let epoch = self.inner.cache.epoch();
             let asked: Vec<KeyIdentity> = order.iter().map(|i| (*i).clone()).collect();
-            let loaded: Vec<Result<(ApiKey, Option<Hit>)>> =
-                match self.inner.repo.load_current_many(&asked).await {
-                    Err(e) => asked.iter().map(|_| Err(e.clone())).collect(),
-                    Ok(rows) if rows.len() != asked.len() => {
-                        asked.iter().map(|_| Err(Error::integrity())).collect()
-                    }
-                    Ok(rows) => {
-                        stream::iter(asked.iter().zip(rows))
-                            .map(|(identity, row)| self.load_row(identity, row, epoch))
-                            .buffered(concurrency.max(1))
-                            .collect()
-                            .await
-                    }
-                };
+            let loaded: Vec<Got> = match self.inner.repo.load_current_many(&asked).await {
+                Err(e) => asked.iter().map(|_| Err(e.clone())).collect(),
+                Ok(rows) if rows.len() != asked.len() => {
+                    asked.iter().map(|_| Err(Error::integrity())).collect()
+                }
+                Ok(rows) => {
+                    stream::iter(asked.iter().zip(rows))
+                        .map(|(identity, row)| self.load_row(identity, row, epoch))
+                        .buffered(concurrency.max(1))
+                        .collect()
+                        .await
+                }
+            };
             for (identity, result) in order.iter().zip(loaded) {
                 for &i in &misses[identity] {
                     results[i] = Some(match &result {
@@ -283,12 +280,7 @@ impl SecureKeyManager {
 
     /// One row of a batched read, checked, decrypted and cached as `get` does it (sharing a
     /// load of the same key already under way).
-    async fn load_row(
-        &self,
-        identity: &KeyIdentity,
-        row: LoadedCurrent,
-        epoch: u64,
-    ) -> Result<(ApiKey, Option<Hit>)> {
+    async fn load_row(&self, identity: &KeyIdentity, row: LoadedCurrent, epoch: u64) -> Got {
         let load = async {
             let (key, version) = row
                 .ok_or_else(|| Error::NotFound {
