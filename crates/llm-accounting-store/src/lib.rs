@@ -34,6 +34,7 @@ mod connect;
 mod entity;
 mod error;
 mod limits;
+mod notify;
 mod providers;
 mod repository;
 mod rewrap_rows;
@@ -47,5 +48,7 @@ mod url;
 mod wipe;
 
 pub use connect::StoreOptions;
+#[cfg(feature = "postgres")]
+pub use notify::PgChangeFeed;
 pub use repository::SeaOrmKeyRepository;
 pub use url::redact_url;
