@@ -258,3 +258,81 @@ async fn polling_takes_over_while_the_notification_connection_is_down() {
     .await;
     let _ = sql(format!("DROP ROLE {role}")).await;
 }
+
+/// Only changes that were written are published (a refused batch publishes nothing), and a
+/// store in another schema publishes on a channel of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_committed_changes_are_published_per_schema() {
+    use llm_accounting::{Change, StoreOptions};
+
+    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mk = dir.path().join("master.key");
+    let a = manager(&db, &mk, Duration::from_secs(3600), None).await;
+    let repo = db.repository().await;
+    let feed = PgChangeFeed::of(&repo).expect("postgres");
+    let mut stream = llm_accounting::ChangeFeed::subscribe(&feed)
+        .await
+        .expect("subscribe");
+
+    a.store(&id("x"), &key("x-1")).await.expect("store x");
+    let x = a.versions(&id("x")).await.expect("versions");
+    assert_eq!(x.len(), 1);
+    let created = stream.next().await.expect("next").expect("a change");
+    let Change::Key(x_id) = created else {
+        panic!("a key change, got {created:?}");
+    };
+
+    // A create-only batch that clashes is refused: nothing is published.
+    let clash = vec![(id("y"), key("y-1")), (id("x"), key("x-2"))];
+    assert!(
+        a.store_many(&clash, BatchMode::CreateOnly, &WriteOptions::default())
+            .await
+            .is_err()
+    );
+    a.disable(&id("x")).await.expect("disable");
+    assert_eq!(
+        stream.next().await.expect("next"),
+        Some(Change::Key(x_id)),
+        "the next notification is the disable, not the refused batch"
+    );
+
+    // Another schema, another channel: its changes do not reach this one's listeners.
+    let admin = db.repository().await;
+    admin
+        .connection()
+        .execute_unprepared("CREATE SCHEMA tenant_b")
+        .await
+        .expect("schema");
+    let in_b = StoreOptions {
+        schema: Some("tenant_b".into()),
+        ..db.options()
+    };
+    let repo_b = llm_accounting::SeaOrmKeyRepository::connect(db.url(), &in_b)
+        .await
+        .expect("open in tenant_b");
+    assert_eq!(
+        repo_b.change_channel(),
+        Some("llm_accounting_changes.tenant_b")
+    );
+    let feed_b = PgChangeFeed::connect(db.url(), &in_b).await.expect("feed");
+    assert_eq!(feed_b.channel(), "llm_accounting_changes.tenant_b");
+    let mut stream_b = llm_accounting::ChangeFeed::subscribe(&feed_b)
+        .await
+        .expect("subscribe");
+    let provider = LocalKmsProvider::open_or_create(&mk).expect("master key");
+    let m_b = SecureKeyManager::new(Arc::new(provider), Arc::new(repo_b));
+    let stored = m_b.store(&id("z"), &key("z-1")).await.expect("store in b");
+    assert_eq!(
+        stream_b.next().await.expect("next"),
+        Some(Change::Key(stored.key_id))
+    );
+    a.enable(&id("x")).await.expect("enable");
+    assert_eq!(
+        stream.next().await.expect("next"),
+        Some(Change::Key(x_id)),
+        "the public channel heard only its own store's change"
+    );
+}
