@@ -336,3 +336,57 @@ async fn only_committed_changes_are_published_per_schema() {
         "the public channel heard only its own store's change"
     );
 }
+
+/// Anyone who can connect to the database can send notifications on the channel: a forged
+/// or garbled one only makes a manager read the store again (it still serves the stored
+/// value and refuses what the store refuses), never anything else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_notification_only_causes_a_read() {
+    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mk = dir.path().join("master.key");
+    let a = manager(&db, &mk, Duration::from_secs(3600), None).await;
+    let repo_b = db.repository().await;
+    let b = manager(
+        &db,
+        &mk,
+        Duration::from_secs(3600),
+        PgChangeFeed::of(&repo_b),
+    )
+    .await;
+    let stored = a.store(&id("f"), &key("f-1")).await.expect("store");
+    a.store(&id("g"), &key("g-1")).await.expect("store");
+    assert!(is_value(&b.get(&id("f")).await, &key("f-1")));
+    assert!(is_value(&b.get(&id("g")).await, &key("g-1")));
+    eventually("B's feed is live", || async { b.change_feed_live() }).await;
+    assert_eq!(b.cached_keys(), 2);
+
+    let attacker = db.repository().await;
+    for payload in [
+        "garbage".to_owned(),
+        "key:not-a-uuid".to_owned(),
+        format!("key:{}", uuid::Uuid::new_v4()),
+        format!("key:{}", stored.key_id.as_hyphenated()),
+    ] {
+        attacker
+            .connection()
+            .execute_unprepared(&format!(
+                "SELECT pg_notify('llm_accounting_changes', '{payload}')"
+            ))
+            .await
+            .expect("notify");
+    }
+    eventually("the forged key:<id> of f dropped its entry", || async {
+        b.cached_keys() == 1
+    })
+    .await;
+    assert!(b.change_feed_live(), "garbled payloads are ignored");
+    assert!(
+        is_value(&b.get(&id("f")).await, &key("f-1")),
+        "re-read: the stored value, nothing else"
+    );
+    assert!(is_value(&b.get(&id("g")).await, &key("g-1")));
+    b.shutdown().await.expect("shutdown");
+}
