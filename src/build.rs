@@ -361,9 +361,15 @@ pub async fn build_manager_with_info(
 ) -> Result<(SecureKeyManager, DefaultsUsed)> {
     let (provider, repo, used) = build_provider_and_repository(settings).await?;
     let audit = build_audit_log(settings, &repo).await?;
-    let mut builder = SecureKeyManager::builder(provider, repo).options(settings.manager_options());
+    let mut builder = SecureKeyManager::builder(provider, Arc::clone(&repo) as _)
+        .options(settings.manager_options());
     if let Some(log) = audit {
         builder = builder.audit_with(log, settings.audit_options());
+    }
+    // PostgreSQL: changes made by any process drop cached keys here at once.
+    #[cfg(feature = "postgres")]
+    if let Some(feed) = llm_accounting_store::PgChangeFeed::of(&repo) {
+        builder = builder.change_feed(Arc::new(feed));
     }
     let manager = builder.build();
     Ok((manager, used))

@@ -293,6 +293,21 @@ impl KeyCache {
         drop(removed);
     }
 
+    /// Drops every entry of the key record `key_id` at once (another process changed it),
+    /// and keeps loads under way from caching what they read before.
+    pub(crate) fn invalidate_key_id(&self, key_id: Uuid) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        let mut removed = Vec::new();
+        self.write().retain(|_, e| {
+            let keep = e.key_id != key_id;
+            if !keep {
+                removed.push(Arc::clone(e));
+            }
+            keep
+        });
+        drop(removed);
+    }
+
     /// Drops every entry, wiping keys no caller holds.
     pub(crate) fn clear(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);

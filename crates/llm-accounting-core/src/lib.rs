@@ -14,6 +14,7 @@
 pub mod audit;
 mod batcher;
 mod cache;
+pub mod changes;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod context;
@@ -38,6 +39,7 @@ pub use audit::{
     AuditChain, AuditEvent, AuditFilter, AuditHead, AuditLog, AuditRecord, MemoryAuditLog,
 };
 pub use cache::CacheOptions;
+pub use changes::{Change, ChangeFeed, ChangeStream, ChangeSubscriber};
 pub use context::{EncryptionContext, FORMAT_VERSION};
 pub use envelope::Envelope;
 pub use error::{BoxError, Error, ErrorKind, Result};

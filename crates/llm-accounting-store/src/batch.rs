@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 
 use llm_accounting_core::{
-    Error, Journal, KeyChange, KeyIdentity, LoadedCurrent, Result, VersionState,
+    Change, Error, Journal, KeyChange, KeyIdentity, LoadedCurrent, Result, VersionState,
 };
 use sea_orm::sea_query::{Condition, Expr, ExprTrait};
 use sea_orm::{
@@ -170,6 +170,8 @@ impl SeaOrmKeyRepository {
             }
         }
         journal_many_in(&txn, journal).await?;
+        let published: Vec<Change> = changes.iter().map(|c| Change::Key(c.key_id())).collect();
+        self.publish_in(&txn, &published).await?;
         commit(txn, "write a batch of keys").await
     }
 

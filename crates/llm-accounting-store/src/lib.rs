@@ -35,6 +35,7 @@ mod entity;
 mod error;
 mod inspect;
 mod limits;
+mod notify;
 mod providers;
 mod repository;
 mod rewrap_rows;
@@ -49,5 +50,7 @@ mod wipe;
 
 pub use connect::StoreOptions;
 pub use inspect::{DatabaseStatus, inspect};
+#[cfg(feature = "postgres")]
+pub use notify::PgChangeFeed;
 pub use repository::SeaOrmKeyRepository;
 pub use url::redact_url;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use llm_accounting_core::{
-    Error, Journal, KeyChange, KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyState,
+    Change, Error, Journal, KeyChange, KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyState,
     KeyWrite, Listed, LoadedCurrent, Result, StoreKeyRecord, VersionRecord, VersionState,
     WrappedKey,
 };
@@ -43,6 +43,8 @@ pub struct SeaOrmKeyRepository {
     /// The hot read (`load_current`), rendered once for this backend: building it with the
     /// query builder on every cache miss cost more than running it.
     load_current_sql: Arc<str>,
+    /// PostgreSQL: the channel changes are published on (see [`crate::notify`]).
+    pub(crate) channel: Option<Arc<str>>,
 }
 
 impl fmt::Debug for SeaOrmKeyRepository {
@@ -93,9 +95,11 @@ impl SeaOrmKeyRepository {
             .build(db.get_database_backend())
             .sql
             .into();
+        let channel = crate::notify::channel_of(&db).await?.map(Arc::from);
         Ok(SeaOrmKeyRepository {
             db,
             load_current_sql,
+            channel,
         })
     }
 
@@ -263,6 +267,7 @@ impl KeyRepository for SeaOrmKeyRepository {
         if let Some(journal) = journal {
             journal_in(&txn, journal).await?;
         }
+        self.publish_in(&txn, &[Change::Key(key.id)]).await?;
         commit(txn, "create key").await
     }
 
@@ -346,6 +351,7 @@ impl KeyRepository for SeaOrmKeyRepository {
         if let Some(journal) = journal {
             journal_in(&txn, journal).await?;
         }
+        self.publish_in(&txn, &[Change::Key(key_id)]).await?;
         commit(txn, "add version").await
     }
 
@@ -361,13 +367,13 @@ impl KeyRepository for SeaOrmKeyRepository {
             .col_expr(api_key::Column::State, Expr::value(state.as_str()))
             .col_expr(api_key::Column::UpdatedAt, Expr::value(at))
             .filter(api_key::Column::Id.eq(uuid_text(key_id)));
-        let Some(journal) = journal else {
+        if journal.is_none() && self.channel.is_none() {
             let result = update
                 .exec(&self.db)
                 .await
                 .map_err(|e| from_db("set key state", e))?;
             return Ok(result.rows_affected > 0);
-        };
+        }
         let txn = self.begin_write("set key state").await?;
         let changed = update
             .exec(&txn)
@@ -378,7 +384,10 @@ impl KeyRepository for SeaOrmKeyRepository {
         if !changed {
             return Ok(false);
         }
-        journal_in(&txn, journal).await?;
+        if let Some(journal) = journal {
+            journal_in(&txn, journal).await?;
+        }
+        self.publish_in(&txn, &[Change::Key(key_id)]).await?;
         commit(txn, "set key state").await?;
         Ok(true)
     }

@@ -1,7 +1,7 @@
 //! The rows a rewrap reads and replaces.
 
 use llm_accounting_core::{
-    Error, Journal, KeyRecord, KeyWrite, Result, VersionRecord, VersionState,
+    Change, Error, Journal, KeyRecord, KeyWrite, Result, VersionRecord, VersionState,
 };
 use sea_orm::sea_query::{Condition, Expr};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
@@ -108,6 +108,8 @@ impl SeaOrmKeyRepository {
         if let Some(journal) = journal {
             journal_in(&txn, journal).await?;
         }
+        self.publish_in(&txn, &[Change::Key(rewrapped.key_id)])
+            .await?;
         commit(txn, "rewrap version").await?;
         Ok(true)
     }

@@ -4,7 +4,7 @@
 //! until VACUUM or the purge thread reclaims them (see SECURITY.md).
 
 use chrono::{DateTime, Utc};
-use llm_accounting_core::{Journal, Result, VersionState};
+use llm_accounting_core::{Change, Journal, Result, VersionState};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 use uuid::Uuid;
@@ -62,6 +62,7 @@ impl SeaOrmKeyRepository {
         if let Some(journal) = journal {
             journal_in(&txn, journal).await?;
         }
+        self.publish_in(&txn, &[Change::Key(key_id)]).await?;
         commit(txn, "delete key").await?;
         if deleted > 0 {
             self.flush_wal().await;

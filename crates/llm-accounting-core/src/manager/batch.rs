@@ -251,41 +251,70 @@ impl SecureKeyManager {
             + chrono::Duration::from_std(self.inner.previous_grace)
                 .unwrap_or(chrono::Duration::MAX))
         .trunc_subsecs(6);
-        let provider = self.inner.provider.as_ref();
-        stream::iter(items.iter().zip(found))
-            .map(|((identity, key), existing)| async move {
-                let (key_id, version) = match &existing {
-                    Some((k, _)) => (k.id, k.current_version + 1),
-                    None => (Uuid::new_v4(), 1),
-                };
-                let context = EncryptionContext::new(key_id, identity.clone(), version);
-                let sealed = envelope::seal(provider, &context, key).await?;
-                let row = VersionRecord {
-                    key_id,
-                    version,
-                    state: VersionState::Current,
-                    envelope: sealed.to_bytes()?,
-                    provider: sealed.wrapped.provider.clone(),
-                    master_key_ref: sealed.wrapped.master_key_ref.clone(),
-                    hint: key.hint(),
-                    created_at: now,
-                    expires_at,
-                    retire_at: None,
-                };
-                let outcome = StoreOutcome {
-                    key_id,
-                    version,
-                    created: existing.is_none(),
-                };
-                let change = match existing {
-                    Some((k, current)) => changed_key(k, current, row, retire_at, keys),
-                    None => new_key(identity, row, keys),
-                };
-                Ok::<_, Error>(Prepared { change, outcome })
+        let at = Times {
+            now,
+            expires_at,
+            retire_at,
+        };
+        // Owned items (an index and the record found): a closure over borrowed items would
+        // make the future of `store_many` not `Send` (a limit of the compiler's inference).
+        stream::iter(found.into_iter().enumerate())
+            .map(|(i, existing)| {
+                let (identity, key) = &items[i];
+                self.seal_item(identity, key, existing, at, keys)
             })
             .buffered(WRAPS_IN_FLIGHT)
             .try_collect()
             .await
+    }
+}
+
+/// The times every item of a batch is written with.
+#[derive(Debug, Clone, Copy)]
+struct Times {
+    now: chrono::DateTime<Utc>,
+    expires_at: Option<chrono::DateTime<Utc>>,
+    retire_at: chrono::DateTime<Utc>,
+}
+
+impl SecureKeyManager {
+    /// Seals one item of a batch: a new key, or a new version of `existing`.
+    async fn seal_item(
+        &self,
+        identity: &KeyIdentity,
+        key: &ApiKey,
+        existing: Option<(KeyRecord, VersionRecord)>,
+        at: Times,
+        keys: Option<&StateKeys>,
+    ) -> Result<Prepared> {
+        let (key_id, version) = match &existing {
+            Some((k, _)) => (k.id, k.current_version + 1),
+            None => (Uuid::new_v4(), 1),
+        };
+        let context = EncryptionContext::new(key_id, identity.clone(), version);
+        let sealed = envelope::seal(self.inner.provider.as_ref(), &context, key).await?;
+        let row = VersionRecord {
+            key_id,
+            version,
+            state: VersionState::Current,
+            envelope: sealed.to_bytes()?,
+            provider: sealed.wrapped.provider.clone(),
+            master_key_ref: sealed.wrapped.master_key_ref.clone(),
+            hint: key.hint(),
+            created_at: at.now,
+            expires_at: at.expires_at,
+            retire_at: None,
+        };
+        let outcome = StoreOutcome {
+            key_id,
+            version,
+            created: existing.is_none(),
+        };
+        let change = match existing {
+            Some((k, current)) => changed_key(k, current, row, at.retire_at, keys),
+            None => new_key(identity, row, keys),
+        };
+        Ok(Prepared { change, outcome })
     }
 }
 

@@ -10,6 +10,7 @@ mod audit;
 mod batch;
 mod hits;
 mod lifecycle;
+mod listen;
 mod options;
 mod read;
 mod refresh;
@@ -24,6 +25,7 @@ use std::time::Duration;
 
 use crate::audit::AuditLog;
 use crate::cache::KeyCache;
+use crate::changes::ChangeFeed;
 use crate::last_used::LastUsed;
 use crate::{
     EncryptionContext, Envelope, Error, KeyIdentity, KeyRecord, KeyRepository, KmsProvider,
@@ -75,6 +77,8 @@ pub(crate) struct Inner {
     /// Zero: no check of cached keys against the store.
     refresh_interval: Duration,
     refresher_started: AtomicBool,
+    /// The change feed's listener (a feed that does nothing without one).
+    listener: listen::Listener,
 }
 
 /// Builds a [`SecureKeyManager`] with non-default settings.
@@ -85,9 +89,18 @@ pub struct SecureKeyManagerBuilder {
     repo: Arc<dyn KeyRepository>,
     options: ManagerOptions,
     audit: Option<(Arc<dyn AuditLog>, AuditOptions)>,
+    feed: Option<Arc<dyn ChangeFeed>>,
 }
 
 impl SecureKeyManagerBuilder {
+    /// Listens to `feed` for changes committed by any process (PostgreSQL's LISTEN/NOTIFY:
+    /// see [`crate::changes`]), dropping changed keys from the cache at once; the cache
+    /// refresh then polls the store only while the feed is down.
+    pub fn change_feed(mut self, feed: Arc<dyn ChangeFeed>) -> Self {
+        self.feed = Some(feed);
+        self
+    }
+
     /// Replaces all settings.
     pub fn options(mut self, options: ManagerOptions) -> Self {
         self.options = options;
@@ -141,6 +154,7 @@ impl SecureKeyManagerBuilder {
             audit,
             state: state::StoreState::new(),
             refresher_started: AtomicBool::new(false),
+            listener: listen::Listener::new(self.feed),
         });
         if let Some(audit) = &inner.audit {
             // The trail links its rows with the store's audit key, which the manager finds.
@@ -209,6 +223,7 @@ impl SecureKeyManager {
             audit: None,
             repo,
             options: ManagerOptions::default(),
+            feed: None,
         }
     }
 
@@ -264,9 +279,10 @@ impl SecureKeyManager {
         self.inner.cache.len()
     }
 
-    /// Flushes pending audit rows and last-used times and clears the cache. Call before
-    /// exiting.
+    /// Stops the change listener (the cache refresh then polls), flushes pending audit rows
+    /// and last-used times and clears the cache. Call before exiting.
     pub async fn shutdown(&self) -> Result<()> {
+        self.inner.listener.stop();
         let flushed = self.flush().await;
         self.clear_cache();
         flushed

@@ -254,8 +254,9 @@ impl SecureKeyManager {
                     asked.iter().map(|_| Err(Error::integrity())).collect()
                 }
                 Ok(rows) => {
-                    stream::iter(asked.iter().zip(rows))
-                        .map(|(identity, row)| self.load_row(identity, row, epoch))
+                    // Owned items: see `store_many` (the future stays `Send`).
+                    stream::iter(rows.into_iter().enumerate())
+                        .map(|(i, row)| self.load_row(&asked[i], row, epoch))
                         .buffered(concurrency.max(1))
                         .collect()
                         .await

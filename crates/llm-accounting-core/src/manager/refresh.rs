@@ -8,6 +8,9 @@
 //! sealed store) whose record no longer verifies are dropped; the next get reads the store
 //! again.
 //!
+//! With a change feed ([`crate::changes`]) the check reads nothing while the feed is live:
+//! changes are pushed, and the interval is only the pace of polling while the feed is down.
+//!
 //! If the check cannot run (the store is down, or no Tokio runtime drives the task), entries
 //! that went unchecked for three intervals are not served: gets read the store, and fail with
 //! "database unavailable" while it is down, rather than serve a key that may have been
@@ -26,6 +29,7 @@ impl SecureKeyManager {
     /// Starts the background check of cached keys against the store, once, on the Tokio
     /// runtime of the first cache miss. It ends when the last clone of the manager is dropped.
     pub(super) fn ensure_refresher(&self) {
+        self.ensure_listener();
         let interval = self.inner.refresh_interval;
         if interval.is_zero() || self.inner.refresher_started.load(Ordering::Relaxed) {
             return;
@@ -46,6 +50,11 @@ impl SecureKeyManager {
                 let Some(inner) = weak.upgrade() else {
                     break;
                 };
+                if inner.listener.is_live() {
+                    // Every change is being delivered: nothing to read.
+                    inner.cache.mark_verified(inner.cache.now_ms());
+                    continue;
+                }
                 let keys = inner.state.cached();
                 if let Err(e) =
                     check_cached(&inner.cache, inner.repo.as_ref(), keys.as_deref()).await
@@ -60,7 +69,7 @@ impl SecureKeyManager {
 /// Checks every cached entry against `repo` once; drops the ones that changed, and, in a
 /// sealed store (`keys`), the ones whose record does not verify: a record set back to
 /// active behind the manager's back is not served from the cache either.
-async fn check_cached(
+pub(super) async fn check_cached(
     cache: &KeyCache,
     repo: &dyn KeyRepository,
     keys: Option<&StateKeys>,

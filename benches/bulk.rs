@@ -1,0 +1,241 @@
+//! Bulk paths and instant revocation.
+//!
+//! `cargo bench --bench bulk --features postgres` — goals: `store_many` of batches of 1,000 on
+//! SQLite with the local provider ≥ 5,000 keys/s; `get_many` of 1,000 cold keys against the
+//! same 1,000 gets one by one; on PostgreSQL, the time from one manager's change to another
+//! manager's cached entry being dropped through the notification ≤ 100 ms (measured from the
+//! start of the changing call, its transaction included: an upper bound of commit-to-drop).
+//! PostgreSQL is found as in the tests (`LLM_ACCOUNTING_TEST_POSTGRES_URL`); unreachable, that
+//! benchmark is skipped with a message.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use llm_accounting::{
+    ApiKey, BatchMode, CacheOptions, KeyIdentity, LocalKmsProvider, ManagerOptions,
+    SeaOrmKeyRepository, SecureKeyManager, StoreOptions, WriteOptions,
+};
+use tokio::runtime::Runtime;
+
+const BATCH: usize = 1_000;
+
+fn key(i: usize) -> ApiKey {
+    ApiKey::new(format!("sk-bench-FAKE-{i:08}-0123456789abcdef"))
+}
+
+fn id(prefix: &str, i: usize) -> KeyIdentity {
+    KeyIdentity::from_parts("bench", Some(&format!("{prefix}-{i:08}")), None).unwrap()
+}
+
+/// A manager on a new SQLite file with the local provider, without cache refresh.
+fn sqlite_manager(rt: &Runtime, dir: &tempfile::TempDir) -> SecureKeyManager {
+    let provider = LocalKmsProvider::open_or_create(dir.path().join("master.key")).unwrap();
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let options = StoreOptions {
+        create_if_missing: true,
+        ..StoreOptions::default()
+    };
+    let repo = rt
+        .block_on(SeaOrmKeyRepository::connect(&url, &options))
+        .unwrap();
+    SecureKeyManager::builder(Arc::new(provider), Arc::new(repo))
+        .options(ManagerOptions {
+            cache: CacheOptions {
+                refresh_interval: Duration::ZERO,
+                ..CacheOptions::default()
+            },
+            ..ManagerOptions::default()
+        })
+        .build()
+}
+
+fn store_many(c: &mut Criterion) {
+    let rt = Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let m = sqlite_manager(&rt, &dir);
+    let next = AtomicUsize::new(0);
+    let mut group = c.benchmark_group("bulk/sqlite");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.sample_size(10);
+    group.bench_function("store_many/1000", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let m = m.clone();
+            let batches: Vec<Vec<(KeyIdentity, ApiKey)>> = (0..iters)
+                .map(|_| {
+                    (0..BATCH)
+                        .map(|_| {
+                            let n = next.fetch_add(1, Ordering::Relaxed);
+                            (id("batch", n), key(n))
+                        })
+                        .collect()
+                })
+                .collect();
+            async move {
+                let start = Instant::now();
+                for batch in &batches {
+                    m.store_many(batch, BatchMode::CreateOnly, &WriteOptions::default())
+                        .await
+                        .unwrap();
+                }
+                start.elapsed()
+            }
+        })
+    });
+
+    // 1,000 stored keys, read cold (cache cleared before each round).
+    let ids: Vec<KeyIdentity> = (0..BATCH).map(|i| id("cold", i)).collect();
+    let items: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), key(i)))
+        .collect();
+    rt.block_on(m.store_many(&items, BatchMode::CreateOnly, &WriteOptions::default()))
+        .unwrap();
+    group.bench_function("get_many/1000_cold", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let m = m.clone();
+            let ids = ids.clone();
+            async move {
+                let mut took = Duration::ZERO;
+                for _ in 0..iters {
+                    m.clear_cache();
+                    let start = Instant::now();
+                    let got = m.get_many(&ids, 16).await;
+                    took += start.elapsed();
+                    assert!(got.iter().all(|(_, k)| k.is_ok()));
+                    black_box(got);
+                }
+                took
+            }
+        })
+    });
+    group.bench_function("get_one_by_one/1000_cold", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let m = m.clone();
+            let ids = ids.clone();
+            async move {
+                let mut took = Duration::ZERO;
+                for _ in 0..iters {
+                    m.clear_cache();
+                    let start = Instant::now();
+                    for id in &ids {
+                        black_box(m.get(id).await.unwrap());
+                    }
+                    took += start.elapsed();
+                }
+                took
+            }
+        })
+    });
+    group.finish();
+}
+
+#[cfg(feature = "postgres")]
+mod notify {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use criterion::Criterion;
+    use llm_accounting::{
+        Change, ChangeSubscriber, LocalKmsProvider, ManagerOptions, PgChangeFeed, SecureKeyManager,
+    };
+    use llm_accounting_testkit::{Backend, TestDatabase};
+    use tokio::runtime::Runtime;
+    use tokio::sync::mpsc;
+
+    use super::{id, key};
+
+    /// Tells the bench when the listener has dropped a key.
+    #[derive(Debug)]
+    struct Dropped(mpsc::UnboundedSender<Instant>);
+
+    impl ChangeSubscriber for Dropped {
+        fn changed(&self, change: &Change) {
+            if matches!(change, Change::Key(_)) {
+                let _ = self.0.send(Instant::now());
+            }
+        }
+    }
+
+    pub(super) fn latency(c: &mut Criterion) {
+        let rt = Runtime::new().unwrap();
+        let Some(db) = rt.block_on(TestDatabase::create(Backend::Postgres)) else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let provider =
+            Arc::new(LocalKmsProvider::open_or_create(dir.path().join("master.key")).unwrap());
+        let mut options = ManagerOptions::default();
+        options.cache.refresh_interval = Duration::from_secs(3600);
+        let (a, b) = rt.block_on(async {
+            let repo_a = Arc::new(db.repository().await);
+            let repo_b = db.repository().await;
+            let feed = PgChangeFeed::of(&repo_b).unwrap();
+            let a = SecureKeyManager::builder(provider.clone(), repo_a)
+                .options(options.clone())
+                .build();
+            let b = SecureKeyManager::builder(provider.clone(), Arc::new(repo_b))
+                .options(options)
+                .change_feed(Arc::new(feed))
+                .build();
+            (a, b)
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        b.subscribe_changes(Arc::new(Dropped(tx)));
+        let target = id("notify", 0);
+        rt.block_on(async {
+            a.store(&target, &key(0)).await.unwrap();
+            b.get(&target).await.unwrap();
+            while !b.change_feed_live() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            while rx.lock().await.try_recv().is_ok() {}
+        });
+        let mut group = c.benchmark_group("bulk/postgres");
+        group.sample_size(20);
+        group.bench_function("notify/change_to_drop", |bench| {
+            bench.to_async(&rt).iter_custom(|iters| {
+                let (a, b, target) = (a.clone(), b.clone(), target.clone());
+                let rx = Arc::clone(&rx);
+                async move {
+                    let mut rx = rx.lock().await;
+                    let mut took = Duration::ZERO;
+                    for i in 0..iters {
+                        b.get(&target).await.unwrap();
+                        let start = Instant::now();
+                        let n = usize::try_from(i).unwrap() + 1;
+                        a.rotate(&target, &key(n)).await.unwrap();
+                        let dropped = rx.recv().await.unwrap();
+                        took += dropped - start;
+                        assert_eq!(b.cached_keys(), 0, "the entry was dropped");
+                    }
+                    took
+                }
+            })
+        });
+        group.finish();
+        rt.block_on(async {
+            a.shutdown().await.unwrap();
+            b.shutdown().await.unwrap();
+        });
+    }
+}
+
+#[cfg(feature = "postgres")]
+fn notify_latency(c: &mut Criterion) {
+    notify::latency(c);
+}
+
+#[cfg(not(feature = "postgres"))]
+fn notify_latency(_: &mut Criterion) {
+    eprintln!("bulk/postgres/notify: built without feature postgres; skipped");
+}
+
+criterion_group!(bulk, store_many, notify_latency);
+criterion_main!(bulk);
