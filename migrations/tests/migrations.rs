@@ -32,6 +32,16 @@ async fn audit_columns(db: &DatabaseConnection) -> Vec<bool> {
     present
 }
 
+/// Whether `usage_events`, `quota_limits` and `quota_reservations` exist.
+async fn usage_tables(db: &DatabaseConnection) -> Vec<bool> {
+    let manager = SchemaManager::new(db);
+    let mut present = Vec::new();
+    for table in ["usage_events", "quota_limits", "quota_reservations"] {
+        present.push(manager.has_table(table).await.expect("has_table"));
+    }
+    present
+}
+
 #[tokio::test]
 async fn up_down_up_on_sqlite_file() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -52,7 +62,7 @@ async fn up_down_up_on_sqlite_file() {
             .await
             .expect("applied")
             .len(),
-        6
+        7
     );
 
     let manager = SchemaManager::new(&db);
@@ -73,9 +83,17 @@ async fn up_down_up_on_sqlite_file() {
     // Up again is a no-op.
     Migrator::up(&db, None).await.expect("up is idempotent");
 
-    // The last migration adds the audit counts; one step down removes exactly them.
-    assert_eq!(audit_columns(&db).await, [true; 3]);
+    // The last migration adds the usage tables; one step down removes exactly them.
+    assert_eq!(usage_tables(&db).await, [true; 3]);
     Migrator::down(&db, Some(1)).await.expect("one step down");
+    assert_eq!(usage_tables(&db).await, [false; 3]);
+    assert_eq!(tables_present(&db).await, [true, true]);
+    Migrator::up(&db, None).await.expect("up again");
+    assert_eq!(usage_tables(&db).await, [true; 3]);
+
+    // The one before adds the audit counts; it removes exactly them.
+    assert_eq!(audit_columns(&db).await, [true; 3]);
+    Migrator::down(&db, Some(2)).await.expect("two steps down");
     assert_eq!(audit_columns(&db).await, [false, false, true]);
     Migrator::up(&db, None).await.expect("up again");
 
@@ -92,9 +110,9 @@ async fn up_down_up_on_sqlite_file() {
     Migrator::up(&db, None).await.expect("up again");
     assert_eq!(tables_present(&db).await, [true, true]);
 
-    // Five steps down remove the audit counts, the seal columns and store keys, the audit
+    // Six steps down remove the usage tables, the audit counts, the seal columns and store keys, the audit
     // table, the lifecycle columns, then the versions table.
-    Migrator::down(&db, Some(5)).await.expect("five steps down");
+    Migrator::down(&db, Some(6)).await.expect("six steps down");
     assert_eq!(tables_present(&db).await, [true, false]);
     Migrator::up(&db, None).await.expect("up after one step");
     assert_eq!(tables_present(&db).await, [true, true]);
