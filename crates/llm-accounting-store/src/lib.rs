@@ -43,8 +43,10 @@ mod server;
 mod sqlite_file;
 mod store_keys;
 mod url;
+mod usage;
 mod wipe;
 
 pub use connect::StoreOptions;
 pub use repository::SeaOrmKeyRepository;
 pub use url::redact_url;
+pub use usage::SeaOrmUsageStore;

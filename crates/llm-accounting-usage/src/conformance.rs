@@ -534,8 +534,8 @@ pub async fn racing_reservations_never_overshoot(store: Arc<dyn UsageStore>, tas
             let req = QuotaRequest::new("race");
             loop {
                 match store.reserve(&req, TTL, Utc::now()).await {
-                    Ok(ReserveOutcome::Reserved(_)) => return true,
-                    Ok(ReserveOutcome::Denied(_)) => return false,
+                    Ok(ReserveOutcome::Reserved(r)) => return Some(r.id),
+                    Ok(ReserveOutcome::Denied(_)) => return None,
                     // Busy (a deadlock victim, a lock timeout): try again.
                     Err(e) if e.is_retryable() => tokio::task::yield_now().await,
                     Err(e) => panic!("reserve failed: {e}"),
@@ -543,13 +543,16 @@ pub async fn racing_reservations_never_overshoot(store: Arc<dyn UsageStore>, tas
             }
         }));
     }
-    let mut won = 0;
+    let mut won = Vec::new();
     for h in handles {
-        if h.await.unwrap() {
-            won += 1;
+        if let Some(id) = h.await.unwrap() {
+            won.push(id);
         }
     }
-    assert_eq!(won, 7, "exactly the room left is reserved");
+    assert_eq!(won.len(), 7, "exactly the room left is reserved");
+    for id in won {
+        assert!(store.release(id).await.unwrap());
+    }
     assert!(store.delete_limit(l.id).await.unwrap());
     store
         .purge_before(now + chrono::Duration::days(1))

@@ -1,0 +1,236 @@
+//! [`SeaOrmUsageStore`]: the [`UsageStore`] of `llm-accounting-usage` over sea-orm, on SQLite,
+//! PostgreSQL and MySQL/MariaDB (tables `usage_events`, `quota_limits`,
+//! `quota_reservations`).
+//!
+//! Strict enforcement: [`UsageStore::reserve`] checks every applicable limit and inserts the
+//! reservation in one transaction that no other reservation on the same limits can
+//! interleave with. SQLite: an `IMMEDIATE` transaction (the database's write lock, across
+//! processes, taken before the first read). PostgreSQL and MySQL/MariaDB: `READ COMMITTED`,
+//! and the applicable limits' rows locked (`SELECT ... FOR UPDATE`, in id order) before
+//! usage is summed, so that every reservation committed before the lock was granted is seen.
+
+mod rows;
+mod sql;
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use llm_accounting_core::{Error, Result};
+use llm_accounting_usage::{
+    Denial, Limit, NewLimit, QuotaDecision, QuotaRequest, ReservationRecord, ReserveOutcome, Scope,
+    StatsQuery, StatsRow, Usage, UsageEvent, UsageStore, check_limit,
+};
+use sea_orm::{
+    DatabaseConnection, DatabaseTransaction, DbBackend, IsolationLevel, SqliteTransactionMode,
+    TransactionOptions, TransactionTrait,
+};
+use uuid::Uuid;
+
+use crate::error::from_db;
+use crate::{SeaOrmKeyRepository, StoreOptions};
+
+/// Usage events, limits and reservations in a relational database. Cloning is cheap: clones
+/// share the pool.
+#[derive(Clone)]
+pub struct SeaOrmUsageStore {
+    db: DatabaseConnection,
+}
+
+impl fmt::Debug for SeaOrmUsageStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SeaOrmUsageStore")
+            .field(
+                "backend",
+                &self.db.get_database_backend().as_str().to_ascii_lowercase(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl SeaOrmKeyRepository {
+    /// The usage store in the same database, sharing this repository's pool.
+    pub fn usage_store(&self) -> SeaOrmUsageStore {
+        SeaOrmUsageStore {
+            db: self.connection().clone(),
+        }
+    }
+}
+
+impl SeaOrmUsageStore {
+    /// Opens the database at `url` (as [`SeaOrmKeyRepository::connect`], migrations applied).
+    ///
+    /// # Errors
+    ///
+    /// As [`SeaOrmKeyRepository::connect`].
+    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self> {
+        Ok(SeaOrmKeyRepository::connect(url, options)
+            .await?
+            .usage_store())
+    }
+
+    fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// A transaction that reservations serialise on (see the module documentation).
+    async fn begin(&self, operation: &'static str) -> Result<DatabaseTransaction> {
+        let options = match self.backend() {
+            DbBackend::Sqlite => TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..TransactionOptions::default()
+            },
+            _ => TransactionOptions {
+                isolation_level: Some(IsolationLevel::ReadCommitted),
+                ..TransactionOptions::default()
+            },
+        };
+        self.db
+            .begin_with_options(options)
+            .await
+            .map_err(|e| from_db(operation, e))
+    }
+
+    /// Checks the applicable limits inside `txn`; with `lock`, locks their rows first.
+    async fn decide(
+        &self,
+        txn: &DatabaseTransaction,
+        request: &QuotaRequest,
+        now: DateTime<Utc>,
+        lock: bool,
+    ) -> Result<Option<Denial>> {
+        let backend = self.backend();
+        let mut limits: Vec<Limit> = sql::limits(txn, backend)
+            .await?
+            .into_iter()
+            .filter(|l| l.scope.matches(&request.scope))
+            .collect();
+        if limits.is_empty() {
+            return Ok(None);
+        }
+        if lock && backend != DbBackend::Sqlite {
+            let ids: Vec<i64> = limits.iter().map(|l| l.id).collect();
+            let still = sql::lock_limits(txn, backend, &ids).await?;
+            // A limit deleted meanwhile no longer applies.
+            limits.retain(|l| still.contains(&l.id));
+        }
+        let asked = request.amounts();
+        for limit in &limits {
+            let (since, until) = limit.window.bounds(now);
+            let usage = sql::usage(txn, backend, &limit.scope, since, until, now).await?;
+            if let Some(d) = check_limit(limit, &usage, &asked, now) {
+                return Ok(Some(d));
+            }
+        }
+        Ok(None)
+    }
+}
+
+async fn commit(txn: DatabaseTransaction, operation: &'static str) -> Result<()> {
+    txn.commit().await.map_err(|e| from_db(operation, e))
+}
+
+#[async_trait]
+impl UsageStore for SeaOrmUsageStore {
+    async fn insert_events(&self, events: &[UsageEvent]) -> Result<()> {
+        for e in events {
+            e.validate()?;
+        }
+        if events.is_empty() {
+            return Ok(());
+        }
+        let txn = self.begin("write usage events").await?;
+        sql::insert_events(&txn, self.backend(), events).await?;
+        commit(txn, "write usage events").await
+    }
+
+    async fn add_limit(&self, limit: &NewLimit) -> Result<Limit> {
+        limit.validate()?;
+        let txn = self.begin("add a limit").await?;
+        let created = sql::insert_limit(&txn, self.backend(), limit).await?;
+        commit(txn, "add a limit").await?;
+        Ok(created)
+    }
+
+    async fn limits(&self) -> Result<Vec<Limit>> {
+        sql::limits(&self.db, self.backend()).await
+    }
+
+    async fn delete_limit(&self, id: i64) -> Result<bool> {
+        sql::delete_limit(&self.db, self.backend(), id).await
+    }
+
+    async fn usage(
+        &self,
+        scope: &Scope,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Usage> {
+        sql::usage(&self.db, self.backend(), scope, since, until, now).await
+    }
+
+    async fn check(&self, request: &QuotaRequest, now: DateTime<Utc>) -> Result<QuotaDecision> {
+        let txn = self
+            .db
+            .begin()
+            .await
+            .map_err(|e| from_db("check quota", e))?;
+        let denial = self.decide(&txn, request, now, false).await?;
+        commit(txn, "check quota").await?;
+        Ok(denial.map_or(QuotaDecision::Allowed, |d| {
+            QuotaDecision::Denied(Box::new(d))
+        }))
+    }
+
+    async fn reserve(
+        &self,
+        request: &QuotaRequest,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<ReserveOutcome> {
+        let ttl = chrono::Duration::from_std(ttl)
+            .map_err(|_| Error::invalid("reservation ttl", "too long"))?;
+        let txn = self.begin("reserve quota").await?;
+        sql::delete_lapsed(&txn, self.backend(), now).await?;
+        if let Some(d) = self.decide(&txn, request, now, true).await? {
+            commit(txn, "reserve quota").await?;
+            return Ok(ReserveOutcome::Denied(Box::new(d)));
+        }
+        let record = ReservationRecord {
+            id: Uuid::new_v4(),
+            scope: request.scope.clone(),
+            amounts: request.amounts(),
+            created_at: now,
+            expires_at: now + ttl,
+        };
+        sql::insert_reservation(&txn, self.backend(), &record).await?;
+        commit(txn, "reserve quota").await?;
+        Ok(ReserveOutcome::Reserved(record))
+    }
+
+    async fn commit(&self, reservation: Uuid, event: &UsageEvent) -> Result<()> {
+        event.validate()?;
+        let txn = self.begin("commit usage").await?;
+        sql::delete_reservation(&txn, self.backend(), reservation).await?;
+        sql::insert_events(&txn, self.backend(), std::slice::from_ref(event)).await?;
+        commit(txn, "commit usage").await
+    }
+
+    async fn release(&self, reservation: Uuid) -> Result<bool> {
+        sql::delete_reservation(&self.db, self.backend(), reservation).await
+    }
+
+    async fn stats(&self, query: &StatsQuery) -> Result<Vec<StatsRow>> {
+        sql::stats(&self.db, self.backend(), query).await
+    }
+
+    async fn tail(&self, n: usize) -> Result<Vec<UsageEvent>> {
+        sql::tail(&self.db, self.backend(), n).await
+    }
+
+    async fn purge_before(&self, before: DateTime<Utc>) -> Result<u64> {
+        sql::purge_before(&self.db, self.backend(), before).await
+    }
+}
