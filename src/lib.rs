@@ -47,10 +47,10 @@ pub use build::{
     build_repository,
 };
 pub use settings::{
-    AuditSettings, AwsSettings, AzureCredentials, AzureKeyWrap, AzureSettings, CONFIG_FILE_ENV,
-    CacheSettings, DEFAULT_CONFIG, ENV_VARS, GcpCredentials, GcpSettings, KeysSettings,
-    KmsProviderKind, KmsSettings, LocalSettings, Overrides, PROVIDER_NAMES, Settings,
-    StoreSettings,
+    AccountingSettings, AuditSettings, AwsSettings, AzureCredentials, AzureKeyWrap, AzureSettings,
+    CONFIG_FILE_ENV, CacheSettings, DEFAULT_CONFIG, ENV_VARS, Enforcement, GcpCredentials,
+    GcpSettings, KeysSettings, KmsProviderKind, KmsSettings, LocalSettings, Overrides,
+    PROVIDER_NAMES, Settings, StoreSettings,
 };
 
 pub use llm_accounting_core::audit::{
