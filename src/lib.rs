@@ -39,6 +39,8 @@
 mod accounting;
 mod build;
 mod settings;
+#[cfg(feature = "accounting")]
+pub mod usage;
 
 pub use accounting::LlmAccounting;
 pub use build::{
@@ -46,6 +48,8 @@ pub use build::{
     build_provider_and_repository, build_provider_for, build_provider_with_metrics,
     build_repository,
 };
+#[cfg(feature = "accounting")]
+pub use build::{build_accounting, build_manager_and_accounting};
 pub use settings::{
     AccountingSettings, AuditSettings, AwsSettings, AzureCredentials, AzureKeyWrap, AzureSettings,
     CONFIG_FILE_ENV, CacheSettings, DEFAULT_CONFIG, ENV_VARS, Enforcement, GcpCredentials,
