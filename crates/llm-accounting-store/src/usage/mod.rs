@@ -192,8 +192,66 @@ impl UsageStore for SeaOrmUsageStore {
     ) -> Result<ReserveOutcome> {
         let ttl = chrono::Duration::from_std(ttl)
             .map_err(|_| Error::invalid("reservation ttl", "too long"))?;
+        // Lapsed reservations count for nothing already; deleting them is housekeeping, in
+        // its own statement so that it takes no lock inside the reservation's transaction.
+        if let Err(e) = sql::delete_lapsed(&self.db, self.backend(), now).await {
+            tracing::debug!(error = %e, "could not delete lapsed reservations");
+        }
+        retrying(|| self.reserve_once(request, ttl, now)).await
+    }
+
+    async fn commit(&self, reservation: Uuid, event: &UsageEvent) -> Result<()> {
+        event.validate()?;
+        retrying(|| self.commit_once(reservation, event)).await
+    }
+
+    async fn release(&self, reservation: Uuid) -> Result<bool> {
+        retrying(|| sql::delete_reservation(&self.db, self.backend(), reservation)).await
+    }
+
+    async fn stats(&self, query: &StatsQuery) -> Result<Vec<StatsRow>> {
+        sql::stats(&self.db, self.backend(), query).await
+    }
+
+    async fn tail(&self, n: usize) -> Result<Vec<UsageEvent>> {
+        sql::tail(&self.db, self.backend(), n).await
+    }
+
+    async fn purge_before(&self, before: DateTime<Utc>) -> Result<u64> {
+        sql::purge_before(&self.db, self.backend(), before).await
+    }
+}
+
+/// Tries of a reservation or commit that lost a deadlock or found the database busy.
+const ATTEMPTS: u32 = 20;
+
+/// Runs `op` again (after a short, growing pause) while it fails with a retryable error: a
+/// deadlock victim or a busy database rolled its transaction back, so trying again is safe.
+async fn retrying<T, F, Fut>(mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match op().await {
+            Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
+                tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(10)) * 5)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+impl SeaOrmUsageStore {
+    async fn reserve_once(
+        &self,
+        request: &QuotaRequest,
+        ttl: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<ReserveOutcome> {
         let txn = self.begin("reserve quota").await?;
-        sql::delete_lapsed(&txn, self.backend(), now).await?;
         if let Some(d) = self.decide(&txn, request, now, true).await? {
             commit(txn, "reserve quota").await?;
             return Ok(ReserveOutcome::Denied(Box::new(d)));
@@ -210,27 +268,25 @@ impl UsageStore for SeaOrmUsageStore {
         Ok(ReserveOutcome::Reserved(record))
     }
 
-    async fn commit(&self, reservation: Uuid, event: &UsageEvent) -> Result<()> {
-        event.validate()?;
+    async fn commit_once(&self, reservation: Uuid, event: &UsageEvent) -> Result<()> {
         let txn = self.begin("commit usage").await?;
+        // The limits this usage counts against are locked as by `reserve`, so that no
+        // reservation sums events and reservations while this one turns from one into the
+        // other (under READ COMMITTED each statement sees its own snapshot).
+        if self.backend() != DbBackend::Sqlite {
+            let scope = Scope::of_event(event);
+            let ids: Vec<i64> = sql::limits(&txn, self.backend())
+                .await?
+                .iter()
+                .filter(|l| l.scope.matches(&scope))
+                .map(|l| l.id)
+                .collect();
+            if !ids.is_empty() {
+                sql::lock_limits(&txn, self.backend(), &ids).await?;
+            }
+        }
         sql::delete_reservation(&txn, self.backend(), reservation).await?;
         sql::insert_events(&txn, self.backend(), std::slice::from_ref(event)).await?;
         commit(txn, "commit usage").await
-    }
-
-    async fn release(&self, reservation: Uuid) -> Result<bool> {
-        sql::delete_reservation(&self.db, self.backend(), reservation).await
-    }
-
-    async fn stats(&self, query: &StatsQuery) -> Result<Vec<StatsRow>> {
-        sql::stats(&self.db, self.backend(), query).await
-    }
-
-    async fn tail(&self, n: usize) -> Result<Vec<UsageEvent>> {
-        sql::tail(&self.db, self.backend(), n).await
-    }
-
-    async fn purge_before(&self, before: DateTime<Utc>) -> Result<u64> {
-        sql::purge_before(&self.db, self.backend(), before).await
     }
 }
