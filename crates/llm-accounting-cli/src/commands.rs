@@ -17,6 +17,11 @@ use crate::cli::{
 };
 use crate::{output, read_key};
 
+mod args;
+pub(crate) mod limits;
+pub(crate) mod quota;
+pub(crate) mod usage;
+
 /// Runs the parsed command line.
 pub(crate) async fn run(cli: Cli) -> Result<()> {
     let overrides = Overrides {
@@ -24,7 +29,10 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         provider: cli.provider,
         create_if_missing: cli.create,
     };
-    let settings = Settings::load(cli.config.as_deref(), &overrides)?;
+    let mut settings = Settings::load(cli.config.as_deref(), &overrides)?;
+    if let Some(url) = cli.accounting_db {
+        settings.accounting.database_url = Some(url);
+    }
     let ctx = Context {
         settings,
         quiet: cli.quiet,
@@ -42,6 +50,9 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             KeysCommand::Delete(args) => delete(&ctx, &args).await,
             KeysCommand::Seal => seal(&ctx).await,
         },
+        Command::Usage(command) => usage::run(&ctx, command).await,
+        Command::Limits(command) => limits::run(&ctx, command).await,
+        Command::Quota(command) => quota::run(&ctx, command).await,
         #[cfg(feature = "kms-local")]
         Command::MasterKey(MasterKeyCommand::AddVersion) => add_master_key_version(&ctx),
         #[cfg(not(feature = "kms-local"))]
@@ -74,6 +85,31 @@ impl Context {
         }
         Ok(manager)
     }
+}
+
+impl Context {
+    /// The accounting database's store and writer (no KMS is needed).
+    async fn accounting(&self) -> Result<llm_accounting::usage::Accounting> {
+        let (repo, used) = llm_accounting::build_repository(&self.settings).await?;
+        if let Some(notice) = output::defaults_notice(&used) {
+            self.say(&format!("note: {notice}"));
+        }
+        llm_accounting::build_accounting(&self.settings, &repo).await
+    }
+}
+
+/// Stops the accounting's background work after `result` (as [`finish`]).
+async fn finish_accounting<T>(
+    accounting: &llm_accounting::usage::Accounting,
+    result: Result<T>,
+) -> Result<T> {
+    if let Err(e) = accounting.shutdown().await {
+        if result.is_ok() {
+            return Err(e);
+        }
+        tracing::debug!(error = %e, "accounting shutdown after a failed command also failed");
+    }
+    result
 }
 
 /// Shuts the manager down after `result`. A shutdown failure after a successful command is a
@@ -131,6 +167,10 @@ async fn store(ctx: &Context, args: StoreArgs, rotate: bool) -> Result<()> {
 /// `keys get`: the key and a newline on stdout.
 async fn get(ctx: &Context, args: &GetArgs) -> Result<()> {
     let identity = args.identity.identity()?;
+    if let Some(model) = &args.model {
+        let key = quota::gated_get(ctx, &identity, model, args.input_tokens).await?;
+        return print_key(&key);
+    }
     let manager = ctx.manager().await?;
     let result = async {
         let key = if args.previous {
@@ -150,6 +190,19 @@ async fn get(ctx: &Context, args: &GetArgs) -> Result<()> {
     }
     .await;
     finish(&manager, result).await
+}
+
+/// The key and a newline on stdout.
+fn print_key(key: &llm_accounting::ApiKey) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(key.expose_secret().as_bytes())
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::Io {
+            operation: "writing the API key",
+            path: "stdout".to_owned(),
+            source: Arc::new(e),
+        })
 }
 
 /// `keys list`. Every readable key is listed; keys whose record cannot be read or does not
