@@ -407,7 +407,7 @@ pub async fn build_accounting(
         Some(url) => Arc::new(
             llm_accounting_store::SeaOrmUsageStore::connect(url, &settings.store_options()).await?,
         ),
-        None => Arc::new(repo.usage_store()),
+        None => Arc::new(repo.usage_store().await?),
     };
     let a = &settings.accounting;
     let options = AccountingOptions {

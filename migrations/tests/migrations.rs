@@ -62,7 +62,7 @@ async fn up_down_up_on_sqlite_file() {
             .await
             .expect("applied")
             .len(),
-        7
+        8
     );
 
     let manager = SchemaManager::new(&db);
@@ -83,7 +83,22 @@ async fn up_down_up_on_sqlite_file() {
     // Up again is a no-op.
     Migrator::up(&db, None).await.expect("up is idempotent");
 
-    // The last migration adds the usage tables; one step down removes exactly them.
+    // The last migration adds the sources of entries written into the Python package's
+    // table; the one before, the usage tables. One step down each removes exactly them.
+    let manager = SchemaManager::new(&db);
+    assert!(
+        manager
+            .has_table("usage_entry_sources")
+            .await
+            .expect("has_table")
+    );
+    Migrator::down(&db, Some(1)).await.expect("one step down");
+    assert!(
+        !manager
+            .has_table("usage_entry_sources")
+            .await
+            .expect("has_table")
+    );
     assert_eq!(usage_tables(&db).await, [true; 3]);
     Migrator::down(&db, Some(1)).await.expect("one step down");
     assert_eq!(usage_tables(&db).await, [false; 3]);
@@ -93,7 +108,9 @@ async fn up_down_up_on_sqlite_file() {
 
     // The one before adds the audit counts; it removes exactly them.
     assert_eq!(audit_columns(&db).await, [true; 3]);
-    Migrator::down(&db, Some(2)).await.expect("two steps down");
+    Migrator::down(&db, Some(3))
+        .await
+        .expect("three steps down");
     assert_eq!(audit_columns(&db).await, [false, false, true]);
     Migrator::up(&db, None).await.expect("up again");
 
@@ -110,9 +127,11 @@ async fn up_down_up_on_sqlite_file() {
     Migrator::up(&db, None).await.expect("up again");
     assert_eq!(tables_present(&db).await, [true, true]);
 
-    // Six steps down remove the usage tables, the audit counts, the seal columns and store keys, the audit
+    // Seven steps down remove the entry sources, the usage tables, the audit counts, the seal columns and store keys, the audit
     // table, the lifecycle columns, then the versions table.
-    Migrator::down(&db, Some(6)).await.expect("six steps down");
+    Migrator::down(&db, Some(7))
+        .await
+        .expect("seven steps down");
     assert_eq!(tables_present(&db).await, [true, false]);
     Migrator::up(&db, None).await.expect("up after one step");
     assert_eq!(tables_present(&db).await, [true, true]);

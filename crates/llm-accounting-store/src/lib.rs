@@ -49,4 +49,4 @@ mod wipe;
 pub use connect::StoreOptions;
 pub use repository::SeaOrmKeyRepository;
 pub use url::redact_url;
-pub use usage::SeaOrmUsageStore;
+pub use usage::{PYTHON_SCHEMA_HEAD, SeaOrmUsageStore};

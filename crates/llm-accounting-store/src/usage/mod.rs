@@ -9,8 +9,12 @@
 //! and the applicable limits' rows locked (`SELECT ... FOR UPDATE`, in id order) before
 //! usage is summed, so that every reservation committed before the lock was granted is seen.
 
+mod python;
 mod rows;
 mod sql;
+
+pub use python::PYTHON_SCHEMA_HEAD;
+use python::Schema;
 
 use std::fmt;
 use std::time::Duration;
@@ -36,6 +40,7 @@ use crate::{SeaOrmKeyRepository, StoreOptions};
 #[derive(Clone)]
 pub struct SeaOrmUsageStore {
     db: DatabaseConnection,
+    schema: Schema,
 }
 
 impl fmt::Debug for SeaOrmUsageStore {
@@ -45,16 +50,23 @@ impl fmt::Debug for SeaOrmUsageStore {
                 "backend",
                 &self.db.get_database_backend().as_str().to_ascii_lowercase(),
             )
+            .field("python_schema", &(self.schema == Schema::Python))
             .finish_non_exhaustive()
     }
 }
 
 impl SeaOrmKeyRepository {
-    /// The usage store in the same database, sharing this repository's pool.
-    pub fn usage_store(&self) -> SeaOrmUsageStore {
-        SeaOrmUsageStore {
-            db: self.connection().clone(),
-        }
+    /// The usage store in the same database, sharing this repository's pool. When the
+    /// database holds the Python llm-accounting package's tables (at alembic revision
+    /// [`PYTHON_SCHEMA_HEAD`]), usage and limits are read from and written to those.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when it holds that package's tables at another revision.
+    pub async fn usage_store(&self) -> Result<SeaOrmUsageStore> {
+        let db = self.connection().clone();
+        let schema = python::detect(&db, db.get_database_backend()).await?;
+        Ok(SeaOrmUsageStore { db, schema })
     }
 }
 
@@ -65,9 +77,61 @@ impl SeaOrmUsageStore {
     ///
     /// As [`SeaOrmKeyRepository::connect`].
     pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self> {
-        Ok(SeaOrmKeyRepository::connect(url, options)
+        SeaOrmKeyRepository::connect(url, options)
             .await?
-            .usage_store())
+            .usage_store()
+            .await
+    }
+
+    /// Whether usage and limits live in the Python llm-accounting package's tables.
+    pub fn is_python_schema(&self) -> bool {
+        self.schema == Schema::Python
+    }
+
+    async fn all_limits(&self, db: &impl sea_orm::ConnectionTrait) -> Result<Vec<Limit>> {
+        match self.schema {
+            Schema::Own => sql::limits(db, self.backend()).await,
+            Schema::Python => python::limits(db, self.backend()).await,
+        }
+    }
+
+    async fn lock(&self, db: &impl sea_orm::ConnectionTrait, ids: &[i64]) -> Result<Vec<i64>> {
+        match self.schema {
+            Schema::Own => sql::lock_limits(db, self.backend(), ids).await,
+            Schema::Python => python::lock_limits(db, self.backend(), ids).await,
+        }
+    }
+
+    async fn usage_in(
+        &self,
+        db: &impl sea_orm::ConnectionTrait,
+        scope: &Scope,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Usage> {
+        match self.schema {
+            Schema::Own => sql::usage(db, self.backend(), scope, since, until, now).await,
+            Schema::Python => {
+                let u = python::usage(db, self.backend(), scope, since, until).await?;
+                let held = sql::held(db, self.backend(), scope, now).await?;
+                Ok(Usage {
+                    amounts: u.amounts.plus(held),
+                    oldest: u.oldest,
+                })
+            }
+        }
+    }
+
+    async fn write_events(
+        &self,
+        db: &impl sea_orm::ConnectionTrait,
+        events: &[UsageEvent],
+    ) -> Result<()> {
+        match self.schema {
+            Schema::Own => sql::insert_events(db, self.backend(), events).await,
+            Schema::Python => python::insert_events(db, self.backend(), events).await,
+        }
     }
 
     fn backend(&self) -> DbBackend {
@@ -101,7 +165,8 @@ impl SeaOrmUsageStore {
         lock: bool,
     ) -> Result<Option<Denial>> {
         let backend = self.backend();
-        let mut limits: Vec<Limit> = sql::limits(txn, backend)
+        let mut limits: Vec<Limit> = self
+            .all_limits(txn)
             .await?
             .into_iter()
             .filter(|l| l.scope.matches(&request.scope))
@@ -111,14 +176,14 @@ impl SeaOrmUsageStore {
         }
         if lock && backend != DbBackend::Sqlite {
             let ids: Vec<i64> = limits.iter().map(|l| l.id).collect();
-            let still = sql::lock_limits(txn, backend, &ids).await?;
+            let still = self.lock(txn, &ids).await?;
             // A limit deleted meanwhile no longer applies.
             limits.retain(|l| still.contains(&l.id));
         }
         let asked = request.amounts();
         for limit in &limits {
             let (since, until) = limit.window.bounds(now);
-            let usage = sql::usage(txn, backend, &limit.scope, since, until, now).await?;
+            let usage = self.usage_in(txn, &limit.scope, since, until, now).await?;
             if let Some(d) = check_limit(limit, &usage, &asked, now) {
                 return Ok(Some(d));
             }
@@ -141,24 +206,30 @@ impl UsageStore for SeaOrmUsageStore {
             return Ok(());
         }
         let txn = self.begin("write usage events").await?;
-        sql::insert_events(&txn, self.backend(), events).await?;
+        self.write_events(&txn, events).await?;
         commit(txn, "write usage events").await
     }
 
     async fn add_limit(&self, limit: &NewLimit) -> Result<Limit> {
         limit.validate()?;
         let txn = self.begin("add a limit").await?;
-        let created = sql::insert_limit(&txn, self.backend(), limit).await?;
+        let created = match self.schema {
+            Schema::Own => sql::insert_limit(&txn, self.backend(), limit).await?,
+            Schema::Python => python::insert_limit(&txn, self.backend(), limit).await?,
+        };
         commit(txn, "add a limit").await?;
         Ok(created)
     }
 
     async fn limits(&self) -> Result<Vec<Limit>> {
-        sql::limits(&self.db, self.backend()).await
+        self.all_limits(&self.db).await
     }
 
     async fn delete_limit(&self, id: i64) -> Result<bool> {
-        sql::delete_limit(&self.db, self.backend(), id).await
+        match self.schema {
+            Schema::Own => sql::delete_limit(&self.db, self.backend(), id).await,
+            Schema::Python => python::delete_limit(&self.db, self.backend(), id).await,
+        }
     }
 
     async fn usage(
@@ -168,7 +239,7 @@ impl UsageStore for SeaOrmUsageStore {
         until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Usage> {
-        sql::usage(&self.db, self.backend(), scope, since, until, now).await
+        self.usage_in(&self.db, scope, since, until, now).await
     }
 
     async fn check(&self, request: &QuotaRequest, now: DateTime<Utc>) -> Result<QuotaDecision> {
@@ -210,15 +281,28 @@ impl UsageStore for SeaOrmUsageStore {
     }
 
     async fn stats(&self, query: &StatsQuery) -> Result<Vec<StatsRow>> {
-        sql::stats(&self.db, self.backend(), query).await
+        match self.schema {
+            Schema::Own => sql::stats(&self.db, self.backend(), query).await,
+            Schema::Python => python::stats(&self.db, self.backend(), query).await,
+        }
     }
 
     async fn tail(&self, n: usize) -> Result<Vec<UsageEvent>> {
-        sql::tail(&self.db, self.backend(), n).await
+        match self.schema {
+            Schema::Own => sql::tail(&self.db, self.backend(), n).await,
+            Schema::Python => python::tail(&self.db, self.backend(), n).await,
+        }
     }
 
     async fn purge_before(&self, before: DateTime<Utc>) -> Result<u64> {
-        sql::purge_before(&self.db, self.backend(), before).await
+        match self.schema {
+            Schema::Own => sql::purge_before(&self.db, self.backend(), before).await,
+            Schema::Python => Err(Error::invalid(
+                "purge",
+                "refused: the accounting database holds the Python llm-accounting package's \
+                 tables, whose entries this project only appends to",
+            )),
+        }
     }
 }
 
@@ -275,18 +359,19 @@ impl SeaOrmUsageStore {
         // other (under READ COMMITTED each statement sees its own snapshot).
         if self.backend() != DbBackend::Sqlite {
             let scope = Scope::of_event(event);
-            let ids: Vec<i64> = sql::limits(&txn, self.backend())
+            let ids: Vec<i64> = self
+                .all_limits(&txn)
                 .await?
                 .iter()
                 .filter(|l| l.scope.matches(&scope))
                 .map(|l| l.id)
                 .collect();
             if !ids.is_empty() {
-                sql::lock_limits(&txn, self.backend(), &ids).await?;
+                self.lock(&txn, &ids).await?;
             }
         }
         sql::delete_reservation(&txn, self.backend(), reservation).await?;
-        sql::insert_events(&txn, self.backend(), std::slice::from_ref(event)).await?;
+        self.write_events(&txn, std::slice::from_ref(event)).await?;
         commit(txn, "commit usage").await
     }
 }

@@ -41,7 +41,7 @@ const EVENT_SELECT: &str = "at_us, model, service, user_id, project, caller, ses
                             cached_tokens, reasoning_tokens, cost_micros, execution_us";
 
 /// A statement for `backend`: `?` placeholders become `$1`, `$2`, ... on PostgreSQL.
-fn stmt(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
+pub(super) fn stmt(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
     if backend != DbBackend::Postgres {
         return Statement::from_sql_and_values(backend, sql, values);
     }
@@ -68,7 +68,7 @@ fn int(backend: DbBackend) -> &'static str {
 }
 
 /// `SUM(column)` as a 64-bit integer, 0 when there are no rows.
-fn sum(backend: DbBackend, column: &str) -> String {
+pub(super) fn sum(backend: DbBackend, column: &str) -> String {
     format!("CAST(COALESCE(SUM({column}), 0) AS {})", int(backend))
 }
 
@@ -245,7 +245,20 @@ pub(super) async fn usage(
     let mut values: Vec<Value> = vec![us(since).into(), us(until).into()];
     scope_filter(scope, &mut sql, &mut values);
     let events = all(db, stmt(backend, &sql, values), "sum usage").await?;
+    let held = held(db, backend, scope, now).await?;
+    rows::usage(events.first(), None).map(|u| Usage {
+        amounts: u.amounts.plus(held),
+        oldest: u.oldest,
+    })
+}
 
+/// What live reservations inside `scope` hold at `now`.
+pub(super) async fn held(
+    db: &impl ConnectionTrait,
+    backend: DbBackend,
+    scope: &Scope,
+    now: DateTime<Utc>,
+) -> Result<llm_accounting_usage::Amounts> {
     let mut sql = format!(
         "SELECT {}, {}, {}, {} FROM quota_reservations WHERE expires_at_us > ?",
         sum(backend, "requests"),
@@ -256,7 +269,7 @@ pub(super) async fn usage(
     let mut values: Vec<Value> = vec![us(now).into()];
     scope_filter(scope, &mut sql, &mut values);
     let held = all(db, stmt(backend, &sql, values), "sum reservations").await?;
-    rows::usage(events.first(), held.first())
+    rows::usage(None, held.first()).map(|u| u.amounts)
 }
 
 /// Deletes reservations that lapsed before `now`.
