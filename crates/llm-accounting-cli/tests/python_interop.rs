@@ -156,3 +156,113 @@ fn python_sqlite_database_is_shared_both_ways() {
         "{r:#?}"
     );
 }
+
+/// Runs the PostgreSQL driver script; its JSON output.
+fn pg_driver(python: &Path, url: &str, command: &str) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/pg_driver.py");
+    let url = url.replacen("postgres://", "postgresql://", 1);
+    let out = Command::new(python)
+        .arg(script)
+        .arg(&url)
+        .arg(command)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "python {command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// On PostgreSQL (the package's own PostgreSQL backend cannot track usage or check quotas in
+/// 0.1.34: see the driver): the schema made by the package, a limit and entries written
+/// through its models are enforced here; usage tracked here shows in its
+/// `get_period_stats`.
+#[test]
+fn python_postgres_database_is_shared_both_ways() {
+    let Some(python) = python() else { return };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let Some(db) = rt.block_on(llm_accounting_testkit::TestDatabase::create(
+        llm_accounting_testkit::Backend::Postgres,
+    )) else {
+        return;
+    };
+    pg_driver(&python, db.url(), "init");
+    let mut env = Env::new(BIN);
+    env.set("LLM_ACCOUNTING_DATABASE_URL", db.url());
+    env.run(&[
+        "-q", "quota", "check", "--model", "gpt-4", "--user", "alice",
+    ])
+    .ok();
+    env.run(&[
+        "-q",
+        "usage",
+        "track",
+        "--model",
+        "gpt-4",
+        "--user",
+        "alice",
+        "--caller",
+        "app",
+        "--prompt-tokens",
+        "10",
+        "--cost",
+        "0.0125",
+    ])
+    .ok();
+    let denied = env
+        .run(&[
+            "-q", "quota", "check", "--model", "gpt-4", "--user", "alice",
+        ])
+        .code(7);
+    assert!(denied.stderr.contains("usage 3/3"), "{denied:#?}");
+    let stats = pg_driver(&python, db.url(), "stats");
+    let cost = stats["sum_cost"].as_f64().expect("cost");
+    assert!((cost - 0.0375).abs() < 1e-9, "{stats}");
+    assert_eq!(stats["sum_prompt_tokens"], 30);
+    // A gated key hand-out is held to Python's limit too.
+    env.run_stdin(
+        &[
+            "-q",
+            "keys",
+            "store",
+            "--service",
+            "openai",
+            "--user",
+            "alice",
+        ],
+        "sk-test-FAKE-python-pg-0123456789",
+    )
+    .ok();
+    env.run(&[
+        "-q",
+        "keys",
+        "get",
+        "--service",
+        "openai",
+        "--user",
+        "alice",
+        "--model",
+        "gpt-4",
+    ])
+    .code(7);
+    // The package's user limit has no model: every model of alice's counts.
+    env.run(&[
+        "-q",
+        "keys",
+        "get",
+        "--service",
+        "openai",
+        "--user",
+        "alice",
+        "--model",
+        "o3",
+    ])
+    .code(7);
+}

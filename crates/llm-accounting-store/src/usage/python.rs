@@ -160,7 +160,7 @@ pub(super) async fn insert_events(
                   completion_tokens, total_tokens, local_prompt_tokens, local_completion_tokens, \
                   local_total_tokens, project, cost, execution_time, caller_name, username, \
                   cached_tokens, reasoning_tokens, session) VALUES \
-                  (?, ?, ?, ?, ?, 0, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id";
+                  (?, ?, ?, ?, ?, 0, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING CAST(id AS BIGINT)";
     for e in events {
         let values: Vec<Value> = vec![
             ts(backend, e.at),
@@ -265,8 +265,10 @@ pub(super) async fn usage(
     })
 }
 
-const LIMIT_COLUMNS: &str = "id, scope, limit_type, max_value, interval_unit, interval_value, \
-                             model, username, caller_name, project_name";
+/// The limit columns; the package's integers are 32-bit on PostgreSQL, read as 64-bit.
+const LIMIT_COLUMNS: &str = "CAST(id AS BIGINT), scope, limit_type, max_value, interval_unit, \
+                             CAST(interval_value AS BIGINT), model, username, caller_name, \
+                             project_name";
 
 /// The package's limits as ours; unlimited ones (`max_value < 0`) left out.
 pub(super) async fn limits(db: &impl ConnectionTrait, backend: DbBackend) -> Result<Vec<Limit>> {
@@ -361,7 +363,9 @@ pub(super) async fn lock_limits(
     ids: &[i64],
 ) -> Result<Vec<i64>> {
     let marks = vec!["?"; ids.len()].join(", ");
-    let q = format!("SELECT id FROM usage_limits WHERE id IN ({marks}) ORDER BY id FOR UPDATE");
+    let q = format!(
+        "SELECT CAST(id AS BIGINT) FROM usage_limits WHERE id IN ({marks}) ORDER BY id FOR UPDATE"
+    );
     let rows = db
         .query_all_raw(sql::stmt(
             backend,
@@ -462,7 +466,7 @@ pub(super) async fn insert_limit(
             backend,
             "INSERT INTO usage_limits (scope, limit_type, max_value, interval_unit, \
              interval_value, model, username, caller_name, project_name, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING CAST(id AS BIGINT)",
             values,
         ))
         .await
@@ -583,8 +587,9 @@ pub(super) async fn tail(
 ) -> Result<Vec<UsageEvent>> {
     let q = format!(
         "SELECT e.timestamp, e.model, s.service, e.username, e.project, e.caller_name, e.session, \
-         s.key_identity, s.key_version, e.prompt_tokens, e.completion_tokens, e.cached_tokens, \
-         e.reasoning_tokens, e.cost, e.execution_time {FROM} \
+         s.key_identity, s.key_version, CAST(e.prompt_tokens AS BIGINT), \
+         CAST(e.completion_tokens AS BIGINT), CAST(e.cached_tokens AS BIGINT), \
+         CAST(e.reasoning_tokens AS BIGINT), e.cost, e.execution_time {FROM} \
          ORDER BY e.timestamp DESC, e.id DESC LIMIT ?"
     );
     let n = i64::try_from(n).unwrap_or(i64::MAX);
