@@ -129,10 +129,10 @@ impl LocalQuota {
         let asked = request.amounts();
         let snapshot = self.snapshot();
         for c in &snapshot.counters {
-            if c.limit.scope.matches(&request.scope) {
-                if let Some(d) = check_limit(&c.limit, &c.usage(now_us), &asked, now) {
-                    return QuotaDecision::Denied(Box::new(d));
-                }
+            if c.limit.scope.matches(&request.scope)
+                && let Some(d) = check_limit(&c.limit, &c.usage(now_us), &asked, now)
+            {
+                return QuotaDecision::Denied(Box::new(d));
             }
         }
         QuotaDecision::Allowed

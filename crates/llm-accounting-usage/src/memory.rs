@@ -167,7 +167,7 @@ impl UsageStore for MemoryUsageStore {
             expires_at: now + ttl,
         };
         s.reservations.insert(r.id, r.clone());
-        Ok(ReserveOutcome::Reserved(r))
+        Ok(ReserveOutcome::Reserved(Box::new(r)))
     }
 
     async fn commit(&self, reservation: Uuid, event: &UsageEvent) -> Result<()> {
@@ -216,7 +216,7 @@ impl UsageStore for MemoryUsageStore {
         let mut events = s.events.clone();
         // Newest first; of equal times, the one added last first.
         events.reverse();
-        events.sort_by(|a, b| b.at.cmp(&a.at));
+        events.sort_by_key(|e| std::cmp::Reverse(e.at));
         events.truncate(n);
         Ok(events)
     }

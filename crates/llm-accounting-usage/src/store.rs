@@ -31,7 +31,7 @@ pub struct ReservationRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReserveOutcome {
     /// Every applicable limit had room; the budget is held.
-    Reserved(ReservationRecord),
+    Reserved(Box<ReservationRecord>),
     /// A limit had no room; nothing was held.
     Denied(Box<Denial>),
 }

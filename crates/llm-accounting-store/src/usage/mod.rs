@@ -349,7 +349,7 @@ impl SeaOrmUsageStore {
         };
         sql::insert_reservation(&txn, self.backend(), &record).await?;
         commit(txn, "reserve quota").await?;
-        Ok(ReserveOutcome::Reserved(record))
+        Ok(ReserveOutcome::Reserved(Box::new(record)))
     }
 
     async fn commit_once(&self, reservation: Uuid, event: &UsageEvent) -> Result<()> {
