@@ -31,7 +31,9 @@ fn python() -> Option<PathBuf> {
 /// Runs the SQLite driver script; its JSON output.
 fn driver(python: &Path, db: &Path, args: &[&str]) -> serde_json::Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/sqlite_driver.py");
+    // The package writes cache files under its working directory: keep them in the test's.
     let out = Command::new(python)
+        .current_dir(db.parent().expect("directory"))
         .arg(script)
         .arg(db)
         .args(args)
@@ -158,10 +160,12 @@ fn python_sqlite_database_is_shared_both_ways() {
 }
 
 /// Runs the PostgreSQL driver script; its JSON output.
-fn pg_driver(python: &Path, url: &str, command: &str) -> serde_json::Value {
+fn pg_driver(python: &Path, dir: &Path, url: &str, command: &str) -> serde_json::Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/pg_driver.py");
     let url = url.replacen("postgres://", "postgresql://", 1);
+    // The package writes cache files under its working directory: keep them in the test's.
     let out = Command::new(python)
+        .current_dir(dir)
         .arg(script)
         .arg(&url)
         .arg(command)
@@ -193,8 +197,8 @@ fn python_postgres_database_is_shared_both_ways() {
     )) else {
         return;
     };
-    pg_driver(&python, db.url(), "init");
     let mut env = Env::new(BIN);
+    pg_driver(&python, env.dir(), db.url(), "init");
     env.set("LLM_ACCOUNTING_DATABASE_URL", db.url());
     env.run(&[
         "-q", "quota", "check", "--model", "gpt-4", "--user", "alice",
@@ -222,7 +226,7 @@ fn python_postgres_database_is_shared_both_ways() {
         ])
         .code(7);
     assert!(denied.stderr.contains("usage 3/3"), "{denied:#?}");
-    let stats = pg_driver(&python, db.url(), "stats");
+    let stats = pg_driver(&python, env.dir(), db.url(), "stats");
     let cost = stats["sum_cost"].as_f64().expect("cost");
     assert!((cost - 0.0375).abs() < 1e-9, "{stats}");
     assert_eq!(stats["sum_prompt_tokens"], 30);
