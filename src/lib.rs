@@ -29,6 +29,7 @@
 //! | `kms-azure` | no | Azure Key Vault ([`AzureKeyVaultProvider`]), `LLM_ACCOUNTING_KMS_PROVIDER=azure` |
 //! | `kms-gcp` | no | Google Cloud KMS ([`GcpKmsProvider`]), `LLM_ACCOUNTING_KMS_PROVIDER=gcp` |
 //! | `sqlite` | yes | SQLite (bundled) |
+//! | `accounting` | yes | usage events, limits, quota checks, quota-gated keys ([`usage`]) |
 //! | `all-providers`, `all-databases` | no | everything this release can build |
 //!
 //! A provider named in configuration whose feature is off is a clear [`Error::Config`].

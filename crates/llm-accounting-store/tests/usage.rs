@@ -66,3 +66,55 @@ async fn postgres_reservations_race_without_overshoot() {
 async fn mysql_reservations_race_without_overshoot() {
     race(Backend::MySql).await;
 }
+
+/// Events recorded from many tasks in the background are all written by `shutdown()`.
+async fn recorder_loses_nothing(backend: Backend) {
+    use llm_accounting_usage::{GroupBy, RecorderOptions, StatsQuery, UsageEvent, UsageRecorder};
+    let Some((_db, store)) = store(backend).await else {
+        return;
+    };
+    let recorder = UsageRecorder::start(
+        Arc::clone(&store),
+        RecorderOptions {
+            max_pending: 500,
+            max_batch: 1_500,
+        },
+    );
+    let mut tasks = Vec::new();
+    for t in 0..8u64 {
+        let r = recorder.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..2_000u64 {
+                let e = UsageEvent::new("m", chrono::Utc::now()).tokens(t, i);
+                r.record(e).await.expect("queued");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    recorder.shutdown().await.expect("flushed");
+    let rows = store
+        .stats(&StatsQuery {
+            since: None,
+            until: None,
+            by: GroupBy::Nothing,
+            top: None,
+        })
+        .await
+        .expect("stats");
+    assert_eq!(rows[0].requests, 16_000, "{backend}");
+    assert_eq!(
+        rows[0].completion_tokens,
+        8 * (1_999 * 2_000 / 2),
+        "{backend}"
+    );
+    assert_eq!(recorder.failed(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn recorder_loses_nothing_on_shutdown_on_every_database() {
+    for backend in Backend::all() {
+        recorder_loses_nothing(backend).await;
+    }
+}
