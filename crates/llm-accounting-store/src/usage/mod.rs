@@ -10,6 +10,7 @@
 //! usage is summed, so that every reservation committed before the lock was granted is seen.
 
 mod python;
+mod python_limits;
 mod rows;
 mod sql;
 
@@ -91,14 +92,14 @@ impl SeaOrmUsageStore {
     async fn all_limits(&self, db: &impl sea_orm::ConnectionTrait) -> Result<Vec<Limit>> {
         match self.schema {
             Schema::Own => sql::limits(db, self.backend()).await,
-            Schema::Python => python::limits(db, self.backend()).await,
+            Schema::Python => python_limits::limits(db, self.backend()).await,
         }
     }
 
     async fn lock(&self, db: &impl sea_orm::ConnectionTrait, ids: &[i64]) -> Result<Vec<i64>> {
         match self.schema {
             Schema::Own => sql::lock_limits(db, self.backend(), ids).await,
-            Schema::Python => python::lock_limits(db, self.backend(), ids).await,
+            Schema::Python => python_limits::lock_limits(db, self.backend(), ids).await,
         }
     }
 
@@ -215,7 +216,7 @@ impl UsageStore for SeaOrmUsageStore {
         let txn = self.begin("add a limit").await?;
         let created = match self.schema {
             Schema::Own => sql::insert_limit(&txn, self.backend(), limit).await?,
-            Schema::Python => python::insert_limit(&txn, self.backend(), limit).await?,
+            Schema::Python => python_limits::insert_limit(&txn, self.backend(), limit).await?,
         };
         commit(txn, "add a limit").await?;
         Ok(created)
@@ -228,7 +229,7 @@ impl UsageStore for SeaOrmUsageStore {
     async fn delete_limit(&self, id: i64) -> Result<bool> {
         match self.schema {
             Schema::Own => sql::delete_limit(&self.db, self.backend(), id).await,
-            Schema::Python => python::delete_limit(&self.db, self.backend(), id).await,
+            Schema::Python => python_limits::delete_limit(&self.db, self.backend(), id).await,
         }
     }
 
