@@ -359,6 +359,24 @@ pub async fn build_manager(settings: &Settings) -> Result<SecureKeyManager> {
 pub async fn build_manager_with_info(
     settings: &Settings,
 ) -> Result<(SecureKeyManager, DefaultsUsed)> {
+    let (manager, _, used) = build_manager_and_repository(settings).await?;
+    Ok((manager, used))
+}
+
+/// Like [`build_manager_with_info`], with the accounting of the same settings (see
+/// [`build_accounting`]).
+#[cfg(feature = "accounting")]
+pub async fn build_manager_and_accounting(
+    settings: &Settings,
+) -> Result<(SecureKeyManager, crate::usage::Accounting, DefaultsUsed)> {
+    let (manager, repo, used) = build_manager_and_repository(settings).await?;
+    let accounting = build_accounting(settings, &repo).await?;
+    Ok((manager, accounting, used))
+}
+
+async fn build_manager_and_repository(
+    settings: &Settings,
+) -> Result<(SecureKeyManager, Arc<SeaOrmKeyRepository>, DefaultsUsed)> {
     let (provider, repo, used) = build_provider_and_repository(settings).await?;
     let audit = build_audit_log(settings, &repo).await?;
     let mut builder = SecureKeyManager::builder(provider, Arc::clone(&repo) as _)
@@ -372,7 +390,7 @@ pub async fn build_manager_with_info(
         builder = builder.change_feed(Arc::new(feed));
     }
     let manager = builder.build();
-    Ok((manager, used))
+    Ok((manager, repo, used))
 }
 
 /// The data directory, checked if it exists (see [`llm_accounting_core::files`]), else
@@ -390,4 +408,38 @@ fn private_data_dir(dir: &Path) -> Result<()> {
         path: dir.display().to_string(),
         source: Arc::new(e),
     })
+}
+
+/// The accounting the settings ask for: the usage store in the key database (`repo`'s pool)
+/// or in `accounting.database_url`, with the enforcement, interval, queue bound and
+/// reservation lifetime of `[accounting]`.
+///
+/// # Errors
+///
+/// Opening `accounting.database_url` (as [`build_repository`]); local enforcement: the first
+/// synchronisation.
+#[cfg(feature = "accounting")]
+pub async fn build_accounting(
+    settings: &Settings,
+    repo: &SeaOrmKeyRepository,
+) -> Result<crate::usage::Accounting> {
+    use crate::usage::{Accounting, AccountingOptions, RecorderOptions};
+    settings.validate()?;
+    let store: Arc<dyn crate::usage::UsageStore> = match &settings.accounting.database_url {
+        Some(url) => Arc::new(
+            llm_accounting_store::SeaOrmUsageStore::connect(url, &settings.store_options()).await?,
+        ),
+        None => Arc::new(repo.usage_store().await?),
+    };
+    let a = &settings.accounting;
+    let options = AccountingOptions {
+        enforcement: a.enforcement,
+        sync_interval: std::time::Duration::from_millis(a.sync_ms),
+        reservation_ttl: std::time::Duration::from_secs(a.reservation_ttl_secs),
+        recorder: RecorderOptions {
+            max_pending: a.max_pending,
+            ..RecorderOptions::default()
+        },
+    };
+    Accounting::start(store, options).await
 }

@@ -29,6 +29,7 @@
 //! | `kms-azure` | no | Azure Key Vault ([`AzureKeyVaultProvider`]), `LLM_ACCOUNTING_KMS_PROVIDER=azure` |
 //! | `kms-gcp` | no | Google Cloud KMS ([`GcpKmsProvider`]), `LLM_ACCOUNTING_KMS_PROVIDER=gcp` |
 //! | `sqlite` | yes | SQLite (bundled) |
+//! | `accounting` | yes | usage events, limits, quota checks, quota-gated keys ([`usage`]) |
 //! | `all-providers`, `all-databases` | no | everything this release can build |
 //!
 //! A provider named in configuration whose feature is off is a clear [`Error::Config`].
@@ -39,6 +40,8 @@
 mod accounting;
 mod build;
 mod settings;
+#[cfg(feature = "accounting")]
+pub mod usage;
 
 pub use accounting::LlmAccounting;
 pub use build::{
@@ -46,11 +49,13 @@ pub use build::{
     build_provider_and_repository, build_provider_for, build_provider_with_metrics,
     build_repository,
 };
+#[cfg(feature = "accounting")]
+pub use build::{build_accounting, build_manager_and_accounting};
 pub use settings::{
-    AuditSettings, AwsSettings, AzureCredentials, AzureKeyWrap, AzureSettings, CONFIG_FILE_ENV,
-    CacheSettings, DEFAULT_CONFIG, ENV_VARS, GcpCredentials, GcpSettings, KeysSettings,
-    KmsProviderKind, KmsSettings, LocalSettings, Overrides, PROVIDER_NAMES, Settings,
-    StoreSettings,
+    AccountingSettings, AuditSettings, AwsSettings, AzureCredentials, AzureKeyWrap, AzureSettings,
+    CONFIG_FILE_ENV, CacheSettings, DEFAULT_CONFIG, ENV_VARS, Enforcement, GcpCredentials,
+    GcpSettings, KeysSettings, KmsProviderKind, KmsSettings, LocalSettings, Overrides,
+    PROVIDER_NAMES, Settings, StoreSettings,
 };
 
 pub use llm_accounting_core::audit::{

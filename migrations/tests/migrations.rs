@@ -32,6 +32,16 @@ async fn audit_columns(db: &DatabaseConnection) -> Vec<bool> {
     present
 }
 
+/// Whether `usage_events`, `quota_limits` and `quota_reservations` exist.
+async fn usage_tables(db: &DatabaseConnection) -> Vec<bool> {
+    let manager = SchemaManager::new(db);
+    let mut present = Vec::new();
+    for table in ["usage_events", "quota_limits", "quota_reservations"] {
+        present.push(manager.has_table(table).await.expect("has_table"));
+    }
+    present
+}
+
 #[tokio::test]
 async fn up_down_up_on_sqlite_file() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -52,7 +62,7 @@ async fn up_down_up_on_sqlite_file() {
             .await
             .expect("applied")
             .len(),
-        6
+        8
     );
 
     let manager = SchemaManager::new(&db);
@@ -73,9 +83,34 @@ async fn up_down_up_on_sqlite_file() {
     // Up again is a no-op.
     Migrator::up(&db, None).await.expect("up is idempotent");
 
-    // The last migration adds the audit counts; one step down removes exactly them.
-    assert_eq!(audit_columns(&db).await, [true; 3]);
+    // The last migration adds the sources of entries written into the Python package's
+    // table; the one before, the usage tables. One step down each removes exactly them.
+    let manager = SchemaManager::new(&db);
+    assert!(
+        manager
+            .has_table("usage_entry_sources")
+            .await
+            .expect("has_table")
+    );
     Migrator::down(&db, Some(1)).await.expect("one step down");
+    assert!(
+        !manager
+            .has_table("usage_entry_sources")
+            .await
+            .expect("has_table")
+    );
+    assert_eq!(usage_tables(&db).await, [true; 3]);
+    Migrator::down(&db, Some(1)).await.expect("one step down");
+    assert_eq!(usage_tables(&db).await, [false; 3]);
+    assert_eq!(tables_present(&db).await, [true, true]);
+    Migrator::up(&db, None).await.expect("up again");
+    assert_eq!(usage_tables(&db).await, [true; 3]);
+
+    // The one before adds the audit counts; it removes exactly them.
+    assert_eq!(audit_columns(&db).await, [true; 3]);
+    Migrator::down(&db, Some(3))
+        .await
+        .expect("three steps down");
     assert_eq!(audit_columns(&db).await, [false, false, true]);
     Migrator::up(&db, None).await.expect("up again");
 
@@ -92,9 +127,11 @@ async fn up_down_up_on_sqlite_file() {
     Migrator::up(&db, None).await.expect("up again");
     assert_eq!(tables_present(&db).await, [true, true]);
 
-    // Five steps down remove the audit counts, the seal columns and store keys, the audit
+    // Seven steps down remove the entry sources, the usage tables, the audit counts, the seal columns and store keys, the audit
     // table, the lifecycle columns, then the versions table.
-    Migrator::down(&db, Some(5)).await.expect("five steps down");
+    Migrator::down(&db, Some(7))
+        .await
+        .expect("seven steps down");
     assert_eq!(tables_present(&db).await, [true, false]);
     Migrator::up(&db, None).await.expect("up after one step");
     assert_eq!(tables_present(&db).await, [true, true]);

@@ -75,6 +75,23 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "audit.aggregate_interval_ms",
     ),
     ("LLM_ACCOUNTING_AUDIT_EVERY_HIT", "audit.every_hit"),
+    (
+        "LLM_ACCOUNTING_ACCOUNTING_DATABASE_URL",
+        "accounting.database_url",
+    ),
+    (
+        "LLM_ACCOUNTING_ACCOUNTING_ENFORCEMENT",
+        "accounting.enforcement",
+    ),
+    ("LLM_ACCOUNTING_ACCOUNTING_SYNC_MS", "accounting.sync_ms"),
+    (
+        "LLM_ACCOUNTING_ACCOUNTING_MAX_PENDING",
+        "accounting.max_pending",
+    ),
+    (
+        "LLM_ACCOUNTING_ACCOUNTING_RESERVATION_TTL_SECS",
+        "accounting.reservation_ttl_secs",
+    ),
 ];
 
 /// The variable of `setting` in [`ENV_VARS`] (empty for a setting that has none, which a unit

@@ -22,14 +22,14 @@ use crate::layers::{LayerOptions, RetryPolicy};
 use crate::{AuditOptions, CacheOptions, Error, ManagerOptions, Result, StoreOptions, redact_url};
 
 pub use self::choices::{
-    AzureCredentials, AzureKeyWrap, GcpCredentials, KmsProviderKind, PROVIDER_NAMES,
+    AzureCredentials, AzureKeyWrap, Enforcement, GcpCredentials, KmsProviderKind, PROVIDER_NAMES,
 };
 pub use self::env::ENV_VARS;
 pub(crate) use self::env::env_var_of;
 use self::file::*;
 pub use self::sections::{
-    AuditSettings, AwsSettings, AzureSettings, CacheSettings, GcpSettings, KeysSettings,
-    KmsSettings, LocalSettings, StoreSettings,
+    AccountingSettings, AuditSettings, AwsSettings, AzureSettings, CacheSettings, GcpSettings,
+    KeysSettings, KmsSettings, LocalSettings, StoreSettings,
 };
 use self::sections::{empty_is_none, empty_is_none_path};
 
@@ -89,6 +89,8 @@ pub struct Settings {
     pub keys: KeysSettings,
     /// Audit trail.
     pub audit: AuditSettings,
+    /// Usage accounting and quotas.
+    pub accounting: AccountingSettings,
 }
 
 impl Default for Settings {
@@ -105,6 +107,7 @@ impl Default for Settings {
             store: StoreSettings::default(),
             keys: KeysSettings::default(),
             audit: AuditSettings::default(),
+            accounting: AccountingSettings::default(),
         }
     }
 }
@@ -125,6 +128,7 @@ impl fmt::Debug for Settings {
             .field("store", &self.store)
             .field("keys", &self.keys)
             .field("audit", &self.audit)
+            .field("accounting", &self.accounting)
             .finish()
     }
 }
@@ -270,6 +274,24 @@ impl Settings {
                 "audit.aggregate_interval_ms",
                 "audit.aggregate_interval_ms must be at least 1 (audit.every_hit = true writes \
                  one row per cache hit)",
+            ));
+        }
+        if self.accounting.sync_ms == 0 {
+            return Err((
+                "accounting.sync_ms",
+                "accounting.sync_ms must be at least 1",
+            ));
+        }
+        if self.accounting.max_pending == 0 {
+            return Err((
+                "accounting.max_pending",
+                "accounting.max_pending must be at least 1",
+            ));
+        }
+        if self.accounting.reservation_ttl_secs == 0 {
+            return Err((
+                "accounting.reservation_ttl_secs",
+                "accounting.reservation_ttl_secs must be at least 1",
             ));
         }
         Ok(())

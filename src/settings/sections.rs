@@ -240,3 +240,49 @@ pub(super) fn empty_is_none_path<'de, D: Deserializer<'de>>(
 ) -> std::result::Result<Option<PathBuf>, D::Error> {
     Ok(empty_is_none(d)?.map(PathBuf::from))
 }
+
+/// Usage accounting and quotas (`[accounting]`). `Debug` shows the URL with its password
+/// redacted.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AccountingSettings {
+    /// The accounting database; `None`: the key database.
+    #[serde(deserialize_with = "empty_is_none")]
+    pub database_url: Option<String>,
+    /// `strict` (atomic reservations in the database) or `local` (per-process counters).
+    pub enforcement: Enforcement,
+    /// Local enforcement: milliseconds between synchronisations of the counters.
+    pub sync_ms: u64,
+    /// Most usage events waiting to be written; recording waits beyond (nothing is dropped).
+    pub max_pending: usize,
+    /// Seconds a reservation holds its budget if neither committed nor released.
+    pub reservation_ttl_secs: u64,
+}
+
+impl Default for AccountingSettings {
+    fn default() -> Self {
+        AccountingSettings {
+            database_url: None,
+            enforcement: Enforcement::Strict,
+            sync_ms: 1_000,
+            max_pending: 100_000,
+            reservation_ttl_secs: 600,
+        }
+    }
+}
+
+impl fmt::Debug for AccountingSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccountingSettings")
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(crate::redact_url),
+            )
+            .field("enforcement", &self.enforcement)
+            .field("sync_ms", &self.sync_ms)
+            .field("max_pending", &self.max_pending)
+            .field("reservation_ttl_secs", &self.reservation_ttl_secs)
+            .finish()
+    }
+}

@@ -26,7 +26,9 @@ Exit codes:
   3  no API key stored under that identity
   4  integrity check failed (stored key modified, moved, or under another master key)
   5  KMS or database unavailable
-  6  the key's value expired (store a new one with `keys rotate`)";
+  6  the key's value expired (store a new one with `keys rotate`)
+  7  quota exceeded (`quota check`, `keys get --model`): one line names the limit, its
+     usage/maximum and when it resets; no key is printed";
 
 /// Heading of the options every command takes.
 const GLOBAL: &str = "Global options";
@@ -68,6 +70,11 @@ pub(crate) struct Cli {
     #[arg(long, global = true, help_heading = GLOBAL)]
     pub(crate) create: bool,
 
+    /// Accounting database URL (usage events, limits, reservations); overrides
+    /// LLM_ACCOUNTING_ACCOUNTING_DATABASE_URL. Default: the key database.
+    #[arg(long, global = true, value_name = "URL", help_heading = GLOBAL)]
+    pub(crate) accounting_db: Option<String>,
+
     /// Print no notices or confirmations on stderr (warnings and errors still appear).
     #[arg(short, long, global = true, help_heading = GLOBAL)]
     pub(crate) quiet: bool,
@@ -107,6 +114,15 @@ pub(crate) enum Command {
     /// trip of a throwaway data key), one line per check with the fix for a problem. Changes
     /// nothing: creates no file, applies no migration. Exits 1 if any check found a problem.
     Doctor(DoctorArgs),
+    /// Record, summarise, list and purge usage events.
+    #[command(subcommand, after_help = AFTER_HELP)]
+    Usage(crate::commands::usage::UsageCommand),
+    /// Set, list and delete usage limits.
+    #[command(subcommand, after_help = AFTER_HELP)]
+    Limits(crate::commands::limits::LimitsCommand),
+    /// Check a call against the limits.
+    #[command(subcommand, after_help = AFTER_HELP)]
+    Quota(crate::commands::quota::QuotaCommand),
 }
 
 /// Arguments of `doctor`.
@@ -297,11 +313,18 @@ pub(crate) struct GetArgs {
     #[command(flatten)]
     pub(crate) identity: IdentityArgs,
     /// Print the previous value (after a rotation, during its grace period) instead.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "model")]
     pub(crate) previous: bool,
     /// Output format: the key and a newline, or a JSON object with the identity and the key.
     #[arg(long, value_enum, default_value_t = GetFormat::Text)]
     pub(crate) format: GetFormat,
+    /// Gate the hand-out on the quota for a call to this model (by the key's service, user
+    /// and project): over a limit, exit 7 and print no key; else one request is recorded.
+    #[arg(long, value_name = "M")]
+    pub(crate) model: Option<String>,
+    /// With --model: the estimated prompt tokens of the call.
+    #[arg(long, value_name = "N", requires = "model", default_value_t = 0)]
+    pub(crate) input_tokens: u64,
 }
 
 /// Arguments of `keys audit`.

@@ -24,6 +24,11 @@ mod doctor;
 mod exec;
 mod import;
 
+mod args;
+pub(crate) mod limits;
+pub(crate) mod quota;
+pub(crate) mod usage;
+
 pub(crate) use exec::is_env_name;
 
 /// Runs the parsed command line; the exit code to leave with when it did not fail.
@@ -43,7 +48,10 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
         provider: cli.provider,
         create_if_missing: cli.create,
     };
-    let settings = Settings::load(cli.config.as_deref(), &overrides)?;
+    let mut settings = Settings::load(cli.config.as_deref(), &overrides)?;
+    if let Some(url) = cli.accounting_db {
+        settings.accounting.database_url = Some(url);
+    }
     let ctx = Context {
         settings,
         quiet: cli.quiet,
@@ -65,6 +73,9 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
             KeysCommand::Seal => seal(&ctx).await,
             KeysCommand::Import(args) => import::import(&ctx, &args).await,
         },
+        Command::Usage(command) => usage::run(&ctx, command).await,
+        Command::Limits(command) => limits::run(&ctx, command).await,
+        Command::Quota(command) => quota::run(&ctx, command).await,
         #[cfg(feature = "kms-local")]
         Command::MasterKey(MasterKeyCommand::AddVersion) => add_master_key_version(&ctx),
         #[cfg(not(feature = "kms-local"))]
@@ -108,6 +119,29 @@ impl Context {
             self.say(&format!("note: {notice}"));
         }
     }
+}
+
+impl Context {
+    /// The accounting database's store and writer (no KMS is needed).
+    async fn accounting(&self) -> Result<llm_accounting::usage::Accounting> {
+        let (repo, used) = llm_accounting::build_repository(&self.settings).await?;
+        self.defaults_notice(&used);
+        llm_accounting::build_accounting(&self.settings, &repo).await
+    }
+}
+
+/// Stops the accounting's background work after `result` (as [`finish`]).
+async fn finish_accounting<T>(
+    accounting: &llm_accounting::usage::Accounting,
+    result: Result<T>,
+) -> Result<T> {
+    if let Err(e) = accounting.shutdown().await {
+        if result.is_ok() {
+            return Err(e);
+        }
+        tracing::debug!(error = %e, "accounting shutdown after a failed command also failed");
+    }
+    result
 }
 
 /// Shuts the manager down after `result`. A shutdown failure after a successful command is a
@@ -171,6 +205,10 @@ async fn store(ctx: &Context, args: StoreArgs, rotate: bool) -> Result<()> {
 /// `keys get`: the key and a newline on stdout.
 async fn get(ctx: &Context, args: &GetArgs) -> Result<()> {
     let identity = args.identity.identity()?;
+    if let Some(model) = &args.model {
+        let key = quota::gated_get(ctx, &identity, model, args.input_tokens).await?;
+        return write_key(&identity, args, &key);
+    }
     let manager = ctx.manager().await?;
     let result = async {
         let key = if args.previous {
@@ -178,31 +216,40 @@ async fn get(ctx: &Context, args: &GetArgs) -> Result<()> {
         } else {
             manager.get(&identity).await?
         };
-        let mut out = std::io::stdout().lock();
-        let written = match args.format {
-            GetFormat::Text => out
-                .write_all(key.expose_secret().as_bytes())
-                .and_then(|()| out.write_all(b"\n")),
-            // Straight to stdout: no intermediate string holds the key.
-            GetFormat::Json => serde_json::to_writer(
-                &mut out,
-                &output::KeyValueJson {
-                    service: identity.service(),
-                    user: identity.user(),
-                    project: identity.project(),
-                    previous: args.previous,
-                    key: key.expose_secret(),
-                },
-            )
-            .map_err(std::io::Error::other)
-            .and_then(|()| out.write_all(b"\n")),
-        };
-        written
-            .and_then(|()| out.flush())
-            .map_err(|e| print::stdout_error("writing the API key", e))
+        write_key(&identity, args, &key)
     }
     .await;
     finish(&manager, result).await
+}
+
+/// Writes a key got by `keys get` on stdout, in the format asked for.
+fn write_key(
+    identity: &llm_accounting::KeyIdentity,
+    args: &GetArgs,
+    key: &llm_accounting::ApiKey,
+) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    let written = match args.format {
+        GetFormat::Text => out
+            .write_all(key.expose_secret().as_bytes())
+            .and_then(|()| out.write_all(b"\n")),
+        // Straight to stdout: no intermediate string holds the key.
+        GetFormat::Json => serde_json::to_writer(
+            &mut out,
+            &output::KeyValueJson {
+                service: identity.service(),
+                user: identity.user(),
+                project: identity.project(),
+                previous: args.previous,
+                key: key.expose_secret(),
+            },
+        )
+        .map_err(std::io::Error::other)
+        .and_then(|()| out.write_all(b"\n")),
+    };
+    written
+        .and_then(|()| out.flush())
+        .map_err(|e| print::stdout_error("writing the API key", e))
 }
 
 /// `keys list`. Every readable key is listed; keys whose record cannot be read or does not

@@ -16,6 +16,8 @@ pub(crate) const INTEGRITY: u8 = 4;
 pub(crate) const UNAVAILABLE: u8 = 5;
 /// The key's value expired.
 pub(crate) const EXPIRED: u8 = 6;
+/// A usage limit leaves no room for the call.
+pub(crate) const QUOTA_EXCEEDED: u8 = 7;
 
 /// The exit code for a failure.
 pub(crate) fn for_error(error: &Error) -> u8 {
@@ -25,6 +27,7 @@ pub(crate) fn for_error(error: &Error) -> u8 {
         ErrorKind::Integrity => INTEGRITY,
         ErrorKind::Unavailable => UNAVAILABLE,
         ErrorKind::Expired => EXPIRED,
+        ErrorKind::QuotaExceeded => QUOTA_EXCEEDED,
         _ => OTHER,
     }
 }
@@ -70,6 +73,13 @@ mod tests {
             }),
             OTHER
         );
+        assert_eq!(
+            for_error(&Error::QuotaExceeded {
+                message: "quota exceeded".into()
+            }),
+            QUOTA_EXCEEDED
+        );
+        assert_eq!(QUOTA_EXCEEDED, 7);
         assert_eq!(OK, 0);
     }
 }

@@ -8,7 +8,8 @@
 //! ```
 //!
 //! Exit codes: 0 ok, 1 other failure, 2 usage or invalid input, 3 not found, 4 integrity
-//! failure, 5 KMS or database unavailable, 6 expired (see `llm-accounting --help`).
+//! failure, 5 KMS or database unavailable, 6 expired, 7 quota exceeded (see
+//! `llm-accounting --help`).
 
 mod cli;
 mod commands;

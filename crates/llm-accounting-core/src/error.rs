@@ -148,6 +148,13 @@ pub enum Error {
         /// The identity being written.
         identity: String,
     },
+    /// A usage limit leaves no room for the call: the message names the limit, its usage and
+    /// maximum, and when it resets. No key was decrypted.
+    #[error("{message}")]
+    QuotaExceeded {
+        /// One line: the limit, usage/maximum, reset time.
+        message: String,
+    },
     /// Configuration is missing or contradictory.
     #[error("configuration error: {message}")]
     Config {
@@ -233,6 +240,7 @@ impl Error {
             Error::AccessDenied { .. } => ErrorKind::AccessDenied,
             Error::ProviderNotConfigured { .. } => ErrorKind::InvalidInput,
             Error::Conflict { .. } => ErrorKind::Conflict,
+            Error::QuotaExceeded { .. } => ErrorKind::QuotaExceeded,
             Error::Database { .. }
             | Error::Io { .. }
             | Error::Incomplete { .. }
@@ -273,6 +281,8 @@ pub enum ErrorKind {
     AccessDenied,
     /// Concurrent modification.
     Conflict,
+    /// A usage limit leaves no room.
+    QuotaExceeded,
     /// Anything else.
     Other,
 }
@@ -290,6 +300,7 @@ impl ErrorKind {
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::AccessDenied => "access_denied",
             ErrorKind::Conflict => "conflict",
+            ErrorKind::QuotaExceeded => "quota_exceeded",
             ErrorKind::Other => "other",
         }
     }

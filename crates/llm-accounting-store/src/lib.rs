@@ -46,6 +46,7 @@ mod server;
 mod sqlite_file;
 mod store_keys;
 mod url;
+mod usage;
 mod wipe;
 
 pub use connect::StoreOptions;
@@ -54,3 +55,4 @@ pub use inspect::{DatabaseStatus, inspect};
 pub use notify::PgChangeFeed;
 pub use repository::SeaOrmKeyRepository;
 pub use url::redact_url;
+pub use usage::{PYTHON_SCHEMA_HEAD, SeaOrmUsageStore};

@@ -518,3 +518,50 @@ fn create_if_missing_from_the_variable_or_the_flag() {
     let text = err.to_string();
     assert!(text.contains("LLM_ACCOUNTING_CREATE_IF_MISSING"), "{text}");
 }
+
+#[test]
+fn accounting_settings_from_variables_and_files() {
+    let defaults = load(&[], None, &Overrides::default()).expect("defaults");
+    assert_eq!(defaults.accounting.enforcement, Enforcement::Strict);
+    assert_eq!(defaults.accounting.database_url, None);
+    let env = [
+        ("LLM_ACCOUNTING_ACCOUNTING_ENFORCEMENT", "local"),
+        ("LLM_ACCOUNTING_ACCOUNTING_SYNC_MS", "250"),
+        (
+            "LLM_ACCOUNTING_ACCOUNTING_DATABASE_URL",
+            "postgres://u:hunter2@db/acct",
+        ),
+    ];
+    let s = load(&env, None, &Overrides::default()).expect("variables");
+    assert_eq!(s.accounting.enforcement, Enforcement::Local);
+    assert_eq!(s.accounting.sync_ms, 250);
+    assert_eq!(
+        s.accounting.database_url.as_deref(),
+        Some("postgres://u:hunter2@db/acct")
+    );
+    assert!(
+        !format!("{s:?}").contains("hunter2"),
+        "the password is redacted"
+    );
+
+    let e = load(
+        &[("LLM_ACCOUNTING_ACCOUNTING_ENFORCEMENT", "lenient")],
+        None,
+        &Overrides::default(),
+    )
+    .expect_err("unknown enforcement");
+    assert!(e.to_string().contains("lenient"), "{e}");
+    let e = load(
+        &[("LLM_ACCOUNTING_ACCOUNTING_SYNC_MS", "0")],
+        None,
+        &Overrides::default(),
+    )
+    .expect_err("zero interval");
+    assert!(e.to_string().contains("accounting.sync_ms"), "{e}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("c.toml");
+    std::fs::write(&file, "[accounting]\nenforcment = \"local\"\n").expect("write");
+    let e = load(&[], Some(&file), &Overrides::default()).expect_err("misspelt key");
+    assert!(e.to_string().contains("enforcment"), "{e}");
+}

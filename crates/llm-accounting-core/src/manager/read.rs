@@ -13,38 +13,73 @@ use crate::{
 };
 
 /// A key got, and the cache hit it came from, if it did.
-type Got = Result<(ApiKey, Option<Hit>)>;
+type Got = Result<(ApiKey, u32, Option<Hit>)>;
 
 impl SecureKeyManager {
     /// The current value of the key. Served from the cache when possible; otherwise read,
     /// unwrapped and decrypted once however many callers ask at the same time.
     pub async fn get(&self, identity: &KeyIdentity) -> Result<ApiKey> {
+        self.get_versioned(identity).await.map(|(key, _)| key)
+    }
+
+    /// Like [`SecureKeyManager::get`], also returning the version that was served (to
+    /// attribute usage to it).
+    pub async fn get_versioned(&self, identity: &KeyIdentity) -> Result<(ApiKey, u32)> {
         let result = self.get_unaudited(identity).await;
         self.audit_get(identity, result).await
     }
 
+    /// Records in the audit trail that a hand-out of `identity`'s key was refused before
+    /// anything was read (a quota denial: `detail` names the limit). Nothing else happens.
+    ///
+    /// # Errors
+    ///
+    /// With a fail-closed trail, the error of writing the row.
+    pub async fn audit_refusal(
+        &self,
+        identity: &KeyIdentity,
+        kind: crate::ErrorKind,
+        detail: &str,
+    ) -> Result<()> {
+        let mut detail = detail.to_owned();
+        if detail.len() > 256 {
+            let mut end = 256;
+            while !detail.is_char_boundary(end) {
+                end -= 1;
+            }
+            detail.truncate(end);
+        }
+        let event = self
+            .event("get", Some(identity))
+            .failed(kind)
+            .detail(detail);
+        self.audited(event, Ok(())).await
+    }
+
     /// Records the audit row of one get (a cache hit counted into an aggregate) and passes
     /// its key on.
-    async fn audit_get(&self, identity: &KeyIdentity, result: Got) -> Result<ApiKey> {
+    async fn audit_get(&self, identity: &KeyIdentity, result: Got) -> Result<(ApiKey, u32)> {
         let Some(audit) = &self.inner.audit else {
-            return result.map(|(key, _)| key);
+            return result.map(|(key, version, _)| (key, version));
         };
-        if let Ok((_, Some(hit))) = &result
+        if let Ok((_, _, Some(hit))) = &result
             && audit.aggregates_hits()
         {
             audit.count_hit(hit, identity, self.principal.as_ref());
-            return result.map(|(key, _)| key);
+            return result.map(|(key, version, _)| (key, version));
         }
         let event = self.event("get", Some(identity)).outcome(&result);
         let event = match &result {
-            Ok((_, hit)) => event.detail(if hit.is_some() {
+            Ok((_, _, hit)) => event.detail(if hit.is_some() {
                 "cache hit"
             } else {
                 "cache miss"
             }),
             Err(_) => event,
         };
-        self.audited(event, result).await.map(|(key, _)| key)
+        self.audited(event, result)
+            .await
+            .map(|(key, version, _)| (key, version))
     }
 
     /// `get` without the audit row; also returns the cache hit when it was one.
@@ -52,7 +87,7 @@ impl SecureKeyManager {
         self.check_read(identity)?;
         if let Some(hit) = self.inner.cache.get(identity) {
             self.inner.last_used.note(&hit);
-            return Ok((hit.entry.key.clone(), Some(hit)));
+            return Ok((hit.entry.key.clone(), hit.entry.version, Some(hit)));
         }
         self.ensure_refresher();
         let loaded = self
@@ -61,7 +96,7 @@ impl SecureKeyManager {
             .get_or_load(identity, self.load(identity))
             .await?;
         self.inner.last_used.note(&loaded);
-        Ok((loaded.entry.key.clone(), None))
+        Ok((loaded.entry.key.clone(), loaded.entry.version, None))
     }
 
     async fn load(&self, identity: &KeyIdentity) -> Result<Loaded> {
@@ -232,7 +267,11 @@ impl SecureKeyManager {
             }
             if let Some(hit) = self.inner.cache.get(identity) {
                 self.inner.last_used.note(&hit);
-                results.push(Some(Ok((hit.entry.key.clone(), Some(hit)))));
+                results.push(Some(Ok((
+                    hit.entry.key.clone(),
+                    hit.entry.version,
+                    Some(hit),
+                ))));
                 continue;
             }
             results.push(None);
@@ -274,7 +313,8 @@ impl SecureKeyManager {
         let mut out = Vec::with_capacity(identities.len());
         for (identity, result) in identities.iter().zip(results) {
             let result = result.unwrap_or_else(|| Err(Error::integrity()));
-            out.push((identity.clone(), self.audit_get(identity, result).await));
+            let got = self.audit_get(identity, result).await;
+            out.push((identity.clone(), got.map(|(key, _)| key)));
         }
         out
     }
@@ -296,7 +336,7 @@ impl SecureKeyManager {
             .get_or_load_since(identity, epoch, load)
             .await?;
         self.inner.last_used.note(&loaded);
-        Ok((loaded.entry.key.clone(), None))
+        Ok((loaded.entry.key.clone(), loaded.entry.version, None))
     }
 }
 

@@ -1,0 +1,233 @@
+//! `limits set|list|delete`.
+
+use clap::{Args, Subcommand};
+use comfy_table::{Table, presets};
+use llm_accounting::usage::{Limit, LimitKind, NewLimit, Scope, Window, WindowUnit};
+use llm_accounting::{Error, Result};
+use serde::Serialize;
+
+use super::{Context, args};
+use crate::cli::Format;
+use crate::escape;
+
+/// `limits` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum LimitsCommand {
+    /// Add a limit. No scope flag: a global limit.
+    Set(SetArgs),
+    /// List the limits.
+    List(ListArgs),
+    /// Delete a limit by id.
+    Delete(DeleteArgs),
+}
+
+/// The unit of a fixed window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Per {
+    /// A second.
+    Second,
+    /// A minute.
+    Minute,
+    /// An hour.
+    Hour,
+    /// A calendar day (UTC).
+    Day,
+    /// A calendar week, from Monday (UTC).
+    Week,
+    /// A calendar month (UTC).
+    Month,
+}
+
+/// Arguments of `limits set`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("window").required(true).args(["per", "rolling"])))]
+pub(crate) struct SetArgs {
+    /// What to count.
+    #[arg(long = "type", value_name = "TYPE", value_parser = args::limit_kind)]
+    kind: LimitKind,
+    /// The most per window: a whole number, or decimal US dollars for `cost`.
+    #[arg(long, value_name = "V", allow_hyphen_values = true)]
+    max: String,
+    /// Fixed UTC calendar windows of this unit (`--per day`: midnight to midnight UTC).
+    #[arg(long, value_enum, value_name = "UNIT")]
+    per: Option<Per>,
+    /// With --per: windows of N units, aligned to midnight UTC (months: to January).
+    #[arg(long, value_name = "N", requires = "per")]
+    every: Option<u32>,
+    /// A rolling window: the last DURATION (`24h`, `30m`).
+    #[arg(long, value_name = "DURATION", value_parser = args::window_length)]
+    rolling: Option<u64>,
+    /// Only calls to this service.
+    #[arg(long, value_name = "S")]
+    service: Option<String>,
+    /// Only calls to this model.
+    #[arg(long, value_name = "M")]
+    model: Option<String>,
+    /// Only calls by this user.
+    #[arg(long, value_name = "U")]
+    user: Option<String>,
+    /// Only calls for this project.
+    #[arg(long, value_name = "P")]
+    project: Option<String>,
+    /// Only calls by this caller.
+    #[arg(long, value_name = "C")]
+    caller: Option<String>,
+}
+
+/// Arguments of `limits list`.
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+/// Arguments of `limits delete`.
+#[derive(Debug, Args)]
+pub(crate) struct DeleteArgs {
+    /// The limit's id (see `limits list`).
+    #[arg(long, value_name = "N")]
+    id: i64,
+}
+
+/// Runs a `limits` subcommand.
+pub(super) async fn run(ctx: &Context, command: LimitsCommand) -> Result<()> {
+    match command {
+        LimitsCommand::Set(a) => set(ctx, a).await,
+        LimitsCommand::List(a) => list(ctx, &a).await,
+        LimitsCommand::Delete(a) => delete(ctx, &a).await,
+    }
+}
+
+impl SetArgs {
+    /// The limit these flags describe, validated.
+    fn limit(self) -> Result<NewLimit> {
+        let window = match (self.per, self.rolling) {
+            (Some(per), None) => {
+                let unit = match per {
+                    Per::Second => WindowUnit::Second,
+                    Per::Minute => WindowUnit::Minute,
+                    Per::Hour => WindowUnit::Hour,
+                    Per::Day => WindowUnit::Day,
+                    Per::Week => WindowUnit::Week,
+                    Per::Month => WindowUnit::Month,
+                };
+                Window::fixed(unit, self.every.unwrap_or(1))?
+            }
+            (None, Some(_)) if self.every.is_some() => {
+                return Err(Error::invalid(
+                    "window",
+                    "--every goes with --per, not --rolling",
+                ));
+            }
+            (None, Some(seconds)) => Window::rolling(seconds)?,
+            _ => {
+                return Err(Error::invalid(
+                    "window",
+                    "give --per UNIT or --rolling DURATION",
+                ));
+            }
+        };
+        let limit = NewLimit {
+            max: self.kind.parse_amount(&self.max)?,
+            kind: self.kind,
+            window,
+            scope: Scope {
+                service: self.service,
+                model: self.model,
+                user: self.user,
+                project: self.project,
+                caller: self.caller,
+                key: None,
+            },
+        };
+        limit.validate()?;
+        Ok(limit)
+    }
+}
+
+async fn set(ctx: &Context, a: SetArgs) -> Result<()> {
+    let limit = a.limit()?;
+    let accounting = ctx.accounting().await?;
+    let result = accounting.store().add_limit(&limit).await;
+    let created = super::finish_accounting(&accounting, result).await?;
+    ctx.say(&format!(
+        "added limit {}",
+        escape::text(&created.to_string())
+    ));
+    Ok(())
+}
+
+/// One limit in JSON.
+#[derive(Serialize)]
+struct LimitJson<'a> {
+    id: i64,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    /// Whole units; for cost, exact decimal dollars.
+    max: String,
+    window: String,
+    scope: &'a Scope,
+    created_at: String,
+}
+
+async fn list(ctx: &Context, a: &ListArgs) -> Result<()> {
+    let accounting = ctx.accounting().await?;
+    let result = accounting.store().limits().await;
+    let limits = super::finish_accounting(&accounting, result).await?;
+    let text = match a.format {
+        Format::Json => {
+            let rows: Vec<LimitJson<'_>> = limits.iter().map(limit_json).collect();
+            escape::json(serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".to_owned()))
+        }
+        Format::Table => {
+            let mut table = Table::new();
+            table
+                .load_style(presets::NOTHING)
+                .set_header(["ID", "TYPE", "MAX", "WINDOW", "SCOPE"]);
+            for l in &limits {
+                table.add_row(escape::row([
+                    l.id.to_string(),
+                    l.kind.to_string(),
+                    max_text(l),
+                    l.window.to_string(),
+                    l.scope.to_string(),
+                ]));
+            }
+            for column in table.column_iter_mut() {
+                column.set_padding((0, 2));
+            }
+            table.trim_fmt()
+        }
+    };
+    println!("{text}");
+    Ok(())
+}
+
+fn max_text(l: &Limit) -> String {
+    match l.kind {
+        LimitKind::Cost => llm_accounting::usage::Money::from_micros(l.max).to_string(),
+        _ => l.max.to_string(),
+    }
+}
+
+fn limit_json(l: &Limit) -> LimitJson<'_> {
+    LimitJson {
+        id: l.id,
+        kind: l.kind.as_str(),
+        max: max_text(l),
+        window: l.window.to_string(),
+        scope: &l.scope,
+        created_at: crate::output::timestamp(&l.created_at),
+    }
+}
+
+async fn delete(ctx: &Context, a: &DeleteArgs) -> Result<()> {
+    let accounting = ctx.accounting().await?;
+    let result = accounting.store().delete_limit(a.id).await;
+    if !super::finish_accounting(&accounting, result).await? {
+        return Err(Error::invalid("id", format!("there is no limit #{}", a.id)));
+    }
+    ctx.say(&format!("deleted limit #{}", a.id));
+    Ok(())
+}

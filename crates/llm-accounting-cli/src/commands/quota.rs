@@ -1,0 +1,99 @@
+//! `quota check`, and the quota-gated `keys get --model`.
+
+use clap::{Args, Subcommand};
+use llm_accounting::usage::{CallUsage, Money, QuotaDecision, QuotaRequest};
+use llm_accounting::{ApiKey, Error, KeyIdentity, Result, build_manager_and_accounting};
+
+use super::{Context, args};
+
+/// `quota` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum QuotaCommand {
+    /// Whether a call fits every limit now: exit 0 if allowed, 7 if not (one line on stderr
+    /// naming the limit, its usage/maximum and reset time). Records nothing.
+    Check(CheckArgs),
+}
+
+/// Arguments of `quota check`.
+#[derive(Debug, Args)]
+pub(crate) struct CheckArgs {
+    /// The model to call.
+    #[arg(long, value_name = "M")]
+    model: String,
+    /// The service (provider).
+    #[arg(long, value_name = "S")]
+    service: Option<String>,
+    /// Who makes the call.
+    #[arg(long, value_name = "U")]
+    user: Option<String>,
+    /// For which project.
+    #[arg(long, value_name = "P")]
+    project: Option<String>,
+    /// Which application or component.
+    #[arg(long, value_name = "C")]
+    caller: Option<String>,
+    /// Estimated prompt tokens.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    input_tokens: u64,
+    /// Estimated completion tokens.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    output_tokens: u64,
+    /// Estimated cost in US dollars.
+    #[arg(long, value_name = "DECIMAL", value_parser = args::money)]
+    cost: Option<Money>,
+}
+
+/// Runs a `quota` subcommand.
+pub(super) async fn run(ctx: &Context, command: QuotaCommand) -> Result<()> {
+    match command {
+        QuotaCommand::Check(a) => check(ctx, a).await,
+    }
+}
+
+async fn check(ctx: &Context, a: CheckArgs) -> Result<()> {
+    let request = QuotaRequest::new(a.model)
+        .service(a.service)
+        .user(a.user)
+        .project(a.project)
+        .caller(a.caller)
+        .tokens(a.input_tokens, a.output_tokens)
+        .cost(a.cost.unwrap_or_default());
+    let accounting = ctx.accounting().await?;
+    let result = accounting.check(&request).await;
+    match super::finish_accounting(&accounting, result).await? {
+        QuotaDecision::Allowed => {
+            ctx.say("allowed");
+            Ok(())
+        }
+        QuotaDecision::Denied(d) => Err(Error::from(*d)),
+    }
+}
+
+/// `keys get --model M`: the key, only if the quota allows the call; one request is recorded
+/// at once (the process ends before any call is made, so tokens and cost stay unknown).
+pub(super) async fn gated_get(
+    ctx: &Context,
+    identity: &KeyIdentity,
+    model: &str,
+    input_tokens: u64,
+) -> Result<ApiKey> {
+    let request = QuotaRequest::new(model)
+        .service(Some(identity.service()))
+        .user(identity.user())
+        .project(identity.project())
+        .tokens(input_tokens, 0);
+    // The request's names are checked before anything is opened.
+    llm_accounting::usage::UsageEvent::new(model, chrono::Utc::now()).validate()?;
+    let (manager, accounting, used) = build_manager_and_accounting(&ctx.settings).await?;
+    if let Some(notice) = crate::output::defaults_notice(&used) {
+        ctx.say(&format!("note: {notice}"));
+    }
+    let result = async {
+        let gated = accounting.get_key(&manager, identity, &request).await?;
+        gated.reservation.commit(CallUsage::default()).await?;
+        Ok(gated.key)
+    }
+    .await;
+    let result = super::finish_accounting(&accounting, result).await;
+    super::finish(&manager, result).await
+}

@@ -1,0 +1,376 @@
+//! `usage track|stats|tail|purge`.
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Subcommand, ValueEnum};
+use comfy_table::{Table, presets};
+use llm_accounting::Result;
+use llm_accounting::usage::{GroupBy, Money, StatsQuery, StatsRow, UsageEvent};
+use serde::Serialize;
+
+use super::{Context, args};
+use crate::cli::Format;
+use crate::{escape, output};
+
+/// `usage` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum UsageCommand {
+    /// Record the usage of one call.
+    Track(TrackArgs),
+    /// Totals for a period, grouped.
+    Stats(StatsArgs),
+    /// The last events, newest first.
+    Tail(TailArgs),
+    /// Delete events before a time.
+    Purge(PurgeArgs),
+}
+
+/// Arguments of `usage track`.
+#[derive(Debug, Args)]
+pub(crate) struct TrackArgs {
+    /// The model called.
+    #[arg(long, value_name = "M")]
+    model: String,
+    /// The service (provider).
+    #[arg(long, value_name = "S")]
+    service: Option<String>,
+    /// Who made the call.
+    #[arg(long, value_name = "U")]
+    user: Option<String>,
+    /// For which project.
+    #[arg(long, value_name = "P")]
+    project: Option<String>,
+    /// Which application or component.
+    #[arg(long, value_name = "C")]
+    caller: Option<String>,
+    /// A session id.
+    #[arg(long, value_name = "ID")]
+    session: Option<String>,
+    /// Prompt (input) tokens.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    prompt_tokens: u64,
+    /// Completion (output) tokens.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    completion_tokens: u64,
+    /// Cached prompt tokens.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    cached_tokens: u64,
+    /// Reasoning tokens.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    reasoning_tokens: u64,
+    /// Cost in US dollars, exact (`0.0125` is $0.0125).
+    #[arg(long, value_name = "DECIMAL", value_parser = args::money)]
+    cost: Option<Money>,
+    /// How long the call took, in seconds (`1.5`).
+    #[arg(long, value_name = "SECS", value_parser = args::seconds)]
+    execution_time: Option<std::time::Duration>,
+    /// When the call was made (RFC 3339, a date, or a duration back: `5m`); default now.
+    #[arg(long, value_name = "TIME", value_parser = args::time)]
+    at: Option<DateTime<Utc>>,
+}
+
+/// What to group statistics by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum By {
+    /// Per model.
+    Model,
+    /// Per service.
+    Service,
+    /// Per user.
+    User,
+    /// Per project.
+    Project,
+    /// Per caller.
+    Caller,
+    /// Per stored key and version.
+    Key,
+}
+
+/// Arguments of `usage stats`.
+#[derive(Debug, Args)]
+pub(crate) struct StatsArgs {
+    /// From this time (inclusive): RFC 3339, a date, or a duration back (`30d`).
+    #[arg(long, value_name = "T", value_parser = args::time)]
+    since: Option<DateTime<Utc>>,
+    /// Until this time (exclusive).
+    #[arg(long, value_name = "T", value_parser = args::time)]
+    until: Option<DateTime<Utc>>,
+    /// Group the totals (default: one total).
+    #[arg(long, value_enum, value_name = "WHAT")]
+    by: Option<By>,
+    /// Only the N groups with the highest cost.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    top: Option<u64>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+/// Arguments of `usage tail`.
+#[derive(Debug, Args)]
+pub(crate) struct TailArgs {
+    /// How many events.
+    #[arg(short = 'n', long = "lines", value_name = "N", default_value_t = 10)]
+    n: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+/// Arguments of `usage purge`.
+#[derive(Debug, Args)]
+pub(crate) struct PurgeArgs {
+    /// Delete events before this time (RFC 3339, a date, or a duration back: `90d`).
+    #[arg(long, value_name = "T", value_parser = args::time)]
+    before: DateTime<Utc>,
+}
+
+/// Runs a `usage` subcommand.
+pub(super) async fn run(ctx: &Context, command: UsageCommand) -> Result<()> {
+    match command {
+        UsageCommand::Track(a) => track(ctx, a).await,
+        UsageCommand::Stats(a) => stats(ctx, &a).await,
+        UsageCommand::Tail(a) => tail(ctx, &a).await,
+        UsageCommand::Purge(a) => purge(ctx, &a).await,
+    }
+}
+
+async fn track(ctx: &Context, a: TrackArgs) -> Result<()> {
+    let mut e = UsageEvent::new(a.model, a.at.unwrap_or_else(Utc::now));
+    e.service = a.service;
+    e.user = a.user;
+    e.project = a.project;
+    e.caller = a.caller;
+    e.session = a.session;
+    e.prompt_tokens = a.prompt_tokens;
+    e.completion_tokens = a.completion_tokens;
+    e.cached_tokens = a.cached_tokens;
+    e.reasoning_tokens = a.reasoning_tokens;
+    e.cost = a.cost.unwrap_or_default();
+    e.execution_time = a.execution_time;
+    // Checked before the database is opened: bad input records nothing.
+    e.validate()?;
+    let accounting = ctx.accounting().await?;
+    let result = accounting
+        .store()
+        .insert_events(std::slice::from_ref(&e))
+        .await;
+    super::finish_accounting(&accounting, result).await?;
+    ctx.say(&format!(
+        "recorded {} ({} + {} tokens, ${})",
+        escape::text(&e.model),
+        e.prompt_tokens,
+        e.completion_tokens,
+        e.cost
+    ));
+    Ok(())
+}
+
+/// One stats row in JSON.
+#[derive(Serialize)]
+struct RowJson<'a> {
+    group: Option<&'a str>,
+    requests: u64,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    cached_tokens: u64,
+    reasoning_tokens: u64,
+    /// Exact decimal dollars, as a string.
+    cost: String,
+    cost_micros: u64,
+}
+
+async fn stats(ctx: &Context, a: &StatsArgs) -> Result<()> {
+    let by = match a.by {
+        None => GroupBy::Nothing,
+        Some(By::Model) => GroupBy::Model,
+        Some(By::Service) => GroupBy::Service,
+        Some(By::User) => GroupBy::User,
+        Some(By::Project) => GroupBy::Project,
+        Some(By::Caller) => GroupBy::Caller,
+        Some(By::Key) => GroupBy::Key,
+    };
+    let query = StatsQuery {
+        since: a.since,
+        until: a.until,
+        by,
+        top: a.top.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+    };
+    let accounting = ctx.accounting().await?;
+    let result = accounting.store().stats(&query).await;
+    let rows = super::finish_accounting(&accounting, result).await?;
+    let text = match a.format {
+        Format::Json => json_rows(&rows),
+        Format::Table => stats_table(&rows, by),
+    };
+    println!("{text}");
+    Ok(())
+}
+
+fn json_rows(rows: &[StatsRow]) -> String {
+    let rows: Vec<RowJson<'_>> = rows
+        .iter()
+        .map(|r| RowJson {
+            group: r.group.as_deref(),
+            requests: r.requests,
+            prompt_tokens: r.prompt_tokens,
+            completion_tokens: r.completion_tokens,
+            cached_tokens: r.cached_tokens,
+            reasoning_tokens: r.reasoning_tokens,
+            cost: r.cost.to_string(),
+            cost_micros: r.cost.micros(),
+        })
+        .collect();
+    escape::json(serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".to_owned()))
+}
+
+fn stats_table(rows: &[StatsRow], by: GroupBy) -> String {
+    let mut table = Table::new();
+    let group = match by {
+        GroupBy::Nothing => "",
+        GroupBy::Model => "MODEL",
+        GroupBy::Service => "SERVICE",
+        GroupBy::User => "USER",
+        GroupBy::Project => "PROJECT",
+        GroupBy::Caller => "CALLER",
+        GroupBy::Key => "KEY",
+    };
+    let mut header = vec![
+        "REQUESTS",
+        "PROMPT",
+        "COMPLETION",
+        "CACHED",
+        "REASONING",
+        "COST (USD)",
+    ];
+    if by != GroupBy::Nothing {
+        header.insert(0, group);
+    }
+    table.load_style(presets::NOTHING).set_header(header);
+    for r in rows {
+        let mut cells = vec![
+            r.requests.to_string(),
+            r.prompt_tokens.to_string(),
+            r.completion_tokens.to_string(),
+            r.cached_tokens.to_string(),
+            r.reasoning_tokens.to_string(),
+            r.cost.to_string(),
+        ];
+        if by != GroupBy::Nothing {
+            cells.insert(
+                0,
+                escape::text(r.group.as_deref().unwrap_or("-")).into_owned(),
+            );
+        }
+        table.add_row(cells);
+    }
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    table.trim_fmt()
+}
+
+/// One event in JSON: money as an exact decimal string and in micro-dollars.
+#[derive(Serialize)]
+struct EventJson<'a> {
+    at: String,
+    model: &'a str,
+    service: Option<&'a str>,
+    user: Option<&'a str>,
+    project: Option<&'a str>,
+    caller: Option<&'a str>,
+    session: Option<&'a str>,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    cached_tokens: u64,
+    reasoning_tokens: u64,
+    cost: String,
+    cost_micros: u64,
+    execution_time_us: Option<u128>,
+    key: Option<&'a str>,
+    key_version: Option<u32>,
+}
+
+impl<'a> EventJson<'a> {
+    fn of(e: &'a UsageEvent) -> Self {
+        EventJson {
+            at: e.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            model: &e.model,
+            service: e.service.as_deref(),
+            user: e.user.as_deref(),
+            project: e.project.as_deref(),
+            caller: e.caller.as_deref(),
+            session: e.session.as_deref(),
+            prompt_tokens: e.prompt_tokens,
+            completion_tokens: e.completion_tokens,
+            cached_tokens: e.cached_tokens,
+            reasoning_tokens: e.reasoning_tokens,
+            cost: e.cost.to_string(),
+            cost_micros: e.cost.micros(),
+            execution_time_us: e.execution_time.map(|d| d.as_micros()),
+            key: e.key.as_ref().map(|k| k.identity.as_str()),
+            key_version: e.key.as_ref().map(|k| k.version),
+        }
+    }
+}
+
+async fn tail(ctx: &Context, a: &TailArgs) -> Result<()> {
+    let accounting = ctx.accounting().await?;
+    let result = accounting.store().tail(a.n).await;
+    let events = super::finish_accounting(&accounting, result).await?;
+    let text = match a.format {
+        Format::Json => {
+            let rows: Vec<EventJson<'_>> = events.iter().map(EventJson::of).collect();
+            escape::json(serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".to_owned()))
+        }
+        Format::Table => {
+            let mut table = Table::new();
+            table.load_style(presets::NOTHING).set_header([
+                "AT",
+                "MODEL",
+                "SERVICE",
+                "USER",
+                "PROJECT",
+                "CALLER",
+                "PROMPT",
+                "COMPLETION",
+                "COST (USD)",
+                "KEY",
+            ]);
+            let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
+            for e in &events {
+                table.add_row(escape::row([
+                    output::timestamp(&e.at),
+                    e.model.clone(),
+                    dash(&e.service),
+                    dash(&e.user),
+                    dash(&e.project),
+                    dash(&e.caller),
+                    e.prompt_tokens.to_string(),
+                    e.completion_tokens.to_string(),
+                    e.cost.to_string(),
+                    e.key.as_ref().map_or_else(
+                        || "-".to_owned(),
+                        |k| format!("{} v{}", k.identity, k.version),
+                    ),
+                ]));
+            }
+            for column in table.column_iter_mut() {
+                column.set_padding((0, 2));
+            }
+            table.trim_fmt()
+        }
+    };
+    println!("{text}");
+    Ok(())
+}
+
+async fn purge(ctx: &Context, a: &PurgeArgs) -> Result<()> {
+    let accounting = ctx.accounting().await?;
+    let result = accounting.store().purge_before(a.before).await;
+    let n = super::finish_accounting(&accounting, result).await?;
+    ctx.say(&format!(
+        "purged {n} usage event(s) before {}",
+        output::timestamp(&a.before)
+    ));
+    Ok(())
+}

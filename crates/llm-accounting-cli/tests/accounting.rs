@@ -1,0 +1,416 @@
+//! Usage, limits, quota checks and quota-gated `keys get` through the binary, on SQLite,
+//! PostgreSQL and MariaDB; bad input exits 2 and records nothing; processes racing a nearly
+//! exhausted limit never pass it (strict enforcement).
+
+use llm_accounting_testkit::{Env, Run, TestDatabase};
+
+const BIN: &str = env!("CARGO_BIN_EXE_llm-accounting");
+/// An obviously fake key.
+const KEY: &str = "sk-test-FAKE-0000000000000000000000000acc";
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// An environment on `db` (and a master key file in its directory), quiet.
+fn env_on(db: &TestDatabase) -> Env {
+    let mut env = Env::new(BIN).secrets(&[KEY]);
+    env.set("LLM_ACCOUNTING_DATABASE_URL", db.url());
+    env
+}
+
+fn json(run: &Run) -> serde_json::Value {
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {run:#?}"))
+}
+
+fn every_database() -> Vec<TestDatabase> {
+    runtime().block_on(TestDatabase::create_all())
+}
+
+#[test]
+fn usage_limits_and_quota_checks() {
+    for db in every_database() {
+        let env = env_on(&db);
+        env.run(&[
+            "-q", "limits", "set", "--type", "requests", "--max", "2", "--per", "day", "--user",
+            "alice", "--model", "gpt-4o",
+        ])
+        .ok();
+        env.run(&[
+            "-q", "limits", "set", "--type", "cost", "--max", "0.05", "--per", "hour", "--every",
+            "6",
+        ])
+        .ok();
+        env.run(&[
+            "-q",
+            "limits",
+            "set",
+            "--type",
+            "total-tokens",
+            "--max",
+            "1000",
+            "--rolling",
+            "24h",
+            "--project",
+            "p1",
+        ])
+        .ok();
+        let limits = json(&env.run(&["limits", "list", "--format", "json"]).ok());
+        assert_eq!(limits.as_array().map(Vec::len), Some(3), "{limits}");
+        assert_eq!(limits[1]["max"], "0.05");
+        assert_eq!(limits[1]["window"], "6 hours");
+        assert_eq!(limits[2]["window"], "rolling 86400s");
+
+        for _ in 0..2 {
+            env.run(&[
+                "-q",
+                "usage",
+                "track",
+                "--model",
+                "gpt-4o",
+                "--user",
+                "alice",
+                "--service",
+                "openai",
+                "--project",
+                "p1",
+                "--prompt-tokens",
+                "100",
+                "--completion-tokens",
+                "20",
+                "--cost",
+                "0.0125",
+                "--execution-time",
+                "1.25",
+            ])
+            .ok();
+        }
+        let denied = env
+            .run(&[
+                "-q", "quota", "check", "--model", "gpt-4o", "--user", "alice",
+            ])
+            .code(7);
+        assert_eq!(denied.stderr.lines().count(), 1, "{denied:#?}");
+        assert!(
+            denied.stderr.contains("limit #1")
+                && denied.stderr.contains("usage 2/2")
+                && denied.stderr.contains("resets at"),
+            "{denied:#?}"
+        );
+        assert!(denied.stdout.is_empty());
+        env.run(&["-q", "quota", "check", "--model", "gpt-4o", "--user", "bob"])
+            .ok();
+        // $0.025 used of $0.05: a $0.03 estimate does not fit, $0.025 does.
+        let cost = env
+            .run(&["-q", "quota", "check", "--model", "m", "--cost", "0.03"])
+            .code(7);
+        assert!(cost.stderr.contains("$0.025/$0.05"), "{cost:#?}");
+        env.run(&["-q", "quota", "check", "--model", "m", "--cost", "0.025"])
+            .ok();
+        // 240 of 1,000 tokens in project p1 over the last 24 hours.
+        env.run(&[
+            "-q",
+            "quota",
+            "check",
+            "--model",
+            "m",
+            "--project",
+            "p1",
+            "--input-tokens",
+            "761",
+        ])
+        .code(7);
+        env.run(&[
+            "-q",
+            "quota",
+            "check",
+            "--model",
+            "m",
+            "--project",
+            "p1",
+            "--input-tokens",
+            "760",
+        ])
+        .ok();
+
+        let stats = json(
+            &env.run(&["usage", "stats", "--by", "user", "--format", "json"])
+                .ok(),
+        );
+        assert_eq!(stats[0]["group"], "alice");
+        assert_eq!(stats[0]["requests"], 2);
+        assert_eq!(stats[0]["cost"], "0.025", "exact money: {stats}");
+        assert_eq!(stats[0]["cost_micros"], 25_000);
+        let tail = json(
+            &env.run(&["usage", "tail", "-n", "1", "--format", "json"])
+                .ok(),
+        );
+        assert_eq!(tail.as_array().map(Vec::len), Some(1));
+        assert_eq!(tail[0]["execution_time_us"], 1_250_000);
+        let table = env.run(&["usage", "stats", "--by", "model"]).ok();
+        assert!(
+            table.stdout.contains("gpt-4o") && table.stdout.contains("0.025"),
+            "{table:#?}"
+        );
+
+        env.run(&["-q", "limits", "delete", "--id", "1"]).ok();
+        env.run(&["-q", "limits", "delete", "--id", "1"]).code(2);
+        env.run(&[
+            "-q", "quota", "check", "--model", "gpt-4o", "--user", "alice",
+        ])
+        .ok();
+
+        env.run(&["-q", "usage", "purge", "--before", "2999-01-01"])
+            .ok();
+        let tail = json(&env.run(&["usage", "tail", "--format", "json"]).ok());
+        assert_eq!(tail, serde_json::json!([]), "{}", db.backend());
+    }
+}
+
+#[test]
+fn bad_input_exits_2_and_records_nothing() {
+    let env = Env::new(BIN);
+    let bad: &[&[&str]] = &[
+        &["usage", "track", "--model", "m", "--prompt-tokens", "-5"],
+        &["usage", "track", "--model", "m", "--prompt-tokens", "ten"],
+        &[
+            "usage",
+            "track",
+            "--model",
+            "m",
+            "--completion-tokens",
+            "1.5",
+        ],
+        &["usage", "track", "--model", "m", "--cost", "-0.01"],
+        &["usage", "track", "--model", "m", "--cost", "abc"],
+        &["usage", "track", "--model", "m", "--cost", "1e3"],
+        &["usage", "track", "--model", "m", "--execution-time", "-1"],
+        &["usage", "track", "--model", "m", "--at", "yesterday"],
+        &["usage", "track", "--model", ""],
+        &["usage", "track", "--prompt-tokens", "5"],
+        &["usage", "stats", "--by", "colour"],
+        &["usage", "stats", "--top", "0"],
+        &["usage", "purge"],
+        &["usage", "purge", "--before", "soon"],
+        &[
+            "limits", "set", "--type", "tokens", "--max", "5", "--per", "day",
+        ],
+        &[
+            "limits", "set", "--type", "requests", "--max", "-1", "--per", "day",
+        ],
+        &[
+            "limits", "set", "--type", "requests", "--max", "1.5", "--per", "day",
+        ],
+        &[
+            "limits", "set", "--type", "requests", "--max", "lots", "--per", "day",
+        ],
+        &[
+            "limits", "set", "--type", "cost", "--max", "-0.5", "--per", "day",
+        ],
+        &[
+            "limits", "set", "--type", "requests", "--max", "5", "--per", "day", "--every", "0",
+        ],
+        &[
+            "limits",
+            "set",
+            "--type",
+            "requests",
+            "--max",
+            "5",
+            "--per",
+            "fortnight",
+        ],
+        &[
+            "limits",
+            "set",
+            "--type",
+            "requests",
+            "--max",
+            "5",
+            "--rolling",
+            "0s",
+        ],
+        &[
+            "limits",
+            "set",
+            "--type",
+            "requests",
+            "--max",
+            "5",
+            "--rolling",
+            "abc",
+        ],
+        &["limits", "set", "--type", "requests", "--max", "5"],
+        &[
+            "limits",
+            "set",
+            "--type",
+            "requests",
+            "--max",
+            "5",
+            "--per",
+            "day",
+            "--rolling",
+            "1h",
+        ],
+        &[
+            "limits",
+            "set",
+            "--type",
+            "requests",
+            "--max",
+            "5",
+            "--every",
+            "2",
+            "--rolling",
+            "1h",
+        ],
+        &["quota", "check", "--model", "m", "--input-tokens", "-1"],
+        &["quota", "check", "--user", "alice"],
+        &[
+            "keys",
+            "get",
+            "--service",
+            "openai",
+            "--model",
+            "m",
+            "--input-tokens",
+            "x",
+        ],
+        &["keys", "get", "--service", "openai", "--input-tokens", "5"],
+    ];
+    for args in bad {
+        let r = env.run(args);
+        assert_eq!(r.code, 2, "{args:?}: {r:#?}");
+        assert!(!r.stderr.is_empty(), "{args:?} says why");
+    }
+    let tail = json(&env.run(&["usage", "tail", "--format", "json"]).ok());
+    assert_eq!(tail, serde_json::json!([]), "nothing recorded");
+    let limits = json(&env.run(&["limits", "list", "--format", "json"]).ok());
+    assert_eq!(limits, serde_json::json!([]), "no limit created");
+}
+
+#[test]
+fn keys_get_with_a_model_is_gated() {
+    for db in every_database() {
+        let env = env_on(&db);
+        let store = [
+            "-q",
+            "keys",
+            "store",
+            "--service",
+            "openai",
+            "--user",
+            "alice",
+        ];
+        env.run_stdin(&store, KEY).ok();
+        env.run(&[
+            "-q", "limits", "set", "--type", "requests", "--max", "2", "--per", "day", "--user",
+            "alice", "--model", "gpt-4o",
+        ])
+        .ok();
+        let get = [
+            "-q",
+            "keys",
+            "get",
+            "--service",
+            "openai",
+            "--user",
+            "alice",
+            "--model",
+            "gpt-4o",
+            "--input-tokens",
+            "50",
+        ];
+        for _ in 0..2 {
+            let r = env.run(&get).ok();
+            assert_eq!(r.stdout.trim_end(), KEY);
+        }
+        let r = env.run(&get).code(7);
+        assert!(r.stdout.is_empty(), "no key printed when denied: {r:#?}");
+        assert_eq!(r.stderr.lines().count(), 1, "{r:#?}");
+        assert!(r.stderr.contains("usage 2/2"), "{r:#?}");
+        // Another model is not limited; without --model, no gate.
+        env.run(&[
+            "-q",
+            "keys",
+            "get",
+            "--service",
+            "openai",
+            "--user",
+            "alice",
+            "--model",
+            "o3",
+        ])
+        .ok();
+        let plain = env
+            .run(&[
+                "-q",
+                "keys",
+                "get",
+                "--service",
+                "openai",
+                "--user",
+                "alice",
+            ])
+            .ok();
+        assert_eq!(plain.stdout.trim_end(), KEY);
+
+        // Each gated hand-out recorded one request at once, attributed to the key version.
+        let tail = json(&env.run(&["usage", "tail", "--format", "json"]).ok());
+        let events = tail.as_array().expect("array");
+        assert_eq!(events.len(), 3, "{tail}");
+        for e in events {
+            assert_eq!(e["key"], "service \"openai\", user \"alice\"");
+            assert_eq!(e["key_version"], 1);
+            assert_eq!(e["service"], "openai");
+            assert_eq!(e["prompt_tokens"], 0, "tokens unknown at hand-out");
+        }
+        let audit = json(&env.run(&["keys", "audit", "--format", "json"]).ok());
+        let refused = audit
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter(|r| r["outcome"] == "quota_exceeded")
+            .count();
+        assert_eq!(refused, 1, "the denial is audited: {audit}");
+        assert!(!audit.to_string().contains(KEY));
+    }
+}
+
+/// Processes racing for the last units of a limit: exactly the room left is handed out.
+#[test]
+fn processes_racing_a_limit_never_pass_it() {
+    for db in every_database() {
+        let env = env_on(&db);
+        env.run_stdin(&["-q", "keys", "store", "--service", "openai"], KEY)
+            .ok();
+        env.run(&[
+            "-q", "limits", "set", "--type", "requests", "--max", "5", "--per", "day",
+        ])
+        .ok();
+        env.run(&["-q", "usage", "track", "--model", "race"]).ok();
+        let get = [
+            "-q",
+            "keys",
+            "get",
+            "--service",
+            "openai",
+            "--model",
+            "race",
+        ];
+        let runs: Vec<Run> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..10).map(|_| s.spawn(|| env.run(&get))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect()
+        });
+        let handed_out = runs.iter().filter(|r| r.code == 0).count();
+        let denied = runs.iter().filter(|r| r.code == 7).count();
+        assert_eq!((handed_out, denied), (4, 6), "{}: {runs:#?}", db.backend());
+    }
+}

@@ -1,0 +1,40 @@
+"""Drives the Python llm-accounting package (0.1.34) on a SQLite file for the interop tests.
+
+Usage: python sqlite_driver.py DB COMMAND [ARGS...]; prints one JSON document.
+Each run is a fresh process: the package caches limits and denials per instance.
+"""
+import json
+import sys
+from datetime import datetime, timedelta, timezone
+
+from llm_accounting import LLMAccounting
+from llm_accounting.backends.sqlite import SQLiteBackend
+from llm_accounting.models.limits import LimitScope, LimitType, TimeInterval
+
+db, command, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+with LLMAccounting(backend=SQLiteBackend(db_path=db)) as acc:
+    if command == "init":
+        # A limit of 3 requests a day for alice, and two calls of hers.
+        acc.set_usage_limit(LimitScope.USER, LimitType.REQUESTS, 3, TimeInterval.DAY, 1,
+                            username="alice")
+        for _ in range(2):
+            acc.track_usage(model="gpt-4", prompt_tokens=10, completion_tokens=5, cost=0.0125,
+                            execution_time=0.5, caller_name="app", username="alice",
+                            project="p1")
+        print(json.dumps({"ok": True}))
+    elif command == "check":
+        allowed, reason = acc.check_quota(model="gpt-4", username=args[0], caller_name="app",
+                                          input_tokens=10)
+        print(json.dumps({"allowed": allowed, "reason": reason}))
+    elif command == "stats":
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        s = acc.get_period_stats(now - timedelta(days=1), now + timedelta(days=1))
+        print(json.dumps({"sum_cost": s.sum_cost, "sum_prompt_tokens": s.sum_prompt_tokens,
+                          "sum_completion_tokens": s.sum_completion_tokens}))
+    elif command == "limits":
+        print(json.dumps([{"scope": l.scope, "limit_type": l.limit_type,
+                           "max_value": l.max_value, "model": l.model,
+                           "interval_unit": l.interval_unit}
+                          for l in acc.get_usage_limits()]))
+    else:
+        sys.exit(f"unknown command {command}")

@@ -1,0 +1,272 @@
+//! Sharing a database with the Python `llm-accounting` package (0.1.34, installed by pip in a
+//! virtual environment that is not on PATH; `LLM_ACCOUNTING_TEST_PYTHON` names its
+//! interpreter). Limits set and usage tracked by Python are enforced here; usage tracked here
+//! counts in Python's `check_quota` and shows in its `get_period_stats`; what its tables
+//! cannot hold is refused; an unknown schema version is refused.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use llm_accounting_testkit::{Env, skip_or_fail};
+
+const BIN: &str = env!("CARGO_BIN_EXE_llm-accounting");
+const PYTHON_ENV: &str = "LLM_ACCOUNTING_TEST_PYTHON";
+
+fn python() -> Option<PathBuf> {
+    match std::env::var_os(PYTHON_ENV) {
+        Some(p) if Path::new(&p).exists() => Some(PathBuf::from(p)),
+        _ => {
+            skip_or_fail(
+                "Python llm-accounting interop",
+                &format!(
+                    "{PYTHON_ENV} does not name the interpreter of a virtual environment with \
+                     llm-accounting==0.1.34 installed"
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Runs the SQLite driver script; its JSON output.
+fn driver(python: &Path, db: &Path, args: &[&str]) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/sqlite_driver.py");
+    // The package writes cache files under its working directory: keep them in the test's.
+    let out = Command::new(python)
+        .current_dir(db.parent().expect("directory"))
+        .arg(script)
+        .arg(db)
+        .args(args)
+        .env_remove("LLM_ACCOUNTING_DATABASE_URL")
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "python {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+#[test]
+fn python_sqlite_database_is_shared_both_ways() {
+    let Some(python) = python() else { return };
+    // The package creates the database (the environment's `k.db`) and its schema.
+    let env = Env::new(BIN);
+    let db = env.db_path();
+    driver(&python, &db, &["init"]);
+
+    // Python's limit and usage are seen and enforced here: 2 of 3 used.
+    let limits = env.run(&["limits", "list", "--format", "json"]).ok();
+    assert!(limits.stdout.contains("\"alice\""), "{limits:#?}");
+    env.run(&[
+        "-q", "quota", "check", "--model", "gpt-4", "--user", "alice",
+    ])
+    .ok();
+    let stats = env
+        .run(&["usage", "stats", "--by", "user", "--format", "json"])
+        .ok();
+    assert!(stats.stdout.contains("\"cost\": \"0.025\""), "{stats:#?}");
+
+    // Usage tracked here goes into Python's table: Python's check now refuses, and its
+    // statistics count the call (cost exact to the micro-dollar).
+    env.run(&[
+        "-q",
+        "usage",
+        "track",
+        "--model",
+        "gpt-4",
+        "--user",
+        "alice",
+        "--caller",
+        "app",
+        "--service",
+        "openai",
+        "--prompt-tokens",
+        "10",
+        "--completion-tokens",
+        "5",
+        "--cost",
+        "0.0125",
+    ])
+    .ok();
+    let denied = env
+        .run(&[
+            "-q", "quota", "check", "--model", "gpt-4", "--user", "alice",
+        ])
+        .code(7);
+    assert!(denied.stderr.contains("usage 3/3"), "{denied:#?}");
+    let check = driver(&python, &db, &["check", "alice"]);
+    assert_eq!(check["allowed"], false, "Python counts our entry: {check}");
+    assert_eq!(driver(&python, &db, &["check", "bob"])["allowed"], true);
+    let stats = driver(&python, &db, &["stats"]);
+    let cost = stats["sum_cost"].as_f64().expect("cost");
+    assert!((cost - 0.0375).abs() < 1e-9, "{stats}");
+    assert_eq!(stats["sum_prompt_tokens"], 30);
+    // Our own tail still knows the service of our entry.
+    let tail = env
+        .run(&["usage", "tail", "-n", "1", "--format", "json"])
+        .ok();
+    assert!(tail.stdout.contains("\"service\": \"openai\""), "{tail:#?}");
+
+    // A limit Python can express goes into its table; one it cannot is refused, naming why.
+    env.run(&[
+        "-q", "limits", "set", "--type", "cost", "--max", "1.5", "--per", "day", "--model", "gpt-4",
+    ])
+    .ok();
+    let py_limits = driver(&python, &db, &["limits"]);
+    assert!(
+        py_limits
+            .as_array()
+            .expect("array")
+            .iter()
+            .any(|l| l["limit_type"] == "cost" && l["max_value"] == 1.5 && l["model"] == "gpt-4"),
+        "{py_limits}"
+    );
+    let refused = env
+        .run(&[
+            "-q",
+            "limits",
+            "set",
+            "--type",
+            "requests",
+            "--max",
+            "5",
+            "--per",
+            "day",
+            "--service",
+            "openai",
+        ])
+        .code(2);
+    assert!(refused.stderr.contains("service"), "{refused:#?}");
+    let purge = env
+        .run(&["-q", "usage", "purge", "--before", "2999-01-01"])
+        .code(2);
+    assert!(purge.stderr.contains("Python"), "{purge:#?}");
+
+    // Another schema version is refused, and nothing is written.
+    env.sql("UPDATE alembic_version SET version_num = 'ffff00000000'");
+    let r = env
+        .run(&[
+            "-q", "usage", "track", "--model", "gpt-4", "--user", "alice",
+        ])
+        .code(2);
+    assert!(
+        r.stderr.contains("ffff00000000") && r.stderr.contains("e5f6c7a8d9b0"),
+        "{r:#?}"
+    );
+}
+
+/// Runs the PostgreSQL driver script; its JSON output.
+fn pg_driver(python: &Path, dir: &Path, url: &str, command: &str) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/pg_driver.py");
+    let url = url.replacen("postgres://", "postgresql://", 1);
+    // The package writes cache files under its working directory: keep them in the test's.
+    let out = Command::new(python)
+        .current_dir(dir)
+        .arg(script)
+        .arg(&url)
+        .arg(command)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "python {command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// On PostgreSQL (the package's own PostgreSQL backend cannot track usage or check quotas in
+/// 0.1.34: see the driver): the schema made by the package, a limit and entries written
+/// through its models are enforced here; usage tracked here shows in its
+/// `get_period_stats`.
+#[test]
+fn python_postgres_database_is_shared_both_ways() {
+    let Some(python) = python() else { return };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let Some(db) = rt.block_on(llm_accounting_testkit::TestDatabase::create(
+        llm_accounting_testkit::Backend::Postgres,
+    )) else {
+        return;
+    };
+    let mut env = Env::new(BIN);
+    pg_driver(&python, env.dir(), db.url(), "init");
+    env.set("LLM_ACCOUNTING_DATABASE_URL", db.url());
+    env.run(&[
+        "-q", "quota", "check", "--model", "gpt-4", "--user", "alice",
+    ])
+    .ok();
+    env.run(&[
+        "-q",
+        "usage",
+        "track",
+        "--model",
+        "gpt-4",
+        "--user",
+        "alice",
+        "--caller",
+        "app",
+        "--prompt-tokens",
+        "10",
+        "--cost",
+        "0.0125",
+    ])
+    .ok();
+    let denied = env
+        .run(&[
+            "-q", "quota", "check", "--model", "gpt-4", "--user", "alice",
+        ])
+        .code(7);
+    assert!(denied.stderr.contains("usage 3/3"), "{denied:#?}");
+    let stats = pg_driver(&python, env.dir(), db.url(), "stats");
+    let cost = stats["sum_cost"].as_f64().expect("cost");
+    assert!((cost - 0.0375).abs() < 1e-9, "{stats}");
+    assert_eq!(stats["sum_prompt_tokens"], 30);
+    // A gated key hand-out is held to Python's limit too.
+    env.run_stdin(
+        &[
+            "-q",
+            "keys",
+            "store",
+            "--service",
+            "openai",
+            "--user",
+            "alice",
+        ],
+        "sk-test-FAKE-python-pg-0123456789",
+    )
+    .ok();
+    env.run(&[
+        "-q",
+        "keys",
+        "get",
+        "--service",
+        "openai",
+        "--user",
+        "alice",
+        "--model",
+        "gpt-4",
+    ])
+    .code(7);
+    // The package's user limit has no model: every model of alice's counts.
+    env.run(&[
+        "-q",
+        "keys",
+        "get",
+        "--service",
+        "openai",
+        "--user",
+        "alice",
+        "--model",
+        "o3",
+    ])
+    .code(7);
+}

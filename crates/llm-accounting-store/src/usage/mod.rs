@@ -1,0 +1,378 @@
+//! [`SeaOrmUsageStore`]: the [`UsageStore`] of `llm-accounting-usage` over sea-orm, on SQLite,
+//! PostgreSQL and MySQL/MariaDB (tables `usage_events`, `quota_limits`,
+//! `quota_reservations`).
+//!
+//! Strict enforcement: [`UsageStore::reserve`] checks every applicable limit and inserts the
+//! reservation in one transaction that no other reservation on the same limits can
+//! interleave with. SQLite: an `IMMEDIATE` transaction (the database's write lock, across
+//! processes, taken before the first read). PostgreSQL and MySQL/MariaDB: `READ COMMITTED`,
+//! and the applicable limits' rows locked (`SELECT ... FOR UPDATE`, in id order) before
+//! usage is summed, so that every reservation committed before the lock was granted is seen.
+
+mod python;
+mod python_limits;
+mod rows;
+mod sql;
+
+pub use python::PYTHON_SCHEMA_HEAD;
+use python::Schema;
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use llm_accounting_core::{Error, Result};
+use llm_accounting_usage::{
+    Denial, Limit, NewLimit, QuotaDecision, QuotaRequest, ReservationRecord, ReserveOutcome, Scope,
+    StatsQuery, StatsRow, Usage, UsageEvent, UsageStore, check_limit,
+};
+use sea_orm::{
+    DatabaseConnection, DatabaseTransaction, DbBackend, IsolationLevel, SqliteTransactionMode,
+    TransactionOptions, TransactionTrait,
+};
+use uuid::Uuid;
+
+use crate::error::from_db;
+use crate::{SeaOrmKeyRepository, StoreOptions};
+
+/// Usage events, limits and reservations in a relational database. Cloning is cheap: clones
+/// share the pool.
+#[derive(Clone)]
+pub struct SeaOrmUsageStore {
+    db: DatabaseConnection,
+    schema: Schema,
+}
+
+impl fmt::Debug for SeaOrmUsageStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SeaOrmUsageStore")
+            .field(
+                "backend",
+                &self.db.get_database_backend().as_str().to_ascii_lowercase(),
+            )
+            .field("python_schema", &(self.schema == Schema::Python))
+            .finish_non_exhaustive()
+    }
+}
+
+impl SeaOrmKeyRepository {
+    /// The usage store in the same database, sharing this repository's pool. When the
+    /// database holds the Python llm-accounting package's tables (at alembic revision
+    /// [`PYTHON_SCHEMA_HEAD`]), usage and limits are read from and written to those.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] when it holds that package's tables at another revision.
+    pub async fn usage_store(&self) -> Result<SeaOrmUsageStore> {
+        let db = self.connection().clone();
+        let schema = python::detect(&db, db.get_database_backend()).await?;
+        Ok(SeaOrmUsageStore { db, schema })
+    }
+}
+
+impl SeaOrmUsageStore {
+    /// Opens the database at `url` (as [`SeaOrmKeyRepository::connect`], migrations applied).
+    ///
+    /// # Errors
+    ///
+    /// As [`SeaOrmKeyRepository::connect`].
+    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self> {
+        SeaOrmKeyRepository::connect(url, options)
+            .await?
+            .usage_store()
+            .await
+    }
+
+    /// Whether usage and limits live in the Python llm-accounting package's tables.
+    pub fn is_python_schema(&self) -> bool {
+        self.schema == Schema::Python
+    }
+
+    async fn all_limits(&self, db: &impl sea_orm::ConnectionTrait) -> Result<Vec<Limit>> {
+        match self.schema {
+            Schema::Own => sql::limits(db, self.backend()).await,
+            Schema::Python => python_limits::limits(db, self.backend()).await,
+        }
+    }
+
+    async fn lock(&self, db: &impl sea_orm::ConnectionTrait, ids: &[i64]) -> Result<Vec<i64>> {
+        match self.schema {
+            Schema::Own => sql::lock_limits(db, self.backend(), ids).await,
+            Schema::Python => python_limits::lock_limits(db, self.backend(), ids).await,
+        }
+    }
+
+    async fn usage_in(
+        &self,
+        db: &impl sea_orm::ConnectionTrait,
+        scope: &Scope,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Usage> {
+        match self.schema {
+            Schema::Own => sql::usage(db, self.backend(), scope, since, until, now).await,
+            Schema::Python => {
+                let u = python::usage(db, self.backend(), scope, since, until).await?;
+                let held = sql::held(db, self.backend(), scope, now).await?;
+                Ok(Usage {
+                    amounts: u.amounts.plus(held),
+                    oldest: u.oldest,
+                })
+            }
+        }
+    }
+
+    async fn write_events(
+        &self,
+        db: &impl sea_orm::ConnectionTrait,
+        events: &[UsageEvent],
+    ) -> Result<()> {
+        match self.schema {
+            Schema::Own => sql::insert_events(db, self.backend(), events).await,
+            Schema::Python => python::insert_events(db, self.backend(), events).await,
+        }
+    }
+
+    fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// A transaction that reservations serialise on (see the module documentation).
+    async fn begin(&self, operation: &'static str) -> Result<DatabaseTransaction> {
+        let options = match self.backend() {
+            DbBackend::Sqlite => TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..TransactionOptions::default()
+            },
+            _ => TransactionOptions {
+                isolation_level: Some(IsolationLevel::ReadCommitted),
+                ..TransactionOptions::default()
+            },
+        };
+        self.db
+            .begin_with_options(options)
+            .await
+            .map_err(|e| from_db(operation, e))
+    }
+
+    /// Checks the applicable limits inside `txn`; with `lock`, locks their rows first.
+    async fn decide(
+        &self,
+        txn: &DatabaseTransaction,
+        request: &QuotaRequest,
+        now: DateTime<Utc>,
+        lock: bool,
+    ) -> Result<Option<Denial>> {
+        let backend = self.backend();
+        let mut limits: Vec<Limit> = self
+            .all_limits(txn)
+            .await?
+            .into_iter()
+            .filter(|l| l.scope.matches(&request.scope))
+            .collect();
+        if limits.is_empty() {
+            return Ok(None);
+        }
+        if lock && backend != DbBackend::Sqlite {
+            let ids: Vec<i64> = limits.iter().map(|l| l.id).collect();
+            let still = self.lock(txn, &ids).await?;
+            // A limit deleted meanwhile no longer applies.
+            limits.retain(|l| still.contains(&l.id));
+        }
+        let asked = request.amounts();
+        for limit in &limits {
+            let (since, until) = limit.window.bounds(now);
+            let usage = self.usage_in(txn, &limit.scope, since, until, now).await?;
+            if let Some(d) = check_limit(limit, &usage, &asked, now) {
+                return Ok(Some(d));
+            }
+        }
+        Ok(None)
+    }
+}
+
+async fn commit(txn: DatabaseTransaction, operation: &'static str) -> Result<()> {
+    txn.commit().await.map_err(|e| from_db(operation, e))
+}
+
+#[async_trait]
+impl UsageStore for SeaOrmUsageStore {
+    async fn insert_events(&self, events: &[UsageEvent]) -> Result<()> {
+        for e in events {
+            e.validate()?;
+        }
+        if events.is_empty() {
+            return Ok(());
+        }
+        let txn = self.begin("write usage events").await?;
+        self.write_events(&txn, events).await?;
+        commit(txn, "write usage events").await
+    }
+
+    async fn add_limit(&self, limit: &NewLimit) -> Result<Limit> {
+        limit.validate()?;
+        let txn = self.begin("add a limit").await?;
+        let created = match self.schema {
+            Schema::Own => sql::insert_limit(&txn, self.backend(), limit).await?,
+            Schema::Python => python_limits::insert_limit(&txn, self.backend(), limit).await?,
+        };
+        commit(txn, "add a limit").await?;
+        Ok(created)
+    }
+
+    async fn limits(&self) -> Result<Vec<Limit>> {
+        self.all_limits(&self.db).await
+    }
+
+    async fn delete_limit(&self, id: i64) -> Result<bool> {
+        match self.schema {
+            Schema::Own => sql::delete_limit(&self.db, self.backend(), id).await,
+            Schema::Python => python_limits::delete_limit(&self.db, self.backend(), id).await,
+        }
+    }
+
+    async fn usage(
+        &self,
+        scope: &Scope,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Usage> {
+        self.usage_in(&self.db, scope, since, until, now).await
+    }
+
+    async fn check(&self, request: &QuotaRequest, now: DateTime<Utc>) -> Result<QuotaDecision> {
+        let txn = self
+            .db
+            .begin()
+            .await
+            .map_err(|e| from_db("check quota", e))?;
+        let denial = self.decide(&txn, request, now, false).await?;
+        commit(txn, "check quota").await?;
+        Ok(denial.map_or(QuotaDecision::Allowed, |d| {
+            QuotaDecision::Denied(Box::new(d))
+        }))
+    }
+
+    async fn reserve(
+        &self,
+        request: &QuotaRequest,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<ReserveOutcome> {
+        let ttl = chrono::Duration::from_std(ttl)
+            .map_err(|_| Error::invalid("reservation ttl", "too long"))?;
+        // Lapsed reservations count for nothing already; deleting them is housekeeping, in
+        // its own statement so that it takes no lock inside the reservation's transaction.
+        if let Err(e) = sql::delete_lapsed(&self.db, self.backend(), now).await {
+            tracing::debug!(error = %e, "could not delete lapsed reservations");
+        }
+        retrying(|| self.reserve_once(request, ttl, now)).await
+    }
+
+    async fn commit(&self, reservation: Uuid, event: &UsageEvent) -> Result<()> {
+        event.validate()?;
+        retrying(|| self.commit_once(reservation, event)).await
+    }
+
+    async fn release(&self, reservation: Uuid) -> Result<bool> {
+        retrying(|| sql::delete_reservation(&self.db, self.backend(), reservation)).await
+    }
+
+    async fn stats(&self, query: &StatsQuery) -> Result<Vec<StatsRow>> {
+        match self.schema {
+            Schema::Own => sql::stats(&self.db, self.backend(), query).await,
+            Schema::Python => python::stats(&self.db, self.backend(), query).await,
+        }
+    }
+
+    async fn tail(&self, n: usize) -> Result<Vec<UsageEvent>> {
+        match self.schema {
+            Schema::Own => sql::tail(&self.db, self.backend(), n).await,
+            Schema::Python => python::tail(&self.db, self.backend(), n).await,
+        }
+    }
+
+    async fn purge_before(&self, before: DateTime<Utc>) -> Result<u64> {
+        match self.schema {
+            Schema::Own => sql::purge_before(&self.db, self.backend(), before).await,
+            Schema::Python => Err(Error::invalid(
+                "purge",
+                "refused: the accounting database holds the Python llm-accounting package's \
+                 tables, whose entries this project only appends to",
+            )),
+        }
+    }
+}
+
+/// Tries of a reservation or commit that lost a deadlock or found the database busy.
+const ATTEMPTS: u32 = 20;
+
+/// Runs `op` again (after a short, growing pause) while it fails with a retryable error: a
+/// deadlock victim or a busy database rolled its transaction back, so trying again is safe.
+async fn retrying<T, F, Fut>(mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match op().await {
+            Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
+                tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(10)) * 5)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+impl SeaOrmUsageStore {
+    async fn reserve_once(
+        &self,
+        request: &QuotaRequest,
+        ttl: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<ReserveOutcome> {
+        let txn = self.begin("reserve quota").await?;
+        if let Some(d) = self.decide(&txn, request, now, true).await? {
+            commit(txn, "reserve quota").await?;
+            return Ok(ReserveOutcome::Denied(Box::new(d)));
+        }
+        let record = ReservationRecord {
+            id: Uuid::new_v4(),
+            scope: request.scope.clone(),
+            amounts: request.amounts(),
+            created_at: now,
+            expires_at: now + ttl,
+        };
+        sql::insert_reservation(&txn, self.backend(), &record).await?;
+        commit(txn, "reserve quota").await?;
+        Ok(ReserveOutcome::Reserved(Box::new(record)))
+    }
+
+    async fn commit_once(&self, reservation: Uuid, event: &UsageEvent) -> Result<()> {
+        let txn = self.begin("commit usage").await?;
+        // The limits this usage counts against are locked as by `reserve`, so that no
+        // reservation sums events and reservations while this one turns from one into the
+        // other (under READ COMMITTED each statement sees its own snapshot).
+        if self.backend() != DbBackend::Sqlite {
+            let scope = Scope::of_event(event);
+            let ids: Vec<i64> = self
+                .all_limits(&txn)
+                .await?
+                .iter()
+                .filter(|l| l.scope.matches(&scope))
+                .map(|l| l.id)
+                .collect();
+            if !ids.is_empty() {
+                self.lock(&txn, &ids).await?;
+            }
+        }
+        sql::delete_reservation(&txn, self.backend(), reservation).await?;
+        self.write_events(&txn, std::slice::from_ref(event)).await?;
+        commit(txn, "commit usage").await
+    }
+}

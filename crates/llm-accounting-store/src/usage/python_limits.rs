@@ -1,0 +1,257 @@
+//! Limits in the Python llm-accounting package's `usage_limits` table, as ours (see
+//! [`super::python`] for the mapping of scopes, types and windows).
+
+use chrono::{DateTime, Utc};
+use llm_accounting_core::{Error, Result};
+use llm_accounting_usage::{Limit, LimitKind, NewLimit, Scope, Window, WindowUnit};
+use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Value};
+
+use super::python::{dollars, get, ts};
+use super::sql;
+use crate::error::{from_db, is_unique_violation};
+
+/// The limit columns; the package's integers are 32-bit on PostgreSQL, read as 64-bit.
+const LIMIT_COLUMNS: &str = "CAST(id AS BIGINT), scope, limit_type, max_value, interval_unit, \
+                             CAST(interval_value AS BIGINT), model, username, caller_name, \
+                             project_name";
+
+/// The package's limits as ours; unlimited ones (`max_value < 0`) left out.
+pub(super) async fn limits(db: &impl ConnectionTrait, backend: DbBackend) -> Result<Vec<Limit>> {
+    let rows = db
+        .query_all_raw(sql::stmt(
+            backend,
+            &format!("SELECT {LIMIT_COLUMNS} FROM usage_limits ORDER BY id"),
+            vec![],
+        ))
+        .await
+        .map_err(|e| from_db("read usage_limits", e))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        if let Some(l) = limit(r)? {
+            out.push(l);
+        }
+    }
+    Ok(out)
+}
+
+fn limit(r: &QueryResult) -> Result<Option<Limit>> {
+    let id: i64 = get(r, 0)?;
+    let broken = |why: String| Error::invalid("usage_limits row", format!("limit #{id}: {why}"));
+    let scope_name: String = get(r, 1)?;
+    let kind = match get::<String>(r, 2)?.as_str() {
+        "requests" => LimitKind::Requests,
+        "input_tokens" => LimitKind::InputTokens,
+        "output_tokens" => LimitKind::OutputTokens,
+        "total_tokens" => LimitKind::TotalTokens,
+        "cost" => LimitKind::Cost,
+        other => return Err(broken(format!("unknown limit_type `{other}`"))),
+    };
+    let max_value: f64 = get(r, 3)?;
+    if max_value < 0.0 {
+        return Ok(None);
+    }
+    let max = match kind {
+        LimitKind::Cost => dollars(max_value).micros(),
+        // Whole units: usage + request must not pass the maximum.
+        _ => max_value.floor() as u64,
+    };
+    let unit: String = get(r, 4)?;
+    let n: i64 = get(r, 5)?;
+    let n = u32::try_from(n).map_err(|_| broken(format!("interval_value {n}")))?;
+    let (base, rolling) = match unit.strip_suffix("_rolling") {
+        Some(base) => (base, true),
+        None => (unit.as_str(), false),
+    };
+    let unit_of = |s: &str| -> Result<(WindowUnit, u64)> {
+        Ok(match s {
+            "second" => (WindowUnit::Second, 1),
+            "minute" => (WindowUnit::Minute, 60),
+            "hour" => (WindowUnit::Hour, 3_600),
+            "day" => (WindowUnit::Day, 86_400),
+            "week" => (WindowUnit::Week, 7 * 86_400),
+            "monthly" | "month" => (WindowUnit::Month, 31 * 86_400),
+            other => return Err(broken(format!("unknown interval_unit `{other}`"))),
+        })
+    };
+    let (unit, seconds) = unit_of(base)?;
+    let window = if rolling {
+        Window::rolling(seconds * u64::from(n))
+    } else {
+        Window::fixed(unit, n)
+    }
+    .map_err(|e| broken(e.to_string()))?;
+    let field = |i: usize| -> Result<Option<String>> {
+        let v: Option<String> = get(r, i)?;
+        Ok(v.filter(|s| s != "*" && !s.is_empty()))
+    };
+    let mut scope = Scope::global();
+    if scope_name != "GLOBAL" {
+        scope.model = field(6)?;
+        scope.user = field(7)?;
+        scope.caller = field(8)?;
+        scope.project = field(9)?;
+    }
+    Ok(Some(Limit {
+        id,
+        scope,
+        kind,
+        max,
+        window,
+        created_at: DateTime::<Utc>::UNIX_EPOCH,
+    }))
+}
+
+/// Locks limit rows (PostgreSQL; SQLite serialises writers already).
+pub(super) async fn lock_limits(
+    db: &impl ConnectionTrait,
+    backend: DbBackend,
+    ids: &[i64],
+) -> Result<Vec<i64>> {
+    let marks = vec!["?"; ids.len()].join(", ");
+    let q = format!(
+        "SELECT CAST(id AS BIGINT) FROM usage_limits WHERE id IN ({marks}) ORDER BY id FOR UPDATE"
+    );
+    let rows = db
+        .query_all_raw(sql::stmt(
+            backend,
+            &q,
+            ids.iter().map(|i| Value::from(*i)).collect(),
+        ))
+        .await
+        .map_err(|e| from_db("lock limits", e))?;
+    rows.iter().map(|r| get::<i64>(r, 0)).collect()
+}
+
+/// Writes a limit the package can express into `usage_limits`.
+///
+/// # Errors
+///
+/// [`Error::InvalidInput`] naming what the package's table cannot hold (a service or key
+/// scope, a rolling window that is no whole number of seconds... ) or a limit of the same
+/// type and scope that exists already.
+pub(super) async fn insert_limit(
+    db: &impl ConnectionTrait,
+    backend: DbBackend,
+    l: &NewLimit,
+) -> Result<Limit> {
+    let refuse = |why: &str| {
+        Error::invalid(
+            "limit",
+            format!("the Python llm-accounting package's usage_limits table cannot hold {why}"),
+        )
+    };
+    if l.scope.service.is_some() {
+        return Err(refuse("a service scope (it has no service column)"));
+    }
+    if l.scope.key.is_some() {
+        return Err(refuse("a key scope (it has no key column)"));
+    }
+    let s = &l.scope;
+    let scope = if s.user.is_some() {
+        "USER"
+    } else if s.project.is_some() {
+        "PROJECT"
+    } else if s.caller.is_some() {
+        "CALLER"
+    } else if s.model.is_some() {
+        "MODEL"
+    } else {
+        "GLOBAL"
+    };
+    let kind = match l.kind {
+        LimitKind::Requests => "requests",
+        LimitKind::InputTokens => "input_tokens",
+        LimitKind::OutputTokens => "output_tokens",
+        LimitKind::TotalTokens => "total_tokens",
+        LimitKind::Cost => "cost",
+    };
+    let (unit, n) = match l.window {
+        Window::Fixed { unit, every } => (
+            match unit {
+                WindowUnit::Month => "monthly".to_owned(),
+                other => other.as_str().to_owned(),
+            },
+            every,
+        ),
+        Window::Rolling { seconds } => {
+            let (name, size) = [
+                ("week", 604_800),
+                ("day", 86_400),
+                ("hour", 3_600),
+                ("minute", 60),
+            ]
+            .into_iter()
+            .find(|(_, size)| seconds % size == 0)
+            .unwrap_or(("second", 1));
+            let n =
+                u32::try_from(seconds / size).map_err(|_| refuse("a rolling window this long"))?;
+            (format!("{name}_rolling"), n)
+        }
+    };
+    let max = match l.kind {
+        LimitKind::Cost => l.max as f64 / 1_000_000.0,
+        _ => l.max as f64,
+    };
+    let now = Utc::now();
+    let values: Vec<Value> = vec![
+        scope.into(),
+        kind.into(),
+        max.into(),
+        unit.into(),
+        i32::try_from(n).unwrap_or(i32::MAX).into(),
+        s.model.clone().into(),
+        s.user.clone().into(),
+        s.caller.clone().into(),
+        s.project.clone().into(),
+        ts(backend, now),
+        ts(backend, now),
+    ];
+    let row = db
+        .query_one_raw(sql::stmt(
+            backend,
+            "INSERT INTO usage_limits (scope, limit_type, max_value, interval_unit, \
+             interval_value, model, username, caller_name, project_name, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING CAST(id AS BIGINT)",
+            values,
+        ))
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                Error::invalid(
+                    "limit",
+                    "the Python package's usage_limits already holds a limit of this type and \
+                     scope (delete it first)",
+                )
+            } else {
+                from_db("write usage_limits", e)
+            }
+        })?
+        .ok_or(Error::Database {
+            operation: "write usage_limits (no id returned)",
+            source: None,
+        })?;
+    Ok(Limit {
+        id: get(&row, 0)?,
+        scope: l.scope.clone(),
+        kind: l.kind,
+        max: l.max,
+        window: l.window,
+        created_at: now,
+    })
+}
+
+/// Deletes a limit of `usage_limits`.
+pub(super) async fn delete_limit(
+    db: &impl ConnectionTrait,
+    backend: DbBackend,
+    id: i64,
+) -> Result<bool> {
+    db.execute_raw(sql::stmt(
+        backend,
+        "DELETE FROM usage_limits WHERE id = ?",
+        vec![id.into()],
+    ))
+    .await
+    .map(|r| r.rows_affected() > 0)
+    .map_err(|e| from_db("delete from usage_limits", e))
+}

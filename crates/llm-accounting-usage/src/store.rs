@@ -1,0 +1,169 @@
+//! The storage trait of usage accounting, and what it reads and writes.
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use llm_accounting_core::Result;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::{Amounts, Denial, Limit, NewLimit, QuotaDecision, QuotaRequest, Scope, UsageEvent};
+
+/// Held budget: what [`UsageStore::reserve`] set aside for a call until it is committed
+/// (with the actual usage) or released. It lapses by itself at `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservationRecord {
+    /// Its id.
+    pub id: Uuid,
+    /// The call's attributes.
+    pub scope: Scope,
+    /// What is held.
+    pub amounts: Amounts,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+    /// When it stops counting if neither committed nor released.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The answer of [`UsageStore::reserve`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReserveOutcome {
+    /// Every applicable limit had room; the budget is held.
+    Reserved(Box<ReservationRecord>),
+    /// A limit had no room; nothing was held.
+    Denied(Box<Denial>),
+}
+
+/// How to group statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupBy {
+    /// One row for everything.
+    Nothing,
+    /// Per model.
+    Model,
+    /// Per service.
+    Service,
+    /// Per user.
+    User,
+    /// Per project.
+    Project,
+    /// Per caller.
+    Caller,
+    /// Per stored key (identity and version).
+    Key,
+}
+
+/// A statistics query: events with `since <= at < until`, grouped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsQuery {
+    /// Start (inclusive); `None`: from the first event.
+    pub since: Option<DateTime<Utc>>,
+    /// End (exclusive); `None`: to the last event.
+    pub until: Option<DateTime<Utc>>,
+    /// Grouping.
+    pub by: GroupBy,
+    /// Only the `top` groups with the highest cost (then most requests), if set.
+    pub top: Option<usize>,
+}
+
+/// One group's totals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatsRow {
+    /// The group's value (`None`: events without one, or the single row of [`GroupBy::Nothing`]).
+    pub group: Option<String>,
+    /// Calls.
+    pub requests: u64,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// Cached tokens.
+    pub cached_tokens: u64,
+    /// Reasoning tokens.
+    pub reasoning_tokens: u64,
+    /// Cost.
+    pub cost: crate::Money,
+}
+
+/// Where usage events, limits and reservations live. Implemented in memory
+/// ([`crate::MemoryUsageStore`]) and by the sea-orm store on SQLite, PostgreSQL and
+/// MySQL/MariaDB; every implementation runs the same conformance suite (feature
+/// `conformance`).
+#[async_trait]
+pub trait UsageStore: Send + Sync + Debug {
+    /// Appends events, all or none (one transaction; chunked under the database's parameter
+    /// limit).
+    async fn insert_events(&self, events: &[UsageEvent]) -> Result<()>;
+
+    /// Creates a limit.
+    async fn add_limit(&self, limit: &NewLimit) -> Result<Limit>;
+
+    /// Every limit, by id.
+    async fn limits(&self) -> Result<Vec<Limit>>;
+
+    /// Deletes a limit; whether it existed.
+    async fn delete_limit(&self, id: i64) -> Result<bool>;
+
+    /// What events and live reservations inside `scope` come to with `since <= at < until`
+    /// (reservations: those alive at `now`).
+    async fn usage(
+        &self,
+        scope: &Scope,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<crate::Usage>;
+
+    /// Checks every limit that applies to `request` at `now` without holding anything.
+    async fn check(&self, request: &QuotaRequest, now: DateTime<Utc>) -> Result<QuotaDecision>;
+
+    /// Checks every limit that applies and, only if all have room, holds the request's
+    /// amounts for `ttl`: atomically, so that concurrent reservations (other tasks, other
+    /// processes) never together pass a limit.
+    async fn reserve(
+        &self,
+        request: &QuotaRequest,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<ReserveOutcome>;
+
+    /// Replaces a reservation by the actual usage, in one transaction (an already lapsed or
+    /// released reservation only adds the event).
+    async fn commit(&self, reservation: Uuid, event: &UsageEvent) -> Result<()>;
+
+    /// Drops a reservation; whether it was still held.
+    async fn release(&self, reservation: Uuid) -> Result<bool>;
+
+    /// Totals per group.
+    async fn stats(&self, query: &StatsQuery) -> Result<Vec<StatsRow>>;
+
+    /// The last `n` events, newest first.
+    async fn tail(&self, n: usize) -> Result<Vec<UsageEvent>>;
+
+    /// Deletes events before `before`; how many.
+    async fn purge_before(&self, before: DateTime<Utc>) -> Result<u64>;
+}
+
+/// Sorts stats rows (highest cost, then most requests, then group) and keeps the top `n`.
+pub fn rank(rows: &mut Vec<StatsRow>, top: Option<usize>) {
+    rows.sort_by(|a, b| {
+        b.cost
+            .cmp(&a.cost)
+            .then(b.requests.cmp(&a.requests))
+            .then(a.group.cmp(&b.group))
+    });
+    if let Some(n) = top {
+        rows.truncate(n);
+    }
+}
+
+/// The limits among `limits` that apply to `request`.
+pub fn applicable<'a>(limits: &'a [Limit], request: &QuotaRequest) -> Vec<&'a Limit> {
+    limits
+        .iter()
+        .filter(|l| l.scope.matches(&request.scope))
+        .collect()
+}

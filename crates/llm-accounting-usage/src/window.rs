@@ -1,0 +1,323 @@
+//! Time windows of limits: fixed UTC calendar windows and rolling windows.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
+use llm_accounting_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// Seconds in a day.
+const DAY: i64 = 86_400;
+
+/// The unit of a fixed window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowUnit {
+    /// A second.
+    Second,
+    /// A minute.
+    Minute,
+    /// An hour.
+    Hour,
+    /// A calendar day (UTC).
+    Day,
+    /// A calendar week, Monday to Sunday (UTC).
+    Week,
+    /// A calendar month (UTC).
+    Month,
+}
+
+impl WindowUnit {
+    /// Every unit, shortest first.
+    pub const ALL: [WindowUnit; 6] = [
+        WindowUnit::Second,
+        WindowUnit::Minute,
+        WindowUnit::Hour,
+        WindowUnit::Day,
+        WindowUnit::Week,
+        WindowUnit::Month,
+    ];
+
+    /// The lowercase name (`second` ... `month`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WindowUnit::Second => "second",
+            WindowUnit::Minute => "minute",
+            WindowUnit::Hour => "hour",
+            WindowUnit::Day => "day",
+            WindowUnit::Week => "week",
+            WindowUnit::Month => "month",
+        }
+    }
+
+    /// Its length in seconds (months: `None`, they differ).
+    fn seconds(self) -> Option<i64> {
+        match self {
+            WindowUnit::Second => Some(1),
+            WindowUnit::Minute => Some(60),
+            WindowUnit::Hour => Some(3_600),
+            WindowUnit::Day => Some(DAY),
+            WindowUnit::Week => Some(7 * DAY),
+            WindowUnit::Month => None,
+        }
+    }
+}
+
+impl FromStr for WindowUnit {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        WindowUnit::ALL
+            .into_iter()
+            .find(|u| u.as_str() == s.trim_end_matches('s'))
+            .ok_or_else(|| {
+                Error::invalid(
+                    "window",
+                    format!("unknown unit `{s}` (second, minute, hour, day, week, month)"),
+                )
+            })
+    }
+}
+
+/// Over which time a limit counts usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Window {
+    /// Fixed calendar windows in UTC: `every` units long. Windows of seconds, minutes and
+    /// hours (up to a day long) start at midnight UTC and every `every` units after it (the
+    /// last of a day ends at midnight); days and weeks are counted from 1970-01-01 (weeks from
+    /// Monday 1970-01-05); months from January of year 0, so `every = 3` gives quarters.
+    Fixed {
+        /// The unit.
+        unit: WindowUnit,
+        /// How many units one window spans (at least 1).
+        every: u32,
+    },
+    /// The last `seconds` seconds before now.
+    Rolling {
+        /// Length in seconds (at least 1).
+        seconds: u64,
+    },
+}
+
+impl Window {
+    /// A fixed window of `every` units.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] when `every` is 0.
+    pub fn fixed(unit: WindowUnit, every: u32) -> Result<Window> {
+        if every == 0 {
+            return Err(Error::invalid("window", "--every must be at least 1"));
+        }
+        Ok(Window::Fixed { unit, every })
+    }
+
+    /// A rolling window of `seconds`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] when `seconds` is 0 or beyond about 100 years.
+    pub fn rolling(seconds: u64) -> Result<Window> {
+        if seconds == 0 {
+            return Err(Error::invalid(
+                "window",
+                "a rolling window must be longer than 0",
+            ));
+        }
+        if seconds > 100 * 366 * 86_400 {
+            return Err(Error::invalid(
+                "window",
+                "a rolling window is at most 100 years",
+            ));
+        }
+        Ok(Window::Rolling { seconds })
+    }
+
+    /// Checks the invariants (for values read from storage).
+    ///
+    /// # Errors
+    ///
+    /// As [`Window::fixed`] and [`Window::rolling`].
+    pub fn validate(self) -> Result<Window> {
+        match self {
+            Window::Fixed { unit, every } => Window::fixed(unit, every),
+            Window::Rolling { seconds } => Window::rolling(seconds),
+        }
+    }
+
+    /// The window that contains `now`: its start (inclusive) and end (exclusive). A rolling
+    /// window ends just after `now`.
+    pub fn bounds(self, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+        match self {
+            Window::Rolling { seconds } => {
+                let len = Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX / 2));
+                (now - len, now + Duration::microseconds(1))
+            }
+            Window::Fixed {
+                unit: WindowUnit::Month,
+                every,
+            } => month_bounds(now, every),
+            Window::Fixed { unit, every } => {
+                let step = unit.seconds().unwrap_or(DAY) * i64::from(every.max(1));
+                let t = now.timestamp();
+                let (start, end) = if step <= DAY {
+                    let midnight = t.div_euclid(DAY) * DAY;
+                    let start = midnight + (t - midnight) / step * step;
+                    (start, (start + step).min(midnight + DAY))
+                } else {
+                    // Days and weeks: from the epoch (weeks from its first Monday).
+                    let origin = if unit == WindowUnit::Week { 4 * DAY } else { 0 };
+                    let start = origin + (t - origin).div_euclid(step) * step;
+                    (start, start + step)
+                };
+                (at(start), at(end))
+            }
+        }
+    }
+}
+
+fn at(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(secs, 0)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+fn month_bounds(now: DateTime<Utc>, every: u32) -> (DateTime<Utc>, DateTime<Utc>) {
+    let every = i64::from(every.max(1));
+    let index = i64::from(now.year()) * 12 + i64::from(now.month0());
+    let start = index.div_euclid(every) * every;
+    (month_start(start), month_start(start + every))
+}
+
+fn month_start(index: i64) -> DateTime<Utc> {
+    let year = i32::try_from(index.div_euclid(12)).unwrap_or(i32::MAX);
+    let month = u32::try_from(index.rem_euclid(12)).unwrap_or(0) + 1;
+    NaiveDate::from_ymd_opt(year, month, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map_or(DateTime::<Utc>::MAX_UTC, |d| d.and_utc())
+}
+
+impl fmt::Display for Window {
+    /// `day`, `6 hours`, `rolling 86400s`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Window::Fixed { unit, every: 1 } => f.write_str(unit.as_str()),
+            Window::Fixed { unit, every } => write!(f, "{every} {}s", unit.as_str()),
+            Window::Rolling { seconds } => write!(f, "rolling {seconds}s"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .expect(s)
+            .with_timezone(&Utc)
+    }
+
+    fn fixed(unit: WindowUnit, every: u32, now: &str) -> (DateTime<Utc>, DateTime<Utc>) {
+        Window::fixed(unit, every).expect("valid").bounds(t(now))
+    }
+
+    #[test]
+    fn calendar_windows_in_utc() {
+        let now = "2026-03-15T13:47:29.5Z";
+        assert_eq!(
+            fixed(WindowUnit::Second, 1, now),
+            (t("2026-03-15T13:47:29Z"), t("2026-03-15T13:47:30Z"))
+        );
+        assert_eq!(
+            fixed(WindowUnit::Minute, 1, now),
+            (t("2026-03-15T13:47:00Z"), t("2026-03-15T13:48:00Z"))
+        );
+        assert_eq!(
+            fixed(WindowUnit::Hour, 1, now),
+            (t("2026-03-15T13:00:00Z"), t("2026-03-15T14:00:00Z"))
+        );
+        assert_eq!(
+            fixed(WindowUnit::Day, 1, now),
+            (t("2026-03-15T00:00:00Z"), t("2026-03-16T00:00:00Z"))
+        );
+        // 2026-03-15 is a Sunday: the week began on Monday the 9th.
+        assert_eq!(
+            fixed(WindowUnit::Week, 1, now),
+            (t("2026-03-09T00:00:00Z"), t("2026-03-16T00:00:00Z"))
+        );
+        assert_eq!(
+            fixed(WindowUnit::Month, 1, now),
+            (t("2026-03-01T00:00:00Z"), t("2026-04-01T00:00:00Z"))
+        );
+        assert_eq!(
+            fixed(WindowUnit::Month, 1, "2026-12-31T23:59:59Z"),
+            (t("2026-12-01T00:00:00Z"), t("2027-01-01T00:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn every_n_aligns_to_midnight_or_month_start() {
+        let now = "2026-03-15T13:47:29Z";
+        assert_eq!(
+            fixed(WindowUnit::Hour, 6, now),
+            (t("2026-03-15T12:00:00Z"), t("2026-03-15T18:00:00Z"))
+        );
+        assert_eq!(
+            fixed(WindowUnit::Minute, 15, now),
+            (t("2026-03-15T13:45:00Z"), t("2026-03-15T14:00:00Z"))
+        );
+        // Seven-hour windows: the last of the day is cut at midnight.
+        assert_eq!(
+            fixed(WindowUnit::Hour, 7, "2026-03-15T22:00:00Z"),
+            (t("2026-03-15T21:00:00Z"), t("2026-03-16T00:00:00Z"))
+        );
+        assert_eq!(
+            fixed(WindowUnit::Month, 3, now),
+            (t("2026-01-01T00:00:00Z"), t("2026-04-01T00:00:00Z"))
+        );
+        assert_eq!(
+            fixed(WindowUnit::Month, 3, "2026-11-30T00:00:00Z"),
+            (t("2026-10-01T00:00:00Z"), t("2027-01-01T00:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn windows_contain_now_at_every_boundary() {
+        for now in [
+            "2026-01-01T00:00:00Z",
+            "2026-02-28T23:59:59.999999Z",
+            "2024-02-29T12:00:00Z",
+            "1969-12-31T23:59:59Z",
+        ] {
+            for unit in WindowUnit::ALL {
+                for every in [1, 2, 5, 7] {
+                    let (s, e) = fixed(unit, every, now);
+                    assert!(
+                        s <= t(now) && t(now) < e,
+                        "{unit:?}/{every} at {now}: {s}..{e}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rolling_is_the_last_duration() {
+        let (s, e) = Window::rolling(86_400)
+            .expect("ok")
+            .bounds(t("2026-03-15T13:00:00Z"));
+        assert_eq!(s, t("2026-03-14T13:00:00Z"));
+        assert!(e > t("2026-03-15T13:00:00Z"));
+    }
+
+    #[test]
+    fn zero_windows_are_refused() {
+        assert!(Window::fixed(WindowUnit::Day, 0).is_err());
+        assert!(Window::rolling(0).is_err());
+        assert!("fortnight".parse::<WindowUnit>().is_err());
+        assert_eq!("hours".parse::<WindowUnit>().expect("ok"), WindowUnit::Hour);
+    }
+}

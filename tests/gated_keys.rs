@@ -1,0 +1,163 @@
+//! Quota-gated key hand-out on SQLite, PostgreSQL and MariaDB: the quota is checked before
+//! the key is read; a denial is `QuotaExceeded`, audited, and decrypts nothing; a hand-out's
+//! usage is attributed to the key version that served it. Strict and local enforcement.
+
+use std::sync::Arc;
+
+use llm_accounting::usage::{
+    Accounting, AccountingOptions, CallUsage, GroupBy, LimitKind, NewLimit, QuotaRequest, Scope,
+    StatsQuery, Window, WindowUnit,
+};
+use llm_accounting::{
+    ApiKey, AuditFilter, Enforcement, ErrorKind, KeyIdentity, Settings,
+    build_manager_and_accounting,
+};
+use llm_accounting_testkit::TestDatabase;
+
+fn settings(db: &TestDatabase, dir: &tempfile::TempDir, enforcement: Enforcement) -> Settings {
+    let mut settings = Settings::default();
+    settings.database_url = Some(db.url().to_owned());
+    settings.data_dir = Some(dir.path().to_owned());
+    settings.create_if_missing = true;
+    settings.accounting.enforcement = enforcement;
+    settings
+}
+
+async fn gated(enforcement: Enforcement) {
+    for db in TestDatabase::create_all().await {
+        let dir = tempfile::tempdir().expect("dir");
+        let (manager, accounting, _) =
+            build_manager_and_accounting(&settings(&db, &dir, enforcement))
+                .await
+                .expect("build");
+        let id = KeyIdentity::from_parts("openai", Some("alice"), None).expect("id");
+        manager
+            .store(&id, &ApiKey::new("sk-test-FAKE-gated-0123456789".into()))
+            .await
+            .expect("store v1");
+        manager
+            .rotate(&id, &ApiKey::new("sk-test-FAKE-gated-v2-0123456".into()))
+            .await
+            .expect("rotate to v2");
+        accounting
+            .store()
+            .add_limit(&NewLimit {
+                scope: Scope {
+                    user: Some("alice".into()),
+                    model: Some("gpt-4o".into()),
+                    ..Scope::global()
+                },
+                kind: LimitKind::Requests,
+                max: 2,
+                window: Window::fixed(WindowUnit::Day, 1).expect("window"),
+            })
+            .await
+            .expect("limit");
+        // Local enforcement reads limits at synchronisation.
+        let accounting = if enforcement == Enforcement::Local {
+            accounting.shutdown().await.expect("stop");
+            Accounting::start(
+                Arc::clone(accounting.store()),
+                AccountingOptions::default().enforcement(enforcement),
+            )
+            .await
+            .expect("restart")
+        } else {
+            accounting
+        };
+        let request = QuotaRequest::new("gpt-4o")
+            .user(Some("alice"))
+            .tokens(100, 0);
+        for _ in 0..2 {
+            let got = accounting
+                .get_key(&manager, &id, &request)
+                .await
+                .expect("within quota");
+            assert_eq!(got.key.expose_secret(), "sk-test-FAKE-gated-v2-0123456");
+            assert_eq!(got.version, 2);
+            got.reservation
+                .commit(CallUsage::new(120, 30, "0.0125".parse().expect("money")))
+                .await
+                .expect("commit");
+        }
+        manager.clear_cache();
+        let denied = accounting
+            .get_key(&manager, &id, &request)
+            .await
+            .expect_err("the third is over the limit");
+        assert_eq!(
+            denied.kind(),
+            ErrorKind::QuotaExceeded,
+            "{}: {denied}",
+            db.backend()
+        );
+        let line = denied.to_string();
+        assert!(
+            line.contains("usage 2/2") && line.contains("resets at"),
+            "{line}"
+        );
+        assert_eq!(
+            manager.cached_keys(),
+            0,
+            "a denied hand-out decrypts nothing"
+        );
+        // Another user's calls are not limited.
+        let bob = KeyIdentity::from_parts("openai", Some("bob"), None).expect("id");
+        manager
+            .store(&bob, &ApiKey::new("sk-test-FAKE-bob-0123456789".into()))
+            .await
+            .expect("store bob");
+        let b = accounting
+            .get_key(
+                &manager,
+                &bob,
+                &QuotaRequest::new("gpt-4o").user(Some("bob")),
+            )
+            .await
+            .expect("bob is within quota");
+        b.reservation.release().await.expect("release");
+
+        accounting.shutdown().await.expect("shutdown");
+        manager.shutdown().await.expect("manager shutdown");
+        let rows = manager
+            .audit_records(&AuditFilter::default())
+            .await
+            .expect("audit");
+        assert!(
+            rows.iter().any(|r| r.event.operation == "get"
+                && r.event.outcome == "quota_exceeded"
+                && r.event
+                    .detail
+                    .as_deref()
+                    .is_some_and(|d| d.contains("limit #"))),
+            "the denial is audited"
+        );
+        let by_key = accounting
+            .store()
+            .stats(&StatsQuery {
+                since: None,
+                until: None,
+                by: GroupBy::Key,
+                top: None,
+            })
+            .await
+            .expect("stats");
+        let row = by_key
+            .iter()
+            .find(|r| r.group.as_deref() == Some("service \"openai\", user \"alice\" v2"))
+            .unwrap_or_else(|| panic!("usage attributed to version 2: {by_key:?}"));
+        assert_eq!(row.requests, 2);
+        assert_eq!(row.prompt_tokens, 240);
+        assert_eq!(row.cost.micros(), 25_000);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gated_hand_out_strict() {
+    gated(Enforcement::Strict).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gated_hand_out_local() {
+    gated(Enforcement::Local).await;
+}
