@@ -213,6 +213,14 @@ pub(crate) struct ExecArgs {
     /// A file of `VAR=SERVICE[:USER[:PROJECT]]` lines (blank lines and `#` comments skipped).
     #[arg(long, value_name = "FILE")]
     pub(crate) env_file: Vec<PathBuf>,
+    /// Gate every hand-out on the quota for a call to this model (by each key's service, user
+    /// and project): over a limit, exit 7 and the command is not started; else one request
+    /// per key is recorded.
+    #[arg(long, value_name = "M")]
+    pub(crate) model: Option<String>,
+    /// With --model: the estimated prompt tokens of the call.
+    #[arg(long, value_name = "N", requires = "model", default_value_t = 0)]
+    pub(crate) input_tokens: u64,
     /// The command to run and its arguments (after `--`).
     #[arg(
         required = true,

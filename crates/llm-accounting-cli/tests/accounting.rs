@@ -2,7 +2,7 @@
 //! PostgreSQL and MariaDB; bad input exits 2 and records nothing; processes racing a nearly
 //! exhausted limit never pass it (strict enforcement).
 
-use llm_accounting_testkit::{Env, Run, TestDatabase};
+use llm_accounting_testkit::{Backend, Env, Run, TestDatabase};
 
 const BIN: &str = env!("CARGO_BIN_EXE_llm-accounting");
 /// An obviously fake key.
@@ -413,4 +413,57 @@ fn processes_racing_a_limit_never_pass_it() {
         let denied = runs.iter().filter(|r| r.code == 7).count();
         assert_eq!((handed_out, denied), (4, 6), "{}: {runs:#?}", db.backend());
     }
+}
+
+#[test]
+fn exec_with_a_model_is_gated_and_starts_nothing_when_denied() {
+    let db = runtime()
+        .block_on(TestDatabase::create(Backend::Sqlite))
+        .expect("SQLite is always there");
+    let env = env_on(&db);
+    env.run_stdin(&["-q", "keys", "store", "--service", "openai"], KEY)
+        .ok();
+    env.run(&[
+        "-q", "limits", "set", "--type", "requests", "--max", "1", "--per", "day", "--model",
+        "gpt-4o",
+    ])
+    .ok();
+    let marker = env.dir().join("started");
+    // The child writes the length of the key it got (never the key) to the marker.
+    let script = format!(
+        "printf '%s' \"${{#OPENAI_API_KEY}}\" > '{}'",
+        marker.display()
+    );
+    let exec = [
+        "-q",
+        "exec",
+        "--env",
+        "OPENAI_API_KEY=openai",
+        "--model",
+        "gpt-4o",
+        "--",
+        "sh",
+        "-c",
+        script.as_str(),
+    ];
+    env.run(&exec).ok();
+    let got = std::fs::read_to_string(&marker).expect("the allowed run started");
+    assert_eq!(got, KEY.len().to_string(), "the allowed run got its key");
+    std::fs::remove_file(&marker).expect("remove marker");
+    let r = env.run(&exec).code(7);
+    assert!(!marker.exists(), "a denied run starts no command");
+    assert!(r.stderr.contains("usage 1/1"), "{r:#?}");
+    // Without --model: no gate.
+    env.run(&[
+        "-q",
+        "exec",
+        "--env",
+        "OPENAI_API_KEY=openai",
+        "--",
+        "sh",
+        "-c",
+        script.as_str(),
+    ])
+    .ok();
+    assert!(marker.exists());
 }

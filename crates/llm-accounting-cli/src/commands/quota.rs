@@ -77,21 +77,37 @@ pub(super) async fn gated_get(
     model: &str,
     input_tokens: u64,
 ) -> Result<ApiKey> {
-    let request = QuotaRequest::new(model)
-        .service(Some(identity.service()))
-        .user(identity.user())
-        .project(identity.project())
-        .tokens(input_tokens, 0);
+    let mut keys = gated_get_many(ctx, std::slice::from_ref(identity), model, input_tokens).await?;
+    keys.pop()
+        .ok_or_else(|| llm_accounting::Error::invalid("identity", "no key was asked for"))
+}
+
+/// [`gated_get`] for several keys (`exec --model`): each hand-out is checked and recorded in
+/// turn, the first denial stops the run (hand-outs already recorded stay recorded: each was
+/// a request the quota allowed).
+pub(super) async fn gated_get_many(
+    ctx: &Context,
+    identities: &[KeyIdentity],
+    model: &str,
+    input_tokens: u64,
+) -> Result<Vec<ApiKey>> {
     // The request's names are checked before anything is opened.
     llm_accounting::usage::UsageEvent::new(model, chrono::Utc::now()).validate()?;
     let (manager, accounting, used) = build_manager_and_accounting(&ctx.settings).await?;
-    if let Some(notice) = crate::output::defaults_notice(&used) {
-        ctx.say(&format!("note: {notice}"));
-    }
+    ctx.defaults_notice(&used);
     let result = async {
-        let gated = accounting.get_key(&manager, identity, &request).await?;
-        gated.reservation.commit(CallUsage::default()).await?;
-        Ok(gated.key)
+        let mut keys = Vec::with_capacity(identities.len());
+        for identity in identities {
+            let request = QuotaRequest::new(model)
+                .service(Some(identity.service()))
+                .user(identity.user())
+                .project(identity.project())
+                .tokens(input_tokens, 0);
+            let gated = accounting.get_key(&manager, identity, &request).await?;
+            gated.reservation.commit(CallUsage::default()).await?;
+            keys.push(gated.key);
+        }
+        Ok(keys)
     }
     .await;
     let result = super::finish_accounting(&accounting, result).await;
