@@ -13,6 +13,7 @@
 
 pub mod audit;
 mod batcher;
+pub mod branch;
 mod cache;
 #[cfg(feature = "conformance")]
 pub mod conformance;
