@@ -52,7 +52,7 @@ async fn up_down_up_on_sqlite_file() {
             .await
             .expect("applied")
             .len(),
-        6
+        7
     );
 
     let manager = SchemaManager::new(&db);
@@ -63,6 +63,7 @@ async fn up_down_up_on_sqlite_file() {
             "api_key_versions",
             "idx_api_key_versions_provider_master_key_ref",
         ),
+        ("branch_keys", "idx_branch_keys_scope_key_version"),
     ] {
         assert!(
             manager.has_index(table, index).await.expect("has_index"),
@@ -73,9 +74,15 @@ async fn up_down_up_on_sqlite_file() {
     // Up again is a no-op.
     Migrator::up(&db, None).await.expect("up is idempotent");
 
-    // The last migration adds the audit counts; one step down removes exactly them.
-    assert_eq!(audit_columns(&db).await, [true; 3]);
+    // The last migration adds the branch keys; one step down removes exactly them.
+    assert!(manager.has_table("branch_keys").await.expect("has_table"));
     Migrator::down(&db, Some(1)).await.expect("one step down");
+    assert!(!manager.has_table("branch_keys").await.expect("has_table"));
+    assert_eq!(audit_columns(&db).await, [true; 3]);
+    // The one before adds the audit counts; the next step down removes exactly them.
+    Migrator::down(&db, Some(1))
+        .await
+        .expect("another step down");
     assert_eq!(audit_columns(&db).await, [false, false, true]);
     Migrator::up(&db, None).await.expect("up again");
 
@@ -92,9 +99,9 @@ async fn up_down_up_on_sqlite_file() {
     Migrator::up(&db, None).await.expect("up again");
     assert_eq!(tables_present(&db).await, [true, true]);
 
-    // Five steps down remove the audit counts, the seal columns and store keys, the audit
-    // table, the lifecycle columns, then the versions table.
-    Migrator::down(&db, Some(5)).await.expect("five steps down");
+    // Six steps down remove the branch keys, the audit counts, the seal columns and store
+    // keys, the audit table, the lifecycle columns, then the versions table.
+    Migrator::down(&db, Some(6)).await.expect("six steps down");
     assert_eq!(tables_present(&db).await, [true, false]);
     Migrator::up(&db, None).await.expect("up after one step");
     assert_eq!(tables_present(&db).await, [true, true]);

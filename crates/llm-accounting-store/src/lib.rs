@@ -29,6 +29,7 @@
 //! database failures are [`Error::Database`](llm_accounting_core::Error::Database).
 
 mod audit;
+mod branch_keys;
 mod connect;
 mod entity;
 mod error;
