@@ -42,14 +42,14 @@ mod settings;
 
 pub use accounting::LlmAccounting;
 pub use build::{
-    DefaultsUsed, build_audit_log, build_manager, build_manager_with_info, build_provider,
-    build_provider_and_repository, build_provider_for, build_provider_with_metrics,
+    DefaultsUsed, branch_layer, build_audit_log, build_manager, build_manager_with_info,
+    build_provider, build_provider_and_repository, build_provider_for, build_provider_with_metrics,
     build_repository,
 };
 pub use settings::{
     AuditSettings, AwsSettings, AzureCredentials, AzureKeyWrap, AzureSettings, CONFIG_FILE_ENV,
     CacheSettings, DEFAULT_CONFIG, ENV_VARS, GcpCredentials, GcpSettings, KeysSettings,
-    KmsProviderKind, KmsSettings, LocalSettings, Overrides, PROVIDER_NAMES, Settings,
+    KmsHierarchy, KmsProviderKind, KmsSettings, LocalSettings, Overrides, PROVIDER_NAMES, Settings,
     StoreSettings,
 };
 
@@ -57,6 +57,7 @@ pub use llm_accounting_core::audit::{
     AuditChain, AuditEvent, AuditFilter, AuditHead, AuditLog, AuditRecord, ChainBreak,
     DROPPED_OPERATION, record_hash, verify_chain, verify_chain_with,
 };
+pub use llm_accounting_core::branch;
 pub use llm_accounting_core::layers;
 pub use llm_accounting_core::{
     ApiKey, AuditOptions, CacheOptions, DataKey, EncryptionContext, Envelope, Error, ErrorKind,
