@@ -48,6 +48,17 @@ async fn conformance_against_moto() {
 }
 
 #[tokio::test]
+async fn conformance_over_branch_keys_against_moto() {
+    let Some(url) = moto_url("conformance_over_branch_keys_against_moto") else {
+        return;
+    };
+    let client = test_support::client(&url);
+    let (_, arn) = create_key(&client, "llm-accounting branch conformance").await;
+    let provider = AwsKmsProvider::from_client(&client, &arn).expect("provider");
+    llm_accounting_core::conformance::branch::run(Arc::new(provider)).await;
+}
+
+#[tokio::test]
 async fn builder_with_explicit_settings_reaches_moto() {
     let Some(url) = moto_url("builder_with_explicit_settings_reaches_moto") else {
         return;

@@ -13,5 +13,6 @@
 //! ```
 
 pub mod audit;
+pub mod branch;
 pub mod provider;
 pub mod repository;
