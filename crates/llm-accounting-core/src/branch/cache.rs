@@ -22,19 +22,32 @@ struct Cell<V> {
 /// wiped once no caller holds it) when it expires and is looked up, or is evicted.
 #[derive(Debug)]
 pub(crate) struct TtlCells<K, V> {
-    cells: Mutex<HashMap<K, Arc<Cell<V>>>>,
+    cells: Mutex<Cells<K, V>>,
     ttl: Duration,
 }
+
+/// The entries, and the size at which expired ones are next swept out.
+#[derive(Debug)]
+struct Cells<K, V> {
+    map: HashMap<K, Arc<Cell<V>>>,
+    sweep_at: usize,
+}
+
+/// Expired entries are swept when the map reaches this size, then twice the size left.
+const FIRST_SWEEP: usize = 64;
 
 impl<K: Eq + Hash + Clone, V: Clone> TtlCells<K, V> {
     pub(crate) fn new(ttl: Duration) -> Self {
         TtlCells {
-            cells: Mutex::new(HashMap::new()),
+            cells: Mutex::new(Cells {
+                map: HashMap::new(),
+                sweep_at: FIRST_SWEEP,
+            }),
             ttl,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<K, Arc<Cell<V>>>> {
+    fn lock(&self) -> MutexGuard<'_, Cells<K, V>> {
         // A panic while holding the lock leaves the map consistent (no partial update).
         self.cells
             .lock()
@@ -47,20 +60,24 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCells<K, V> {
     fn cell(&self, key: &K) -> Arc<Cell<V>> {
         let now = Instant::now();
         let mut cells = self.lock();
-        if let Some(c) = cells.get(key)
+        if let Some(c) = cells.map.get(key)
             && !(c.value.initialized() && c.expires <= now)
         {
             return Arc::clone(c);
         }
-        // Drop expired entries now and then, so the map does not grow with dead ones.
-        if cells.len() >= 64 {
-            cells.retain(|_, c| !(c.value.initialized() && c.expires <= now));
+        // Drop expired entries now and then (amortized), so the map does not grow with dead
+        // ones.
+        if cells.map.len() >= cells.sweep_at {
+            cells
+                .map
+                .retain(|_, c| !(c.value.initialized() && c.expires <= now));
+            cells.sweep_at = (cells.map.len() * 2).max(FIRST_SWEEP);
         }
         let c = Arc::new(Cell {
             value: OnceCell::new(),
             expires: now + self.ttl,
         });
-        cells.insert(key.clone(), Arc::clone(&c));
+        cells.map.insert(key.clone(), Arc::clone(&c));
         c
     }
 
@@ -78,7 +95,7 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCells<K, V> {
     /// The cached value of `key`, if it is loaded and not expired.
     pub(crate) fn peek(&self, key: &K) -> Option<V> {
         let cells = self.lock();
-        let c = cells.get(key)?;
+        let c = cells.map.get(key)?;
         (c.expires > Instant::now()).then(|| c.value.get().cloned())?
     }
 
@@ -88,22 +105,23 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCells<K, V> {
             value: OnceCell::new_with(Some(value)),
             expires: Instant::now() + self.ttl,
         });
-        self.lock().insert(key, c);
+        self.lock().map.insert(key, c);
     }
 
     /// Drops the entries whose key matches.
     pub(crate) fn evict_where(&self, mut matches: impl FnMut(&K, Option<&V>) -> bool) {
-        self.lock().retain(|k, c| !matches(k, c.value.get()));
+        self.lock().map.retain(|k, c| !matches(k, c.value.get()));
     }
 
     /// Drops every entry.
     pub(crate) fn clear(&self) {
-        self.lock().clear();
+        self.lock().map.clear();
     }
 
     /// Number of entries holding a value.
     pub(crate) fn len(&self) -> usize {
         self.lock()
+            .map
             .values()
             .filter(|c| c.value.initialized())
             .count()
