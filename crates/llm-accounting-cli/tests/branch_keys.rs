@@ -94,3 +94,27 @@ fn an_edited_branch_row_exits_4_with_no_key_printed() {
     assert!(r.stderr.contains("integrity check failed"), "{r:#?}");
     assert_eq!(get(&env, "anthropic"), format!("{B}\n"));
 }
+
+#[test]
+fn a_new_master_key_version_rewraps_branch_keys_only() {
+    let mut env = env();
+    env.set("LLM_ACCOUNTING_KMS_HIERARCHY", "service");
+    env.run_stdin(&args(&["keys", "store"], &id("openai")), A)
+        .ok();
+    env.run_stdin(&args(&["keys", "store"], &id("anthropic")), B)
+        .ok();
+    let before = env.version_refs();
+    env.run(&["master-key", "add-version"]).ok();
+    env.run(&["keys", "rewrap", "--check"]).code(1);
+    let r = env.run(&["keys", "rewrap"]).ok();
+    assert!(
+        r.stderr.contains("branch keys: 2 version(s) moved") && r.stderr.contains("rewrapped 0"),
+        "{r:#?}"
+    );
+    assert_eq!(env.version_refs(), before, "no key's row was touched");
+    env.run(&["keys", "rewrap", "--check"]).ok();
+    // The old master-key version can be retired: everything reads under the new one.
+    env.set("LLM_ACCOUNTING_LOCAL_MIN_MASTER_KEY_VERSION", "2");
+    assert_eq!(get(&env, "openai"), format!("{A}\n"));
+    assert_eq!(get(&env, "anthropic"), format!("{B}\n"));
+}

@@ -196,6 +196,37 @@ async fn one_service_costs_a_handful_of_kms_calls_not_one_per_key() {
 }
 
 #[tokio::test]
+async fn evicting_one_branch_costs_one_kms_call_for_that_branch_only() {
+    let s = Setup::new();
+    let (m, _, _) = s.manager(Hierarchy::Service);
+    m.store(&ident("a", 1), &secret(1)).await.expect("store");
+    m.store(&ident("b", 1), &secret(2)).await.expect("store");
+    let (reader, metrics, branch) = s.manager(Hierarchy::Service);
+    reader.get(&ident("a", 1)).await.expect("get");
+    reader.get(&ident("b", 1)).await.expect("get");
+    assert_eq!(branch.cached_branch_keys(), 2);
+    let rows = s.branch_rows().await;
+    let a = rows
+        .iter()
+        .find(|r| r.scope.value() == Some("a"))
+        .expect("a");
+    branch.evict(a.branch_id);
+    assert_eq!(branch.cached_branch_keys(), 1);
+    reader.clear_cache();
+    let before = metrics.snapshot();
+    reader.get(&ident("b", 1)).await.expect("get");
+    assert_eq!(metrics.snapshot().since(&before).calls(), 0);
+    reader.get(&ident("a", 1)).await.expect("get");
+    assert_eq!(metrics.snapshot().since(&before).calls(), 1);
+    // A store into the evicted scope finds its branch again (no new branch).
+    reader
+        .store(&ident("a", 2), &secret(3))
+        .await
+        .expect("store");
+    assert_eq!(s.branch_rows().await.len(), 2);
+}
+
+#[tokio::test]
 async fn with_the_hierarchy_off_every_key_is_one_kms_call() {
     let s = Setup::new();
     let (writer, metrics, _) = s.manager(Hierarchy::Off);
