@@ -74,9 +74,7 @@ async fn migrations_up_down_up_on_every_database() {
         assert_eq!(has_tables(conn).await, [true, true], "{}", db.backend());
         // Down to the keys table alone: branch keys, audit counts, seal, audit, lifecycle,
         // versions.
-        Migrator::down(conn, Some(6))
-            .await
-            .expect("six steps down");
+        Migrator::down(conn, Some(6)).await.expect("six steps down");
         assert_eq!(has_tables(conn).await, [true, false], "{}", db.backend());
         drop(repo);
         // Opening applies what is pending.
