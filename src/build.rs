@@ -19,6 +19,18 @@ pub struct DefaultsUsed {
     pub database: Option<String>,
     /// The default local master key file, if that default was used.
     pub master_key_file: Option<String>,
+    /// Whether the default database was created by this call (its first use).
+    pub database_created: bool,
+    /// Whether the default master key file was created by this call (its first use).
+    pub master_key_created: bool,
+}
+
+impl DefaultsUsed {
+    /// Whether this call created a default file: the first use, when a CLI says where its
+    /// data lives (afterwards only when asked to be verbose).
+    pub fn created_any(&self) -> bool {
+        self.database_created || self.master_key_created
+    }
 }
 
 fn not_built(kind: KmsProviderKind) -> Error {
@@ -168,6 +180,7 @@ fn local_provider(settings: &Settings) -> Result<(Arc<dyn KmsProvider>, Defaults
     let mut p = if exists(&path, "inspecting the master key file")? {
         LocalKmsProvider::open(&path)?
     } else {
+        used.master_key_created = default;
         LocalKmsProvider::open_or_create(&path)?
     };
     let min_version = settings.kms.local.min_master_key_version;
@@ -272,7 +285,9 @@ pub async fn build_repository(
     if default {
         let dir = settings.data_dir()?;
         private_data_dir(&dir)?;
-        used.database = Some(dir.join("keys.db").display().to_string());
+        let file = dir.join("keys.db");
+        used.database_created = !exists(&file, "inspecting the database file")?;
+        used.database = Some(file.display().to_string());
         options.create_if_missing = true;
     }
     let repo = SeaOrmKeyRepository::connect(&url, &options).await?;
@@ -317,6 +332,8 @@ fn merge(repository: DefaultsUsed, provider: DefaultsUsed) -> DefaultsUsed {
     DefaultsUsed {
         database: repository.database,
         master_key_file: provider.master_key_file,
+        database_created: repository.database_created,
+        master_key_created: provider.master_key_created,
     }
 }
 

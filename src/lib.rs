@@ -60,14 +60,16 @@ pub use llm_accounting_core::audit::{
 pub use llm_accounting_core::branch;
 pub use llm_accounting_core::layers;
 pub use llm_accounting_core::{
-    ApiKey, AuditOptions, CacheOptions, DataKey, EncryptionContext, Envelope, Error, ErrorKind,
-    FailureClass, KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyState, KmsProvider,
-    MAX_API_KEY_BYTES, MAX_NAME_CHARS, ManagerOptions, MemoryKeyRepository, Principal,
+    ApiKey, AuditOptions, BatchMode, CacheOptions, DataKey, EncryptionContext, Envelope, Error,
+    ErrorKind, FailureClass, KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyState,
+    KmsProvider, MAX_API_KEY_BYTES, MAX_NAME_CHARS, ManagerOptions, MemoryKeyRepository, Principal,
     ProviderCallError, Result, RewrapFailure, RewrapOptions, RewrapProgress, RewrapReport,
     SecureKeyManager, SecureKeyManagerBuilder, StoreOutcome, VersionInfo, VersionRecord,
     VersionState, WrappedKey, WriteOptions, error_chain, is_hidden_char, validate_name,
 };
-pub use llm_accounting_store::{SeaOrmKeyRepository, StoreOptions, redact_url};
+pub use llm_accounting_store::{
+    DatabaseStatus, SeaOrmKeyRepository, StoreOptions, inspect as inspect_database, redact_url,
+};
 
 /// The local-development provider.
 #[cfg(feature = "kms-local")]

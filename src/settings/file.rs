@@ -154,11 +154,18 @@ pub(super) fn read_file(path: &Path, defaults: &Map<String, Value>) -> Result<Ma
         .add_source(File::from(path).format(FileFormat::Toml).required(true))
         .build()
         .and_then(|c| c.collect())
-        .map_err(|e| {
-            config_error(
+        .map_err(|e| match e {
+            // The parser's message points at the line and column over several lines: it is
+            // kept whole, in the message (a reader of the error keeps the message's lines).
+            ConfigError::FileParse { cause, .. } => Error::config(format!(
+                "cannot parse the configuration file {}:\n{}",
+                path.display(),
+                cause.to_string().trim_end()
+            )),
+            e => config_error(
                 format!("could not read the configuration (in {})", path.display()),
                 e,
-            )
+            ),
         })?;
     let legacy = table.remove(LEGACY_LOCAL_SECTION);
 

@@ -72,6 +72,11 @@ pub(crate) struct Cli {
     #[arg(short, long, global = true, help_heading = GLOBAL)]
     pub(crate) quiet: bool,
 
+    /// Say more on stderr: which default database and master key are used (otherwise said
+    /// only when they are created).
+    #[arg(short, long, global = true, conflicts_with = "quiet", help_heading = GLOBAL)]
+    pub(crate) verbose: bool,
+
     /// What to do.
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -86,6 +91,120 @@ pub(crate) enum Command {
     /// Manage the local provider's master key file.
     #[command(subcommand, name = "master-key", after_help = AFTER_HELP)]
     MasterKey(MasterKeyCommand),
+    /// Run a command with API keys in its environment: `exec --env OPENAI_API_KEY=openai --
+    /// COMMAND [ARGS]`. No key is printed; the command's exit code is passed through.
+    #[command(after_help = EXEC_AFTER_HELP)]
+    Exec(ExecArgs),
+    /// Print a shell completion script: `llm-accounting completions bash > ~/.local/share/
+    /// bash-completion/completions/llm-accounting` (zsh: a file `_llm-accounting` in $fpath;
+    /// fish: ~/.config/fish/completions/llm-accounting.fish).
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff; `llm-accounting manual | man -l -`), or write one page
+    /// per command into a directory.
+    #[command(visible_alias = "man")]
+    Manual(ManualArgs),
+    /// Check the configuration, the database, the master key and the KMS (a wrap/unwrap round
+    /// trip of a throwaway data key), one line per check with the fix for a problem. Changes
+    /// nothing: creates no file, applies no migration. Exits 1 if any check found a problem.
+    Doctor(DoctorArgs),
+}
+
+/// Arguments of `doctor`.
+#[derive(Debug, Args)]
+pub(crate) struct DoctorArgs {
+    /// Output format (JSON: an array of `{check, ok, detail, fix}`).
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
+}
+
+/// Arguments of `completions`.
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
+}
+
+/// Arguments of `manual`.
+#[derive(Debug, Args)]
+pub(crate) struct ManualArgs {
+    /// Write `llm-accounting.1` and one page per command (`llm-accounting-keys-store.1`, ...)
+    /// into this existing directory instead of printing the main page.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dir: Option<PathBuf>,
+}
+
+/// `--version`: the version, then what this binary was built with.
+pub(crate) fn long_version() -> String {
+    let pick = |all: &[(&'static str, bool)]| -> String {
+        let names: Vec<&str> = all.iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect();
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        }
+    };
+    format!(
+        "{}\nKMS providers: {}\ndatabases: {}",
+        env!("CARGO_PKG_VERSION"),
+        pick(&[
+            ("local", cfg!(feature = "kms-local")),
+            ("aws", cfg!(feature = "kms-aws")),
+            ("azure", cfg!(feature = "kms-azure")),
+            ("gcp", cfg!(feature = "kms-gcp")),
+        ]),
+        pick(&[
+            ("sqlite", cfg!(feature = "sqlite")),
+            ("postgres", cfg!(feature = "postgres")),
+            ("mysql", cfg!(feature = "mysql")),
+        ]),
+    )
+}
+
+/// The command line as clap sees it, `--version` included.
+pub(crate) fn command() -> clap::Command {
+    use clap::CommandFactory;
+    // Built once per process; clap keeps `&'static str`s.
+    let long: &'static str = Box::leak(long_version().into_boxed_str());
+    Cli::command().long_version(long)
+}
+
+/// Parses the process's arguments (clap prints usage errors and exits 2; 0 for --help and
+/// --version).
+pub(crate) fn parse() -> Cli {
+    use clap::FromArgMatches;
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// Text after `exec --help`: the exit codes of a run.
+const EXEC_AFTER_HELP: &str = "\
+Every key is read (in one process, before the command starts); any that cannot be read stops
+the run with the usual exit codes (2 configuration or a bad --env, 3 not found, 4 integrity,
+5 unavailable, 6 expired, 1 other), and the command is not started. A command that cannot be
+found exits 127, one that cannot be run 126. Once the command runs, its exit code is this
+command's; a command killed by a signal gives 128 + the signal number, as shells do.
+SIGTERM and SIGHUP sent to llm-accounting are passed on to the command; SIGINT and SIGQUIT
+(Ctrl-C, Ctrl-\\ on a terminal reach the command directly) are ignored while it runs.";
+
+/// Arguments of `exec`.
+#[derive(Debug, Args)]
+pub(crate) struct ExecArgs {
+    /// A variable to set: `VAR=SERVICE[:USER[:PROJECT]]` (an empty USER with a PROJECT:
+    /// `VAR=SERVICE::PROJECT`). Repeatable.
+    #[arg(long = "env", value_name = "VAR=SERVICE[:USER[:PROJECT]]")]
+    pub(crate) env: Vec<String>,
+    /// A file of `VAR=SERVICE[:USER[:PROJECT]]` lines (blank lines and `#` comments skipped).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) env_file: Vec<PathBuf>,
+    /// The command to run and its arguments (after `--`).
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub(crate) command: Vec<std::ffi::OsString>,
 }
 
 /// `keys` subcommands.
@@ -109,9 +228,9 @@ pub(crate) enum KeysCommand {
     /// Make a disabled key readable again.
     #[command(after_help = AFTER_HELP)]
     Enable(IdentityArgs),
-    /// Delete a key and every version of it, for good.
+    /// Delete a key and every version of it, for good (asks first on a terminal).
     #[command(after_help = AFTER_HELP)]
-    Delete(IdentityArgs),
+    Delete(DeleteArgs),
     /// Show the audit trail (one row per operation; never a secret), or verify its hash chain.
     #[command(after_help = AFTER_HELP)]
     Audit(AuditArgs),
@@ -125,6 +244,42 @@ pub(crate) enum KeysCommand {
     /// any key whose record does not verify.
     #[command(after_help = AFTER_HELP)]
     Seal,
+    /// Store every key of a `.env` file at once: `OPENAI_API_KEY=...` becomes service
+    /// `openai`, `AZURE_OPENAI_API_KEY` `azure-openai` (names ending in _API_KEY, _KEY or
+    /// _TOKEN; others are skipped and listed). All or nothing, in one transaction; an
+    /// identity that already has a key is refused unless --rotate.
+    #[command(after_help = AFTER_HELP)]
+    Import(ImportArgs),
+}
+
+/// Arguments of `keys import`.
+#[derive(Debug, Args)]
+pub(crate) struct ImportArgs {
+    /// The dotenv file to read (`NAME=value` lines; quotes and comments as dotenv tools
+    /// read them).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) env_file: PathBuf,
+    /// The user the keys belong to (absent: no user).
+    #[arg(long, value_name = "U")]
+    pub(crate) user: Option<String>,
+    /// The project the keys belong to (absent: no project).
+    #[arg(long, value_name = "P")]
+    pub(crate) project: Option<String>,
+    /// Map a variable to a service explicitly (`--map OPENAI_API_KEY=openai-prod`); also
+    /// imports a variable whose name has none of the usual endings. Repeatable.
+    #[arg(long = "map", value_name = "NAME=SERVICE")]
+    pub(crate) map: Vec<String>,
+    /// Rotate keys that already exist (the old value stays as the previous version); without
+    /// it, an identity that already has a key refuses the whole import.
+    #[arg(long)]
+    pub(crate) rotate: bool,
+    /// Import values with leading or trailing whitespace or several lines as they are
+    /// (refused otherwise).
+    #[arg(long)]
+    pub(crate) keep_whitespace: bool,
+    /// Output format of the summary (JSON on stdout: `{stored: [...], skipped: [...]}`).
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub(crate) format: Format,
 }
 
 /// `master-key` subcommands (local provider).
@@ -144,6 +299,9 @@ pub(crate) struct GetArgs {
     /// Print the previous value (after a rotation, during its grace period) instead.
     #[arg(long)]
     pub(crate) previous: bool,
+    /// Output format: the key and a newline, or a JSON object with the identity and the key.
+    #[arg(long, value_enum, default_value_t = GetFormat::Text)]
+    pub(crate) format: GetFormat,
 }
 
 /// Arguments of `keys audit`.
@@ -155,18 +313,24 @@ pub(crate) struct AuditArgs {
     /// Only rows about this user's keys.
     #[arg(long, value_name = "U")]
     pub(crate) user: Option<String>,
-    /// Only this operation (store, get, list, rotate, rewrap, disable, enable, delete, ...).
+    /// Only this operation: store, rotate, get, get_previous, list, versions, disable, enable,
+    /// delete, rewrap, rewrap_check, seal, store_many, dropped (anything else is refused
+    /// unless the trail holds it).
     #[arg(long, value_name = "OP")]
     pub(crate) operation: Option<String>,
-    /// Only rows since this time: RFC 3339, or a duration back from now (`24h`, `7d`).
+    /// Only rows at or after this time: a duration back from now (`30m`, `24h`, `7d`), an RFC
+    /// 3339 time (`2026-11-28T09:00:00Z`) or a date (`2026-11-28`, midnight UTC).
     #[arg(long, value_name = "TIME", value_parser = parse_since)]
     pub(crate) since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only rows at or before this time (same forms as --since).
+    #[arg(long, value_name = "TIME", value_parser = parse_since)]
+    pub(crate) until: Option<chrono::DateTime<chrono::Utc>>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub(crate) format: Format,
     /// Verify the whole chain instead of listing: exit 0 if intact, 4 naming the first
     /// deleted, inserted or edited row (or a row without its MAC in a sealed store).
-    #[arg(long, conflicts_with_all = ["service", "user", "operation", "since", "head"])]
+    #[arg(long, conflicts_with_all = ["service", "user", "operation", "since", "until", "head"])]
     pub(crate) verify: bool,
     /// With --verify: also check that the trail still holds this head, as printed by
     /// `--head` and kept elsewhere (`SEQ:MAC`); a trail cut short or replaced exits 4.
@@ -174,18 +338,31 @@ pub(crate) struct AuditArgs {
     pub(crate) expect_head: Option<String>,
     /// Verify the chain, then print its head, exactly one line `SEQ:MAC`, to keep outside the
     /// database (for `--verify --expect-head`).
-    #[arg(long, conflicts_with_all = ["service", "user", "operation", "since", "verify"])]
+    #[arg(long, conflicts_with_all = ["service", "user", "operation", "since", "until", "verify"])]
     pub(crate) head: bool,
 }
 
-fn parse_since(s: &str) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {
-    parse_time(s).or_else(|_| {
-        humantime::parse_duration(s)
-            .map_err(|e| format!("neither an RFC 3339 time nor a duration ({e})"))
-            .map(|d| {
-                chrono::Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
-            })
-    })
+/// A point in time for `--since`/`--until`: a duration back from now, an RFC 3339 time, or a
+/// date (midnight UTC).
+pub(crate) fn parse_since(s: &str) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = parse_time(s) {
+        return Ok(t);
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        && let Some(t) = d.and_hms_opt(0, 0, 0)
+    {
+        return Ok(t.and_utc());
+    }
+    humantime::parse_duration(s)
+        .map(|d| {
+            chrono::Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+        })
+        .map_err(|_| {
+            format!(
+                "`{s}` is neither a duration back from now (30m, 24h, 7d), an RFC 3339 time \
+                 (2026-11-28T09:00:00Z) nor a date (2026-11-28)"
+            )
+        })
 }
 
 /// Arguments of `keys rewrap`.
@@ -215,6 +392,18 @@ pub(crate) struct RewrapArgs {
     /// Versions processed at once (concurrent KMS requests).
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub(crate) concurrency: usize,
+}
+
+/// Arguments of `keys delete`.
+#[derive(Debug, Args)]
+pub(crate) struct DeleteArgs {
+    /// Whose key.
+    #[command(flatten)]
+    pub(crate) identity: IdentityArgs,
+    /// Delete without asking (on a terminal, `keys delete` asks for confirmation first;
+    /// elsewhere it never asks).
+    #[arg(long, short = 'y')]
+    pub(crate) yes: bool,
 }
 
 /// Who a key belongs to: `--service S [--user U] [--project P]`.
@@ -255,6 +444,11 @@ pub(crate) struct StoreArgs {
     /// The value expires at this time (RFC 3339, e.g. `2027-01-31T00:00:00Z`).
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub(crate) expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Store the key exactly as given even if it starts or ends with whitespace or spans
+    /// several lines (refused otherwise: usually a paste that took too much). One trailing
+    /// newline on stdin is always removed.
+    #[arg(long)]
+    pub(crate) keep_whitespace: bool,
 }
 
 impl StoreArgs {
@@ -308,12 +502,21 @@ impl ListArgs {
     }
 }
 
-/// Output format of `keys list`.
+/// Output format of the commands that print data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Format {
-    /// An aligned table for people.
+    /// An aligned table for people (fitted to the terminal's width, or to $COLUMNS).
     Table,
-    /// A JSON array for programs.
+    /// JSON for programs (shapes documented in the README and kept stable).
+    Json,
+}
+
+/// Output format of `keys get`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum GetFormat {
+    /// The key and a newline.
+    Text,
+    /// `{"service", "user", "project", "previous", "key"}`.
     Json,
 }
 
@@ -342,6 +545,17 @@ mod tests {
         .expect("parses");
         assert_eq!(cli.db.as_deref(), Some("sqlite://x.db"));
         assert!(cli.quiet);
+    }
+
+    #[test]
+    fn the_long_version_names_what_was_built() {
+        let v = long_version();
+        assert!(v.starts_with(env!("CARGO_PKG_VERSION")), "{v}");
+        assert!(
+            v.contains("KMS providers: ") && v.contains("databases: "),
+            "{v}"
+        );
+        command().debug_assert();
     }
 
     #[test]

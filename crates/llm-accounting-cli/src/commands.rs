@@ -13,13 +13,32 @@ use llm_accounting::{
 };
 
 use crate::cli::{
-    AuditArgs, Cli, Command, Format, GetArgs, IdentityArgs, KeysCommand, ListArgs,
+    Cli, Command, DeleteArgs, Format, GetArgs, GetFormat, IdentityArgs, KeysCommand, ListArgs,
     MasterKeyCommand, RewrapArgs, StoreArgs,
 };
-use crate::{output, read_key};
+use crate::{exit_code, output, print, read_key};
 
-/// Runs the parsed command line.
-pub(crate) async fn run(cli: Cli) -> Result<()> {
+mod audit;
+mod completions;
+mod confirm;
+mod doctor;
+mod exec;
+mod import;
+
+pub(crate) use exec::is_env_name;
+
+/// Runs the parsed command line; the exit code to leave with when it did not fail.
+pub(crate) async fn run(cli: Cli) -> Result<u8> {
+    // Commands that need no configuration (or check it themselves) come first: a broken
+    // configuration must not stop them.
+    match &cli.command {
+        Command::Completions(args) => {
+            return completions::completions(args).map(|()| exit_code::OK);
+        }
+        Command::Manual(args) => return completions::manual(args).map(|()| exit_code::OK),
+        Command::Doctor(args) => return doctor::doctor(&cli, args).await,
+        _ => {}
+    }
     let overrides = Overrides {
         database_url: cli.db,
         provider: cli.provider,
@@ -29,19 +48,23 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
     let ctx = Context {
         settings,
         quiet: cli.quiet,
+        verbose: cli.verbose,
     };
-    match cli.command {
+    let done = match cli.command {
+        Command::Exec(args) => return exec::exec(&ctx, args).await,
+        Command::Completions(_) | Command::Manual(_) | Command::Doctor(_) => Ok(()),
         Command::Keys(keys) => match keys {
             KeysCommand::Store(args) => store(&ctx, args, false).await,
             KeysCommand::Rotate(args) => store(&ctx, args, true).await,
             KeysCommand::Get(args) => get(&ctx, &args).await,
             KeysCommand::Rewrap(args) => rewrap(&ctx, &args).await,
-            KeysCommand::Audit(args) => audit(&ctx, &args).await,
+            KeysCommand::Audit(args) => audit::audit(&ctx, &args).await,
             KeysCommand::List(args) => list(&ctx, &args).await,
             KeysCommand::Disable(args) => set_enabled(&ctx, &args, false).await,
             KeysCommand::Enable(args) => set_enabled(&ctx, &args, true).await,
             KeysCommand::Delete(args) => delete(&ctx, &args).await,
             KeysCommand::Seal => seal(&ctx).await,
+            KeysCommand::Import(args) => import::import(&ctx, &args).await,
         },
         #[cfg(feature = "kms-local")]
         Command::MasterKey(MasterKeyCommand::AddVersion) => add_master_key_version(&ctx),
@@ -49,13 +72,15 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::MasterKey(MasterKeyCommand::AddVersion) => Err(Error::config(
             "this build of llm-accounting was built without feature kms-local",
         )),
-    }
+    };
+    done.map(|()| exit_code::OK)
 }
 
 /// What every command needs.
 struct Context {
     settings: Settings,
     quiet: bool,
+    verbose: bool,
 }
 
 impl Context {
@@ -70,10 +95,19 @@ impl Context {
     /// which defaults were used.
     async fn manager(&self) -> Result<SecureKeyManager> {
         let (manager, used) = build_manager_with_info(&self.settings).await?;
-        if let Some(notice) = output::defaults_notice(&used) {
+        self.defaults_notice(&used);
+        Ok(manager)
+    }
+
+    /// Says where the default database and master key are: when they were just created (the
+    /// first run), or with `--verbose`; not on every run.
+    fn defaults_notice(&self, used: &llm_accounting::DefaultsUsed) {
+        if !(used.created_any() || self.verbose) {
+            return;
+        }
+        if let Some(notice) = output::defaults_notice(used) {
             self.say(&format!("note: {notice}"));
         }
-        Ok(manager)
     }
 }
 
@@ -99,9 +133,15 @@ async fn store(ctx: &Context, args: StoreArgs, rotate: bool) -> Result<()> {
     let options = WriteOptions {
         expires_at: args.expiry(),
     };
-    let key = read_key::read_key(args.key, &identity)?;
-    key.validate()?;
+    // The configuration, the database and the provider's settings are checked before the
+    // key is asked for: a mistake there must not cost a paste.
     let manager = ctx.manager().await?;
+    let key = match read_key::read_key(args.key, &identity, args.keep_whitespace)
+        .and_then(|key| key.validate().map(|()| key))
+    {
+        Ok(key) => key,
+        Err(e) => return finish(&manager, Err(e)).await,
+    };
     let result = if rotate {
         manager.rotate_with(&identity, &key, &options).await
     } else {
@@ -140,14 +180,27 @@ async fn get(ctx: &Context, args: &GetArgs) -> Result<()> {
             manager.get(&identity).await?
         };
         let mut out = std::io::stdout().lock();
-        out.write_all(key.expose_secret().as_bytes())
-            .and_then(|()| out.write_all(b"\n"))
+        let written = match args.format {
+            GetFormat::Text => out
+                .write_all(key.expose_secret().as_bytes())
+                .and_then(|()| out.write_all(b"\n")),
+            // Straight to stdout: no intermediate string holds the key.
+            GetFormat::Json => serde_json::to_writer(
+                &mut out,
+                &output::KeyValueJson {
+                    service: identity.service(),
+                    user: identity.user(),
+                    project: identity.project(),
+                    previous: args.previous,
+                    key: key.expose_secret(),
+                },
+            )
+            .map_err(std::io::Error::other)
+            .and_then(|()| out.write_all(b"\n")),
+        };
+        written
             .and_then(|()| out.flush())
-            .map_err(|e| Error::Io {
-                operation: "writing the API key",
-                path: "stdout".to_owned(),
-                source: Arc::new(e),
-            })
+            .map_err(|e| print::stdout_error("writing the API key", e))
     }
     .await;
     finish(&manager, result).await
@@ -161,6 +214,7 @@ async fn list(ctx: &Context, args: &ListArgs) -> Result<()> {
     let result = async {
         let listing = manager.list(&filter).await?;
         let mut keys = listing.keys;
+        let stored = keys.len();
         let mut broken: Vec<(String, Error)> = listing
             .broken
             .into_iter()
@@ -188,22 +242,16 @@ async fn list(ctx: &Context, args: &ListArgs) -> Result<()> {
             }
             keys = readable;
         }
-        Ok((keys, versions, broken))
+        Ok((keys, versions, broken, stored))
     }
     .await;
-    let (keys, versions, broken) = finish(&manager, result).await?;
+    let (keys, versions, broken, stored) = finish(&manager, result).await?;
     let text = match args.format {
         Format::Json if args.versions => Some(output::json_with_versions(&versions)),
         Format::Json => Some(output::json(&keys)),
         Format::Table if keys.is_empty() => {
-            let filtered =
-                filter.service.is_some() || filter.user.is_some() || filter.project.is_some();
             if broken.is_empty() {
-                ctx.say(if filtered {
-                    "no keys stored that match the filter"
-                } else {
-                    "no keys stored"
-                });
+                ctx.say(&output::no_keys_message(&filter, args.expiring, stored));
             }
             None
         }
@@ -211,14 +259,7 @@ async fn list(ctx: &Context, args: &ListArgs) -> Result<()> {
         Format::Table => Some(output::table(&keys)),
     };
     if let Some(text) = text {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{text}")
-            .and_then(|()| out.flush())
-            .map_err(|e| Error::Io {
-                operation: "writing the key list",
-                path: "stdout".to_owned(),
-                source: Arc::new(e),
-            })?;
+        print::print(&text, "writing the key list")?;
     }
     if broken.is_empty() {
         return Ok(());
@@ -286,9 +327,12 @@ async fn set_enabled(ctx: &Context, args: &IdentityArgs, enabled: bool) -> Resul
     Ok(())
 }
 
-/// `keys delete`.
-async fn delete(ctx: &Context, args: &IdentityArgs) -> Result<()> {
-    let identity = args.identity()?;
+/// `keys delete`: on a terminal, only after the user typed the service's name (or `--yes`).
+async fn delete(ctx: &Context, args: &DeleteArgs) -> Result<()> {
+    let identity = args.identity.identity()?;
+    if !args.yes {
+        confirm::confirm_delete(&identity)?;
+    }
     let manager = ctx.manager().await?;
     let result = async {
         // A record that does not verify can still be deleted (that is the remedy).
@@ -326,9 +370,7 @@ async fn rewrap(ctx: &Context, args: &RewrapArgs) -> Result<()> {
         target_settings.kms.key_id = Some(k.clone());
     }
     let (source, repo, used) = build_provider_and_repository(&ctx.settings).await?;
-    if let Some(notice) = output::defaults_notice(&used) {
-        ctx.say(&format!("note: {notice}"));
-    }
+    ctx.defaults_notice(&used);
     // Both behind the branch-key layer: records move to the target's `kms.hierarchy`, and
     // branch keys the source wrapped are unwrapped by it.
     let source_layer: Arc<dyn KmsProvider> =
@@ -430,63 +472,6 @@ async fn rewrap(ctx: &Context, args: &RewrapArgs) -> Result<()> {
             hint: "the failed versions are unchanged and still readable; run it again to retry",
         })
     }
-}
-
-/// `keys audit`.
-async fn audit(ctx: &Context, args: &AuditArgs) -> Result<()> {
-    // Parsed before anything is opened: a malformed head is a usage error.
-    let expected = args
-        .expect_head
-        .as_deref()
-        .map(str::parse::<llm_accounting::AuditHead>)
-        .transpose()?;
-    let manager = ctx.manager().await?;
-    if args.verify || args.head {
-        let result = manager.verify_audit_head(expected.as_ref()).await;
-        let (n, head) = finish(&manager, result).await?;
-        if args.head {
-            let mut out = std::io::stdout().lock();
-            return writeln!(out, "{head}")
-                .and_then(|()| out.flush())
-                .map_err(|e| Error::Io {
-                    operation: "writing the audit head",
-                    path: "stdout".to_owned(),
-                    source: Arc::new(e),
-                });
-        }
-        ctx.say(&match &expected {
-            Some(h) => format!(
-                "audit chain intact: {n} record(s); it still holds head {}",
-                h.seq
-            ),
-            None => format!("audit chain intact: {n} record(s)"),
-        });
-        return Ok(());
-    }
-    let filter = llm_accounting::AuditFilter {
-        service: args.service.clone(),
-        user: args.user.clone(),
-        operation: args.operation.clone(),
-        since: args.since,
-    };
-    let result = manager.audit_records(&filter).await;
-    let records = finish(&manager, result).await?;
-    let text = match args.format {
-        Format::Json => output::audit_json(&records),
-        Format::Table if records.is_empty() => {
-            ctx.say("no audit records match");
-            return Ok(());
-        }
-        Format::Table => output::audit_table(&records),
-    };
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{text}")
-        .and_then(|()| out.flush())
-        .map_err(|e| Error::Io {
-            operation: "writing the audit records",
-            path: "stdout".to_owned(),
-            source: Arc::new(e),
-        })
 }
 
 /// `master-key add-version`.

@@ -1,4 +1,4 @@
-//! Diagnostic logging: `tracing` to stderr, filtered by `RUST_LOG` (default `warn`).
+//! Diagnostic logging: `tracing` to stderr, filtered by `RUST_LOG` (default: [`DEFAULT`]).
 
 use std::io::IsTerminal;
 
@@ -13,9 +13,15 @@ use tracing_subscriber::filter::LevelFilter;
 /// `trace` against both servers with a password in the URL: `tests/database_urls.rs`).
 const AWS_SDK_CAP: &str = "aws_smithy_runtime=debug";
 
+/// The filter without `RUST_LOG`: warnings, except the AWS SDK's multi-line dumps of each
+/// failed attempt to reach the EC2 instance metadata service (IMDS) for a region or
+/// credentials. Off EC2 they are expected, and the one-line error that follows says what is
+/// missing (`RUST_LOG=aws_config=debug` shows them).
+const DEFAULT: &str = "warn,aws_config::imds=error,aws_config::meta::credentials::chain=error";
+
 /// Installs the global subscriber. An unparsable `RUST_LOG` falls back to `warn`.
 pub(crate) fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT));
     // Only when something may be at trace: otherwise the directive would raise the target.
     let filter = match (filter.max_level_hint(), AWS_SDK_CAP.parse()) {
         (Some(LevelFilter::TRACE) | None, Ok(cap)) => filter.add_directive(cap),

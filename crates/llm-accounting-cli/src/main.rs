@@ -12,15 +12,15 @@
 
 mod cli;
 mod commands;
+mod dotenv;
 mod escape;
 mod exit_code;
 mod logging;
 mod output;
+mod print;
 mod read_key;
 
 use std::process::ExitCode;
-
-use clap::Parser;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -29,10 +29,12 @@ async fn main() -> ExitCode {
         eprintln!("warning: could not disable core dumps: {e}");
     }
     // clap prints usage errors and exits 2 (0 for --help and --version).
-    let cli = cli::Cli::parse();
+    let cli = cli::parse();
     logging::init();
     match commands::run(cli).await {
-        Ok(()) => ExitCode::from(exit_code::OK),
+        Ok(code) => ExitCode::from(code),
+        // `| head`: the reader had all it wanted.
+        Err(e) if print::is_broken_pipe(&e) => ExitCode::from(exit_code::OK),
         Err(e) => {
             eprintln!("{}", output::error_line(&e));
             ExitCode::from(exit_code::for_error(&e))

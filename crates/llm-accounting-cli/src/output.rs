@@ -43,11 +43,67 @@ pub(crate) fn table(keys: &[KeyRecord]) -> String {
             optional_time(k.expires_at.as_ref()),
         ]));
     }
-    // Columns flush left, two spaces apart, no trailing blanks.
-    for column in table.column_iter_mut() {
-        column.set_padding((0, 2));
+    crate::print::finish_table(table)
+}
+
+/// `keys get --format json`: the identity and the key. Serialized straight to stdout.
+#[derive(Serialize)]
+pub(crate) struct KeyValueJson<'a> {
+    /// The key's service.
+    pub(crate) service: &'a str,
+    /// Its user, null for none.
+    pub(crate) user: Option<&'a str>,
+    /// Its project, null for none.
+    pub(crate) project: Option<&'a str>,
+    /// Whether this is the previous value (`--previous`).
+    pub(crate) previous: bool,
+    /// The key itself.
+    pub(crate) key: &'a str,
+}
+
+/// What an empty key listing says: what was asked for. `stored` is how many keys matched
+/// the filter before `--expiring`.
+pub(crate) fn no_keys_message(
+    filter: &llm_accounting::KeyFilter,
+    expiring: Option<std::time::Duration>,
+    stored: usize,
+) -> String {
+    let mut who = Vec::new();
+    if let Some(s) = &filter.service {
+        who.push(format!("service \"{s}\""));
     }
-    table.trim_fmt()
+    if let Some(u) = &filter.user {
+        who.push(format!("user \"{u}\""));
+    }
+    if let Some(p) = &filter.project {
+        who.push(format!("project \"{p}\""));
+    }
+    let scope = if who.is_empty() {
+        String::new()
+    } else {
+        format!(" for {}", who.join(", "))
+    };
+    let text = match expiring {
+        Some(within) => format!(
+            "no keys{scope} expire within {} ({stored} stored)",
+            span(within)
+        ),
+        None => format!("no keys stored{scope}"),
+    };
+    escape::text(&text).into_owned()
+}
+
+/// A duration in words: `7 days`, `12 hours`, else humantime's form.
+fn span(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    let unit = |n: u64, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
+    match secs {
+        0 => "0 seconds".to_owned(),
+        s if s % 86_400 == 0 => unit(s / 86_400, "day"),
+        s if s % 3_600 == 0 => unit(s / 3_600, "hour"),
+        s if s % 60 == 0 => unit(s / 60, "minute"),
+        _ => humantime::format_duration(d).to_string(),
+    }
 }
 
 /// One key in the JSON listing.
@@ -115,10 +171,7 @@ pub(crate) fn versions_table(keys: &[(KeyRecord, Vec<VersionInfo>)]) -> String {
             ]));
         }
     }
-    for column in table.column_iter_mut() {
-        column.set_padding((0, 2));
-    }
-    table.trim_fmt()
+    crate::print::finish_table(table)
 }
 
 /// The listing as a pretty-printed JSON array.
@@ -202,10 +255,7 @@ pub(crate) fn audit_table(records: &[AuditRecord]) -> String {
             e.detail.clone().unwrap_or_else(|| "-".to_owned()),
         ]));
     }
-    for column in table.column_iter_mut() {
-        column.set_padding((0, 2));
-    }
-    table.trim_fmt()
+    crate::print::finish_table(table)
 }
 
 /// One audit record in JSON.
@@ -276,7 +326,12 @@ pub(crate) fn progress_bar(quiet: bool) -> Option<indicatif::ProgressBar> {
 
 /// The notice saying which defaults were used, if any were.
 pub(crate) fn defaults_notice(used: &DefaultsUsed) -> Option<String> {
-    match (&used.database, &used.master_key_file) {
+    let verb = if used.created_any() {
+        "created and using"
+    } else {
+        "using"
+    };
+    let notice = match (&used.database, &used.master_key_file) {
         (Some(db), Some(key)) => Some(format!(
             "using default database {db} and master key {key} (set \
              LLM_ACCOUNTING_DATABASE_URL / LLM_ACCOUNTING_LOCAL_MASTER_KEY_FILE to choose)"
@@ -288,20 +343,48 @@ pub(crate) fn defaults_notice(used: &DefaultsUsed) -> Option<String> {
             "using default master key {key} (set LLM_ACCOUNTING_LOCAL_MASTER_KEY_FILE to choose)"
         )),
         (None, None) => None,
-    }
+    };
+    notice.map(|n| match n.strip_prefix("using ") {
+        Some(rest) => format!("{verb} {rest}"),
+        None => n,
+    })
 }
 
 /// The one line printed for a failure: `error: <error>: <source>: <source>...`. A source whose
 /// text the line already holds (some errors repeat their source) is left out.
 pub(crate) fn error_line(error: &Error) -> String {
-    let mut line = format!("error: {}", llm_accounting::error_chain(error));
+    // A configuration error's own message keeps its lines (a parser's message points at the
+    // line and column); everything else, its sources included, is one line, whatever they
+    // contain. Nothing that acts on the terminal either way.
+    let chain = llm_accounting::error_chain(error);
+    let top = error.to_string();
+    let (head, rest) = match chain.strip_prefix(&top) {
+        Some(rest) if matches!(error, Error::Config { .. }) => (top.as_str(), rest),
+        _ => ("", chain.as_str()),
+    };
+    let head = head
+        .lines()
+        .map(|l| escape::text(l.trim_end_matches('\r')).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut line = format!(
+        "error: {head}{}",
+        escape::text(&rest.replace(['\n', '\r'], " "))
+    );
     if let Some(hint) = hint(error) {
         line.push_str(" (");
         line.push_str(hint);
         line.push(')');
     }
-    // One line, whatever the sources contain, and nothing that acts on the terminal.
-    escape::text(&line.replace(['\n', '\r'], " ")).into_owned()
+    // One prefix, even when a configuration error wraps another one.
+    const PREFIX: &str = "configuration error: ";
+    if let Some(first) = line.find(PREFIX) {
+        let after = first + PREFIX.len();
+        let rest = line[after..].replace(PREFIX, "");
+        line.truncate(after);
+        line.push_str(&rest);
+    }
+    line
 }
 
 /// What to run about an error, in this CLI's words (the library's errors name no command).
@@ -345,6 +428,26 @@ mod tests {
     }
 
     #[test]
+    fn empty_listings_say_what_was_asked() {
+        let all = llm_accounting::KeyFilter::default();
+        assert_eq!(no_keys_message(&all, None, 0), "no keys stored");
+        let week = std::time::Duration::from_secs(7 * 86_400);
+        assert_eq!(
+            no_keys_message(&all, Some(week), 3),
+            "no keys expire within 7 days (3 stored)"
+        );
+        let openai = llm_accounting::KeyFilter {
+            service: Some("openai".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            no_keys_message(&openai, None, 0),
+            "no keys stored for service \"openai\""
+        );
+        assert_eq!(span(std::time::Duration::from_secs(3_600)), "1 hour");
+    }
+
+    #[test]
     fn timestamps_are_rfc3339_seconds_utc() {
         assert_eq!(timestamp(&record(None).created_at), "2026-11-28T21:00:00Z");
     }
@@ -384,6 +487,24 @@ mod tests {
     }
 
     #[test]
+    fn configuration_errors_have_one_prefix_and_keep_their_lines() {
+        let inner = Error::config("the Azure credential is wrong");
+        let outer = Error::Config {
+            message: "cannot set up the provider".into(),
+            source: Some(Arc::new(inner)),
+        };
+        let line = error_line(&outer);
+        assert_eq!(line.matches("configuration error:").count(), 1, "{line}");
+        assert!(line.ends_with("the Azure credential is wrong"), "{line}");
+
+        let parse = Error::config("TOML parse error at line 3\n  |\n3 | foo =\n  |      ^\x1b[2J");
+        let text = error_line(&parse);
+        assert_eq!(text.lines().count(), 4, "{text}");
+        assert!(text.contains("3 | foo ="), "{text}");
+        assert!(!text.contains('\x1b'), "{text}");
+    }
+
+    #[test]
     fn error_lines_add_the_commands_to_run() {
         let disabled = Error::Disabled {
             identity: "openai".into(),
@@ -412,6 +533,7 @@ mod tests {
         let both = DefaultsUsed {
             database: Some("/d/keys.db".into()),
             master_key_file: Some("/d/master.key".into()),
+            ..DefaultsUsed::default()
         };
         let n = defaults_notice(&both).expect("notice");
         assert!(n.starts_with("using default database /d/keys.db and master key /d/master.key"));

@@ -19,19 +19,53 @@ const STDIN_LIMIT: usize = 1024 * 1024;
 
 /// The key for `identity`: from `flag` if given (with a warning on stderr), else all of stdin
 /// when it is not a terminal (one trailing newline removed), else a no-echo prompt.
-pub(crate) fn read_key(flag: Option<String>, identity: &KeyIdentity) -> Result<ApiKey> {
-    if let Some(key) = flag {
+///
+/// Unless `keep_whitespace`, a key with leading or trailing whitespace, or of several lines,
+/// is refused: that is almost always a paste that took too much, and the provider would
+/// reject the key only when it is used.
+pub(crate) fn read_key(
+    flag: Option<String>,
+    identity: &KeyIdentity,
+    keep_whitespace: bool,
+) -> Result<ApiKey> {
+    let key = if let Some(key) = flag {
         eprintln!("{KEY_FLAG_WARNING}");
-        return Ok(exact_api_key(key));
+        exact_api_key(key)
+    } else {
+        let stdin = std::io::stdin();
+        if stdin.is_terminal() {
+            let key =
+                rpassword::prompt_password(format!("API key for {identity}: ")).map_err(|e| {
+                    io_error("reading the API key from the terminal", "the terminal", e)
+                })?;
+            exact_api_key(key)
+        } else {
+            key_from_stdin_bytes(read_all(stdin.lock(), STDIN_LIMIT)?)?
+        }
+    };
+    if !keep_whitespace {
+        check_whitespace(key.expose_secret())?;
     }
-    let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        let key = rpassword::prompt_password(format!("API key for {identity}: "))
-            .map_err(|e| io_error("reading the API key from the terminal", "the terminal", e))?;
-        return Ok(exact_api_key(key));
+    Ok(key)
+}
+
+/// Refuses a key with leading or trailing whitespace, or with a line break inside.
+pub(crate) fn check_whitespace(key: &str) -> Result<()> {
+    if key.contains(['\n', '\r']) {
+        return Err(Error::invalid(
+            "API key",
+            "it spans several lines (was more than the key pasted?); store one line, or pass \
+             --keep-whitespace to store it as it is",
+        ));
     }
-    let bytes = read_all(stdin.lock(), STDIN_LIMIT)?;
-    key_from_stdin_bytes(bytes)
+    if key.starts_with(char::is_whitespace) || key.ends_with(char::is_whitespace) {
+        return Err(Error::invalid(
+            "API key",
+            "it starts or ends with whitespace (pasted with a space or tab?); remove it, or pass \
+             --keep-whitespace to store it as it is",
+        ));
+    }
+    Ok(())
 }
 
 /// Turns what was read from stdin into a key: one trailing `\n` or `\r\n` removed; empty input
@@ -151,6 +185,26 @@ mod tests {
         let big = vec![b'x'; STDIN_LIMIT + 1];
         let err = from(&big).expect_err("too big");
         assert!(err.to_string().contains("more than"), "{err}");
+    }
+
+    #[test]
+    fn whitespace_around_or_inside_is_refused() {
+        assert!(check_whitespace("sk-FAKE").is_ok());
+        assert!(
+            check_whitespace("sk FAKE").is_ok(),
+            "inner spaces are the key's business"
+        );
+        for bad in [
+            " sk-FAKE",
+            "sk-FAKE ",
+            "\tsk-FAKE",
+            "sk-FAKE\n",
+            "sk\nFAKE",
+            "sk\r\nFAKE",
+        ] {
+            let e = check_whitespace(bad).expect_err(bad);
+            assert!(e.to_string().contains("--keep-whitespace"), "{e}");
+        }
     }
 
     #[test]

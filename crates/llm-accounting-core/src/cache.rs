@@ -174,10 +174,37 @@ impl KeyCache {
     where
         F: Future<Output = Result<Loaded>>,
     {
+        self.load_at(identity, None, load).await
+    }
+
+    /// The current epoch: a load of what was read after this is cached only if no writer
+    /// changed the store since (see [`KeyCache::get_or_load_since`]).
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// [`KeyCache::get_or_load`] for a load whose data was read before the call: it is cached
+    /// only if no writer changed the store since `epoch` (taken before the read).
+    pub(crate) async fn get_or_load_since<F>(
+        &self,
+        identity: &KeyIdentity,
+        epoch: u64,
+        load: F,
+    ) -> Result<Hit>
+    where
+        F: Future<Output = Result<Loaded>>,
+    {
+        self.load_at(identity, Some(epoch), load).await
+    }
+
+    async fn load_at<F>(&self, identity: &KeyIdentity, since: Option<u64>, load: F) -> Result<Hit>
+    where
+        F: Future<Output = Result<Loaded>>,
+    {
         let flight = Arc::clone(self.flights().entry(identity.clone()).or_default());
         let result = flight
             .get_or_init(|| async {
-                let epoch = self.epoch.load(Ordering::SeqCst);
+                let epoch = since.unwrap_or_else(|| self.epoch.load(Ordering::SeqCst));
                 let loaded = load.await?;
                 let now_ms = self.now_ms();
                 let mut deadline_ms = now_ms.saturating_add(self.ttl_ms);

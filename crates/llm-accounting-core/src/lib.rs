@@ -22,6 +22,7 @@ pub mod envelope;
 mod error;
 pub mod files;
 mod identity;
+mod key_change;
 mod last_used;
 pub mod layers;
 mod manager;
@@ -42,8 +43,9 @@ pub use context::{EncryptionContext, FORMAT_VERSION};
 pub use envelope::Envelope;
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use identity::{KeyIdentity, MAX_NAME_CHARS, is_hidden_char, validate_name};
+pub use key_change::{KeyChange, LoadedCurrent};
 pub use manager::{
-    AuditOptions, BrokenKey, KeyListing, ManagerOptions, RewrapFailure, RewrapOptions,
+    AuditOptions, BatchMode, BrokenKey, KeyListing, ManagerOptions, RewrapFailure, RewrapOptions,
     RewrapProgress, RewrapReport, SealReport, SecureKeyManager, SecureKeyManagerBuilder,
     StoreOutcome, VersionInfo, WriteOptions,
 };

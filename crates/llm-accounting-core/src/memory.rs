@@ -9,8 +9,9 @@ use uuid::Uuid;
 
 use crate::branch::{BranchKeyRecord, BranchKeyStore, BranchScope};
 use crate::{
-    Error, Journal, KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyState, KeyWrite, Listed,
-    Result, StoreKeyRecord, VersionRecord, VersionState, WrappedKey,
+    Error, Journal, KeyChange, KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyState,
+    KeyWrite, Listed, LoadedCurrent, Result, StoreKeyRecord, VersionRecord, VersionState,
+    WrappedKey,
 };
 
 /// A [`KeyRepository`] in a `Mutex<HashMap>`. Passes the repository conformance suite.
@@ -187,6 +188,103 @@ impl KeyRepository for MemoryKeyRepository {
         k.updated_at = version.created_at;
         apply(k, write);
         Ok(())
+    }
+
+    async fn write_batch(&self, changes: &[KeyChange], journal: &[Journal]) -> Result<()> {
+        no_journal(journal.first())?;
+        let mut s = self.lock();
+        // Every check first, against the state and the batch itself; then every change.
+        let mut ids = std::collections::HashSet::new();
+        let mut identities = std::collections::HashSet::new();
+        for change in changes {
+            if !ids.insert(change.key_id()) || !identities.insert(change.identity()) {
+                return Err(Error::invalid(
+                    "batch",
+                    format!("{} appears twice", change.identity()),
+                ));
+            }
+            let conflict = || Error::Conflict {
+                identity: change.identity().to_string(),
+            };
+            match change {
+                KeyChange::Create { key, first } => {
+                    if first.version != 1 || key.current_version != 1 || first.key_id != key.id {
+                        return Err(Error::invalid("version", "a new key starts at version 1"));
+                    }
+                    if s.by_identity.contains_key(&key.identity) || s.keys.contains_key(&key.id) {
+                        return Err(conflict());
+                    }
+                }
+                KeyChange::AddVersion {
+                    expected_current,
+                    version,
+                    write,
+                    ..
+                } => {
+                    let Some(key) = s.keys.get(&version.key_id) else {
+                        return Err(Error::NotFound {
+                            identity: change.identity().to_string(),
+                        });
+                    };
+                    if key.current_version != *expected_current
+                        || key.revision != write.expected_revision
+                        || version.version != expected_current + 1
+                        || s.versions.contains_key(&(version.key_id, version.version))
+                    {
+                        return Err(conflict());
+                    }
+                }
+            }
+        }
+        for change in changes {
+            match change {
+                KeyChange::Create { key, first } => {
+                    s.by_identity.insert(key.identity.clone(), key.id);
+                    s.keys.insert(key.id, key.clone());
+                    s.versions.insert((key.id, 1), first.clone());
+                }
+                KeyChange::AddVersion {
+                    expected_current,
+                    version,
+                    previous_retire_at,
+                    write,
+                    ..
+                } => {
+                    let key_id = version.key_id;
+                    if let Some(old) = s.versions.get_mut(&(key_id, *expected_current)) {
+                        old.state = VersionState::Previous;
+                        old.retire_at = Some(*previous_retire_at);
+                    }
+                    s.versions
+                        .insert((key_id, version.version), version.clone());
+                    let k = s.keys.get_mut(&key_id).ok_or_else(Error::integrity)?;
+                    k.current_version = version.version;
+                    k.hint = version.hint.clone();
+                    k.expires_at = version.expires_at;
+                    k.updated_at = version.created_at;
+                    apply(k, write);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn load_current_many(&self, identities: &[KeyIdentity]) -> Result<Vec<LoadedCurrent>> {
+        let s = self.lock();
+        Ok(identities
+            .iter()
+            .map(|identity| {
+                let id = s.by_identity.get(identity)?;
+                let key = s.keys[id].clone();
+                Some(
+                    s.versions
+                        .get(&(key.id, key.current_version))
+                        .cloned()
+                        .map(|v| (key, v))
+                        .ok_or_else(Error::integrity),
+                )
+            })
+            .collect())
     }
 
     async fn list_versions(&self, key_id: Uuid) -> Result<Vec<VersionRecord>> {

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::{Error, KeyIdentity, Result};
+use crate::{Error, KeyChange, KeyIdentity, LoadedCurrent, Result};
 
 /// Whether a key may be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -315,6 +315,35 @@ pub trait KeyRepository: Send + Sync + Debug {
         journal: Option<&Journal>,
     ) -> Result<()>;
 
+    /// Writes `changes` in one transaction: all of them or, on any error, none. `journal` is
+    /// empty, or holds one audit row per change (in the same order), appended in the same
+    /// transaction. Statements are chunked under the database's parameter limits.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Conflict`] naming the identity of a [`KeyChange::Create`] that already exists
+    /// or of a [`KeyChange::AddVersion`] whose key moved on (or the audit trail, when another
+    /// writer took its next row); [`Error::NotFound`] for a version of a key that is gone;
+    /// [`Error::InvalidInput`] for a malformed batch (two changes of one key, a first version
+    /// that is not 1, a journal of another length). Nothing is written in any of these cases.
+    async fn write_batch(&self, changes: &[KeyChange], journal: &[Journal]) -> Result<()>;
+
+    /// [`KeyRepository::load_current`] of many identities, one result per identity in the
+    /// same order, read in as few queries as the database allows (not one per key). A row
+    /// that cannot be read is that identity's error; an unreachable database fails the whole
+    /// call. The default reads them one by one.
+    async fn load_current_many(&self, identities: &[KeyIdentity]) -> Result<Vec<LoadedCurrent>> {
+        let mut out = Vec::with_capacity(identities.len());
+        for identity in identities {
+            out.push(match self.load_current(identity).await {
+                Ok(found) => found.map(Ok),
+                Err(e @ Error::Integrity { .. }) => Some(Err(e)),
+                Err(e) => return Err(e),
+            });
+        }
+        Ok(out)
+    }
+
     /// Every version of a key, oldest first (retired ones included, with empty envelopes).
     async fn list_versions(&self, key_id: Uuid) -> Result<Vec<VersionRecord>>;
 
@@ -443,6 +472,15 @@ macro_rules! forward_repository {
                         journal,
                     )
                     .await
+            }
+            async fn write_batch(&self, changes: &[KeyChange], journal: &[Journal]) -> Result<()> {
+                (**self).write_batch(changes, journal).await
+            }
+            async fn load_current_many(
+                &self,
+                identities: &[KeyIdentity],
+            ) -> Result<Vec<LoadedCurrent>> {
+                (**self).load_current_many(identities).await
             }
             async fn list_versions(&self, key_id: Uuid) -> Result<Vec<VersionRecord>> {
                 (**self).list_versions(key_id).await

@@ -5,12 +5,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use llm_accounting_core::envelope::{aead_open, aead_seal};
 use llm_accounting_core::layers::{self, KmsMetrics, LayerOptions};
 use llm_accounting_core::{
-    ApiKey, DataKey, EncryptionContext, Error, KeyIdentity, KmsProvider, MemoryKeyRepository,
-    Result, SecureKeyManager, WrappedKey,
+    ApiKey, BatchMode, DataKey, EncryptionContext, Error, Journal, KeyChange, KeyFilter,
+    KeyIdentity, KeyRecord, KeyRepository, KeyState, KeyWrite, KmsProvider, Listed, LoadedCurrent,
+    MemoryKeyRepository, Result, SecureKeyManager, StoreKeyRecord, VersionRecord, WrappedKey,
+    WriteOptions,
 };
+use uuid::Uuid;
 
 /// AES-GCM wrapping under a fixed key; every unwrap takes 50 ms (a KMS round trip) and the
 /// provider records how many unwraps ran at the same time.
@@ -157,4 +161,197 @@ async fn each_key_has_its_own_outcome_and_duplicates_load_once() {
     assert!(results.iter().all(|(_, k)| k.is_ok()));
     assert_eq!(kms.unwraps.load(Ordering::SeqCst), 3);
     assert!(manager.get_many(&[], 4).await.is_empty());
+}
+
+/// The in-memory repository, counting single and batched reads of current versions.
+#[derive(Debug, Default)]
+struct CountingRepo {
+    inner: MemoryKeyRepository,
+    single: AtomicUsize,
+    batched: AtomicUsize,
+    batched_ids: AtomicUsize,
+}
+
+#[async_trait]
+impl KeyRepository for CountingRepo {
+    async fn load_current(
+        &self,
+        identity: &KeyIdentity,
+    ) -> Result<Option<(KeyRecord, VersionRecord)>> {
+        self.single.fetch_add(1, Ordering::SeqCst);
+        self.inner.load_current(identity).await
+    }
+    async fn load_current_many(&self, identities: &[KeyIdentity]) -> Result<Vec<LoadedCurrent>> {
+        self.batched.fetch_add(1, Ordering::SeqCst);
+        self.batched_ids
+            .fetch_add(identities.len(), Ordering::SeqCst);
+        self.inner.load_current_many(identities).await
+    }
+    async fn find_key(&self, identity: &KeyIdentity) -> Result<Option<KeyRecord>> {
+        self.inner.find_key(identity).await
+    }
+    async fn create_key(
+        &self,
+        key: &KeyRecord,
+        first: &VersionRecord,
+        journal: Option<&Journal>,
+    ) -> Result<()> {
+        self.inner.create_key(key, first, journal).await
+    }
+    async fn add_version(
+        &self,
+        key_id: Uuid,
+        expected_current: u32,
+        version: &VersionRecord,
+        previous_retire_at: DateTime<Utc>,
+        write: &KeyWrite,
+        journal: Option<&Journal>,
+    ) -> Result<()> {
+        self.inner
+            .add_version(
+                key_id,
+                expected_current,
+                version,
+                previous_retire_at,
+                write,
+                journal,
+            )
+            .await
+    }
+    async fn write_batch(&self, changes: &[KeyChange], journal: &[Journal]) -> Result<()> {
+        self.inner.write_batch(changes, journal).await
+    }
+    async fn list_versions(&self, key_id: Uuid) -> Result<Vec<VersionRecord>> {
+        self.inner.list_versions(key_id).await
+    }
+    async fn retire_due(&self, key_id: Option<Uuid>, now: DateTime<Utc>) -> Result<u64> {
+        self.inner.retire_due(key_id, now).await
+    }
+    async fn versions_to_rewrap(
+        &self,
+        provider: &str,
+        master_key_ref: &str,
+        after: Option<(Uuid, u32)>,
+        limit: usize,
+    ) -> Result<Vec<(KeyRecord, VersionRecord)>> {
+        self.inner
+            .versions_to_rewrap(provider, master_key_ref, after, limit)
+            .await
+    }
+    async fn replace_wrapping(
+        &self,
+        rewrapped: &VersionRecord,
+        old_provider: &str,
+        old_ref: &str,
+        key: Option<&KeyWrite>,
+        journal: Option<&Journal>,
+    ) -> Result<bool> {
+        self.inner
+            .replace_wrapping(rewrapped, old_provider, old_ref, key, journal)
+            .await
+    }
+    async fn set_state(
+        &self,
+        key_id: Uuid,
+        state: KeyState,
+        at: DateTime<Utc>,
+        write: &KeyWrite,
+        journal: Option<&Journal>,
+    ) -> Result<bool> {
+        self.inner
+            .set_state(key_id, state, at, write, journal)
+            .await
+    }
+    async fn delete_key(&self, key_id: Uuid, journal: Option<&Journal>) -> Result<bool> {
+        self.inner.delete_key(key_id, journal).await
+    }
+    async fn list_keys(&self, filter: &KeyFilter) -> Result<Vec<Listed>> {
+        self.inner.list_keys(filter).await
+    }
+    async fn record_last_used(&self, uses: &[(Uuid, DateTime<Utc>)]) -> Result<()> {
+        self.inner.record_last_used(uses).await
+    }
+    async fn keys_by_id(&self, key_ids: &[Uuid]) -> Result<Vec<KeyRecord>> {
+        self.inner.keys_by_id(key_ids).await
+    }
+    async fn is_empty(&self) -> Result<bool> {
+        self.inner.is_empty().await
+    }
+    async fn store_key(&self, name: &str) -> Result<Option<StoreKeyRecord>> {
+        self.inner.store_key(name).await
+    }
+    async fn insert_store_key(&self, key: &StoreKeyRecord) -> Result<bool> {
+        self.inner.insert_store_key(key).await
+    }
+    async fn replace_store_key_wrapping(
+        &self,
+        name: &str,
+        rewrapped: &WrappedKey,
+        old_provider: &str,
+        old_ref: &str,
+    ) -> Result<bool> {
+        self.inner
+            .replace_store_key_wrapping(name, rewrapped, old_provider, old_ref)
+            .await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn cold_keys_are_read_together_not_one_query_each() {
+    let repo = Arc::new(CountingRepo::default());
+    let kms = Arc::new(SlowKms::default());
+    let manager = SecureKeyManager::new(
+        Arc::clone(&kms) as Arc<dyn KmsProvider>,
+        Arc::clone(&repo) as Arc<dyn KeyRepository>,
+    );
+    let items: Vec<_> = (0..30).map(|i| (user(i), ApiKey::new(secret(i)))).collect();
+    manager
+        .store_many(&items, BatchMode::CreateOnly, &WriteOptions::default())
+        .await
+        .expect("store_many");
+    manager.disable(&user(3)).await.expect("disable");
+    manager.clear_cache();
+    // Five of them cached.
+    for i in 10..15 {
+        manager.get(&user(i)).await.expect("get");
+    }
+    let single = repo.single.load(Ordering::SeqCst);
+    let batched = repo.batched.load(Ordering::SeqCst);
+    let ids_before = repo.batched_ids.load(Ordering::SeqCst);
+
+    let missing = KeyIdentity::new("never-stored").expect("valid");
+    let mut ids: Vec<KeyIdentity> = (0..30).map(user).collect();
+    ids.push(missing);
+    ids.push(user(20));
+    let results = manager.get_many(&ids, 8).await;
+    assert_eq!(results.len(), 32);
+    for (i, (_, key)) in results.iter().take(30).enumerate() {
+        if i == 3 {
+            assert!(matches!(key, Err(Error::Disabled { .. })), "{key:?}");
+        } else {
+            assert_eq!(key.as_ref().expect("loaded").expose_secret(), secret(i));
+        }
+    }
+    assert!(matches!(results[30].1, Err(Error::NotFound { .. })));
+    assert_eq!(
+        results[31].1.as_ref().expect("twice").expose_secret(),
+        secret(20)
+    );
+    assert_eq!(
+        repo.single.load(Ordering::SeqCst),
+        single,
+        "no key was read on its own"
+    );
+    assert_eq!(
+        repo.batched.load(Ordering::SeqCst),
+        batched + 1,
+        "one batched read"
+    );
+    assert_eq!(
+        repo.batched_ids.load(Ordering::SeqCst) - ids_before,
+        26,
+        "the 25 cold keys and the missing one, each once; cached keys not read"
+    );
+    // 24 readable cold keys unwrapped once each (the disabled one is refused before).
+    assert_eq!(kms.unwraps.load(Ordering::SeqCst), 24 + 5);
 }

@@ -68,6 +68,16 @@ pub(crate) fn classify_code(code: &str, status: Option<u16>) -> FailureClass {
     }
 }
 
+/// What a caller without credentials is told.
+const NO_CREDENTIALS: &str = "no AWS credentials found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, \
+                              AWS_PROFILE, or run where an instance or task role is available)";
+
+/// Whether the instance metadata service refused to hand out a session token because it is
+/// disabled or not reachable as IMDS (HTTP 403 on the token): no instance role here.
+fn imds_refused(chain: &str) -> bool {
+    chain.contains("failed to load IMDS session token") && chain.contains("IMDS is disabled")
+}
+
 /// Whether a credentials error is somewhere in the chain, and which class it has.
 fn credentials_class(error: &(dyn StdError + 'static)) -> Option<(FailureClass, &'static str)> {
     let mut cur = Some(error);
@@ -78,14 +88,16 @@ fn credentials_class(error: &(dyn StdError + 'static)) -> Option<(FailureClass, 
                     FailureClass::Unavailable,
                     "loading AWS credentials timed out",
                 ),
+                // The last link of the default chain is the instance metadata service; where
+                // it is switched off (or absent behind a proxy that refuses it), nothing else
+                // in the chain found credentials either: a setup problem, not an outage.
+                CredentialsError::ProviderError(_) if imds_refused(&chain(c)) => {
+                    (FailureClass::Config, NO_CREDENTIALS)
+                }
                 CredentialsError::ProviderError(_) => {
                     (FailureClass::Unavailable, "loading AWS credentials failed")
                 }
-                CredentialsError::CredentialsNotLoaded(_) => (
-                    FailureClass::Config,
-                    "no AWS credentials found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, \
-                     AWS_PROFILE, or run where an instance or task role is available)",
-                ),
+                CredentialsError::CredentialsNotLoaded(_) => (FailureClass::Config, NO_CREDENTIALS),
                 CredentialsError::InvalidConfiguration(_) => (
                     FailureClass::Config,
                     "the AWS credentials configuration is invalid",
@@ -153,6 +165,18 @@ mod tests {
     /// The error a code becomes.
     fn error_for(code: &str, status: Option<u16>) -> Error {
         ERRORS.failed(classify_code(code, status), "unwrap", "Decrypt", code)
+    }
+
+    #[test]
+    fn a_refused_instance_metadata_service_is_no_outage() {
+        assert!(imds_refused(
+            "an error occurred while loading credentials: failed to load IMDS session token: \
+             service error: request forbidden: IMDS is disabled or the caller has insufficient \
+             permissions."
+        ));
+        assert!(!imds_refused(
+            "failed to load IMDS session token: timeout: connect timed out"
+        ));
     }
 
     #[test]

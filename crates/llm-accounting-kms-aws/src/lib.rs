@@ -194,10 +194,26 @@ impl AwsKmsProviderBuilder {
 
     /// Loads the aws-config chain with these settings and makes the KMS client.
     async fn client(&self) -> Result<Client> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        if let Some(r) = &self.region {
-            loader = loader.region(Region::new(r.clone()));
-        }
+        // The region is resolved once, here, before anything else is loaded: left to the
+        // loader, each part of the chain that needs a region looks for it again (three IMDS
+        // attempts, three warnings, on a machine without a region), and a missing region is
+        // then a setup problem reported in one line before any credential is looked up.
+        let region = match &self.region {
+            Some(r) => Some(Region::new(r.clone())),
+            None => {
+                aws_config::default_provider::region::DefaultRegionChain::builder()
+                    .build()
+                    .region()
+                    .await
+            }
+        };
+        let Some(region) = region else {
+            return Err(Error::config(
+                "no AWS region for the KMS provider: set AWS_REGION (or a region in the AWS \
+                 profile)",
+            ));
+        };
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(region);
         if let Some(url) = &self.endpoint_url {
             loader = loader.endpoint_url(url.clone());
         }
@@ -208,12 +224,6 @@ impl AwsKmsProviderBuilder {
             loader = loader.timeout_config(TimeoutConfig::builder().connect_timeout(t).build());
         }
         let sdk = loader.load().await;
-        if sdk.region().is_none() {
-            return Err(Error::config(
-                "no AWS region for the KMS provider: set AWS_REGION (or a region in the AWS \
-                 profile)",
-            ));
-        }
         let conf = aws_sdk_kms::config::Builder::from(&sdk)
             .retry_config(RetryConfig::disabled())
             .build();

@@ -47,6 +47,25 @@ pub(crate) fn classify_code(code: Code, decrypting: bool) -> FailureClass {
     }
 }
 
+/// What a caller without any credentials is told: a setup problem, not an outage.
+const NO_CREDENTIALS: &str = "no Google Cloud credentials found: GOOGLE_APPLICATION_CREDENTIALS \
+                              is not set, there is no application default credentials file, and \
+                              no metadata server answers (not on Google Cloud); set \
+                              GOOGLE_APPLICATION_CREDENTIALS or run `gcloud auth \
+                              application-default login`";
+
+/// Whether a failure to get a token came from Application Default Credentials falling back to
+/// the metadata server on a machine that has none: its name does not resolve, or nothing
+/// listens. On Google Cloud the metadata server always resolves and answers, so this is a
+/// missing setup (exit 2, not retried), not a transient failure. Only the auth library's
+/// transport text says so; it is matched here, and a test pins it.
+fn metadata_server_absent(chain: &str) -> bool {
+    chain.contains("computeMetadata")
+        && (chain.contains("dns error")
+            || chain.contains("Connection refused")
+            || chain.contains("failed to lookup address"))
+}
+
 /// Maps a failed client call (`call` is the Cloud KMS method, `operation` ours) to an [`Error`].
 pub(crate) fn map_gax_error(
     operation: &'static str,
@@ -73,12 +92,14 @@ pub(crate) fn map_gax_error(
             .source()
             .and_then(|e| e.downcast_ref::<CredentialsError>())
             .is_some_and(CredentialsError::is_transient);
-        let class = if transient {
-            FailureClass::Unavailable
+        let text = chain(error);
+        if transient && metadata_server_absent(&text) {
+            (FailureClass::Config, NO_CREDENTIALS.to_owned())
+        } else if transient {
+            (FailureClass::Unavailable, text)
         } else {
-            FailureClass::Config
-        };
-        (class, chain(error))
+            (FailureClass::Config, text)
+        }
     } else if error.is_timeout() || error.is_io() || error.is_connect() || error.is_exhausted() {
         (FailureClass::Unavailable, chain(error))
     } else if error.is_binding() || error.is_serialization() {
@@ -141,6 +162,18 @@ mod tests {
             classify_code(Code::ResourceExhausted, true),
             FailureClass::Throttled
         );
+    }
+
+    #[test]
+    fn a_missing_metadata_server_is_a_setup_problem() {
+        let dns = "Could not fetch an auth token: the transport reports an error: error sending \
+                   request for url (http://metadata.google.internal/computeMetadata/v1/instance/\
+                   service-accounts/default/token): client error (Connect): dns error: failed";
+        assert!(metadata_server_absent(dns));
+        assert!(!metadata_server_absent("computeMetadata: HTTP 503"));
+        assert!(!metadata_server_absent(
+            "dns error resolving cloudkms.googleapis.com"
+        ));
     }
 
     #[test]

@@ -11,8 +11,8 @@ use llm_accounting_core::audit::{
 };
 use llm_accounting_core::{Error, Journal, KeyIdentity, Result};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, Iterable, QueryFilter,
-    QueryOrder,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, Iterable,
+    QueryFilter, QueryOrder,
 };
 
 use crate::SeaOrmKeyRepository;
@@ -76,28 +76,49 @@ fn record(m: api_key_audit::Model) -> AuditRecord {
 /// commit or neither does. [`Error::Conflict`] when another writer took the row's place first
 /// (the change is then rolled back, and tried again by the manager).
 pub(crate) async fn journal_in(txn: &DatabaseTransaction, journal: &Journal) -> Result<()> {
+    journal_many_in(txn, std::slice::from_ref(journal)).await
+}
+
+/// Appends the audit rows of a batch of key changes inside its transaction `txn`, linked in
+/// order, in INSERTs under the database's limits; [`Error::Conflict`] as [`journal_in`].
+pub(crate) async fn journal_many_in(txn: &DatabaseTransaction, journals: &[Journal]) -> Result<()> {
+    if journals.is_empty() {
+        return Ok(());
+    }
     let last = api_key_audit::Entity::find()
         .order_by_desc(api_key_audit::Column::Seq)
         .one(txn)
         .await
         .map_err(|e| from_db("append the audit row", e))?;
-    let (seq, hash) = last.map_or((0, GENESIS_HASH.to_owned()), |m| {
+    let (mut seq, mut hash) = last.map_or((0, GENESIS_HASH.to_owned()), |m| {
         (u64::try_from(m.seq).unwrap_or(0), m.hash)
     });
-    let record = journal.chain.link(seq, &hash, journal.event.clone());
-    api_key_audit::Entity::insert(active(&record)?)
-        .exec_without_returning(txn)
-        .await
-        .map(drop)
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                Error::Conflict {
-                    identity: "the audit trail (another writer took the next row)".to_owned(),
+    let chunk = rows_per_insert(
+        txn.get_database_backend(),
+        api_key_audit::Column::iter().count(),
+    );
+    for journals in journals.chunks(chunk) {
+        let mut rows = Vec::with_capacity(journals.len());
+        for journal in journals {
+            let record = journal.chain.link(seq, &hash, journal.event.clone());
+            seq = record.seq;
+            hash.clone_from(&record.hash);
+            rows.push(active(&record)?);
+        }
+        api_key_audit::Entity::insert_many(rows)
+            .exec_without_returning(txn)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    Error::Conflict {
+                        identity: "the audit trail (another writer took the next row)".to_owned(),
+                    }
+                } else {
+                    from_db("append the audit row", e)
                 }
-            } else {
-                from_db("append the audit row", e)
-            }
-        })
+            })?;
+    }
+    Ok(())
 }
 
 #[async_trait]

@@ -29,10 +29,12 @@
 //! database failures are [`Error::Database`](llm_accounting_core::Error::Database).
 
 mod audit;
+mod batch;
 mod branch_keys;
 mod connect;
 mod entity;
 mod error;
+mod inspect;
 mod limits;
 mod providers;
 mod repository;
@@ -47,5 +49,6 @@ mod url;
 mod wipe;
 
 pub use connect::StoreOptions;
+pub use inspect::{DatabaseStatus, inspect};
 pub use repository::SeaOrmKeyRepository;
 pub use url::redact_url;

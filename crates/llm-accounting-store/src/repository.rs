@@ -6,15 +6,16 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use llm_accounting_core::{
-    Error, Journal, KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyState, KeyWrite, Listed,
-    Result, StoreKeyRecord, VersionRecord, VersionState, WrappedKey,
+    Error, Journal, KeyChange, KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyState,
+    KeyWrite, Listed, LoadedCurrent, Result, StoreKeyRecord, VersionRecord, VersionState,
+    WrappedKey,
 };
 use llm_accounting_migration::{Migrator, MigratorTrait};
 use sea_orm::sea_query::{Condition, Expr, ExprTrait};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr,
-    EntityTrait, FromQueryResult, JoinType, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
-    RelationTrait, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait,
+    FromQueryResult, JoinType, QueryFilter, QueryOrder, QuerySelect, QueryTrait, RelationTrait,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -23,8 +24,8 @@ use crate::connect::{self, StoreOptions};
 use crate::entity::{api_key, api_key_version};
 use crate::error::{from_db, is_unique_violation};
 use crate::rows::{
-    broken_row, check_identity, key_record, revision_i64, uuid_text, version_active_model,
-    version_i32, version_record,
+    broken_row, check_identity, key_active_model, key_record, revision_i64, uuid_text,
+    version_active_model, version_i32, version_record,
 };
 
 /// Most `last_used_at` updates in one transaction: at a few microseconds each on SQLite (a
@@ -247,24 +248,7 @@ impl KeyRepository for SeaOrmKeyRepository {
                 from_db("create key", e)
             }
         };
-        let row = api_key::ActiveModel {
-            id: Set(uuid_text(key.id)),
-            scope_key: Set(key.identity.scope_key()),
-            service: Set(key.identity.service().to_owned()),
-            user_id: Set(key.identity.user().map(str::to_owned)),
-            project: Set(key.identity.project().map(str::to_owned)),
-            state: Set(key.state.as_str().to_owned()),
-            current_version: Set(version_i32(key.current_version)?),
-            hint: Set(key.hint.clone()),
-            created_at: Set(key.created_at),
-            updated_at: Set(key.updated_at),
-            last_used_at: Set(key.last_used_at),
-            expires_at: Set(key.expires_at),
-            revision: Set(revision_i64(key.revision)?),
-            current_digest: Set(key.seal.as_ref().map(|s| s.current.clone())),
-            previous_digest: Set(key.seal.as_ref().and_then(|s| s.previous.clone())),
-            state_mac: Set(key.seal.as_ref().map(|s| s.mac.clone())),
-        };
+        let row = key_active_model(key)?;
         let version = version_active_model(first)?;
 
         let txn = self.begin_write("create key").await?;
@@ -465,6 +449,14 @@ impl KeyRepository for SeaOrmKeyRepository {
             commit(txn, "record last use").await?;
         }
         Ok(())
+    }
+
+    async fn write_batch(&self, changes: &[KeyChange], journal: &[Journal]) -> Result<()> {
+        self.write_changes(changes, journal).await
+    }
+
+    async fn load_current_many(&self, identities: &[KeyIdentity]) -> Result<Vec<LoadedCurrent>> {
+        self.read_current_many(identities).await
     }
 
     async fn list_versions(&self, key_id: Uuid) -> Result<Vec<VersionRecord>> {

@@ -129,3 +129,25 @@ pub(crate) fn version_active_model(
         retire_at: Set(version.retire_at),
     })
 }
+
+/// A key record as a row to insert.
+pub(crate) fn key_active_model(key: &KeyRecord) -> Result<api_key::ActiveModel> {
+    Ok(api_key::ActiveModel {
+        id: Set(uuid_text(key.id)),
+        scope_key: Set(key.identity.scope_key()),
+        service: Set(key.identity.service().to_owned()),
+        user_id: Set(key.identity.user().map(str::to_owned)),
+        project: Set(key.identity.project().map(str::to_owned)),
+        state: Set(key.state.as_str().to_owned()),
+        current_version: Set(version_i32(key.current_version)?),
+        hint: Set(key.hint.clone()),
+        created_at: Set(key.created_at),
+        updated_at: Set(key.updated_at),
+        last_used_at: Set(key.last_used_at),
+        expires_at: Set(key.expires_at),
+        revision: Set(revision_i64(key.revision)?),
+        current_digest: Set(key.seal.as_ref().map(|s| s.current.clone())),
+        previous_digest: Set(key.seal.as_ref().and_then(|s| s.previous.clone())),
+        state_mac: Set(key.seal.as_ref().map(|s| s.mac.clone())),
+    })
+}

@@ -53,6 +53,27 @@ fn search_path_sql(schema: &str) -> String {
     format!("SET search_path = {}", names.join(","))
 }
 
+/// Opens one connection first, so that a server that cannot be reached is reported with the
+/// driver's own reason ("Connection refused", an unknown host) at once: the pool retries such
+/// failures until its acquire timeout and then says only "pool timed out". The connection is
+/// closed again; the pool opens its own.
+async fn probe<O>(connect: &O, options: &StoreOptions) -> Result<()>
+where
+    O: sqlx::ConnectOptions,
+    O::Connection: Sized,
+{
+    match tokio::time::timeout(options.connect_timeout, connect.connect()).await {
+        Ok(Ok(conn)) => {
+            // Closing politely can only fail on a connection that is gone already.
+            let _ = sqlx::Connection::close(conn).await;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(crate::error::from_connect(e)),
+        // Slower than the timeout: let the pool try (and time out) as before.
+        Err(_) => Ok(()),
+    }
+}
+
 /// Opens a PostgreSQL pool.
 #[cfg(feature = "postgres")]
 pub(crate) async fn open_postgres(url: &str, options: &StoreOptions) -> Result<DatabaseConnection> {
@@ -60,6 +81,7 @@ pub(crate) async fn open_postgres(url: &str, options: &StoreOptions) -> Result<D
     let connect = PgConnectOptions::from_str(url)
         .map_err(|e| invalid_url("PostgreSQL", e))?
         .disable_statement_logging();
+    probe(&connect, options).await?;
     let mut pool = pool_options::<Postgres>(options);
     if let Some(schema) = &options.schema {
         let sql = search_path_sql(schema);
@@ -88,6 +110,7 @@ pub(crate) async fn open_mysql(url: &str, options: &StoreOptions) -> Result<Data
     let connect = MySqlConnectOptions::from_str(url)
         .map_err(|e| invalid_url("MySQL", e))?
         .disable_statement_logging();
+    probe(&connect, options).await?;
     let pool = pool_options::<MySql>(options)
         .connect_with(connect)
         .await

@@ -3,7 +3,7 @@
 //! An [`Env`] is a temporary directory (SQLite database `k.db`, a local master key file when
 //! asked for) plus the variables every run gets. A run never sees the test process's own
 //! `LLM_ACCOUNTING_*` variables (nor, for cloud tests, its `AWS_*`, `AZURE_*`, ... ones), nor
-//! its `RUST_LOG`. The binary's path comes from the caller, whose crate owns it:
+//! its `RUST_LOG` or `COLUMNS`. The binary's path comes from the caller, whose crate owns it:
 //! `Env::new(env!("CARGO_BIN_EXE_llm-accounting"))`.
 
 use std::fmt;
@@ -171,7 +171,9 @@ impl Env {
                 cmd.env_remove(&name);
             }
         }
+        // COLUMNS would fit tables to the developer's terminal.
         cmd.env_remove("RUST_LOG")
+            .env_remove("COLUMNS")
             .envs(self.vars())
             .envs(extra.iter().copied())
             .args(args)

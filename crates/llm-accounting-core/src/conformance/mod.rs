@@ -13,6 +13,7 @@
 //! ```
 
 pub mod audit;
+mod batch;
 pub mod branch;
 pub mod provider;
 pub mod repository;

@@ -8,7 +8,7 @@ use crate::{
     RecordSeal, StoreKeyRecord, VersionRecord, VersionState, WrappedKey,
 };
 
-fn key(identity: KeyIdentity) -> KeyRecord {
+pub(super) fn key(identity: KeyIdentity) -> KeyRecord {
     let now = Utc::now().trunc_subsecs(3);
     KeyRecord {
         id: Uuid::new_v4(),
@@ -35,7 +35,7 @@ fn seal(tag: u8, previous: bool) -> RecordSeal {
 }
 
 /// A write that expects revision `expected` and leaves `seal`.
-fn write(expected: u64, seal: Option<RecordSeal>) -> KeyWrite {
+pub(super) fn write(expected: u64, seal: Option<RecordSeal>) -> KeyWrite {
     KeyWrite {
         expected_revision: expected,
         seal,
@@ -43,7 +43,7 @@ fn write(expected: u64, seal: Option<RecordSeal>) -> KeyWrite {
 }
 
 /// The records of a listing (panics on a broken row: the suite writes none).
-fn listed_keys(rows: Vec<Listed>) -> Vec<KeyRecord> {
+pub(super) fn listed_keys(rows: Vec<Listed>) -> Vec<KeyRecord> {
     rows.into_iter()
         .map(|r| match r {
             Listed::Key(k) => k,
@@ -52,7 +52,7 @@ fn listed_keys(rows: Vec<Listed>) -> Vec<KeyRecord> {
         .collect()
 }
 
-fn version(key_id: Uuid, version: u32, tag: u8) -> VersionRecord {
+pub(super) fn version(key_id: Uuid, version: u32, tag: u8) -> VersionRecord {
     VersionRecord {
         key_id,
         version,
@@ -541,4 +541,6 @@ pub async fn run(repo: &dyn KeyRepository) {
     ) {
         repo.delete_key(k.id, None).await.expect("cleanup");
     }
+
+    super::batch::run(repo).await;
 }

@@ -138,7 +138,7 @@ impl AuditTrail {
 
     /// Records `event`: in the background, or before returning when fail-closed (then an
     /// error means the row was not written).
-    async fn record(&self, event: AuditEvent) -> Result<()> {
+    pub(super) async fn record(&self, event: AuditEvent) -> Result<()> {
         if self.options.fail_closed {
             return self.batcher.write_now(event).await;
         }

@@ -7,6 +7,7 @@
 //! every operation shares.
 
 mod audit;
+mod batch;
 mod hits;
 mod lifecycle;
 mod options;
@@ -30,6 +31,7 @@ use crate::{
 };
 
 use self::audit::AuditTrail;
+pub use self::batch::BatchMode;
 pub use self::lifecycle::{BrokenKey, KeyListing};
 pub use self::options::{AuditOptions, ManagerOptions, StoreOutcome, VersionInfo, WriteOptions};
 pub use self::rewrap::{RewrapFailure, RewrapOptions, RewrapProgress, RewrapReport};

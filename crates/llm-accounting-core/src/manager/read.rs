@@ -1,23 +1,34 @@
 //! Reading values: get (through the cache), get_previous, and get_many.
 
+use std::collections::HashMap;
+
 use chrono::Utc;
 
 use super::checked_envelope;
 use crate::cache::{Hit, Loaded};
 use crate::seal::{check_current, check_previous};
 use crate::{
-    ApiKey, Error, KeyIdentity, KeyRecord, KeyState, Result, SecureKeyManager, VersionRecord,
-    VersionState, envelope,
+    ApiKey, Error, KeyIdentity, KeyRecord, KeyState, LoadedCurrent, Result, SecureKeyManager,
+    VersionRecord, VersionState, envelope,
 };
+
+/// A key got, and the cache hit it came from, if it did.
+type Got = Result<(ApiKey, Option<Hit>)>;
 
 impl SecureKeyManager {
     /// The current value of the key. Served from the cache when possible; otherwise read,
     /// unwrapped and decrypted once however many callers ask at the same time.
     pub async fn get(&self, identity: &KeyIdentity) -> Result<ApiKey> {
-        let Some(audit) = &self.inner.audit else {
-            return self.get_unaudited(identity).await.map(|(key, _)| key);
-        };
         let result = self.get_unaudited(identity).await;
+        self.audit_get(identity, result).await
+    }
+
+    /// Records the audit row of one get (a cache hit counted into an aggregate) and passes
+    /// its key on.
+    async fn audit_get(&self, identity: &KeyIdentity, result: Got) -> Result<ApiKey> {
+        let Some(audit) = &self.inner.audit else {
+            return result.map(|(key, _)| key);
+        };
         if let Ok((_, Some(hit))) = &result
             && audit.aggregates_hits()
         {
@@ -37,7 +48,7 @@ impl SecureKeyManager {
     }
 
     /// `get` without the audit row; also returns the cache hit when it was one.
-    async fn get_unaudited(&self, identity: &KeyIdentity) -> Result<(ApiKey, Option<Hit>)> {
+    async fn get_unaudited(&self, identity: &KeyIdentity) -> Got {
         self.check_read(identity)?;
         if let Some(hit) = self.inner.cache.get(identity) {
             self.inner.last_used.note(&hit);
@@ -62,6 +73,17 @@ impl SecureKeyManager {
             .ok_or_else(|| Error::NotFound {
                 identity: identity.to_string(),
             })?;
+        self.open_current(identity, key, version).await
+    }
+
+    /// Checks a record read for `identity` and its current version as `get` does (seal,
+    /// state, expiry) and decrypts the value.
+    async fn open_current(
+        &self,
+        identity: &KeyIdentity,
+        key: KeyRecord,
+        version: VersionRecord,
+    ) -> Result<Loaded> {
         // The state that decides what is served must be the state as written.
         let seal = self
             .check_record(&key)
@@ -167,14 +189,17 @@ impl SecureKeyManager {
             .map_err(|e| e.with_identity(identity))
     }
 
-    /// The current values of many keys, loading up to `concurrency` of them at the same time,
-    /// so that N cold keys cost about N / `concurrency` KMS round trips of waiting instead of N.
+    /// The current values of many keys. Cached keys are served from the cache; the others
+    /// are read from the store together, in chunked queries (not one query per key), then
+    /// unwrapped up to `concurrency` at the same time, so that N cold keys cost a few reads
+    /// and about N / `concurrency` KMS round trips of waiting instead of N of each.
     ///
-    /// Each key goes through [`SecureKeyManager::get`] (cache, single-flight loading,
-    /// last-used tracking), so a key asked for twice, or already being loaded by another
-    /// caller, is unwrapped once. Results come back in the order of `identities`, one per
-    /// identity, each with its own outcome: one missing, disabled or failing key does not
-    /// hide the others. A `concurrency` of 0 is taken as 1.
+    /// Each key is checked, cached, audited and tracked for last use as
+    /// [`SecureKeyManager::get`] does it; a key asked for twice is unwrapped once, and one
+    /// already being loaded by another caller is shared. Results come back in the order of
+    /// `identities`, one per identity, each with its own outcome: one missing, disabled or
+    /// failing key does not hide the others (a store that cannot be read fails each key not
+    /// in the cache). A `concurrency` of 0 is taken as 1.
     ///
     /// ```
     /// # use std::sync::Arc;
@@ -196,11 +221,81 @@ impl SecureKeyManager {
     ) -> Vec<(KeyIdentity, Result<ApiKey>)> {
         use futures_util::stream::{self, StreamExt};
 
-        stream::iter(identities)
-            .map(|identity| async move { (identity.clone(), self.get(identity).await) })
-            .buffered(concurrency.max(1))
-            .collect()
-            .await
+        let mut results: Vec<Option<Got>> = Vec::with_capacity(identities.len());
+        // Each identity not served from the cache, once, with the positions asking for it.
+        let mut misses: HashMap<&KeyIdentity, Vec<usize>> = HashMap::new();
+        let mut order: Vec<&KeyIdentity> = Vec::new();
+        for (i, identity) in identities.iter().enumerate() {
+            if let Err(e) = self.check_read(identity) {
+                results.push(Some(Err(e)));
+                continue;
+            }
+            if let Some(hit) = self.inner.cache.get(identity) {
+                self.inner.last_used.note(&hit);
+                results.push(Some(Ok((hit.entry.key.clone(), Some(hit)))));
+                continue;
+            }
+            results.push(None);
+            let at = misses.entry(identity).or_default();
+            if at.is_empty() {
+                order.push(identity);
+            }
+            at.push(i);
+        }
+        if !order.is_empty() {
+            self.ensure_refresher();
+            // Taken before the read: a change made here meanwhile keeps what was read out of
+            // the cache.
+            let epoch = self.inner.cache.epoch();
+            let asked: Vec<KeyIdentity> = order.iter().map(|i| (*i).clone()).collect();
+            let loaded: Vec<Got> = match self.inner.repo.load_current_many(&asked).await {
+                Err(e) => asked.iter().map(|_| Err(e.clone())).collect(),
+                Ok(rows) if rows.len() != asked.len() => {
+                    asked.iter().map(|_| Err(Error::integrity())).collect()
+                }
+                Ok(rows) => {
+                    stream::iter(asked.iter().zip(rows))
+                        .map(|(identity, row)| self.load_row(identity, row, epoch))
+                        .buffered(concurrency.max(1))
+                        .collect()
+                        .await
+                }
+            };
+            for (identity, result) in order.iter().zip(loaded) {
+                for &i in &misses[identity] {
+                    results[i] = Some(match &result {
+                        Ok((key, _)) => Ok((key.clone(), None)),
+                        Err(e) => Err(e.clone()),
+                    });
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(identities.len());
+        for (identity, result) in identities.iter().zip(results) {
+            let result = result.unwrap_or_else(|| Err(Error::integrity()));
+            out.push((identity.clone(), self.audit_get(identity, result).await));
+        }
+        out
+    }
+
+    /// One row of a batched read, checked, decrypted and cached as `get` does it (sharing a
+    /// load of the same key already under way).
+    async fn load_row(&self, identity: &KeyIdentity, row: LoadedCurrent, epoch: u64) -> Got {
+        let load = async {
+            let (key, version) = row
+                .ok_or_else(|| Error::NotFound {
+                    identity: identity.to_string(),
+                })?
+                .map_err(|e| e.with_identity(identity))?;
+            self.open_current(identity, key, version).await
+        };
+        let loaded = self
+            .inner
+            .cache
+            .get_or_load_since(identity, epoch, load)
+            .await?;
+        self.inner.last_used.note(&loaded);
+        Ok((loaded.entry.key.clone(), None))
     }
 }
 

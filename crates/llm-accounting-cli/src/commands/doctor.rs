@@ -1,0 +1,395 @@
+//! `doctor`: checks the configuration, the database, the master key and the KMS, one line per
+//! check with what to do about a problem. It changes nothing: no file or directory is
+//! created, no migration is applied, nothing is stored (the KMS check wraps and unwraps a
+//! throwaway data key). Exit 1 if any check found a problem.
+
+use std::path::Path;
+
+use llm_accounting::{
+    CONFIG_FILE_ENV, DataKey, ENV_VARS, EncryptionContext, KeyIdentity, KmsProviderKind, Overrides,
+    Result, Settings, build_provider, inspect_database, redact_url,
+};
+use serde::Serialize;
+
+use crate::cli::{Cli, DoctorArgs, Format};
+use crate::{escape, exit_code, output, print};
+
+/// One check's result.
+#[derive(Debug, Serialize)]
+struct Check {
+    /// What was checked.
+    check: &'static str,
+    /// Whether it is fine.
+    ok: bool,
+    /// What was found.
+    detail: String,
+    /// What to do about a problem.
+    fix: Option<String>,
+}
+
+impl Check {
+    fn ok(check: &'static str, detail: impl Into<String>) -> Self {
+        Check {
+            check,
+            ok: true,
+            detail: detail.into(),
+            fix: None,
+        }
+    }
+
+    fn problem(check: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Self {
+        Check {
+            check,
+            ok: false,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
+    }
+}
+
+/// `doctor`: the exit code (0 all fine, 1 a problem).
+pub(crate) async fn doctor(cli: &Cli, args: &DoctorArgs) -> Result<u8> {
+    let mut checks = Vec::new();
+    let overrides = Overrides {
+        database_url: cli.db.clone(),
+        provider: cli.provider.clone(),
+        create_if_missing: cli.create,
+    };
+    checks.push(variables());
+    match Settings::load(cli.config.as_deref(), &overrides) {
+        Ok(settings) => {
+            checks.push(Check::ok("configuration", configuration_source(cli)));
+            checks.push(features(&settings));
+            checks.extend(database(&settings).await);
+            checks.extend(kms(&settings).await);
+        }
+        Err(e) => checks.push(Check::problem(
+            "configuration",
+            error_text(&e),
+            "correct the file, variable or flag named above; the other checks need it",
+        )),
+    }
+    let text = match args.format {
+        Format::Json => {
+            escape::json(serde_json::to_string_pretty(&checks).unwrap_or_else(|_| "[]".to_owned()))
+        }
+        Format::Table => checks
+            .iter()
+            .map(|c| {
+                let mut line = format!(
+                    "{:<8} {:<14} {}",
+                    if c.ok { "ok" } else { "problem" },
+                    c.check,
+                    c.detail
+                );
+                if let Some(fix) = &c.fix {
+                    line.push_str(" (fix: ");
+                    line.push_str(fix);
+                    line.push(')');
+                }
+                escape::text(&line).into_owned()
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+    };
+    print::print(&text, "writing the checks")?;
+    Ok(if checks.iter().all(|c| c.ok) {
+        exit_code::OK
+    } else {
+        exit_code::OTHER
+    })
+}
+
+/// An error as one line, without `error: `.
+fn error_text(e: &llm_accounting::Error) -> String {
+    output::error_line(e)
+        .trim_start_matches("error: ")
+        .replace('\n', " ")
+}
+
+/// Which file the configuration came from.
+fn configuration_source(cli: &Cli) -> String {
+    let file = cli
+        .config
+        .as_ref()
+        .map(|p| format!("file {} (--config)", p.display()))
+        .or_else(|| {
+            std::env::var_os(CONFIG_FILE_ENV)
+                .map(|p| format!("file {} ({CONFIG_FILE_ENV})", Path::new(&p).display()))
+        })
+        .unwrap_or_else(|| "no file; embedded defaults".to_owned());
+    format!("{file}; no unknown settings")
+}
+
+/// The `LLM_ACCOUNTING_*` variables that are set (names only: values may hold passwords), and
+/// any that no setting reads (a typo leaves the setting at its default).
+fn variables() -> Check {
+    let mut known = Vec::new();
+    let mut unknown = Vec::new();
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        if !name.starts_with("LLM_ACCOUNTING_") {
+            continue;
+        }
+        if name == CONFIG_FILE_ENV || ENV_VARS.iter().any(|(v, _)| *v == name) {
+            known.push(name);
+        } else {
+            unknown.push(name);
+        }
+    }
+    known.sort();
+    unknown.sort();
+    if !unknown.is_empty() {
+        return Check::problem(
+            "variables",
+            format!(
+                "no setting reads {} (a typo leaves the setting at its default)",
+                unknown.join(", ")
+            ),
+            "fix the name; `llm-accounting --help` lists the variables",
+        );
+    }
+    if known.is_empty() {
+        Check::ok("variables", "no LLM_ACCOUNTING_* variable set")
+    } else {
+        Check::ok("variables", format!("set: {}", known.join(", ")))
+    }
+}
+
+/// What this binary was built with, and whether the configuration needs anything else.
+fn features(settings: &Settings) -> Check {
+    let built = crate::cli::long_version()
+        .lines()
+        .skip(1)
+        .collect::<Vec<_>>()
+        .join("; ");
+    let kind = settings.kms.provider;
+    if !kind.is_built() {
+        return Check::problem(
+            "features",
+            format!("KMS provider `{kind}` is configured but not built ({built})"),
+            format!("rebuild with --features {}", kind.feature()),
+        );
+    }
+    if let Ok((url, _)) = settings.database_url() {
+        let scheme = url.split(':').next().unwrap_or_default();
+        let feature = match scheme {
+            "sqlite" => Some(("sqlite", cfg!(feature = "sqlite"))),
+            "postgres" | "postgresql" => Some(("postgres", cfg!(feature = "postgres"))),
+            "mysql" | "mariadb" => Some(("mysql", cfg!(feature = "mysql"))),
+            _ => None,
+        };
+        if let Some((feature, false)) = feature {
+            return Check::problem(
+                "features",
+                format!("the database is {scheme} but it is not built ({built})"),
+                format!("rebuild with --features {feature}"),
+            );
+        }
+    }
+    Check::ok("features", built)
+}
+
+/// The database: the file and its mode (SQLite), reachable, migrations current.
+async fn database(settings: &Settings) -> Vec<Check> {
+    let (url, default) = match settings.database_url() {
+        Ok(u) => u,
+        Err(e) => {
+            return vec![Check::problem(
+                "database",
+                error_text(&e),
+                "set LLM_ACCOUNTING_DATABASE_URL",
+            )];
+        }
+    };
+    let shown = redact_url(&url);
+    if let Some(path) = sqlite_path(&url) {
+        match std::fs::symlink_metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return vec![if default {
+                    Check::ok(
+                        "database",
+                        format!("{shown}: not created yet (the first command creates it)"),
+                    )
+                } else if settings.create_if_missing {
+                    Check::ok(
+                        "database",
+                        format!("{shown}: not created yet (created_if_missing is on)"),
+                    )
+                } else {
+                    Check::problem(
+                        "database",
+                        format!("{shown}: the file does not exist"),
+                        "check the path, or pass --create to create it",
+                    )
+                }];
+            }
+            Err(e) => {
+                return vec![Check::problem(
+                    "database",
+                    format!("{shown}: {e}"),
+                    "check the path and its permissions",
+                )];
+            }
+            Ok(meta) => {
+                if let Some(problem) = mode_problem("database", &shown, &meta, 0o022) {
+                    return vec![problem];
+                }
+            }
+        }
+    }
+    let mut options = settings.store_options();
+    options.create_if_missing = false;
+    match inspect_database(&url, &options).await {
+        Ok(status) => {
+            let reach = Check::ok(
+                "database",
+                format!(
+                    "{shown}: reachable, {} migration(s) applied",
+                    status.applied
+                ),
+            );
+            let migrations = if status.pending.is_empty() {
+                Check::ok("migrations", "current")
+            } else {
+                Check::problem(
+                    "migrations",
+                    format!(
+                        "{} pending: {}",
+                        status.pending.len(),
+                        status.pending.join(", ")
+                    ),
+                    "any command that opens the store (such as `keys list`) applies them",
+                )
+            };
+            vec![reach, migrations]
+        }
+        Err(e) => vec![Check::problem(
+            "database",
+            error_text(&e),
+            "check the database URL, that the server runs, and its credentials",
+        )],
+    }
+}
+
+/// The file of a `sqlite://PATH` URL (not `sqlite::memory:`).
+fn sqlite_path(url: &str) -> Option<&Path> {
+    let rest = url.strip_prefix("sqlite://")?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then(|| Path::new(path))
+}
+
+/// A problem if `meta`'s mode has any of `forbidden`'s bits (group/other access).
+#[cfg(unix)]
+fn mode_problem(
+    check: &'static str,
+    shown: &str,
+    meta: &std::fs::Metadata,
+    forbidden: u32,
+) -> Option<Check> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode() & 0o777;
+    (mode & forbidden != 0).then(|| {
+        Check::problem(
+            check,
+            format!("{shown}: mode {mode:o} lets group or others in"),
+            format!("chmod {:o} {shown}", mode & !forbidden & 0o700),
+        )
+    })
+}
+
+#[cfg(not(unix))]
+fn mode_problem(_: &'static str, _: &str, _: &std::fs::Metadata, _: u32) -> Option<Check> {
+    None
+}
+
+/// The master key file (local provider) and a wrap/unwrap round trip of a throwaway data key.
+async fn kms(settings: &Settings) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let kind = settings.kms.provider;
+    if !kind.is_built() {
+        return checks;
+    }
+    if kind == KmsProviderKind::Local {
+        let (path, default) = match settings.master_key_file() {
+            Ok(p) => p,
+            Err(e) => {
+                checks.push(Check::problem(
+                    "master key",
+                    error_text(&e),
+                    "set LLM_ACCOUNTING_LOCAL_MASTER_KEY_FILE",
+                ));
+                return checks;
+            }
+        };
+        let shown = path.display().to_string();
+        match std::fs::metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                checks.push(if default || settings.create_if_missing {
+                    Check::ok(
+                        "master key",
+                        format!("{shown}: not created yet (the first command creates it)"),
+                    )
+                } else {
+                    Check::problem(
+                        "master key",
+                        format!("{shown}: the file does not exist"),
+                        "check the path (restore it from a backup if keys were stored under \
+                         it), or pass --create for a new one",
+                    )
+                });
+                // Nothing to round-trip with, and making the key is not a doctor's business.
+                return checks;
+            }
+            Err(e) => {
+                checks.push(Check::problem(
+                    "master key",
+                    format!("{shown}: {e}"),
+                    "check the path and its permissions",
+                ));
+                return checks;
+            }
+            Ok(meta) => match mode_problem("master key", &shown, &meta, 0o077) {
+                Some(p) => {
+                    checks.push(p);
+                    return checks;
+                }
+                None => checks.push(Check::ok("master key", format!("{shown}: private"))),
+            },
+        }
+    }
+    checks.push(round_trip(settings).await);
+    checks
+}
+
+/// Wraps and unwraps a fresh data key under a throwaway context.
+async fn round_trip(settings: &Settings) -> Check {
+    let kind = settings.kms.provider;
+    let result = async {
+        let (provider, _) = build_provider(settings)?;
+        let identity = KeyIdentity::new("llm-accounting-doctor")?;
+        let context = EncryptionContext::new(uuid::Uuid::new_v4(), identity, 1);
+        let key = DataKey::generate()?;
+        let wrapped = provider.wrap_key(&key, &context).await?;
+        let back = provider.unwrap_key(&wrapped, &context).await?;
+        Ok::<_, llm_accounting::Error>(back.expose_secret() == key.expose_secret())
+    }
+    .await;
+    match result {
+        Ok(true) => Check::ok(
+            "kms",
+            format!("provider {kind}: a data key wrapped and unwrapped"),
+        ),
+        Ok(false) => Check::problem(
+            "kms",
+            format!("provider {kind}: the unwrapped data key differs from the wrapped one"),
+            "the KMS (or an emulator in its place) is broken; do not store keys with it",
+        ),
+        Err(e) => Check::problem(
+            "kms",
+            error_text(&e),
+            "check the master key id, the credentials and their permissions (wrap and unwrap \
+             / encrypt and decrypt)",
+        ),
+    }
+}

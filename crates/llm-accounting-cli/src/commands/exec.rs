@@ -1,0 +1,285 @@
+//! `exec`: run a command with API keys in its environment, as `op run`, `aws-vault exec` and
+//! `sops exec-env` do.
+//!
+//! Every mapping is parsed and every key read (one `get_many`) before the command starts, so a
+//! mistake stops the run with the usual exit codes and the command never sees half its keys.
+//! The manager is shut down (last-used times and the audit trail flushed) before the command
+//! starts. Then the command's exit code is passed through; a command killed by a signal gives
+//! 128 + the signal number.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::Path;
+use std::sync::Arc;
+
+use llm_accounting::{ApiKey, Error, KeyIdentity, Result};
+
+use super::{Context, finish};
+use crate::cli::ExecArgs;
+use crate::exit_code;
+
+/// Keys read at once.
+const CONCURRENCY: usize = 8;
+
+/// One `VAR=SERVICE[:USER[:PROJECT]]` mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Mapping {
+    /// The variable to set.
+    pub(crate) var: String,
+    /// Whose key it gets.
+    pub(crate) identity: KeyIdentity,
+}
+
+/// Parses `VAR=SERVICE[:USER[:PROJECT]]`; `where_` says where it came from, for the message.
+pub(crate) fn parse_mapping(spec: &str, where_: &str) -> Result<Mapping> {
+    let bad = |why: &str| {
+        Error::invalid(
+            "--env mapping",
+            format!("{where_}: `{spec}` {why}; expected VAR=SERVICE[:USER[:PROJECT]]"),
+        )
+    };
+    let (var, target) = spec.split_once('=').ok_or_else(|| bad("has no `=`"))?;
+    let var = var.trim();
+    if !is_env_name(var) {
+        return Err(bad(
+            "does not start with a variable name (letters, digits, `_`)",
+        ));
+    }
+    let mut parts = target.trim().split(':');
+    let service = parts.next().unwrap_or_default();
+    let user = parts.next().filter(|u| !u.is_empty());
+    let project = parts.next().filter(|p| !p.is_empty());
+    if parts.next().is_some() {
+        return Err(bad("has more than three `:`-separated parts"));
+    }
+    if service.is_empty() {
+        return Err(bad("names no service"));
+    }
+    let identity = KeyIdentity::from_parts(service, user, project)?;
+    Ok(Mapping {
+        var: var.to_owned(),
+        identity,
+    })
+}
+
+/// Whether `name` is a portable environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
+pub(crate) fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The mappings of an `--env-file`: one per line, blank lines and `#` comments skipped, an
+/// optional `export ` and quotes around the target allowed.
+fn parse_env_file(path: &Path) -> Result<Vec<Mapping>> {
+    let text = read_named_file(path, "--env-file")?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
+        let line = match line.split_once('=') {
+            Some((var, target)) => {
+                let t = target.trim();
+                let unquoted = ['"', '\'']
+                    .iter()
+                    .find_map(|q| t.strip_prefix(*q).and_then(|t| t.strip_suffix(*q)))
+                    .unwrap_or(t);
+                format!("{var}={unquoted}")
+            }
+            None => line.to_owned(),
+        };
+        out.push(parse_mapping(
+            &line,
+            &format!("{} line {}", path.display(), n + 1),
+        )?);
+    }
+    Ok(out)
+}
+
+/// The text of a file named on the command line: a file that is missing or unreadable is a
+/// usage error naming it (exit 2), not a failure to retry.
+pub(crate) fn read_named_file(path: &Path, flag: &'static str) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| {
+        Error::invalid(
+            flag,
+            format!(
+                "cannot read {}: {e}",
+                crate::escape::text(&path.display().to_string())
+            ),
+        )
+    })
+}
+
+/// Every mapping of the command line and env files; a variable named twice is refused.
+fn mappings(args: &ExecArgs) -> Result<Vec<Mapping>> {
+    let mut all = Vec::new();
+    for path in &args.env_file {
+        all.extend(parse_env_file(path)?);
+    }
+    for spec in &args.env {
+        all.push(parse_mapping(spec, "--env")?);
+    }
+    if all.is_empty() {
+        return Err(Error::invalid(
+            "exec",
+            "no key to pass: give --env VAR=SERVICE[:USER[:PROJECT]] or --env-file FILE",
+        ));
+    }
+    let mut seen = BTreeMap::new();
+    for m in &all {
+        if let Some(other) = seen.insert(m.var.as_str(), &m.identity) {
+            return Err(Error::invalid(
+                "--env mapping",
+                format!("{} is set twice (to {other} and to {})", m.var, m.identity),
+            ));
+        }
+    }
+    Ok(all)
+}
+
+/// `exec`: the exit code to leave with.
+pub(crate) async fn exec(ctx: &Context, args: ExecArgs) -> Result<u8> {
+    let mappings = mappings(&args)?;
+    let (program, rest) = args
+        .command
+        .split_first()
+        .ok_or_else(|| Error::invalid("exec", "no command to run"))?;
+    let identities: Vec<KeyIdentity> = mappings.iter().map(|m| m.identity.clone()).collect();
+    let manager = ctx.manager().await?;
+    let results = manager.get_many(&identities, CONCURRENCY).await;
+    let mut keys: Vec<(&str, ApiKey)> = Vec::with_capacity(results.len());
+    let mut first_error = None;
+    for (m, (_, result)) in mappings.iter().zip(results) {
+        match result {
+            Ok(key) => keys.push((&m.var, key)),
+            Err(e) => {
+                if first_error.is_none() {
+                    first_error = Some(e);
+                } else {
+                    eprintln!(
+                        "{} (for {})",
+                        crate::output::error_line(&e),
+                        crate::escape::text(&m.var)
+                    );
+                }
+            }
+        }
+    }
+    let read = match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    };
+    finish(&manager, read).await?;
+    drop(manager);
+    run_child(program, rest, keys).await
+}
+
+/// Starts `program` with the keys added to its environment, waits for it, and passes its
+/// exit status on. SIGTERM and SIGHUP are forwarded; SIGINT and SIGQUIT ignored meanwhile.
+async fn run_child(program: &OsString, args: &[OsString], keys: Vec<(&str, ApiKey)>) -> Result<u8> {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args);
+    for (var, key) in &keys {
+        cmd.env(var, key.expose_secret());
+    }
+    // Handlers before the child exists, so that no signal falls between.
+    let mut handlers = Vec::new();
+    for kind in [
+        SignalKind::terminate(),
+        SignalKind::hangup(),
+        SignalKind::interrupt(),
+        SignalKind::quit(),
+    ] {
+        let s = signal(kind).map_err(|e| Error::Io {
+            operation: "installing a signal handler",
+            path: "exec".to_owned(),
+            source: Arc::new(e),
+        })?;
+        handlers.push(s);
+    }
+    let spawned = cmd.spawn();
+    // The command's copy of the environment is freed with it; ours go now.
+    drop(cmd);
+    drop(keys);
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            let shown = crate::escape::text(&program.to_string_lossy()).into_owned();
+            let code = match e.kind() {
+                std::io::ErrorKind::NotFound => 127,
+                _ => 126,
+            };
+            eprintln!("error: cannot run {shown}: {e}");
+            return Ok(code);
+        }
+    };
+    let pid = child
+        .id()
+        .and_then(|id| rustix::process::Pid::from_raw(id as i32));
+    let [mut term, mut hup, mut int, mut quit] =
+        <[_; 4]>::try_from(handlers).map_err(|_| Error::invalid("exec", "signal handlers"))?;
+    let status = loop {
+        let forward = tokio::select! {
+            status = child.wait() => break status,
+            _ = term.recv() => Some(rustix::process::Signal::TERM),
+            _ = hup.recv() => Some(rustix::process::Signal::HUP),
+            _ = int.recv() => None,
+            _ = quit.recv() => None,
+        };
+        if let (Some(sig), Some(pid)) = (forward, pid) {
+            let _ = rustix::process::kill_process(pid, sig);
+        }
+    };
+    let status = status.map_err(|e| Error::Io {
+        operation: "waiting for the command",
+        path: program.to_string_lossy().into_owned(),
+        source: Arc::new(e),
+    })?;
+    Ok(exit_status_code(status))
+}
+
+/// The exit code a shell would give for `status`: its code, or 128 + the signal.
+fn exit_status_code(status: std::process::ExitStatus) -> u8 {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        // Only the low 8 bits reach a parent on Unix anyway.
+        return (code & 0xff) as u8;
+    }
+    match status.signal() {
+        Some(sig) => (128 + (sig & 0x7f)) as u8,
+        None => exit_code::OTHER,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mappings_parse_and_refuse_what_is_wrong() {
+        let m = parse_mapping("OPENAI_API_KEY=openai", "--env").expect("valid");
+        assert_eq!(m.var, "OPENAI_API_KEY");
+        assert_eq!(m.identity, KeyIdentity::new("openai").expect("valid"));
+        let m = parse_mapping("K=openai:alice:web", "--env").expect("valid");
+        assert_eq!(
+            m.identity,
+            KeyIdentity::from_parts("openai", Some("alice"), Some("web")).expect("valid")
+        );
+        let m = parse_mapping("K=openai::web", "--env").expect("valid");
+        assert_eq!(
+            m.identity,
+            KeyIdentity::from_parts("openai", None, Some("web")).expect("valid")
+        );
+        for bad in ["K", "=openai", "1K=openai", "K-X=openai", "K=", "K=a:b:c:d"] {
+            let e = parse_mapping(bad, "--env").expect_err(bad);
+            assert_eq!(exit_code::for_error(&e), exit_code::USAGE, "{bad}: {e}");
+        }
+    }
+}

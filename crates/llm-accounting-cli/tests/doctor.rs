@@ -1,0 +1,151 @@
+//! `doctor` end to end: one line per check, a problem named with its fix and exit 1, and
+//! nothing changed: no file created, no migration applied.
+
+use llm_accounting_testkit::cli::CREATE_IF_MISSING;
+use llm_accounting_testkit::{Env, Run};
+
+const BIN: &str = env!("CARGO_BIN_EXE_llm-accounting");
+
+const KEY: &str = "sk-test-FAKE-doctor-000000000000000000001";
+
+/// The line of check `name`.
+#[track_caller]
+fn line<'a>(run: &'a Run, name: &str) -> &'a str {
+    run.stdout
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(name.split(' ').next().unwrap_or(name)))
+        .unwrap_or_else(|| panic!("no {name} line: {run:#?}"))
+}
+
+#[test]
+fn a_working_store_passes_every_check() {
+    let env = Env::new(BIN).secrets(&[KEY]);
+    env.run_stdin(&["keys", "store", "--service", "openai"], KEY)
+        .ok();
+    let r = env.run(&["doctor"]).ok();
+    for check in [
+        "variables",
+        "configuration",
+        "features",
+        "database",
+        "migrations",
+        "master",
+        "kms",
+    ] {
+        assert!(line(&r, check).starts_with("ok "), "{check}: {r:#?}");
+    }
+    assert!(line(&r, "kms").contains("wrapped and unwrapped"), "{r:#?}");
+    assert!(line(&r, "migrations").contains("current"), "{r:#?}");
+
+    let r = env.run(&["doctor", "--format", "json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    for c in v.as_array().expect("array") {
+        let mut keys: Vec<&String> = c.as_object().expect("object").keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["check", "detail", "fix", "ok"]);
+        assert_eq!(c["ok"], true, "{c}");
+    }
+}
+
+#[test]
+fn doctor_creates_nothing() {
+    // Nothing configured, nothing there yet: fine, and still nothing there afterwards.
+    let env = Env::with_data_dir_only(BIN);
+    let r = env.run(&["doctor"]).ok();
+    assert!(line(&r, "database").contains("not created yet"), "{r:#?}");
+    assert!(
+        !env.dir().join("data").exists(),
+        "doctor created the data directory"
+    );
+
+    // Named files that do not exist, without --create: problems, and still not created.
+    let mut env = Env::new(BIN);
+    env.unset(CREATE_IF_MISSING);
+    let r = env.run(&["doctor"]).code(1);
+    assert!(line(&r, "database").starts_with("problem"), "{r:#?}");
+    assert!(line(&r, "database").contains("--create"), "{r:#?}");
+    assert!(line(&r, "master").starts_with("problem"), "{r:#?}");
+    assert!(!env.db_path().exists() && !env.dir().join("master.key").exists());
+}
+
+#[test]
+fn pending_migrations_are_reported_not_applied() {
+    let env = Env::new(BIN);
+    env.run(&["keys", "list"]).ok();
+    env.sql(
+        "DELETE FROM seaql_migrations WHERE version = \
+         (SELECT MAX(version) FROM seaql_migrations)",
+    );
+    for _ in 0..2 {
+        let r = env.run(&["doctor"]).code(1);
+        let l = line(&r, "migrations");
+        assert!(
+            l.starts_with("problem") && l.contains("1 pending"),
+            "{r:#?}"
+        );
+        assert!(l.contains("fix:"), "{r:#?}");
+    }
+}
+
+#[test]
+fn problems_are_named_with_their_fix() {
+    // A mistyped variable.
+    let mut env = Env::new(BIN);
+    env.run(&["keys", "list"]).ok();
+    env.set("LLM_ACCOUNTING_DATABSE_URL", "sqlite:///elsewhere.db");
+    let r = env.run(&["doctor"]).code(1);
+    assert!(
+        line(&r, "variables").contains("LLM_ACCOUNTING_DATABSE_URL"),
+        "{r:#?}"
+    );
+    env.unset("LLM_ACCOUNTING_DATABSE_URL");
+
+    // A master key file others can read.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mk = env.dir().join("master.key");
+        std::fs::set_permissions(&mk, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let r = env.run(&["doctor"]).code(1);
+        let l = line(&r, "master");
+        assert!(l.contains("644") && l.contains("chmod 600"), "{r:#?}");
+        std::fs::set_permissions(&mk, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+
+    // A configuration file with a setting that does not exist: the other checks need it.
+    let file = env.dir().join("bad.toml");
+    std::fs::write(&file, "[kms]\nprovidr = \"local\"\n").expect("write");
+    let r = env
+        .run(&["--config", file.to_str().expect("utf-8"), "doctor"])
+        .code(1);
+    assert!(line(&r, "configuration").contains("providr"), "{r:#?}");
+
+    // A database server that is not there.
+    let url = llm_accounting_testkit::closed_port_url().replace("http://", "postgres://u@");
+    let r = env.run(&["--db", &format!("{url}/x"), "doctor"]).code(1);
+    assert!(
+        line(&r, "database").contains("Connection refused"),
+        "{r:#?}"
+    );
+
+    // A KMS that is not there: the round trip fails, and says so.
+    let mut aws = Env::with_database(BIN).strip_prefixes(&["AWS_"]);
+    llm_accounting_testkit::cli::fail_fast(&mut aws);
+    let home = aws.dir().display().to_string();
+    for (name, value) in [
+        ("HOME", home.as_str()),
+        ("LLM_ACCOUNTING_KMS_PROVIDER", "aws"),
+        ("LLM_ACCOUNTING_KMS_KEY_ID", "alias/doctor"),
+        ("AWS_REGION", "eu-west-1"),
+        ("AWS_ACCESS_KEY_ID", "AKIAFAKEFAKEFAKE"),
+        ("AWS_SECRET_ACCESS_KEY", "fake-secret"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ] {
+        aws.set(name, value);
+    }
+    let closed = llm_accounting_testkit::closed_port_url();
+    aws.set("LLM_ACCOUNTING_KMS_ENDPOINT", &closed);
+    let r = aws.run(&["doctor"]).code(1);
+    let l = line(&r, "kms");
+    assert!(l.starts_with("problem") && l.contains("fix:"), "{r:#?}");
+}

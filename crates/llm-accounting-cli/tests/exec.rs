@@ -1,0 +1,259 @@
+//! `exec` end to end: keys reach the command's environment and nowhere else, every failure
+//! before the command starts uses the documented exit codes, and the command's own exit code
+//! (or 128 + its signal) is passed through.
+
+use llm_accounting_testkit::Env;
+
+const BIN: &str = env!("CARGO_BIN_EXE_llm-accounting");
+
+const OPENAI: &str = "sk-test-FAKE-exec-000000000000000000000001";
+const ANTHROPIC: &str = "sk-test-FAKE-exec-000000000000000000000002";
+
+fn env_with_keys() -> Env {
+    let env = Env::new(BIN).secrets(&[OPENAI, ANTHROPIC]);
+    env.run_stdin(&["keys", "store", "--service", "openai"], OPENAI)
+        .ok();
+    env.run_stdin(
+        &[
+            "keys",
+            "store",
+            "--service",
+            "anthropic",
+            "--user",
+            "alice",
+            "--project",
+            "web",
+        ],
+        ANTHROPIC,
+    )
+    .ok();
+    env
+}
+
+#[test]
+fn exec_passes_keys_in_the_environment_and_the_exit_code_back() {
+    let env = env_with_keys();
+    // The command checks the values itself and exits 7: neither key is printed by anyone.
+    let script = format!(
+        "test \"$OPENAI_API_KEY\" = '{OPENAI}' && test \"$ANTHROPIC_API_KEY\" = '{ANTHROPIC}' \
+         && exit 7; exit 1"
+    );
+    let r = env
+        .run(&[
+            "exec",
+            "--env",
+            "OPENAI_API_KEY=openai",
+            "--env",
+            "ANTHROPIC_API_KEY=anthropic:alice:web",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .code(7);
+    assert!(
+        !r.stdout.contains(OPENAI) && !r.stdout.contains(ANTHROPIC),
+        "{r:#?}"
+    );
+
+    // The command's own output and arguments pass through untouched.
+    let r = env
+        .run(&[
+            "exec",
+            "--env",
+            "K=openai",
+            "--",
+            "sh",
+            "-c",
+            "echo \"args:$*\"; printf %s \"$K\" | wc -c",
+            "sh",
+            "-x",
+            "--y",
+        ])
+        .ok();
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines[0], "args:-x --y", "{r:#?}");
+    assert_eq!(lines[1].trim(), OPENAI.len().to_string(), "{r:#?}");
+}
+
+#[test]
+fn exec_reads_mappings_from_an_env_file() {
+    let env = env_with_keys();
+    let file = env.dir().join("keys.env");
+    std::fs::write(
+        &file,
+        "# which keys\n\nOPENAI_API_KEY=openai\nexport ANTHROPIC_API_KEY=\"anthropic:alice:web\"\n",
+    )
+    .expect("write");
+    let script = format!(
+        "test \"$OPENAI_API_KEY\" = '{OPENAI}' && test \"$ANTHROPIC_API_KEY\" = '{ANTHROPIC}'"
+    );
+    env.run(&[
+        "exec",
+        "--env-file",
+        file.to_str().expect("utf-8"),
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ])
+    .ok();
+
+    // A bad line is exit 2 naming the file and the line; a missing file is exit 2 naming it.
+    std::fs::write(&file, "OPENAI_API_KEY=openai\nnot a mapping\n").expect("write");
+    let r = env
+        .run(&[
+            "exec",
+            "--env-file",
+            file.to_str().expect("utf-8"),
+            "--",
+            "true",
+        ])
+        .code(2);
+    assert!(r.stderr.contains("keys.env line 2"), "{r:#?}");
+    let missing = env.dir().join("nope.env");
+    let r = env
+        .run(&[
+            "exec",
+            "--env-file",
+            missing.to_str().expect("utf-8"),
+            "--",
+            "true",
+        ])
+        .code(2);
+    assert!(r.stderr.contains("nope.env"), "{r:#?}");
+}
+
+#[test]
+fn a_command_killed_by_a_signal_gives_128_plus_the_signal() {
+    let env = env_with_keys();
+    env.run(&[
+        "exec",
+        "--env",
+        "K=openai",
+        "--",
+        "sh",
+        "-c",
+        "kill -TERM $$",
+    ])
+    .code(128 + 15);
+    env.run(&[
+        "exec",
+        "--env",
+        "K=openai",
+        "--",
+        "sh",
+        "-c",
+        "kill -KILL $$",
+    ])
+    .code(128 + 9);
+}
+
+#[test]
+fn nothing_runs_unless_every_key_can_be_read() {
+    let env = env_with_keys();
+    let marker = env.dir().join("ran");
+    let touch = format!("touch '{}'", marker.display());
+    // One key missing: exit 3, the command never starts.
+    let r = env
+        .run(&[
+            "exec",
+            "--env",
+            "A=openai",
+            "--env",
+            "B=mistral",
+            "--",
+            "sh",
+            "-c",
+            &touch,
+        ])
+        .code(3);
+    assert!(r.stderr.contains("mistral"), "{r:#?}");
+    assert!(!marker.exists(), "the command ran: {r:#?}");
+    // A disabled key: exit 1.
+    env.run(&["keys", "disable", "--service", "openai"]).ok();
+    env.run(&["exec", "--env", "A=openai", "--", "sh", "-c", &touch])
+        .code(1);
+    assert!(!marker.exists());
+    env.run(&["keys", "enable", "--service", "openai"]).ok();
+
+    // Bad mappings and a variable named twice: exit 2, nothing opened.
+    for args in [
+        &["exec", "--env", "1A=openai", "--", "true"][..],
+        &["exec", "--env", "A", "--", "true"],
+        &[
+            "exec",
+            "--env",
+            "A=openai",
+            "--env",
+            "A=openai:bob",
+            "--",
+            "true",
+        ],
+        &["exec", "--", "true"],
+    ] {
+        env.run(args).code(2);
+    }
+    // No command at all: clap's usage error.
+    env.run(&["exec", "--env", "A=openai"]).code(2);
+    // A command that does not exist: 127, as shells say.
+    let r = env
+        .run(&["exec", "--env", "A=openai", "--", "no-such-command-here"])
+        .code(127);
+    assert!(r.stderr.contains("no-such-command-here"), "{r:#?}");
+    // One that cannot be run (not executable): 126.
+    let plain = env.dir().join("not-executable");
+    std::fs::write(&plain, "#!/bin/sh\n").expect("write");
+    env.run(&[
+        "exec",
+        "--env",
+        "A=openai",
+        "--",
+        plain.to_str().expect("utf-8"),
+    ])
+    .code(126);
+}
+
+#[test]
+fn sigterm_to_llm_accounting_reaches_the_command() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let env = env_with_keys();
+    let mut cmd = Command::new(BIN);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("LLM_ACCOUNTING_") {
+            cmd.env_remove(&name);
+        }
+    }
+    // The command says when its trap is set, then waits; on SIGTERM it exits 42.
+    let mut child = cmd
+        .env_remove("RUST_LOG")
+        .envs(env.vars())
+        .args([
+            "exec",
+            "--env",
+            "K=openai",
+            "--",
+            "sh",
+            "-c",
+            "trap 'exit 42' TERM; echo ready; while :; do sleep 0.05; done",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut ready)
+        .expect("read");
+    assert_eq!(ready.trim(), "ready");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(42), "{status:?}");
+}

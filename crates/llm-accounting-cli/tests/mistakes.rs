@@ -1,0 +1,224 @@
+//! Mistakes caught early (issue 15): setup problems are exit 2 in one line and never retried,
+//! configuration is checked before the key is asked for, an unreachable database server says
+//! why at once, the default-location note is said once, configuration errors have one prefix
+//! and keep a parser's lines.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use llm_accounting_testkit::{Env, Run};
+
+const BIN: &str = env!("CARGO_BIN_EXE_llm-accounting");
+
+const KEY: &str = "sk-test-FAKE-mistakes-0000000000000001";
+
+/// An environment for a cloud provider as a new user has it: no credentials, no region, no
+/// configuration files (HOME is the temporary directory).
+fn cloud_newcomer(provider: &str, key_id: &str) -> Env {
+    let mut env =
+        Env::with_database(BIN).strip_prefixes(&["AWS_", "GOOGLE_", "CLOUDSDK_", "GCE_", "AZURE_"]);
+    let home = env.dir().display().to_string();
+    env.set("HOME", &home);
+    env.set("LLM_ACCOUNTING_KMS_PROVIDER", provider);
+    env.set("LLM_ACCOUNTING_KMS_KEY_ID", key_id);
+    env
+}
+
+/// Asserts exit 2, one line on stderr, that line a configuration error with one prefix, and
+/// no retries.
+#[track_caller]
+fn one_line_setup_error(run: Run) -> Run {
+    let run = run.code(2);
+    assert_eq!(run.stderr.lines().count(), 1, "{run:#?}");
+    assert!(
+        run.stderr.starts_with("error: configuration error: "),
+        "{run:#?}"
+    );
+    assert_eq!(
+        run.stderr.matches("configuration error:").count(),
+        1,
+        "{run:#?}"
+    );
+    assert!(!run.stderr.contains("attempts"), "retried: {run:#?}");
+    run
+}
+
+#[test]
+fn aws_without_a_region_is_one_line_and_exit_2() {
+    let env = cloud_newcomer("aws", "alias/llm-accounting");
+    let r = one_line_setup_error(env.run_stdin(&["keys", "store", "--service", "openai"], KEY));
+    assert!(r.stderr.contains("no AWS region"), "{r:#?}");
+    assert!(!r.stderr.contains("IMDS"), "{r:#?}");
+}
+
+#[test]
+fn aws_without_credentials_is_one_line_and_exit_2() {
+    let mut env = cloud_newcomer("aws", "alias/llm-accounting");
+    env.set("AWS_REGION", "eu-west-1");
+    // Off EC2 the instance metadata service refuses or does not answer; where it is switched
+    // off, the chain says "no credentials" directly.
+    env.set("AWS_EC2_METADATA_DISABLED", "true");
+    let r = one_line_setup_error(env.run_stdin(&["keys", "store", "--service", "openai"], KEY));
+    assert!(r.stderr.contains("no AWS credentials found"), "{r:#?}");
+}
+
+#[test]
+fn gcp_without_credentials_is_one_line_and_exit_2_like_aws() {
+    let env = cloud_newcomer("gcp", "projects/p/locations/global/keyRings/r/cryptoKeys/k");
+    let r = one_line_setup_error(env.run_stdin(&["keys", "store", "--service", "openai"], KEY));
+    assert!(
+        r.stderr.contains("no Google Cloud credentials found"),
+        "{r:#?}"
+    );
+    assert!(
+        r.stderr.contains("GOOGLE_APPLICATION_CREDENTIALS"),
+        "{r:#?}"
+    );
+}
+
+#[test]
+fn the_provider_is_checked_before_the_key_is_read() {
+    // AWS without a master key: refused at once, while stdin is still open and unwritten (the
+    // old order waited for the key first, then failed).
+    let env = cloud_newcomer("aws", "");
+    let mut cmd = Command::new(BIN);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("LLM_ACCOUNTING_") {
+            cmd.env_remove(&name);
+        }
+    }
+    let mut child = cmd
+        .env_remove("RUST_LOG")
+        .envs(env.vars())
+        .args(["keys", "store", "--service", "openai"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let _stdin_kept_open = child.stdin.take();
+    // A guard against a hang, not a timing assertion: the old order never returns here.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("keys store waited for a key before checking the provider");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read");
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("LLM_ACCOUNTING_KMS_KEY_ID"), "{stderr}");
+}
+
+#[test]
+fn an_unreachable_database_server_says_why_at_once() {
+    let port = llm_accounting_testkit::closed_port_url()
+        .rsplit(':')
+        .next()
+        .expect("port")
+        .to_owned();
+    let env = Env::new(BIN);
+    for url in [
+        format!("postgres://postgres@127.0.0.1:{port}/x"),
+        format!("mysql://root@127.0.0.1:{port}/x"),
+    ] {
+        // The old pool retried "connection refused" for its whole acquire timeout and then
+        // said only "pool timed out".
+        let r = env.run(&["--db", &url, "keys", "list"]).code(5);
+        assert!(r.stderr.contains("Connection refused"), "{r:#?}");
+        assert!(!r.stderr.contains("pool timed out"), "{r:#?}");
+        assert_eq!(r.stderr.lines().count(), 1, "{r:#?}");
+    }
+}
+
+#[test]
+fn the_default_location_note_is_said_once_then_only_with_verbose() {
+    let env = Env::with_data_dir_only(BIN);
+    let note = |r: &Run| {
+        r.stderr
+            .lines()
+            .filter(|l| l.starts_with("note:") && l.contains("default database"))
+            .count()
+    };
+    let first = env
+        .run_stdin(&["keys", "store", "--service", "openai"], KEY)
+        .ok();
+    assert_eq!(note(&first), 1, "{first:#?}");
+    assert!(first.stderr.contains("created"), "{first:#?}");
+    let again = env.run(&["keys", "list"]).ok();
+    assert_eq!(note(&again), 0, "{again:#?}");
+    let verbose = env.run(&["-v", "keys", "list"]).ok();
+    assert_eq!(note(&verbose), 1, "{verbose:#?}");
+    assert!(!verbose.stderr.contains("created"), "{verbose:#?}");
+}
+
+#[test]
+fn configuration_errors_have_one_prefix_and_parse_errors_keep_their_lines() {
+    let env = Env::new(BIN);
+    let file = env.dir().join("bad.toml");
+    std::fs::write(&file, "[kms]\nprovider = \"local\"\nfoo = \n").expect("write");
+    let r = env
+        .run(&["--config", file.to_str().expect("utf-8"), "keys", "list"])
+        .code(2);
+    assert_eq!(
+        r.stderr.matches("configuration error:").count(),
+        1,
+        "{r:#?}"
+    );
+    assert!(r.stderr.contains("line 3"), "{r:#?}");
+    // The parser's picture of the line stays a picture.
+    assert!(
+        r.stderr
+            .lines()
+            .any(|l| l.trim_start().starts_with("3 | foo =")),
+        "{r:#?}"
+    );
+
+    // Other configuration mistakes: one prefix each.
+    let mut azure = cloud_newcomer("azure", "https://x.vault.azure.net/keys/k");
+    for (var, value) in [
+        ("LLM_ACCOUNTING_AZURE_CREDENTIALS", "client_secret"),
+        ("LLM_ACCOUNTING_AZURE_CREDENTIALS", "client-secret"),
+    ] {
+        azure.set(var, value);
+        one_line_setup_error(azure.run_stdin(&["keys", "store", "--service", "openai"], KEY));
+    }
+    azure.set("AZURE_TENANT_ID", "not a tenant!");
+    azure.set("AZURE_CLIENT_ID", "x");
+    azure.set("AZURE_CLIENT_SECRET", "y");
+    one_line_setup_error(azure.run_stdin(&["keys", "store", "--service", "openai"], KEY));
+}
+
+#[test]
+fn keys_with_whitespace_or_several_lines_are_refused_unless_asked() {
+    let env = Env::new(BIN);
+    let store = ["keys", "store", "--service", "openai"];
+    for input in [
+        format!(" {KEY}\n"),
+        format!("{KEY} \n"),
+        format!("{KEY}\t"),
+        format!("{KEY}\nsecond line\n"),
+        format!("{KEY}\n\n"),
+    ] {
+        let r = env.run_stdin(&store, &input).code(2);
+        assert!(r.stderr.contains("--keep-whitespace"), "{input:?}: {r:#?}");
+    }
+    env.run(&["keys", "get", "--service", "openai"]).code(3);
+
+    let mut keep = store.to_vec();
+    keep.push("--keep-whitespace");
+    env.run_stdin(&keep, &format!(" {KEY}\n")).ok();
+    let r = env.run(&["keys", "get", "--service", "openai"]).ok();
+    assert_eq!(r.stdout, format!(" {KEY}\n"));
+}

@@ -1,0 +1,332 @@
+//! Shell habits (issue 15): a closed pipe ends quietly, empty results say what was asked,
+//! `--operation`, `--since` and `--until` are checked, tables fit the width, every command
+//! that prints data speaks JSON in a stable shape, and `keys delete` asks on a terminal.
+
+use std::process::{Command, Stdio};
+
+use llm_accounting_testkit::Env;
+
+const BIN: &str = env!("CARGO_BIN_EXE_llm-accounting");
+
+const KEY: &str = "sk-test-FAKE-shell-00000000000000000000001";
+
+fn env_with_a_key() -> Env {
+    let env = Env::new(BIN).secrets(&[KEY]);
+    env.run_stdin(
+        &["keys", "store", "--service", "openai", "--user", "alice"],
+        KEY,
+    )
+    .ok();
+    env
+}
+
+/// A command of `env` with its usual variables.
+fn command(env: &Env, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("LLM_ACCOUNTING_") {
+            cmd.env_remove(&name);
+        }
+    }
+    cmd.env_remove("RUST_LOG")
+        .env_remove("COLUMNS")
+        .envs(env.vars())
+        .args(args);
+    cmd
+}
+
+#[test]
+fn a_reader_that_went_away_ends_the_output_quietly() {
+    let env = env_with_a_key();
+    for _ in 0..3 {
+        env.run(&["keys", "get", "--service", "openai", "--user", "alice"])
+            .ok();
+    }
+    for args in [
+        &["keys", "audit"][..],
+        &["keys", "list"],
+        &["keys", "list", "--format", "json"],
+        &["keys", "get", "--service", "openai", "--user", "alice"],
+        &["keys", "audit", "--head"],
+    ] {
+        // The reading end is closed before the command writes: `| head -0`, deterministic.
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = command(&env, args)
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("error"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn empty_results_say_what_was_asked() {
+    let env = env_with_a_key();
+    let r = env.run(&["keys", "list", "--expiring", "7d"]).ok();
+    assert!(r.stdout.is_empty(), "{r:#?}");
+    assert!(
+        r.stderr.contains("no keys expire within 7 days (1 stored)"),
+        "{r:#?}"
+    );
+    let r = env.run(&["keys", "list", "--service", "mistral"]).ok();
+    assert!(
+        r.stderr.contains("no keys stored for service \"mistral\""),
+        "{r:#?}"
+    );
+    let r = env
+        .run(&["keys", "audit", "--operation", "rotate", "--since", "1h"])
+        .ok();
+    assert!(
+        r.stderr
+            .contains("no audit records for operation rotate, since "),
+        "{r:#?}"
+    );
+}
+
+#[test]
+fn operations_and_times_are_checked() {
+    let env = env_with_a_key();
+    let r = env.run(&["keys", "audit", "--operation", "gett"]).code(2);
+    assert!(
+        r.stderr.contains("`gett`") && r.stderr.contains("get_previous"),
+        "{r:#?}"
+    );
+    // A real operation with no rows is no error.
+    env.run(&["keys", "audit", "--operation", "delete"]).ok();
+
+    let r = env.run(&["keys", "audit", "--since", "yesterday"]).code(2);
+    assert!(
+        r.stderr.contains("neither a duration") && r.stderr.contains("RFC 3339"),
+        "{r:#?}"
+    );
+    assert!(!r.stderr.contains("expected number"), "{r:#?}");
+
+    let count = |args: &[&str]| -> usize {
+        let r = env.run(args).ok();
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+        v.as_array().expect("array").len()
+    };
+    let all = count(&["keys", "audit", "--format", "json"]);
+    assert!(all >= 1);
+    assert_eq!(
+        count(&["keys", "audit", "--format", "json", "--since", "24h"]),
+        all
+    );
+    assert_eq!(
+        count(&["keys", "audit", "--format", "json", "--since", "2000-01-01"]),
+        all
+    );
+    assert_eq!(
+        count(&[
+            "keys",
+            "audit",
+            "--format",
+            "json",
+            "--until",
+            "2000-01-01T00:00:00Z"
+        ]),
+        0
+    );
+    assert_eq!(
+        count(&["keys", "audit", "--format", "json", "--until", "0s"]),
+        all
+    );
+    env.run(&["keys", "audit", "--since", "1h", "--until", "2h"])
+        .code(2);
+}
+
+#[test]
+fn tables_fit_the_width() {
+    let env = env_with_a_key();
+    env.run(&["keys", "get", "--service", "openai", "--user", "alice"])
+        .ok();
+    for args in [
+        &["keys", "list"][..],
+        &["keys", "list", "--versions"],
+        &["keys", "audit"],
+    ] {
+        let wide = env.run(args).ok();
+        assert!(
+            wide.stdout.lines().any(|l| l.chars().count() > 80),
+            "unconstrained output is wider than 80: {wide:#?}"
+        );
+        let r = env.run_with(args, None, &[("COLUMNS", "80")]).ok();
+        for line in r.stdout.lines() {
+            assert!(line.chars().count() <= 80, "{args:?}: {line:?}\n{r:#?}");
+        }
+        // Headers stay whole.
+        let header = r.stdout.lines().next().expect("header");
+        for h in ["SERVICE", "USER", "PROJECT"] {
+            assert!(header.contains(h), "{r:#?}");
+        }
+    }
+}
+
+/// The keys of a JSON object, sorted.
+fn keys_of(v: &serde_json::Value) -> Vec<String> {
+    let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
+    k.sort();
+    k
+}
+
+#[test]
+fn json_shapes_are_stable() {
+    let env = env_with_a_key();
+    let r = env
+        .run(&[
+            "keys",
+            "get",
+            "--service",
+            "openai",
+            "--user",
+            "alice",
+            "--format",
+            "json",
+        ])
+        .ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(
+        keys_of(&v),
+        ["key", "previous", "project", "service", "user"]
+    );
+    assert_eq!(v["key"], KEY);
+    assert_eq!(v["service"], "openai");
+    assert_eq!(v["user"], "alice");
+    assert!(v["project"].is_null());
+    assert_eq!(v["previous"], false);
+
+    let r = env.run(&["keys", "list", "--format", "json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(
+        keys_of(&v[0]),
+        [
+            "created_at",
+            "expires_at",
+            "hint",
+            "last_used_at",
+            "project",
+            "service",
+            "state",
+            "updated_at",
+            "user",
+            "version"
+        ]
+    );
+    let r = env
+        .run(&["keys", "list", "--versions", "--format", "json"])
+        .ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert!(keys_of(&v[0]).contains(&"versions".to_owned()));
+    assert_eq!(
+        keys_of(&v[0]["versions"][0]),
+        [
+            "created_at",
+            "expires_at",
+            "hint",
+            "master_key_ref",
+            "provider",
+            "retire_at",
+            "state",
+            "version"
+        ]
+    );
+    let r = env.run(&["keys", "audit", "--format", "json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    assert_eq!(
+        keys_of(&v[0]),
+        [
+            "at",
+            "count",
+            "detail",
+            "first_at",
+            "hash",
+            "master_key_ref",
+            "operation",
+            "outcome",
+            "principal",
+            "project",
+            "provider",
+            "seq",
+            "service",
+            "user"
+        ]
+    );
+}
+
+/// Runs `args` on a pseudo-terminal (util-linux `script`), typing `typed`.
+fn on_a_terminal(env: &Env, args: &[&str], typed: &str) -> (Option<i32>, String) {
+    use std::io::Write;
+    let line = std::iter::once(BIN)
+        .chain(args.iter().copied())
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut script = Command::new("script");
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("LLM_ACCOUNTING_") {
+            script.env_remove(&name);
+        }
+    }
+    script
+        .args(["-qec", &line, "/dev/null"])
+        .env_remove("RUST_LOG")
+        .env_remove("COLUMNS")
+        .envs(env.vars())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = script.spawn().expect("util-linux script");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(typed.as_bytes())
+        .expect("type");
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn delete_asks_on_a_terminal_unless_yes() {
+    let env = env_with_a_key();
+    let delete = ["keys", "delete", "--service", "openai", "--user", "alice"];
+    let (code, screen) = on_a_terminal(&env, &delete, "nope\n");
+    assert_eq!(code, Some(2), "{screen}");
+    assert!(screen.contains("Type the service name"), "{screen}");
+    assert!(screen.contains("nothing was deleted"), "{screen}");
+    env.run(&["keys", "get", "--service", "openai", "--user", "alice"])
+        .ok();
+
+    let (code, screen) = on_a_terminal(&env, &delete, "openai\n");
+    assert_eq!(code, Some(0), "{screen}");
+    env.run(&["keys", "get", "--service", "openai", "--user", "alice"])
+        .code(3);
+
+    // --yes: no question, even on a terminal.
+    env.run_stdin(
+        &["keys", "store", "--service", "openai", "--user", "alice"],
+        KEY,
+    )
+    .ok();
+    let mut yes = delete.to_vec();
+    yes.push("--yes");
+    let (code, screen) = on_a_terminal(&env, &yes, "");
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(!screen.contains("Type the service name"), "{screen}");
+    // Off a terminal it never asks (scripts).
+    env.run_stdin(
+        &["keys", "store", "--service", "openai", "--user", "alice"],
+        KEY,
+    )
+    .ok();
+    env.run(&delete).ok();
+}
