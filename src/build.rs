@@ -2,7 +2,9 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
+use llm_accounting_core::branch::{BranchKeyProvider, BranchKeyStore};
 use llm_accounting_core::files::{self, PrivatePath};
 
 use crate::layers::{self, KmsMetrics};
@@ -350,6 +352,26 @@ pub async fn build_audit_log(
     }))
 }
 
+/// The branch-key layer (`kms.hierarchy`, `kms.branch_key_ttl_secs`; see
+/// [`llm_accounting_core::branch`]) over `provider` (the layered provider, so that its metrics
+/// count the KMS calls made for branch keys), keeping branch keys in `repo`.
+///
+/// [`build_manager`] installs it whatever the hierarchy: with `off` it wraps every data key
+/// with `provider` as before, and only reads the keys wrapped under branch keys while the
+/// hierarchy was on, until `keys rewrap` moves them back.
+pub fn branch_layer(
+    settings: &Settings,
+    provider: Arc<dyn KmsProvider>,
+    repo: &Arc<SeaOrmKeyRepository>,
+) -> BranchKeyProvider {
+    BranchKeyProvider::new(
+        provider,
+        Arc::clone(repo) as Arc<dyn BranchKeyStore>,
+        settings.kms.hierarchy.to_core(),
+        Duration::from_secs(settings.kms.branch_key_ttl_secs),
+    )
+}
+
 /// A manager built from the settings.
 pub async fn build_manager(settings: &Settings) -> Result<SecureKeyManager> {
     Ok(build_manager_with_info(settings).await?.0)
@@ -378,6 +400,7 @@ async fn build_manager_and_repository(
     settings: &Settings,
 ) -> Result<(SecureKeyManager, Arc<SeaOrmKeyRepository>, DefaultsUsed)> {
     let (provider, repo, used) = build_provider_and_repository(settings).await?;
+    let provider = Arc::new(branch_layer(settings, provider, &repo));
     let audit = build_audit_log(settings, &repo).await?;
     let mut builder = SecureKeyManager::builder(provider, Arc::clone(&repo) as _)
         .options(settings.manager_options());

@@ -45,8 +45,8 @@ pub mod usage;
 
 pub use accounting::LlmAccounting;
 pub use build::{
-    DefaultsUsed, build_audit_log, build_manager, build_manager_with_info, build_provider,
-    build_provider_and_repository, build_provider_for, build_provider_with_metrics,
+    DefaultsUsed, branch_layer, build_audit_log, build_manager, build_manager_with_info,
+    build_provider, build_provider_and_repository, build_provider_for, build_provider_with_metrics,
     build_repository,
 };
 #[cfg(feature = "accounting")]
@@ -54,14 +54,15 @@ pub use build::{build_accounting, build_manager_and_accounting};
 pub use settings::{
     AccountingSettings, AuditSettings, AwsSettings, AzureCredentials, AzureKeyWrap, AzureSettings,
     CONFIG_FILE_ENV, CacheSettings, DEFAULT_CONFIG, ENV_VARS, Enforcement, GcpCredentials,
-    GcpSettings, KeysSettings, KmsProviderKind, KmsSettings, LocalSettings, Overrides,
-    PROVIDER_NAMES, Settings, StoreSettings,
+    GcpSettings, KeysSettings, KmsHierarchy, KmsProviderKind, KmsSettings, LocalSettings,
+    Overrides, PROVIDER_NAMES, Settings, StoreSettings,
 };
 
 pub use llm_accounting_core::audit::{
     AuditChain, AuditEvent, AuditFilter, AuditHead, AuditLog, AuditRecord, ChainBreak,
     DROPPED_OPERATION, record_hash, verify_chain, verify_chain_with,
 };
+pub use llm_accounting_core::branch;
 pub use llm_accounting_core::layers;
 pub use llm_accounting_core::{
     ApiKey, AuditOptions, BatchMode, CacheOptions, Change, ChangeFeed, ChangeStream,

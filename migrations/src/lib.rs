@@ -35,6 +35,7 @@ mod m20261129_000003_add_lifecycle;
 mod m20261129_000004_create_api_key_audit;
 mod m20261130_000005_seal_key_state;
 mod m20261130_000006_add_audit_counts;
+mod m20261201_000007_branch_keys;
 mod m20261202_000001_create_usage_tables;
 mod m20261202_000002_create_usage_entry_sources;
 
@@ -52,6 +53,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000004_create_api_key_audit::Migration),
             Box::new(m20261130_000005_seal_key_state::Migration),
             Box::new(m20261130_000006_add_audit_counts::Migration),
+            Box::new(m20261201_000007_branch_keys::Migration),
             Box::new(m20261202_000001_create_usage_tables::Migration),
             Box::new(m20261202_000002_create_usage_entry_sources::Migration),
         ]

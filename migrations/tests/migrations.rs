@@ -62,7 +62,7 @@ async fn up_down_up_on_sqlite_file() {
             .await
             .expect("applied")
             .len(),
-        8
+        9
     );
 
     let manager = SchemaManager::new(&db);
@@ -73,6 +73,7 @@ async fn up_down_up_on_sqlite_file() {
             "api_key_versions",
             "idx_api_key_versions_provider_master_key_ref",
         ),
+        ("branch_keys", "idx_branch_keys_scope_key_version"),
     ] {
         assert!(
             manager.has_index(table, index).await.expect("has_index"),
@@ -106,11 +107,17 @@ async fn up_down_up_on_sqlite_file() {
     Migrator::up(&db, None).await.expect("up again");
     assert_eq!(usage_tables(&db).await, [true; 3]);
 
-    // The one before adds the audit counts; it removes exactly them.
-    assert_eq!(audit_columns(&db).await, [true; 3]);
+    // The one before adds the branch keys: three steps down from the top remove them too.
+    assert!(manager.has_table("branch_keys").await.expect("has_table"));
     Migrator::down(&db, Some(3))
         .await
         .expect("three steps down");
+    assert!(!manager.has_table("branch_keys").await.expect("has_table"));
+    // The one before adds the audit counts; the next step down removes exactly them.
+    assert_eq!(audit_columns(&db).await, [true; 3]);
+    Migrator::down(&db, Some(1))
+        .await
+        .expect("another step down");
     assert_eq!(audit_columns(&db).await, [false, false, true]);
     Migrator::up(&db, None).await.expect("up again");
 
@@ -127,11 +134,12 @@ async fn up_down_up_on_sqlite_file() {
     Migrator::up(&db, None).await.expect("up again");
     assert_eq!(tables_present(&db).await, [true, true]);
 
-    // Seven steps down remove the entry sources, the usage tables, the audit counts, the seal columns and store keys, the audit
-    // table, the lifecycle columns, then the versions table.
-    Migrator::down(&db, Some(7))
+    // Eight steps down remove the entry sources, the usage tables, the branch keys, the audit
+    // counts, the seal columns and store keys, the audit table, the lifecycle columns, then
+    // the versions table.
+    Migrator::down(&db, Some(8))
         .await
-        .expect("seven steps down");
+        .expect("eight steps down");
     assert_eq!(tables_present(&db).await, [true, false]);
     Migrator::up(&db, None).await.expect("up after one step");
     assert_eq!(tables_present(&db).await, [true, true]);

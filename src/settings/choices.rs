@@ -85,7 +85,8 @@ choice_impls!(
     AzureCredentials,
     AzureKeyWrap,
     GcpCredentials,
-    Enforcement
+    Enforcement,
+    KmsHierarchy
 );
 
 /// Which KMS holds the master key (`kms.provider`).
@@ -303,6 +304,60 @@ impl Enforcement {
 impl Choice for Enforcement {
     const WHAT: &'static str = "enforcement";
     const ALL: &'static [Self] = &[Enforcement::Strict, Enforcement::Local];
+    const EMPTY_IS_DEFAULT: bool = true;
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// How data keys are grouped under branch keys (`kms.hierarchy`; see
+/// [`llm_accounting_core::branch`]): `off` wraps every data key with the KMS (one call per
+/// key); the others make one branch key per store, service, project or user, wrapped by the
+/// KMS, and wrap data keys locally under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum KmsHierarchy {
+    /// `off`: no branch keys (the default).
+    #[default]
+    Off,
+    /// `store`: one branch key for the whole store.
+    Store,
+    /// `service`: one branch key per service.
+    Service,
+    /// `project`: one branch key per project (and one for keys without a project).
+    Project,
+    /// `user`: one branch key per user (and one for keys without a user).
+    User,
+}
+
+impl KmsHierarchy {
+    /// The name in settings.
+    pub const fn as_str(self) -> &'static str {
+        self.to_core().as_str()
+    }
+
+    /// The core's value.
+    pub const fn to_core(self) -> llm_accounting_core::branch::Hierarchy {
+        use llm_accounting_core::branch::Hierarchy;
+        match self {
+            KmsHierarchy::Off => Hierarchy::Off,
+            KmsHierarchy::Store => Hierarchy::Store,
+            KmsHierarchy::Service => Hierarchy::Service,
+            KmsHierarchy::Project => Hierarchy::Project,
+            KmsHierarchy::User => Hierarchy::User,
+        }
+    }
+}
+
+impl Choice for KmsHierarchy {
+    const WHAT: &'static str = "KMS hierarchy";
+    const ALL: &'static [Self] = &[
+        KmsHierarchy::Off,
+        KmsHierarchy::Store,
+        KmsHierarchy::Service,
+        KmsHierarchy::Project,
+        KmsHierarchy::User,
+    ];
     const EMPTY_IS_DEFAULT: bool = true;
     fn name(self) -> &'static str {
         self.as_str()

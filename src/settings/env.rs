@@ -26,6 +26,11 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "kms.initial_backoff_ms",
     ),
     ("LLM_ACCOUNTING_KMS_MAX_BACKOFF_MS", "kms.max_backoff_ms"),
+    ("LLM_ACCOUNTING_KMS_HIERARCHY", "kms.hierarchy"),
+    (
+        "LLM_ACCOUNTING_KMS_BRANCH_KEY_TTL_SECS",
+        "kms.branch_key_ttl_secs",
+    ),
     (
         "LLM_ACCOUNTING_LOCAL_MASTER_KEY_FILE",
         "kms.local.master_key_file",

@@ -103,6 +103,11 @@ pub struct KmsSettings {
     pub initial_backoff_ms: u64,
     /// Upper bound of any wait between retries, in milliseconds.
     pub max_backoff_ms: u64,
+    /// Branch keys: `off` (every data key wrapped by the KMS), `store`, `service`, `project`
+    /// or `user` (one KMS-wrapped branch key per such scope, data keys wrapped locally).
+    pub hierarchy: KmsHierarchy,
+    /// How long an unwrapped branch key is kept in memory, in seconds.
+    pub branch_key_ttl_secs: u64,
     /// The local provider (`[kms.local]`; older files call it `[local]`).
     pub local: LocalSettings,
     /// The AWS KMS provider (`[kms.aws]`).
@@ -124,6 +129,8 @@ impl Default for KmsSettings {
             timeout_ms: 5_000,
             initial_backoff_ms: 50,
             max_backoff_ms: 2_000,
+            hierarchy: KmsHierarchy::Off,
+            branch_key_ttl_secs: 600,
             local: LocalSettings::default(),
             aws: AwsSettings::default(),
             azure: AzureSettings::default(),

@@ -413,6 +413,10 @@ pub(crate) struct RewrapArgs {
     /// Also re-encrypt the API keys under fresh data keys (default: only rewrap data keys).
     #[arg(long)]
     pub(crate) reencrypt: bool,
+    /// Give every branch key (`kms.hierarchy`) a new version and move the keys onto it; old
+    /// versions stay readable until then.
+    #[arg(long)]
+    pub(crate) rotate_branches: bool,
     /// Versions read per batch.
     #[arg(long, value_name = "N", default_value_t = 200)]
     pub(crate) batch_size: usize,

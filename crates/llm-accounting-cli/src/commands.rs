@@ -7,8 +7,9 @@ use std::io::Write;
 use std::sync::Arc;
 
 use llm_accounting::{
-    Error, ErrorKind, Overrides, Result, RewrapOptions, SecureKeyManager, Settings, WriteOptions,
-    build_audit_log, build_manager_with_info, build_provider_and_repository, build_provider_for,
+    Error, ErrorKind, KmsProvider, Overrides, Result, RewrapOptions, SecureKeyManager, Settings,
+    WriteOptions, branch_layer, build_audit_log, build_manager_with_info,
+    build_provider_and_repository, build_provider_for,
 };
 
 use crate::cli::{
@@ -417,15 +418,20 @@ async fn rewrap(ctx: &Context, args: &RewrapArgs) -> Result<()> {
     }
     let (source, repo, used) = build_provider_and_repository(&ctx.settings).await?;
     ctx.defaults_notice(&used);
-    let target = if args.to_provider.is_some() || args.to_key.is_some() {
-        build_provider_for(&target_settings, &repo).await?.0
+    // Both behind the branch-key layer: records move to the target's `kms.hierarchy`, and
+    // branch keys the source wrapped are unwrapped by it.
+    let source_layer: Arc<dyn KmsProvider> =
+        Arc::new(branch_layer(&ctx.settings, Arc::clone(&source), &repo));
+    let target: Arc<dyn KmsProvider> = if args.to_provider.is_some() || args.to_key.is_some() {
+        let inner = build_provider_for(&target_settings, &repo).await?.0;
+        Arc::new(branch_layer(&target_settings, inner, &repo).with_decrypt_provider(source))
     } else {
-        Arc::clone(&source)
+        Arc::clone(&source_layer)
     };
     let audit = build_audit_log(&ctx.settings, &repo).await?;
     let mut builder = SecureKeyManager::builder(target, repo)
         .options(ctx.settings.manager_options())
-        .decrypt_provider(source);
+        .decrypt_provider(source_layer);
     // Rewrapping is audited like every other operation.
     if let Some(log) = audit {
         builder = builder.audit(log, ctx.settings.audit.fail_closed);
@@ -436,6 +442,7 @@ async fn rewrap(ctx: &Context, args: &RewrapArgs) -> Result<()> {
         concurrency: args.concurrency,
         reencrypt: args.reencrypt,
         check_only: args.check,
+        rotate_branches: args.rotate_branches,
     };
     let bar = output::progress_bar(ctx.quiet);
     let result = manager
@@ -462,7 +469,14 @@ async fn rewrap(ctx: &Context, args: &RewrapArgs) -> Result<()> {
         if report.state_key_moved {
             ctx.say(&format!("the store's state key is not under {target}"));
         }
-        let left = report.done + u64::from(report.state_key_moved);
+        let branches = report.branch_keys;
+        if branches.rewrapped > 0 {
+            ctx.say(&format!(
+                "{} branch key version(s) not under {target}",
+                branches.rewrapped
+            ));
+        }
+        let left = report.done + u64::from(report.state_key_moved) + branches.rewrapped;
         if left > 0 {
             return Err(Error::Incomplete {
                 operation: "rewrap check",
@@ -474,6 +488,13 @@ async fn rewrap(ctx: &Context, args: &RewrapArgs) -> Result<()> {
     }
     if report.state_key_moved {
         ctx.say(&format!("moved the store's state key under {target}"));
+    }
+    let branches = report.branch_keys;
+    if branches.rewrapped > 0 || branches.rotated > 0 {
+        ctx.say(&format!(
+            "branch keys: {} version(s) moved under {target}, {} branch(es) rotated",
+            branches.rewrapped, branches.rotated
+        ));
     }
     for f in &report.failed {
         eprintln!(

@@ -26,12 +26,14 @@ pub struct EncryptionContext {
 }
 
 /// What a wrapped key protects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Purpose {
     /// The data key of one version of an API key.
     Record,
     /// The store's state key, which authenticates record state and the audit trail.
     StoreKey,
+    /// A branch key (see [`crate::branch`]): the scope it serves.
+    BranchKey(crate::branch::BranchScope),
 }
 
 /// The service name a store key's context carries (never a record's: records are not given
@@ -65,9 +67,30 @@ impl EncryptionContext {
         }
     }
 
+    /// The context of version `version` of branch key `branch_id`, which serves `scope`
+    /// (see [`crate::branch`]): its map names `purpose = branch-key`, the branch, the scope's
+    /// kind and the scope's names under the keys a record's context uses (`service`, `user`,
+    /// `project`), so that IAM policies can condition on them as on records'. No record's or
+    /// store key's context can equal it.
+    pub fn branch_key(branch_id: Uuid, scope: &crate::branch::BranchScope, version: u32) -> Self {
+        EncryptionContext {
+            record_id: branch_id,
+            identity: KeyIdentity::from_parts(STORE_KEY_SERVICE, None, None)
+                .unwrap_or_else(|_| unreachable!("a constant, valid name")),
+            version,
+            format: FORMAT_VERSION,
+            purpose: Purpose::BranchKey(scope.clone()),
+        }
+    }
+
     /// Whether this is a store key's context rather than a record's.
     pub fn is_store_key(&self) -> bool {
         self.purpose == Purpose::StoreKey
+    }
+
+    /// Whether this is a record's context (not a store key's or a branch key's).
+    pub fn is_record(&self) -> bool {
+        self.purpose == Purpose::Record
     }
 
     /// The record id.
@@ -95,11 +118,24 @@ impl EncryptionContext {
     pub fn to_map(&self) -> BTreeMap<&'static str, String> {
         let mut m = BTreeMap::new();
         m.insert("format", self.format.to_string());
-        if self.purpose == Purpose::StoreKey {
-            m.insert("purpose", "store-key".to_owned());
-            m.insert("store", self.record_id.hyphenated().to_string());
-            m.insert("version", self.version.to_string());
-            return m;
+        match &self.purpose {
+            Purpose::Record => {}
+            Purpose::StoreKey => {
+                m.insert("purpose", "store-key".to_owned());
+                m.insert("store", self.record_id.hyphenated().to_string());
+                m.insert("version", self.version.to_string());
+                return m;
+            }
+            Purpose::BranchKey(scope) => {
+                m.insert("purpose", "branch-key".to_owned());
+                m.insert("branch", self.record_id.hyphenated().to_string());
+                m.insert("scope", scope.kind().as_str().to_owned());
+                if let Some(value) = scope.value() {
+                    m.insert(scope.kind().as_str(), value.to_owned());
+                }
+                m.insert("version", self.version.to_string());
+                return m;
+            }
         }
         m.insert("record", self.record_id.hyphenated().to_string());
         m.insert("service", self.identity.service().to_owned());

@@ -13,6 +13,7 @@
 
 pub mod audit;
 mod batcher;
+pub mod branch;
 mod cache;
 pub mod changes;
 #[cfg(feature = "conformance")]

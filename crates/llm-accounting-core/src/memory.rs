@@ -1,12 +1,13 @@
 //! An in-memory [`KeyRepository`], for unit tests and examples. Nothing survives the process.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::branch::{BranchKeyRecord, BranchKeyStore, BranchScope};
 use crate::{
     Error, Journal, KeyChange, KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyState,
     KeyWrite, Listed, LoadedCurrent, Result, StoreKeyRecord, VersionRecord, VersionState,
@@ -25,6 +26,7 @@ struct State {
     by_identity: HashMap<KeyIdentity, Uuid>,
     versions: HashMap<(Uuid, u32), VersionRecord>,
     store_keys: HashMap<String, StoreKeyRecord>,
+    branch_keys: BTreeMap<(Uuid, u32), BranchKeyRecord>,
 }
 
 /// The memory repository keeps no audit trail of its own: a journal is a mistake of the
@@ -72,6 +74,21 @@ impl MemoryKeyRepository {
             .collect();
         v.sort_by_key(|v| v.version);
         v
+    }
+
+    /// Replaces (or adds) a branch key row as it is, unchecked (for tamper tests).
+    pub fn overwrite_branch_key(&self, row: BranchKeyRecord) {
+        self.lock()
+            .branch_keys
+            .insert((row.branch_id, row.version), row);
+    }
+
+    /// Removes a branch key row (for tamper tests); returns whether it was there.
+    pub fn remove_branch_key(&self, branch_id: Uuid, version: u32) -> bool {
+        self.lock()
+            .branch_keys
+            .remove(&(branch_id, version))
+            .is_some()
     }
 
     /// Replaces a stored version's envelope (for tamper tests).
@@ -454,6 +471,73 @@ impl KeyRepository for MemoryKeyRepository {
                 if k.wrapped.provider == old_provider && k.wrapped.master_key_ref == old_ref =>
             {
                 k.wrapped = rewrapped.clone();
+                true
+            }
+            _ => false,
+        })
+    }
+}
+
+#[async_trait]
+impl BranchKeyStore for MemoryKeyRepository {
+    async fn current_branch_key(&self, scope: &BranchScope) -> Result<Option<BranchKeyRecord>> {
+        let wanted = scope.lookup_key();
+        Ok(self
+            .lock()
+            .branch_keys
+            .values()
+            .filter(|r| r.scope.lookup_key() == wanted)
+            .max_by_key(|r| r.version)
+            .cloned())
+    }
+
+    async fn branch_key(&self, branch_id: Uuid, version: u32) -> Result<Option<BranchKeyRecord>> {
+        Ok(self.lock().branch_keys.get(&(branch_id, version)).cloned())
+    }
+
+    async fn insert_branch_key(&self, key: &BranchKeyRecord) -> Result<bool> {
+        let mut s = self.lock();
+        let wanted = key.scope.lookup_key();
+        let taken = s.branch_keys.contains_key(&(key.branch_id, key.version))
+            || s.branch_keys
+                .values()
+                .any(|r| r.version == key.version && r.scope.lookup_key() == wanted);
+        if taken {
+            return Ok(false);
+        }
+        s.branch_keys
+            .insert((key.branch_id, key.version), key.clone());
+        Ok(true)
+    }
+
+    async fn branch_keys(
+        &self,
+        after: Option<(Uuid, u32)>,
+        limit: usize,
+    ) -> Result<Vec<BranchKeyRecord>> {
+        let s = self.lock();
+        let rows = s.branch_keys.iter();
+        Ok(rows
+            .filter(|(k, _)| after.is_none_or(|a| **k > a))
+            .take(limit)
+            .map(|(_, r)| r.clone())
+            .collect())
+    }
+
+    async fn replace_branch_key_wrapping(
+        &self,
+        branch_id: Uuid,
+        version: u32,
+        rewrapped: &WrappedKey,
+        old_provider: &str,
+        old_ref: &str,
+    ) -> Result<bool> {
+        let mut s = self.lock();
+        Ok(match s.branch_keys.get_mut(&(branch_id, version)) {
+            Some(r)
+                if r.wrapped.provider == old_provider && r.wrapped.master_key_ref == old_ref =>
+            {
+                r.wrapped = rewrapped.clone();
                 true
             }
             _ => false,

@@ -64,6 +64,33 @@ pub trait KmsProvider: Send + Sync + Debug {
         false
     }
 
+    /// Whether this provider unwraps data keys whose [`WrappedKey::provider`] is `provider`:
+    /// its own name; a layer that wraps in more than one way (branch keys) also answers to
+    /// the other names it writes.
+    fn handles(&self, provider: &str) -> bool {
+        provider == self.name()
+    }
+
+    /// Whether `wrapped`, the data key of `context`, is already where this provider would
+    /// wrap it now, so that a rewrap leaves it alone: by default, under this provider's
+    /// current master key. The branch layer also checks the branch and its version.
+    async fn is_current(&self, wrapped: &WrappedKey, context: &EncryptionContext) -> Result<bool> {
+        let _ = context;
+        Ok(wrapped.provider == self.name() && wrapped.master_key_ref == self.master_key_ref())
+    }
+
+    /// The part of a rewrap that happens in a layer with keys of its own (branch keys, see
+    /// [`crate::branch`]): move them under the current master key, and with `rotate`, make
+    /// new versions; with `check_only`, count only. The default has none.
+    async fn rewrap_branches(
+        &self,
+        rotate: bool,
+        check_only: bool,
+    ) -> Result<crate::branch::BranchRewrapReport> {
+        let _ = (rotate, check_only);
+        Ok(crate::branch::BranchRewrapReport::default())
+    }
+
     /// Wraps `key` under the current master key, bound to `context`.
     async fn wrap_key(&self, key: &DataKey, context: &EncryptionContext) -> Result<WrappedKey>;
 
@@ -116,8 +143,8 @@ impl KmsCall {
 ///   forwards each call unchanged;
 /// - `..., around: method` passes each call that reaches the KMS through
 ///   `self.method(KmsCall, || inner_call)`, an async method that may call the closure once
-///   (timeout, metrics) or several times (retry). Name, master-key reference and retirement
-///   are always the inner provider's.
+///   (timeout, metrics) or several times (retry). Name, master-key reference, retirement,
+///   the names handled, currency and branch rewraps are always the inner provider's.
 macro_rules! forward_kms_provider {
     (impl [$($generics:tt)*] for $ty:ty, inner: |$s:ident| $inner:expr) => {
         #[async_trait::async_trait]
@@ -134,6 +161,26 @@ macro_rules! forward_kms_provider {
             fn is_retired(&self, master_key_ref: &str) -> bool {
                 let $s = self;
                 $inner.is_retired(master_key_ref)
+            }
+            fn handles(&self, provider: &str) -> bool {
+                let $s = self;
+                $inner.handles(provider)
+            }
+            async fn is_current(
+                &self,
+                wrapped: &$crate::WrappedKey,
+                context: &$crate::EncryptionContext,
+            ) -> $crate::Result<bool> {
+                let $s = self;
+                $inner.is_current(wrapped, context).await
+            }
+            async fn rewrap_branches(
+                &self,
+                rotate: bool,
+                check_only: bool,
+            ) -> $crate::Result<$crate::branch::BranchRewrapReport> {
+                let $s = self;
+                $inner.rewrap_branches(rotate, check_only).await
             }
             async fn wrap_key(
                 &self,
@@ -175,6 +222,26 @@ macro_rules! forward_kms_provider {
             fn is_retired(&self, master_key_ref: &str) -> bool {
                 let $s = self;
                 $inner.is_retired(master_key_ref)
+            }
+            fn handles(&self, provider: &str) -> bool {
+                let $s = self;
+                $inner.handles(provider)
+            }
+            async fn is_current(
+                &self,
+                wrapped: &$crate::WrappedKey,
+                context: &$crate::EncryptionContext,
+            ) -> $crate::Result<bool> {
+                let $s = self;
+                $inner.is_current(wrapped, context).await
+            }
+            async fn rewrap_branches(
+                &self,
+                rotate: bool,
+                check_only: bool,
+            ) -> $crate::Result<$crate::branch::BranchRewrapReport> {
+                let $s = self;
+                $inner.rewrap_branches(rotate, check_only).await
             }
             async fn wrap_key(
                 &self,

@@ -48,6 +48,17 @@ async fn conformance_against_moto() {
 }
 
 #[tokio::test]
+async fn conformance_over_branch_keys_against_moto() {
+    let Some(url) = moto_url("conformance_over_branch_keys_against_moto") else {
+        return;
+    };
+    let client = test_support::client(&url);
+    let (_, arn) = create_key(&client, "llm-accounting branch conformance").await;
+    let provider = AwsKmsProvider::from_client(&client, &arn).expect("provider");
+    llm_accounting_core::conformance::branch::run(Arc::new(provider)).await;
+}
+
+#[tokio::test]
 async fn builder_with_explicit_settings_reaches_moto() {
     let Some(url) = moto_url("builder_with_explicit_settings_reaches_moto") else {
         return;
@@ -168,6 +179,94 @@ async fn an_alias_is_recorded_as_the_key_arn_and_decrypt_uses_the_record() {
         "{err:?}"
     );
     assert!(!matches!(err, Error::NotFound { .. }));
+}
+
+#[tokio::test]
+async fn a_disabled_key_under_branch_keys_is_a_clear_error_once_the_branch_is_evicted() {
+    use llm_accounting_core::branch::{BranchKeyProvider, BranchKeyStore, Hierarchy};
+    let Some(url) = moto_url("a_disabled_key_under_branch_keys_is_a_clear_error") else {
+        return;
+    };
+    let client = test_support::client(&url);
+    let (key_id, arn) = create_key(&client, "llm-accounting branch disable").await;
+    let repo = Arc::new(MemoryKeyRepository::new());
+    let open = || {
+        let metrics = Arc::new(KmsMetrics::new());
+        let provider = layers::stack(
+            Arc::new(AwsKmsProvider::from_client(&client, &arn).expect("provider")),
+            &quick_layers(CALL_TIMEOUT),
+            Arc::clone(&metrics),
+        );
+        let branch = Arc::new(BranchKeyProvider::new(
+            provider,
+            Arc::clone(&repo) as Arc<dyn BranchKeyStore>,
+            Hierarchy::Service,
+            Duration::from_secs(600),
+        ));
+        let manager = SecureKeyManager::new(
+            Arc::clone(&branch) as Arc<dyn KmsProvider>,
+            Arc::clone(&repo) as Arc<dyn llm_accounting_core::KeyRepository>,
+        );
+        (manager, branch, metrics)
+    };
+    let (manager, branch, _) = open();
+    let id = KeyIdentity::from_parts("openai", Some("alice"), None).expect("valid");
+    let original = "sk-test-FAKE-branch-disabled-00000001";
+    manager
+        .store(&id, &ApiKey::new(original.into()))
+        .await
+        .expect("store");
+    client
+        .disable_key()
+        .key_id(&key_id)
+        .send()
+        .await
+        .expect("DisableKey");
+
+    // The trade-off SECURITY.md states: a cached branch key keeps serving its branch until
+    // it expires or is evicted...
+    manager.clear_cache();
+    assert!(manager.get(&id).await.is_ok());
+    // ...and once evicted, the disabled KMS key is a clear error, not retried.
+    branch.evict_all();
+    manager.clear_cache();
+    let err = manager.get(&id).await.expect_err("disabled");
+    assert!(
+        matches!(&err, Error::AccessDenied { reason, .. } if reason.contains("disabled")),
+        "{err:?}"
+    );
+    let text = error_chain(&err);
+    assert!(text.contains("DisabledException"), "{text}");
+    assert!(!text.contains(original), "no secret in errors: {text}");
+
+    // A fresh process: the same error, one KMS call.
+    let (fresh, _, metrics) = open();
+    let err = fresh.get(&id).await.expect_err("disabled");
+    assert!(matches!(err, Error::AccessDenied { .. }), "{err:?}");
+    let m = metrics.snapshot();
+    assert_eq!((m.unwraps, m.retries), (1, 0), "{m:?}");
+    // A new branch cannot be made under it either.
+    let other = KeyIdentity::new("anthropic").expect("valid");
+    let err = fresh
+        .store(
+            &other,
+            &ApiKey::new("sk-test-FAKE-branch-disabled-2".into()),
+        )
+        .await
+        .expect_err("no branch under a disabled key");
+    assert!(matches!(err, Error::AccessDenied { .. }), "{err:?}");
+
+    client
+        .enable_key()
+        .key_id(&key_id)
+        .send()
+        .await
+        .expect("EnableKey");
+    let (fresh, _, _) = open();
+    assert_eq!(
+        fresh.get(&id).await.expect("readable").expose_secret(),
+        original
+    );
 }
 
 #[tokio::test]

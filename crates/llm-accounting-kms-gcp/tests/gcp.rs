@@ -59,6 +59,16 @@ async fn round_trip_against_drongo() {
 }
 
 #[tokio::test]
+async fn conformance_over_branch_keys_against_drongo() {
+    let Some(url) = drongo_url("conformance_over_branch_keys_against_drongo") else {
+        return;
+    };
+    // drongo's own ciphertext is no crypto, but the branch layer's is: the suite passes.
+    let key = create_key(&url, "branch-conformance").await;
+    llm_accounting_core::conformance::branch::run(Arc::new(provider_for(&url, &key))).await;
+}
+
+#[tokio::test]
 async fn a_wrong_context_is_refused_by_kms_itself() {
     let Some(url) = drongo_url("a_wrong_context_is_refused_by_kms_itself") else {
         return;
@@ -316,6 +326,7 @@ fn handle(path: &str, body: &Value, s: &mut FakeState) -> (u16, String) {
 #[tokio::test]
 async fn conformance_against_the_fake() {
     let fake = FakeKms::start();
+    llm_accounting_core::conformance::branch::run(Arc::new(fake.provider())).await;
     llm_accounting_core::conformance::provider::run(&fake.provider()).await;
 
     // The same through the standard layers: they change nothing visible.

@@ -11,6 +11,13 @@ async fn conformance() {
     llm_accounting_core::conformance::provider::run(&provider).await;
 }
 
+#[tokio::test]
+async fn conformance_over_branch_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let provider = LocalKmsProvider::open_or_create(dir.path().join("master.key")).expect("open");
+    llm_accounting_core::conformance::branch::run(std::sync::Arc::new(provider)).await;
+}
+
 #[cfg(unix)]
 #[test]
 fn created_private_and_refused_when_readable() {

@@ -30,6 +30,7 @@
 
 mod audit;
 mod batch;
+mod branch_keys;
 mod connect;
 mod entity;
 mod error;

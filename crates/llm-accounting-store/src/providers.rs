@@ -1,5 +1,6 @@
 //! Which providers the stored versions need.
 
+use llm_accounting_core::branch::BRANCH_PROVIDER_SUFFIX;
 use llm_accounting_core::{Result, VersionState};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 
@@ -9,7 +10,8 @@ use crate::error::from_db;
 
 impl SeaOrmKeyRepository {
     /// Whether any key version that can still be read (not retired) was wrapped by the
-    /// provider named `provider` (the name each version records, e.g. `local`).
+    /// provider named `provider` (the name each version records, e.g. `local`), directly or
+    /// under a branch key it wrapped (see `llm_accounting_core::branch`).
     ///
     /// A cheap check, for a caller about to create a new master key: if versions of that
     /// provider exist, a new key would not open them.
@@ -22,7 +24,10 @@ impl SeaOrmKeyRepository {
         let found = api_key_version::Entity::find()
             .select_only()
             .column(api_key_version::Column::Version)
-            .filter(api_key_version::Column::Provider.eq(provider))
+            .filter(api_key_version::Column::Provider.is_in([
+                provider.to_owned(),
+                format!("{provider}{BRANCH_PROVIDER_SUFFIX}"),
+            ]))
             .filter(api_key_version::Column::State.ne(VersionState::Retired.as_str()))
             .limit(1)
             .into_tuple::<i32>()

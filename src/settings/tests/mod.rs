@@ -127,6 +127,27 @@ fn kms_resilience_settings() {
 }
 
 #[test]
+fn branch_key_settings() {
+    let s = load(&[], None, &Overrides::default()).expect("defaults");
+    assert_eq!(s.kms.hierarchy, KmsHierarchy::Off);
+    assert_eq!(s.kms.branch_key_ttl_secs, 600);
+    let env = [
+        ("LLM_ACCOUNTING_KMS_HIERARCHY", "Service"),
+        ("LLM_ACCOUNTING_KMS_BRANCH_KEY_TTL_SECS", "30"),
+    ];
+    let s = load(&env, None, &Overrides::default()).expect("env");
+    assert_eq!(s.kms.hierarchy, KmsHierarchy::Service);
+    assert_eq!(
+        s.kms.hierarchy.to_core(),
+        llm_accounting_core::branch::Hierarchy::Service
+    );
+    assert_eq!(s.kms.branch_key_ttl_secs, 30);
+    let (_dir, path) = file("[kms]\nhierarchy = \"project\"\n");
+    let s = load(&[], Some(&path), &Overrides::default()).expect("file");
+    assert_eq!(s.kms.hierarchy, KmsHierarchy::Project);
+}
+
+#[test]
 fn audit_settings_map_onto_the_trail() {
     let defaults = load(&[], None, &Overrides::default()).expect("defaults");
     assert_eq!(
@@ -412,6 +433,14 @@ fn bad_values_name_the_variable_flag_or_file_they_came_from() {
         (
             &[("LLM_ACCOUNTING_KMS_MAX_ATTEMPTS", "0")],
             &["kms.max_attempts", "LLM_ACCOUNTING_KMS_MAX_ATTEMPTS"],
+        ),
+        (
+            &[("LLM_ACCOUNTING_KMS_HIERARCHY", "team")],
+            &[
+                "kms.hierarchy",
+                "LLM_ACCOUNTING_KMS_HIERARCHY",
+                "unknown KMS hierarchy `team`; expected one of: off, store, service, project, user",
+            ],
         ),
         (
             &[("LLM_ACCOUNTING_LOCAL_MIN_MASTER_KEY_VERSION", "-1")],

@@ -14,5 +14,6 @@
 
 pub mod audit;
 mod batch;
+pub mod branch;
 pub mod provider;
 pub mod repository;

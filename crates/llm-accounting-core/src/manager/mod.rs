@@ -239,11 +239,12 @@ impl SecureKeyManager {
         self.principal.is_none().then_some(&self.inner.repo)
     }
 
-    /// The provider named `name`: the main one, or one added to unwrap old keys.
+    /// The provider that unwraps keys recorded as wrapped by `name` (see
+    /// [`KmsProvider::handles`]): the main one, or one added to unwrap old keys.
     pub(crate) fn provider_named(&self, name: &str) -> Result<&Arc<dyn KmsProvider>> {
         std::iter::once(&self.inner.provider)
             .chain(self.inner.decrypt_only.iter())
-            .find(|p| p.name() == name)
+            .find(|p| p.handles(name))
             .ok_or_else(|| Error::ProviderNotConfigured {
                 provider: name.to_owned(),
             })

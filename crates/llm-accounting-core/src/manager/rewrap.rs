@@ -37,6 +37,10 @@ pub struct RewrapOptions {
     pub reencrypt: bool,
     /// Only count what would be done; change nothing.
     pub check_only: bool,
+    /// Give every branch key a new version, and move the records onto it (see
+    /// [`crate::branch`]); old versions stay readable until then. Without branch keys:
+    /// nothing.
+    pub rotate_branches: bool,
 }
 
 impl Default for RewrapOptions {
@@ -46,6 +50,7 @@ impl Default for RewrapOptions {
             concurrency: 8,
             reencrypt: false,
             check_only: false,
+            rotate_branches: false,
         }
     }
 }
@@ -82,6 +87,9 @@ pub struct RewrapReport {
     /// Whether the store's state key (see [`crate::SecureKeyManager::seal`]) was moved under
     /// the target (with `check_only`: needs to be). It is not counted in `done`.
     pub state_key_moved: bool,
+    /// What happened to branch keys (see [`crate::branch`]): versions moved under the
+    /// target master key, branches rotated. Not counted in `done`.
+    pub branch_keys: crate::branch::BranchRewrapReport,
 }
 
 /// Progress of a running rewrap, for a progress bar.
@@ -120,10 +128,12 @@ impl SecureKeyManager {
         let event = match &result {
             Ok(r) => event
                 .detail(format!(
-                    "done {}, skipped {}, failed {}",
+                    "done {}, skipped {}, failed {}, branch keys rewrapped {}, rotated {}",
                     r.done,
                     r.skipped,
-                    r.failed.len()
+                    r.failed.len(),
+                    r.branch_keys.rewrapped,
+                    r.branch_keys.rotated
                 ))
                 .key_ref(&r.target_provider, &r.target_master_key_ref),
             Err(_) => event,
@@ -148,6 +158,10 @@ impl SecureKeyManager {
         report.state_key_moved = self
             .rewrap_state_key(target.as_ref(), options.check_only)
             .await?;
+        // Branch keys first: records then move onto the current branch versions.
+        report.branch_keys = target
+            .rewrap_branches(options.rotate_branches, options.check_only)
+            .await?;
         let batch_size = options.batch_size.max(1);
         let mut after = None;
         let mut seen = 0u64;
@@ -164,6 +178,18 @@ impl SecureKeyManager {
                 break;
             };
             after = Some((last.key_id, last.version));
+            // The store picks versions by provider and master key; a layer may know more
+            // (a branch-wrapped key under its scope's current branch version is in place).
+            let mut pending = Vec::with_capacity(batch.len());
+            for (k, v) in batch {
+                let wrapped =
+                    crate::WrappedKey::new(&v.provider, v.master_key_ref.clone(), Vec::new());
+                let context = EncryptionContext::new(k.id, k.identity.clone(), v.version);
+                if !target.is_current(&wrapped, &context).await? {
+                    pending.push((k, v));
+                }
+            }
+            let batch = pending;
             seen += batch.len() as u64;
             if options.check_only {
                 for (_, v) in &batch {
@@ -219,12 +245,11 @@ impl SecureKeyManager {
         let Some(row) = self.inner.repo.store_key(STATE_KEY).await? else {
             return Ok(false);
         };
-        let under_target = row.wrapped.provider == target.name()
-            && row.wrapped.master_key_ref == target.master_key_ref();
+        let context = EncryptionContext::store_key(row.store_id);
+        let under_target = target.is_current(&row.wrapped, &context).await?;
         if under_target || check_only {
             return Ok(!under_target);
         }
-        let context = EncryptionContext::store_key(row.store_id);
         let source = self.provider_named(&row.wrapped.provider)?;
         let root = source.unwrap_key(&row.wrapped, &context).await?;
         let rewrapped = target.wrap_key(&root, &context).await?;

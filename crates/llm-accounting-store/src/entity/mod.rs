@@ -7,4 +7,5 @@
 pub(crate) mod api_key;
 pub(crate) mod api_key_audit;
 pub(crate) mod api_key_version;
+pub(crate) mod branch_key;
 pub(crate) mod store_key;
