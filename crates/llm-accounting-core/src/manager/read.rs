@@ -304,7 +304,7 @@ impl SecureKeyManager {
             for (identity, result) in order.iter().zip(loaded) {
                 for &i in &misses[identity] {
                     results[i] = Some(match &result {
-                        Ok((key, _)) => Ok((key.clone(), None)),
+                        Ok((key, version, _)) => Ok((key.clone(), *version, None)),
                         Err(e) => Err(e.clone()),
                     });
                 }
