@@ -400,9 +400,9 @@ async fn build_manager_and_repository(
     settings: &Settings,
 ) -> Result<(SecureKeyManager, Arc<SeaOrmKeyRepository>, DefaultsUsed)> {
     let (provider, repo, used) = build_provider_and_repository(settings).await?;
-    let provider = Arc::new(branch_layer(settings, provider, &repo));
+    let branches = Arc::new(branch_layer(settings, provider, &repo));
     let audit = build_audit_log(settings, &repo).await?;
-    let mut builder = SecureKeyManager::builder(provider, Arc::clone(&repo) as _)
+    let mut builder = SecureKeyManager::builder(Arc::clone(&branches) as _, Arc::clone(&repo) as _)
         .options(settings.manager_options());
     if let Some(log) = audit {
         builder = builder.audit_with(log, settings.audit_options());
@@ -413,6 +413,8 @@ async fn build_manager_and_repository(
         builder = builder.change_feed(Arc::new(feed));
     }
     let manager = builder.build();
+    // A branch changed by any process drops its cached key here (with a change feed).
+    manager.subscribe_changes(branches);
     Ok((manager, repo, used))
 }
 

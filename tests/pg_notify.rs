@@ -390,3 +390,80 @@ async fn a_forged_notification_only_causes_a_read() {
     assert!(is_value(&b.get(&id("g")).await, &key("g-1")));
     b.shutdown().await.expect("shutdown");
 }
+
+/// A manager whose branch layer (`kms.hierarchy = service`) listens to `db`'s feed, as the
+/// facade builds it; polling every hour.
+async fn branch_manager(
+    db: &TestDatabase,
+    master_key: &Path,
+) -> (
+    SecureKeyManager,
+    Arc<llm_accounting::branch::BranchKeyProvider>,
+) {
+    use llm_accounting::branch::{BranchKeyProvider, BranchKeyStore, Hierarchy};
+    let provider = LocalKmsProvider::open_or_create(master_key).expect("master key");
+    let repo = Arc::new(db.repository().await);
+    let branches = Arc::new(BranchKeyProvider::new(
+        Arc::new(provider),
+        Arc::clone(&repo) as Arc<dyn BranchKeyStore>,
+        Hierarchy::Service,
+        Duration::from_secs(600),
+    ));
+    let feed = PgChangeFeed::of(&repo).expect("a PostgreSQL store has a feed");
+    let manager = SecureKeyManager::builder(Arc::clone(&branches) as _, repo)
+        .options(options(Duration::from_secs(3600)))
+        .change_feed(Arc::new(feed))
+        .build();
+    manager.subscribe_changes(Arc::clone(&branches) as _);
+    (manager, branches)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_branch_version_made_elsewhere_is_used_at_once() {
+    let Some(db) = TestDatabase::create(Backend::Postgres).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master_key = dir.path().join("master.key");
+    let (a, _) = branch_manager(&db, &master_key).await;
+    let (b, b_branches) = branch_manager(&db, &master_key).await;
+    let first = id("branch-a");
+    b.store(&first, &key("1")).await.expect("store");
+    // A cache miss starts B's listener (which drops every branch key when it connects) ...
+    b.clear_cache();
+    b.get(&first).await.expect("get");
+    eventually("B's feed is live", || async { b.change_feed_live() }).await;
+    // ... then B reads again and holds the service's branch key, version 1.
+    b.clear_cache();
+    b.get(&first).await.expect("get");
+    assert_eq!(b_branches.cached_branch_keys(), 1);
+
+    // A makes version 2 of the branch: B drops version 1 through the notification (its TTL
+    // is ten minutes, its polling an hour) ...
+    let report = a
+        .rewrap(
+            &llm_accounting::RewrapOptions {
+                rotate_branches: true,
+                ..llm_accounting::RewrapOptions::default()
+            },
+            |_| {},
+        )
+        .await
+        .expect("rotate branches");
+    assert_eq!(report.failed.len(), 0, "{report:?}");
+    eventually("B dropped the old branch version", || async {
+        b_branches.cached_branch_keys() == 0
+    })
+    .await;
+    // ... and its next store is wrapped under version 2.
+    let second = id("branch-b");
+    b.store(&second, &key("2")).await.expect("store");
+    let versions = b.versions(&second).await.expect("versions");
+    assert!(
+        versions[0].master_key_ref.ends_with("/v2"),
+        "stored under {}",
+        versions[0].master_key_ref
+    );
+    a.shutdown().await.expect("shutdown");
+    b.shutdown().await.expect("shutdown");
+}

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use llm_accounting_core::branch::{BranchKeyRecord, BranchKeyStore, BranchScope, ScopeKind};
-use llm_accounting_core::{Error, Result, WrappedKey};
+use llm_accounting_core::{Change, Error, Result, WrappedKey};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     sea_query::Expr,
@@ -65,7 +65,10 @@ impl BranchKeyStore for SeaOrmKeyRepository {
             .exec_without_returning(&self.db)
             .await
         {
-            Ok(_) => Ok(true),
+            Ok(_) => {
+                self.publish_branch_change(key.branch_id).await;
+                Ok(true)
+            }
             Err(e) if is_unique_violation(&e) => Ok(false),
             Err(e) => Err(from_db("make branch key", e)),
         }
@@ -129,6 +132,22 @@ impl BranchKeyStore for SeaOrmKeyRepository {
             .exec(&self.db)
             .await
             .map_err(|e| from_db("rewrap branch key", e))?;
-        Ok(result.rows_affected > 0)
+        let replaced = result.rows_affected > 0;
+        if replaced {
+            self.publish_branch_change(branch_id).await;
+        }
+        Ok(replaced)
+    }
+}
+
+impl SeaOrmKeyRepository {
+    /// Tells other managers (PostgreSQL's LISTEN/NOTIFY; nothing elsewhere) that a branch
+    /// changed, after the change committed. A notification that cannot be sent is logged, not
+    /// returned: the change is made, and the others' caches still expire with their TTL.
+    async fn publish_branch_change(&self, branch_id: Uuid) {
+        let change = Change::Branch(branch_id.as_hyphenated().to_string());
+        if let Err(e) = self.publish_in(&self.db, &[change]).await {
+            tracing::warn!(error = %e, %branch_id, "could not publish a branch key change");
+        }
     }
 }

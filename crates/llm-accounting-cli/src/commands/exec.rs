@@ -151,8 +151,7 @@ pub(crate) async fn exec(ctx: &Context, args: ExecArgs) -> Result<u8> {
         .ok_or_else(|| Error::invalid("exec", "no command to run"))?;
     let identities: Vec<KeyIdentity> = mappings.iter().map(|m| m.identity.clone()).collect();
     if let Some(model) = &args.model {
-        let keys =
-            super::quota::gated_get_many(ctx, &identities, model, args.input_tokens).await?;
+        let keys = super::quota::gated_get_many(ctx, &identities, model, args.input_tokens).await?;
         let keys = mappings.iter().map(|m| m.var.as_str()).zip(keys).collect();
         return run_child(program, rest, keys).await;
     }

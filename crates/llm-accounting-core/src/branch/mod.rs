@@ -353,3 +353,21 @@ impl KmsProvider for BranchKeyProvider {
         self.rewrap_branch_keys(rotate, check_only).await
     }
 }
+
+/// Revocation from elsewhere: a manager with a change feed (PostgreSQL) tells the layer when
+/// any process made a new version of a branch or rewrapped it (`branch:<id>`), and the
+/// cached versions of that branch are dropped at once instead of at the end of their TTL.
+/// When the feed (re)connects, changes may have been missed: every cached branch key goes.
+impl crate::ChangeSubscriber for BranchKeyProvider {
+    fn changed(&self, change: &crate::Change) {
+        if let crate::Change::Branch(id) = change
+            && let Ok(id) = Uuid::parse_str(id)
+        {
+            self.evict(id);
+        }
+    }
+
+    fn resync(&self) {
+        self.evict_all();
+    }
+}
