@@ -13,7 +13,7 @@ use llm_accounting::{
 };
 use llm_accounting_testkit::TestDatabase;
 use llm_accounting_testkit::database::Backend;
-use sea_orm::{ConnectionTrait, DatabaseConnection, Statement, Value};
+use sea_orm::{ConnectionTrait, Statement, Value};
 
 const V1: &str = "sk-test-FAKE-state-0000000000000000000001";
 const V2: &str = "sk-test-FAKE-state-0000000000000000000002";
@@ -58,30 +58,12 @@ impl Store {
 
     /// The attacker's own connection.
     async fn sql(&self, sql: &str) {
-        let repo = self.db.repository().await;
-        repo.connection()
-            .execute_unprepared(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{}: {sql}: {e}", self.backend()));
+        self.db.execute(sql, Vec::new()).await;
     }
 
-    /// Runs `sql` with one parameter (`$1` on PostgreSQL, `?` elsewhere: write `{}`).
+    /// Runs `sql` with one parameter (write `{}` for it).
     async fn sql_with(&self, sql: &str, value: Value) {
-        let repo = self.db.repository().await;
-        let conn: &DatabaseConnection = repo.connection();
-        let backend = conn.get_database_backend();
-        let mark = if self.backend() == Backend::Postgres {
-            "$1"
-        } else {
-            "?"
-        };
-        conn.execute_raw(Statement::from_sql_and_values(
-            backend,
-            sql.replace("{}", mark),
-            [value],
-        ))
-        .await
-        .unwrap_or_else(|e| panic!("{}: {sql}: {e}", self.backend()));
+        self.db.execute(sql, vec![value]).await;
     }
 
     /// The envelope of `version` as stored.

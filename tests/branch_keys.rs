@@ -13,7 +13,7 @@ use llm_accounting::{
 };
 use llm_accounting_testkit::TestDatabase;
 use llm_accounting_testkit::database::Backend;
-use sea_orm::{ConnectionTrait, Statement, Value};
+use sea_orm::Value;
 
 /// A database and a local master key.
 struct Store {
@@ -79,28 +79,9 @@ impl Store {
         repo.branch_keys(None, 100).await.expect("rows")
     }
 
-    /// Runs `sql` with parameters (write `{}` for each; `$n` on PostgreSQL, `?` elsewhere).
+    /// Runs `sql` with parameters (write `{}` for each).
     async fn sql(&self, sql: &str, values: Vec<Value>) {
-        let repo = self.db.repository().await;
-        let conn = repo.connection();
-        let mut text = String::new();
-        for (i, part) in sql.split("{}").enumerate() {
-            if i > 0 {
-                if self.backend() == Backend::Postgres {
-                    text.push_str(&format!("${i}"));
-                } else {
-                    text.push('?');
-                }
-            }
-            text.push_str(part);
-        }
-        conn.execute_raw(Statement::from_sql_and_values(
-            conn.get_database_backend(),
-            text,
-            values,
-        ))
-        .await
-        .unwrap_or_else(|e| panic!("{}: {sql}: {e}", self.backend()));
+        self.db.execute(sql, values).await;
     }
 
     /// Puts `row` back as it was.

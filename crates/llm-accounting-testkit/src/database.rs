@@ -178,6 +178,36 @@ impl TestDatabase {
             .await
             .unwrap_or_else(|e| panic!("open {} test database: {e}", self.backend))
     }
+
+    /// Runs `sql` on its own connection (an attacker's, say), with one parameter per `{}`
+    /// (written `$1`, `$2`, ... on PostgreSQL, `?` elsewhere).
+    ///
+    /// # Panics
+    ///
+    /// When the statement fails, naming the backend and the statement.
+    pub async fn execute(&self, sql: &str, values: Vec<sea_orm::Value>) {
+        use sea_orm::ConnectionTrait;
+        let mut text = String::with_capacity(sql.len());
+        for (i, part) in sql.split("{}").enumerate() {
+            if i > 0 {
+                if self.backend == Backend::Postgres {
+                    text.push_str(&format!("${i}"));
+                } else {
+                    text.push('?');
+                }
+            }
+            text.push_str(part);
+        }
+        let repo = self.repository().await;
+        let conn = repo.connection();
+        conn.execute_raw(sea_orm::Statement::from_sql_and_values(
+            conn.get_database_backend(),
+            text,
+            values,
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{}: {sql}: {e}", self.backend));
+    }
 }
 
 impl Drop for TestDatabase {
