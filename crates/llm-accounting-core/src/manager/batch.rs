@@ -34,10 +34,10 @@ pub enum BatchMode {
     Upsert,
 }
 
-/// One item of a batch, sealed and ready to write.
-struct Prepared {
-    change: KeyChange,
-    outcome: StoreOutcome,
+/// One item of a batch (or one store), sealed and ready to write.
+pub(super) struct Prepared {
+    pub(super) change: KeyChange,
+    pub(super) outcome: StoreOutcome,
 }
 
 impl SecureKeyManager {
@@ -245,17 +245,7 @@ impl SecureKeyManager {
             };
             found.push(current);
         }
-        let now = Utc::now().trunc_subsecs(6);
-        let expires_at = options.expires_at.map(|t| t.trunc_subsecs(6));
-        let retire_at = (now
-            + chrono::Duration::from_std(self.inner.previous_grace)
-                .unwrap_or(chrono::Duration::MAX))
-        .trunc_subsecs(6);
-        let at = Times {
-            now,
-            expires_at,
-            retire_at,
-        };
+        let at = Times::new(self.inner.previous_grace, options);
         // Owned items (an index and the record found): a closure over borrowed items would
         // make the future of `store_many` not `Send` (a limit of the compiler's inference).
         stream::iter(found.into_iter().enumerate())
@@ -271,15 +261,32 @@ impl SecureKeyManager {
 
 /// The times every item of a batch is written with.
 #[derive(Debug, Clone, Copy)]
-struct Times {
+pub(super) struct Times {
     now: chrono::DateTime<Utc>,
     expires_at: Option<chrono::DateTime<Utc>>,
     retire_at: chrono::DateTime<Utc>,
 }
 
+impl Times {
+    /// Now, the expiry `options` ask for, and when a version replaced now retires (after
+    /// `previous_grace`); all to the microsecond, as every database keeps them.
+    pub(super) fn new(previous_grace: std::time::Duration, options: &WriteOptions) -> Self {
+        let now = Utc::now().trunc_subsecs(6);
+        let retire_at = (now
+            + chrono::Duration::from_std(previous_grace).unwrap_or(chrono::Duration::MAX))
+        .trunc_subsecs(6);
+        Times {
+            now,
+            expires_at: options.expires_at.map(|t| t.trunc_subsecs(6)),
+            retire_at,
+        }
+    }
+}
+
 impl SecureKeyManager {
-    /// Seals one item of a batch: a new key, or a new version of `existing`.
-    async fn seal_item(
+    /// Seals `key` as the next version of `identity`: a new key, or a new version of
+    /// `existing` (store, rotate and each item of a batch).
+    pub(super) async fn seal_item(
         &self,
         identity: &KeyIdentity,
         key: &ApiKey,

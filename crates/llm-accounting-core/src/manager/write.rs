@@ -1,18 +1,16 @@
 //! Writing values: store (a new key, or a new version of one) and rotate.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{SubsecRound, Utc};
-use uuid::Uuid;
-
-use std::sync::Arc;
+use chrono::Utc;
 
 use super::audit::ChangeAudit;
+use super::batch::{Prepared, Times};
 use crate::audit::AuditEvent;
-use crate::seal::{StateKeys, check_current, version_digest};
+use crate::seal::{StateKeys, check_current};
 use crate::{
-    ApiKey, EncryptionContext, Error, KeyIdentity, KeyRecord, KeyState, KeyWrite, Result,
-    SecureKeyManager, StoreOutcome, VersionRecord, VersionState, WriteOptions, envelope,
+    ApiKey, Error, KeyChange, KeyIdentity, Result, SecureKeyManager, StoreOutcome, WriteOptions,
 };
 
 /// How many times a write that lost an optimistic-concurrency race is tried in all.
@@ -131,8 +129,6 @@ impl SecureKeyManager {
         audit: WriteAudit<'_>,
     ) -> Result<StoreOutcome> {
         let WriteAudit { keys, plan, event } = audit;
-        let hint = key.hint();
-        let expires_at = options.expires_at.map(|t| t.trunc_subsecs(6));
         let repo = &self.inner.repo;
         let mut attempt = 0;
         let outcome = loop {
@@ -150,90 +146,39 @@ impl SecureKeyManager {
                     .and_then(|seal| seal.map_or(Ok(()), |s| check_current(s, current)))
                     .map_err(|e| e.with_identity(identity))?;
             }
-            let now = Utc::now().trunc_subsecs(6);
-            let (key_id, version) = match &existing {
-                Some((k, _)) => (k.id, k.current_version + 1),
-                None => (Uuid::new_v4(), 1),
-            };
-            let context = EncryptionContext::new(key_id, identity.clone(), version);
-            let sealed = envelope::seal(self.inner.provider.as_ref(), &context, key).await?;
-            let row = VersionRecord {
-                key_id,
-                version,
-                state: VersionState::Current,
-                envelope: sealed.to_bytes()?,
-                provider: sealed.wrapped.provider.clone(),
-                master_key_ref: sealed.wrapped.master_key_ref.clone(),
-                hint: hint.clone(),
-                created_at: now,
-                expires_at,
-                retire_at: None,
-            };
+            let at = Times::new(self.inner.previous_grace, options);
+            let Prepared { change, outcome } = self
+                .seal_item(identity, key, existing, at, keys.as_deref())
+                .await?;
             // This attempt's row, when it commits with the change.
-            let journal = Self::journal(plan, event.clone().detail(format!("version {version}")));
-            let written = match &existing {
-                Some((k, current)) => {
-                    let retire_at = now
-                        + chrono::Duration::from_std(self.inner.previous_grace)
-                            .unwrap_or(chrono::Duration::MAX);
-                    let retire_at = retire_at.trunc_subsecs(6);
-                    let next = KeyRecord {
-                        current_version: version,
-                        hint: hint.clone(),
-                        expires_at,
-                        revision: k.revision + 1,
-                        seal: None,
-                        ..k.clone()
-                    };
-                    let previous = VersionRecord {
-                        retire_at: Some(retire_at),
-                        ..current.clone()
-                    };
-                    let seal = keys.as_ref().map(|keys| {
-                        keys.seal(&next, version_digest(&row), Some(version_digest(&previous)))
-                    });
-                    let write = KeyWrite {
-                        expected_revision: k.revision,
-                        seal,
-                    };
+            let journal = Self::journal(
+                plan,
+                event.clone().detail(format!("version {}", outcome.version)),
+            );
+            let written = match change {
+                KeyChange::Create { key, first } => {
+                    repo.create_key(&key, &first, journal.as_ref()).await
+                }
+                KeyChange::AddVersion {
+                    expected_current,
+                    version,
+                    previous_retire_at,
+                    write,
+                    ..
+                } => {
                     repo.add_version(
-                        k.id,
-                        k.current_version,
-                        &row,
-                        retire_at,
+                        version.key_id,
+                        expected_current,
+                        &version,
+                        previous_retire_at,
                         &write,
                         journal.as_ref(),
                     )
                     .await
                 }
-                None => {
-                    let mut record = KeyRecord {
-                        id: key_id,
-                        identity: identity.clone(),
-                        state: KeyState::Active,
-                        current_version: 1,
-                        hint: hint.clone(),
-                        created_at: now,
-                        updated_at: now,
-                        last_used_at: None,
-                        expires_at,
-                        revision: 1,
-                        seal: None,
-                    };
-                    record.seal = keys
-                        .as_ref()
-                        .map(|keys| keys.seal(&record, version_digest(&row), None));
-                    repo.create_key(&record, &row, journal.as_ref()).await
-                }
             };
             match written {
-                Ok(()) => {
-                    break StoreOutcome {
-                        key_id,
-                        version,
-                        created: existing.is_none(),
-                    };
-                }
+                Ok(()) => break outcome,
                 Err(Error::Conflict { .. }) if attempt < MAX_WRITE_ATTEMPTS => {
                     tracing::debug!(%identity, attempt, "concurrent write; retrying");
                     tokio::time::sleep(conflict_backoff(attempt)).await;
