@@ -48,6 +48,8 @@ pub async fn run(store: Arc<dyn UsageStore>) {
     every_scope_and_kind(&*store).await;
     fixed_windows_reset(&*store).await;
     rolling_window_across_boundary(&*store).await;
+    exemptions_by_precedence(&*store).await;
+    rolling_months_from_the_first(&*store).await;
     reservations_hold_commit_release(&*store).await;
     racing_reservations_never_overshoot(Arc::clone(&store), 40).await;
     large_batches(&*store).await;
@@ -157,6 +159,7 @@ pub async fn limits_round_trip(store: &dyn UsageStore) {
             project: Some("p".into()),
             caller: Some("c".into()),
             key: Some("openai user=alice".into()),
+            no_project: false,
         },
         LimitKind::Cost,
         12_500,
@@ -432,6 +435,105 @@ pub async fn rolling_window_across_boundary(store: &dyn UsageStore) {
     assert!(
         store
             .check(&req, t("2026-05-21T22:00:01Z"))
+            .await
+            .unwrap()
+            .is_allowed()
+    );
+    clear_limits(store).await;
+    store.purge_before(t("2030-01-01T00:00:00Z")).await.unwrap();
+}
+
+/// An unlimited limit exempts the calls in its scope from less specific limits and from
+/// those as specific with a higher id, not from more specific ones; reservations obey it.
+pub async fn exemptions_by_precedence(store: &dyn UsageStore) {
+    let day = Window::fixed(WindowUnit::Day, 1).unwrap();
+    let scope = |model: Option<&str>, user: Option<&str>| Scope {
+        model: model.map(Into::into),
+        user: user.map(Into::into),
+        ..Scope::global()
+    };
+    let one = |s: Scope| limit(s, LimitKind::Requests, 1, day);
+    let free = |s: Scope| limit(s, LimitKind::Requests, crate::Limit::UNLIMITED, day);
+    for l in [
+        one(Scope::global()),
+        free(scope(None, Some("alice"))),
+        one(scope(Some("m"), Some("alice"))),
+        one(scope(Some("x"), None)),
+        free(scope(None, Some("dan"))),
+    ] {
+        store.add_limit(&l).await.unwrap();
+    }
+    let listed = store.limits().await.unwrap();
+    assert_eq!(listed.iter().filter(|l| l.is_unlimited()).count(), 2);
+    store
+        .insert_events(&[
+            UsageEvent::new("m", t("2026-05-20T08:00:00Z")).user("alice"),
+            UsageEvent::new("x", t("2026-05-20T08:00:00Z")).user("bob"),
+        ])
+        .await
+        .unwrap();
+    let now = t("2026-05-20T12:00:00Z");
+    let decide = |model: &str, user: &str| QuotaRequest::new(model).user(Some(user.to_owned()));
+    let limit_of = |d: QuotaDecision| match d {
+        QuotaDecision::Denied(d) => Some(d.limit.scope.to_string()),
+        QuotaDecision::Allowed => None,
+    };
+    for (model, user, refused_by) in [
+        // The global limit (2 calls today, at most 1).
+        ("y", "bob", Some("global")),
+        // Exempt from the global limit...
+        ("y", "alice", None),
+        // ... not from one more specific than the exemption.
+        ("m", "alice", Some("model=m user=alice")),
+        // As specific as dan's exemption, and set before it.
+        ("x", "dan", Some("model=x")),
+        ("y", "dan", None),
+    ] {
+        let got = limit_of(store.check(&decide(model, user), now).await.unwrap());
+        assert_eq!(got.as_deref(), refused_by, "{model} by {user}");
+    }
+    // A reservation of an exempt call holds nothing against the limits it skips.
+    let ReserveOutcome::Reserved(r) = store
+        .reserve(&decide("y", "alice"), TTL, now)
+        .await
+        .unwrap()
+    else {
+        panic!("exempt");
+    };
+    assert!(store.release(r.id).await.unwrap());
+    clear_limits(store).await;
+    store.purge_before(t("2030-01-01T00:00:00Z")).await.unwrap();
+}
+
+/// A window of months from the first: usage from the first of last month counts until the
+/// end of this one.
+pub async fn rolling_months_from_the_first(store: &dyn UsageStore) {
+    store
+        .add_limit(&limit(
+            Scope::global(),
+            LimitKind::Requests,
+            1,
+            Window::rolling_months(1).unwrap(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.limits().await.unwrap()[0].window,
+        Window::RollingMonths { months: 1 }
+    );
+    store
+        .insert_events(&[UsageEvent::new("m", t("2026-04-01T00:00:00Z"))])
+        .await
+        .unwrap();
+    let req = QuotaRequest::new("m");
+    let QuotaDecision::Denied(d) = store.check(&req, t("2026-05-31T23:00:00Z")).await.unwrap()
+    else {
+        panic!("April counts in May");
+    };
+    assert_eq!(d.resets_at, t("2026-06-01T00:00:00Z"));
+    assert!(
+        store
+            .check(&req, t("2026-06-01T00:00:00Z"))
             .await
             .unwrap()
             .is_allowed()

@@ -56,8 +56,8 @@ pub use local::{LocalQuota, LocalReservation};
 pub use memory::MemoryUsageStore;
 pub use money::{MICROS_PER_DOLLAR, Money};
 pub use quota::{
-    Denial, QuotaDecision, QuotaRequest, Usage, check_limit, counts_against, needs_tokens,
-    resets_at,
+    Denial, QuotaDecision, QuotaRequest, Usage, check_limit, counts_against, governing,
+    needs_tokens, resets_at,
 };
 pub use recorder::{RecorderOptions, UsageRecorder};
 pub use store::{

@@ -25,6 +25,11 @@ pub struct Scope {
     pub caller: Option<String>,
     /// Only calls served by this stored key (its identity as printed).
     pub key: Option<String>,
+    /// Only calls without a project (and only their usage counts): the Python
+    /// llm-accounting package's `PROJECT` limits that name no project. Never set with
+    /// `project`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_project: bool,
 }
 
 impl Scope {
@@ -35,7 +40,13 @@ impl Scope {
 
     /// Whether no part is set.
     pub fn is_global(&self) -> bool {
-        self.parts().iter().all(|(_, v)| v.is_none())
+        !self.no_project && self.parts().iter().all(|(_, v)| v.is_none())
+    }
+
+    /// How many parts are unset (`no_project` counts as unset, as the Python package counts
+    /// a limit without a project name): the fewer, the more specific the scope.
+    pub fn unset_parts(&self) -> usize {
+        self.parts().iter().filter(|(_, v)| v.is_none()).count()
     }
 
     /// The parts by name (`service`, `model`, `user`, `project`, `caller`, `key`).
@@ -55,6 +66,9 @@ impl Scope {
         fn part(limit: &Option<String>, call: &Option<String>) -> bool {
             limit.as_ref().is_none_or(|l| call.as_ref() == Some(l))
         }
+        if self.no_project && call.project.is_some() {
+            return false;
+        }
         part(&self.model, &call.model)
             && part(&self.user, &call.user)
             && part(&self.service, &call.service)
@@ -72,6 +86,7 @@ impl Scope {
             project: e.project.clone(),
             caller: e.caller.clone(),
             key: e.key.as_ref().map(|k| k.identity.clone()),
+            no_project: false,
         }
     }
 
@@ -87,6 +102,12 @@ impl Scope {
             if value.as_deref() == Some("") {
                 return Err(Error::invalid(field, "it is empty"));
             }
+        }
+        if self.no_project && self.project.is_some() {
+            return Err(Error::invalid(
+                "project",
+                "a scope cannot name a project and be only for calls without one",
+            ));
         }
         Ok(())
     }
@@ -104,6 +125,13 @@ impl fmt::Display for Scope {
                 write!(f, "{name}={v}")?;
                 first = false;
             }
+        }
+        if self.no_project {
+            if !first {
+                f.write_str(" ")?;
+            }
+            f.write_str("without project")?;
+            first = false;
         }
         if first {
             f.write_str("global")?;
@@ -162,6 +190,9 @@ impl LimitKind {
 
     /// An amount of this kind for people: `$0.0125` for cost, the number otherwise.
     pub fn format(self, amount: u64) -> String {
+        if amount == Limit::UNLIMITED {
+            return "unlimited".to_owned();
+        }
         match self {
             LimitKind::Cost => format!("${}", Money::from_micros(amount)),
             _ => amount.to_string(),
@@ -169,13 +200,16 @@ impl LimitKind {
     }
 
     /// Parses a maximum written for this kind: a decimal amount of dollars for cost, a whole
-    /// number otherwise.
+    /// number otherwise, or `unlimited` ([`Limit::UNLIMITED`]).
     ///
     /// # Errors
     ///
     /// [`Error::InvalidInput`] for a negative, fractional (tokens, requests) or non-numeric
     /// amount.
     pub fn parse_amount(self, text: &str) -> Result<u64> {
+        if text.trim() == "unlimited" {
+            return Ok(Limit::UNLIMITED);
+        }
         if self == LimitKind::Cost {
             return text
                 .parse::<Money>()
@@ -256,7 +290,7 @@ impl Amounts {
     }
 }
 
-/// A limit to create: no id yet.
+/// A limit to create: no id yet. Its `max` may be [`Limit::UNLIMITED`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewLimit {
     /// Which calls it counts.
@@ -278,7 +312,7 @@ impl NewLimit {
     pub fn validate(&self) -> Result<()> {
         self.scope.validate()?;
         self.window.validate()?;
-        if i64::try_from(self.max).is_err() {
+        if self.max != Limit::UNLIMITED && i64::try_from(self.max).is_err() {
             return Err(Error::invalid("max", "too large"));
         }
         Ok(())
@@ -286,6 +320,12 @@ impl NewLimit {
 }
 
 /// A stored limit.
+///
+/// The limits that apply to a call are checked from the most specific to the least (fewest
+/// unset scope parts first, then lowest id); an unlimited one ([`Limit::UNLIMITED`]) ends the
+/// check there, exempting the call from the rest: the Python llm-accounting package's rule
+/// for `max_value = -1`, so that `--max unlimited --user alice` exempts alice from global
+/// limits. See [`crate::governing`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limit {
     /// Its id.
@@ -300,6 +340,21 @@ pub struct Limit {
     pub window: Window,
     /// When it was created.
     pub created_at: DateTime<Utc>,
+}
+
+impl Limit {
+    /// The maximum of a limit that exempts the calls it applies to from less specific limits.
+    pub const UNLIMITED: u64 = u64::MAX;
+
+    /// Whether this limit is unlimited (an exemption).
+    pub fn is_unlimited(&self) -> bool {
+        self.max == Limit::UNLIMITED
+    }
+
+    /// The order in which limits are checked: more specific scopes first, then by id.
+    pub fn precedence(&self) -> (usize, i64) {
+        (self.scope.unset_parts(), self.id)
+    }
 }
 
 impl fmt::Display for Limit {

@@ -122,24 +122,28 @@ impl LocalQuota {
         Arc::clone(&self.snapshot.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Whether `request` fits every applicable limit now, from memory.
+    /// Whether `request` fits every limit that decides it now, from memory.
     pub fn check(&self, request: &QuotaRequest) -> QuotaDecision {
         let now = Utc::now();
         let now_us = now.timestamp_micros();
         let asked = request.amounts();
         let snapshot = self.snapshot();
         for c in &snapshot.counters {
-            if c.limit.scope.matches(&request.scope)
-                && let Some(d) = check_limit(&c.limit, &c.usage(now_us), &asked, now)
-            {
+            if !c.limit.scope.matches(&request.scope) {
+                continue;
+            }
+            if c.limit.is_unlimited() {
+                break;
+            }
+            if let Some(d) = check_limit(&c.limit, &c.usage(now_us), &asked, now) {
                 return QuotaDecision::Denied(Box::new(d));
             }
         }
         QuotaDecision::Allowed
     }
 
-    /// Holds the request's amounts on every applicable limit, or refuses without holding
-    /// anything.
+    /// Holds the request's amounts on every limit that decides it (see
+    /// [`crate::governing`]), or refuses without holding anything.
     ///
     /// # Errors
     ///
@@ -156,6 +160,9 @@ impl LocalQuota {
         for c in &snapshot.counters {
             if !c.limit.scope.matches(&request.scope) {
                 continue;
+            }
+            if c.limit.is_unlimited() {
+                break;
             }
             let n = c.limit.kind.of(&asked);
             c.held.fetch_add(n, Ordering::AcqRel);
@@ -256,7 +263,7 @@ impl LocalQuota {
                 .synced
                 .store(limit.kind.of(&usage.amounts), Ordering::Release);
             let until_us = match limit.window {
-                Window::Rolling { .. } => i64::MAX,
+                Window::Rolling { .. } | Window::RollingMonths { .. } => i64::MAX,
                 Window::Fixed { .. } => until.timestamp_micros(),
             };
             counter.synced_until_us.store(until_us, Ordering::Release);
@@ -266,6 +273,8 @@ impl LocalQuota {
             );
             counters.push(counter);
         }
+        // Checks walk the counters in the order limits are checked (see `crate::governing`).
+        counters.sort_by_key(|c| c.limit.precedence());
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Snapshot { counters });
         Ok(())
     }

@@ -65,11 +65,7 @@ impl State {
 
     fn decide(&self, request: &QuotaRequest, now: DateTime<Utc>) -> QuotaDecision {
         let asked = request.amounts();
-        for limit in self
-            .limits
-            .iter()
-            .filter(|l| l.scope.matches(&request.scope))
-        {
+        for limit in crate::governing(&self.limits, &request.scope) {
             let (since, until) = limit.window.bounds(now);
             let usage = self.usage(&limit.scope, since, until, now);
             if let Some(d) = check_limit(limit, &usage, &asked, now) {

@@ -162,7 +162,7 @@ pub fn check_limit(
 ) -> Option<Denial> {
     let used = limit.kind.of(&usage.amounts);
     let asked = limit.kind.of(request);
-    if used < limit.max && used.saturating_add(asked) <= limit.max {
+    if limit.is_unlimited() || used < limit.max && used.saturating_add(asked) <= limit.max {
         return None;
     }
     Some(Denial {
@@ -186,8 +186,31 @@ pub fn resets_at(
             let len = Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX / 2));
             oldest.map_or(now + len, |o| (o + len).max(now))
         }
+        Window::RollingMonths { months } => {
+            // The window starts on the first of a month: usage leaves it when the month
+            // `months` after its own has passed.
+            let next = window.bounds(now).1;
+            oldest.map_or(next, |o| {
+                crate::window::months_after(o, months + 1).max(next)
+            })
+        }
         fixed => fixed.bounds(now).1,
     }
+}
+
+/// The limits that decide a call with the attributes `call`, in the order they are checked:
+/// those whose scope matches, the most specific first ([`Limit::precedence`]), up to the
+/// first unlimited one, which exempts the call from the rest (and is left out itself).
+pub fn governing<'a>(limits: impl IntoIterator<Item = &'a Limit>, call: &Scope) -> Vec<&'a Limit> {
+    let mut matching: Vec<&Limit> = limits
+        .into_iter()
+        .filter(|l| l.scope.matches(call))
+        .collect();
+    matching.sort_by_key(|l| l.precedence());
+    if let Some(cut) = matching.iter().position(|l| l.is_unlimited()) {
+        matching.truncate(cut);
+    }
+    matching
 }
 
 /// Whether `event` counts against `limit`'s scope (its window aside).
@@ -272,6 +295,61 @@ mod tests {
         }
         assert!(LimitKind::Cost.parse_amount("-0.5").is_err());
         assert!("tokens".parse::<LimitKind>().is_err());
+    }
+
+    #[test]
+    fn the_most_specific_limits_come_first_and_an_exemption_ends_them() {
+        let mk = |id: i64, user: Option<&str>, model: Option<&str>, max: u64| Limit {
+            id,
+            scope: Scope {
+                user: user.map(Into::into),
+                model: model.map(Into::into),
+                ..Scope::default()
+            },
+            max,
+            ..limit(LimitKind::Requests, 0)
+        };
+        let limits = [
+            mk(1, None, None, 5),
+            mk(2, Some("alice"), None, Limit::UNLIMITED),
+            mk(3, Some("alice"), Some("m"), 3),
+            mk(4, None, Some("m"), 4),
+            mk(5, Some("bob"), None, 1),
+        ];
+        let ids =
+            |call: &Scope| -> Vec<i64> { governing(&limits, call).iter().map(|l| l.id).collect() };
+        let call = QuotaRequest::new("m").user(Some("alice")).scope;
+        // 3 (two parts set), then 2 (exempt: 4 and 1 are not checked).
+        assert_eq!(ids(&call), vec![3]);
+        let call = QuotaRequest::new("m").user(Some("bob")).scope;
+        // 4 and 5 are as specific: by id.
+        assert_eq!(ids(&call), vec![4, 5, 1]);
+        let call = QuotaRequest::new("z").user(Some("alice")).scope;
+        assert!(ids(&call).is_empty());
+        // An unlimited limit never denies on its own.
+        let free = mk(9, None, None, Limit::UNLIMITED);
+        assert!(
+            check_limit(
+                &free,
+                &usage(u64::MAX, 0),
+                &QuotaRequest::new("m").amounts(),
+                Utc::now()
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn a_scope_without_project_matches_only_calls_without_one() {
+        let s = Scope {
+            no_project: true,
+            ..Scope::default()
+        };
+        assert!(s.matches(&QuotaRequest::new("m").scope));
+        assert!(!s.matches(&QuotaRequest::new("m").project(Some("p")).scope));
+        assert!(!s.is_global());
+        assert_eq!(s.to_string(), "without project");
+        assert_eq!(s.unset_parts(), 6);
     }
 
     #[test]

@@ -160,10 +160,8 @@ pub fn rank(rows: &mut Vec<StatsRow>, top: Option<usize>) {
     }
 }
 
-/// The limits among `limits` that apply to `request`.
+/// The limits among `limits` that decide `request`, in the order they are checked (see
+/// [`crate::governing`]).
 pub fn applicable<'a>(limits: &'a [Limit], request: &QuotaRequest) -> Vec<&'a Limit> {
-    limits
-        .iter()
-        .filter(|l| l.scope.matches(&request.scope))
-        .collect()
+    crate::governing(limits, &request.scope)
 }

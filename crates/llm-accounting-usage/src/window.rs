@@ -84,10 +84,12 @@ impl FromStr for WindowUnit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Window {
-    /// Fixed calendar windows in UTC: `every` units long. Windows of seconds, minutes and
-    /// hours (up to a day long) start at midnight UTC and every `every` units after it (the
-    /// last of a day ends at midnight); days and weeks are counted from 1970-01-01 (weeks from
-    /// Monday 1970-01-05); months from January of year 0, so `every = 3` gives quarters.
+    /// Fixed calendar windows in UTC: `every` units long. Windows of seconds start at each
+    /// minute and every `every` seconds after it, windows of minutes at each hour, windows
+    /// of hours at midnight UTC; the last of a minute, hour or day is cut there (seven-hour
+    /// windows: 00–07, 07–14, 14–21, 21–24). Days and weeks are counted from 1970-01-01
+    /// (weeks from Monday 1970-01-05); months from January of year 0, so `every = 3` gives
+    /// quarters. These are the Python llm-accounting package's windows.
     Fixed {
         /// The unit.
         unit: WindowUnit,
@@ -98,6 +100,13 @@ pub enum Window {
     Rolling {
         /// Length in seconds (at least 1).
         seconds: u64,
+    },
+    /// From 00:00 UTC on the first day of the month `months` months before the current one,
+    /// until now: the Python llm-accounting package's `monthly_rolling` (so `1` counts last
+    /// month and this month so far).
+    RollingMonths {
+        /// How many whole months before the current one the window starts (at least 1).
+        months: u32,
     },
 }
 
@@ -135,6 +144,22 @@ impl Window {
         Ok(Window::Rolling { seconds })
     }
 
+    /// A window from the first of the month `months` months back (see
+    /// [`Window::RollingMonths`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidInput`] when `months` is 0 or beyond 1,200 (a century).
+    pub fn rolling_months(months: u32) -> Result<Window> {
+        if months == 0 || months > 1_200 {
+            return Err(Error::invalid(
+                "window",
+                "a rolling window of months spans 1 to 1200 months",
+            ));
+        }
+        Ok(Window::RollingMonths { months })
+    }
+
     /// Checks the invariants (for values read from storage).
     ///
     /// # Errors
@@ -144,6 +169,7 @@ impl Window {
         match self {
             Window::Fixed { unit, every } => Window::fixed(unit, every),
             Window::Rolling { seconds } => Window::rolling(seconds),
+            Window::RollingMonths { months } => Window::rolling_months(months),
         }
     }
 
@@ -155,6 +181,10 @@ impl Window {
                 let len = Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX / 2));
                 (now - len, now + Duration::microseconds(1))
             }
+            Window::RollingMonths { months } => (
+                month_start(month_index(now) - i64::from(months)),
+                now + Duration::microseconds(1),
+            ),
             Window::Fixed {
                 unit: WindowUnit::Month,
                 every,
@@ -162,10 +192,17 @@ impl Window {
             Window::Fixed { unit, every } => {
                 let step = unit.seconds().unwrap_or(DAY) * i64::from(every.max(1));
                 let t = now.timestamp();
-                let (start, end) = if step <= DAY {
-                    let midnight = t.div_euclid(DAY) * DAY;
-                    let start = midnight + (t - midnight) / step * step;
-                    (start, (start + step).min(midnight + DAY))
+                let enclosing = match unit {
+                    WindowUnit::Second => Some(60),
+                    WindowUnit::Minute => Some(3_600),
+                    WindowUnit::Hour => Some(DAY),
+                    _ => None,
+                };
+                let (start, end) = if let Some(period) = enclosing {
+                    // Within the minute, hour or day; the last window is cut at its end.
+                    let base = t.div_euclid(period) * period;
+                    let start = base + (t - base) / step * step;
+                    (start, (start + step).min(base + period))
                 } else {
                     // Days and weeks: from the epoch (weeks from its first Monday).
                     let origin = if unit == WindowUnit::Week { 4 * DAY } else { 0 };
@@ -186,9 +223,18 @@ fn at(secs: i64) -> DateTime<Utc> {
 
 fn month_bounds(now: DateTime<Utc>, every: u32) -> (DateTime<Utc>, DateTime<Utc>) {
     let every = i64::from(every.max(1));
-    let index = i64::from(now.year()) * 12 + i64::from(now.month0());
+    let index = month_index(now);
     let start = index.div_euclid(every) * every;
     (month_start(start), month_start(start + every))
+}
+
+/// 00:00 UTC on the first of the month `n` months after the one holding `t`.
+pub(crate) fn months_after(t: DateTime<Utc>, n: u32) -> DateTime<Utc> {
+    month_start(month_index(t) + i64::from(n))
+}
+
+fn month_index(t: DateTime<Utc>) -> i64 {
+    i64::from(t.year()) * 12 + i64::from(t.month0())
 }
 
 fn month_start(index: i64) -> DateTime<Utc> {
@@ -206,6 +252,10 @@ impl fmt::Display for Window {
             Window::Fixed { unit, every: 1 } => f.write_str(unit.as_str()),
             Window::Fixed { unit, every } => write!(f, "{every} {}s", unit.as_str()),
             Window::Rolling { seconds } => write!(f, "rolling {seconds}s"),
+            Window::RollingMonths { months: 1 } => f.write_str("rolling month (from the 1st)"),
+            Window::RollingMonths { months } => {
+                write!(f, "rolling {months} months (from the 1st)")
+            }
         }
     }
 }
@@ -269,6 +319,30 @@ mod tests {
             fixed(WindowUnit::Minute, 15, now),
             (t("2026-03-15T13:45:00Z"), t("2026-03-15T14:00:00Z"))
         );
+        // Seven-minute windows start at each hour, as the Python package's do; the last of
+        // the hour is cut at its end.
+        assert_eq!(
+            fixed(WindowUnit::Minute, 7, now),
+            (t("2026-03-15T13:42:00Z"), t("2026-03-15T13:49:00Z"))
+        );
+        assert_eq!(
+            fixed(WindowUnit::Minute, 7, "2026-03-15T13:59:00Z"),
+            (t("2026-03-15T13:56:00Z"), t("2026-03-15T14:00:00Z"))
+        );
+        // Seven-second windows start at each minute.
+        assert_eq!(
+            fixed(WindowUnit::Second, 7, now),
+            (t("2026-03-15T13:47:28Z"), t("2026-03-15T13:47:35Z"))
+        );
+        assert_eq!(
+            fixed(WindowUnit::Second, 90, now),
+            (t("2026-03-15T13:47:00Z"), t("2026-03-15T13:48:00Z"))
+        );
+        // Thirty-hour windows: the day.
+        assert_eq!(
+            fixed(WindowUnit::Hour, 30, now),
+            (t("2026-03-15T00:00:00Z"), t("2026-03-16T00:00:00Z"))
+        );
         // Seven-hour windows: the last of the day is cut at midnight.
         assert_eq!(
             fixed(WindowUnit::Hour, 7, "2026-03-15T22:00:00Z"),
@@ -311,6 +385,20 @@ mod tests {
             .bounds(t("2026-03-15T13:00:00Z"));
         assert_eq!(s, t("2026-03-14T13:00:00Z"));
         assert!(e > t("2026-03-15T13:00:00Z"));
+    }
+
+    #[test]
+    fn rolling_months_start_on_the_first_of_an_earlier_month() {
+        let w = Window::rolling_months(1).expect("ok");
+        let (s, e) = w.bounds(t("2026-11-30T10:00:00Z"));
+        assert_eq!(s, t("2026-10-01T00:00:00Z"));
+        assert!(e > t("2026-11-30T10:00:00Z"));
+        let (s, _) = Window::rolling_months(3)
+            .expect("ok")
+            .bounds(t("2026-02-10T00:00:00Z"));
+        assert_eq!(s, t("2025-11-01T00:00:00Z"));
+        assert_eq!(w.to_string(), "rolling month (from the 1st)");
+        assert!(Window::rolling_months(0).is_err());
     }
 
     #[test]

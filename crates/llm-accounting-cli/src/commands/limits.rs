@@ -45,13 +45,18 @@ pub(crate) struct SetArgs {
     /// What to count.
     #[arg(long = "type", value_name = "TYPE", value_parser = args::limit_kind)]
     kind: LimitKind,
-    /// The most per window: a whole number, or decimal US dollars for `cost`.
+    /// The most per window: a whole number, or decimal US dollars for `cost`; `unlimited`
+    /// exempts the calls in its scope from every less specific limit (limits are checked
+    /// from the most specific scope to the least, ties by id; an unlimited one ends the
+    /// check).
     #[arg(long, value_name = "V", allow_hyphen_values = true)]
     max: String,
     /// Fixed UTC calendar windows of this unit (`--per day`: midnight to midnight UTC).
     #[arg(long, value_enum, value_name = "UNIT")]
     per: Option<Per>,
-    /// With --per: windows of N units, aligned to midnight UTC (months: to January).
+    /// With --per: windows of N units: seconds from each minute, minutes from each hour,
+    /// hours from midnight UTC (the last one cut there), days and weeks from 1970, months
+    /// from January.
     #[arg(long, value_name = "N", requires = "per")]
     every: Option<u32>,
     /// A rolling window: the last DURATION (`24h`, `30m`).
@@ -139,6 +144,7 @@ impl SetArgs {
                 project: self.project,
                 caller: self.caller,
                 key: None,
+                no_project: false,
             },
         };
         limit.validate()?;
@@ -206,6 +212,7 @@ async fn list(ctx: &Context, a: &ListArgs) -> Result<()> {
 
 fn max_text(l: &Limit) -> String {
     match l.kind {
+        _ if l.is_unlimited() => "unlimited".to_owned(),
         LimitKind::Cost => llm_accounting::usage::Money::from_micros(l.max).to_string(),
         _ => l.max.to_string(),
     }

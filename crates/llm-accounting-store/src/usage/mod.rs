@@ -2,9 +2,9 @@
 //! PostgreSQL and MySQL/MariaDB (tables `usage_events`, `quota_limits`,
 //! `quota_reservations`).
 //!
-//! Strict enforcement: [`UsageStore::reserve`] checks every applicable limit and inserts the
-//! reservation in one transaction that no other reservation on the same limits can
-//! interleave with. SQLite: an `IMMEDIATE` transaction (the database's write lock, across
+//! Strict enforcement: [`UsageStore::reserve`] checks the limits that decide a call (see
+//! [`llm_accounting_usage::governing`]) and inserts the reservation in one transaction that
+//! no other reservation on the same limits can interleave with. SQLite: an `IMMEDIATE` transaction (the database's write lock, across
 //! processes, taken before the first read). PostgreSQL and MySQL/MariaDB: `READ COMMITTED`,
 //! and the applicable limits' rows locked (`SELECT ... FOR UPDATE`, in id order) before
 //! usage is summed, so that every reservation committed before the lock was granted is seen.
@@ -25,7 +25,7 @@ use chrono::{DateTime, Utc};
 use llm_accounting_core::{Error, Result};
 use llm_accounting_usage::{
     Denial, Limit, NewLimit, QuotaDecision, QuotaRequest, ReservationRecord, ReserveOutcome, Scope,
-    StatsQuery, StatsRow, Usage, UsageEvent, UsageStore, check_limit,
+    StatsQuery, StatsRow, Usage, UsageEvent, UsageStore, check_limit, governing,
 };
 use sea_orm::{
     DatabaseConnection, DatabaseTransaction, DbBackend, IsolationLevel, SqliteTransactionMode,
@@ -166,11 +166,10 @@ impl SeaOrmUsageStore {
         lock: bool,
     ) -> Result<Option<Denial>> {
         let backend = self.backend();
-        let mut limits: Vec<Limit> = self
-            .all_limits(txn)
-            .await?
+        let all = self.all_limits(txn).await?;
+        let mut limits: Vec<Limit> = governing(&all, &request.scope)
             .into_iter()
-            .filter(|l| l.scope.matches(&request.scope))
+            .cloned()
             .collect();
         if limits.is_empty() {
             return Ok(None);
@@ -178,7 +177,9 @@ impl SeaOrmUsageStore {
         if lock && backend != DbBackend::Sqlite {
             let ids: Vec<i64> = limits.iter().map(|l| l.id).collect();
             let still = self.lock(txn, &ids).await?;
-            // A limit deleted meanwhile no longer applies.
+            // A limit deleted meanwhile no longer applies. (An exemption deleted meanwhile
+            // lets through a call the limits after it would have refused: no worse than the
+            // call having come just before the deletion.)
             limits.retain(|l| still.contains(&l.id));
         }
         let asked = request.amounts();

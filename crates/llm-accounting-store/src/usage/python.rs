@@ -226,6 +226,9 @@ fn scope_filter(scope: &Scope, sql: &mut String, values: &mut Vec<Value>) {
             values.push(v.clone().into());
         }
     }
+    if scope.no_project {
+        sql.push_str(" AND e.project IS NULL");
+    }
 }
 
 const FROM: &str = "FROM accounting_entries e LEFT JOIN usage_entry_sources s ON s.entry_id = e.id";

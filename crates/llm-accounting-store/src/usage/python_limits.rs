@@ -15,7 +15,9 @@ const LIMIT_COLUMNS: &str = "CAST(id AS BIGINT), scope, limit_type, max_value, i
                              CAST(interval_value AS BIGINT), model, username, caller_name, \
                              project_name";
 
-/// The package's limits as ours; unlimited ones (`max_value < 0`) left out.
+/// The package's limits as ours: `max_value = -1` is unlimited (an exemption), a `PROJECT`
+/// limit without a project name counts only calls without a project, `monthly_rolling`
+/// starts on the first of an earlier month, as the package reads them.
 pub(super) async fn limits(db: &impl ConnectionTrait, backend: DbBackend) -> Result<Vec<Limit>> {
     let rows = db
         .query_all_raw(sql::stmt(
@@ -25,16 +27,10 @@ pub(super) async fn limits(db: &impl ConnectionTrait, backend: DbBackend) -> Res
         ))
         .await
         .map_err(|e| from_db("read usage_limits", e))?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in &rows {
-        if let Some(l) = limit(r)? {
-            out.push(l);
-        }
-    }
-    Ok(out)
+    rows.iter().map(limit).collect()
 }
 
-fn limit(r: &QueryResult) -> Result<Option<Limit>> {
+fn limit(r: &QueryResult) -> Result<Limit> {
     let id: i64 = get(r, 0)?;
     let broken = |why: String| Error::invalid("usage_limits row", format!("limit #{id}: {why}"));
     let scope_name: String = get(r, 1)?;
@@ -47,13 +43,18 @@ fn limit(r: &QueryResult) -> Result<Option<Limit>> {
         other => return Err(broken(format!("unknown limit_type `{other}`"))),
     };
     let max_value: f64 = get(r, 3)?;
-    if max_value < 0.0 {
-        return Ok(None);
-    }
-    let max = match kind {
-        LimitKind::Cost => dollars(max_value).micros(),
-        // Whole units: usage + request must not pass the maximum.
-        _ => max_value.floor() as u64,
+    #[allow(clippy::float_cmp)] // the package compares with `== -1`
+    let max = if max_value == -1.0 {
+        Limit::UNLIMITED
+    } else {
+        match kind {
+            // Another negative maximum refuses every call (the package: usage + request >
+            // max); 0 refuses every call that asks for something.
+            _ if max_value < 0.0 => 0,
+            LimitKind::Cost => dollars(max_value).micros(),
+            // Whole units: usage + request must not pass the maximum.
+            _ => max_value.floor() as u64,
+        }
     };
     let unit: String = get(r, 4)?;
     let n: i64 = get(r, 5)?;
@@ -69,12 +70,14 @@ fn limit(r: &QueryResult) -> Result<Option<Limit>> {
             "hour" => (WindowUnit::Hour, 3_600),
             "day" => (WindowUnit::Day, 86_400),
             "week" => (WindowUnit::Week, 7 * 86_400),
-            "monthly" | "month" => (WindowUnit::Month, 31 * 86_400),
+            "monthly" | "month" => (WindowUnit::Month, 0),
             other => return Err(broken(format!("unknown interval_unit `{other}`"))),
         })
     };
     let (unit, seconds) = unit_of(base)?;
-    let window = if rolling {
+    let window = if rolling && unit == WindowUnit::Month {
+        Window::rolling_months(n)
+    } else if rolling {
         Window::rolling(seconds * u64::from(n))
     } else {
         Window::fixed(unit, n)
@@ -90,15 +93,19 @@ fn limit(r: &QueryResult) -> Result<Option<Limit>> {
         scope.user = field(7)?;
         scope.caller = field(8)?;
         scope.project = field(9)?;
+        // The package: a PROJECT limit with no project name (NULL, not `*`) is for calls
+        // without a project, and counts only their usage.
+        let project: Option<String> = get(r, 9)?;
+        scope.no_project = scope_name == "PROJECT" && project.is_none();
     }
-    Ok(Some(Limit {
+    Ok(Limit {
         id,
         scope,
         kind,
         max,
         window,
         created_at: DateTime::<Utc>::UNIX_EPOCH,
-    }))
+    })
 }
 
 /// Locks limit rows (PostgreSQL; SQLite serialises writers already).
@@ -147,7 +154,11 @@ pub(super) async fn insert_limit(
         return Err(refuse("a key scope (it has no key column)"));
     }
     let s = &l.scope;
-    let scope = if s.user.is_some() {
+    // The package checks every column of a scope other than GLOBAL; the name matters only
+    // for a limit without a project name, which PROJECT makes one for calls without one.
+    let scope = if s.no_project {
+        "PROJECT"
+    } else if s.user.is_some() {
         "USER"
     } else if s.project.is_some() {
         "PROJECT"
@@ -173,6 +184,7 @@ pub(super) async fn insert_limit(
             },
             every,
         ),
+        Window::RollingMonths { months } => ("monthly_rolling".to_owned(), months),
         Window::Rolling { seconds } => {
             let (name, size) = [
                 ("week", 604_800),
@@ -189,6 +201,7 @@ pub(super) async fn insert_limit(
         }
     };
     let max = match l.kind {
+        _ if l.max == Limit::UNLIMITED => -1.0,
         LimitKind::Cost => l.max as f64 / 1_000_000.0,
         _ => l.max as f64,
     };

@@ -86,11 +86,25 @@ pub(super) fn limit_values(l: &NewLimit) -> Result<Vec<Value>> {
             ("fixed", Some(unit.as_str().to_owned()), i64::from(every))
         }
         Window::Rolling { seconds } => ("rolling", None, i64_of(seconds, "window")?),
+        Window::RollingMonths { months } => ("rolling-months", None, i64::from(months)),
     };
     let s = &l.scope;
+    if s.no_project {
+        return Err(Error::invalid(
+            "limit",
+            "a limit only for calls without a project is held only in the Python \
+             llm-accounting package's usage_limits table",
+        ));
+    }
+    // An unlimited limit (an exemption) is stored as -1, as the Python package does.
+    let max = if l.max == Limit::UNLIMITED {
+        -1
+    } else {
+        i64_of(l.max, "max")?
+    };
     Ok(vec![
         l.kind.as_str().into(),
-        i64_of(l.max, "max")?.into(),
+        max.into(),
         kind.into(),
         unit.into(),
         n.into(),
@@ -111,7 +125,10 @@ pub(super) fn limit(row: &QueryResult) -> Result<Limit> {
     let kind: LimitKind = get::<String>(row, 1)?
         .parse()
         .map_err(|_| broken("unknown type"))?;
-    let max = count(row, 2)?;
+    let max = match get::<i64>(row, 2)? {
+        -1 => Limit::UNLIMITED,
+        _ => count(row, 2)?,
+    };
     let window_kind: String = get(row, 3)?;
     let unit: Option<String> = get(row, 4)?;
     let n: i64 = get(row, 5)?;
@@ -122,6 +139,9 @@ pub(super) fn limit(row: &QueryResult) -> Result<Limit> {
             u32::try_from(n).map_err(|_| broken("bad window"))?,
         ),
         ("rolling", None) => Window::rolling(u64::try_from(n).map_err(|_| broken("bad window"))?),
+        ("rolling-months", None) => {
+            Window::rolling_months(u32::try_from(n).map_err(|_| broken("bad window"))?)
+        }
         _ => return Err(broken("unknown window")),
     }
     .map_err(|_| broken("bad window"))?;
@@ -135,6 +155,7 @@ pub(super) fn limit(row: &QueryResult) -> Result<Limit> {
             project: get(row, 9)?,
             caller: get(row, 10)?,
             key: get(row, 11)?,
+            no_project: false,
         },
         kind,
         max,

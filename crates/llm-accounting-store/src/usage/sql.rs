@@ -97,6 +97,9 @@ fn scope_filter(scope: &Scope, sql: &mut String, values: &mut Vec<Value>) {
             values.push(v.clone().into());
         }
     }
+    if scope.no_project {
+        sql.push_str(" AND project IS NULL");
+    }
 }
 
 async fn all(
