@@ -270,3 +270,77 @@ fn python_postgres_database_is_shared_both_ways() {
     ])
     .code(7);
 }
+
+/// Asks this project's `quota check` each call the Python package answered (see
+/// `tests/python/parity.py`), in `env`'s database; every answer must be the package's, and
+/// the seven-minute window must count what the package counted.
+fn assert_same_answers(env: &Env, answers: &serde_json::Value, m7_usage: u64) {
+    let calls = answers["calls"].as_array().expect("calls");
+    assert_eq!(calls.len(), 12, "{answers}");
+    for call in calls {
+        let mut args = vec![
+            "-q".to_owned(),
+            "quota".to_owned(),
+            "check".to_owned(),
+            "--model".to_owned(),
+            call["model"].as_str().expect("model").to_owned(),
+            "--user".to_owned(),
+            call["user"].as_str().expect("user").to_owned(),
+            "--input-tokens".to_owned(),
+            call["input_tokens"].to_string(),
+        ];
+        if let Some(p) = call["project"].as_str() {
+            args.extend(["--project".to_owned(), p.to_owned()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let allowed = call["allowed"].as_bool().expect("allowed");
+        let out = env.run(&args).code(if allowed { 0 } else { 7 });
+        if call["model"] == "m7" {
+            let usage = format!("usage {m7_usage}/{m7_usage}");
+            assert!(out.stderr.contains(&usage), "{call}: {out:#?}");
+        }
+    }
+    let limits = env.run(&["limits", "list"]).ok();
+    for shown in [
+        "unlimited",
+        "without project",
+        "rolling month (from the 1st)",
+    ] {
+        assert!(limits.stdout.contains(shown), "{shown}: {limits:#?}");
+    }
+}
+
+/// The package's quota rules, as it applies them on SQLite, are this project's: exemptions
+/// (`max_value = -1`) in its order of specificity, a PROJECT limit without a project,
+/// `monthly_rolling`, minute windows aligned to the hour.
+#[test]
+fn python_quota_rules_give_the_same_answers() {
+    let Some(python) = python() else { return };
+    let env = Env::new(BIN);
+    let answers = driver(&python, &env.db_path(), &["parity"]);
+    let m7 = answers["m7_usage"].as_u64().expect("m7 usage");
+    assert_same_answers(&env, &answers, m7);
+}
+
+/// The same rules on PostgreSQL: the same limits and entries written through the package's
+/// models give the answers the package gave on SQLite.
+#[test]
+fn python_quota_rules_give_the_same_answers_on_postgres() {
+    let Some(python) = python() else { return };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let Some(db) = rt.block_on(llm_accounting_testkit::TestDatabase::create(
+        llm_accounting_testkit::Backend::Postgres,
+    )) else {
+        return;
+    };
+    let reference = Env::new(BIN);
+    let answers = driver(&python, &reference.db_path(), &["parity"]);
+    let mut env = Env::new(BIN);
+    let written = pg_driver(&python, env.dir(), db.url(), "parity");
+    env.set("LLM_ACCOUNTING_DATABASE_URL", db.url());
+    let m7 = written["m7_usage"].as_u64().expect("m7 usage");
+    assert_same_answers(&env, &answers, m7);
+}

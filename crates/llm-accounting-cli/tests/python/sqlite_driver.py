@@ -11,6 +11,37 @@ from llm_accounting import LLMAccounting
 from llm_accounting.backends.sqlite import SQLiteBackend
 from llm_accounting.models.limits import LimitScope, LimitType, TimeInterval
 
+import parity as parity_setup
+
+
+
+def parity(acc):
+    """The package's answers to the calls of `parity.CALLS` after `parity.setup`."""
+    from llm_accounting.services.quota_service_parts._limit_evaluator import (
+        QuotaServiceLimitEvaluator)
+    evaluator = QuotaServiceLimitEvaluator(acc.backend)
+
+    def add_limit(scope, limit_type, max_value, unit, n, **fields):
+        acc.set_usage_limit(LimitScope(scope), LimitType(limit_type), max_value,
+                            TimeInterval(unit), n, **fields)
+
+    def add_entry(**fields):
+        acc.track_usage(**fields)
+
+    def count(start, end, model):
+        return evaluator.backend.get_accounting_entries_for_quota(
+            start_time=start, end_time=end, limit_type=LimitType.REQUESTS,
+            interval_unit=TimeInterval.MINUTE, model=model)
+
+    m7 = parity_setup.setup(add_limit, add_entry, count)
+    answers = []
+    for model, user, project, tokens in parity_setup.CALLS:
+        allowed, reason = acc.check_quota(model=model, username=user, caller_name=None,
+                                          input_tokens=tokens, cost=0.0, project_name=project)
+        answers.append({"model": model, "user": user, "project": project,
+                        "input_tokens": tokens, "allowed": allowed, "reason": reason})
+    print(json.dumps({"m7_usage": m7, "calls": answers}))
+
 db, command, args = sys.argv[1], sys.argv[2], sys.argv[3:]
 with LLMAccounting(backend=SQLiteBackend(db_path=db)) as acc:
     if command == "init":
@@ -36,5 +67,7 @@ with LLMAccounting(backend=SQLiteBackend(db_path=db)) as acc:
                            "max_value": l.max_value, "model": l.model,
                            "interval_unit": l.interval_unit}
                           for l in acc.get_usage_limits()]))
+    elif command == "parity":
+        parity(acc)
     else:
         sys.exit(f"unknown command {command}")
