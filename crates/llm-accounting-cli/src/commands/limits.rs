@@ -90,8 +90,9 @@ pub(crate) struct ListArgs {
 /// Arguments of `limits delete`.
 #[derive(Debug, Args)]
 pub(crate) struct DeleteArgs {
-    /// The limit's id (see `limits list`).
-    #[arg(long, value_name = "N")]
+    /// The limit's id (see `limits list`; negative for limits kept beside the Python
+    /// package's table).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     id: i64,
 }
 
@@ -161,6 +162,14 @@ async fn set(ctx: &Context, a: SetArgs) -> Result<()> {
         "added limit {}",
         escape::text(&created.to_string())
     ));
+    if created.id < 0 {
+        // Only with the Python package's tables: see `SeaOrmUsageStore`.
+        ctx.say(
+            "note: the Python llm-accounting package's usage_limits cannot hold this limit: it \
+             is kept in this project's own table (negative id), enforced here and not seen by \
+             the package's own quota checks",
+        );
+    }
     Ok(())
 }
 

@@ -89,17 +89,42 @@ impl SeaOrmUsageStore {
         self.schema == Schema::Python
     }
 
+    /// Every limit. With the Python package's tables: those of its `usage_limits`, then
+    /// those it cannot hold, kept in `quota_limits` and shown with negative ids.
     async fn all_limits(&self, db: &impl sea_orm::ConnectionTrait) -> Result<Vec<Limit>> {
         match self.schema {
             Schema::Own => sql::limits(db, self.backend()).await,
-            Schema::Python => python_limits::limits(db, self.backend()).await,
+            Schema::Python => {
+                let mut all = python_limits::limits(db, self.backend()).await?;
+                all.extend(
+                    sql::limits(db, self.backend())
+                        .await?
+                        .into_iter()
+                        .map(|l| Limit { id: -l.id, ..l }),
+                );
+                Ok(all)
+            }
         }
     }
 
+    /// Locks the rows of limits `ids` (the package's table first, then ours, each in id
+    /// order, so that transactions lock in one order); the ids that still exist.
     async fn lock(&self, db: &impl sea_orm::ConnectionTrait, ids: &[i64]) -> Result<Vec<i64>> {
         match self.schema {
             Schema::Own => sql::lock_limits(db, self.backend(), ids).await,
-            Schema::Python => python_limits::lock_limits(db, self.backend(), ids).await,
+            Schema::Python => {
+                let (ours, theirs): (Vec<i64>, Vec<i64>) = ids.iter().partition(|id| **id < 0);
+                let mut still = Vec::with_capacity(ids.len());
+                if !theirs.is_empty() {
+                    still.extend(python_limits::lock_limits(db, self.backend(), &theirs).await?);
+                }
+                if !ours.is_empty() {
+                    let ours: Vec<i64> = ours.iter().map(|id| -id).collect();
+                    let locked = sql::lock_limits(db, self.backend(), &ours).await?;
+                    still.extend(locked.into_iter().map(|id| -id));
+                }
+                Ok(still)
+            }
         }
     }
 
@@ -216,8 +241,14 @@ impl UsageStore for SeaOrmUsageStore {
         limit.validate()?;
         let txn = self.begin("add a limit").await?;
         let created = match self.schema {
+            Schema::Python if python_limits::cannot_hold(limit).is_none() => {
+                python_limits::insert_limit(&txn, self.backend(), limit).await?
+            }
+            Schema::Python => {
+                let l = sql::insert_limit(&txn, self.backend(), limit).await?;
+                Limit { id: -l.id, ..l }
+            }
             Schema::Own => sql::insert_limit(&txn, self.backend(), limit).await?,
-            Schema::Python => python_limits::insert_limit(&txn, self.backend(), limit).await?,
         };
         commit(txn, "add a limit").await?;
         Ok(created)
@@ -229,8 +260,9 @@ impl UsageStore for SeaOrmUsageStore {
 
     async fn delete_limit(&self, id: i64) -> Result<bool> {
         match self.schema {
-            Schema::Own => sql::delete_limit(&self.db, self.backend(), id).await,
+            Schema::Python if id < 0 => sql::delete_limit(&self.db, self.backend(), -id).await,
             Schema::Python => python_limits::delete_limit(&self.db, self.backend(), id).await,
+            Schema::Own => sql::delete_limit(&self.db, self.backend(), id).await,
         }
     }
 

@@ -129,30 +129,60 @@ pub(super) async fn lock_limits(
     rows.iter().map(|r| get::<i64>(r, 0)).collect()
 }
 
-/// Writes a limit the package can express into `usage_limits`.
+/// What the package's `usage_limits` cannot hold of `l`, if anything: such a limit is kept in
+/// this project's `quota_limits` instead (the package does not see it).
+pub(super) fn cannot_hold(l: &NewLimit) -> Option<&'static str> {
+    if l.scope.service.is_some() {
+        return Some("a service scope (it has no service column)");
+    }
+    if l.scope.key.is_some() {
+        return Some("a key scope (it has no key column)");
+    }
+    if interval(l.window).1 > i32::MAX as u32 {
+        return Some("a rolling window this long (its interval_value is 32 bits)");
+    }
+    None
+}
+
+/// The package's `interval_unit` and `interval_value` for a window.
+fn interval(window: Window) -> (String, u32) {
+    match window {
+        Window::Fixed { unit, every } => (
+            match unit {
+                WindowUnit::Month => "monthly".to_owned(),
+                other => other.as_str().to_owned(),
+            },
+            every,
+        ),
+        Window::RollingMonths { months } => ("monthly_rolling".to_owned(), months),
+        Window::Rolling { seconds } => {
+            let (name, size) = [
+                ("week", 604_800),
+                ("day", 86_400),
+                ("hour", 3_600),
+                ("minute", 60),
+            ]
+            .into_iter()
+            .find(|(_, size)| seconds % size == 0)
+            .unwrap_or(("second", 1));
+            (
+                format!("{name}_rolling"),
+                u32::try_from(seconds / size).unwrap_or(u32::MAX),
+            )
+        }
+    }
+}
+
+/// Writes a limit the package can express ([`cannot_hold`] is `None`) into `usage_limits`.
 ///
 /// # Errors
 ///
-/// [`Error::InvalidInput`] naming what the package's table cannot hold (a service or key
-/// scope, a rolling window that is no whole number of seconds... ) or a limit of the same
-/// type and scope that exists already.
+/// [`Error::InvalidInput`] for a limit of the same type and scope that exists already.
 pub(super) async fn insert_limit(
     db: &impl ConnectionTrait,
     backend: DbBackend,
     l: &NewLimit,
 ) -> Result<Limit> {
-    let refuse = |why: &str| {
-        Error::invalid(
-            "limit",
-            format!("the Python llm-accounting package's usage_limits table cannot hold {why}"),
-        )
-    };
-    if l.scope.service.is_some() {
-        return Err(refuse("a service scope (it has no service column)"));
-    }
-    if l.scope.key.is_some() {
-        return Err(refuse("a key scope (it has no key column)"));
-    }
     let s = &l.scope;
     // The package checks every column of a scope other than GLOBAL; the name matters only
     // for a limit without a project name, which PROJECT makes one for calls without one.
@@ -176,30 +206,7 @@ pub(super) async fn insert_limit(
         LimitKind::TotalTokens => "total_tokens",
         LimitKind::Cost => "cost",
     };
-    let (unit, n) = match l.window {
-        Window::Fixed { unit, every } => (
-            match unit {
-                WindowUnit::Month => "monthly".to_owned(),
-                other => other.as_str().to_owned(),
-            },
-            every,
-        ),
-        Window::RollingMonths { months } => ("monthly_rolling".to_owned(), months),
-        Window::Rolling { seconds } => {
-            let (name, size) = [
-                ("week", 604_800),
-                ("day", 86_400),
-                ("hour", 3_600),
-                ("minute", 60),
-            ]
-            .into_iter()
-            .find(|(_, size)| seconds % size == 0)
-            .unwrap_or(("second", 1));
-            let n =
-                u32::try_from(seconds / size).map_err(|_| refuse("a rolling window this long"))?;
-            (format!("{name}_rolling"), n)
-        }
-    };
+    let (unit, n) = interval(l.window);
     let max = match l.kind {
         _ if l.max == Limit::UNLIMITED => -1.0,
         LimitKind::Cost => l.max as f64 / 1_000_000.0,
