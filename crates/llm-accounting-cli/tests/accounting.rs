@@ -170,6 +170,55 @@ fn usage_limits_and_quota_checks() {
     }
 }
 
+/// `--max unlimited` exempts its scope from less specific limits only; a negative maximum is
+/// still refused.
+#[test]
+fn unlimited_limits_exempt_from_less_specific_ones() {
+    for db in every_database() {
+        let env = env_on(&db);
+        for scope in [
+            &[][..],
+            &["--user", "alice"],
+            &["--user", "alice", "--model", "o3"],
+        ] {
+            let max = if scope.len() == 2 { "unlimited" } else { "1" };
+            let mut args = vec![
+                "-q", "limits", "set", "--type", "requests", "--max", max, "--per", "day",
+            ];
+            args.extend_from_slice(scope);
+            env.run(&args).ok();
+        }
+        for user in ["bob", "alice"] {
+            env.run(&["-q", "usage", "track", "--model", "o3", "--user", user])
+                .ok();
+        }
+        let list = json(&env.run(&["limits", "list", "--format", "json"]).ok());
+        assert_eq!(list[1]["max"], "unlimited", "{list}");
+        let check = |model: &str, user: &str| -> Run {
+            env.run(&["-q", "quota", "check", "--model", model, "--user", user])
+        };
+        // The global limit (two calls today, at most one) refuses bob...
+        assert!(check("gpt-4o", "bob").code(7).stderr.contains("global"));
+        // ... not alice, exempt from it...
+        check("gpt-4o", "alice").ok();
+        // ... except where a limit more specific than her exemption applies.
+        let denied = check("o3", "alice").code(7);
+        assert!(denied.stderr.contains("model=o3 user=alice"), "{denied:#?}");
+        let refused = env
+            .run(&[
+                "-q", "limits", "set", "--type", "requests", "--max", "-1", "--per", "day",
+            ])
+            .code(2);
+        assert!(refused.stderr.contains("negative"), "{refused:#?}");
+        assert_eq!(
+            json(&env.run(&["limits", "list", "--format", "json"]).ok())
+                .as_array()
+                .map(Vec::len),
+            Some(3)
+        );
+    }
+}
+
 #[test]
 fn bad_input_exits_2_and_records_nothing() {
     let env = Env::new(BIN);

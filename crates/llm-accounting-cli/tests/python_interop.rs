@@ -1,8 +1,9 @@
 //! Sharing a database with the Python `llm-accounting` package (0.1.34, installed by pip in a
 //! virtual environment that is not on PATH; `LLM_ACCOUNTING_TEST_PYTHON` names its
 //! interpreter). Limits set and usage tracked by Python are enforced here; usage tracked here
-//! counts in Python's `check_quota` and shows in its `get_period_stats`; what its tables
-//! cannot hold is refused; an unknown schema version is refused.
+//! counts in Python's `check_quota` and shows in its `get_period_stats`; a limit its tables
+//! cannot hold is kept beside them; an unknown schema version is refused; both sides answer
+//! quota checks alike.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,6 +27,10 @@ fn python() -> Option<PathBuf> {
             None
         }
     }
+}
+
+fn json_of(run: &llm_accounting_testkit::Run) -> serde_json::Value {
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {run:#?}"))
 }
 
 /// Runs the SQLite driver script; its JSON output.
@@ -125,22 +130,67 @@ fn python_sqlite_database_is_shared_both_ways() {
             .any(|l| l["limit_type"] == "cost" && l["max_value"] == 1.5 && l["model"] == "gpt-4"),
         "{py_limits}"
     );
-    let refused = env
+    // One it cannot hold (a service scope) is kept in this project's table beside it, with
+    // a negative id and a note saying so, and enforced here: our entry was served by openai.
+    let kept = env
         .run(&[
-            "-q",
             "limits",
             "set",
             "--type",
             "requests",
             "--max",
-            "5",
+            "1",
             "--per",
             "day",
             "--service",
             "openai",
         ])
-        .code(2);
-    assert!(refused.stderr.contains("service"), "{refused:#?}");
+        .ok();
+    assert!(
+        kept.stderr.contains("#-") && kept.stderr.contains("own table"),
+        "{kept:#?}"
+    );
+    let py_limits = driver(&python, &db, &["limits"]);
+    assert_eq!(py_limits.as_array().expect("array").len(), 2, "{py_limits}");
+    let ours = json_of(&env.run(&["limits", "list", "--format", "json"]).ok());
+    let kept_id = ours
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|l| l["scope"]["service"] == "openai")
+        .and_then(|l| l["id"].as_i64())
+        .expect("the service limit is listed");
+    assert!(kept_id < 0, "{ours}");
+    let denied = env
+        .run(&[
+            "-q",
+            "quota",
+            "check",
+            "--model",
+            "o3",
+            "--user",
+            "bob",
+            "--service",
+            "openai",
+        ])
+        .code(7);
+    assert!(denied.stderr.contains("service=openai"), "{denied:#?}");
+    env.run(&["-q", "quota", "check", "--model", "o3", "--user", "bob"])
+        .ok();
+    env.run(&["-q", "limits", "delete", "--id", &kept_id.to_string()])
+        .ok();
+    env.run(&[
+        "-q",
+        "quota",
+        "check",
+        "--model",
+        "o3",
+        "--user",
+        "bob",
+        "--service",
+        "openai",
+    ])
+    .ok();
     let purge = env
         .run(&["-q", "usage", "purge", "--before", "2999-01-01"])
         .code(2);
@@ -230,7 +280,22 @@ fn python_postgres_database_is_shared_both_ways() {
     let cost = stats["sum_cost"].as_f64().expect("cost");
     assert!((cost - 0.0375).abs() < 1e-9, "{stats}");
     assert_eq!(stats["sum_prompt_tokens"], 30);
-    // A gated key hand-out is held to Python's limit too.
+    // A gated key hand-out is held to Python's limit too, beside one kept in our table
+    // (both tables' rows are locked by the reservation).
+    env.run(&[
+        "-q",
+        "limits",
+        "set",
+        "--type",
+        "requests",
+        "--max",
+        "100",
+        "--per",
+        "day",
+        "--service",
+        "openai",
+    ])
+    .ok();
     env.run_stdin(
         &[
             "-q",
