@@ -6,6 +6,7 @@ limit, on those entries; check_quota with 100 limits of which 10 apply (the shap
 project's strict reserve benchmark), on N entries. Prints one line per measure: median of 3
 runs of N calls.
 """
+import os
 import statistics
 import sys
 import tempfile
@@ -40,6 +41,8 @@ def per_call_ms(fn):
 
 
 with tempfile.TemporaryDirectory() as d:
+    # The package writes a cache file under its working directory: keep it in the temporary one.
+    os.chdir(d)
     acc = fresh(d, "track.db", 1)
     ms = per_call_ms(lambda: acc.track_usage(model="gpt-4o", username="alice",
                                              prompt_tokens=10, completion_tokens=5,
