@@ -192,10 +192,7 @@ impl SeaOrmUsageStore {
     ) -> Result<Option<Denial>> {
         let backend = self.backend();
         let all = self.all_limits(txn).await?;
-        let mut limits: Vec<Limit> = governing(&all, &request.scope)
-            .into_iter()
-            .cloned()
-            .collect();
+        let mut limits = governing(&all, &request.scope);
         if limits.is_empty() {
             return Ok(None);
         }
@@ -208,7 +205,7 @@ impl SeaOrmUsageStore {
             limits.retain(|l| still.contains(&l.id));
         }
         let asked = request.amounts();
-        for limit in &limits {
+        for limit in limits {
             let (since, until) = limit.window.bounds(now);
             let usage = self.usage_in(txn, &limit.scope, since, until, now).await?;
             if let Some(d) = check_limit(limit, &usage, &asked, now) {

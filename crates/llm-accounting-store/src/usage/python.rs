@@ -209,27 +209,16 @@ pub(super) async fn insert_events(
     Ok(())
 }
 
-/// ` AND column = ?` for the parts of `scope`, on entries `e` joined with sources `s`.
-fn scope_filter(scope: &Scope, sql: &mut String, values: &mut Vec<Value>) {
-    for (column, value) in [
-        ("s.service", &scope.service),
-        ("e.model", &scope.model),
-        ("e.username", &scope.user),
-        ("e.project", &scope.project),
-        ("e.caller_name", &scope.caller),
-        ("s.key_identity", &scope.key),
-    ] {
-        if let Some(v) = value {
-            sql.push_str(" AND ");
-            sql.push_str(column);
-            sql.push_str(" = ?");
-            values.push(v.clone().into());
-        }
-    }
-    if scope.no_project {
-        sql.push_str(" AND e.project IS NULL");
-    }
-}
+/// The columns of entries `e` joined with sources `s` for the parts of a scope, in the order
+/// of [`Scope::parts`].
+const SCOPE_COLUMNS: [&str; 6] = [
+    "s.service",
+    "e.model",
+    "e.username",
+    "e.project",
+    "e.caller_name",
+    "s.key_identity",
+];
 
 const FROM: &str = "FROM accounting_entries e LEFT JOIN usage_entry_sources s ON s.entry_id = e.id";
 
@@ -248,7 +237,7 @@ pub(super) async fn usage(
         sql::sum(backend, "e.completion_tokens"),
     );
     let mut values = vec![ts(backend, since), ts(backend, until)];
-    scope_filter(scope, &mut q, &mut values);
+    sql::filter_scope(scope, SCOPE_COLUMNS, &mut q, &mut values);
     let row = db
         .query_one_raw(sql::stmt(backend, &q, values))
         .await

@@ -48,8 +48,8 @@ fn limit(r: &QueryResult) -> Result<Limit> {
         Limit::UNLIMITED
     } else {
         match kind {
-            // Another negative maximum refuses every call (the package: usage + request >
-            // max); 0 refuses every call that asks for something.
+            // Another negative maximum refuses every call in the package (usage + request >
+            // max); a maximum of 0 does here (a spent budget refuses even a zero estimate).
             _ if max_value < 0.0 => 0,
             LimitKind::Cost => dollars(max_value).micros(),
             // Whole units: usage + request must not pass the maximum.
@@ -83,20 +83,17 @@ fn limit(r: &QueryResult) -> Result<Limit> {
         Window::fixed(unit, n)
     }
     .map_err(|e| broken(e.to_string()))?;
-    let field = |i: usize| -> Result<Option<String>> {
-        let v: Option<String> = get(r, i)?;
-        Ok(v.filter(|s| s != "*" && !s.is_empty()))
-    };
+    let named = |v: Option<String>| v.filter(|s| s != "*" && !s.is_empty());
     let mut scope = Scope::global();
     if scope_name != "GLOBAL" {
-        scope.model = field(6)?;
-        scope.user = field(7)?;
-        scope.caller = field(8)?;
-        scope.project = field(9)?;
+        scope.model = named(get(r, 6)?);
+        scope.user = named(get(r, 7)?);
+        scope.caller = named(get(r, 8)?);
+        let project: Option<String> = get(r, 9)?;
         // The package: a PROJECT limit with no project name (NULL, not `*`) is for calls
         // without a project, and counts only their usage.
-        let project: Option<String> = get(r, 9)?;
         scope.no_project = scope_name == "PROJECT" && project.is_none();
+        scope.project = named(project);
     }
     Ok(Limit {
         id,

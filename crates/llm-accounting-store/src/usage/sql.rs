@@ -80,25 +80,37 @@ pub(super) fn i64_of(n: u64, field: &'static str) -> Result<i64> {
     i64::try_from(n).map_err(|_| Error::invalid(field, "too large"))
 }
 
-/// ` AND column = ?` for every set part of `scope`, with its values.
-fn scope_filter(scope: &Scope, sql: &mut String, values: &mut Vec<Value>) {
-    for (column, value) in [
-        ("service", &scope.service),
-        ("model", &scope.model),
-        ("user_id", &scope.user),
-        ("project", &scope.project),
-        ("caller", &scope.caller),
-        ("key_identity", &scope.key),
-    ] {
+/// The columns of this project's tables for the parts of a scope, in the order of
+/// [`Scope::parts`].
+const SCOPE_COLUMNS: [&str; 6] = [
+    "service",
+    "model",
+    "user_id",
+    "project",
+    "caller",
+    "key_identity",
+];
+
+/// ` AND column = ?` for every set part of `scope` (`columns` in the order of
+/// [`Scope::parts`]), with its values; ` AND project IS NULL` for a scope without project.
+pub(super) fn filter_scope(
+    scope: &Scope,
+    columns: [&str; 6],
+    sql: &mut String,
+    values: &mut Vec<Value>,
+) {
+    for ((_, value), column) in scope.parts().into_iter().zip(columns) {
         if let Some(v) = value {
             sql.push_str(" AND ");
             sql.push_str(column);
             sql.push_str(" = ?");
-            values.push(v.clone().into());
+            values.push(v.to_owned().into());
         }
     }
     if scope.no_project {
-        sql.push_str(" AND project IS NULL");
+        sql.push_str(" AND ");
+        sql.push_str(columns[3]);
+        sql.push_str(" IS NULL");
     }
 }
 
@@ -246,7 +258,7 @@ pub(super) async fn usage(
         sum(backend, "cost_micros"),
     );
     let mut values: Vec<Value> = vec![us(since).into(), us(until).into()];
-    scope_filter(scope, &mut sql, &mut values);
+    filter_scope(scope, SCOPE_COLUMNS, &mut sql, &mut values);
     let events = all(db, stmt(backend, &sql, values), "sum usage").await?;
     let held = held(db, backend, scope, now).await?;
     rows::usage(events.first(), None).map(|u| Usage {
@@ -270,7 +282,7 @@ pub(super) async fn held(
         sum(backend, "cost_micros"),
     );
     let mut values: Vec<Value> = vec![us(now).into()];
-    scope_filter(scope, &mut sql, &mut values);
+    filter_scope(scope, SCOPE_COLUMNS, &mut sql, &mut values);
     let held = all(db, stmt(backend, &sql, values), "sum reservations").await?;
     rows::usage(None, held.first()).map(|u| u.amounts)
 }
