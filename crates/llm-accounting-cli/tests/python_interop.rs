@@ -33,14 +33,16 @@ fn json_of(run: &llm_accounting_testkit::Run) -> serde_json::Value {
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {run:#?}"))
 }
 
-/// Runs the SQLite driver script; its JSON output.
-fn driver(python: &Path, db: &Path, args: &[&str]) -> serde_json::Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/sqlite_driver.py");
-    // The package writes cache files under its working directory: keep them in the test's.
+/// Runs the driver script `script` (in `tests/python`) with `args`, in `dir`: the package
+/// writes cache files under its working directory, kept in the test's. Its last line of
+/// output, as JSON.
+fn run_driver(python: &Path, script: &str, dir: &Path, args: &[&str]) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
     let out = Command::new(python)
-        .current_dir(db.parent().expect("directory"))
+        .current_dir(dir)
         .arg(script)
-        .arg(db)
         .args(args)
         .env_remove("LLM_ACCOUNTING_DATABASE_URL")
         .output()
@@ -53,6 +55,18 @@ fn driver(python: &Path, db: &Path, args: &[&str]) -> serde_json::Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let last = stdout.lines().last().unwrap_or_default();
     serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// Runs the SQLite driver on the database file `db`.
+fn driver(python: &Path, db: &Path, args: &[&str]) -> serde_json::Value {
+    let path = db.to_str().expect("UTF-8 path");
+    let args: Vec<&str> = std::iter::once(path).chain(args.iter().copied()).collect();
+    run_driver(
+        python,
+        "sqlite_driver.py",
+        db.parent().expect("directory"),
+        &args,
+    )
 }
 
 #[test]
@@ -209,26 +223,10 @@ fn python_sqlite_database_is_shared_both_ways() {
     );
 }
 
-/// Runs the PostgreSQL driver script; its JSON output.
+/// Runs the PostgreSQL driver's `command` on the database at `url`.
 fn pg_driver(python: &Path, dir: &Path, url: &str, command: &str) -> serde_json::Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/pg_driver.py");
     let url = url.replacen("postgres://", "postgresql://", 1);
-    // The package writes cache files under its working directory: keep them in the test's.
-    let out = Command::new(python)
-        .current_dir(dir)
-        .arg(script)
-        .arg(&url)
-        .arg(command)
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "python {command}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    run_driver(python, "pg_driver.py", dir, &[&url, command])
 }
 
 /// On PostgreSQL (the package's own PostgreSQL backend cannot track usage or check quotas in
