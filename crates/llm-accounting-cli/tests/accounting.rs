@@ -22,10 +22,6 @@ fn env_on(db: &TestDatabase) -> Env {
     env
 }
 
-fn json(run: &Run) -> serde_json::Value {
-    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {run:#?}"))
-}
-
 fn every_database() -> Vec<TestDatabase> {
     runtime().block_on(TestDatabase::create_all())
 }
@@ -58,7 +54,7 @@ fn usage_limits_and_quota_checks() {
             "p1",
         ])
         .ok();
-        let limits = json(&env.run(&["limits", "list", "--format", "json"]).ok());
+        let limits = env.run(&["limits", "list", "--format", "json"]).ok().json();
         assert_eq!(limits.as_array().map(Vec::len), Some(3), "{limits}");
         assert_eq!(limits[1]["max"], "0.05");
         assert_eq!(limits[1]["window"], "6 hours");
@@ -136,18 +132,18 @@ fn usage_limits_and_quota_checks() {
         ])
         .ok();
 
-        let stats = json(
-            &env.run(&["usage", "stats", "--by", "user", "--format", "json"])
-                .ok(),
-        );
+        let stats = env
+            .run(&["usage", "stats", "--by", "user", "--format", "json"])
+            .ok()
+            .json();
         assert_eq!(stats[0]["group"], "alice");
         assert_eq!(stats[0]["requests"], 2);
         assert_eq!(stats[0]["cost"], "0.025", "exact money: {stats}");
         assert_eq!(stats[0]["cost_micros"], 25_000);
-        let tail = json(
-            &env.run(&["usage", "tail", "-n", "1", "--format", "json"])
-                .ok(),
-        );
+        let tail = env
+            .run(&["usage", "tail", "-n", "1", "--format", "json"])
+            .ok()
+            .json();
         assert_eq!(tail.as_array().map(Vec::len), Some(1));
         assert_eq!(tail[0]["execution_time_us"], 1_250_000);
         let table = env.run(&["usage", "stats", "--by", "model"]).ok();
@@ -165,7 +161,7 @@ fn usage_limits_and_quota_checks() {
 
         env.run(&["-q", "usage", "purge", "--before", "2999-01-01"])
             .ok();
-        let tail = json(&env.run(&["usage", "tail", "--format", "json"]).ok());
+        let tail = env.run(&["usage", "tail", "--format", "json"]).ok().json();
         assert_eq!(tail, serde_json::json!([]), "{}", db.backend());
     }
 }
@@ -192,7 +188,7 @@ fn unlimited_limits_exempt_from_less_specific_ones() {
             env.run(&["-q", "usage", "track", "--model", "o3", "--user", user])
                 .ok();
         }
-        let list = json(&env.run(&["limits", "list", "--format", "json"]).ok());
+        let list = env.run(&["limits", "list", "--format", "json"]).ok().json();
         assert_eq!(list[1]["max"], "unlimited", "{list}");
         let check = |model: &str, user: &str| -> Run {
             env.run(&["-q", "quota", "check", "--model", model, "--user", user])
@@ -211,7 +207,9 @@ fn unlimited_limits_exempt_from_less_specific_ones() {
             .code(2);
         assert!(refused.stderr.contains("negative"), "{refused:#?}");
         assert_eq!(
-            json(&env.run(&["limits", "list", "--format", "json"]).ok())
+            env.run(&["limits", "list", "--format", "json"])
+                .ok()
+                .json()
                 .as_array()
                 .map(Vec::len),
             Some(3)
@@ -336,9 +334,9 @@ fn bad_input_exits_2_and_records_nothing() {
         assert_eq!(r.code, 2, "{args:?}: {r:#?}");
         assert!(!r.stderr.is_empty(), "{args:?} says why");
     }
-    let tail = json(&env.run(&["usage", "tail", "--format", "json"]).ok());
+    let tail = env.run(&["usage", "tail", "--format", "json"]).ok().json();
     assert_eq!(tail, serde_json::json!([]), "nothing recorded");
-    let limits = json(&env.run(&["limits", "list", "--format", "json"]).ok());
+    let limits = env.run(&["limits", "list", "--format", "json"]).ok().json();
     assert_eq!(limits, serde_json::json!([]), "no limit created");
 }
 
@@ -409,7 +407,7 @@ fn keys_get_with_a_model_is_gated() {
         assert_eq!(plain.stdout.trim_end(), KEY);
 
         // Each gated hand-out recorded one request at once, attributed to the key version.
-        let tail = json(&env.run(&["usage", "tail", "--format", "json"]).ok());
+        let tail = env.run(&["usage", "tail", "--format", "json"]).ok().json();
         let events = tail.as_array().expect("array");
         assert_eq!(events.len(), 3, "{tail}");
         for e in events {
@@ -418,7 +416,7 @@ fn keys_get_with_a_model_is_gated() {
             assert_eq!(e["service"], "openai");
             assert_eq!(e["prompt_tokens"], 0, "tokens unknown at hand-out");
         }
-        let audit = json(&env.run(&["keys", "audit", "--format", "json"]).ok());
+        let audit = env.run(&["keys", "audit", "--format", "json"]).ok().json();
         let refused = audit
             .as_array()
             .expect("array")

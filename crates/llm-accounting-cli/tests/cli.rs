@@ -127,7 +127,7 @@ fn round_trip_through_every_command() {
     runs.push(r);
 
     let r = env.run(&["keys", "list", "--format", "json"]).ok();
-    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    let v: serde_json::Value = r.json();
     let rows = v.as_array().expect("array");
     assert_eq!(rows.len(), 1);
     let row = rows[0].as_object().expect("object");
@@ -658,7 +658,7 @@ fn lifecycle_commands() {
         "{r:#?}"
     );
     let r = run(&["list", "--versions", "--format", "json"], None).ok();
-    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    let v: serde_json::Value = r.json();
     let versions = v[0]["versions"].as_array().expect("versions");
     assert_eq!(versions.len(), 2);
     assert_eq!(versions[0]["state"], "previous");
@@ -671,7 +671,7 @@ fn lifecycle_commands() {
     )
     .ok();
     let r = run(&["list", "--expiring", "7d", "--format", "json"], None).ok();
-    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    let v: serde_json::Value = r.json();
     let services: Vec<&str> = v
         .as_array()
         .expect("array")
@@ -866,7 +866,7 @@ fn audit_trail_records_verifies_and_fails_closed() {
         !r.stdout.contains(KEY1) && !r.stdout.contains(KEY2),
         "{r:#?}"
     );
-    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    let v: serde_json::Value = r.json();
     let rows: Vec<(String, String)> = v
         .as_array()
         .expect("array")
@@ -930,7 +930,7 @@ fn audit_trail_records_verifies_and_fails_closed() {
     let r = env
         .run_with(&["keys", "audit", "--format", "json"], None, &sep)
         .ok();
-    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    let v: serde_json::Value = r.json();
     // In another database than the keys, a change writes its intent first, its outcome after.
     assert_eq!(v.as_array().map(Vec::len), Some(2), "{r:#?}");
     assert_eq!(

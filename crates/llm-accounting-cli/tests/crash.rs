@@ -87,7 +87,7 @@ fn audit_rows(env: &Env, extra: &[(&str, &str)]) -> serde_json::Value {
     let r = env
         .run_with(&["keys", "audit", "--format", "json"], None, extra)
         .ok();
-    serde_json::from_str(&r.stdout).expect("json")
+    r.json()
 }
 
 #[test]

@@ -38,7 +38,7 @@ fn a_working_store_passes_every_check() {
     assert!(line(&r, "migrations").contains("current"), "{r:#?}");
 
     let r = env.run(&["doctor", "--format", "json"]).ok();
-    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    let v: serde_json::Value = r.json();
     for c in v.as_array().expect("array") {
         let mut keys: Vec<&String> = c.as_object().expect("object").keys().collect();
         keys.sort();

@@ -70,7 +70,7 @@ fn a_dotenv_file_becomes_keys() {
             .contains("imported 3 key(s) (3 new, 0 rotated); skipped 3 line(s)"),
         "{r:#?}"
     );
-    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    let v: serde_json::Value = r.json();
     let services: Vec<&str> = v["stored"]
         .as_array()
         .expect("stored")

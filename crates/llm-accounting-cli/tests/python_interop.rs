@@ -29,10 +29,6 @@ fn python() -> Option<PathBuf> {
     }
 }
 
-fn json_of(run: &llm_accounting_testkit::Run) -> serde_json::Value {
-    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {run:#?}"))
-}
-
 /// Runs the driver script `script` (in `tests/python`) with `args`, in `dir`: the package
 /// writes cache files under its working directory, kept in the test's. Its last line of
 /// output, as JSON.
@@ -166,7 +162,7 @@ fn python_sqlite_database_is_shared_both_ways() {
     );
     let py_limits = driver(&python, &db, &["limits"]);
     assert_eq!(py_limits.as_array().expect("array").len(), 2, "{py_limits}");
-    let ours = json_of(&env.run(&["limits", "list", "--format", "json"]).ok());
+    let ours = env.run(&["limits", "list", "--format", "json"]).ok().json();
     let kept_id = ours
         .as_array()
         .expect("array")

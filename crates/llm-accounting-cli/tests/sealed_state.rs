@@ -41,7 +41,7 @@ fn a_rolled_back_record_exits_4_and_list_names_it() {
 
     // The listing shows bob, names alice on stderr, and exits 4.
     let r = env.run(&["keys", "list", "--format", "json"]).code(4);
-    let rows: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    let rows: serde_json::Value = r.json();
     assert_eq!(rows.as_array().map(Vec::len), Some(1), "{r:#?}");
     assert_eq!(rows[0]["user"], "bob");
     assert!(

@@ -109,7 +109,7 @@ fn operations_and_times_are_checked() {
 
     let count = |args: &[&str]| -> usize {
         let r = env.run(args).ok();
-        let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+        let v: serde_json::Value = r.json();
         v.as_array().expect("array").len()
     };
     let all = count(&["keys", "audit", "--format", "json"]);
@@ -190,7 +190,7 @@ fn json_shapes_are_stable() {
             "json",
         ])
         .ok();
-    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    let v: serde_json::Value = r.json();
     assert_eq!(
         keys_of(&v),
         ["key", "previous", "project", "service", "user"]
@@ -202,7 +202,7 @@ fn json_shapes_are_stable() {
     assert_eq!(v["previous"], false);
 
     let r = env.run(&["keys", "list", "--format", "json"]).ok();
-    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    let v: serde_json::Value = r.json();
     assert_eq!(
         keys_of(&v[0]),
         [
@@ -221,7 +221,7 @@ fn json_shapes_are_stable() {
     let r = env
         .run(&["keys", "list", "--versions", "--format", "json"])
         .ok();
-    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    let v: serde_json::Value = r.json();
     assert!(keys_of(&v[0]).contains(&"versions".to_owned()));
     assert_eq!(
         keys_of(&v[0]["versions"][0]),
@@ -237,7 +237,7 @@ fn json_shapes_are_stable() {
         ]
     );
     let r = env.run(&["keys", "audit", "--format", "json"]).ok();
-    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+    let v: serde_json::Value = r.json();
     assert_eq!(
         keys_of(&v[0]),
         [

@@ -68,6 +68,16 @@ impl Run {
     pub fn ok(self) -> Self {
         self.code(0)
     }
+
+    /// Stdout as JSON.
+    ///
+    /// # Panics
+    ///
+    /// When stdout is not JSON.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {self:#?}"))
+    }
 }
 
 /// A temporary home and the environment of one test's runs.

@@ -106,7 +106,7 @@ impl RoundTrip<'_> {
 
         let r = env.run(&self.list_json()).ok();
         assert!(!r.stdout.contains(first), "{r:#?}");
-        let rows: serde_json::Value = serde_json::from_str(&r.stdout).expect("json");
+        let rows: serde_json::Value = r.json();
         assert_eq!(rows[0]["service"], "openai");
         assert_eq!(rows[0]["version"], 1);
 
