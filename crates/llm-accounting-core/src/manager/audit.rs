@@ -263,6 +263,19 @@ impl SecureKeyManager {
         }
     }
 
+    /// `event` (outcome ok) as a journal for a change's own transaction when the trail is in
+    /// the key database; `None` otherwise (no trail, or a trail elsewhere: no intent row is
+    /// written, the caller records a summary instead).
+    pub(super) async fn change_journal(&self, event: AuditEvent) -> Result<Option<Journal>> {
+        match &self.inner.audit {
+            Some(audit) if audit.options.same_transaction => Ok(Some(Journal {
+                event,
+                chain: audit.chain().await?,
+            })),
+            _ => Ok(None),
+        }
+    }
+
     /// The journal of one attempt of a change: `event` (outcome ok), when it goes into the
     /// change's own transaction.
     pub(super) fn journal(plan: &ChangeAudit, event: AuditEvent) -> Option<Journal> {

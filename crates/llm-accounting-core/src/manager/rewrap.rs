@@ -21,9 +21,14 @@ use std::sync::Arc;
 use super::checked_envelope;
 use crate::seal::{STATE_KEY, check_current, check_previous, version_digest};
 use crate::{
-    EncryptionContext, Envelope, Error, KeyIdentity, KeyRecord, KeyWrite, KmsProvider, Result,
-    SecureKeyManager, VersionRecord, envelope,
+    EncryptionContext, Envelope, Error, Journal, KeyIdentity, KeyRecord, KeyWrite, KmsProvider,
+    Result, SecureKeyManager, VersionRecord, envelope,
 };
+
+/// How often one version's move is tried again when its audit row lost the race for the
+/// trail's next position to another move of the same run (with a random pause of up to
+/// 128 ms): enough for the run's `concurrency` moves to get through one at a time.
+const MAX_AUDIT_RACES: u32 = 64;
 
 /// How to rewrap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -302,6 +307,15 @@ impl SecureKeyManager {
             }
         };
         let envelope = new_env.to_bytes()?;
+        // With the trail in the key database, each moved version's row commits with the move
+        // (the run's summary row follows at the end either way).
+        let journal = self
+            .change_journal(
+                self.event("rewrap", Some(&key.identity))
+                    .key_ref(&new_env.wrapped.provider, &new_env.wrapped.master_key_ref)
+                    .detail(format!("version {}", version.version)),
+            )
+            .await?;
         let (mut key, mut version) = (key.clone(), version.clone());
         for _ in 0..super::write::MAX_WRITE_ATTEMPTS {
             let rewrapped = VersionRecord {
@@ -312,16 +326,7 @@ impl SecureKeyManager {
             };
             let write = self.resealed(&key, &version, &rewrapped).await?;
             let replaced = self
-                .inner
-                .repo
-                .replace_wrapping(
-                    &rewrapped,
-                    &version.provider,
-                    &version.master_key_ref,
-                    write.as_ref(),
-                    // The run as a whole is one audited operation.
-                    None,
-                )
+                .replace_wrapping(&rewrapped, &version, write.as_ref(), journal.as_ref())
                 .await?;
             if replaced {
                 return Ok(Outcome::Done);
@@ -354,6 +359,39 @@ impl SecureKeyManager {
         Err(Error::Conflict {
             identity: key.identity.to_string(),
         })
+    }
+
+    /// Replaces `old`'s wrapping by `rewrapped`'s, with its audit row when journaled. Rewraps
+    /// run side by side, so their rows race for the trail's next position: a move that lost
+    /// that race changed nothing and is tried again (after a random pause).
+    async fn replace_wrapping(
+        &self,
+        rewrapped: &VersionRecord,
+        old: &VersionRecord,
+        write: Option<&KeyWrite>,
+        journal: Option<&Journal>,
+    ) -> Result<bool> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self
+                .inner
+                .repo
+                .replace_wrapping(
+                    rewrapped,
+                    &old.provider,
+                    &old.master_key_ref,
+                    write,
+                    journal,
+                )
+                .await
+            {
+                Err(Error::Conflict { .. }) if journal.is_some() && attempt < MAX_AUDIT_RACES => {
+                    tokio::time::sleep(super::write::conflict_backoff(attempt)).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// How the record moves forward when `version` becomes `rewrapped`: in a sealed store, a
