@@ -38,7 +38,11 @@ impl LlmAccounting {
 
     /// Built from settings, with their default user and project.
     pub async fn from_settings(settings: &Settings) -> Result<Self> {
-        let manager = crate::build_manager(settings).await?;
+        let stack = crate::Stack::builder(settings)
+            .accounting(false)
+            .build()
+            .await?;
+        let manager = stack.manager().clone();
         Ok(LlmAccounting {
             manager,
             user: settings.default_user.clone(),

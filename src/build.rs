@@ -1,17 +1,16 @@
-//! Building providers, repositories and managers from [`Settings`].
+//! Building the parts of a [`Stack`](crate::Stack) from [`Settings`]: the provider in its
+//! layers, the repository, the accounting.
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use llm_accounting_core::branch::{BranchKeyProvider, BranchKeyStore};
 use llm_accounting_core::files::{self, PrivatePath};
 
 use crate::layers::{self, KmsMetrics};
 use crate::settings::KmsProviderKind;
-use crate::{Error, KmsProvider, Result, SeaOrmKeyRepository, SecureKeyManager, Settings};
+use crate::{Error, KmsProvider, Result, SeaOrmKeyRepository, Settings};
 
-/// What [`build_manager_with_info`] chose where nothing was configured, so a CLI can tell the
+/// What a [`Stack`](crate::Stack) build chose where nothing was configured, so a CLI can tell the
 /// user where their data lives.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DefaultsUsed {
@@ -55,10 +54,21 @@ pub fn build_provider(settings: &Settings) -> Result<(Arc<dyn KmsProvider>, Defa
 pub fn build_provider_with_metrics(
     settings: &Settings,
 ) -> Result<(Arc<dyn KmsProvider>, Arc<KmsMetrics>, DefaultsUsed)> {
-    let (provider, used) = build_bare_provider(settings)?;
     let metrics = Arc::new(KmsMetrics::new());
-    let layered = layers::stack(provider, &settings.layer_options(), Arc::clone(&metrics));
+    let (layered, used) = layered_provider(settings, Arc::clone(&metrics))?;
     Ok((layered, metrics, used))
+}
+
+/// The provider in its layers, counting into `metrics`.
+fn layered_provider(
+    settings: &Settings,
+    metrics: Arc<KmsMetrics>,
+) -> Result<(Arc<dyn KmsProvider>, DefaultsUsed)> {
+    let (provider, used) = build_bare_provider(settings)?;
+    Ok((
+        layers::stack(provider, &settings.layer_options(), metrics),
+        used,
+    ))
 }
 
 /// The provider itself, without layers: the settings mapped onto the provider's builder.
@@ -302,8 +312,18 @@ pub async fn build_provider_for(
     repo: &SeaOrmKeyRepository,
 ) -> Result<(Arc<dyn KmsProvider>, DefaultsUsed)> {
     settings.validate()?;
+    provider_for(settings, repo, Arc::new(KmsMetrics::new())).await
+}
+
+/// [`build_provider_for`], counting into `metrics` (the stack's second provider, a rewrap's
+/// target).
+pub(crate) async fn provider_for(
+    settings: &Settings,
+    repo: &SeaOrmKeyRepository,
+    metrics: Arc<KmsMetrics>,
+) -> Result<(Arc<dyn KmsProvider>, DefaultsUsed)> {
     refuse_lost_master_key(settings, repo).await?;
-    build_provider(settings)
+    layered_provider(settings, metrics)
 }
 
 /// The provider and the repository the settings name, checked against each other (see
@@ -314,8 +334,16 @@ pub async fn build_provider_and_repository(
     settings: &Settings,
 ) -> Result<(Arc<dyn KmsProvider>, Arc<SeaOrmKeyRepository>, DefaultsUsed)> {
     settings.validate()?;
+    provider_and_repository(settings, Arc::new(KmsMetrics::new())).await
+}
+
+/// [`build_provider_and_repository`], counting the provider's calls into `metrics`.
+pub(crate) async fn provider_and_repository(
+    settings: &Settings,
+    metrics: Arc<KmsMetrics>,
+) -> Result<(Arc<dyn KmsProvider>, Arc<SeaOrmKeyRepository>, DefaultsUsed)> {
     if settings.kms.provider != KmsProviderKind::Local {
-        let (provider, p_used) = build_provider(settings)?;
+        let (provider, p_used) = layered_provider(settings, metrics)?;
         let (repo, r_used) = build_repository(settings).await?;
         return Ok((provider, repo, merge(r_used, p_used)));
     }
@@ -324,7 +352,7 @@ pub async fn build_provider_and_repository(
     }
     refuse_unasked_master_key(settings)?;
     let (repo, r_used) = build_repository(settings).await?;
-    let (provider, p_used) = build_provider_for(settings, &repo).await?;
+    let (provider, p_used) = provider_for(settings, &repo, metrics).await?;
     Ok((provider, repo, merge(r_used, p_used)))
 }
 
@@ -335,87 +363,6 @@ fn merge(repository: DefaultsUsed, provider: DefaultsUsed) -> DefaultsUsed {
         database_created: repository.database_created,
         master_key_created: provider.master_key_created,
     }
-}
-
-/// The audit log the settings ask for: none (`audit.enabled = false`), the key database, or
-/// the database of `audit.database_url`.
-pub async fn build_audit_log(
-    settings: &Settings,
-    repo: &Arc<SeaOrmKeyRepository>,
-) -> Result<Option<Arc<dyn llm_accounting_core::AuditLog>>> {
-    if !settings.audit.enabled {
-        return Ok(None);
-    }
-    Ok(Some(match &settings.audit.database_url {
-        Some(url) => Arc::new(SeaOrmKeyRepository::connect(url, &settings.store_options()).await?),
-        None => Arc::clone(repo) as Arc<dyn llm_accounting_core::AuditLog>,
-    }))
-}
-
-/// The branch-key layer (`kms.hierarchy`, `kms.branch_key_ttl_secs`; see
-/// [`llm_accounting_core::branch`]) over `provider` (the layered provider, so that its metrics
-/// count the KMS calls made for branch keys), keeping branch keys in `repo`.
-///
-/// [`build_manager`] installs it whatever the hierarchy: with `off` it wraps every data key
-/// with `provider` as before, and only reads the keys wrapped under branch keys while the
-/// hierarchy was on, until `keys rewrap` moves them back.
-pub fn branch_layer(
-    settings: &Settings,
-    provider: Arc<dyn KmsProvider>,
-    repo: &Arc<SeaOrmKeyRepository>,
-) -> BranchKeyProvider {
-    BranchKeyProvider::new(
-        provider,
-        Arc::clone(repo) as Arc<dyn BranchKeyStore>,
-        settings.kms.hierarchy.to_core(),
-        Duration::from_secs(settings.kms.branch_key_ttl_secs),
-    )
-}
-
-/// A manager built from the settings.
-pub async fn build_manager(settings: &Settings) -> Result<SecureKeyManager> {
-    Ok(build_manager_with_info(settings).await?.0)
-}
-
-/// Like [`build_manager`], also saying which defaults were used.
-pub async fn build_manager_with_info(
-    settings: &Settings,
-) -> Result<(SecureKeyManager, DefaultsUsed)> {
-    let (manager, _, used) = build_manager_and_repository(settings).await?;
-    Ok((manager, used))
-}
-
-/// Like [`build_manager_with_info`], with the accounting of the same settings (see
-/// [`build_accounting`]).
-#[cfg(feature = "accounting")]
-pub async fn build_manager_and_accounting(
-    settings: &Settings,
-) -> Result<(SecureKeyManager, crate::usage::Accounting, DefaultsUsed)> {
-    let (manager, repo, used) = build_manager_and_repository(settings).await?;
-    let accounting = build_accounting(settings, &repo).await?;
-    Ok((manager, accounting, used))
-}
-
-async fn build_manager_and_repository(
-    settings: &Settings,
-) -> Result<(SecureKeyManager, Arc<SeaOrmKeyRepository>, DefaultsUsed)> {
-    let (provider, repo, used) = build_provider_and_repository(settings).await?;
-    let branches = Arc::new(branch_layer(settings, provider, &repo));
-    let audit = build_audit_log(settings, &repo).await?;
-    let mut builder = SecureKeyManager::builder(Arc::clone(&branches) as _, Arc::clone(&repo) as _)
-        .options(settings.manager_options());
-    if let Some(log) = audit {
-        builder = builder.audit_with(log, settings.audit_options());
-    }
-    // PostgreSQL: changes made by any process drop cached keys here at once.
-    #[cfg(feature = "postgres")]
-    if let Some(feed) = llm_accounting_store::PgChangeFeed::of(&repo) {
-        builder = builder.change_feed(Arc::new(feed));
-    }
-    let manager = builder.build();
-    // A branch changed by any process drops its cached key here (with a change feed).
-    manager.subscribe_changes(branches);
-    Ok((manager, repo, used))
 }
 
 /// The data directory, checked if it exists (see [`llm_accounting_core::files`]), else
@@ -444,7 +391,7 @@ fn private_data_dir(dir: &Path) -> Result<()> {
 /// Opening `accounting.database_url` (as [`build_repository`]); local enforcement: the first
 /// synchronisation.
 #[cfg(feature = "accounting")]
-pub async fn build_accounting(
+pub(crate) async fn accounting(
     settings: &Settings,
     repo: &SeaOrmKeyRepository,
 ) -> Result<crate::usage::Accounting> {

@@ -34,29 +34,30 @@
 //!
 //! A provider named in configuration whose feature is off is a clear [`Error::Config`].
 //!
-//! Every provider built from settings is wrapped in the [`layers`] of the core: retries of
-//! transient failures, a deadline per call, and counters ([`build_provider_with_metrics`]).
+//! [`Stack`] builds everything the settings name in one place (provider, [`layers`], branch
+//! keys, repository, audit trail, change feed, manager, accounting) with one `shutdown()`.
+//! Every provider built from settings is wrapped in the layers of the core: retries of
+//! transient failures, a deadline per call, and counters ([`Stack::metrics`]).
 
 mod accounting;
 mod build;
 mod settings;
+mod stack;
 #[cfg(feature = "accounting")]
 pub mod usage;
 
 pub use accounting::LlmAccounting;
 pub use build::{
-    DefaultsUsed, branch_layer, build_audit_log, build_manager, build_manager_with_info,
-    build_provider, build_provider_and_repository, build_provider_for, build_provider_with_metrics,
-    build_repository,
+    DefaultsUsed, build_provider, build_provider_and_repository, build_provider_for,
+    build_provider_with_metrics, build_repository,
 };
-#[cfg(feature = "accounting")]
-pub use build::{build_accounting, build_manager_and_accounting};
 pub use settings::{
     AccountingSettings, AuditSettings, AwsSettings, AzureCredentials, AzureKeyWrap, AzureSettings,
     CONFIG_FILE_ENV, CacheSettings, DEFAULT_CONFIG, ENV_VARS, Enforcement, GcpCredentials,
     GcpSettings, KeysSettings, KmsHierarchy, KmsProviderKind, KmsSettings, LocalSettings,
     Overrides, PROVIDER_NAMES, Settings, StoreSettings,
 };
+pub use stack::{RewrapTarget, Stack, StackBuilder};
 
 pub use llm_accounting_core::audit::{
     AuditChain, AuditEvent, AuditFilter, AuditHead, AuditLog, AuditRecord, ChainBreak,
