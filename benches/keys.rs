@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use llm_accounting::{
     ApiKey, AuditFilter, KeyFilter, KeyIdentity, LocalKmsProvider, SeaOrmKeyRepository,
-    SecureKeyManager, Settings, StoreOptions, build_manager,
+    SecureKeyManager, Settings, Stack, StoreOptions,
 };
 use tokio::runtime::Runtime;
 
@@ -154,8 +154,10 @@ fn facade(rt: &Runtime, tune: impl FnOnce(&mut Settings)) -> (tempfile::TempDir,
     let mut settings = Settings::default();
     settings.data_dir = Some(dir.path().to_owned());
     tune(&mut settings);
-    let manager = rt.block_on(build_manager(&settings)).unwrap();
-    (dir, manager)
+    let stack = rt
+        .block_on(Stack::builder(&settings).accounting(false).build())
+        .unwrap();
+    (dir, stack.manager().clone())
 }
 
 /// A cache hit with the facade's default settings, audit trail off and on (aggregated hits,

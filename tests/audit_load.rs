@@ -15,10 +15,16 @@ use std::time::{Duration, Instant};
 
 use llm_accounting::{
     ApiKey, AuditFilter, AuditRecord, DROPPED_OPERATION, Error, KeyFilter, KeyIdentity,
-    SeaOrmKeyRepository, SecureKeyManager, Settings, StoreOptions, build_manager,
+    SeaOrmKeyRepository, SecureKeyManager, Settings, Stack, StoreOptions,
 };
 use llm_accounting_testkit::{Backend, TestDatabase};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionTrait};
+
+/// The manager of a stack built from `settings`, without accounting.
+async fn build_manager(settings: &Settings) -> llm_accounting::Result<SecureKeyManager> {
+    let stack = Stack::builder(settings).accounting(false).build().await?;
+    Ok(stack.manager().clone())
+}
 
 fn key(i: usize) -> ApiKey {
     ApiKey::new(format!("sk-test-FAKE-load-{i:06}-0123456789"))

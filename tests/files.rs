@@ -5,7 +5,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use llm_accounting::{ApiKey, Error, LlmAccounting, Overrides, Settings, build_manager};
+use llm_accounting::{ApiKey, Error, LlmAccounting, Overrides, SecureKeyManager, Settings, Stack};
+
+/// The manager of a stack built from `settings`, without accounting.
+async fn build_manager(settings: &Settings) -> llm_accounting::Result<SecureKeyManager> {
+    let stack = Stack::builder(settings).accounting(false).build().await?;
+    Ok(stack.manager().clone())
+}
 
 fn settings(vars: &[(&str, String)]) -> Settings {
     let env: HashMap<String, String> = vars

@@ -8,10 +8,7 @@ use llm_accounting::usage::{
     Accounting, AccountingOptions, CallUsage, GroupBy, LimitKind, NewLimit, QuotaRequest, Scope,
     StatsQuery, Window, WindowUnit,
 };
-use llm_accounting::{
-    ApiKey, AuditFilter, Enforcement, ErrorKind, KeyIdentity, Settings,
-    build_manager_and_accounting,
-};
+use llm_accounting::{ApiKey, AuditFilter, Enforcement, ErrorKind, KeyIdentity, Settings, Stack};
 use llm_accounting_testkit::TestDatabase;
 
 fn settings(db: &TestDatabase, dir: &tempfile::TempDir, enforcement: Enforcement) -> Settings {
@@ -26,10 +23,10 @@ fn settings(db: &TestDatabase, dir: &tempfile::TempDir, enforcement: Enforcement
 async fn gated(enforcement: Enforcement) {
     for db in TestDatabase::create_all().await {
         let dir = tempfile::tempdir().expect("dir");
-        let (manager, accounting, _) =
-            build_manager_and_accounting(&settings(&db, &dir, enforcement))
-                .await
-                .expect("build");
+        let stack = Stack::from_settings(&settings(&db, &dir, enforcement))
+            .await
+            .expect("build");
+        let (manager, accounting) = (stack.manager(), stack.accounting().expect("accounting"));
         let id = KeyIdentity::from_parts("openai", Some("alice"), None).expect("id");
         manager
             .store(&id, &ApiKey::new("sk-test-FAKE-gated-0123456789".into()))
@@ -63,14 +60,14 @@ async fn gated(enforcement: Enforcement) {
             .await
             .expect("restart")
         } else {
-            accounting
+            accounting.clone()
         };
         let request = QuotaRequest::new("gpt-4o")
             .user(Some("alice"))
             .tokens(100, 0);
         for _ in 0..2 {
             let got = accounting
-                .get_key(&manager, &id, &request)
+                .get_key(manager, &id, &request)
                 .await
                 .expect("within quota");
             assert_eq!(got.key.expose_secret(), "sk-test-FAKE-gated-v2-0123456");
@@ -82,7 +79,7 @@ async fn gated(enforcement: Enforcement) {
         }
         manager.clear_cache();
         let denied = accounting
-            .get_key(&manager, &id, &request)
+            .get_key(manager, &id, &request)
             .await
             .expect_err("the third is over the limit");
         assert_eq!(
@@ -109,7 +106,7 @@ async fn gated(enforcement: Enforcement) {
             .expect("store bob");
         let b = accounting
             .get_key(
-                &manager,
+                manager,
                 &bob,
                 &QuotaRequest::new("gpt-4o").user(Some("bob")),
             )

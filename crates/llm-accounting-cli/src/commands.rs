@@ -4,12 +4,10 @@
 //! manager is always shut down (pending last-used times flushed, cache wiped) before returning.
 
 use std::io::Write;
-use std::sync::Arc;
 
 use llm_accounting::{
-    Error, ErrorKind, KmsProvider, Overrides, Result, RewrapOptions, SecureKeyManager, Settings,
-    WriteOptions, branch_layer, build_audit_log, build_manager_with_info,
-    build_provider_and_repository, build_provider_for,
+    Error, ErrorKind, Overrides, Result, RewrapOptions, RewrapTarget, SecureKeyManager, Settings,
+    Stack, WriteOptions,
 };
 
 use crate::cli::{
@@ -105,9 +103,17 @@ impl Context {
     /// Opens the manager (creating the default database and master key if needed) and says
     /// which defaults were used.
     async fn manager(&self) -> Result<SecureKeyManager> {
-        let (manager, used) = build_manager_with_info(&self.settings).await?;
-        self.defaults_notice(&used);
-        Ok(manager)
+        let stack = self
+            .stack(Stack::builder(&self.settings).accounting(false))
+            .await?;
+        Ok(stack.manager().clone())
+    }
+
+    /// Builds a stack and says which defaults were used.
+    async fn stack(&self, builder: llm_accounting::StackBuilder) -> Result<Stack> {
+        let stack = builder.build().await?;
+        self.defaults_notice(stack.defaults_used());
+        Ok(stack)
     }
 
     /// Says where the default database and master key are: when they were just created (the
@@ -125,9 +131,11 @@ impl Context {
 impl Context {
     /// The accounting database's store and writer (no KMS is needed).
     async fn accounting(&self) -> Result<llm_accounting::usage::Accounting> {
-        let (repo, used) = llm_accounting::build_repository(&self.settings).await?;
+        let (accounting, used) = Stack::builder(&self.settings)
+            .build_accounting_only()
+            .await?;
         self.defaults_notice(&used);
-        llm_accounting::build_accounting(&self.settings, &repo).await
+        Ok(accounting)
     }
 }
 
@@ -409,34 +417,21 @@ async fn delete(ctx: &Context, args: &DeleteArgs) -> Result<()> {
 /// `keys rewrap`: the target provider (and master key) as configured or as asked, the
 /// configured provider kept for unwrapping what it wrapped.
 async fn rewrap(ctx: &Context, args: &RewrapArgs) -> Result<()> {
-    let mut target_settings = ctx.settings.clone();
-    if let Some(p) = &args.to_provider {
-        target_settings.kms.provider = p.parse()?;
-    }
-    if let Some(k) = &args.to_key {
-        target_settings.kms.key_id = Some(k.clone());
-    }
-    let (source, repo, used) = build_provider_and_repository(&ctx.settings).await?;
-    ctx.defaults_notice(&used);
-    // Both behind the branch-key layer: records move to the target's `kms.hierarchy`, and
-    // branch keys the source wrapped are unwrapped by it.
-    let source_layer: Arc<dyn KmsProvider> =
-        Arc::new(branch_layer(&ctx.settings, Arc::clone(&source), &repo));
-    let target: Arc<dyn KmsProvider> = if args.to_provider.is_some() || args.to_key.is_some() {
-        let inner = build_provider_for(&target_settings, &repo).await?.0;
-        Arc::new(branch_layer(&target_settings, inner, &repo).with_decrypt_provider(source))
-    } else {
-        Arc::clone(&source_layer)
+    let provider = match &args.to_provider {
+        Some(p) => Some(p.parse()?),
+        None => None,
     };
-    let audit = build_audit_log(&ctx.settings, &repo).await?;
-    let mut builder = SecureKeyManager::builder(target, repo)
-        .options(ctx.settings.manager_options())
-        .decrypt_provider(source_layer);
-    // Rewrapping is audited like every other operation.
-    if let Some(log) = audit {
-        builder = builder.audit(log, ctx.settings.audit.fail_closed);
-    }
-    let manager = builder.build();
+    // The target's provider and master key behind its branch-key layer (records move to its
+    // `kms.hierarchy`); the configured provider kept to unwrap what it wrapped; the audit
+    // trail, its options and the change feed as configured.
+    let stack = ctx
+        .stack(
+            Stack::builder(&ctx.settings)
+                .accounting(false)
+                .rewrap_to(RewrapTarget::new(provider, args.to_key.clone())),
+        )
+        .await?;
+    let manager = stack.manager().clone();
     let options = RewrapOptions {
         batch_size: args.batch_size,
         concurrency: args.concurrency,

@@ -2,7 +2,7 @@
 
 use clap::{Args, Subcommand};
 use llm_accounting::usage::{CallUsage, Money, QuotaDecision, QuotaRequest};
-use llm_accounting::{ApiKey, Error, KeyIdentity, Result, build_manager_and_accounting};
+use llm_accounting::{ApiKey, Error, KeyIdentity, Result, Stack};
 
 use super::{Context, args};
 
@@ -93,8 +93,11 @@ pub(super) async fn gated_get_many(
 ) -> Result<Vec<ApiKey>> {
     // The request's names are checked before anything is opened.
     llm_accounting::usage::UsageEvent::new(model, chrono::Utc::now()).validate()?;
-    let (manager, accounting, used) = build_manager_and_accounting(&ctx.settings).await?;
-    ctx.defaults_notice(&used);
+    let stack = ctx.stack(Stack::builder(&ctx.settings)).await?;
+    let manager = stack.manager();
+    let Some(accounting) = stack.accounting() else {
+        return Err(Error::config("this stack was built without accounting"));
+    };
     let result = async {
         let mut keys = Vec::with_capacity(identities.len());
         for identity in identities {
@@ -103,13 +106,13 @@ pub(super) async fn gated_get_many(
                 .user(identity.user())
                 .project(identity.project())
                 .tokens(input_tokens, 0);
-            let gated = accounting.get_key(&manager, identity, &request).await?;
+            let gated = accounting.get_key(manager, identity, &request).await?;
             gated.reservation.commit(CallUsage::default()).await?;
             keys.push(gated.key);
         }
         Ok(keys)
     }
     .await;
-    let result = super::finish_accounting(&accounting, result).await;
-    super::finish(&manager, result).await
+    let result = super::finish_accounting(accounting, result).await;
+    super::finish(manager, result).await
 }
