@@ -5,6 +5,9 @@
 //! `LLM_ACCOUNTING_*` variables (nor, for cloud tests, its `AWS_*`, `AZURE_*`, ... ones), nor
 //! its `RUST_LOG` or `COLUMNS`. The binary's path comes from the caller, whose crate owns it:
 //! `Env::new(env!("CARGO_BIN_EXE_llm-accounting"))`.
+//!
+//! Every test spawns the binary through an [`Env`]: [`Env::run`] and its variants wait for the
+//! run; a test that watches, signals or kills the process takes an [`Env::command`].
 
 use std::ffi::OsStr;
 use std::fmt;
