@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use llm_accounting::{KeyFilter, KeyIdentity, PROVIDER_NAMES, Result};
+use llm_accounting::{KeyFilter, KeyIdentity, KmsProviderKind, PROVIDER_NAMES, Result};
 
 /// Text after `--help`: configuration sources and exit codes.
 const AFTER_HELP: &str = "\
@@ -160,15 +160,14 @@ pub(crate) fn long_version() -> String {
             names.join(", ")
         }
     };
+    let providers: Vec<(&'static str, bool)> = KmsProviderKind::ALL
+        .iter()
+        .map(|kind| (kind.as_str(), kind.is_built()))
+        .collect();
     format!(
         "{}\nKMS providers: {}\ndatabases: {}",
         env!("CARGO_PKG_VERSION"),
-        pick(&[
-            ("local", cfg!(feature = "kms-local")),
-            ("aws", cfg!(feature = "kms-aws")),
-            ("azure", cfg!(feature = "kms-azure")),
-            ("gcp", cfg!(feature = "kms-gcp")),
-        ]),
+        pick(&providers),
         pick(&[
             ("sqlite", cfg!(feature = "sqlite")),
             ("postgres", cfg!(feature = "postgres")),

@@ -28,8 +28,6 @@ pub(crate) mod limits;
 pub(crate) mod quota;
 pub(crate) mod usage;
 
-pub(crate) use exec::is_env_name;
-
 /// Runs the parsed command line; the exit code to leave with when it did not fail.
 pub(crate) async fn run(cli: Cli) -> Result<u8> {
     // Commands that need no configuration (or check it themselves) come first: a broken

@@ -21,6 +21,15 @@ pub(crate) struct Entry {
     pub(crate) line: usize,
 }
 
+/// Whether `name` is a portable environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
+pub(crate) fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// A malformed file: which line, and why (never the value).
 fn bad(file: &str, line: usize, why: &str) -> Error {
     Error::invalid(
@@ -50,7 +59,7 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Vec<Entry>> {
             return Err(bad(file, start, "expected NAME=value"));
         };
         let name = name.trim();
-        if !crate::commands::is_env_name(name) {
+        if !is_env_name(name) {
             return Err(bad(
                 file,
                 start,

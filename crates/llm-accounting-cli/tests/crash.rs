@@ -4,11 +4,10 @@
 //! another database), and the chain verifies.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Instant;
 
 use llm_accounting_testkit::cli::Env;
-use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
 
 const BIN: &str = env!("CARGO_BIN_EXE_llm-accounting");
 const RUNS: usize = 30;
@@ -19,17 +18,9 @@ fn value(i: usize) -> String {
 
 /// Starts `keys rotate` with `value` on stdin and the environment of `env` plus `extra`.
 fn rotate(env: &Env, value: &str, extra: &[(&str, &str)]) -> std::process::Child {
-    let mut cmd = Command::new(BIN);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("LLM_ACCOUNTING_") {
-            cmd.env_remove(&name);
-        }
-    }
-    let mut child = cmd
-        .env_remove("RUST_LOG")
-        .envs(env.vars())
+    let mut child = env
+        .command(&["keys", "rotate", "--service", "openai", "-q"])
         .envs(extra.iter().copied())
-        .args(["keys", "rotate", "--service", "openai", "-q"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -63,24 +54,10 @@ fn kill_rotations_at_random(env: &Env, extra: &[(&str, &str)]) -> Vec<i64> {
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let db = Database::connect(format!("sqlite://{}", env.db_path().display()))
-            .await
-            .expect("open");
-        db.query_all_raw(Statement::from_string(
-            DbBackend::Sqlite,
-            "SELECT version FROM api_key_versions ORDER BY version",
-        ))
-        .await
-        .expect("versions")
+    env.query("SELECT version FROM api_key_versions ORDER BY version")
         .into_iter()
         .map(|r| r.try_get::<i64>("", "version").expect("version"))
         .collect()
-    })
 }
 
 fn audit_rows(env: &Env, extra: &[(&str, &str)]) -> serde_json::Value {

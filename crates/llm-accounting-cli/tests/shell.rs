@@ -2,7 +2,7 @@
 //! `--operation`, `--since` and `--until` are checked, tables fit the width, every command
 //! that prints data speaks JSON in a stable shape, and `keys delete` asks on a terminal.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use llm_accounting_testkit::Env;
 
@@ -18,21 +18,6 @@ fn env_with_a_key() -> Env {
     )
     .ok();
     env
-}
-
-/// A command of `env` with its usual variables.
-fn command(env: &Env, args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("LLM_ACCOUNTING_") {
-            cmd.env_remove(&name);
-        }
-    }
-    cmd.env_remove("RUST_LOG")
-        .env_remove("COLUMNS")
-        .envs(env.vars())
-        .args(args);
-    cmd
 }
 
 #[test]
@@ -52,7 +37,8 @@ fn a_reader_that_went_away_ends_the_output_quietly() {
         // The reading end is closed before the command writes: `| head -0`, deterministic.
         let (reader, writer) = std::io::pipe().expect("pipe");
         drop(reader);
-        let out = command(&env, args)
+        let out = env
+            .command(args)
             .stdin(Stdio::null())
             .stdout(writer)
             .stderr(Stdio::piped())
@@ -259,54 +245,18 @@ fn json_shapes_are_stable() {
     );
 }
 
-/// Runs `args` on a pseudo-terminal (util-linux `script`), typing `typed`.
-fn on_a_terminal(env: &Env, args: &[&str], typed: &str) -> (Option<i32>, String) {
-    use std::io::Write;
-    let line = std::iter::once(BIN)
-        .chain(args.iter().copied())
-        .map(|a| format!("'{a}'"))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let mut script = Command::new("script");
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("LLM_ACCOUNTING_") {
-            script.env_remove(&name);
-        }
-    }
-    script
-        .args(["-qec", &line, "/dev/null"])
-        .env_remove("RUST_LOG")
-        .env_remove("COLUMNS")
-        .envs(env.vars())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = script.spawn().expect("util-linux script");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(typed.as_bytes())
-        .expect("type");
-    let out = child.wait_with_output().expect("wait");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
 #[test]
 fn delete_asks_on_a_terminal_unless_yes() {
     let env = env_with_a_key();
     let delete = ["keys", "delete", "--service", "openai", "--user", "alice"];
-    let (code, screen) = on_a_terminal(&env, &delete, "nope\n");
+    let (code, screen) = env.run_on_a_terminal(&delete, "nope\n");
     assert_eq!(code, Some(2), "{screen}");
     assert!(screen.contains("Type the service name"), "{screen}");
     assert!(screen.contains("nothing was deleted"), "{screen}");
     env.run(&["keys", "get", "--service", "openai", "--user", "alice"])
         .ok();
 
-    let (code, screen) = on_a_terminal(&env, &delete, "openai\n");
+    let (code, screen) = env.run_on_a_terminal(&delete, "openai\n");
     assert_eq!(code, Some(0), "{screen}");
     env.run(&["keys", "get", "--service", "openai", "--user", "alice"])
         .code(3);
@@ -319,7 +269,7 @@ fn delete_asks_on_a_terminal_unless_yes() {
     .ok();
     let mut yes = delete.to_vec();
     yes.push("--yes");
-    let (code, screen) = on_a_terminal(&env, &yes, "");
+    let (code, screen) = env.run_on_a_terminal(&yes, "");
     assert_eq!(code, Some(0), "{screen}");
     assert!(!screen.contains("Type the service name"), "{screen}");
     // Off a terminal it never asks (scripts).

@@ -6,7 +6,6 @@
 
 use llm_accounting::is_hidden_char;
 use llm_accounting_testkit::{Env, Run};
-use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
 
 const BIN: &str = env!("CARGO_BIN_EXE_llm-accounting");
 
@@ -67,44 +66,29 @@ fn strings_from_the_database_are_escaped_in_every_output() {
     env.run_stdin(&["keys", "store", "--service", "openai"], KEY)
         .ok();
     env.run(&["keys", "list"]).ok(); // one more audit row
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let db = Database::connect(format!("sqlite://{}", env.db_path().display()))
-            .await
-            .expect("open");
-        // In a sealed store an edited key row is refused, never printed (see the sealed
-        // variant below); printing what the database holds is what a store written before
-        // sealing existed does: make this one such a store.
-        for sql in [
-            "DELETE FROM store_keys",
-            "UPDATE api_keys SET state_mac = NULL, current_digest = NULL, previous_digest = NULL",
-        ] {
-            db.execute_unprepared(sql).await.expect("unseal");
-        }
-        for (sql, params) in [
-            ("UPDATE api_keys SET hint = ?", 1),
-            (
-                "UPDATE api_key_versions SET hint = ?, master_key_ref = ?",
-                2,
-            ),
-            (
-                "UPDATE api_key_audit SET principal = ?, detail = ?, operation = ?, \
-                 outcome = ?, master_key_ref = ?",
-                5,
-            ),
-        ] {
-            db.execute_raw(Statement::from_sql_and_values(
-                DbBackend::Sqlite,
-                sql,
-                vec![HOSTILE.into(); params],
-            ))
-            .await
-            .expect("tamper");
-        }
-    });
+    // In a sealed store an edited key row is refused, never printed (see the sealed variant
+    // below); printing what the database holds is what a store written before sealing existed
+    // does: make this one such a store.
+    for sql in [
+        "DELETE FROM store_keys",
+        "UPDATE api_keys SET state_mac = NULL, current_digest = NULL, previous_digest = NULL",
+    ] {
+        env.sql(sql);
+    }
+    for (sql, params) in [
+        ("UPDATE api_keys SET hint = ?", 1),
+        (
+            "UPDATE api_key_versions SET hint = ?, master_key_ref = ?",
+            2,
+        ),
+        (
+            "UPDATE api_key_audit SET principal = ?, detail = ?, operation = ?, outcome = ?, \
+             master_key_ref = ?",
+            5,
+        ),
+    ] {
+        env.sql_with_values(sql, vec![HOSTILE.into(); params]);
+    }
 
     let escaped = "\\x1b[2J\\x1b]52;c;RkFLRQ==\\x07\\u{9b}31m\\x7f\\u{202e}dne\\u{200b}\\u{a0}\
                    \\u{2028}\\u{e0041}…";
@@ -156,22 +140,10 @@ fn a_hostile_edit_of_a_sealed_store_is_named_terminal_safe() {
         .ok();
     env.run_stdin(&["keys", "store", "--service", "anthropic"], KEY)
         .ok();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let db = Database::connect(format!("sqlite://{}", env.db_path().display()))
-            .await
-            .expect("open");
-        db.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Sqlite,
-            "UPDATE api_keys SET hint = ?, project = ? WHERE service = 'openai'",
-            vec![HOSTILE.into(), HOSTILE.into()],
-        ))
-        .await
-        .expect("tamper");
-    });
+    env.sql_with_values(
+        "UPDATE api_keys SET hint = ?, project = ? WHERE service = 'openai'",
+        vec![HOSTILE.into(), HOSTILE.into()],
+    );
     for args in [&["keys", "list"][..], &["keys", "list", "--format", "json"]] {
         let r = env.run(args).code(4);
         assert_terminal_safe(&r);

@@ -5,14 +5,20 @@
 //! `LLM_ACCOUNTING_*` variables (nor, for cloud tests, its `AWS_*`, `AZURE_*`, ... ones), nor
 //! its `RUST_LOG` or `COLUMNS`. The binary's path comes from the caller, whose crate owns it:
 //! `Env::new(env!("CARGO_BIN_EXE_llm-accounting"))`.
+//!
+//! Every test spawns the binary through an [`Env`]: [`Env::run`] and its variants wait for the
+//! run; a test that watches, signals or kills the process takes an [`Env::command`].
 
+use std::ffi::OsStr;
 use std::fmt;
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
+use sea_orm::{
+    ConnectionTrait, Database, DatabaseConnection, DbBackend, QueryResult, Statement, Value,
+};
 
 /// The variable naming the database.
 const DATABASE_URL: &str = "LLM_ACCOUNTING_DATABASE_URL";
@@ -167,14 +173,20 @@ impl Env {
         self.vars.retain(|(k, _)| k != name);
     }
 
-    /// Runs the binary with `args`, feeding `stdin` (or an empty, closed stdin), with `extra`
-    /// variables for this run only.
-    ///
-    /// # Panics
-    ///
-    /// When the binary cannot be run, is killed by a signal or prints other than UTF-8.
-    pub fn run_with(&self, args: &[&str], stdin: Option<&[u8]>, extra: &[(&str, &str)]) -> Run {
-        let mut cmd = Command::new(&self.bin);
+    /// The binary with `args` and the environment of a run (see [`Env::run_with`]), its stdin,
+    /// stdout and stderr left to the caller: for a test that watches, signals or kills the
+    /// process while it runs.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = self.command_of(self.bin.as_os_str());
+        cmd.args(args);
+        cmd
+    }
+
+    /// `program` with the environment of a run: the test process's `LLM_ACCOUNTING_*`
+    /// variables (and those starting with a prefix of [`Env::strip_prefixes`]), `RUST_LOG`
+    /// and `COLUMNS` removed, this environment's variables set.
+    fn command_of(&self, program: &OsStr) -> Command {
+        let mut cmd = Command::new(program);
         for (name, _) in std::env::vars_os() {
             let n = name.to_string_lossy();
             if n.starts_with("LLM_ACCOUNTING_") || self.strip.iter().any(|p| n.starts_with(p)) {
@@ -184,9 +196,19 @@ impl Env {
         // COLUMNS would fit tables to the developer's terminal.
         cmd.env_remove("RUST_LOG")
             .env_remove("COLUMNS")
-            .envs(self.vars())
-            .envs(extra.iter().copied())
-            .args(args)
+            .envs(self.vars());
+        cmd
+    }
+
+    /// Runs the binary with `args`, feeding `stdin` (or an empty, closed stdin), with `extra`
+    /// variables for this run only.
+    ///
+    /// # Panics
+    ///
+    /// When the binary cannot be run, is killed by a signal or prints other than UTF-8.
+    pub fn run_with(&self, args: &[&str], stdin: Option<&[u8]>, extra: &[(&str, &str)]) -> Run {
+        let mut cmd = self.command(args);
+        cmd.envs(extra.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -217,13 +239,46 @@ impl Env {
         self.run_with(args, Some(stdin.as_bytes()), &[])
     }
 
-    /// Runs `sql` on `k.db` with a connection of its own: what an attacker with write access
-    /// to the database file could do.
+    /// Runs the binary with `args` on a pseudo-terminal (util-linux `script`), typing
+    /// `typed`: the exit code (`None` when killed by a signal) and everything the terminal
+    /// showed.
     ///
     /// # Panics
     ///
-    /// When the database cannot be opened or the statement fails.
-    pub fn sql(&self, sql: &str) {
+    /// When `script` cannot be run.
+    pub fn run_on_a_terminal(&self, args: &[&str], typed: &str) -> (Option<i32>, String) {
+        let bin = self.bin.display().to_string();
+        let line = std::iter::once(bin.as_str())
+            .chain(args.iter().copied())
+            .map(|a| format!("'{a}'"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut script = self.command_of(OsStr::new("script"));
+        script
+            .args(["-qec", &line, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = script.spawn().expect("util-linux script");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(typed.as_bytes())
+            .expect("type");
+        let out = child.wait_with_output().expect("wait");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    /// Runs `f` on a connection of its own to `k.db`, closed afterwards.
+    ///
+    /// # Panics
+    ///
+    /// When the database cannot be opened.
+    fn on_db<T>(&self, f: impl AsyncFnOnce(&DatabaseConnection) -> T) -> T {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -232,11 +287,54 @@ impl Env {
             let db = Database::connect(format!("sqlite://{}", self.db_path().display()))
                 .await
                 .expect("open the test database");
+            let out = f(&db).await;
+            db.close().await.expect("close");
+            out
+        })
+    }
+
+    /// Runs `sql` on `k.db` with a connection of its own: what an attacker with write access
+    /// to the database file could do.
+    ///
+    /// # Panics
+    ///
+    /// When the database cannot be opened or the statement fails.
+    pub fn sql(&self, sql: &str) {
+        self.on_db(async |db| {
             db.execute_unprepared(sql)
                 .await
                 .unwrap_or_else(|e| panic!("{sql}: {e}"));
-            db.close().await.expect("close");
         });
+    }
+
+    /// Runs `sql` with `values` bound to its `?` placeholders on `k.db` (see [`Env::sql`]).
+    ///
+    /// # Panics
+    ///
+    /// When the database cannot be opened or the statement fails.
+    pub fn sql_with_values(&self, sql: &str, values: Vec<Value>) {
+        self.on_db(async |db| {
+            db.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Sqlite,
+                sql,
+                values,
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        });
+    }
+
+    /// The rows `sql` selects from `k.db`.
+    ///
+    /// # Panics
+    ///
+    /// When the database cannot be opened or the query fails.
+    pub fn query(&self, sql: &str) -> Vec<QueryResult> {
+        self.on_db(async |db| {
+            db.query_all_raw(Statement::from_string(DbBackend::Sqlite, sql))
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        })
     }
 
     /// (provider, master_key_ref) of every stored version, oldest first, read from `k.db`.
@@ -245,20 +343,7 @@ impl Env {
     ///
     /// When the database cannot be read.
     pub fn version_refs(&self) -> Vec<(String, String)> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let db = Database::connect(format!("sqlite://{}", self.db_path().display()))
-                .await
-                .expect("open the test database");
-            db.query_all_raw(Statement::from_string(
-                DbBackend::Sqlite,
-                "SELECT provider, master_key_ref FROM api_key_versions ORDER BY version",
-            ))
-            .await
-            .expect("query")
+        self.query("SELECT provider, master_key_ref FROM api_key_versions ORDER BY version")
             .into_iter()
             .map(|r| {
                 (
@@ -267,7 +352,6 @@ impl Env {
                 )
             })
             .collect()
-        })
     }
 }
 

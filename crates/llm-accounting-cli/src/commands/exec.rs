@@ -16,6 +16,7 @@ use llm_accounting::{ApiKey, Error, KeyIdentity, Result};
 
 use super::{Context, finish};
 use crate::cli::ExecArgs;
+use crate::dotenv::is_env_name;
 use crate::exit_code;
 
 /// Keys read at once.
@@ -60,15 +61,6 @@ pub(crate) fn parse_mapping(spec: &str, where_: &str) -> Result<Mapping> {
         var: var.to_owned(),
         identity,
     })
-}
-
-/// Whether `name` is a portable environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
-pub(crate) fn is_env_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// The mappings of an `--env-file`: one per line, blank lines and `#` comments skipped, an

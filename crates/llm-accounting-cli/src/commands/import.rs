@@ -69,7 +69,7 @@ fn explicit_map(args: &ImportArgs) -> Result<BTreeMap<String, String>> {
         let (name, service) = m
             .split_once('=')
             .map(|(n, s)| (n.trim(), s.trim()))
-            .filter(|(n, s)| super::is_env_name(n) && !s.is_empty())
+            .filter(|(n, s)| dotenv::is_env_name(n) && !s.is_empty())
             .ok_or_else(|| {
                 Error::invalid(
                     "--map",

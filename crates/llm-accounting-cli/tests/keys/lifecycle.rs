@@ -1,0 +1,82 @@
+//! Previous values, versions, expiry.
+
+use llm_accounting_testkit::Env;
+
+use super::{BIN, KEY_BOB, KEY1, KEY2};
+
+/// `get --previous`, `list --versions`, `list --expiring`, and exit code 6 for an expired key.
+#[test]
+fn lifecycle_commands() {
+    let env = Env::new(BIN);
+    let grace = [("LLM_ACCOUNTING_PREVIOUS_GRACE_SECS", "3600")];
+    let run = |args: &[&str], stdin: Option<&str>| {
+        let mut all = vec!["keys"];
+        all.extend_from_slice(args);
+        env.run_with(&all, stdin.map(str::as_bytes), &grace)
+    };
+    run(&["get", "--service", "openai", "--previous"], None).code(3);
+    run(
+        &["store", "--service", "openai", "--expires-in", "30d"],
+        Some(KEY1),
+    )
+    .ok();
+    let r = run(&["get", "--service", "openai", "--previous"], None).code(3);
+    assert!(r.stderr.contains("never rotated"), "{r:#?}");
+    let r = run(&["rotate", "--service", "openai"], Some(KEY2)).ok();
+    assert!(r.stderr.contains("--previous"), "{r:#?}");
+    let r = run(&["get", "--service", "openai", "--previous"], None).ok();
+    assert_eq!(r.stdout, format!("{KEY1}\n"));
+
+    let r = run(&["list", "--versions"], None).ok();
+    assert!(
+        r.stdout.contains("previous") && r.stdout.contains("current"),
+        "{r:#?}"
+    );
+    assert!(
+        !r.stdout.contains(KEY1) && !r.stdout.contains(KEY2),
+        "{r:#?}"
+    );
+    let r = run(&["list", "--versions", "--format", "json"], None).ok();
+    let v: serde_json::Value = r.json();
+    let versions = v[0]["versions"].as_array().expect("versions");
+    assert_eq!(versions.len(), 2);
+    assert_eq!(versions[0]["state"], "previous");
+    assert!(versions[0]["retire_at"].is_string());
+
+    // Expiring: the rotated value has no expiry; a second key expires in 2 days.
+    run(
+        &["store", "--service", "anthropic", "--expires-in", "2d"],
+        Some(KEY_BOB),
+    )
+    .ok();
+    let r = run(&["list", "--expiring", "7d", "--format", "json"], None).ok();
+    let v: serde_json::Value = r.json();
+    let services: Vec<&str> = v
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|k| k["service"].as_str().expect("service"))
+        .collect();
+    assert_eq!(services, ["anthropic"]);
+
+    // An expired value: exit code 6.
+    run(
+        &[
+            "store",
+            "--service",
+            "mistral",
+            "--expires-at",
+            "2020-01-01T00:00:00Z",
+        ],
+        Some(KEY1),
+    )
+    .code(2);
+    run(
+        &["store", "--service", "mistral", "--expires-in", "1s"],
+        Some(KEY1),
+    )
+    .ok();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let r = run(&["get", "--service", "mistral"], None).code(6);
+    assert!(r.stderr.contains("expired"), "{r:#?}");
+}
