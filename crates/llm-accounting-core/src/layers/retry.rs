@@ -227,8 +227,9 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
+    use crate::error_chain;
     use crate::layers::Metrics;
-    use crate::layers::fake::{Fake, Step, ctx, error_chain, wrapped};
+    use crate::layers::fake::{Fake, Step, ctx, wrapped};
     use crate::{DataKey, EncryptionContext, WrappedKey};
 
     fn policy(max_attempts: u32) -> RetryPolicy {

@@ -81,7 +81,8 @@ crate::provider::forward_kms_provider!(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layers::fake::{Fake, Step, ctx, error_chain, wrapped};
+    use crate::error_chain;
+    use crate::layers::fake::{Fake, Step, ctx, wrapped};
 
     #[tokio::test(start_paused = true)]
     async fn a_timeout_is_a_retryable_unavailable_error() {
