@@ -195,7 +195,7 @@ impl SecureKeyManager {
                 break;
             }
             // Deleted or changed by another writer meanwhile: look again.
-            if attempt >= super::write::MAX_WRITE_ATTEMPTS {
+            if attempt >= super::conflict::MAX_WRITE_ATTEMPTS {
                 return Err(Error::Conflict {
                     identity: identity.to_string(),
                 });
@@ -227,7 +227,7 @@ impl SecureKeyManager {
             attempt += 1;
             match self.inner.repo.delete_key(key.id, journal).await {
                 // Another writer took the audit row's place: try again.
-                Err(Error::Conflict { .. }) if attempt < super::write::MAX_WRITE_ATTEMPTS => {}
+                Err(Error::Conflict { .. }) if attempt < super::conflict::MAX_WRITE_ATTEMPTS => {}
                 other => break other?,
             }
         };

@@ -8,6 +8,7 @@
 
 mod audit;
 mod batch;
+mod conflict;
 mod hits;
 mod lifecycle;
 mod listen;

@@ -303,7 +303,7 @@ impl SecureKeyManager {
         };
         let envelope = new_env.to_bytes()?;
         let (mut key, mut version) = (key.clone(), version.clone());
-        for _ in 0..super::write::MAX_WRITE_ATTEMPTS {
+        for _ in 0..super::conflict::MAX_WRITE_ATTEMPTS {
             let rewrapped = VersionRecord {
                 envelope: envelope.clone(),
                 provider: new_env.wrapped.provider.clone(),
