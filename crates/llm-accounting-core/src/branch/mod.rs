@@ -29,6 +29,7 @@
 
 mod cache;
 mod crypto;
+mod layer;
 mod rewrap;
 mod scope;
 mod store;
@@ -40,6 +41,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use uuid::Uuid;
 
+pub use self::layer::BranchKeyLayer;
 pub use self::rewrap::BranchRewrapReport;
 pub use self::scope::{BranchScope, Hierarchy, ScopeKind};
 pub use self::store::{BranchKeyRecord, BranchKeyStore};
