@@ -403,6 +403,7 @@ async fn build_manager_and_repository(
     let branches = Arc::new(branch_layer(settings, provider, &repo));
     let audit = build_audit_log(settings, &repo).await?;
     let mut builder = SecureKeyManager::builder(Arc::clone(&branches) as _, Arc::clone(&repo) as _)
+        .branch_keys(Arc::clone(&branches))
         .options(settings.manager_options());
     if let Some(log) = audit {
         builder = builder.audit_with(log, settings.audit_options());

@@ -420,16 +420,16 @@ async fn rewrap(ctx: &Context, args: &RewrapArgs) -> Result<()> {
     ctx.defaults_notice(&used);
     // Both behind the branch-key layer: records move to the target's `kms.hierarchy`, and
     // branch keys the source wrapped are unwrapped by it.
-    let source_layer: Arc<dyn KmsProvider> =
-        Arc::new(branch_layer(&ctx.settings, Arc::clone(&source), &repo));
-    let target: Arc<dyn KmsProvider> = if args.to_provider.is_some() || args.to_key.is_some() {
+    let source_layer = Arc::new(branch_layer(&ctx.settings, Arc::clone(&source), &repo));
+    let target = if args.to_provider.is_some() || args.to_key.is_some() {
         let inner = build_provider_for(&target_settings, &repo).await?.0;
         Arc::new(branch_layer(&target_settings, inner, &repo).with_decrypt_provider(source))
     } else {
         Arc::clone(&source_layer)
     };
     let audit = build_audit_log(&ctx.settings, &repo).await?;
-    let mut builder = SecureKeyManager::builder(target, repo)
+    let mut builder = SecureKeyManager::builder(Arc::clone(&target) as _, repo)
+        .branch_keys(target)
         .options(ctx.settings.manager_options())
         .decrypt_provider(source_layer);
     // Rewrapping is audited like every other operation.

@@ -1,11 +1,14 @@
 //! Branch keys: one KMS call per branch, local AES for every data key under it (the AWS
 //! Encryption SDK's hierarchical keyring).
 //!
-//! [`BranchKeyProvider`] is a [`KmsProvider`] layer over the real (layered) provider, so the
-//! manager, the envelope and the conformance suite are unchanged:
+//! [`BranchKeyProvider`] is a [`KmsProvider`] layer over the real (layered) provider, made by
+//! [`BranchKeyLayer`] (a [`crate::layers::Layer`]), so the manager, the envelope and the
+//! conformance suite are unchanged; what only branch keys have (rewrapping and rotating them,
+//! evicting them) is on its own type, and a manager given it with
+//! [`crate::SecureKeyManagerBuilder::branch_keys`] uses it in every rewrap:
 //!
 //! - a **branch key** is 256 random bits, wrapped by the inner provider under a context naming
-//!   the branch ([`EncryptionContext::branch_key`]: `purpose = branch-key`, the branch id, the
+//!   the branch ([`BranchScope::key_context`]: `purpose = branch-key`, the branch id, the
 //!   scope kind, the scope's name under the key a record's context uses (`service`, `project`,
 //!   `user`), the branch version), and kept in its own table ([`BranchKeyStore`]) with a
 //!   commitment: HMAC-SHA-256 of id, version and scope under a key derived from the branch key;
@@ -24,8 +27,8 @@
 //! key is disabled fails as the inner provider reports it. Contexts that are not a record's
 //! (the store's state key) always go straight to the inner provider.
 //!
-//! Order: branch → retry → metrics → timeout → provider, so the metrics count the KMS calls
-//! made for branch keys (and direct ones), not the local unwraps.
+//! It is the outermost layer (the order is in [`crate::layers`]), so the metrics count the
+//! KMS calls made for branch keys (and direct ones), not the local unwraps.
 
 mod cache;
 mod crypto;
@@ -161,7 +164,7 @@ impl BranchKeyProvider {
             id: row.branch_id,
             version: row.version,
         };
-        let context = EncryptionContext::branch_key(row.branch_id, &row.scope, row.version);
+        let context = row.context();
         let key = self
             .unwrapper(&row.wrapped.provider)?
             .unwrap_key(&row.wrapped, &context)
@@ -236,7 +239,7 @@ impl BranchKeyProvider {
         scope: &BranchScope,
     ) -> Result<Option<Arc<DataKey>>> {
         let key = DataKey::generate()?;
-        let context = EncryptionContext::branch_key(branch.id, scope, branch.version);
+        let context = scope.key_context(branch.id, branch.version);
         let wrapped = self.inner.wrap_key(&key, &context).await?;
         let row = BranchKeyRecord {
             branch_id: branch.id,
@@ -349,10 +352,6 @@ impl KmsProvider for BranchKeyProvider {
                 }),
         };
         Ok(current == Some(branch))
-    }
-
-    async fn rewrap_branches(&self, rotate: bool, check_only: bool) -> Result<BranchRewrapReport> {
-        self.rewrap_branch_keys(rotate, check_only).await
     }
 }
 

@@ -25,6 +25,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use crate::audit::AuditLog;
+use crate::branch::BranchKeyProvider;
 use crate::cache::KeyCache;
 use crate::changes::ChangeFeed;
 use crate::last_used::LastUsed;
@@ -67,6 +68,8 @@ pub struct SecureKeyManager {
 pub(crate) struct Inner {
     provider: Arc<dyn KmsProvider>,
     decrypt_only: Vec<Arc<dyn KmsProvider>>,
+    /// The branch-key layer `provider` wraps through, if any: rewraps move its keys too.
+    branch_keys: Option<Arc<BranchKeyProvider>>,
     repo: Arc<dyn KeyRepository>,
     cache: KeyCache,
     last_used: LastUsed,
@@ -87,6 +90,7 @@ pub(crate) struct Inner {
 pub struct SecureKeyManagerBuilder {
     provider: Arc<dyn KmsProvider>,
     decrypt_only: Vec<Arc<dyn KmsProvider>>,
+    branch_keys: Option<Arc<BranchKeyProvider>>,
     repo: Arc<dyn KeyRepository>,
     options: ManagerOptions,
     audit: Option<(Arc<dyn AuditLog>, AuditOptions)>,
@@ -111,6 +115,18 @@ impl SecureKeyManagerBuilder {
     /// Adds a provider used only to unwrap keys it wrapped earlier (during a migration).
     pub fn decrypt_provider(mut self, provider: Arc<dyn KmsProvider>) -> Self {
         self.decrypt_only.push(provider);
+        self
+    }
+
+    /// The branch-key layer (see [`crate::branch`]) the builder's provider wraps through:
+    /// normally that provider itself,
+    /// `SecureKeyManager::builder(Arc::clone(&layer) as _, repo).branch_keys(layer)`.
+    /// [`SecureKeyManager::rewrap`] then starts with the layer's own keys
+    /// ([`BranchKeyProvider::rewrap_branch_keys`]: moving them under the current master key,
+    /// rotating them when asked, counting them with `check_only`). Without it, a rewrap leaves
+    /// branch keys alone and reports none.
+    pub fn branch_keys(mut self, layer: Arc<BranchKeyProvider>) -> Self {
+        self.branch_keys = Some(layer);
         self
     }
 
@@ -147,6 +163,7 @@ impl SecureKeyManagerBuilder {
             ),
             provider: self.provider,
             decrypt_only: self.decrypt_only,
+            branch_keys: self.branch_keys,
             repo: self.repo,
             cache,
             refresh_interval: self.options.cache.refresh_interval,
@@ -221,6 +238,7 @@ impl SecureKeyManager {
         SecureKeyManagerBuilder {
             provider,
             decrypt_only: Vec::new(),
+            branch_keys: None,
             audit: None,
             repo,
             options: ManagerOptions::default(),

@@ -38,8 +38,8 @@ pub struct RewrapOptions {
     /// Only count what would be done; change nothing.
     pub check_only: bool,
     /// Give every branch key a new version, and move the records onto it (see
-    /// [`crate::branch`]); old versions stay readable until then. Without branch keys:
-    /// nothing.
+    /// [`crate::branch`]); old versions stay readable until then. Without a branch-key layer
+    /// ([`crate::SecureKeyManagerBuilder::branch_keys`]): nothing.
     pub rotate_branches: bool,
 }
 
@@ -159,9 +159,11 @@ impl SecureKeyManager {
             .rewrap_state_key(target.as_ref(), options.check_only)
             .await?;
         // Branch keys first: records then move onto the current branch versions.
-        report.branch_keys = target
-            .rewrap_branches(options.rotate_branches, options.check_only)
-            .await?;
+        if let Some(branches) = &self.inner.branch_keys {
+            report.branch_keys = branches
+                .rewrap_branch_keys(options.rotate_branches, options.check_only)
+                .await?;
+        }
         let batch_size = options.batch_size.max(1);
         let mut after = None;
         let mut seen = 0u64;
