@@ -70,8 +70,8 @@ pub use llm_accounting_core::{
     KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyState, KmsProvider, MAX_API_KEY_BYTES,
     MAX_NAME_CHARS, ManagerOptions, MemoryKeyRepository, Principal, ProviderCallError, Result,
     RewrapFailure, RewrapOptions, RewrapProgress, RewrapReport, SecureKeyManager,
-    SecureKeyManagerBuilder, StoreOutcome, VersionInfo, VersionRecord, VersionState, WrappedKey,
-    WriteOptions, error_chain, is_hidden_char, validate_name,
+    SecureKeyManagerBuilder, StoreOutcome, UNSEALED_WARNING_TARGET, VersionInfo, VersionRecord,
+    VersionState, WrappedKey, WriteOptions, error_chain, is_hidden_char, validate_name,
 };
 pub use llm_accounting_store::{
     DatabaseStatus, SeaOrmKeyRepository, StoreOptions, inspect as inspect_database, redact_url,

@@ -49,7 +49,7 @@ pub use key_change::{KeyChange, LoadedCurrent};
 pub use manager::{
     AuditOptions, BatchMode, BrokenKey, KeyListing, ManagerOptions, RewrapFailure, RewrapOptions,
     RewrapProgress, RewrapReport, SealReport, SecureKeyManager, SecureKeyManagerBuilder,
-    StoreOutcome, VersionInfo, WriteOptions,
+    StoreOutcome, UNSEALED_WARNING_TARGET, VersionInfo, WriteOptions,
 };
 pub use memory::MemoryKeyRepository;
 pub use principal::Principal;

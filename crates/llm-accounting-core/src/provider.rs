@@ -58,7 +58,7 @@ pub trait KmsProvider: Send + Sync + Debug {
 
     /// Whether `master_key_ref` names a master key (version) this provider no longer unwraps
     /// with, because it was retired below a minimum decryptable version. Records under it
-    /// must be rewrapped before it is retired; `keys rewrap --check` reports them.
+    /// must be rewrapped before it is retired; a rewrap with `check_only` counts them.
     fn is_retired(&self, master_key_ref: &str) -> bool {
         let _ = master_key_ref;
         false

@@ -151,8 +151,8 @@ impl std::str::FromStr for AuditHead {
         let bad = || {
             crate::Error::invalid(
                 "audit head",
-                "expected SEQ:MAC as printed by `keys audit --head` (a record number, a colon, \
-                 64 lowercase hex digits)",
+                "expected SEQ:MAC, as an audit head displays: a record number, a colon, 64 \
+                 lowercase hex digits",
             )
         };
         let (seq, mac) = s.trim().split_once(':').ok_or_else(bad)?;

@@ -79,7 +79,7 @@ impl BranchKeyProvider {
     /// A layer over `inner` keeping branch keys in `store`, grouping records as `hierarchy`
     /// says, keeping unwrapped branch keys for `ttl`. With [`Hierarchy::Off`] it wraps as
     /// `inner` does and only unwraps branch-wrapped keys (written before the hierarchy was
-    /// turned off, until `keys rewrap` moves them).
+    /// turned off, until a rewrap moves them).
     pub fn new(
         inner: Arc<dyn KmsProvider>,
         store: Arc<dyn BranchKeyStore>,
@@ -105,7 +105,7 @@ impl BranchKeyProvider {
     }
 
     /// Adds a provider used only to unwrap branch keys it wrapped (a migration from it to the
-    /// inner provider; `keys rewrap` moves them).
+    /// inner provider; a rewrap moves them).
     pub fn with_decrypt_provider(mut self, provider: Arc<dyn KmsProvider>) -> Self {
         self.decrypt_only.push(provider);
         self

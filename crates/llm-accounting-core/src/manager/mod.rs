@@ -40,6 +40,7 @@ pub use self::lifecycle::{BrokenKey, KeyListing};
 pub use self::options::{AuditOptions, ManagerOptions, StoreOutcome, VersionInfo, WriteOptions};
 pub use self::rewrap::{RewrapFailure, RewrapOptions, RewrapProgress, RewrapReport};
 pub use self::seal::SealReport;
+pub use self::state::UNSEALED_WARNING_TARGET;
 
 /// Stores and serves API keys: envelope encryption through a [`KmsProvider`], persistence
 /// through a [`KeyRepository`], and a cache of decrypted keys.
