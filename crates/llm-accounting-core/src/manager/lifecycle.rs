@@ -17,6 +17,14 @@ pub struct KeyListing {
     /// Rows that could not be read, or whose state does not verify: corrupted, or changed
     /// outside llm-accounting. Their names are as stored: escape them before printing.
     pub broken: Vec<BrokenKey>,
+    /// With [`ListOptions::versions`](crate::ListOptions::versions): the versions of each key
+    /// of `keys`, in the same order. Empty otherwise.
+    pub versions: Vec<Vec<VersionInfo>>,
+    /// How many readable keys matched the filter before
+    /// [`ListOptions::expiring_within`](crate::ListOptions::expiring_within) left some out
+    /// (from [`SecureKeyManager::list_with`]; for a message such as "none of the 12 stored
+    /// expires soon").
+    pub matched: usize,
 }
 
 /// A listed key that cannot be trusted.

@@ -1,7 +1,8 @@
 //! [`SecureKeyManager`]: store, get, list, rotate, disable, enable and delete API keys.
 //!
 //! The manager is split by concern: [`write`] (store, rotate), [`read`] (get, get_previous,
-//! get_many), [`lifecycle`] (versions, list, disable, enable, delete), [`audit`] (the trail of
+//! get_many), [`lifecycle`] (versions, list, disable, enable, delete), [`list`] (listing with
+//! options: keys expiring soon, versions), [`audit`] (the trail of
 //! every operation), [`rewrap`] (moving data keys under another master key) and [`refresh`]
 //! (checking cached keys against the store). This module holds the type, its builder and what
 //! every operation shares.
@@ -11,6 +12,7 @@ mod batch;
 mod conflict;
 mod hits;
 mod lifecycle;
+mod list;
 mod listen;
 mod options;
 mod read;
@@ -37,6 +39,7 @@ use crate::{
 use self::audit::AuditTrail;
 pub use self::batch::BatchMode;
 pub use self::lifecycle::{BrokenKey, KeyListing};
+pub use self::list::ListOptions;
 pub use self::options::{AuditOptions, ManagerOptions, StoreOutcome, VersionInfo, WriteOptions};
 pub use self::rewrap::{RewrapFailure, RewrapOptions, RewrapProgress, RewrapReport};
 pub use self::seal::SealReport;
