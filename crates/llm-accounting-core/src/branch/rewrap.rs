@@ -1,4 +1,4 @@
-//! Branch-key maintenance for `keys rewrap`: moving branch keys under the inner provider's
+//! Branch-key maintenance for a rewrap: moving branch keys under the inner provider's
 //! current master key (O(branches) KMS calls, whatever the number of records) and rotating
 //! branches (a new version per branch; records move onto it in the same rewrap).
 
