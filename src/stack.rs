@@ -20,7 +20,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use llm_accounting_core::branch::{BranchKeyProvider, BranchKeyStore};
+use llm_accounting_core::branch::{BranchKeyLayer, BranchKeyStore};
+use llm_accounting_core::layers::Layer;
 
 use crate::build::{self, DefaultsUsed};
 use crate::layers::KmsMetrics;
@@ -104,21 +105,23 @@ impl StackBuilder {
         let metrics = Arc::new(KmsMetrics::new());
         let (source, repo, defaults) =
             build::provider_and_repository(settings, Arc::clone(&metrics)).await?;
-        let configured = Arc::new(branch_layer(settings, Arc::clone(&source), &repo));
+        let configured = Arc::new(branch_layer(settings, &repo).layer(Arc::clone(&source)));
         let (branches, decrypt_only) = match &self.rewrap {
             Some(target) if target.moves() => {
                 let target_settings = target.settings(settings);
                 let (inner, _) =
                     build::provider_for(&target_settings, &repo, Arc::clone(&metrics)).await?;
                 // Branch keys the configured provider wrapped are unwrapped by it.
-                let layer = branch_layer(&target_settings, inner, &repo)
-                    .with_decrypt_provider(Arc::clone(&source));
+                let layer = branch_layer(&target_settings, &repo)
+                    .with_decrypt_provider(Arc::clone(&source))
+                    .layer(inner);
                 (Arc::new(layer), Some(configured))
             }
             _ => (configured, None),
         };
         let mut builder =
             SecureKeyManager::builder(Arc::clone(&branches) as _, Arc::clone(&repo) as _)
+                .branch_keys(Arc::clone(&branches))
                 .options(settings.manager_options());
         if let Some(configured) = &decrypt_only {
             builder = builder.decrypt_provider(Arc::clone(configured) as Arc<dyn KmsProvider>);
@@ -278,20 +281,16 @@ async fn audit_log(
     }))
 }
 
-/// The branch-key layer (`kms.hierarchy`, `kms.branch_key_ttl_secs`; see
-/// [`llm_accounting_core::branch`]) over `provider` (the layered provider, so that its metrics
-/// count the KMS calls made for branch keys), keeping branch keys in `repo`.
+/// The branch-key layer of `settings` (`kms.hierarchy`, `kms.branch_key_ttl_secs`; see
+/// [`llm_accounting_core::branch`]), keeping branch keys in `repo`. It goes over the layered
+/// provider (outermost in the stacking order of [`crate::layers`]), so that the metrics count
+/// the KMS calls made for branch keys.
 ///
-/// It is installed whatever the hierarchy: with `off` it wraps every data key with `provider`
-/// directly, and only reads the keys wrapped under branch keys while the hierarchy was on,
-/// until a rewrap moves them back.
-fn branch_layer(
-    settings: &Settings,
-    provider: Arc<dyn KmsProvider>,
-    repo: &Arc<SeaOrmKeyRepository>,
-) -> BranchKeyProvider {
-    BranchKeyProvider::new(
-        provider,
+/// It is installed whatever the hierarchy: with `off` it wraps every data key with the
+/// provider directly, and only reads the keys wrapped under branch keys while the hierarchy
+/// was on, until a rewrap moves them back.
+fn branch_layer(settings: &Settings, repo: &Arc<SeaOrmKeyRepository>) -> BranchKeyLayer {
+    BranchKeyLayer::new(
         Arc::clone(repo) as Arc<dyn BranchKeyStore>,
         settings.kms.hierarchy.to_core(),
         Duration::from_secs(settings.kms.branch_key_ttl_secs),

@@ -54,13 +54,14 @@ impl Store {
             Arc::clone(&metrics),
         );
         let repo = Arc::new(self.db.repository().await);
-        let branch = BranchKeyProvider::new(
+        let branch = Arc::new(BranchKeyProvider::new(
             stacked,
             Arc::clone(&repo) as Arc<dyn BranchKeyStore>,
             hierarchy,
             Duration::from_secs(600),
-        );
-        let manager = SecureKeyManager::builder(Arc::new(branch), repo)
+        ));
+        let manager = SecureKeyManager::builder(Arc::clone(&branch) as _, repo)
+            .branch_keys(branch)
             .options(ManagerOptions {
                 cache: CacheOptions {
                     max_entries: 0,

@@ -411,6 +411,7 @@ async fn branch_manager(
     ));
     let feed = PgChangeFeed::of(&repo).expect("a PostgreSQL store has a feed");
     let manager = SecureKeyManager::builder(Arc::clone(&branches) as _, repo)
+        .branch_keys(Arc::clone(&branches))
         .options(options(Duration::from_secs(3600)))
         .change_feed(Arc::new(feed))
         .build();

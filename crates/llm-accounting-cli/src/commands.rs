@@ -6,8 +6,8 @@
 use std::io::Write;
 
 use llm_accounting::{
-    Error, ErrorKind, Overrides, Result, RewrapOptions, RewrapTarget, SecureKeyManager, Settings,
-    Stack, WriteOptions,
+    Error, ErrorKind, ListOptions, Overrides, Result, RewrapOptions, RewrapTarget,
+    SecureKeyManager, Settings, Stack, WriteOptions,
 };
 
 use crate::cli::{
@@ -264,38 +264,23 @@ fn write_key(
 async fn list(ctx: &Context, args: &ListArgs) -> Result<()> {
     let filter = args.filter();
     let manager = ctx.manager().await?;
+    let options = ListOptions {
+        expiring_within: args.expiring,
+        versions: args.versions,
+    };
     let result = async {
-        let listing = manager.list(&filter).await?;
-        let mut keys = listing.keys;
-        let stored = keys.len();
-        let mut broken: Vec<(String, Error)> = listing
+        let listing = manager.list_with(&filter, &options).await?;
+        let versions: Vec<_> = if args.versions {
+            listing.keys.iter().cloned().zip(listing.versions).collect()
+        } else {
+            Vec::new()
+        };
+        let broken: Vec<(String, Error)> = listing
             .broken
             .into_iter()
             .map(|b| (b.row.to_string(), b.error))
             .collect();
-        if let Some(within) = args.expiring {
-            let horizon = chrono::Utc::now()
-                + chrono::Duration::from_std(within).unwrap_or(chrono::Duration::MAX);
-            keys.retain(|k| k.expires_at.is_some_and(|at| at <= horizon));
-        }
-        let mut versions = Vec::new();
-        if args.versions {
-            let mut readable = Vec::new();
-            for k in keys {
-                match manager.versions(&k.identity).await {
-                    Ok(v) => {
-                        versions.push((k.clone(), v));
-                        readable.push(k);
-                    }
-                    Err(e) if e.kind() == ErrorKind::Integrity => {
-                        broken.push((k.identity.to_string(), e));
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            keys = readable;
-        }
-        Ok((keys, versions, broken, stored))
+        Ok((listing.keys, versions, broken, listing.matched))
     }
     .await;
     let (keys, versions, broken, stored) = finish(&manager, result).await?;

@@ -2,8 +2,11 @@
 
 use std::io::IsTerminal;
 
+use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Caps the AWS SDK's runtime at `debug`: at `trace` it prints whole HTTP requests, and an
 /// `Encrypt` request carries the data key being wrapped.
@@ -27,10 +30,27 @@ pub(crate) fn init() {
         (Some(LevelFilter::TRACE) | None, Ok(cap)) => filter.add_directive(cap),
         _ => filter,
     };
-    // Only fails if a subscriber is already set, which leaves logging working anyway.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(std::io::stderr().is_terminal());
+    // Only fails if a subscriber is already set, which leaves logging working anyway.
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(Hints)
         .try_init();
+}
+
+/// Prints this CLI's hint (see [`crate::output::log_hint`]) after each library warning that
+/// has one, as [`crate::output::error_line`] adds them to errors.
+struct Hints;
+
+impl<S: Subscriber> Layer<S> for Hints {
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        if *event.metadata().level() <= Level::WARN
+            && let Some(hint) = crate::output::log_hint(event.metadata().target())
+        {
+            eprintln!("hint: {hint}");
+        }
+    }
 }

@@ -387,11 +387,22 @@ pub(crate) fn error_line(error: &Error) -> String {
     line
 }
 
+/// What to run about a library warning logged under `target`, in this CLI's words (the
+/// library's warnings name no command); printed on the line after the warning.
+pub(crate) fn log_hint(target: &str) -> Option<&'static str> {
+    (target == llm_accounting::UNSEALED_WARNING_TARGET)
+        .then_some("run `llm-accounting keys seal` once")
+}
+
 /// What to run about an error, in this CLI's words (the library's errors name no command).
 fn hint(error: &Error) -> Option<&'static str> {
     match error {
         Error::Disabled { .. } => Some("enable it with `keys enable`"),
         Error::Expired { .. } => Some("store a new value with `keys rotate`"),
+        Error::InvalidInput {
+            field: "audit head",
+            ..
+        } => Some("as printed by `keys audit --head`"),
         // A named file that does not exist and was not asked to be created.
         Error::Config { message, .. } if message.contains("(create_if_missing") => {
             Some("pass --create to create it")
@@ -525,6 +536,25 @@ mod tests {
         // The library's own message names no command.
         assert!(!disabled.to_string().contains("keys"), "{disabled}");
         assert!(!expired.to_string().contains("keys"), "{expired}");
+    }
+
+    #[test]
+    fn library_messages_get_this_clis_commands() {
+        let head = "12:XYZ"
+            .parse::<llm_accounting::AuditHead>()
+            .expect_err("malformed");
+        let line = error_line(&head);
+        assert!(line.contains("SEQ:MAC"), "{line}");
+        assert!(
+            line.ends_with("(as printed by `keys audit --head`)"),
+            "{line}"
+        );
+        assert!(!head.to_string().contains("keys"), "{head}");
+        assert_eq!(
+            log_hint(llm_accounting::UNSEALED_WARNING_TARGET),
+            Some("run `llm-accounting keys seal` once")
+        );
+        assert_eq!(log_hint("llm_accounting_core::manager"), None);
     }
 
     #[test]

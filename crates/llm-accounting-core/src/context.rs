@@ -32,8 +32,13 @@ enum Purpose {
     Record,
     /// The store's state key, which authenticates record state and the audit trail.
     StoreKey,
-    /// A branch key (see [`crate::branch`]): the scope it serves.
-    BranchKey(crate::branch::BranchScope),
+    /// A key a layer keeps for itself (the branch keys of [`crate::branch`]): the purpose's
+    /// name, the name of the field that carries the key's id, and the layer's own fields.
+    LayerKey {
+        name: &'static str,
+        id_field: &'static str,
+        fields: BTreeMap<&'static str, String>,
+    },
 }
 
 /// The service name a store key's context carries (never a record's: records are not given
@@ -67,19 +72,31 @@ impl EncryptionContext {
         }
     }
 
-    /// The context of version `version` of branch key `branch_id`, which serves `scope`
-    /// (see [`crate::branch`]): its map names `purpose = branch-key`, the branch, the scope's
-    /// kind and the scope's names under the keys a record's context uses (`service`, `user`,
-    /// `project`), so that IAM policies can condition on them as on records'. No record's or
-    /// store key's context can equal it.
-    pub fn branch_key(branch_id: Uuid, scope: &crate::branch::BranchScope, version: u32) -> Self {
+    /// The context of version `version` of key `id` that a layer keeps for itself (the
+    /// branch keys of [`crate::branch`]). Its map names `purpose`, which no record's context
+    /// has (and which must not be `store-key`, a store key's), `id_field` = the id, the layer's
+    /// `fields` (under a record's field names where they mean the same, `service`, `user`,
+    /// `project`, so that IAM policies can condition on them as on records'), `version` and
+    /// `format`. A field named like one of those is overridden by it.
+    pub fn layer_key(
+        purpose: &'static str,
+        id_field: &'static str,
+        id: Uuid,
+        version: u32,
+        fields: impl IntoIterator<Item = (&'static str, String)>,
+    ) -> Self {
+        debug_assert_ne!(purpose, "store-key", "a store key's purpose");
         EncryptionContext {
-            record_id: branch_id,
+            record_id: id,
             identity: KeyIdentity::from_parts(STORE_KEY_SERVICE, None, None)
                 .unwrap_or_else(|_| unreachable!("a constant, valid name")),
             version,
             format: FORMAT_VERSION,
-            purpose: Purpose::BranchKey(scope.clone()),
+            purpose: Purpose::LayerKey {
+                name: purpose,
+                id_field,
+                fields: fields.into_iter().collect(),
+            },
         }
     }
 
@@ -88,7 +105,7 @@ impl EncryptionContext {
         self.purpose == Purpose::StoreKey
     }
 
-    /// Whether this is a record's context (not a store key's or a branch key's).
+    /// Whether this is a record's context (not a store key's or a layer's key's).
     pub fn is_record(&self) -> bool {
         self.purpose == Purpose::Record
     }
@@ -126,13 +143,15 @@ impl EncryptionContext {
                 m.insert("version", self.version.to_string());
                 return m;
             }
-            Purpose::BranchKey(scope) => {
-                m.insert("purpose", "branch-key".to_owned());
-                m.insert("branch", self.record_id.hyphenated().to_string());
-                m.insert("scope", scope.kind().as_str().to_owned());
-                if let Some(value) = scope.value() {
-                    m.insert(scope.kind().as_str(), value.to_owned());
-                }
+            Purpose::LayerKey {
+                name,
+                id_field,
+                fields,
+            } => {
+                m.extend(fields.iter().map(|(k, v)| (*k, v.clone())));
+                m.insert("format", self.format.to_string());
+                m.insert("purpose", (*name).to_owned());
+                m.insert(id_field, self.record_id.hyphenated().to_string());
                 m.insert("version", self.version.to_string());
                 return m;
             }

@@ -47,9 +47,9 @@ pub use error::{BoxError, Error, ErrorKind, Result};
 pub use identity::{KeyIdentity, MAX_NAME_CHARS, is_hidden_char, validate_name};
 pub use key_change::{KeyChange, LoadedCurrent};
 pub use manager::{
-    AuditOptions, BatchMode, BrokenKey, KeyListing, ManagerOptions, RewrapFailure, RewrapOptions,
-    RewrapProgress, RewrapReport, SealReport, SecureKeyManager, SecureKeyManagerBuilder,
-    StoreOutcome, VersionInfo, WriteOptions,
+    AuditOptions, BatchMode, BrokenKey, KeyListing, ListOptions, ManagerOptions, RewrapFailure,
+    RewrapOptions, RewrapProgress, RewrapReport, SealReport, SecureKeyManager,
+    SecureKeyManagerBuilder, StoreOutcome, UNSEALED_WARNING_TARGET, VersionInfo, WriteOptions,
 };
 pub use memory::MemoryKeyRepository;
 pub use principal::Principal;

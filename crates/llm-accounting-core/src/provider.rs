@@ -58,7 +58,7 @@ pub trait KmsProvider: Send + Sync + Debug {
 
     /// Whether `master_key_ref` names a master key (version) this provider no longer unwraps
     /// with, because it was retired below a minimum decryptable version. Records under it
-    /// must be rewrapped before it is retired; `keys rewrap --check` reports them.
+    /// must be rewrapped before it is retired; a rewrap with `check_only` counts them.
     fn is_retired(&self, master_key_ref: &str) -> bool {
         let _ = master_key_ref;
         false
@@ -77,18 +77,6 @@ pub trait KmsProvider: Send + Sync + Debug {
     async fn is_current(&self, wrapped: &WrappedKey, context: &EncryptionContext) -> Result<bool> {
         let _ = context;
         Ok(wrapped.provider == self.name() && wrapped.master_key_ref == self.master_key_ref())
-    }
-
-    /// The part of a rewrap that happens in a layer with keys of its own (branch keys, see
-    /// [`crate::branch`]): move them under the current master key, and with `rotate`, make
-    /// new versions; with `check_only`, count only. The default has none.
-    async fn rewrap_branches(
-        &self,
-        rotate: bool,
-        check_only: bool,
-    ) -> Result<crate::branch::BranchRewrapReport> {
-        let _ = (rotate, check_only);
-        Ok(crate::branch::BranchRewrapReport::default())
     }
 
     /// Wraps `key` under the current master key, bound to `context`.
@@ -144,7 +132,7 @@ impl KmsCall {
 /// - `..., around: method` passes each call that reaches the KMS through
 ///   `self.method(KmsCall, || inner_call)`, an async method that may call the closure once
 ///   (timeout, metrics) or several times (retry). Name, master-key reference, retirement,
-///   the names handled, currency and branch rewraps are always the inner provider's.
+///   the names handled and currency are always the inner provider's.
 macro_rules! forward_kms_provider {
     (impl [$($generics:tt)*] for $ty:ty, inner: |$s:ident| $inner:expr) => {
         #[async_trait::async_trait]
@@ -173,14 +161,6 @@ macro_rules! forward_kms_provider {
             ) -> $crate::Result<bool> {
                 let $s = self;
                 $inner.is_current(wrapped, context).await
-            }
-            async fn rewrap_branches(
-                &self,
-                rotate: bool,
-                check_only: bool,
-            ) -> $crate::Result<$crate::branch::BranchRewrapReport> {
-                let $s = self;
-                $inner.rewrap_branches(rotate, check_only).await
             }
             async fn wrap_key(
                 &self,
@@ -234,14 +214,6 @@ macro_rules! forward_kms_provider {
             ) -> $crate::Result<bool> {
                 let $s = self;
                 $inner.is_current(wrapped, context).await
-            }
-            async fn rewrap_branches(
-                &self,
-                rotate: bool,
-                check_only: bool,
-            ) -> $crate::Result<$crate::branch::BranchRewrapReport> {
-                let $s = self;
-                $inner.rewrap_branches(rotate, check_only).await
             }
             async fn wrap_key(
                 &self,

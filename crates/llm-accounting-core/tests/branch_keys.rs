@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use llm_accounting_core::branch::{
-    BranchKeyProvider, BranchKeyRecord, BranchKeyStore, BranchScope, Hierarchy, ScopeKind,
+    BranchKeyLayer, BranchKeyProvider, BranchKeyRecord, BranchKeyStore, BranchScope, Hierarchy,
+    ScopeKind,
 };
 use llm_accounting_core::envelope::{aead_open, aead_seal};
 use llm_accounting_core::layers::{self, KmsMetrics, LayerOptions};
@@ -105,21 +106,21 @@ impl Setup {
         hierarchy: Hierarchy,
     ) -> (SecureKeyManager, Arc<KmsMetrics>, Arc<BranchKeyProvider>) {
         let metrics = Arc::new(KmsMetrics::new());
-        let stacked = layers::stack(
+        let branch = layers::stack_with_branch_keys(
             Arc::clone(&self.kms) as Arc<dyn KmsProvider>,
             &LayerOptions::default(),
             Arc::clone(&metrics),
+            &BranchKeyLayer::new(
+                Arc::clone(&self.repo) as Arc<dyn BranchKeyStore>,
+                hierarchy,
+                Duration::from_secs(600),
+            ),
         );
-        let branch = Arc::new(BranchKeyProvider::new(
-            stacked,
-            Arc::clone(&self.repo) as Arc<dyn BranchKeyStore>,
-            hierarchy,
-            Duration::from_secs(600),
-        ));
         let manager = SecureKeyManager::builder(
             Arc::clone(&branch) as Arc<dyn KmsProvider>,
             Arc::clone(&self.repo) as Arc<dyn KeyRepository>,
         )
+        .branch_keys(Arc::clone(&branch))
         .options(ManagerOptions {
             require_sealed: true,
             ..ManagerOptions::default()
@@ -285,7 +286,7 @@ async fn each_scope_gets_its_own_branch_named_in_its_context() {
         assert!(rows.iter().all(|r| r.scope.kind() == kind));
         // The context the KMS saw names the branch and its scope, as IAM conditions need.
         let row = &rows[0];
-        let map = EncryptionContext::branch_key(row.branch_id, &row.scope, row.version).to_map();
+        let map = row.context().to_map();
         assert_eq!(map["purpose"], "branch-key");
         assert_eq!(map["scope"], kind.as_str());
         assert_eq!(

@@ -24,17 +24,9 @@ pub fn ctx(service: &str, user: Option<&str>, version: u32) -> EncryptionContext
     )
 }
 
-/// The error and its sources joined by `: `, as the CLI prints them.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        cur = s.source();
-    }
-    text
-}
+/// The error and its sources joined by `: `, as the CLI prints them: core's, re-exported
+/// for the tests of provider crates.
+pub use llm_accounting_core::error_chain;
 
 /// Small, fast retry limits for failure tests: 3 attempts, 10 to 50 ms apart, 5 s in all,
 /// each call cut off after `timeout`.

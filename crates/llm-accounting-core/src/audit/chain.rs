@@ -128,8 +128,8 @@ fn keyed_hash(key: &[u8; 32], seq: u64, prev_hash: &str, e: &AuditEvent) -> Stri
 }
 
 /// The last record of a trail, `SEQ:MAC` (the MAC in lowercase hex), for an operator to keep
-/// outside the database: `keys audit --verify --expect-head SEQ:MAC` then also catches a trail
-/// cut short before that record, or replaced as a whole.
+/// outside the database: [`crate::SecureKeyManager::verify_audit_head`] given it then also
+/// catches a trail cut short before that record, or replaced as a whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditHead {
     /// The record's sequence number.
@@ -151,8 +151,8 @@ impl std::str::FromStr for AuditHead {
         let bad = || {
             crate::Error::invalid(
                 "audit head",
-                "expected SEQ:MAC as printed by `keys audit --head` (a record number, a colon, \
-                 64 lowercase hex digits)",
+                "expected SEQ:MAC, as an audit head displays: a record number, a colon, 64 \
+                 lowercase hex digits",
             )
         };
         let (seq, mac) = s.trim().split_once(':').ok_or_else(bad)?;

@@ -1,11 +1,14 @@
 //! Branch keys: one KMS call per branch, local AES for every data key under it (the AWS
 //! Encryption SDK's hierarchical keyring).
 //!
-//! [`BranchKeyProvider`] is a [`KmsProvider`] layer over the real (layered) provider, so the
-//! manager, the envelope and the conformance suite are unchanged:
+//! [`BranchKeyProvider`] is a [`KmsProvider`] layer over the real (layered) provider, made by
+//! [`BranchKeyLayer`] (a [`crate::layers::Layer`]), so the manager, the envelope and the
+//! conformance suite are unchanged; what only branch keys have (rewrapping and rotating them,
+//! evicting them) is on its own type, and a manager given it with
+//! [`crate::SecureKeyManagerBuilder::branch_keys`] uses it in every rewrap:
 //!
 //! - a **branch key** is 256 random bits, wrapped by the inner provider under a context naming
-//!   the branch ([`EncryptionContext::branch_key`]: `purpose = branch-key`, the branch id, the
+//!   the branch ([`BranchScope::key_context`]: `purpose = branch-key`, the branch id, the
 //!   scope kind, the scope's name under the key a record's context uses (`service`, `project`,
 //!   `user`), the branch version), and kept in its own table ([`BranchKeyStore`]) with a
 //!   commitment: HMAC-SHA-256 of id, version and scope under a key derived from the branch key;
@@ -24,11 +27,12 @@
 //! key is disabled fails as the inner provider reports it. Contexts that are not a record's
 //! (the store's state key) always go straight to the inner provider.
 //!
-//! Order: branch → retry → metrics → timeout → provider, so the metrics count the KMS calls
-//! made for branch keys (and direct ones), not the local unwraps.
+//! It is the outermost layer (the order is in [`crate::layers`]), so the metrics count the
+//! KMS calls made for branch keys (and direct ones), not the local unwraps.
 
 mod cache;
 mod crypto;
+mod layer;
 mod rewrap;
 mod scope;
 mod store;
@@ -40,6 +44,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use uuid::Uuid;
 
+pub use self::layer::BranchKeyLayer;
 pub use self::rewrap::BranchRewrapReport;
 pub use self::scope::{BranchScope, Hierarchy, ScopeKind};
 pub use self::store::{BranchKeyRecord, BranchKeyStore};
@@ -74,7 +79,7 @@ impl BranchKeyProvider {
     /// A layer over `inner` keeping branch keys in `store`, grouping records as `hierarchy`
     /// says, keeping unwrapped branch keys for `ttl`. With [`Hierarchy::Off`] it wraps as
     /// `inner` does and only unwraps branch-wrapped keys (written before the hierarchy was
-    /// turned off, until `keys rewrap` moves them).
+    /// turned off, until a rewrap moves them).
     pub fn new(
         inner: Arc<dyn KmsProvider>,
         store: Arc<dyn BranchKeyStore>,
@@ -100,7 +105,7 @@ impl BranchKeyProvider {
     }
 
     /// Adds a provider used only to unwrap branch keys it wrapped (a migration from it to the
-    /// inner provider; `keys rewrap` moves them).
+    /// inner provider; a rewrap moves them).
     pub fn with_decrypt_provider(mut self, provider: Arc<dyn KmsProvider>) -> Self {
         self.decrypt_only.push(provider);
         self
@@ -159,7 +164,7 @@ impl BranchKeyProvider {
             id: row.branch_id,
             version: row.version,
         };
-        let context = EncryptionContext::branch_key(row.branch_id, &row.scope, row.version);
+        let context = row.context();
         let key = self
             .unwrapper(&row.wrapped.provider)?
             .unwrap_key(&row.wrapped, &context)
@@ -234,7 +239,7 @@ impl BranchKeyProvider {
         scope: &BranchScope,
     ) -> Result<Option<Arc<DataKey>>> {
         let key = DataKey::generate()?;
-        let context = EncryptionContext::branch_key(branch.id, scope, branch.version);
+        let context = scope.key_context(branch.id, branch.version);
         let wrapped = self.inner.wrap_key(&key, &context).await?;
         let row = BranchKeyRecord {
             branch_id: branch.id,
@@ -347,10 +352,6 @@ impl KmsProvider for BranchKeyProvider {
                 }),
         };
         Ok(current == Some(branch))
-    }
-
-    async fn rewrap_branches(&self, rotate: bool, check_only: bool) -> Result<BranchRewrapReport> {
-        self.rewrap_branch_keys(rotate, check_only).await
     }
 }
 

@@ -1,4 +1,4 @@
-//! Branch-key maintenance for `keys rewrap`: moving branch keys under the inner provider's
+//! Branch-key maintenance for a rewrap: moving branch keys under the inner provider's
 //! current master key (O(branches) KMS calls, whatever the number of records) and rotating
 //! branches (a new version per branch; records move onto it in the same rewrap).
 
@@ -27,7 +27,11 @@ impl BranchKeyProvider {
     /// Moves every branch key version not under the inner provider's current master key
     /// under it (one unwrap and one wrap each); with `rotate`, also makes the next version of
     /// every branch. With `check_only`, counts and changes nothing.
-    pub(crate) async fn rewrap_branch_keys(
+    ///
+    /// The branch part of a rewrap: [`crate::SecureKeyManager::rewrap`] calls it first on the
+    /// layer given to [`crate::SecureKeyManagerBuilder::branch_keys`], so that records then
+    /// move onto the current branch versions.
+    pub async fn rewrap_branch_keys(
         &self,
         rotate: bool,
         check_only: bool,
@@ -43,7 +47,7 @@ impl BranchKeyProvider {
             };
             after = Some((last.branch_id, last.version));
             for row in page {
-                let context = EncryptionContext::branch_key(row.branch_id, &row.scope, row.version);
+                let context = row.context();
                 if !self.inner.is_current(&row.wrapped, &context).await? {
                     report.rewrapped += 1;
                     if !check_only {

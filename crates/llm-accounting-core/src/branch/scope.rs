@@ -4,7 +4,12 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
-use crate::{Error, KeyIdentity, Result};
+use uuid::Uuid;
+
+use crate::{EncryptionContext, Error, KeyIdentity, Result};
+
+/// The purpose a branch key's [`EncryptionContext`] names.
+const BRANCH_KEY_PURPOSE: &str = "branch-key";
 
 /// How records are grouped under branch keys (`kms.hierarchy`).
 ///
@@ -157,6 +162,19 @@ impl BranchScope {
         self.value.as_deref()
     }
 
+    /// The context version `version` of branch `branch_id`, which serves this scope, is
+    /// wrapped under by the KMS (see [`crate::branch`]): its map names `purpose = branch-key`,
+    /// the branch (`branch`), the scope's kind (`scope`), the scope's name under the key a
+    /// record's context uses (`service`, `user`, `project`) and the version, so that IAM
+    /// policies can condition on them as on records'. No record's or store key's context can
+    /// equal it.
+    pub fn key_context(&self, branch_id: Uuid, version: u32) -> EncryptionContext {
+        let kind = self.kind.as_str();
+        let fields = std::iter::once(("scope", kind.to_owned()))
+            .chain(self.value.as_ref().map(|v| (kind, v.clone())));
+        EncryptionContext::layer_key(BRANCH_KEY_PURPOSE, "branch", branch_id, version, fields)
+    }
+
     /// The key under which the store finds a scope's branches: SHA-256 (hex) of the kind and
     /// value, length-prefixed, so that it fits an index on every database and no two scopes
     /// share it.
@@ -217,6 +235,62 @@ mod tests {
             .scope_of(&id("openai", None, None))
             .expect("scope");
         assert_eq!(none.value(), None);
+    }
+
+    /// The canonical encoding of a branch key's context, spelled out: branch keys already
+    /// stored were wrapped under exactly these bytes.
+    #[test]
+    fn a_branch_key_context_encodes_as_it_always_has() {
+        let id = Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        let expect = |pairs: &[(&str, &str)]| {
+            let mut out = b"llm-accounting/context/v1".to_vec();
+            out.extend_from_slice(&(pairs.len() as u32).to_be_bytes());
+            for (k, v) in pairs {
+                for part in [k, v] {
+                    out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+                    out.extend_from_slice(part.as_bytes());
+                }
+            }
+            out
+        };
+        let branch = "01234567-89ab-cdef-0123-456789abcdef";
+        let service = BranchScope::new(ScopeKind::Service, Some("openai".into())).expect("valid");
+        assert_eq!(
+            service.key_context(id, 3).canonical_bytes(),
+            expect(&[
+                ("branch", branch),
+                ("format", "1"),
+                ("purpose", "branch-key"),
+                ("scope", "service"),
+                ("service", "openai"),
+                ("version", "3"),
+            ])
+        );
+        let store = BranchScope::new(ScopeKind::Store, None).expect("valid");
+        assert_eq!(
+            store.key_context(id, 1).canonical_bytes(),
+            expect(&[
+                ("branch", branch),
+                ("format", "1"),
+                ("purpose", "branch-key"),
+                ("scope", "store"),
+                ("version", "1"),
+            ])
+        );
+        let no_user = BranchScope::new(ScopeKind::User, None).expect("valid");
+        let ctx = no_user.key_context(id, 2);
+        assert!(!ctx.is_record() && !ctx.is_store_key());
+        assert_ne!(ctx, store.key_context(id, 2));
+        assert_eq!(
+            ctx.canonical_bytes(),
+            expect(&[
+                ("branch", branch),
+                ("format", "1"),
+                ("purpose", "branch-key"),
+                ("scope", "user"),
+                ("version", "2"),
+            ])
+        );
     }
 
     #[test]

@@ -30,6 +30,14 @@ pub struct BranchKeyRecord {
     pub created_at: DateTime<Utc>,
 }
 
+impl BranchKeyRecord {
+    /// The context this branch key version is wrapped under (see
+    /// [`BranchScope::key_context`]).
+    pub fn context(&self) -> crate::EncryptionContext {
+        self.scope.key_context(self.branch_id, self.version)
+    }
+}
+
 /// Persistence of branch keys: implemented by the sea-orm store and by
 /// [`crate::MemoryKeyRepository`]. No crypto happens here.
 #[async_trait]

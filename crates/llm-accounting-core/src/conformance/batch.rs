@@ -5,7 +5,7 @@
 use chrono::{Duration, SubsecRound, Utc};
 use uuid::Uuid;
 
-use super::repository::{key, listed_keys, version, write};
+use super::fixtures::{key, listed_keys, version, write};
 use crate::{Error, KeyChange, KeyFilter, KeyIdentity, KeyRepository, VersionState};
 
 /// More keys than one INSERT or one `IN (...)` list carries on any database, so that a

@@ -15,5 +15,6 @@
 pub mod audit;
 mod batch;
 pub mod branch;
+mod fixtures;
 pub mod provider;
 pub mod repository;

@@ -111,15 +111,3 @@ pub(super) fn wrapped() -> WrappedKey {
         ciphertext: vec![1, 2, 3],
     }
 }
-
-/// Every message of the error chain, joined by ": ".
-pub(super) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        cur = s.source();
-    }
-    text
-}

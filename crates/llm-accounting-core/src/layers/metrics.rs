@@ -147,6 +147,27 @@ impl<P: KmsProvider> Metrics<P> {
     }
 }
 
+/// The [`Layer`](super::Layer) of [`Metrics`]: the counters calls are counted into.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsLayer {
+    metrics: Arc<KmsMetrics>,
+}
+
+impl MetricsLayer {
+    /// Counts calls into `metrics`.
+    pub fn new(metrics: Arc<KmsMetrics>) -> Self {
+        MetricsLayer { metrics }
+    }
+}
+
+impl<P: KmsProvider> super::Layer<P> for MetricsLayer {
+    type Layered = Metrics<P>;
+
+    fn layer(&self, inner: P) -> Metrics<P> {
+        Metrics::new(inner, Arc::clone(&self.metrics))
+    }
+}
+
 crate::provider::forward_kms_provider!(
     impl [P: KmsProvider] for Metrics<P>,
     inner: |s| s.inner,

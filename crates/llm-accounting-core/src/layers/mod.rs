@@ -1,20 +1,31 @@
-//! Layers: [`KmsProvider`] wrappers that add retries, per-call timeouts and metrics to any
-//! provider, without code inside the provider (OpenDAL's layers, object_store's retry).
+//! Layers: [`KmsProvider`] wrappers that add retries, per-call timeouts, metrics and branch
+//! keys to any provider, without code inside the provider (OpenDAL's layers, object_store's
+//! retry).
 //!
-//! Each layer is itself a [`KmsProvider`] whose [`KmsProvider::name`] and
-//! [`KmsProvider::master_key_ref`] are the inner provider's, so records written through a layer
-//! name the real provider.
+//! Each layer is described by a value implementing [`Layer`] ([`RetryLayer`],
+//! [`MetricsLayer`], [`TimeoutLayer`], [`crate::branch::BranchKeyLayer`]), whose
+//! [`Layer::layer`] wraps a provider into a provider. Each layered provider is itself a
+//! [`KmsProvider`] whose [`KmsProvider::name`] and [`KmsProvider::master_key_ref`] are the
+//! inner provider's (the branch layer names its own wrappings `INNER+branch`), so records
+//! written through a layer name the real provider. What only one layer can do is on that
+//! layer's own type (for example [`crate::branch::BranchKeyProvider::rewrap_branch_keys`]),
+//! not on [`KmsProvider`].
 //!
 //! # Order
 //!
-//! Stack them outermost first as **retry → metrics → timeout → provider** ([`stack`] does this):
+//! Stack them outermost first as **branch keys → retry → metrics → timeout → provider**
+//! ([`stack`] builds retry → metrics → timeout → provider; [`stack_with_branch_keys`] adds the
+//! branch layer over it). This is the one place the order is decided:
 //!
 //! - [`Timeout`] innermost, so that each attempt has its own deadline and a hung call becomes a
 //!   retryable [`crate::Error::ProviderUnavailable`] the retry layer can act on;
 //! - [`Metrics`] between them, so that it counts every attempt (real round trips, timed-out ones
 //!   included) and not just the outcome the caller saw;
-//! - [`Retry`] outermost, retrying only errors whose [`crate::Error::is_retryable`] is true, with
-//!   jittered exponential backoff, bounded by a number of attempts and a total time.
+//! - [`Retry`] over them, retrying only errors whose [`crate::Error::is_retryable`] is true,
+//!   with jittered exponential backoff, bounded by a number of attempts and a total time;
+//! - the branch-key layer ([`crate::branch`]) outermost, so that the KMS calls it makes for
+//!   branch keys are retried, timed and counted like direct ones, and its local unwraps are
+//!   not counted as KMS calls.
 //!
 //! ```
 //! # use std::sync::Arc;
@@ -42,11 +53,23 @@ mod timeout;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use metrics::{KmsMetrics, KmsMetricsSnapshot, Metrics};
-pub use retry::{Retry, RetryPolicy};
-pub use timeout::Timeout;
+pub use metrics::{KmsMetrics, KmsMetricsSnapshot, Metrics, MetricsLayer};
+pub use retry::{Retry, RetryLayer, RetryPolicy};
+pub use timeout::{Timeout, TimeoutLayer};
 
 use crate::KmsProvider;
+use crate::branch::{BranchKeyLayer, BranchKeyProvider};
+
+/// Something that wraps a provider into another that adds one concern around it (OpenDAL's
+/// `Layer`): the layer's settings, [`Layer::layer`] applying them to `inner`. Stack layers in
+/// the order of the module docs.
+pub trait Layer<P: KmsProvider> {
+    /// The provider the layer makes of `P`.
+    type Layered: KmsProvider;
+
+    /// Wraps `inner`.
+    fn layer(&self, inner: P) -> Self::Layered;
+}
 
 /// Settings of the standard layer stack built by [`stack`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,18 +91,32 @@ impl Default for LayerOptions {
 }
 
 /// Wraps `provider` in the standard stack, retry → metrics → timeout → provider, counting into
-/// `metrics` (calls and failures of each attempt, and retries).
+/// `metrics` (calls and failures of each attempt, and retries); no timeout layer when
+/// `options.timeout` is `None`.
 pub fn stack(
     provider: Arc<dyn KmsProvider>,
     options: &LayerOptions,
     metrics: Arc<KmsMetrics>,
 ) -> Arc<dyn KmsProvider> {
     let timed: Arc<dyn KmsProvider> = match options.timeout {
-        Some(limit) => Arc::new(Timeout::new(provider, limit)),
+        Some(limit) => Arc::new(TimeoutLayer::new(limit).layer(provider)),
         None => provider,
     };
-    let counted = Metrics::new(timed, Arc::clone(&metrics));
-    Arc::new(Retry::new(counted, options.retry.clone()).with_metrics(metrics))
+    let counted = MetricsLayer::new(Arc::clone(&metrics)).layer(timed);
+    let retry = RetryLayer::new(options.retry.clone()).with_metrics(metrics);
+    Arc::new(retry.layer(counted))
+}
+
+/// The whole stack, branch keys → retry → metrics → timeout → provider: `branches` over
+/// [`stack`]. The branch layer's own type is returned, for its own operations (rewrap and
+/// rotation of branch keys, eviction); it is also the provider to wrap with.
+pub fn stack_with_branch_keys(
+    provider: Arc<dyn KmsProvider>,
+    options: &LayerOptions,
+    metrics: Arc<KmsMetrics>,
+    branches: &BranchKeyLayer,
+) -> Arc<BranchKeyProvider> {
+    Arc::new(branches.layer(stack(provider, options, metrics)))
 }
 
 #[cfg(test)]

@@ -214,6 +214,42 @@ fn gave_up(error: Error, attempts: u32, elapsed: Duration) -> Error {
     }
 }
 
+/// The [`Layer`](super::Layer) of [`Retry`]: a policy, and optionally where retries are
+/// counted.
+#[derive(Debug, Clone, Default)]
+pub struct RetryLayer {
+    policy: RetryPolicy,
+    metrics: Option<Arc<KmsMetrics>>,
+}
+
+impl RetryLayer {
+    /// Retries following `policy`.
+    pub fn new(policy: RetryPolicy) -> Self {
+        RetryLayer {
+            policy,
+            metrics: None,
+        }
+    }
+
+    /// Counts retries into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<KmsMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+}
+
+impl<P: KmsProvider> super::Layer<P> for RetryLayer {
+    type Layered = Retry<P>;
+
+    fn layer(&self, inner: P) -> Retry<P> {
+        Retry {
+            inner,
+            policy: self.policy.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
 crate::provider::forward_kms_provider!(
     impl [P: KmsProvider] for Retry<P>,
     inner: |s| s.inner,
@@ -227,8 +263,9 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
+    use crate::error_chain;
     use crate::layers::Metrics;
-    use crate::layers::fake::{Fake, Step, ctx, error_chain, wrapped};
+    use crate::layers::fake::{Fake, Step, ctx, wrapped};
     use crate::{DataKey, EncryptionContext, WrappedKey};
 
     fn policy(max_attempts: u32) -> RetryPolicy {

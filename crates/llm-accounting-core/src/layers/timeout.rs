@@ -72,6 +72,27 @@ impl<P: KmsProvider> Timeout<P> {
     }
 }
 
+/// The [`Layer`](super::Layer) of [`Timeout`]: the deadline of each call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeoutLayer {
+    limit: Duration,
+}
+
+impl TimeoutLayer {
+    /// Gives each call at most `limit`.
+    pub fn new(limit: Duration) -> Self {
+        TimeoutLayer { limit }
+    }
+}
+
+impl<P: KmsProvider> super::Layer<P> for TimeoutLayer {
+    type Layered = Timeout<P>;
+
+    fn layer(&self, inner: P) -> Timeout<P> {
+        Timeout::new(inner, self.limit)
+    }
+}
+
 crate::provider::forward_kms_provider!(
     impl [P: KmsProvider] for Timeout<P>,
     inner: |s| s.inner,
@@ -81,7 +102,8 @@ crate::provider::forward_kms_provider!(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layers::fake::{Fake, Step, ctx, error_chain, wrapped};
+    use crate::error_chain;
+    use crate::layers::fake::{Fake, Step, ctx, wrapped};
 
     #[tokio::test(start_paused = true)]
     async fn a_timeout_is_a_retryable_unavailable_error() {

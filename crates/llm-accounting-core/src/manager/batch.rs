@@ -9,7 +9,7 @@ use futures_util::stream::{self, StreamExt, TryStreamExt};
 use uuid::Uuid;
 
 use super::audit::ChangeAudit;
-use super::write::{MAX_WRITE_ATTEMPTS, conflict_backoff};
+use super::conflict::{MAX_WRITE_ATTEMPTS, conflict_backoff};
 use crate::audit::AuditEvent;
 use crate::seal::{StateKeys, check_current, version_digest};
 use crate::{

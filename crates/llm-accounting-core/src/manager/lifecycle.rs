@@ -17,6 +17,14 @@ pub struct KeyListing {
     /// Rows that could not be read, or whose state does not verify: corrupted, or changed
     /// outside llm-accounting. Their names are as stored: escape them before printing.
     pub broken: Vec<BrokenKey>,
+    /// With [`ListOptions::versions`](crate::ListOptions::versions): the versions of each key
+    /// of `keys`, in the same order. Empty otherwise.
+    pub versions: Vec<Vec<VersionInfo>>,
+    /// How many readable keys matched the filter before
+    /// [`ListOptions::expiring_within`](crate::ListOptions::expiring_within) left some out
+    /// (from [`SecureKeyManager::list_with`]; for a message such as "none of the 12 stored
+    /// expires soon").
+    pub matched: usize,
 }
 
 /// A listed key that cannot be trusted.
@@ -195,7 +203,7 @@ impl SecureKeyManager {
                 break;
             }
             // Deleted or changed by another writer meanwhile: look again.
-            if attempt >= super::write::MAX_WRITE_ATTEMPTS {
+            if attempt >= super::conflict::MAX_WRITE_ATTEMPTS {
                 return Err(Error::Conflict {
                     identity: identity.to_string(),
                 });
@@ -227,7 +235,7 @@ impl SecureKeyManager {
             attempt += 1;
             match self.inner.repo.delete_key(key.id, journal).await {
                 // Another writer took the audit row's place: try again.
-                Err(Error::Conflict { .. }) if attempt < super::write::MAX_WRITE_ATTEMPTS => {}
+                Err(Error::Conflict { .. }) if attempt < super::conflict::MAX_WRITE_ATTEMPTS => {}
                 other => break other?,
             }
         };

@@ -1,15 +1,18 @@
 //! [`SecureKeyManager`]: store, get, list, rotate, disable, enable and delete API keys.
 //!
 //! The manager is split by concern: [`write`] (store, rotate), [`read`] (get, get_previous,
-//! get_many), [`lifecycle`] (versions, list, disable, enable, delete), [`audit`] (the trail of
+//! get_many), [`lifecycle`] (versions, list, disable, enable, delete), [`list`] (listing with
+//! options: keys expiring soon, versions), [`audit`] (the trail of
 //! every operation), [`rewrap`] (moving data keys under another master key) and [`refresh`]
 //! (checking cached keys against the store). This module holds the type, its builder and what
 //! every operation shares.
 
 mod audit;
 mod batch;
+mod conflict;
 mod hits;
 mod lifecycle;
+mod list;
 mod listen;
 mod options;
 mod read;
@@ -24,6 +27,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use crate::audit::AuditLog;
+use crate::branch::BranchKeyProvider;
 use crate::cache::KeyCache;
 use crate::changes::ChangeFeed;
 use crate::last_used::LastUsed;
@@ -35,9 +39,11 @@ use crate::{
 use self::audit::AuditTrail;
 pub use self::batch::BatchMode;
 pub use self::lifecycle::{BrokenKey, KeyListing};
+pub use self::list::ListOptions;
 pub use self::options::{AuditOptions, ManagerOptions, StoreOutcome, VersionInfo, WriteOptions};
 pub use self::rewrap::{RewrapFailure, RewrapOptions, RewrapProgress, RewrapReport};
 pub use self::seal::SealReport;
+pub use self::state::UNSEALED_WARNING_TARGET;
 
 /// Stores and serves API keys: envelope encryption through a [`KmsProvider`], persistence
 /// through a [`KeyRepository`], and a cache of decrypted keys.
@@ -66,6 +72,8 @@ pub struct SecureKeyManager {
 pub(crate) struct Inner {
     provider: Arc<dyn KmsProvider>,
     decrypt_only: Vec<Arc<dyn KmsProvider>>,
+    /// The branch-key layer `provider` wraps through, if any: rewraps move its keys too.
+    branch_keys: Option<Arc<BranchKeyProvider>>,
     repo: Arc<dyn KeyRepository>,
     cache: KeyCache,
     last_used: LastUsed,
@@ -86,6 +94,7 @@ pub(crate) struct Inner {
 pub struct SecureKeyManagerBuilder {
     provider: Arc<dyn KmsProvider>,
     decrypt_only: Vec<Arc<dyn KmsProvider>>,
+    branch_keys: Option<Arc<BranchKeyProvider>>,
     repo: Arc<dyn KeyRepository>,
     options: ManagerOptions,
     audit: Option<(Arc<dyn AuditLog>, AuditOptions)>,
@@ -110,6 +119,18 @@ impl SecureKeyManagerBuilder {
     /// Adds a provider used only to unwrap keys it wrapped earlier (during a migration).
     pub fn decrypt_provider(mut self, provider: Arc<dyn KmsProvider>) -> Self {
         self.decrypt_only.push(provider);
+        self
+    }
+
+    /// The branch-key layer (see [`crate::branch`]) the builder's provider wraps through:
+    /// normally that provider itself,
+    /// `SecureKeyManager::builder(Arc::clone(&layer) as _, repo).branch_keys(layer)`.
+    /// [`SecureKeyManager::rewrap`] then starts with the layer's own keys
+    /// ([`BranchKeyProvider::rewrap_branch_keys`]: moving them under the current master key,
+    /// rotating them when asked, counting them with `check_only`). Without it, a rewrap leaves
+    /// branch keys alone and reports none.
+    pub fn branch_keys(mut self, layer: Arc<BranchKeyProvider>) -> Self {
+        self.branch_keys = Some(layer);
         self
     }
 
@@ -146,6 +167,7 @@ impl SecureKeyManagerBuilder {
             ),
             provider: self.provider,
             decrypt_only: self.decrypt_only,
+            branch_keys: self.branch_keys,
             repo: self.repo,
             cache,
             refresh_interval: self.options.cache.refresh_interval,
@@ -220,6 +242,7 @@ impl SecureKeyManager {
         SecureKeyManagerBuilder {
             provider,
             decrypt_only: Vec::new(),
+            branch_keys: None,
             audit: None,
             repo,
             options: ManagerOptions::default(),

@@ -43,8 +43,8 @@ pub struct RewrapOptions {
     /// Only count what would be done; change nothing.
     pub check_only: bool,
     /// Give every branch key a new version, and move the records onto it (see
-    /// [`crate::branch`]); old versions stay readable until then. Without branch keys:
-    /// nothing.
+    /// [`crate::branch`]); old versions stay readable until then. Without a branch-key layer
+    /// ([`crate::SecureKeyManagerBuilder::branch_keys`]): nothing.
     pub rotate_branches: bool,
 }
 
@@ -164,9 +164,11 @@ impl SecureKeyManager {
             .rewrap_state_key(target.as_ref(), options.check_only)
             .await?;
         // Branch keys first: records then move onto the current branch versions.
-        report.branch_keys = target
-            .rewrap_branches(options.rotate_branches, options.check_only)
-            .await?;
+        if let Some(branches) = &self.inner.branch_keys {
+            report.branch_keys = branches
+                .rewrap_branch_keys(options.rotate_branches, options.check_only)
+                .await?;
+        }
         let batch_size = options.batch_size.max(1);
         let mut after = None;
         let mut seen = 0u64;
@@ -317,7 +319,7 @@ impl SecureKeyManager {
             )
             .await?;
         let (mut key, mut version) = (key.clone(), version.clone());
-        for _ in 0..super::write::MAX_WRITE_ATTEMPTS {
+        for _ in 0..super::conflict::MAX_WRITE_ATTEMPTS {
             let rewrapped = VersionRecord {
                 envelope: envelope.clone(),
                 provider: new_env.wrapped.provider.clone(),
@@ -387,7 +389,7 @@ impl SecureKeyManager {
                 .await
             {
                 Err(Error::Conflict { .. }) if journal.is_some() && attempt < MAX_AUDIT_RACES => {
-                    tokio::time::sleep(super::write::conflict_backoff(attempt)).await;
+                    tokio::time::sleep(super::conflict::conflict_backoff(attempt)).await;
                 }
                 result => return result,
             }

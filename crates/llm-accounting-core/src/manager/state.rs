@@ -14,6 +14,11 @@ use crate::{
     EncryptionContext, Error, KeyRecord, RecordSeal, Result, SecureKeyManager, StoreKeyRecord,
 };
 
+/// The `tracing` target of the warning that a store's record state is not authenticated: it
+/// is not sealed (and sealing is not required). The remedy is [`SecureKeyManager::seal`],
+/// once; an application can add its own words for it to the warnings of this target.
+pub const UNSEALED_WARNING_TARGET: &str = "llm_accounting_core::unsealed";
+
 /// How long a read trusts that the store is still unsealed before looking again (writes always
 /// look again).
 const UNSEALED_RECHECK_MS: u64 = 2_000;
@@ -155,9 +160,9 @@ impl SecureKeyManager {
     fn warn_unsealed(&self) {
         if !self.inner.state.warned.swap(true, Ordering::Relaxed) {
             tracing::warn!(
+                target: UNSEALED_WARNING_TARGET,
                 "the state of the keys in this store (current version, disabled, expiry) is not \
-                 authenticated: a database writer could change it unseen; run `llm-accounting \
-                 keys seal` once"
+                 authenticated: a database writer could change it unseen; seal the store once"
             );
         }
     }

@@ -1,29 +1,17 @@
 //! Writing values: store (a new key, or a new version of one) and rotate.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::Utc;
 
 use super::audit::ChangeAudit;
 use super::batch::{Prepared, Times};
+use super::conflict::{MAX_WRITE_ATTEMPTS, conflict_backoff};
 use crate::audit::AuditEvent;
 use crate::seal::{StateKeys, check_current};
 use crate::{
     ApiKey, Error, KeyChange, KeyIdentity, Result, SecureKeyManager, StoreOutcome, WriteOptions,
 };
-
-/// How many times a write that lost an optimistic-concurrency race is tried in all.
-pub(super) const MAX_WRITE_ATTEMPTS: u32 = 8;
-
-/// A random pause before trying a lost write again: up to 2^attempt ms (at most 128 ms), so
-/// that writers racing for one key spread out instead of colliding again.
-pub(super) fn conflict_backoff(attempt: u32) -> Duration {
-    let mut b = [0u8; 2];
-    let r = crate::random_bytes(&mut b).map_or(0, |()| u16::from_le_bytes(b));
-    let cap_ms = 1u64 << attempt.min(7);
-    Duration::from_micros(u64::from(r) * cap_ms * 1000 / u64::from(u16::MAX))
-}
 
 /// What a write needs besides its value: the store's state keys (to seal the record) and how
 /// its change is audited.
