@@ -1,6 +1,6 @@
 //! The usage tables as column maps: which table holds events, limits and reservations in each
 //! schema, which column holds each part of them, and how times, money and durations are
-//! stored there. The statements of [`super::query`] are written once over these maps.
+//! stored there. The statements of `query.rs` are written once over these maps.
 //!
 //! - [`OWN`]: this project's `usage_events` (times and money as integer micro-units).
 //! - [`PYTHON`]: the Python llm-accounting package's `accounting_entries` `e`, joined with this

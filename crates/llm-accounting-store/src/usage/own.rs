@@ -2,14 +2,14 @@
 //! `quota_reservations`), built with sea-query for the connection's backend.
 
 use chrono::{DateTime, Utc};
-use llm_accounting_core::{Error, Result};
+use llm_accounting_core::Result;
 use llm_accounting_usage::{Amounts, Limit, Money, NewLimit, ReservationRecord, Scope, UsageEvent};
 use sea_orm::sea_query::{Expr, ExprTrait, Order, Query};
 use sea_orm::{ConnectionTrait, DbBackend, Value};
 use uuid::Uuid;
 
 use super::columns::{Counts, OWN, OWN_LIMITS, RESERVATIONS, RESERVATIONS_TABLE, i64_of, sum_int};
-use super::query::{self, all, exec, filter_scope, insert_returning_id, one};
+use super::query::{self, all, exec, filter_scope, insert_returning_id, mismatch, one};
 use super::rows;
 use crate::error::from_db;
 use crate::limits::rows_per_insert;
@@ -88,10 +88,7 @@ pub(super) async fn insert_events(
             ];
             insert
                 .values(values.into_iter().map(Expr::val))
-                .map_err(|_| Error::Database {
-                    operation: "write usage events (columns and values differ)",
-                    source: None,
-                })?;
+                .map_err(|_| mismatch("write usage events"))?;
         }
         exec(db, backend, &insert, "write usage events").await?;
     }
@@ -135,13 +132,15 @@ pub(super) async fn insert_limit(
         .into_table(OWN_LIMITS.table)
         .columns(LIMIT_COLUMNS[1..].iter().copied())
         .values(values.into_iter().map(Expr::val))
-        .map_err(|_| Error::Database {
-            operation: "add a limit (columns and values differ)",
-            source: None,
-        })?;
-    let id = insert_returning_id(db, backend, insert, false, "add a limit (no id)", |e| {
-        from_db("add a limit", e)
-    })
+        .map_err(|_| mismatch("add a limit"))?;
+    let id = insert_returning_id(
+        db,
+        backend,
+        insert,
+        false,
+        "add a limit (no id returned)",
+        |e| from_db("add a limit", e),
+    )
     .await?;
     Ok(Limit {
         id,
@@ -258,10 +257,7 @@ pub(super) async fn insert_reservation(
             "cost_micros",
         ])
         .values(values.into_iter().map(Expr::val))
-        .map_err(|_| Error::Database {
-            operation: "reserve quota (columns and values differ)",
-            source: None,
-        })?;
+        .map_err(|_| mismatch("reserve quota"))?;
     exec(db, backend, &insert, "reserve quota").await.map(drop)
 }
 

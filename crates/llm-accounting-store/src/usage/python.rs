@@ -23,7 +23,7 @@ use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Func, Query};
 use sea_orm::{ConnectionTrait, DbBackend};
 
 use super::columns::{PYTHON, Schema, i64_of};
-use super::query::{all, exec, insert_returning_id, one};
+use super::query::{all, exec, insert_returning_id, mismatch, one};
 use crate::error::from_db;
 
 /// The alembic revision of the Python package's schema that this release reads and writes
@@ -188,12 +188,4 @@ pub(super) async fn insert_events(
         }
     }
     Ok(())
-}
-
-/// A statement whose columns and values differ in number (a bug here, not in the data).
-pub(super) fn mismatch(operation: &'static str) -> Error {
-    Error::Database {
-        operation,
-        source: None,
-    }
 }

@@ -8,8 +8,7 @@ use sea_orm::sea_query::{Expr, Order, Query};
 use sea_orm::{ConnectionTrait, DbBackend, QueryResult, TryGetable};
 
 use super::columns::{Counts, PYTHON_LIMITS, Time, as_int, dollars};
-use super::python::mismatch;
-use super::query::{self, all, insert_returning_id};
+use super::query::{self, all, insert_returning_id, mismatch};
 use crate::error::{from_db, is_unique_violation};
 
 fn get<T: TryGetable>(row: &QueryResult, i: usize) -> Result<T> {

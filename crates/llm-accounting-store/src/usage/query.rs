@@ -90,6 +90,14 @@ pub(super) async fn insert_returning_id(
     decode(&row, 0, op)
 }
 
+/// A statement whose columns and values differ in number (a bug here, not in the data).
+pub(super) fn mismatch(operation: &'static str) -> Error {
+    Error::Database {
+        operation,
+        source: None,
+    }
+}
+
 /// ` AND column = ?` for every set part of `scope`, and ` AND project IS NULL` for a scope
 /// of calls without a project.
 pub(super) fn filter_scope(select: &mut SelectStatement, scope: &Scope, columns: &ScopeColumns) {

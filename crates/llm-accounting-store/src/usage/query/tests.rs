@@ -1,7 +1,7 @@
 //! The shapes of the shared statements: the same SQL as when each schema had its own copy,
 //! rendered for each backend with its own placeholders and quoting.
 
-use chrono::{TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use llm_accounting_usage::{GroupBy, Scope, StatsQuery};
 use sea_orm::DbBackend;
 use sea_orm::sea_query::SelectStatement;
@@ -9,13 +9,19 @@ use sea_orm::sea_query::SelectStatement;
 use super::super::columns::{OWN, OWN_LIMITS, PYTHON, PYTHON_LIMITS};
 use super::{lock_select, stats_select, tail_select, usage_select};
 
+fn june() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0)
+        .single()
+        .expect("a time")
+}
+
 fn sql(backend: DbBackend, s: &SelectStatement) -> String {
     sea_orm::StatementBuilder::build(s, &backend).sql
 }
 
 #[test]
 fn usage_of_a_scope() {
-    let t = Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).single().unwrap();
+    let t = june();
     let scope = Scope {
         user: Some("alice".into()),
         no_project: true,
@@ -40,7 +46,7 @@ fn usage_of_a_scope() {
 #[test]
 fn statistics_by_key() {
     let q = StatsQuery {
-        since: Some(Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).single().unwrap()),
+        since: Some(june()),
         until: None,
         by: GroupBy::Key,
         top: None,
