@@ -8,6 +8,12 @@
 //! processes, taken before the first read). PostgreSQL and MySQL/MariaDB: `READ COMMITTED`,
 //! and the applicable limits' rows locked (`SELECT ... FOR UPDATE`, in id order) before
 //! usage is summed, so that every reservation committed before the lock was granted is seen.
+//!
+//! Layout: `columns.rs` describes each schema's tables as a column map (this project's and the
+//! Python package's); `query.rs` builds the statements both share once over those maps with
+//! sea-query, for the connection's backend; `own.rs` and `rows.rs` hold what only this
+//! project's tables have (reservations, `quota_limits`), `python.rs` and `python_limits.rs`
+//! what only the package's have (detection, its entries and `usage_limits`).
 
 mod columns;
 mod own;
