@@ -3,8 +3,9 @@
 use llm_accounting_core::Result;
 use llm_accounting_migration::{Migrator, MigratorTrait};
 
-use crate::connect::{self, StoreOptions};
+use crate::connect;
 use crate::error::from_db;
+use crate::options::StoreOptions;
 
 /// What [`inspect`] learned about a database.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -37,6 +37,7 @@ mod error;
 mod inspect;
 mod limits;
 mod notify;
+mod options;
 mod providers;
 mod repository;
 mod rewrap_rows;
@@ -50,10 +51,10 @@ mod url;
 mod usage;
 mod wipe;
 
-pub use connect::StoreOptions;
 pub use inspect::{DatabaseStatus, inspect};
 #[cfg(feature = "postgres")]
 pub use notify::PgChangeFeed;
+pub use options::StoreOptions;
 pub use repository::SeaOrmKeyRepository;
 pub use url::redact_url;
 pub use usage::{PYTHON_SCHEMA_HEAD, SeaOrmUsageStore};

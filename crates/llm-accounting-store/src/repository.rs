@@ -20,9 +20,10 @@ use sea_orm::{
 use uuid::Uuid;
 
 use crate::audit::journal_in;
-use crate::connect::{self, StoreOptions};
+use crate::connect;
 use crate::entity::{api_key, api_key_version};
 use crate::error::{from_db, is_unique_violation};
+use crate::options::StoreOptions;
 use crate::rows::{
     broken_row, check_identity, key_active_model, key_record, revision_i64, uuid_text,
     version_active_model, version_i32, version_record,

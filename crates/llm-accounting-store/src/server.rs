@@ -13,7 +13,7 @@ use llm_accounting_core::{Error, Result};
 use sea_orm::DatabaseConnection;
 use sea_orm::sqlx::{self, ConnectOptions as _};
 
-use crate::connect::StoreOptions;
+use crate::options::StoreOptions;
 
 /// A URL the driver cannot parse: a configuration error whose source is the driver's reason
 /// (the caller withholds it should it quote the URL).

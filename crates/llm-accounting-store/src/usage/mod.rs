@@ -8,14 +8,22 @@
 //! processes, taken before the first read). PostgreSQL and MySQL/MariaDB: `READ COMMITTED`,
 //! and the applicable limits' rows locked (`SELECT ... FOR UPDATE`, in id order) before
 //! usage is summed, so that every reservation committed before the lock was granted is seen.
+//!
+//! Layout: `columns.rs` describes each schema's tables as a column map (this project's and the
+//! Python package's); `query.rs` builds the statements both share once over those maps with
+//! sea-query, for the connection's backend; `own.rs` and `rows.rs` hold what only this
+//! project's tables have (reservations, `quota_limits`), `python.rs` and `python_limits.rs`
+//! what only the package's have (detection, its entries and `usage_limits`).
 
+mod columns;
+mod own;
 mod python;
 mod python_limits;
+mod query;
 mod rows;
-mod sql;
 
+use columns::Schema;
 pub use python::PYTHON_SCHEMA_HEAD;
-use python::Schema;
 
 use std::fmt;
 use std::time::Duration;
@@ -93,11 +101,11 @@ impl SeaOrmUsageStore {
     /// those it cannot hold, kept in `quota_limits` and shown with negative ids.
     async fn all_limits(&self, db: &impl sea_orm::ConnectionTrait) -> Result<Vec<Limit>> {
         match self.schema {
-            Schema::Own => sql::limits(db, self.backend()).await,
+            Schema::Own => own::limits(db, self.backend()).await,
             Schema::Python => {
                 let mut all = python_limits::limits(db, self.backend()).await?;
                 all.extend(
-                    sql::limits(db, self.backend())
+                    own::limits(db, self.backend())
                         .await?
                         .into_iter()
                         .map(|l| Limit { id: -l.id, ..l }),
@@ -111,7 +119,7 @@ impl SeaOrmUsageStore {
     /// order, so that transactions lock in one order); the ids that still exist.
     async fn lock(&self, db: &impl sea_orm::ConnectionTrait, ids: &[i64]) -> Result<Vec<i64>> {
         match self.schema {
-            Schema::Own => sql::lock_limits(db, self.backend(), ids).await,
+            Schema::Own => own::lock_limits(db, self.backend(), ids).await,
             Schema::Python => {
                 let (ours, theirs): (Vec<i64>, Vec<i64>) = ids.iter().partition(|id| **id < 0);
                 let mut still = Vec::with_capacity(ids.len());
@@ -120,7 +128,7 @@ impl SeaOrmUsageStore {
                 }
                 if !ours.is_empty() {
                     let ours: Vec<i64> = ours.iter().map(|id| -id).collect();
-                    let locked = sql::lock_limits(db, self.backend(), &ours).await?;
+                    let locked = own::lock_limits(db, self.backend(), &ours).await?;
                     still.extend(locked.into_iter().map(|id| -id));
                 }
                 Ok(still)
@@ -136,17 +144,14 @@ impl SeaOrmUsageStore {
         until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Usage> {
-        match self.schema {
-            Schema::Own => sql::usage(db, self.backend(), scope, since, until, now).await,
-            Schema::Python => {
-                let u = python::usage(db, self.backend(), scope, since, until).await?;
-                let held = sql::held(db, self.backend(), scope, now).await?;
-                Ok(Usage {
-                    amounts: u.amounts.plus(held),
-                    oldest: u.oldest,
-                })
-            }
-        }
+        let backend = self.backend();
+        let events = self.schema.events();
+        let u = query::usage(db, backend, events, scope, since, until).await?;
+        let held = own::held(db, backend, scope, now).await?;
+        Ok(Usage {
+            amounts: u.amounts.plus(held),
+            oldest: u.oldest,
+        })
     }
 
     async fn write_events(
@@ -155,7 +160,7 @@ impl SeaOrmUsageStore {
         events: &[UsageEvent],
     ) -> Result<()> {
         match self.schema {
-            Schema::Own => sql::insert_events(db, self.backend(), events).await,
+            Schema::Own => own::insert_events(db, self.backend(), events).await,
             Schema::Python => python::insert_events(db, self.backend(), events).await,
         }
     }
@@ -242,10 +247,10 @@ impl UsageStore for SeaOrmUsageStore {
                 python_limits::insert_limit(&txn, self.backend(), limit).await?
             }
             Schema::Python => {
-                let l = sql::insert_limit(&txn, self.backend(), limit).await?;
+                let l = own::insert_limit(&txn, self.backend(), limit).await?;
                 Limit { id: -l.id, ..l }
             }
-            Schema::Own => sql::insert_limit(&txn, self.backend(), limit).await?,
+            Schema::Own => own::insert_limit(&txn, self.backend(), limit).await?,
         };
         commit(txn, "add a limit").await?;
         Ok(created)
@@ -257,9 +262,9 @@ impl UsageStore for SeaOrmUsageStore {
 
     async fn delete_limit(&self, id: i64) -> Result<bool> {
         match self.schema {
-            Schema::Python if id < 0 => sql::delete_limit(&self.db, self.backend(), -id).await,
+            Schema::Python if id < 0 => own::delete_limit(&self.db, self.backend(), -id).await,
             Schema::Python => python_limits::delete_limit(&self.db, self.backend(), id).await,
-            Schema::Own => sql::delete_limit(&self.db, self.backend(), id).await,
+            Schema::Own => own::delete_limit(&self.db, self.backend(), id).await,
         }
     }
 
@@ -296,7 +301,7 @@ impl UsageStore for SeaOrmUsageStore {
             .map_err(|_| Error::invalid("reservation ttl", "too long"))?;
         // Lapsed reservations count for nothing already; deleting them is housekeeping, in
         // its own statement so that it takes no lock inside the reservation's transaction.
-        if let Err(e) = sql::delete_lapsed(&self.db, self.backend(), now).await {
+        if let Err(e) = own::delete_lapsed(&self.db, self.backend(), now).await {
             tracing::debug!(error = %e, "could not delete lapsed reservations");
         }
         retrying(|| self.reserve_once(request, ttl, now)).await
@@ -308,26 +313,20 @@ impl UsageStore for SeaOrmUsageStore {
     }
 
     async fn release(&self, reservation: Uuid) -> Result<bool> {
-        retrying(|| sql::delete_reservation(&self.db, self.backend(), reservation)).await
+        retrying(|| own::delete_reservation(&self.db, self.backend(), reservation)).await
     }
 
     async fn stats(&self, query: &StatsQuery) -> Result<Vec<StatsRow>> {
-        match self.schema {
-            Schema::Own => sql::stats(&self.db, self.backend(), query).await,
-            Schema::Python => python::stats(&self.db, self.backend(), query).await,
-        }
+        query::stats(&self.db, self.backend(), self.schema.events(), query).await
     }
 
     async fn tail(&self, n: usize) -> Result<Vec<UsageEvent>> {
-        match self.schema {
-            Schema::Own => sql::tail(&self.db, self.backend(), n).await,
-            Schema::Python => python::tail(&self.db, self.backend(), n).await,
-        }
+        query::tail(&self.db, self.backend(), self.schema.events(), n).await
     }
 
     async fn purge_before(&self, before: DateTime<Utc>) -> Result<u64> {
         match self.schema {
-            Schema::Own => sql::purge_before(&self.db, self.backend(), before).await,
+            Schema::Own => own::purge_before(&self.db, self.backend(), before).await,
             Schema::Python => Err(Error::invalid(
                 "purge",
                 "refused: the accounting database holds the Python llm-accounting package's \
@@ -378,7 +377,7 @@ impl SeaOrmUsageStore {
             created_at: now,
             expires_at: now + ttl,
         };
-        sql::insert_reservation(&txn, self.backend(), &record).await?;
+        own::insert_reservation(&txn, self.backend(), &record).await?;
         commit(txn, "reserve quota").await?;
         Ok(ReserveOutcome::Reserved(Box::new(record)))
     }
@@ -401,7 +400,7 @@ impl SeaOrmUsageStore {
                 self.lock(&txn, &ids).await?;
             }
         }
-        sql::delete_reservation(&txn, self.backend(), reservation).await?;
+        own::delete_reservation(&txn, self.backend(), reservation).await?;
         self.write_events(&txn, std::slice::from_ref(event)).await?;
         commit(txn, "commit usage").await
     }

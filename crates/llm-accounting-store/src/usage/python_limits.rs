@@ -4,30 +4,35 @@
 use chrono::{DateTime, Utc};
 use llm_accounting_core::{Error, Result};
 use llm_accounting_usage::{Limit, LimitKind, NewLimit, Scope, Window, WindowUnit};
-use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Value};
+use sea_orm::sea_query::{Expr, Order, Query};
+use sea_orm::{ConnectionTrait, DbBackend, QueryResult, TryGetable};
 
-use super::python::{dollars, get, ts};
-use super::sql;
+use super::columns::{Counts, PYTHON_LIMITS, Time, as_int, dollars};
+use super::query::{self, all, insert_returning_id, mismatch};
 use crate::error::{from_db, is_unique_violation};
 
-/// The limit columns; the package's integers are 32-bit on PostgreSQL, read as 64-bit.
-const LIMIT_COLUMNS: &str = "CAST(id AS BIGINT), scope, limit_type, max_value, interval_unit, \
-                             CAST(interval_value AS BIGINT), model, username, caller_name, \
-                             project_name";
+fn get<T: TryGetable>(row: &QueryResult, i: usize) -> Result<T> {
+    Counts::Lenient.get(row, i)
+}
 
 /// The package's limits as ours: `max_value = -1` is unlimited (an exemption), a `PROJECT`
 /// limit without a project name counts only calls without a project, `monthly_rolling`
 /// starts on the first of an earlier month, as the package reads them.
 pub(super) async fn limits(db: &impl ConnectionTrait, backend: DbBackend) -> Result<Vec<Limit>> {
-    let rows = db
-        .query_all_raw(sql::stmt(
-            backend,
-            &format!("SELECT {LIMIT_COLUMNS} FROM usage_limits ORDER BY id"),
-            vec![],
-        ))
-        .await
-        .map_err(|e| from_db("read usage_limits", e))?;
-    rows.iter().map(limit).collect()
+    // The package's integers are 32-bit on PostgreSQL, read as 64-bit.
+    let select = Query::select()
+        .expr(as_int(backend, Expr::col("id")))
+        .columns(["scope", "limit_type", "max_value", "interval_unit"])
+        .expr(as_int(backend, Expr::col("interval_value")))
+        .columns(["model", "username", "caller_name", "project_name"])
+        .from(PYTHON_LIMITS.table)
+        .order_by("id", Order::Asc)
+        .to_owned();
+    all(db, backend, &select, "read usage_limits")
+        .await?
+        .iter()
+        .map(limit)
+        .collect()
 }
 
 fn limit(r: &QueryResult) -> Result<Limit> {
@@ -111,19 +116,7 @@ pub(super) async fn lock_limits(
     backend: DbBackend,
     ids: &[i64],
 ) -> Result<Vec<i64>> {
-    let marks = vec!["?"; ids.len()].join(", ");
-    let q = format!(
-        "SELECT CAST(id AS BIGINT) FROM usage_limits WHERE id IN ({marks}) ORDER BY id FOR UPDATE"
-    );
-    let rows = db
-        .query_all_raw(sql::stmt(
-            backend,
-            &q,
-            ids.iter().map(|i| Value::from(*i)).collect(),
-        ))
-        .await
-        .map_err(|e| from_db("lock limits", e))?;
-    rows.iter().map(|r| get::<i64>(r, 0)).collect()
+    query::lock_limits(db, backend, &PYTHON_LIMITS, ids).await
 }
 
 /// What the package's `usage_limits` cannot hold of `l`, if anything: such a limit is kept in
@@ -210,29 +203,43 @@ pub(super) async fn insert_limit(
         _ => l.max as f64,
     };
     let now = Utc::now();
-    let values: Vec<Value> = vec![
-        scope.into(),
-        kind.into(),
-        max.into(),
-        unit.into(),
-        i32::try_from(n).unwrap_or(i32::MAX).into(),
-        s.model.clone().into(),
-        s.user.clone().into(),
-        s.caller.clone().into(),
-        s.project.clone().into(),
-        ts(backend, now),
-        ts(backend, now),
-    ];
-    let row = db
-        .query_one_raw(sql::stmt(
-            backend,
-            "INSERT INTO usage_limits (scope, limit_type, max_value, interval_unit, \
-             interval_value, model, username, caller_name, project_name, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING CAST(id AS BIGINT)",
-            values,
-        ))
-        .await
-        .map_err(|e| {
+    let mut insert = Query::insert();
+    insert
+        .into_table(PYTHON_LIMITS.table)
+        .columns([
+            "scope",
+            "limit_type",
+            "max_value",
+            "interval_unit",
+            "interval_value",
+            "model",
+            "username",
+            "caller_name",
+            "project_name",
+            "created_at",
+            "updated_at",
+        ])
+        .values([
+            Expr::val(scope),
+            Expr::val(kind),
+            Expr::val(max),
+            Expr::val(unit),
+            Expr::val(i32::try_from(n).unwrap_or(i32::MAX)),
+            Expr::val(s.model.clone()),
+            Expr::val(s.user.clone()),
+            Expr::val(s.caller.clone()),
+            Expr::val(s.project.clone()),
+            Expr::val(Time::NaiveUtc.value(backend, now)),
+            Expr::val(Time::NaiveUtc.value(backend, now)),
+        ])
+        .map_err(|_| mismatch("write usage_limits"))?;
+    let id = insert_returning_id(
+        db,
+        backend,
+        insert,
+        true,
+        "write usage_limits (no id returned)",
+        |e| {
             if is_unique_violation(&e) {
                 Error::invalid(
                     "limit",
@@ -242,13 +249,11 @@ pub(super) async fn insert_limit(
             } else {
                 from_db("write usage_limits", e)
             }
-        })?
-        .ok_or(Error::Database {
-            operation: "write usage_limits (no id returned)",
-            source: None,
-        })?;
+        },
+    )
+    .await?;
     Ok(Limit {
-        id: get(&row, 0)?,
+        id,
         scope: l.scope.clone(),
         kind: l.kind,
         max: l.max,
@@ -263,12 +268,5 @@ pub(super) async fn delete_limit(
     backend: DbBackend,
     id: i64,
 ) -> Result<bool> {
-    db.execute_raw(sql::stmt(
-        backend,
-        "DELETE FROM usage_limits WHERE id = ?",
-        vec![id.into()],
-    ))
-    .await
-    .map(|r| r.rows_affected() > 0)
-    .map_err(|e| from_db("delete from usage_limits", e))
+    query::delete_limit(db, backend, &PYTHON_LIMITS, id).await
 }

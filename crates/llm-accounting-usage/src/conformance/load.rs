@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
 
-use super::{TTL, limit, t};
+use super::support::{TTL, limit, t};
 use crate::{
     GroupBy, LimitKind, Money, QuotaRequest, ReserveOutcome, Scope, StatsQuery, UsageEvent,
     UsageStore, Window, WindowUnit,
