@@ -22,9 +22,9 @@ use crate::layers::{LayerOptions, RetryPolicy};
 use crate::{AuditOptions, CacheOptions, Error, ManagerOptions, Result, StoreOptions, redact_url};
 
 pub use self::choices::{
-    AzureCredentials, AzureKeyWrap, Enforcement, GcpCredentials, KmsHierarchy, KmsProviderKind,
-    PROVIDER_NAMES,
+    AzureCredentials, AzureKeyWrap, GcpCredentials, KmsHierarchy, KmsProviderKind, PROVIDER_NAMES,
 };
+pub use llm_accounting_usage::Enforcement;
 pub use self::env::ENV_VARS;
 pub(crate) use self::env::env_var_of;
 use self::file::*;
