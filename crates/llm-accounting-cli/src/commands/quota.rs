@@ -82,30 +82,25 @@ pub(super) async fn gated_get(
         .ok_or_else(|| llm_accounting::Error::invalid("identity", "no key was asked for"))
 }
 
-/// [`gated_get`] for several keys (`exec --model`): each hand-out is checked and recorded in
-/// turn, the first denial stops the run (hand-outs already recorded stay recorded: each was
-/// a request the quota allowed).
+/// [`gated_get`] for several keys (`exec --model`): all or nothing (see
+/// [`llm_accounting::usage::Accounting::get_keys`]); each hand-out counts one request at once.
 pub(super) async fn gated_get_many(
     ctx: &Context,
     identities: &[KeyIdentity],
     model: &str,
     input_tokens: u64,
 ) -> Result<Vec<ApiKey>> {
-    // The request's names are checked before anything is opened.
-    llm_accounting::usage::UsageEvent::new(model, chrono::Utc::now()).validate()?;
+    let request = QuotaRequest::new(model).tokens(input_tokens, 0);
+    // Checked before anything is opened: bad input opens and records nothing.
+    request.validate()?;
     let (manager, accounting, used) = build_manager_and_accounting(&ctx.settings).await?;
     ctx.defaults_notice(&used);
     let result = async {
-        let mut keys = Vec::with_capacity(identities.len());
-        for identity in identities {
-            let request = QuotaRequest::new(model)
-                .service(Some(identity.service()))
-                .user(identity.user())
-                .project(identity.project())
-                .tokens(input_tokens, 0);
-            let gated = accounting.get_key(&manager, identity, &request).await?;
-            gated.reservation.commit(CallUsage::default()).await?;
-            keys.push(gated.key);
+        let gated = accounting.get_keys(&manager, identities, &request).await?;
+        let mut keys = Vec::with_capacity(gated.len());
+        for g in gated {
+            g.reservation.commit(CallUsage::default()).await?;
+            keys.push(g.key);
         }
         Ok(keys)
     }

@@ -149,19 +149,18 @@ async fn track(ctx: &Context, a: TrackArgs) -> Result<()> {
     e.execution_time = a.execution_time;
     // Checked before the database is opened: bad input records nothing.
     e.validate()?;
-    let accounting = ctx.accounting().await?;
-    let result = accounting
-        .store()
-        .insert_events(std::slice::from_ref(&e))
-        .await;
-    super::finish_accounting(&accounting, result).await?;
-    ctx.say(&format!(
+    let said = format!(
         "recorded {} ({} + {} tokens, ${})",
         escape::text(&e.model),
         e.prompt_tokens,
         e.completion_tokens,
         e.cost
-    ));
+    );
+    let accounting = ctx.accounting().await?;
+    let result = accounting.record(e).await;
+    // The shutdown writes the event: its error is the command's.
+    super::finish_accounting(&accounting, result).await?;
+    ctx.say(&said);
     Ok(())
 }
 
