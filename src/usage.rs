@@ -11,8 +11,8 @@
 //! [`crate::build_accounting`].
 
 pub use llm_accounting_usage::{
-    Accounting, AccountingOptions, Amounts, CallUsage, Denial, Enforcement, GatedKey, GroupBy, KeyRef, Limit,
-    LimitKind, LocalQuota, MemoryUsageStore, Money, NewLimit, QuotaDecision, QuotaRequest,
-    RecorderOptions, Reservation, ReserveOutcome, Scope, StatsQuery, StatsRow, Usage,
+    Accounting, AccountingOptions, Amounts, CallUsage, Denial, Enforcement, GatedKey, GroupBy,
+    KeyRef, Limit, LimitKind, LocalQuota, MemoryUsageStore, Money, NewLimit, QuotaDecision,
+    QuotaRequest, RecorderOptions, Reservation, ReserveOutcome, Scope, StatsQuery, StatsRow, Usage,
     UsageEvent, UsageRecorder, UsageStore, Window, WindowUnit,
 };

@@ -86,9 +86,18 @@ mod tests {
         for e in Enforcement::ALL {
             assert_eq!(e.to_string().parse::<Enforcement>().expect("own name"), *e);
         }
-        assert_eq!(" LOCAL ".parse::<Enforcement>().expect("ok"), Enforcement::Local);
-        assert_eq!("".parse::<Enforcement>().expect("empty"), Enforcement::Strict);
-        assert_eq!(" ".parse::<Enforcement>().expect("blank"), Enforcement::Strict);
+        assert_eq!(
+            " LOCAL ".parse::<Enforcement>().expect("ok"),
+            Enforcement::Local
+        );
+        assert_eq!(
+            "".parse::<Enforcement>().expect("empty"),
+            Enforcement::Strict
+        );
+        assert_eq!(
+            " ".parse::<Enforcement>().expect("blank"),
+            Enforcement::Strict
+        );
         let e = "lenient".parse::<Enforcement>().expect_err("unknown");
         assert!(matches!(e, Error::Config { .. }), "{e:?}");
         assert!(
@@ -103,7 +112,10 @@ mod tests {
         use serde::de::IntoDeserializer;
         use serde::de::value::{Error as DeError, StrDeserializer};
         let de: StrDeserializer<'_, DeError> = "Local".into_deserializer();
-        assert_eq!(Enforcement::deserialize(de).expect("ok"), Enforcement::Local);
+        assert_eq!(
+            Enforcement::deserialize(de).expect("ok"),
+            Enforcement::Local
+        );
         let de: StrDeserializer<'_, DeError> = "lenient".into_deserializer();
         let e = Enforcement::deserialize(de).expect_err("unknown");
         assert!(e.to_string().contains("lenient"), "{e}");

@@ -101,7 +101,8 @@ impl QuotaRequest {
         let mut r = self.clone();
         r.scope.key = Some(identity.to_string());
         let s = &mut r.scope;
-        s.service.get_or_insert_with(|| identity.service().to_owned());
+        s.service
+            .get_or_insert_with(|| identity.service().to_owned());
         if s.user.is_none() {
             s.user = identity.user().map(str::to_owned);
         }
