@@ -55,6 +55,8 @@ mod quota;
 mod recorder;
 mod reservation;
 mod store;
+#[cfg(feature = "clap")]
+mod value_enum;
 mod window;
 
 pub use accounting::{Accounting, AccountingOptions};

@@ -20,18 +20,9 @@ pub(crate) struct CheckArgs {
     /// The model to call.
     #[arg(long, value_name = "M")]
     model: String,
-    /// The service (provider).
-    #[arg(long, value_name = "S")]
-    service: Option<String>,
-    /// Who makes the call.
-    #[arg(long, value_name = "U")]
-    user: Option<String>,
-    /// For which project.
-    #[arg(long, value_name = "P")]
-    project: Option<String>,
-    /// Which application or component.
-    #[arg(long, value_name = "C")]
-    caller: Option<String>,
+    /// Who makes the call, through what, for what.
+    #[command(flatten)]
+    scope: args::ScopeArgs,
     /// Estimated prompt tokens.
     #[arg(long, value_name = "N", default_value_t = 0)]
     input_tokens: u64,
@@ -51,11 +42,9 @@ pub(super) async fn run(ctx: &Context, command: QuotaCommand) -> Result<()> {
 }
 
 async fn check(ctx: &Context, a: CheckArgs) -> Result<()> {
-    let request = QuotaRequest::new(a.model)
-        .service(a.service)
-        .user(a.user)
-        .project(a.project)
-        .caller(a.caller)
+    let request = a
+        .scope
+        .request(a.model)
         .tokens(a.input_tokens, a.output_tokens)
         .cost(a.cost.unwrap_or_default());
     let accounting = ctx.accounting().await?;
