@@ -158,3 +158,107 @@ async fn gated_hand_out_strict() {
 async fn gated_hand_out_local() {
     gated(Enforcement::Local).await;
 }
+
+/// The keys of one call: every reservation is held before any key is read, so a denial of
+/// one key reads, decrypts and records nothing for the others; hand-outs are attributed to
+/// the versions served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_keys_all_or_nothing() {
+    let db = TestDatabase::create(llm_accounting_testkit::Backend::Sqlite)
+        .await
+        .expect("SQLite is always there");
+    let dir = tempfile::tempdir().expect("dir");
+    let stack = Stack::from_settings(&settings(&db, &dir, Enforcement::Strict))
+        .await
+        .expect("build");
+    let (manager, accounting) = (stack.manager(), stack.accounting().expect("accounting"));
+    let openai = KeyIdentity::new("openai").expect("id");
+    let anthropic = KeyIdentity::new("anthropic").expect("id");
+    for id in [&openai, &anthropic] {
+        manager
+            .store(
+                id,
+                &ApiKey::new(format!("sk-test-FAKE-{}-0123456789", id.service())),
+            )
+            .await
+            .expect("store");
+    }
+    accounting
+        .store()
+        .add_limit(&NewLimit {
+            scope: Scope {
+                service: Some("anthropic".into()),
+                ..Scope::global()
+            },
+            kind: LimitKind::Requests,
+            max: 1,
+            window: Window::fixed(WindowUnit::Day, 1).expect("window"),
+        })
+        .await
+        .expect("limit");
+    let ids = [openai.clone(), anthropic.clone()];
+    let request = QuotaRequest::new("gpt-4o");
+    let got = accounting
+        .get_keys(manager, &ids, &request)
+        .await
+        .expect("within quota");
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        got[1].key.expose_secret(),
+        "sk-test-FAKE-anthropic-0123456789"
+    );
+    for g in got {
+        assert_eq!(g.version, 1);
+        g.reservation
+            .commit(CallUsage::default())
+            .await
+            .expect("commit");
+    }
+    manager.clear_cache();
+    let denied = accounting
+        .get_keys(manager, &ids, &request)
+        .await
+        .expect_err("anthropic is over its limit");
+    assert_eq!(denied.kind(), ErrorKind::QuotaExceeded, "{denied}");
+    assert_eq!(manager.cached_keys(), 0, "a denied call decrypts nothing");
+    let invalid = accounting
+        .get_keys(manager, &ids, &QuotaRequest::new(""))
+        .await
+        .expect_err("no model");
+    assert_eq!(invalid.kind(), ErrorKind::InvalidInput, "{invalid}");
+
+    accounting.shutdown().await.expect("shutdown");
+    manager.shutdown().await.expect("manager shutdown");
+    let by_key = accounting
+        .store()
+        .stats(&StatsQuery {
+            since: None,
+            until: None,
+            by: GroupBy::Key,
+            top: None,
+        })
+        .await
+        .expect("stats");
+    let requests = |group: &str| {
+        by_key
+            .iter()
+            .find(|r| r.group.as_deref() == Some(group))
+            .map_or(0, |r| r.requests)
+    };
+    assert_eq!(
+        requests("service \"openai\" v1"),
+        1,
+        "the denied call recorded nothing: {by_key:?}"
+    );
+    assert_eq!(requests("service \"anthropic\" v1"), 1, "{by_key:?}");
+    let rows = manager
+        .audit_records(&AuditFilter::default())
+        .await
+        .expect("audit");
+    let refused: Vec<_> = rows
+        .iter()
+        .filter(|r| r.event.outcome == "quota_exceeded")
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].event.identity.as_ref(), Some(&anthropic));
+}

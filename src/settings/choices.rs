@@ -85,7 +85,6 @@ choice_impls!(
     AzureCredentials,
     AzureKeyWrap,
     GcpCredentials,
-    Enforcement,
     KmsHierarchy
 );
 
@@ -271,39 +270,6 @@ impl GcpCredentials {
 impl Choice for GcpCredentials {
     const WHAT: &'static str = "GCP credential kind";
     const ALL: &'static [Self] = &[GcpCredentials::Default, GcpCredentials::Anonymous];
-    const EMPTY_IS_DEFAULT: bool = true;
-    fn name(self) -> &'static str {
-        self.as_str()
-    }
-}
-
-/// How quota limits are enforced across processes (`accounting.enforcement`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[non_exhaustive]
-pub enum Enforcement {
-    /// `strict`: every reservation is checked and held atomically in the database; no
-    /// overshoot, whatever the number of processes.
-    #[default]
-    Strict,
-    /// `local`: per-process counters synchronised every `accounting.sync_ms`; checks never
-    /// wait for the database, and processes together may pass a limit by up to
-    /// (processes - 1) x rate x interval.
-    Local,
-}
-
-impl Enforcement {
-    /// The name in settings: `strict` or `local`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Enforcement::Strict => "strict",
-            Enforcement::Local => "local",
-        }
-    }
-}
-
-impl Choice for Enforcement {
-    const WHAT: &'static str = "enforcement";
-    const ALL: &'static [Self] = &[Enforcement::Strict, Enforcement::Local];
     const EMPTY_IS_DEFAULT: bool = true;
     fn name(self) -> &'static str {
         self.as_str()

@@ -22,8 +22,7 @@ use crate::layers::{LayerOptions, RetryPolicy};
 use crate::{AuditOptions, CacheOptions, Error, ManagerOptions, Result, StoreOptions, redact_url};
 
 pub use self::choices::{
-    AzureCredentials, AzureKeyWrap, Enforcement, GcpCredentials, KmsHierarchy, KmsProviderKind,
-    PROVIDER_NAMES,
+    AzureCredentials, AzureKeyWrap, GcpCredentials, KmsHierarchy, KmsProviderKind, PROVIDER_NAMES,
 };
 pub use self::env::ENV_VARS;
 pub(crate) use self::env::env_var_of;
@@ -33,6 +32,7 @@ pub use self::sections::{
     KeysSettings, KmsSettings, LocalSettings, StoreSettings,
 };
 use self::sections::{empty_is_none, empty_is_none_path};
+pub use llm_accounting_usage::Enforcement;
 
 /// The embedded defaults (`config/default.toml`).
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/default.toml");

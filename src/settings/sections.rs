@@ -3,6 +3,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use llm_accounting_usage::Enforcement;
 use serde::{Deserialize, Deserializer};
 
 use super::choices::*;

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use llm_accounting::{KeyFilter, KeyIdentity, KmsProviderKind, PROVIDER_NAMES, Result};
 
+pub(crate) use crate::format::Format;
+
 /// Text after `--help`: configuration sources and exit codes.
 const AFTER_HELP: &str = "\
 Configuration (weakest first): embedded defaults, the file given by --config or
@@ -530,15 +532,6 @@ impl ListArgs {
             project: self.project.clone(),
         }
     }
-}
-
-/// Output format of the commands that print data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Format {
-    /// An aligned table for people (fitted to the terminal's width, or to $COLUMNS).
-    Table,
-    /// JSON for programs (shapes documented in the README and kept stable).
-    Json,
 }
 
 /// Output format of `keys get`.

@@ -16,6 +16,7 @@ mod commands;
 mod dotenv;
 mod escape;
 mod exit_code;
+mod format;
 mod logging;
 mod output;
 mod print;

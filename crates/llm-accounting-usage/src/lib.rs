@@ -13,6 +13,10 @@
 //! - [`UsageRecorder`]: events written in batches in the background, flushed by `shutdown`.
 //! - [`LocalQuota`]: per-process counters synchronised with the store at an interval, for
 //!   checks that never wait for a database.
+//! - [`Accounting`]: a store, its recorder and the [`Enforcement`] mode together: quota
+//!   checks, [`Reservation`]s committed with a call's [`CallUsage`], and quota-gated key
+//!   hand-out ([`Accounting::get_key`], [`Accounting::get_keys`]) through a
+//!   [`llm_accounting_core::SecureKeyManager`].
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> llm_accounting_core::Result<()> {
@@ -38,8 +42,10 @@
 //! # Ok(()) }
 //! ```
 
+mod accounting;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+mod enforcement;
 mod event;
 mod limit;
 mod local;
@@ -47,9 +53,14 @@ mod memory;
 mod money;
 mod quota;
 mod recorder;
+mod reservation;
 mod store;
+#[cfg(feature = "clap")]
+mod value_enum;
 mod window;
 
+pub use accounting::{Accounting, AccountingOptions};
+pub use enforcement::Enforcement;
 pub use event::{KeyRef, MAX_FIELD_CHARS, UsageEvent};
 pub use limit::{Amounts, Limit, LimitKind, NewLimit, Scope};
 pub use local::{LocalQuota, LocalReservation};
@@ -60,6 +71,7 @@ pub use quota::{
     needs_tokens, resets_at,
 };
 pub use recorder::{RecorderOptions, UsageRecorder};
+pub use reservation::{CallUsage, GatedKey, Reservation};
 pub use store::{
     GroupBy, ReservationRecord, ReserveOutcome, StatsQuery, StatsRow, UsageStore, applicable, rank,
 };

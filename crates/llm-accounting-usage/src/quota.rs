@@ -74,6 +74,44 @@ impl QuotaRequest {
         self
     }
 
+    /// Checks the request's names (the model is required; at most
+    /// [`crate::MAX_FIELD_CHARS`], no control characters) and estimates, as
+    /// [`UsageEvent::validate`] checks an event's.
+    ///
+    /// # Errors
+    ///
+    /// [`llm_accounting_core::Error::InvalidInput`] naming the field.
+    pub fn validate(&self) -> llm_accounting_core::Result<()> {
+        let s = &self.scope;
+        let mut e = UsageEvent::new(s.model.clone().unwrap_or_default(), Utc::now());
+        e.service = s.service.clone();
+        e.user = s.user.clone();
+        e.project = s.project.clone();
+        e.caller = s.caller.clone();
+        e.prompt_tokens = self.input_tokens;
+        e.completion_tokens = self.output_tokens;
+        e.cost = self.cost;
+        e.validate()
+    }
+
+    /// The request scoped to the key of `identity`, as [`crate::Accounting::get_keys`]
+    /// counts a hand-out of that key: `key` = the identity; `service`, `user` and `project` =
+    /// the identity's where the request leaves them unset.
+    pub fn for_key(&self, identity: &llm_accounting_core::KeyIdentity) -> Self {
+        let mut r = self.clone();
+        r.scope.key = Some(identity.to_string());
+        let s = &mut r.scope;
+        s.service
+            .get_or_insert_with(|| identity.service().to_owned());
+        if s.user.is_none() {
+            s.user = identity.user().map(str::to_owned);
+        }
+        if s.project.is_none() {
+            s.project = identity.project().map(str::to_owned);
+        }
+        r
+    }
+
     /// What the request asks for: one call and its estimates.
     pub fn amounts(&self) -> Amounts {
         Amounts {

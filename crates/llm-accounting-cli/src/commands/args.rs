@@ -1,7 +1,51 @@
-//! Value parsers shared by the accounting commands: times, durations, amounts.
+//! Arguments shared by the accounting commands: the scope flags, and value parsers for times,
+//! durations and amounts.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use llm_accounting::usage::{LimitKind, Money};
+use clap::Args;
+use llm_accounting::usage::{LimitKind, Money, QuotaRequest, Scope};
+
+/// The scope flags of `quota check`, `usage track` and `limits set`: who makes a call, through
+/// what, for what. The help here describes a call; a command words it its own way with
+/// `#[command(mut_arg(...))]`.
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct ScopeArgs {
+    /// The service (provider).
+    #[arg(long, value_name = "S")]
+    pub(crate) service: Option<String>,
+    /// Who makes the call.
+    #[arg(long, value_name = "U")]
+    pub(crate) user: Option<String>,
+    /// For which project.
+    #[arg(long, value_name = "P")]
+    pub(crate) project: Option<String>,
+    /// Which application or component.
+    #[arg(long, value_name = "C")]
+    pub(crate) caller: Option<String>,
+}
+
+impl ScopeArgs {
+    /// A quota request for a call to `model` in this scope.
+    pub(crate) fn request(self, model: String) -> QuotaRequest {
+        QuotaRequest::new(model)
+            .service(self.service)
+            .user(self.user)
+            .project(self.project)
+            .caller(self.caller)
+    }
+
+    /// The scope of a limit: these flags and `model`.
+    pub(crate) fn scope(self, model: Option<String>) -> Scope {
+        Scope {
+            service: self.service,
+            model,
+            user: self.user,
+            project: self.project,
+            caller: self.caller,
+            ..Scope::global()
+        }
+    }
+}
 
 /// RFC 3339 (`2026-12-01T00:00:00Z`), a date (`2026-12-01`, midnight UTC), or a duration back
 /// from now (`24h`, `7d`).

@@ -7,8 +7,8 @@ use llm_accounting::{Error, Result};
 use serde::Serialize;
 
 use super::{Context, args};
-use crate::cli::Format;
 use crate::escape;
+use crate::format::Format;
 
 /// `limits` subcommands.
 #[derive(Debug, Subcommand)]
@@ -21,26 +21,15 @@ pub(crate) enum LimitsCommand {
     Delete(DeleteArgs),
 }
 
-/// The unit of a fixed window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Per {
-    /// A second.
-    Second,
-    /// A minute.
-    Minute,
-    /// An hour.
-    Hour,
-    /// A calendar day (UTC).
-    Day,
-    /// A calendar week, from Monday (UTC).
-    Week,
-    /// A calendar month (UTC).
-    Month,
-}
-
 /// Arguments of `limits set`.
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("window").required(true).args(["per", "rolling"])))]
+#[command(
+    mut_arg("service", |a| a.help("Only calls to this service")),
+    mut_arg("user", |a| a.help("Only calls by this user")),
+    mut_arg("project", |a| a.help("Only calls for this project")),
+    mut_arg("caller", |a| a.help("Only calls by this caller"))
+)]
 pub(crate) struct SetArgs {
     /// What to count.
     #[arg(long = "type", value_name = "TYPE", value_parser = args::limit_kind)]
@@ -53,7 +42,7 @@ pub(crate) struct SetArgs {
     max: String,
     /// Fixed UTC calendar windows of this unit (`--per day`: midnight to midnight UTC).
     #[arg(long, value_enum, value_name = "UNIT")]
-    per: Option<Per>,
+    per: Option<WindowUnit>,
     /// With --per: windows of N units: seconds from each minute, minutes from each hour,
     /// hours from midnight UTC (the last one cut there), days and weeks from 1970, months
     /// from January.
@@ -62,21 +51,12 @@ pub(crate) struct SetArgs {
     /// A rolling window: the last DURATION (`24h`, `30m`).
     #[arg(long, value_name = "DURATION", value_parser = args::window_length)]
     rolling: Option<u64>,
-    /// Only calls to this service.
-    #[arg(long, value_name = "S")]
-    service: Option<String>,
     /// Only calls to this model.
     #[arg(long, value_name = "M")]
     model: Option<String>,
-    /// Only calls by this user.
-    #[arg(long, value_name = "U")]
-    user: Option<String>,
-    /// Only calls for this project.
-    #[arg(long, value_name = "P")]
-    project: Option<String>,
-    /// Only calls by this caller.
-    #[arg(long, value_name = "C")]
-    caller: Option<String>,
+    /// Only calls to this service, by this user, for this project, by this caller.
+    #[command(flatten)]
+    scope: args::ScopeArgs,
 }
 
 /// Arguments of `limits list`.
@@ -109,17 +89,7 @@ impl SetArgs {
     /// The limit these flags describe, validated.
     fn limit(self) -> Result<NewLimit> {
         let window = match (self.per, self.rolling) {
-            (Some(per), None) => {
-                let unit = match per {
-                    Per::Second => WindowUnit::Second,
-                    Per::Minute => WindowUnit::Minute,
-                    Per::Hour => WindowUnit::Hour,
-                    Per::Day => WindowUnit::Day,
-                    Per::Week => WindowUnit::Week,
-                    Per::Month => WindowUnit::Month,
-                };
-                Window::fixed(unit, self.every.unwrap_or(1))?
-            }
+            (Some(unit), None) => Window::fixed(unit, self.every.unwrap_or(1))?,
             (None, Some(_)) if self.every.is_some() => {
                 return Err(Error::invalid(
                     "window",
@@ -138,15 +108,7 @@ impl SetArgs {
             max: self.kind.parse_amount(&self.max)?,
             kind: self.kind,
             window,
-            scope: Scope {
-                service: self.service,
-                model: self.model,
-                user: self.user,
-                project: self.project,
-                caller: self.caller,
-                key: None,
-                no_project: false,
-            },
+            scope: self.scope.scope(self.model),
         };
         limit.validate()?;
         Ok(limit)

@@ -20,18 +20,9 @@ pub(crate) struct CheckArgs {
     /// The model to call.
     #[arg(long, value_name = "M")]
     model: String,
-    /// The service (provider).
-    #[arg(long, value_name = "S")]
-    service: Option<String>,
-    /// Who makes the call.
-    #[arg(long, value_name = "U")]
-    user: Option<String>,
-    /// For which project.
-    #[arg(long, value_name = "P")]
-    project: Option<String>,
-    /// Which application or component.
-    #[arg(long, value_name = "C")]
-    caller: Option<String>,
+    /// Who makes the call, through what, for what.
+    #[command(flatten)]
+    scope: args::ScopeArgs,
     /// Estimated prompt tokens.
     #[arg(long, value_name = "N", default_value_t = 0)]
     input_tokens: u64,
@@ -51,11 +42,9 @@ pub(super) async fn run(ctx: &Context, command: QuotaCommand) -> Result<()> {
 }
 
 async fn check(ctx: &Context, a: CheckArgs) -> Result<()> {
-    let request = QuotaRequest::new(a.model)
-        .service(a.service)
-        .user(a.user)
-        .project(a.project)
-        .caller(a.caller)
+    let request = a
+        .scope
+        .request(a.model)
         .tokens(a.input_tokens, a.output_tokens)
         .cost(a.cost.unwrap_or_default());
     let accounting = ctx.accounting().await?;
@@ -82,33 +71,28 @@ pub(super) async fn gated_get(
         .ok_or_else(|| llm_accounting::Error::invalid("identity", "no key was asked for"))
 }
 
-/// [`gated_get`] for several keys (`exec --model`): each hand-out is checked and recorded in
-/// turn, the first denial stops the run (hand-outs already recorded stay recorded: each was
-/// a request the quota allowed).
+/// [`gated_get`] for several keys (`exec --model`): all or nothing (see
+/// [`llm_accounting::usage::Accounting::get_keys`]); each hand-out counts one request at once.
 pub(super) async fn gated_get_many(
     ctx: &Context,
     identities: &[KeyIdentity],
     model: &str,
     input_tokens: u64,
 ) -> Result<Vec<ApiKey>> {
-    // The request's names are checked before anything is opened.
-    llm_accounting::usage::UsageEvent::new(model, chrono::Utc::now()).validate()?;
+    let request = QuotaRequest::new(model).tokens(input_tokens, 0);
+    // Checked before anything is opened: bad input opens and records nothing.
+    request.validate()?;
     let stack = ctx.stack(Stack::builder(&ctx.settings)).await?;
     let manager = stack.manager();
     let Some(accounting) = stack.accounting() else {
         return Err(Error::config("this stack was built without accounting"));
     };
     let result = async {
-        let mut keys = Vec::with_capacity(identities.len());
-        for identity in identities {
-            let request = QuotaRequest::new(model)
-                .service(Some(identity.service()))
-                .user(identity.user())
-                .project(identity.project())
-                .tokens(input_tokens, 0);
-            let gated = accounting.get_key(manager, identity, &request).await?;
-            gated.reservation.commit(CallUsage::default()).await?;
-            keys.push(gated.key);
+        let gated = accounting.get_keys(manager, identities, &request).await?;
+        let mut keys = Vec::with_capacity(gated.len());
+        for g in gated {
+            g.reservation.commit(CallUsage::default()).await?;
+            keys.push(g.key);
         }
         Ok(keys)
     }

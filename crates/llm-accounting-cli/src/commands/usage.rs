@@ -1,14 +1,14 @@
 //! `usage track|stats|tail|purge`.
 
 use chrono::{DateTime, Utc};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use comfy_table::{Table, presets};
 use llm_accounting::Result;
 use llm_accounting::usage::{GroupBy, Money, StatsQuery, StatsRow, UsageEvent};
 use serde::Serialize;
 
 use super::{Context, args};
-use crate::cli::Format;
+use crate::format::Format;
 use crate::{escape, output};
 
 /// `usage` subcommands.
@@ -26,22 +26,14 @@ pub(crate) enum UsageCommand {
 
 /// Arguments of `usage track`.
 #[derive(Debug, Args)]
+#[command(mut_arg("user", |a| a.help("Who made the call")))]
 pub(crate) struct TrackArgs {
     /// The model called.
     #[arg(long, value_name = "M")]
     model: String,
-    /// The service (provider).
-    #[arg(long, value_name = "S")]
-    service: Option<String>,
-    /// Who made the call.
-    #[arg(long, value_name = "U")]
-    user: Option<String>,
-    /// For which project.
-    #[arg(long, value_name = "P")]
-    project: Option<String>,
-    /// Which application or component.
-    #[arg(long, value_name = "C")]
-    caller: Option<String>,
+    /// Who made the call, through what, for what.
+    #[command(flatten)]
+    scope: args::ScopeArgs,
     /// A session id.
     #[arg(long, value_name = "ID")]
     session: Option<String>,
@@ -68,23 +60,6 @@ pub(crate) struct TrackArgs {
     at: Option<DateTime<Utc>>,
 }
 
-/// What to group statistics by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum By {
-    /// Per model.
-    Model,
-    /// Per service.
-    Service,
-    /// Per user.
-    User,
-    /// Per project.
-    Project,
-    /// Per caller.
-    Caller,
-    /// Per stored key and version.
-    Key,
-}
-
 /// Arguments of `usage stats`.
 #[derive(Debug, Args)]
 pub(crate) struct StatsArgs {
@@ -96,7 +71,7 @@ pub(crate) struct StatsArgs {
     until: Option<DateTime<Utc>>,
     /// Group the totals (default: one total).
     #[arg(long, value_enum, value_name = "WHAT")]
-    by: Option<By>,
+    by: Option<GroupBy>,
     /// Only the N groups with the highest cost.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     top: Option<u64>,
@@ -136,10 +111,10 @@ pub(super) async fn run(ctx: &Context, command: UsageCommand) -> Result<()> {
 
 async fn track(ctx: &Context, a: TrackArgs) -> Result<()> {
     let mut e = UsageEvent::new(a.model, a.at.unwrap_or_else(Utc::now));
-    e.service = a.service;
-    e.user = a.user;
-    e.project = a.project;
-    e.caller = a.caller;
+    e.service = a.scope.service;
+    e.user = a.scope.user;
+    e.project = a.scope.project;
+    e.caller = a.scope.caller;
     e.session = a.session;
     e.prompt_tokens = a.prompt_tokens;
     e.completion_tokens = a.completion_tokens;
@@ -149,19 +124,18 @@ async fn track(ctx: &Context, a: TrackArgs) -> Result<()> {
     e.execution_time = a.execution_time;
     // Checked before the database is opened: bad input records nothing.
     e.validate()?;
-    let accounting = ctx.accounting().await?;
-    let result = accounting
-        .store()
-        .insert_events(std::slice::from_ref(&e))
-        .await;
-    super::finish_accounting(&accounting, result).await?;
-    ctx.say(&format!(
+    let said = format!(
         "recorded {} ({} + {} tokens, ${})",
         escape::text(&e.model),
         e.prompt_tokens,
         e.completion_tokens,
         e.cost
-    ));
+    );
+    let accounting = ctx.accounting().await?;
+    let result = accounting.record(e).await;
+    // The shutdown writes the event: its error is the command's.
+    super::finish_accounting(&accounting, result).await?;
+    ctx.say(&said);
     Ok(())
 }
 
@@ -180,15 +154,7 @@ struct RowJson<'a> {
 }
 
 async fn stats(ctx: &Context, a: &StatsArgs) -> Result<()> {
-    let by = match a.by {
-        None => GroupBy::Nothing,
-        Some(By::Model) => GroupBy::Model,
-        Some(By::Service) => GroupBy::Service,
-        Some(By::User) => GroupBy::User,
-        Some(By::Project) => GroupBy::Project,
-        Some(By::Caller) => GroupBy::Caller,
-        Some(By::Key) => GroupBy::Key,
-    };
+    let by = a.by.unwrap_or(GroupBy::Nothing);
     let query = StatsQuery {
         since: a.since,
         until: a.until,

@@ -254,6 +254,20 @@ impl SecureKeyManager {
         identities: &[KeyIdentity],
         concurrency: usize,
     ) -> Vec<(KeyIdentity, Result<ApiKey>)> {
+        self.get_many_versioned(identities, concurrency)
+            .await
+            .into_iter()
+            .map(|(identity, got)| (identity, got.map(|(key, _)| key)))
+            .collect()
+    }
+
+    /// Like [`SecureKeyManager::get_many`], also returning the version of each key that was
+    /// served (to attribute usage to it).
+    pub async fn get_many_versioned(
+        &self,
+        identities: &[KeyIdentity],
+        concurrency: usize,
+    ) -> Vec<(KeyIdentity, Result<(ApiKey, u32)>)> {
         use futures_util::stream::{self, StreamExt};
 
         let mut results: Vec<Option<Got>> = Vec::with_capacity(identities.len());
@@ -313,8 +327,7 @@ impl SecureKeyManager {
         let mut out = Vec::with_capacity(identities.len());
         for (identity, result) in identities.iter().zip(results) {
             let result = result.unwrap_or_else(|| Err(Error::integrity()));
-            let got = self.audit_get(identity, result).await;
-            out.push((identity.clone(), got.map(|(key, _)| key)));
+            out.push((identity.clone(), self.audit_get(identity, result).await));
         }
         out
     }

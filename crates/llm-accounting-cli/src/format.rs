@@ -1,0 +1,13 @@
+//! Output formats of the commands that print data, shared by the parser (`cli.rs`) and the
+//! commands that print (`commands/*`), which depend on this module rather than on each other.
+
+use clap::ValueEnum;
+
+/// Output format of the commands that print data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// An aligned table for people (fitted to the terminal's width, or to $COLUMNS).
+    Table,
+    /// JSON for programs (shapes documented in the README and kept stable).
+    Json,
+}
