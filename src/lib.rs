@@ -39,6 +39,7 @@
 
 mod accounting;
 mod build;
+mod provider;
 mod settings;
 #[cfg(feature = "accounting")]
 pub mod usage;
@@ -46,11 +47,13 @@ pub mod usage;
 pub use accounting::LlmAccounting;
 pub use build::{
     DefaultsUsed, branch_layer, build_audit_log, build_manager, build_manager_with_info,
-    build_provider, build_provider_and_repository, build_provider_for, build_provider_with_metrics,
     build_repository,
 };
 #[cfg(feature = "accounting")]
 pub use build::{build_accounting, build_manager_and_accounting};
+pub use provider::{
+    build_provider, build_provider_and_repository, build_provider_for, build_provider_with_metrics,
+};
 pub use settings::{
     AccountingSettings, AuditSettings, AwsSettings, AzureCredentials, AzureKeyWrap, AzureSettings,
     CONFIG_FILE_ENV, CacheSettings, DEFAULT_CONFIG, ENV_VARS, Enforcement, GcpCredentials,
