@@ -16,7 +16,8 @@
 //! .run(&mut env, &mut GcpSteps { key: &key });
 //! ```
 
-use crate::cli::{Env, closed_port_url, fail_fast};
+use crate::cli::{Env, fail_fast};
+use crate::kms::closed_port_url;
 
 /// The variable naming the KMS endpoint.
 const KMS_ENDPOINT: &str = "LLM_ACCOUNTING_KMS_ENDPOINT";
