@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::build::{DefaultsUsed, build_repository};
 use crate::layers::{self, KmsMetrics};
-use crate::settings::{KmsProviderKind, env_var_of};
+use crate::settings::KmsProviderKind;
 use crate::{Error, KmsProvider, Result, SeaOrmKeyRepository, Settings};
 
 fn not_built(kind: KmsProviderKind) -> Error {
@@ -132,7 +132,7 @@ fn required_key_id(settings: &Settings) -> Result<&str> {
         .ok_or_else(|| {
             Error::config(format!(
                 "{what} needs a master key: set {} (setting kms.key_id) to {example}",
-                env_var_of("kms.key_id")
+                crate::settings::env_var_of("kms.key_id")
             ))
         })
 }
@@ -159,8 +159,11 @@ fn missing_master_key_file(_: &Settings) -> Result<bool> {
 fn create_rules(settings: &Settings, default: bool) -> llm_accounting_kms_local::CreateRules {
     llm_accounting_kms_local::CreateRules {
         allowed: default || settings.create_if_missing,
-        how_to_ask: format!("create_if_missing, {}", env_var_of("create_if_missing")),
-        path_setting: env_var_of("kms.local.master_key_file").to_owned(),
+        how_to_ask: format!(
+            "create_if_missing, {}",
+            crate::settings::env_var_of("create_if_missing")
+        ),
+        path_setting: crate::settings::env_var_of("kms.local.master_key_file").to_owned(),
     }
 }
 
