@@ -34,7 +34,7 @@ pub mod services;
 #[cfg(feature = "cli")]
 pub use cli::{Env, Run, fail_fast};
 #[cfg(feature = "cli")]
-pub use cloud::{CloudHooks, RoundTrip};
+pub use cloud::{CloudHooks, RoundTrip, assert_key_id_required, cloud_env};
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub use database::{Backend, TestDatabase};
 pub use kms::{
