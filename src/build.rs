@@ -1,14 +1,12 @@
-//! Building the parts of a [`Stack`](crate::Stack) from [`Settings`]: the provider in its
-//! layers, the repository, the accounting.
+//! Building the repository and the accounting of a [`Stack`](crate::Stack) from [`Settings`]
+//! (the provider: [`crate::provider`]).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use llm_accounting_core::files::{self, PrivatePath};
 
-use crate::layers::{self, KmsMetrics};
-use crate::settings::KmsProviderKind;
-use crate::{Error, KmsProvider, Result, SeaOrmKeyRepository, Settings};
+use crate::{Error, Result, SeaOrmKeyRepository, Settings};
 
 /// What a [`Stack`](crate::Stack) build chose where nothing was configured, so a CLI can tell the
 /// user where their data lives.
@@ -32,253 +30,6 @@ impl DefaultsUsed {
     }
 }
 
-fn not_built(kind: KmsProviderKind) -> Error {
-    Error::config(format!(
-        "KMS provider `{kind}` was selected, but this build of llm-accounting was made \
-         without feature {feature}; rebuild with `--features {feature}`",
-        feature = kind.feature()
-    ))
-}
-
-/// The KMS provider named by the settings, wrapped in the retry, metrics and timeout layers
-/// configured by `kms.max_attempts`, `kms.max_retry_time_ms`, `kms.timeout_ms`, ... A provider
-/// whose feature is not compiled in is a clear [`Error::Config`].
-pub fn build_provider(settings: &Settings) -> Result<(Arc<dyn KmsProvider>, DefaultsUsed)> {
-    let (provider, _metrics, used) = build_provider_with_metrics(settings)?;
-    Ok((provider, used))
-}
-
-/// Like [`build_provider`], also returning the layers' counters (KMS calls, failures, retries).
-///
-/// The returned provider keeps the inner provider's name (records store it).
-pub fn build_provider_with_metrics(
-    settings: &Settings,
-) -> Result<(Arc<dyn KmsProvider>, Arc<KmsMetrics>, DefaultsUsed)> {
-    let metrics = Arc::new(KmsMetrics::new());
-    let (layered, used) = layered_provider(settings, Arc::clone(&metrics))?;
-    Ok((layered, metrics, used))
-}
-
-/// The provider in its layers, counting into `metrics`.
-fn layered_provider(
-    settings: &Settings,
-    metrics: Arc<KmsMetrics>,
-) -> Result<(Arc<dyn KmsProvider>, DefaultsUsed)> {
-    let (provider, used) = build_bare_provider(settings)?;
-    Ok((
-        layers::stack(provider, &settings.layer_options(), metrics),
-        used,
-    ))
-}
-
-/// The provider itself, without layers: the settings mapped onto the provider's builder.
-fn build_bare_provider(settings: &Settings) -> Result<(Arc<dyn KmsProvider>, DefaultsUsed)> {
-    settings.validate()?;
-    let kind = settings.kms.provider;
-    if !kind.is_built() {
-        return Err(not_built(kind));
-    }
-    match kind {
-        KmsProviderKind::Local => local_provider(settings),
-        KmsProviderKind::Aws => Ok((aws_provider(settings)?, DefaultsUsed::default())),
-        KmsProviderKind::Azure => Ok((azure_provider(settings)?, DefaultsUsed::default())),
-        KmsProviderKind::Gcp => Ok((gcp_provider(settings)?, DefaultsUsed::default())),
-    }
-}
-
-/// `kms.key_id`, which every cloud provider needs. Checked here, before the provider's builder,
-/// so that the message names the setting and its variable (the provider crates know neither).
-#[cfg(any(feature = "kms-aws", feature = "kms-azure", feature = "kms-gcp"))]
-fn required_key_id(settings: &Settings) -> Result<&str> {
-    let kind = settings.kms.provider;
-    let (what, example) = match kind {
-        KmsProviderKind::Aws => (
-            "the AWS KMS provider",
-            "a key id, key ARN or alias such as alias/llm-accounting",
-        ),
-        KmsProviderKind::Azure => (
-            "the Azure Key Vault provider",
-            "a key id such as https://NAME.vault.azure.net/keys/KEY",
-        ),
-        KmsProviderKind::Gcp => (
-            "the Google Cloud KMS provider",
-            "a CryptoKey name such as projects/P/locations/L/keyRings/R/cryptoKeys/K",
-        ),
-        KmsProviderKind::Local => ("the local provider", "a key id"),
-    };
-    settings
-        .kms
-        .key_id
-        .as_deref()
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .ok_or_else(|| {
-            Error::config(format!(
-                "{what} needs a master key: set {} (setting kms.key_id) to {example}",
-                crate::settings::env_var_of("kms.key_id")
-            ))
-        })
-}
-
-/// Whether something (a file, a directory, a link) is at `path`.
-fn exists(path: &Path, what: &'static str) -> Result<bool> {
-    match std::fs::symlink_metadata(path) {
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(Error::Io {
-            operation: what,
-            path: path.display().to_string(),
-            source: Arc::new(e),
-        }),
-    }
-}
-
-/// The configured local master key file when it is missing and may not be created: named
-/// explicitly, and `create_if_missing` off. Checked before anything is opened or created.
-fn refuse_unasked_master_key(settings: &Settings) -> Result<()> {
-    if settings.kms.provider != KmsProviderKind::Local {
-        return Ok(());
-    }
-    let (path, default) = settings.master_key_file()?;
-    if default || settings.create_if_missing || exists(&path, "inspecting the master key file")? {
-        return Ok(());
-    }
-    Err(Error::config(format!(
-        "local master key file {} does not exist, and creating it was not asked for \
-         (create_if_missing, {}): check the path, or ask for it to be created",
-        path.display(),
-        crate::settings::env_var_of("create_if_missing")
-    )))
-}
-
-/// Refuses to let a missing local master key file be created while `repo` holds versions
-/// wrapped by the local provider: a new master key would not open them, and they would look
-/// like integrity failures. Nothing is created.
-async fn refuse_lost_master_key(settings: &Settings, repo: &SeaOrmKeyRepository) -> Result<()> {
-    if settings.kms.provider != KmsProviderKind::Local {
-        return Ok(());
-    }
-    let (path, _) = settings.master_key_file()?;
-    if exists(&path, "inspecting the master key file")? {
-        return Ok(());
-    }
-    if !repo
-        .has_versions_wrapped_by(KmsProviderKind::Local.as_str())
-        .await?
-    {
-        return Ok(());
-    }
-    Err(Error::config(format!(
-        "local master key file {} does not exist, but the database holds keys wrapped under \
-         it: a new master key would not open them, so none was made. Restore the file (from a \
-         backup) at that path, or point {} at it",
-        path.display(),
-        crate::settings::env_var_of("kms.local.master_key_file")
-    )))
-}
-
-#[cfg(feature = "kms-local")]
-fn local_provider(settings: &Settings) -> Result<(Arc<dyn KmsProvider>, DefaultsUsed)> {
-    use llm_accounting_kms_local::LocalKmsProvider;
-    let mut used = DefaultsUsed::default();
-    let (path, default) = settings.master_key_file()?;
-    if default {
-        used.master_key_file = Some(path.display().to_string());
-        private_data_dir(&settings.data_dir()?)?;
-    }
-    refuse_unasked_master_key(settings)?;
-    let mut p = if exists(&path, "inspecting the master key file")? {
-        LocalKmsProvider::open(&path)?
-    } else {
-        used.master_key_created = default;
-        LocalKmsProvider::open_or_create(&path)?
-    };
-    let min_version = settings.kms.local.min_master_key_version;
-    if min_version > 0 {
-        p = p.with_min_version(min_version)?;
-    }
-    Ok((Arc::new(p), used))
-}
-
-#[cfg(not(feature = "kms-local"))]
-fn local_provider(_: &Settings) -> Result<(Arc<dyn KmsProvider>, DefaultsUsed)> {
-    Err(not_built(KmsProviderKind::Local))
-}
-
-/// Region from `kms.aws.region`, else (like credentials and `AWS_ENDPOINT_URL`) from the
-/// aws-config chain; `kms.endpoint` wins over `AWS_ENDPOINT_URL`.
-#[cfg(feature = "kms-aws")]
-fn aws_provider(settings: &Settings) -> Result<Arc<dyn KmsProvider>> {
-    let mut b =
-        llm_accounting_kms_aws::AwsKmsProvider::builder().with_key_id(required_key_id(settings)?);
-    if let Some(region) = &settings.kms.aws.region {
-        b = b.with_region(region);
-    }
-    if let Some(endpoint) = &settings.kms.endpoint {
-        b = b.with_endpoint_url(endpoint);
-    }
-    Ok(Arc::new(b.build()?))
-}
-
-#[cfg(not(feature = "kms-aws"))]
-fn aws_provider(_: &Settings) -> Result<Arc<dyn KmsProvider>> {
-    Err(not_built(KmsProviderKind::Aws))
-}
-
-/// Credentials and wrap algorithm from `[kms.azure]`; the client-secret and managed-identity
-/// credentials read the standard `AZURE_*` variables.
-#[cfg(feature = "kms-azure")]
-fn azure_provider(settings: &Settings) -> Result<Arc<dyn KmsProvider>> {
-    use crate::settings::{AzureCredentials, AzureKeyWrap};
-    use llm_accounting_kms_azure::{AzureCredentialKind, AzureKeyVaultProvider, WrapAlgorithm};
-    let azure = &settings.kms.azure;
-    let credential = match azure.credentials {
-        AzureCredentials::Default => AzureCredentialKind::Default,
-        AzureCredentials::ClientSecret => AzureCredentialKind::client_secret_from_env(),
-        AzureCredentials::ManagedIdentity => AzureCredentialKind::managed_identity_from_env(),
-        AzureCredentials::DeveloperTools => AzureCredentialKind::DeveloperTools,
-    };
-    let algorithm = match azure.wrap_algorithm {
-        AzureKeyWrap::RsaOaep256 => WrapAlgorithm::RsaOaep256,
-        AzureKeyWrap::A256Kw => WrapAlgorithm::A256Kw,
-    };
-    let mut b = AzureKeyVaultProvider::builder()
-        .with_key_id(required_key_id(settings)?)
-        .with_credential(credential)
-        .with_algorithm(algorithm);
-    if let Some(endpoint) = &settings.kms.endpoint {
-        b = b.with_endpoint(endpoint);
-    }
-    Ok(Arc::new(b.build()?))
-}
-
-#[cfg(not(feature = "kms-azure"))]
-fn azure_provider(_: &Settings) -> Result<Arc<dyn KmsProvider>> {
-    Err(not_built(KmsProviderKind::Azure))
-}
-
-/// Credentials from `kms.gcp.credentials`: Application Default Credentials, or none
-/// (emulators).
-#[cfg(feature = "kms-gcp")]
-fn gcp_provider(settings: &Settings) -> Result<Arc<dyn KmsProvider>> {
-    use crate::settings::GcpCredentials;
-    let mut b =
-        llm_accounting_kms_gcp::GcpKmsProvider::builder().with_key_name(required_key_id(settings)?);
-    match settings.kms.gcp.credentials {
-        GcpCredentials::Default => {}
-        GcpCredentials::Anonymous => b = b.with_anonymous_credentials(),
-    }
-    if let Some(endpoint) = &settings.kms.endpoint {
-        b = b.with_endpoint(endpoint);
-    }
-    Ok(Arc::new(b.build()?))
-}
-
-#[cfg(not(feature = "kms-gcp"))]
-fn gcp_provider(_: &Settings) -> Result<Arc<dyn KmsProvider>> {
-    Err(not_built(KmsProviderKind::Gcp))
-}
-
 /// The repository named by the settings, with migrations applied.
 ///
 /// The default SQLite file (in the data directory) is created on first use; a file named by
@@ -296,7 +47,7 @@ pub async fn build_repository(
         let dir = settings.data_dir()?;
         private_data_dir(&dir)?;
         let file = dir.join("keys.db");
-        used.database_created = !exists(&file, "inspecting the database file")?;
+        used.database_created = !files::exists(&file, "inspecting the database file")?;
         used.database = Some(file.display().to_string());
         options.create_if_missing = true;
     }
@@ -304,71 +55,10 @@ pub async fn build_repository(
     Ok((Arc::new(repo), used))
 }
 
-/// Like [`build_provider`], for use with `repo`: a local master key file that is missing is
-/// not created while `repo` holds keys wrapped by the local provider (a new master key would
-/// not open them): that is [`Error::Config`] naming the file, and nothing is created.
-pub async fn build_provider_for(
-    settings: &Settings,
-    repo: &SeaOrmKeyRepository,
-) -> Result<(Arc<dyn KmsProvider>, DefaultsUsed)> {
-    settings.validate()?;
-    provider_for(settings, repo, Arc::new(KmsMetrics::new())).await
-}
-
-/// [`build_provider_for`], counting into `metrics` (the stack's second provider, a rewrap's
-/// target).
-pub(crate) async fn provider_for(
-    settings: &Settings,
-    repo: &SeaOrmKeyRepository,
-    metrics: Arc<KmsMetrics>,
-) -> Result<(Arc<dyn KmsProvider>, DefaultsUsed)> {
-    refuse_lost_master_key(settings, repo).await?;
-    layered_provider(settings, metrics)
-}
-
-/// The provider and the repository the settings name, checked against each other (see
-/// [`build_provider_for`]). A configuration error that can be found without opening anything
-/// (a provider that is not built, a missing master key file that may not be created) is
-/// reported before the database is opened or created.
-pub async fn build_provider_and_repository(
-    settings: &Settings,
-) -> Result<(Arc<dyn KmsProvider>, Arc<SeaOrmKeyRepository>, DefaultsUsed)> {
-    settings.validate()?;
-    provider_and_repository(settings, Arc::new(KmsMetrics::new())).await
-}
-
-/// [`build_provider_and_repository`], counting the provider's calls into `metrics`.
-pub(crate) async fn provider_and_repository(
-    settings: &Settings,
-    metrics: Arc<KmsMetrics>,
-) -> Result<(Arc<dyn KmsProvider>, Arc<SeaOrmKeyRepository>, DefaultsUsed)> {
-    if settings.kms.provider != KmsProviderKind::Local {
-        let (provider, p_used) = layered_provider(settings, metrics)?;
-        let (repo, r_used) = build_repository(settings).await?;
-        return Ok((provider, repo, merge(r_used, p_used)));
-    }
-    if !settings.kms.provider.is_built() {
-        return Err(not_built(settings.kms.provider));
-    }
-    refuse_unasked_master_key(settings)?;
-    let (repo, r_used) = build_repository(settings).await?;
-    let (provider, p_used) = provider_for(settings, &repo, metrics).await?;
-    Ok((provider, repo, merge(r_used, p_used)))
-}
-
-fn merge(repository: DefaultsUsed, provider: DefaultsUsed) -> DefaultsUsed {
-    DefaultsUsed {
-        database: repository.database,
-        master_key_file: provider.master_key_file,
-        database_created: repository.database_created,
-        master_key_created: provider.master_key_created,
-    }
-}
-
 /// The data directory, checked if it exists (see [`llm_accounting_core::files`]), else
 /// created with mode 0700.
-fn private_data_dir(dir: &Path) -> Result<()> {
-    if exists(dir, "inspecting the data directory")? {
+pub(crate) fn private_data_dir(dir: &Path) -> Result<()> {
+    if files::exists(dir, "inspecting the data directory")? {
         return files::check_existing(dir, PrivatePath::DataDirectory);
     }
     let mut b = std::fs::DirBuilder::new();

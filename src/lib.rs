@@ -41,15 +41,16 @@
 
 mod accounting;
 mod build;
+mod provider;
 mod settings;
 mod stack;
 #[cfg(feature = "accounting")]
 pub mod usage;
 
 pub use accounting::LlmAccounting;
-pub use build::{
-    DefaultsUsed, build_provider, build_provider_and_repository, build_provider_for,
-    build_provider_with_metrics, build_repository,
+pub use build::{DefaultsUsed, build_repository};
+pub use provider::{
+    build_provider, build_provider_and_repository, build_provider_for, build_provider_with_metrics,
 };
 pub use settings::{
     AccountingSettings, AuditSettings, AwsSettings, AzureCredentials, AzureKeyWrap, AzureSettings,

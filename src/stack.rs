@@ -104,13 +104,14 @@ impl StackBuilder {
         settings.validate()?;
         let metrics = Arc::new(KmsMetrics::new());
         let (source, repo, defaults) =
-            build::provider_and_repository(settings, Arc::clone(&metrics)).await?;
+            crate::provider::provider_and_repository(settings, Arc::clone(&metrics)).await?;
         let configured = Arc::new(branch_layer(settings, &repo).layer(Arc::clone(&source)));
         let (branches, decrypt_only) = match &self.rewrap {
             Some(target) if target.moves() => {
                 let target_settings = target.settings(settings);
                 let (inner, _) =
-                    build::provider_for(&target_settings, &repo, Arc::clone(&metrics)).await?;
+                    crate::provider::provider_for(&target_settings, &repo, Arc::clone(&metrics))
+                        .await?;
                 // Branch keys the configured provider wrapped are unwrapped by it.
                 let layer = branch_layer(&target_settings, &repo)
                     .with_decrypt_provider(Arc::clone(&source))

@@ -21,9 +21,7 @@ use serde::Deserialize;
 use crate::layers::{LayerOptions, RetryPolicy};
 use crate::{AuditOptions, CacheOptions, Error, ManagerOptions, Result, StoreOptions, redact_url};
 
-pub use self::choices::{
-    AzureCredentials, AzureKeyWrap, GcpCredentials, KmsHierarchy, KmsProviderKind, PROVIDER_NAMES,
-};
+pub use self::choices::{KmsHierarchy, KmsProviderKind, PROVIDER_NAMES};
 pub use self::env::ENV_VARS;
 pub(crate) use self::env::env_var_of;
 use self::file::*;
@@ -31,7 +29,9 @@ pub use self::sections::{
     AccountingSettings, AuditSettings, AwsSettings, AzureSettings, CacheSettings, GcpSettings,
     KeysSettings, KmsSettings, LocalSettings, StoreSettings,
 };
-use self::sections::{empty_is_none, empty_is_none_path};
+use llm_accounting_core::settings::{empty_is_none, empty_is_none_path};
+pub use llm_accounting_kms_azure::{AzureCredentials, WrapAlgorithm as AzureKeyWrap};
+pub use llm_accounting_kms_gcp::GcpCredentials;
 pub use llm_accounting_usage::Enforcement;
 
 /// The embedded defaults (`config/default.toml`).

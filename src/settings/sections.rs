@@ -1,10 +1,10 @@
 //! The sections of [`Settings`](super::Settings): one struct per `[section]`.
 
 use std::fmt;
-use std::path::PathBuf;
 
+use llm_accounting_core::settings::empty_is_none;
 use llm_accounting_usage::Enforcement;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use super::choices::*;
 
@@ -78,6 +78,10 @@ impl Default for KeysSettings {
 
 /// Which KMS, which master key in it, how calls to it are retried, and each provider's own
 /// settings (`[kms]`, `[kms.local]`, `[kms.aws]`, `[kms.azure]`, `[kms.gcp]`).
+///
+/// Each provider's section is its crate's settings type, read whatever features are compiled
+/// in (the provider crates without their `provider` feature are only these types): a file
+/// naming a provider's settings loads, and a bad value in it is reported, by any build.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
@@ -140,48 +144,18 @@ impl Default for KmsSettings {
     }
 }
 
-/// Local provider settings (`[kms.local]`, or `[local]` in older files).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct LocalSettings {
-    /// Master key file; `None` means `master.key` in the data directory.
-    #[serde(deserialize_with = "empty_is_none_path")]
-    pub master_key_file: Option<PathBuf>,
-    /// Master-key versions below this are retired (0: none).
-    pub min_master_key_version: u32,
-}
+/// Local provider settings (`[kms.local]`, or `[local]` in older files): the local provider
+/// crate's own.
+pub type LocalSettings = llm_accounting_kms_local::LocalKmsConfig;
 
-/// AWS KMS provider settings (`[kms.aws]`). Credentials, and the region unless set here, come
-/// from the standard aws-config chain (`AWS_REGION`, `AWS_PROFILE`, ...).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct AwsSettings {
-    /// The AWS region; `None`: `AWS_REGION` or the profile's.
-    #[serde(deserialize_with = "empty_is_none")]
-    pub region: Option<String>,
-}
+/// AWS KMS provider settings (`[kms.aws]`): the AWS provider crate's own.
+pub type AwsSettings = llm_accounting_kms_aws::AwsKmsConfig;
 
-/// Azure Key Vault provider settings (`[kms.azure]`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct AzureSettings {
-    /// How to authenticate.
-    pub credentials: AzureCredentials,
-    /// The key-wrap algorithm; change it only together with the key (and `keys rewrap`).
-    pub wrap_algorithm: AzureKeyWrap,
-}
+/// Azure Key Vault provider settings (`[kms.azure]`): the Azure provider crate's own.
+pub type AzureSettings = llm_accounting_kms_azure::AzureKeyVaultConfig;
 
-/// Google Cloud KMS provider settings (`[kms.gcp]`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct GcpSettings {
-    /// Which credentials to send.
-    pub credentials: GcpCredentials,
-}
+/// Google Cloud KMS provider settings (`[kms.gcp]`): the Google Cloud provider crate's own.
+pub type GcpSettings = llm_accounting_kms_gcp::GcpKmsConfig;
 
 /// Cache settings (`[cache]`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -234,19 +208,6 @@ impl Default for StoreSettings {
             last_used_interval_secs: 60,
         }
     }
-}
-
-pub(super) fn empty_is_none<'de, D: Deserializer<'de>>(
-    d: D,
-) -> std::result::Result<Option<String>, D::Error> {
-    let s: Option<String> = Option::deserialize(d)?;
-    Ok(s.filter(|s| !s.trim().is_empty()))
-}
-
-pub(super) fn empty_is_none_path<'de, D: Deserializer<'de>>(
-    d: D,
-) -> std::result::Result<Option<PathBuf>, D::Error> {
-    Ok(empty_is_none(d)?.map(PathBuf::from))
 }
 
 /// Usage accounting and quotas (`[accounting]`). `Debug` shows the URL with its password

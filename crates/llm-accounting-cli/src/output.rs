@@ -371,6 +371,11 @@ pub(crate) fn error_line(error: &Error) -> String {
         "error: {head}{}",
         escape::text(&rest.replace(['\n', '\r'], " "))
     );
+    // A key under a retired local master key: the library's reason ends where the command
+    // that lists such keys goes.
+    if matches!(error, Error::AccessDenied { reason, .. } if reason.ends_with(RETIRED)) {
+        line.push_str(": see `keys rewrap --check`");
+    }
     if let Some(hint) = hint(error) {
         line.push_str(" (");
         line.push_str(hint);
@@ -393,6 +398,9 @@ pub(crate) fn log_hint(target: &str) -> Option<&'static str> {
     (target == llm_accounting::UNSEALED_WARNING_TARGET)
         .then_some("run `llm-accounting keys seal` once")
 }
+
+/// How the local provider's refusal of a key under a retired master key says so.
+const RETIRED: &str = "it was not rewrapped before retirement";
 
 /// What to run about an error, in this CLI's words (the library's errors name no command).
 fn hint(error: &Error) -> Option<&'static str> {

@@ -9,7 +9,9 @@
 
 use llm_accounting_kms_aws::aws_sdk_kms::Client;
 use llm_accounting_kms_aws::test_support::{self, create_key};
-use llm_accounting_testkit::{CloudHooks, Env, RoundTrip, closed_port_url, fail_fast, moto_url};
+use llm_accounting_testkit::{
+    self as testkit, CloudHooks, Env, RoundTrip, closed_port_url, fail_fast, moto_url,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_llm-accounting");
 
@@ -20,34 +22,31 @@ const KEY2: &str = "sk-test-FAKE-aws-00000000000000000000000002";
 /// A temporary database and the AWS environment of one test; `endpoint` goes to
 /// LLM_ACCOUNTING_KMS_ENDPOINT.
 fn cloud_env(key_id: &str, endpoint: &str) -> Env {
-    let mut env = Env::with_database(BIN)
-        .strip_prefixes(&["AWS_"])
-        .secrets(&[KEY1, KEY2]);
-    // Empty AWS config and credentials files: the user's own are never read.
-    let aws_config = env.dir().join("aws-config");
-    let aws_credentials = env.dir().join("aws-credentials");
-    for f in [&aws_config, &aws_credentials] {
-        std::fs::write(f, "").expect("write empty AWS file");
-    }
-    let (aws_config, aws_credentials) = (
-        aws_config.display().to_string(),
-        aws_credentials.display().to_string(),
+    let mut env = testkit::cloud_env(
+        BIN,
+        &["AWS_"],
+        &[KEY1, KEY2],
+        key_id,
+        endpoint,
+        &[
+            ("AWS_REGION", test_support::TEST_REGION),
+            ("AWS_ACCESS_KEY_ID", test_support::TEST_ACCESS_KEY_ID),
+            (
+                "AWS_SECRET_ACCESS_KEY",
+                test_support::TEST_SECRET_ACCESS_KEY,
+            ),
+            // Never ask an instance metadata service.
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
     );
-    for (name, value) in [
-        ("LLM_ACCOUNTING_KMS_KEY_ID", key_id),
-        ("LLM_ACCOUNTING_KMS_ENDPOINT", endpoint),
-        ("AWS_REGION", test_support::TEST_REGION),
-        ("AWS_ACCESS_KEY_ID", test_support::TEST_ACCESS_KEY_ID),
-        (
-            "AWS_SECRET_ACCESS_KEY",
-            test_support::TEST_SECRET_ACCESS_KEY,
-        ),
-        // Never ask an instance metadata service.
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-        ("AWS_CONFIG_FILE", aws_config.as_str()),
-        ("AWS_SHARED_CREDENTIALS_FILE", aws_credentials.as_str()),
+    // Empty AWS config and credentials files: the user's own are never read.
+    for (name, file) in [
+        ("AWS_CONFIG_FILE", "aws-config"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "aws-credentials"),
     ] {
-        env.set(name, value);
+        let path = env.dir().join(file);
+        std::fs::write(&path, "").expect("write empty AWS file");
+        env.set(name, &path.display().to_string());
     }
     env
 }
@@ -176,14 +175,7 @@ fn a_kms_that_is_down_exits_5_after_bounded_retries() {
 #[test]
 fn aws_without_a_key_id_is_a_configuration_error() {
     let mut env = cloud_env("unused", &closed_port_url());
-    env.unset("LLM_ACCOUNTING_KMS_KEY_ID");
-    let r = env
-        .run_stdin(
-            &["--provider", "aws", "keys", "store", "--service", "openai"],
-            KEY1,
-        )
-        .code(2);
-    assert!(r.stderr.contains("LLM_ACCOUNTING_KMS_KEY_ID"), "{r:#?}");
+    testkit::assert_key_id_required(&mut env, "aws", KEY1);
 }
 
 /// Provider migration: keys stored under the local provider are rewrapped to AWS KMS with

@@ -11,7 +11,7 @@
 use llm_accounting_kms_azure::test_support::{
     FAKE_CLIENT_ID, FAKE_CLIENT_SECRET, FAKE_TENANT_ID, FakeKeyVault,
 };
-use llm_accounting_testkit::{CloudHooks, Env, RoundTrip, closed_port_url};
+use llm_accounting_testkit::{self as testkit, CloudHooks, Env, RoundTrip, closed_port_url};
 
 const BIN: &str = env!("CARGO_BIN_EXE_llm-accounting");
 
@@ -22,20 +22,19 @@ const KEY2: &str = "sk-test-FAKE-azure-00000000000000000000000002";
 /// A temporary database and the Azure environment of one test; `endpoint` goes to
 /// LLM_ACCOUNTING_KMS_ENDPOINT.
 fn cloud_env(key_id: &str, endpoint: &str) -> Env {
-    let mut env = Env::with_database(BIN)
-        .strip_prefixes(&["AZURE_", "IDENTITY_"])
-        .secrets(&[KEY1, KEY2]);
-    for (name, value) in [
-        ("LLM_ACCOUNTING_KMS_KEY_ID", key_id),
-        ("LLM_ACCOUNTING_KMS_ENDPOINT", endpoint),
-        ("LLM_ACCOUNTING_AZURE_CREDENTIALS", "client-secret"),
-        ("AZURE_TENANT_ID", FAKE_TENANT_ID),
-        ("AZURE_CLIENT_ID", FAKE_CLIENT_ID),
-        ("AZURE_CLIENT_SECRET", FAKE_CLIENT_SECRET),
-    ] {
-        env.set(name, value);
-    }
-    env
+    testkit::cloud_env(
+        BIN,
+        &["AZURE_", "IDENTITY_"],
+        &[KEY1, KEY2],
+        key_id,
+        endpoint,
+        &[
+            ("LLM_ACCOUNTING_AZURE_CREDENTIALS", "client-secret"),
+            ("AZURE_TENANT_ID", FAKE_TENANT_ID),
+            ("AZURE_CLIENT_ID", FAKE_CLIENT_ID),
+            ("AZURE_CLIENT_SECRET", FAKE_CLIENT_SECRET),
+        ],
+    )
 }
 
 /// Azure's own step: the Key Vault key gets a new version mid-test.
@@ -73,21 +72,7 @@ fn round_trip_with_provider_azure_against_the_fake() {
 #[test]
 fn azure_without_a_key_id_is_a_configuration_error() {
     let mut env = cloud_env("unused", &closed_port_url());
-    env.unset("LLM_ACCOUNTING_KMS_KEY_ID");
-    let r = env
-        .run_stdin(
-            &[
-                "--provider",
-                "azure",
-                "keys",
-                "store",
-                "--service",
-                "openai",
-            ],
-            KEY1,
-        )
-        .code(2);
-    assert!(r.stderr.contains("LLM_ACCOUNTING_KMS_KEY_ID"), "{r:#?}");
+    testkit::assert_key_id_required(&mut env, "azure", KEY1);
     env.set("LLM_ACCOUNTING_KMS_KEY_ID", "my-vault/keys/k");
     let r = env
         .run_stdin(

@@ -8,7 +8,9 @@
 #![cfg(feature = "kms-gcp")]
 
 use llm_accounting_kms_gcp::test_support::create_key;
-use llm_accounting_testkit::{CloudHooks, Env, RoundTrip, closed_port_url, drongo_url};
+use llm_accounting_testkit::{
+    self as testkit, CloudHooks, Env, RoundTrip, closed_port_url, drongo_url,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_llm-accounting");
 
@@ -19,23 +21,22 @@ const KEY2: &str = "sk-test-FAKE-gcp-00000000000000000000000002";
 /// A temporary database and the Google Cloud environment of one test; `endpoint` goes to
 /// LLM_ACCOUNTING_KMS_ENDPOINT.
 fn cloud_env(key_name: &str, endpoint: &str) -> Env {
-    let mut env = Env::with_database(BIN)
-        .strip_prefixes(&["GOOGLE_", "CLOUDSDK_", "GCE_"])
-        .secrets(&[KEY1, KEY2]);
+    let mut env = testkit::cloud_env(
+        BIN,
+        &["GOOGLE_", "CLOUDSDK_", "GCE_"],
+        &[KEY1, KEY2],
+        key_name,
+        endpoint,
+        &[
+            ("LLM_ACCOUNTING_GCP_CREDENTIALS", "anonymous"),
+            // Never ask a metadata server.
+            ("GCE_METADATA_HOST", "127.0.0.1:1"),
+        ],
+    );
     // An empty gcloud configuration directory: the user's own ADC file is never read.
     let gcloud = env.dir().join("gcloud");
     std::fs::create_dir(&gcloud).expect("gcloud dir");
-    let gcloud = gcloud.display().to_string();
-    for (name, value) in [
-        ("LLM_ACCOUNTING_KMS_KEY_ID", key_name),
-        ("LLM_ACCOUNTING_KMS_ENDPOINT", endpoint),
-        ("LLM_ACCOUNTING_GCP_CREDENTIALS", "anonymous"),
-        ("CLOUDSDK_CONFIG", gcloud.as_str()),
-        // Never ask a metadata server.
-        ("GCE_METADATA_HOST", "127.0.0.1:1"),
-    ] {
-        env.set(name, value);
-    }
+    env.set("CLOUDSDK_CONFIG", &gcloud.display().to_string());
     env
 }
 
@@ -82,14 +83,7 @@ fn round_trip_with_provider_gcp_against_drongo() {
 #[test]
 fn gcp_without_a_key_name_is_a_configuration_error() {
     let mut env = cloud_env("unused", &closed_port_url());
-    env.unset("LLM_ACCOUNTING_KMS_KEY_ID");
-    let r = env
-        .run_stdin(
-            &["--provider", "gcp", "keys", "store", "--service", "openai"],
-            KEY1,
-        )
-        .code(2);
-    assert!(r.stderr.contains("LLM_ACCOUNTING_KMS_KEY_ID"), "{r:#?}");
+    testkit::assert_key_id_required(&mut env, "gcp", KEY1);
     env.set("LLM_ACCOUNTING_KMS_KEY_ID", "projects/p/keyRings/r");
     let r = env
         .run_stdin(

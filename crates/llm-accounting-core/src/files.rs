@@ -66,6 +66,23 @@ impl PrivatePath {
     }
 }
 
+/// Whether something (a file, a directory, a link, even a dangling one) is at `path`.
+///
+/// # Errors
+///
+/// [`Error::Io`] with `operation` when `path` cannot be inspected (other than not found).
+pub fn exists(path: &Path, operation: &'static str) -> Result<bool> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::Io {
+            operation,
+            path: path.display().to_string(),
+            source: Arc::new(e),
+        }),
+    }
+}
+
 /// Checks an existing `path` of kind `kind` (following a symbolic link: what is checked is
 /// what will be opened).
 ///

@@ -35,6 +35,7 @@ mod provider_error;
 mod repository;
 mod seal;
 mod secret;
+pub mod settings;
 
 pub use audit::{
     AuditChain, AuditEvent, AuditFilter, AuditHead, AuditLog, AuditRecord, MemoryAuditLog,

@@ -14,6 +14,8 @@ use azure_identity::{
 use llm_accounting_core::{Error, Result};
 use zeroize::Zeroizing;
 
+use crate::AzureCredentials;
+
 /// Which Azure credential to use.
 #[derive(Clone, Default)]
 #[non_exhaustive]
@@ -71,6 +73,19 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// The credential a name in settings stands for; `client-secret` and `managed-identity` read
+/// the standard `AZURE_*` variables.
+impl From<AzureCredentials> for AzureCredentialKind {
+    fn from(name: AzureCredentials) -> Self {
+        match name {
+            AzureCredentials::Default => AzureCredentialKind::Default,
+            AzureCredentials::ClientSecret => Self::client_secret_from_env(),
+            AzureCredentials::ManagedIdentity => Self::managed_identity_from_env(),
+            AzureCredentials::DeveloperTools => AzureCredentialKind::DeveloperTools,
+        }
+    }
+}
+
 impl AzureCredentialKind {
     /// The credential named `name` (trimmed, case-insensitive): `client-secret`
     /// ([`AzureCredentialKind::client_secret_from_env`]), `managed-identity`
@@ -80,18 +95,7 @@ impl AzureCredentialKind {
     /// # Errors
     /// An unknown name is a configuration error.
     pub fn parse(name: &str) -> Result<Self> {
-        Ok(match name.trim().to_ascii_lowercase().as_str() {
-            "" | "default" => AzureCredentialKind::Default,
-            "client-secret" => Self::client_secret_from_env(),
-            "managed-identity" => Self::managed_identity_from_env(),
-            "developer-tools" => AzureCredentialKind::DeveloperTools,
-            other => {
-                return Err(Error::config(format!(
-                    "unknown Azure credential kind `{other}`: expected default, client-secret, \
-                     managed-identity or developer-tools"
-                )));
-            }
-        })
+        Ok(name.parse::<AzureCredentials>()?.into())
     }
 
     /// A service principal from the standard variables `AZURE_TENANT_ID`, `AZURE_CLIENT_ID` and

@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use llm_accounting_core::conformance::provider::{Expectations, run_with};
-use llm_accounting_core::layers::{self, KmsMetrics, LayerOptions};
 use llm_accounting_core::{DataKey, Error, KmsProvider};
 use llm_accounting_kms_azure::AzureCredentialKind;
 use llm_accounting_kms_azure::test_support::{FakeKeyVault, error_body};
-use llm_accounting_testkit::{ctx, error_chain, quick_layers};
+use llm_accounting_testkit::{
+    assert_unavailable, closed_port_url, conformance_through_layers, ctx, error_chain, layered,
+    quick_layers,
+};
 
 /// Each Key Vault call in failure tests is cut off after this.
 const CALL_TIMEOUT: Duration = Duration::from_millis(3000);
@@ -33,16 +35,11 @@ async fn conformance_against_the_fake() {
     ))
     .await;
 
-    let metrics = Arc::new(KmsMetrics::new());
-    let layered = layers::stack(
+    conformance_through_layers(
         Arc::new(fake.builder(&key).build().expect("provider")),
-        &LayerOptions::default(),
-        Arc::clone(&metrics),
-    );
-    run_with(layered.as_ref(), UNBOUND).await;
-    let m = metrics.snapshot();
-    assert!(m.calls() > 20, "{m:?}");
-    assert_eq!(m.retries, 0, "nothing in the suite is retryable: {m:?}");
+        UNBOUND,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -159,12 +156,7 @@ async fn missing_keys_and_denied_access_are_refusals_never_no_key() {
             "The user, group or application does not have keys unwrapKey permission.",
         ),
     );
-    let metrics = Arc::new(KmsMetrics::new());
-    let layered = layers::stack(
-        Arc::new(provider),
-        &quick_layers(CALL_TIMEOUT),
-        Arc::clone(&metrics),
-    );
+    let (layered, metrics) = layered(Arc::new(provider), &quick_layers(CALL_TIMEOUT));
     let err = layered.wrap_key(&dek, &c).await.expect_err("forbidden");
     assert!(matches!(err, Error::AccessDenied { .. }), "{err:?}");
     assert!(!err.is_retryable());
@@ -221,12 +213,7 @@ async fn throttling_and_outages_are_retried() {
         ),
     );
     fake.push_response(503, &error_body("ServiceUnavailable", "try later"));
-    let metrics = Arc::new(KmsMetrics::new());
-    let layered = layers::stack(
-        Arc::new(provider),
-        &quick_layers(CALL_TIMEOUT),
-        Arc::clone(&metrics),
-    );
+    let (layered, metrics) = layered(Arc::new(provider), &quick_layers(CALL_TIMEOUT));
     let back = layered
         .unwrap_key(&wrapped, &c)
         .await
@@ -257,10 +244,7 @@ async fn throttling_and_outages_are_retried() {
 
 #[tokio::test]
 async fn a_refused_connection_is_retryable_unavailable() {
-    let url = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        format!("http://{}", l.local_addr().expect("addr"))
-    };
+    let url = closed_port_url();
     let provider = llm_accounting_kms_azure::AzureKeyVaultProvider::builder()
         .with_key_id(FakeKeyVault::key_id("k"))
         .with_endpoint(&url)
@@ -271,14 +255,5 @@ async fn a_refused_connection_is_retryable_unavailable() {
         .wrap_key(&DataKey::generate().expect("rng"), &ctx("openai", None, 1))
         .await
         .expect_err("nothing listens");
-    assert!(
-        matches!(
-            err,
-            Error::ProviderUnavailable {
-                retryable: true,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_unavailable(&err, true);
 }

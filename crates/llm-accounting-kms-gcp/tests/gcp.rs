@@ -11,12 +11,15 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use llm_accounting_core::layers::{self, KmsMetrics, LayerOptions};
+use llm_accounting_core::conformance::provider::Expectations;
 use llm_accounting_core::{DataKey, Error, KmsProvider};
 use llm_accounting_kms_gcp::GcpKmsProvider;
 use llm_accounting_kms_gcp::google_cloud_kms_v1::model::DecryptRequest;
 use llm_accounting_kms_gcp::test_support::{self, create_key};
-use llm_accounting_testkit::{ctx, drongo_url, error_chain, quick_layers};
+use llm_accounting_testkit::{
+    assert_unavailable, closed_port_url, conformance_through_layers, ctx, drongo_url, error_chain,
+    layered, quick_layers,
+};
 use serde_json::{Value, json};
 
 const FAKE_KEY: &str = "projects/fake/locations/global/keyRings/ring/cryptoKeys/api-keys";
@@ -330,16 +333,7 @@ async fn conformance_against_the_fake() {
     llm_accounting_core::conformance::provider::run(&fake.provider()).await;
 
     // The same through the standard layers: they change nothing visible.
-    let metrics = Arc::new(KmsMetrics::new());
-    let layered = layers::stack(
-        Arc::new(fake.provider()),
-        &LayerOptions::default(),
-        Arc::clone(&metrics),
-    );
-    llm_accounting_core::conformance::provider::run(layered.as_ref()).await;
-    let m = metrics.snapshot();
-    assert!(m.calls() > 20, "{m:?}");
-    assert_eq!(m.retries, 0, "nothing in the suite is retryable: {m:?}");
+    conformance_through_layers(Arc::new(fake.provider()), Expectations::default()).await;
 }
 
 #[tokio::test]
@@ -409,12 +403,7 @@ async fn permission_denied_is_access_denied_and_not_retried() {
             "Permission 'cloudkms.cryptoKeyVersions.useToEncrypt' denied",
         ),
     ));
-    let metrics = Arc::new(KmsMetrics::new());
-    let p = layers::stack(
-        Arc::new(fake.provider()),
-        &quick_layers(CALL_TIMEOUT),
-        Arc::clone(&metrics),
-    );
+    let (p, metrics) = layered(Arc::new(fake.provider()), &quick_layers(CALL_TIMEOUT));
     let err = p
         .wrap_key(&DataKey::generate().expect("rng"), &ctx("openai", None, 1))
         .await
@@ -450,12 +439,7 @@ async fn quota_exhaustion_and_outages_are_retried() {
             status_body(503, "UNAVAILABLE", "The service is unavailable"),
         ));
     }
-    let metrics = Arc::new(KmsMetrics::new());
-    let p = layers::stack(
-        Arc::new(fake.provider()),
-        &quick_layers(CALL_TIMEOUT),
-        Arc::clone(&metrics),
-    );
+    let (p, metrics) = layered(Arc::new(fake.provider()), &quick_layers(CALL_TIMEOUT));
     let c = ctx("openai", None, 1);
     let dek = DataKey::generate().expect("rng");
     let wrapped = p.wrap_key(&dek, &c).await.expect("third attempt succeeds");
@@ -491,24 +475,12 @@ async fn quota_exhaustion_and_outages_are_retried() {
 
 #[tokio::test]
 async fn a_refused_connection_is_retryable_unavailable() {
-    let url = {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        format!("http://{}", l.local_addr().expect("addr"))
-    };
+    let url = closed_port_url();
     let err = provider_for(&url, FAKE_KEY)
         .wrap_key(&DataKey::generate().expect("rng"), &ctx("openai", None, 1))
         .await
         .expect_err("nothing listens");
-    assert!(
-        matches!(
-            err,
-            Error::ProviderUnavailable {
-                retryable: true,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_unavailable(&err, true);
 }
 
 #[tokio::test]

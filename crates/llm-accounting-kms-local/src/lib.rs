@@ -3,8 +3,8 @@
 //! The master key file holds one or more 256-bit master-key versions; the last is the one new
 //! data keys are wrapped with, older ones still unwrap what they wrapped (so a later rewrap can
 //! move keys between them). Data keys are wrapped with AES-256-GCM, with the record's canonical
-//! [`EncryptionContext`] as associated data: a wrong master key or a wrong context gives
-//! [`Error::Integrity`].
+//! [`EncryptionContext`](llm_accounting_core::EncryptionContext) as associated data: a wrong
+//! master key or a wrong context gives [`Error::Integrity`](llm_accounting_core::Error::Integrity).
 //!
 //! The file is created with mode 0600 (in a 0700 directory) by [`LocalKmsProvider::open_or_create`],
 //! and refused, whoever made it, if group or others can read or write it or another user owns
@@ -17,156 +17,30 @@
 //! let provider = LocalKmsProvider::open_or_create("/path/to/master.key")?;
 //! # Ok(()) }
 //! ```
+//!
+//! Its settings are [`LocalKmsConfig`] (`[kms.local]` of llm-accounting's configuration). The
+//! rules of a missing master key file (created only when asked, never while the store holds
+//! keys wrapped under the lost one) are [`MasterKeyFile::open_with`]'s.
+//!
+//! Feature `provider` (default) is the provider itself; without it the crate is only its
+//! settings ([`LocalKmsConfig`]), so that a configuration naming them can be read by a build
+//! without the provider.
 
+mod config;
+#[cfg(feature = "provider")]
 mod master_key_file;
+#[cfg(feature = "provider")]
+mod missing;
+#[cfg(feature = "provider")]
+mod provider;
 
-use std::path::Path;
-
-use async_trait::async_trait;
-use llm_accounting_core::envelope::{aead_open, aead_seal};
-use llm_accounting_core::{DataKey, EncryptionContext, Error, KmsProvider, Result, WrappedKey};
-
+pub use config::LocalKmsConfig;
+#[cfg(feature = "provider")]
 pub use master_key_file::{MasterKey, MasterKeyFile};
+#[cfg(feature = "provider")]
+pub use missing::CreateRules;
+#[cfg(feature = "provider")]
+pub use provider::LocalKmsProvider;
 
 /// `local`, the name recorded with every data key the master key file wraps.
 pub const PROVIDER_NAME: &str = "local";
-
-const WRAP_DOMAIN: &[u8] = b"llm-accounting/local-wrap/v1";
-const NONCE_LEN: usize = 12;
-
-/// The local provider: AES-256-GCM key wrapping under master keys read from a file.
-#[derive(Debug)]
-pub struct LocalKmsProvider {
-    file: MasterKeyFile,
-    /// Master-key versions below this one are retired: not used to unwrap.
-    min_version: u32,
-}
-
-impl LocalKmsProvider {
-    /// Opens the master key file at `path`, creating it with one fresh master key (mode 0600)
-    /// if it does not exist.
-    pub fn open_or_create(path: impl AsRef<Path>) -> Result<Self> {
-        Ok(LocalKmsProvider {
-            file: MasterKeyFile::open_or_create(path.as_ref())?,
-            min_version: 0,
-        })
-    }
-
-    /// Opens an existing master key file.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        Ok(LocalKmsProvider {
-            file: MasterKeyFile::open(path.as_ref())?,
-            min_version: 0,
-        })
-    }
-
-    /// Adds a new master-key version to the file at `path` and makes it the one new keys are
-    /// wrapped with. Returns its reference. Keys wrapped earlier stay readable.
-    pub fn add_master_key_version(path: impl AsRef<Path>) -> Result<String> {
-        MasterKeyFile::add_version(path.as_ref())
-    }
-
-    /// Retires every master-key version below `version` (like Vault's
-    /// `min_decryption_version`): keys wrapped under them are refused with a clear
-    /// [`Error::AccessDenied`] instead of being unwrapped. Rewrap them first
-    /// (`keys rewrap`; `keys rewrap --check` lists what is left).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Config`] if that would retire the version new keys are wrapped with.
-    pub fn with_min_version(mut self, version: u32) -> Result<Self> {
-        let primary = master_key_file::parse_version(self.file.primary().reference());
-        if version > primary {
-            return Err(Error::config(format!(
-                "the minimum master key version v{version} is above the newest one (v{primary}) \
-                 in {}",
-                self.file.path().display()
-            )));
-        }
-        self.min_version = version;
-        Ok(self)
-    }
-
-    /// The file the keys were read from.
-    pub fn path(&self) -> &Path {
-        self.file.path()
-    }
-
-    /// References of every master-key version in the file, oldest first.
-    pub fn master_key_refs(&self) -> Vec<String> {
-        self.file
-            .keys()
-            .iter()
-            .map(|k| k.reference().to_owned())
-            .collect()
-    }
-}
-
-fn aad(context: &EncryptionContext) -> Vec<u8> {
-    let mut aad = WRAP_DOMAIN.to_vec();
-    aad.extend_from_slice(&context.canonical_bytes());
-    aad
-}
-
-#[async_trait]
-impl KmsProvider for LocalKmsProvider {
-    fn name(&self) -> &str {
-        PROVIDER_NAME
-    }
-
-    fn master_key_ref(&self) -> String {
-        self.file.primary().reference().to_owned()
-    }
-
-    fn is_retired(&self, master_key_ref: &str) -> bool {
-        master_key_file::parse_version(master_key_ref) < self.min_version
-    }
-
-    async fn wrap_key(&self, key: &DataKey, context: &EncryptionContext) -> Result<WrappedKey> {
-        let master = self.file.primary();
-        let (nonce, ct) = aead_seal(master.expose_secret(), &aad(context), key.expose_secret())?;
-        let mut ciphertext = Vec::with_capacity(NONCE_LEN + ct.len());
-        ciphertext.extend_from_slice(&nonce);
-        ciphertext.extend_from_slice(&ct);
-        Ok(WrappedKey::new(
-            PROVIDER_NAME,
-            master.reference(),
-            ciphertext,
-        ))
-    }
-
-    async fn unwrap_key(
-        &self,
-        wrapped: &WrappedKey,
-        context: &EncryptionContext,
-    ) -> Result<DataKey> {
-        wrapped.check_made_by(PROVIDER_NAME, NONCE_LEN)?;
-        if self.is_retired(&wrapped.master_key_ref) {
-            return Err(Error::AccessDenied {
-                provider: PROVIDER_NAME.to_owned(),
-                operation: "unwrap",
-                reason: format!(
-                    "master key {} is retired (minimum version v{}); it was not rewrapped \
-                     before retirement: see `keys rewrap --check`",
-                    wrapped.master_key_ref, self.min_version
-                ),
-                source: None,
-            });
-        }
-        let Some(master) = self.file.find(&wrapped.master_key_ref) else {
-            // Opaque to the caller (wrong key = integrity failure), but say why in the log: the
-            // usual cause is pointing at another master key file.
-            tracing::warn!(
-                master_key = %wrapped.master_key_ref,
-                file = %self.file.path().display(),
-                "the key was wrapped under a master key that is not in this master key file"
-            );
-            return Err(Error::integrity());
-        };
-        let (nonce, ct) = wrapped.ciphertext.split_at(NONCE_LEN);
-        let mut n = [0u8; NONCE_LEN];
-        n.copy_from_slice(nonce);
-        let plain = aead_open(master.expose_secret(), &n, &aad(context), ct)?;
-        DataKey::from_zeroizing(plain)
-    }
-}

@@ -12,7 +12,6 @@
 use std::ffi::OsStr;
 use std::fmt;
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -353,18 +352,6 @@ impl Env {
             })
             .collect()
     }
-}
-
-/// A loopback URL nothing listens on.
-///
-/// # Panics
-///
-/// When no loopback port can be bound.
-pub fn closed_port_url() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = l.local_addr().expect("addr").port();
-    drop(l);
-    format!("http://127.0.0.1:{port}")
 }
 
 /// Small retry limits, so that a KMS that is down fails fast: 3 attempts, 10 to 50 ms apart,

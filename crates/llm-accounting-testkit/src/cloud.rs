@@ -16,10 +16,62 @@
 //! .run(&mut env, &mut GcpSteps { key: &key });
 //! ```
 
-use crate::cli::{Env, closed_port_url, fail_fast};
+use crate::cli::{Env, fail_fast};
+use crate::kms::closed_port_url;
 
 /// The variable naming the KMS endpoint.
 const KMS_ENDPOINT: &str = "LLM_ACCOUNTING_KMS_ENDPOINT";
+
+/// The variable naming the master key.
+const KMS_KEY_ID: &str = "LLM_ACCOUNTING_KMS_KEY_ID";
+
+/// A temporary database and one cloud provider's environment, as a user's shell would give
+/// it: none of the test process's variables starting with one of `prefixes`, the API keys
+/// `values` never on stderr, `LLM_ACCOUNTING_KMS_KEY_ID` = `key_id`,
+/// `LLM_ACCOUNTING_KMS_ENDPOINT` = `endpoint`, and `vars`.
+pub fn cloud_env(
+    bin: &str,
+    prefixes: &[&str],
+    values: &[&str],
+    key_id: &str,
+    endpoint: &str,
+    vars: &[(&str, &str)],
+) -> Env {
+    let mut env = Env::with_database(bin)
+        .strip_prefixes(prefixes)
+        .secrets(values);
+    env.set(KMS_KEY_ID, key_id);
+    env.set(KMS_ENDPOINT, endpoint);
+    for (name, value) in vars {
+        env.set(name, value);
+    }
+    env
+}
+
+/// `--provider P keys store --service openai` (storing `value`) without
+/// `LLM_ACCOUNTING_KMS_KEY_ID`: a configuration error (exit 2) that names the variable. The
+/// variable is left unset.
+///
+/// # Panics
+///
+/// When the run does not fail so.
+pub fn assert_key_id_required(env: &mut Env, provider: &str, value: &str) {
+    env.unset(KMS_KEY_ID);
+    let r = env
+        .run_stdin(
+            &[
+                "--provider",
+                provider,
+                "keys",
+                "store",
+                "--service",
+                "openai",
+            ],
+            value,
+        )
+        .code(2);
+    assert!(r.stderr.contains(KMS_KEY_ID), "{r:#?}");
+}
 
 /// One provider's round trip through the binary, as `--service openai --user alice`.
 #[derive(Debug, Clone, Copy)]

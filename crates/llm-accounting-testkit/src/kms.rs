@@ -1,10 +1,14 @@
-//! Helpers for tests of KMS providers: an encryption context, an error's cause chain, and
-//! small retry limits.
+//! Helpers for tests of KMS providers: an encryption context, an error's cause chain, small
+//! retry limits, the standard layers with their counters, the conformance suite through them,
+//! and a loopback URL nothing listens on.
 
+use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
-use llm_accounting_core::layers::{LayerOptions, RetryPolicy};
-use llm_accounting_core::{EncryptionContext, KeyIdentity};
+use llm_accounting_core::conformance::provider::{Expectations, run_with};
+use llm_accounting_core::layers::{self, KmsMetrics, LayerOptions, RetryPolicy};
+use llm_accounting_core::{EncryptionContext, Error, KeyIdentity, KmsProvider};
 use uuid::Uuid;
 
 /// The record id of every context [`ctx`] makes.
@@ -40,6 +44,57 @@ pub fn quick_layers(timeout: Duration) -> LayerOptions {
         },
         timeout: Some(timeout),
     }
+}
+
+/// `provider` in the standard layers with `options`, and the layers' counters.
+pub fn layered(
+    provider: Arc<dyn KmsProvider>,
+    options: &LayerOptions,
+) -> (Arc<dyn KmsProvider>, Arc<KmsMetrics>) {
+    let metrics = Arc::new(KmsMetrics::new());
+    let layered = layers::stack(provider, options, Arc::clone(&metrics));
+    (layered, metrics)
+}
+
+/// The provider conformance suite (with `expectations`) run through the standard layers with
+/// their default options: they change nothing visible, and nothing in the suite is retried.
+///
+/// # Panics
+///
+/// On the first check that fails.
+pub async fn conformance_through_layers(
+    provider: Arc<dyn KmsProvider>,
+    expectations: Expectations,
+) {
+    let (layered, metrics) = layered(provider, &LayerOptions::default());
+    run_with(layered.as_ref(), expectations).await;
+    let m = metrics.snapshot();
+    assert!(m.calls() > 20, "{m:?}");
+    assert_eq!(m.retries, 0, "nothing in the suite is retryable: {m:?}");
+}
+
+/// Asserts that `err` is [`Error::ProviderUnavailable`] with this `retryable`.
+///
+/// # Panics
+///
+/// When it is not.
+pub fn assert_unavailable(err: &Error, retryable: bool) {
+    assert!(
+        matches!(err, Error::ProviderUnavailable { retryable: r, .. } if *r == retryable),
+        "expected ProviderUnavailable (retryable: {retryable}), got {err:?}"
+    );
+}
+
+/// A loopback URL nothing listens on.
+///
+/// # Panics
+///
+/// When no loopback port can be bound.
+pub fn closed_port_url() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    drop(l);
+    format!("http://127.0.0.1:{port}")
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //!   server, moto, drongo) says so loudly on stderr and skips, or fails when
 //!   `LLM_ACCOUNTING_REQUIRE_SERVICES=1` (as in CI).
 //! - [`kms`]: an [`EncryptionContext`](llm_accounting_core::EncryptionContext) for provider
-//!   tests ([`ctx`]), an error's cause chain, small retry limits.
+//!   tests ([`ctx`]), an error's cause chain, small retry limits, the standard layers with
+//!   their counters ([`layered`]), the conformance suite through them, a closed port.
 //! - `database` (features `sqlite`, `postgres`, `mysql`): `TestDatabase`, a throwaway
 //!   database on each backend.
 //! - `cli` and `cloud` (feature `cli`): runs of the `llm-accounting` binary in a temporary
@@ -31,10 +32,13 @@ pub mod kms;
 pub mod services;
 
 #[cfg(feature = "cli")]
-pub use cli::{Env, Run, closed_port_url, fail_fast};
+pub use cli::{Env, Run, fail_fast};
 #[cfg(feature = "cli")]
-pub use cloud::{CloudHooks, RoundTrip};
+pub use cloud::{CloudHooks, RoundTrip, assert_key_id_required, cloud_env};
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub use database::{Backend, TestDatabase};
-pub use kms::{ctx, error_chain, quick_layers};
+pub use kms::{
+    assert_unavailable, closed_port_url, conformance_through_layers, ctx, error_chain, layered,
+    quick_layers,
+};
 pub use services::{drongo_url, moto_url, services_required, skip_or_fail};
