@@ -23,7 +23,7 @@ use std::time::Duration;
 use llm_accounting_core::branch::{BranchKeyLayer, BranchKeyStore};
 use llm_accounting_core::layers::Layer;
 
-use crate::build::{self, DefaultsUsed};
+use crate::build::DefaultsUsed;
 use crate::layers::KmsMetrics;
 use crate::settings::KmsProviderKind;
 use crate::{KmsProvider, Result, SeaOrmKeyRepository, SecureKeyManager, Settings};
@@ -143,7 +143,7 @@ impl StackBuilder {
         }
         #[cfg(feature = "accounting")]
         let accounting = if self.accounting {
-            match build::accounting(settings, &repo).await {
+            match crate::build::accounting(settings, &repo).await {
                 Ok(a) => Some(a),
                 Err(e) => {
                     if let Err(s) = manager.shutdown().await {
@@ -173,8 +173,8 @@ impl StackBuilder {
     /// Opening the database; local enforcement: the first synchronisation.
     #[cfg(feature = "accounting")]
     pub async fn build_accounting_only(self) -> Result<(crate::usage::Accounting, DefaultsUsed)> {
-        let (repo, defaults) = build::build_repository(&self.settings).await?;
-        let accounting = build::accounting(&self.settings, &repo).await?;
+        let (repo, defaults) = crate::build::build_repository(&self.settings).await?;
+        let accounting = crate::build::accounting(&self.settings, &repo).await?;
         Ok((accounting, defaults))
     }
 }
