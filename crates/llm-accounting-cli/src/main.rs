@@ -14,6 +14,7 @@
 mod cli;
 mod commands;
 mod dotenv;
+mod error_line;
 mod escape;
 mod exit_code;
 mod format;
