@@ -14,14 +14,16 @@
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use llm_accounting::layers::{self, KmsMetrics, LayerOptions};
 use llm_accounting::{
-    ApiKey, AwsKmsProvider, DataKey, EncryptionContext, KeyIdentity, KmsProvider, Result,
-    SeaOrmKeyRepository, SecureKeyManager, StoreOptions, WrappedKey,
+    ApiKey, AwsKmsProvider, DataKey, EncryptionContext, KeyIdentity, KmsProvider, KmsProviderKind,
+    Result, RewrapTarget, SeaOrmKeyRepository, SecureKeyManager, Settings, Stack, StoreOptions,
+    WrappedKey,
 };
 use llm_accounting_kms_aws::test_support::{self, create_key};
 use llm_accounting_testkit::moto_url;
@@ -62,18 +64,62 @@ impl<P: KmsProvider> KmsProvider for Delayed<P> {
     }
 }
 
-/// Store options that create the benchmark's database file.
-fn creating() -> StoreOptions {
-    StoreOptions {
-        create_if_missing: true,
-        ..StoreOptions::default()
+/// Settings of a new SQLite file in `dir` whose keys are wrapped by AWS KMS key `key_id` in
+/// moto at `url`, without the audit trail: the benchmarks measure the manager's KMS calls,
+/// not the trail. Credentials come from the environment (dummy ones, set by
+/// `scripts/bench-aws`), the region is moto's.
+fn aws_settings(dir: &Path, url: &str, key_id: &str) -> Settings {
+    let mut s = Settings::default();
+    s.database_url = Some(format!("sqlite://{}", dir.join("bench.db").display()));
+    s.create_if_missing = true;
+    s.kms.provider = KmsProviderKind::Aws;
+    s.kms.key_id = Some(key_id.to_owned());
+    s.kms.endpoint = Some(url.to_owned());
+    s.kms.aws.region = Some(test_support::TEST_REGION.to_owned());
+    s.audit.enabled = false;
+    s
+}
+
+/// The manager of the stack `settings` name (no accounting), and its KMS counters.
+fn stack(rt: &Runtime, settings: &Settings) -> (SecureKeyManager, Arc<KmsMetrics>) {
+    let stack = rt
+        .block_on(Stack::builder(settings).accounting(false).build())
+        .unwrap();
+    (stack.manager().clone(), Arc::clone(stack.metrics()))
+}
+
+/// moto's URL, if moto runs and the environment has AWS credentials (dummy ones are fine);
+/// else why not, and `None`.
+fn moto(what: &str) -> Option<String> {
+    let url = moto_url(what)?;
+    if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+        eprintln!(
+            "{what}: no AWS_ACCESS_KEY_ID in the environment; run scripts/bench-aws, which \
+             sets dummy credentials for moto. Skipped."
+        );
+        return None;
+    }
+    Some(url)
+}
+
+/// A manager on a new SQLite file over a new AWS KMS key in moto at `url`.
+fn env(rt: &Runtime, url: &str) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let client = test_support::client(url);
+    let (_, arn) = rt.block_on(create_key(&client, "llm-accounting bench"));
+    let (manager, metrics) = stack(rt, &aws_settings(dir.path(), url, &arn));
+    Env {
+        _dir: dir,
+        manager,
+        metrics,
     }
 }
 
-fn env(rt: &Runtime, url: &str) -> Env {
-    env_with_latency(rt, url, Duration::ZERO)
-}
-
+/// Like [`env`], with `latency` waited before each call to AWS KMS.
+///
+/// Built by hand, not by the [`Stack`]: the simulated latency is a provider wrapper
+/// (`Delayed`) below the layers, and the stack builds its provider from settings only, with no
+/// way to add a wrapper of one's own.
 fn env_with_latency(rt: &Runtime, url: &str, latency: Duration) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let client = test_support::client(url);
@@ -88,8 +134,12 @@ fn env_with_latency(rt: &Runtime, url: &str, latency: Duration) -> Env {
         Arc::clone(&metrics),
     );
     let db = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let options = StoreOptions {
+        create_if_missing: true,
+        ..StoreOptions::default()
+    };
     let repo = rt
-        .block_on(SeaOrmKeyRepository::connect(&db, &creating()))
+        .block_on(SeaOrmKeyRepository::connect(&db, &options))
         .unwrap();
     Env {
         _dir: dir,
@@ -148,7 +198,7 @@ fn report(rt: &Runtime, e: &Env, what: &str, pass: impl std::future::Future<Outp
 }
 
 fn benches(c: &mut Criterion) {
-    let Some(url) = moto_url("benches/aws.rs") else {
+    let Some(url) = moto("benches/aws.rs") else {
         return;
     };
     let rt = Runtime::new().unwrap();
@@ -268,18 +318,12 @@ fn benches(c: &mut Criterion) {
 /// Provider migration: 500 keys stored under the local provider, rewrapped to AWS KMS (one
 /// Encrypt per version; the local unwrap is in process). Versions per second.
 fn rewrap_local_to_aws(c: &mut Criterion) {
-    let Some(url) = moto_url("benches/aws.rs rewrap") else {
+    let Some(url) = moto("benches/aws.rs rewrap") else {
         return;
     };
     let rt = Runtime::new().unwrap();
     let client = test_support::client(&url);
     let (_, arn) = rt.block_on(create_key(&client, "llm-accounting rewrap bench"));
-    let metrics = Arc::new(KmsMetrics::new());
-    let aws: Arc<dyn KmsProvider> = layers::stack(
-        Arc::new(AwsKmsProvider::from_client(&client, arn).unwrap()),
-        &LayerOptions::default(),
-        Arc::clone(&metrics),
-    );
     let mut group = c.benchmark_group("aws");
     group.sample_size(10);
     group.throughput(Throughput::Elements(N as u64));
@@ -287,35 +331,47 @@ fn rewrap_local_to_aws(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
+                // The keys are stored under a new local master key file (no audit trail, as
+                // in `aws_settings`), then a stack with AWS KMS as its rewrap target moves
+                // them (the local provider kept to unwrap them).
                 let dir = tempfile::tempdir().unwrap();
-                let local: Arc<dyn KmsProvider> = Arc::new(
-                    llm_accounting::LocalKmsProvider::open_or_create(dir.path().join("mk"))
-                        .unwrap(),
-                );
-                let url = format!("sqlite://{}", dir.path().join("k.db").display());
-                let repo = Arc::new(
-                    rt.block_on(SeaOrmKeyRepository::connect(&url, &creating()))
-                        .unwrap(),
-                );
-                let before = SecureKeyManager::new(Arc::clone(&local), repo.clone());
+                let mut settings = aws_settings(dir.path(), &url, &arn);
+                settings.kms.provider = KmsProviderKind::Local;
+                settings.kms.key_id = None;
+                settings.kms.local.master_key_file = Some(dir.path().join("mk"));
+                let (before, _) = stack(&rt, &settings);
                 rt.block_on(store_all(&before, &ids("rewrap", 0, N)));
-                let m = SecureKeyManager::builder(Arc::clone(&aws), repo)
-                    .decrypt_provider(local)
-                    .build();
+                rt.block_on(before.shutdown()).unwrap();
+                let to_aws = RewrapTarget::new(Some(KmsProviderKind::Aws), Some(arn.clone()));
+                let rewrap = rt
+                    .block_on(
+                        Stack::builder(&settings)
+                            .accounting(false)
+                            .rewrap_to(to_aws)
+                            .build(),
+                    )
+                    .unwrap();
+                let (manager, metrics) = (rewrap.manager(), rewrap.metrics());
                 let calls = metrics.snapshot();
                 let start = Instant::now();
                 let report = rt
-                    .block_on(m.rewrap(&llm_accounting::RewrapOptions::default(), |_| {}))
+                    .block_on(manager.rewrap(&llm_accounting::RewrapOptions::default(), |_| {}))
                     .unwrap();
                 let took = start.elapsed();
                 total += took;
                 assert_eq!(report.done, N as u64);
+                // The stack counts both providers' calls: the wraps are AWS KMS's (Encrypt),
+                // the unwraps the local provider's (in process).
                 let m = metrics.snapshot().since(&calls);
                 println!(
-                    "rewrap of {N} versions local -> aws: {:.0} versions/s, KMS calls {}",
+                    "rewrap of {N} versions local -> aws: {:.0} versions/s, AWS KMS calls {} \
+                     (Encrypt {}), local unwraps {}",
                     N as f64 / took.as_secs_f64(),
-                    m.calls()
+                    m.wraps + m.generates,
+                    m.wraps,
+                    m.unwraps
                 );
+                rt.block_on(rewrap.shutdown()).unwrap();
             }
             total
         })

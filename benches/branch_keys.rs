@@ -2,9 +2,9 @@
 //! `cargo bench --bench branch_keys --features kms-aws`, and stops moto. Without a moto URL
 //! (`LLM_ACCOUNTING_TEST_MOTO_URL`) it prints why and measures nothing.
 //!
-//! 1,000 keys of one service in SQLite, read cold (one by one) by a fresh manager (new
-//! provider stack, branch layer, cache and connection), with `kms.hierarchy = service` and
-//! with `off`:
+//! 1,000 keys of one service in SQLite, read cold (one by one) by a fresh manager (a new
+//! [`Stack`]: provider and its SDK client, layers, branch layer, cache and connection), with
+//! `kms.hierarchy = service` and with `off`:
 //!
 //! - `branch_keys/cold_get_1000_service` and `branch_keys/cold_get_1000_off`;
 //! - `branch_keys/store_1000_warm_service`: storing 1,000 new keys of the service once its
@@ -19,13 +19,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use llm_accounting::branch::{BranchKeyProvider, BranchKeyStore, Hierarchy};
-use llm_accounting::layers::{self, KmsMetrics, LayerOptions};
+use llm_accounting::layers::KmsMetrics;
 use llm_accounting::{
-    ApiKey, AwsKmsProvider, KeyIdentity, KmsProvider, SeaOrmKeyRepository, SecureKeyManager,
-    StoreOptions,
+    ApiKey, KeyIdentity, KmsHierarchy, KmsProviderKind, SecureKeyManager, Settings, Stack,
 };
-use llm_accounting_kms_aws::aws_sdk_kms::Client;
 use llm_accounting_kms_aws::test_support::{self, create_key};
 use llm_accounting_testkit::moto_url;
 use tokio::runtime::Runtime;
@@ -35,10 +32,9 @@ const N: usize = 1000;
 /// One SQLite store holding N keys of service `openai`, written with one hierarchy.
 struct Store {
     _dir: tempfile::TempDir,
-    url: String,
-    hierarchy: Hierarchy,
-    client: Client,
-    arn: String,
+    /// The settings of a manager on it: the database, AWS KMS in moto, the hierarchy, no audit
+    /// trail (what is measured is the branch layer, not the trail).
+    settings: Settings,
 }
 
 /// A manager as a fresh process has it, and the counter of its KMS calls.
@@ -48,15 +44,23 @@ struct Fresh {
 }
 
 impl Store {
-    fn new(rt: &Runtime, client: &Client, arn: &str, hierarchy: Hierarchy) -> Store {
+    fn new(rt: &Runtime, url: &str, arn: &str, hierarchy: KmsHierarchy) -> Store {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+        let mut settings = Settings::default();
+        settings.database_url = Some(format!(
+            "sqlite://{}",
+            dir.path().join("bench.db").display()
+        ));
+        settings.kms.provider = KmsProviderKind::Aws;
+        settings.kms.key_id = Some(arn.to_owned());
+        settings.kms.endpoint = Some(url.to_owned());
+        settings.kms.aws.region = Some(test_support::TEST_REGION.to_owned());
+        settings.kms.hierarchy = hierarchy;
+        settings.kms.branch_key_ttl_secs = 600;
+        settings.audit.enabled = false;
         let store = Store {
             _dir: dir,
-            url,
-            hierarchy,
-            client: client.clone(),
-            arn: arn.to_owned(),
+            settings,
         };
         let f = store.fresh(rt, true);
         rt.block_on(store_all(&f.manager, &ids("user", 0, N)));
@@ -64,29 +68,21 @@ impl Store {
         store
     }
 
+    /// A fresh stack on the store (`create`: the database file is made).
     fn fresh(&self, rt: &Runtime, create: bool) -> Fresh {
-        let metrics = Arc::new(KmsMetrics::new());
-        let aws = layers::stack(
-            Arc::new(AwsKmsProvider::from_client(&self.client, &self.arn).unwrap()),
-            &LayerOptions::default(),
-            Arc::clone(&metrics),
-        );
-        let options = StoreOptions {
-            create_if_missing: create,
-            ..StoreOptions::default()
-        };
-        let repo = Arc::new(
-            rt.block_on(SeaOrmKeyRepository::connect(&self.url, &options))
-                .unwrap(),
-        );
-        let branch = BranchKeyProvider::new(
-            aws,
-            Arc::clone(&repo) as Arc<dyn BranchKeyStore>,
-            self.hierarchy,
-            Duration::from_secs(600),
-        );
-        let manager = SecureKeyManager::new(Arc::new(branch) as Arc<dyn KmsProvider>, repo);
-        Fresh { manager, metrics }
+        let mut settings = self.settings.clone();
+        settings.create_if_missing = create;
+        let stack = rt
+            .block_on(Stack::builder(&settings).accounting(false).build())
+            .unwrap();
+        Fresh {
+            manager: stack.manager().clone(),
+            metrics: Arc::clone(stack.metrics()),
+        }
+    }
+
+    fn hierarchy(&self) -> KmsHierarchy {
+        self.settings.kms.hierarchy
     }
 }
 
@@ -144,11 +140,18 @@ fn benches(c: &mut Criterion) {
     let Some(url) = moto_url("benches/branch_keys.rs") else {
         return;
     };
+    if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+        eprintln!(
+            "benches/branch_keys.rs: no AWS_ACCESS_KEY_ID in the environment; run \
+             scripts/bench-branch-keys, which sets dummy credentials for moto. Skipped."
+        );
+        return;
+    }
     let rt = Runtime::new().unwrap();
     let client = test_support::client(&url);
     let (_, arn) = rt.block_on(create_key(&client, "llm-accounting branch bench"));
-    let service = Store::new(&rt, &client, &arn, Hierarchy::Service);
-    let off = Store::new(&rt, &client, &arn, Hierarchy::Off);
+    let service = Store::new(&rt, &url, &arn, KmsHierarchy::Service);
+    let off = Store::new(&rt, &url, &arn, KmsHierarchy::Off);
     let cold = ids("user", 0, N);
 
     let mut took = Vec::new();
@@ -156,7 +159,7 @@ fn benches(c: &mut Criterion) {
         let f = store.fresh(&rt, false);
         let what = format!(
             "cold get of {N} keys, one by one, hierarchy {}",
-            store.hierarchy
+            store.hierarchy()
         );
         let m = f.manager.clone();
         let cold = cold.clone();

@@ -11,14 +11,13 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::hint::black_box;
-use std::sync::Arc;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use llm_accounting::{
-    ApiKey, BatchMode, CacheOptions, KeyIdentity, LocalKmsProvider, ManagerOptions,
-    SeaOrmKeyRepository, SecureKeyManager, StoreOptions, WriteOptions,
+    ApiKey, BatchMode, KeyIdentity, SecureKeyManager, Settings, Stack, WriteOptions,
 };
 use tokio::runtime::Runtime;
 
@@ -32,32 +31,31 @@ fn id(prefix: &str, i: usize) -> KeyIdentity {
     KeyIdentity::from_parts("bench", Some(&format!("{prefix}-{i:08}")), None).unwrap()
 }
 
-/// A manager on a new SQLite file with the local provider, without cache refresh.
-fn sqlite_manager(rt: &Runtime, dir: &tempfile::TempDir) -> SecureKeyManager {
-    let provider = LocalKmsProvider::open_or_create(dir.path().join("master.key")).unwrap();
-    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let options = StoreOptions {
-        create_if_missing: true,
-        ..StoreOptions::default()
-    };
-    let repo = rt
-        .block_on(SeaOrmKeyRepository::connect(&url, &options))
+/// The settings of a new SQLite file with the local provider in `dir`, without cache refresh
+/// and without the audit trail: the benchmarks measure the manager's bulk paths, not the
+/// trail.
+fn sqlite_settings(dir: &Path) -> Settings {
+    let mut s = Settings::default();
+    s.database_url = Some(format!("sqlite://{}", dir.join("bench.db").display()));
+    s.kms.local.master_key_file = Some(dir.join("master.key"));
+    s.create_if_missing = true;
+    s.cache.refresh_interval_ms = 0;
+    s.audit.enabled = false;
+    s
+}
+
+/// The manager of the stack `settings` name (no accounting).
+fn manager(rt: &Runtime, settings: &Settings) -> SecureKeyManager {
+    let stack = rt
+        .block_on(Stack::builder(settings).accounting(false).build())
         .unwrap();
-    SecureKeyManager::builder(Arc::new(provider), Arc::new(repo))
-        .options(ManagerOptions {
-            cache: CacheOptions {
-                refresh_interval: Duration::ZERO,
-                ..CacheOptions::default()
-            },
-            ..ManagerOptions::default()
-        })
-        .build()
+    stack.manager().clone()
 }
 
 fn store_many(c: &mut Criterion) {
     let rt = Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let m = sqlite_manager(&rt, &dir);
+    let m = manager(&rt, &sqlite_settings(dir.path()));
     let next = AtomicUsize::new(0);
     let mut group = c.benchmark_group("bulk/sqlite");
     group.throughput(Throughput::Elements(BATCH as u64));
@@ -141,9 +139,7 @@ mod notify {
     use std::time::{Duration, Instant};
 
     use criterion::Criterion;
-    use llm_accounting::{
-        Change, ChangeSubscriber, LocalKmsProvider, ManagerOptions, PgChangeFeed, SecureKeyManager,
-    };
+    use llm_accounting::{Change, ChangeSubscriber, Settings};
     use llm_accounting_testkit::{Backend, TestDatabase};
     use tokio::runtime::Runtime;
     use tokio::sync::mpsc;
@@ -167,24 +163,19 @@ mod notify {
         let Some(db) = rt.block_on(TestDatabase::create(Backend::Postgres)) else {
             return;
         };
+        // Two processes' stacks on one database: `a` changes keys, `b` caches them and drops
+        // its entry when the notification arrives (each stack on PostgreSQL listens to the
+        // change feed). Cache refresh is one hour, so that only the notification drops it; no
+        // audit trail, which is not what is measured.
         let dir = tempfile::tempdir().unwrap();
-        let provider =
-            Arc::new(LocalKmsProvider::open_or_create(dir.path().join("master.key")).unwrap());
-        let mut options = ManagerOptions::default();
-        options.cache.refresh_interval = Duration::from_secs(3600);
-        let (a, b) = rt.block_on(async {
-            let repo_a = Arc::new(db.repository().await);
-            let repo_b = db.repository().await;
-            let feed = PgChangeFeed::of(&repo_b).unwrap();
-            let a = SecureKeyManager::builder(provider.clone(), repo_a)
-                .options(options.clone())
-                .build();
-            let b = SecureKeyManager::builder(provider.clone(), Arc::new(repo_b))
-                .options(options)
-                .change_feed(Arc::new(feed))
-                .build();
-            (a, b)
-        });
+        let mut settings = Settings::default();
+        settings.database_url = Some(db.url().to_owned());
+        settings.kms.local.master_key_file = Some(dir.path().join("master.key"));
+        settings.create_if_missing = true;
+        settings.cache.refresh_interval_ms = 3_600_000;
+        settings.audit.enabled = false;
+        let a = super::manager(&rt, &settings);
+        let b = super::manager(&rt, &settings);
         let (tx, rx) = mpsc::unbounded_channel();
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         b.subscribe_changes(Arc::new(Dropped(tx)));

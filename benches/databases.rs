@@ -14,9 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use llm_accounting::{
-    ApiKey, CacheOptions, KeyIdentity, LocalKmsProvider, ManagerOptions, SecureKeyManager,
-};
+use llm_accounting::{ApiKey, KeyIdentity, Settings, Stack};
 use llm_accounting_testkit::{Backend, TestDatabase};
 use tokio::runtime::Runtime;
 
@@ -62,23 +60,24 @@ where
 fn benches(c: &mut Criterion) {
     let rt = Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let provider =
-        Arc::new(LocalKmsProvider::open_or_create(dir.path().join("master.key")).unwrap());
     for backend in Backend::all() {
         let Some(db) = rt.block_on(TestDatabase::create(backend)) else {
             continue;
         };
-        let repo = Arc::new(rt.block_on(db.repository()));
-        let manager = SecureKeyManager::builder(provider.clone(), repo)
-            .options(ManagerOptions {
-                cache: CacheOptions {
-                    max_entries: 0,
-                    refresh_interval: Duration::ZERO,
-                    ..CacheOptions::default()
-                },
-                ..ManagerOptions::default()
-            })
-            .build();
+        // One local master key file for every database. No cache (a key is served from
+        // memory for 0 s, so every get reads the database, unwraps and decrypts), no cache
+        // refresh, no audit trail: what is measured is the database under the manager.
+        let mut settings = Settings::default();
+        settings.database_url = Some(db.url().to_owned());
+        settings.kms.local.master_key_file = Some(dir.path().join("master.key"));
+        settings.create_if_missing = true;
+        settings.cache.ttl_secs = 0;
+        settings.cache.refresh_interval_ms = 0;
+        settings.audit.enabled = false;
+        let stack = rt
+            .block_on(Stack::builder(&settings).accounting(false).build())
+            .unwrap();
+        let manager = stack.manager().clone();
         rt.block_on(async {
             for i in 0..PRELOADED {
                 manager.store(&id("pre", i), &key(i)).await.unwrap();

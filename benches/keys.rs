@@ -8,38 +8,32 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::hint::black_box;
-use std::sync::Arc;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use llm_accounting::{
-    ApiKey, AuditFilter, KeyFilter, KeyIdentity, LocalKmsProvider, SeaOrmKeyRepository,
-    SecureKeyManager, Settings, Stack, StoreOptions,
+    ApiKey, AuditFilter, KeyFilter, KeyIdentity, LocalKmsProvider, SecureKeyManager, Settings,
+    Stack,
 };
 use tokio::runtime::Runtime;
 
 struct Env {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     manager: SecureKeyManager,
 }
 
-/// Store options that create the benchmark's database file.
-fn creating() -> StoreOptions {
-    StoreOptions {
-        create_if_missing: true,
-        ..StoreOptions::default()
-    }
+/// A manager on a new SQLite file with the local provider, built like the facade builds it
+/// but without the audit trail: it measures the manager itself, not the trail (see `audit`
+/// for the trail's cost).
+fn env(rt: &Runtime) -> Env {
+    let (dir, manager) = facade(rt, without_trail);
+    Env { dir, manager }
 }
 
-fn env(rt: &Runtime) -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let provider = LocalKmsProvider::open_or_create(dir.path().join("master.key")).unwrap();
-    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let repo = rt
-        .block_on(SeaOrmKeyRepository::connect(&url, &creating()))
-        .unwrap();
-    let manager = SecureKeyManager::new(Arc::new(provider), Arc::new(repo));
-    Env { _dir: dir, manager }
+/// No audit trail (`audit.enabled = false`).
+fn without_trail(s: &mut Settings) {
+    s.audit.enabled = false;
 }
 
 fn key(i: usize) -> ApiKey {
@@ -147,17 +141,29 @@ fn benches(c: &mut Criterion) {
 /// A benchmark's name and how its settings differ from the defaults.
 type Variant = (&'static str, fn(&mut Settings));
 
+/// The default settings (audit trail on, fail-open, cache hits aggregated) with the database
+/// and the master key file in `dir` (a new SQLite file and local key file), changed by `tune`.
+fn settings_in(dir: &Path, tune: impl FnOnce(&mut Settings)) -> Settings {
+    let mut settings = Settings::default();
+    settings.data_dir = Some(dir.to_owned());
+    tune(&mut settings);
+    settings
+}
+
+/// The manager of the stack `settings` name (no accounting).
+fn manager(rt: &Runtime, settings: &Settings) -> SecureKeyManager {
+    let stack = rt
+        .block_on(Stack::builder(settings).accounting(false).build())
+        .unwrap();
+    stack.manager().clone()
+}
+
 /// A manager built like the facade builds it: default settings (audit trail on, fail-open,
 /// cache hits aggregated) on a SQLite file, changed by `tune`.
 fn facade(rt: &Runtime, tune: impl FnOnce(&mut Settings)) -> (tempfile::TempDir, SecureKeyManager) {
     let dir = tempfile::tempdir().unwrap();
-    let mut settings = Settings::default();
-    settings.data_dir = Some(dir.path().to_owned());
-    tune(&mut settings);
-    let stack = rt
-        .block_on(Stack::builder(&settings).accounting(false).build())
-        .unwrap();
-    (dir, stack.manager().clone())
+    let m = manager(rt, &settings_in(dir.path(), tune));
+    (dir, m)
 }
 
 /// A cache hit with the facade's default settings, audit trail off and on (aggregated hits,
@@ -272,14 +278,11 @@ fn rewrap(c: &mut Criterion) {
                         e.manager.store(&id, &key(i)).await.unwrap();
                     }
                 });
-                let mk = e._dir.path().join("master.key");
-                LocalKmsProvider::add_master_key_version(&mk).unwrap();
-                let provider = LocalKmsProvider::open(&mk).unwrap();
-                let url = format!("sqlite://{}", e._dir.path().join("bench.db").display());
-                let repo = rt
-                    .block_on(SeaOrmKeyRepository::connect(&url, &creating()))
-                    .unwrap();
-                let m = SecureKeyManager::new(Arc::new(provider), Arc::new(repo));
+                // Master key v2 is added to the file, then a new stack on the same files
+                // (without the trail, like `env`) wraps under it.
+                LocalKmsProvider::add_master_key_version(e.dir.path().join("master.key")).unwrap();
+                rt.block_on(e.manager.shutdown()).unwrap();
+                let m = manager(&rt, &settings_in(e.dir.path(), without_trail));
                 let start = Instant::now();
                 let report = rt
                     .block_on(m.rewrap(&llm_accounting::RewrapOptions::default(), |_| {}))
