@@ -19,11 +19,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use llm_accounting::layers::{self, KmsMetrics, LayerOptions};
+use llm_accounting::layers::{KmsMetrics, Layer};
 use llm_accounting::{
-    ApiKey, AwsKmsProvider, DataKey, EncryptionContext, KeyIdentity, KmsProvider, KmsProviderKind,
-    Result, RewrapTarget, SeaOrmKeyRepository, SecureKeyManager, Settings, Stack, StoreOptions,
-    WrappedKey,
+    ApiKey, DataKey, EncryptionContext, KeyIdentity, KmsProvider, KmsProviderKind, Result,
+    RewrapTarget, SecureKeyManager, Settings, Stack, WrappedKey,
 };
 use llm_accounting_kms_aws::test_support::{self, create_key};
 use llm_accounting_testkit::moto_url;
@@ -41,6 +40,16 @@ struct Env {
 /// Simulated network latency: waits before each call to the provider.
 #[derive(Debug)]
 struct Delayed<P>(P, Duration);
+
+/// The layer that makes [`Delayed`] providers.
+struct Latency(Duration);
+
+impl Layer<Arc<dyn KmsProvider>> for Latency {
+    type Layered = Delayed<Arc<dyn KmsProvider>>;
+    fn layer(&self, inner: Arc<dyn KmsProvider>) -> Self::Layered {
+        Delayed(inner, self.0)
+    }
+}
 
 #[async_trait::async_trait]
 impl<P: KmsProvider> KmsProvider for Delayed<P> {
@@ -115,36 +124,24 @@ fn env(rt: &Runtime, url: &str) -> Env {
     }
 }
 
-/// Like [`env`], with `latency` waited before each call to AWS KMS.
-///
-/// Built by hand, not by the [`Stack`]: the simulated latency is a provider wrapper
-/// (`Delayed`) below the layers, and the stack builds its provider from settings only, with no
-/// way to add a wrapper of one's own.
+/// Like [`env`], with `latency` waited before each call to AWS KMS (a layer of the bench's
+/// own, added to the stack).
 fn env_with_latency(rt: &Runtime, url: &str, latency: Duration) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let client = test_support::client(url);
     let (_, arn) = rt.block_on(create_key(&client, "llm-accounting bench"));
-    let metrics = Arc::new(KmsMetrics::new());
-    let provider = layers::stack(
-        Arc::new(Delayed(
-            AwsKmsProvider::from_client(&client, arn).unwrap(),
-            latency,
-        )),
-        &LayerOptions::default(),
-        Arc::clone(&metrics),
-    );
-    let db = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let options = StoreOptions {
-        create_if_missing: true,
-        ..StoreOptions::default()
-    };
-    let repo = rt
-        .block_on(SeaOrmKeyRepository::connect(&db, &options))
+    let stack = rt
+        .block_on(
+            Stack::builder(&aws_settings(dir.path(), url, &arn))
+                .accounting(false)
+                .layer(Latency(latency))
+                .build(),
+        )
         .unwrap();
     Env {
         _dir: dir,
-        manager: SecureKeyManager::new(provider, Arc::new(repo)),
-        metrics,
+        manager: stack.manager().clone(),
+        metrics: Arc::clone(stack.metrics()),
     }
 }
 

@@ -64,12 +64,27 @@ impl RewrapTarget {
 }
 
 /// How to build a [`Stack`]: [`Stack::builder`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct StackBuilder {
     settings: Settings,
     accounting: bool,
     rewrap: Option<RewrapTarget>,
+    layers: Vec<ExtraLayer>,
+}
+
+/// A layer of the caller's, applied to every provider of the stack.
+type ExtraLayer = Arc<dyn Fn(Arc<dyn KmsProvider>) -> Arc<dyn KmsProvider> + Send + Sync>;
+
+impl fmt::Debug for StackBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StackBuilder")
+            .field("settings", &self.settings)
+            .field("accounting", &self.accounting)
+            .field("rewrap", &self.rewrap)
+            .field("layers", &self.layers.len())
+            .finish()
+    }
 }
 
 impl StackBuilder {
@@ -79,6 +94,27 @@ impl StackBuilder {
     pub fn accounting(mut self, on: bool) -> Self {
         self.accounting = on;
         self
+    }
+
+    /// Adds a layer of the caller's (see [`crate::layers::Layer`]) around each provider of the
+    /// stack: over the standard retry, metrics and timeout layers, under the branch-key layer
+    /// (so it sees every KMS call, and the calls the branch keys save it do not reach it).
+    /// Layers added later go around earlier ones. For instrumentation, policy, or simulated
+    /// latency in benchmarks.
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<Arc<dyn KmsProvider>> + Send + Sync + 'static,
+        L::Layered: 'static,
+    {
+        self.layers.push(Arc::new(move |inner| {
+            Arc::new(layer.layer(inner)) as Arc<dyn KmsProvider>
+        }));
+        self
+    }
+
+    /// The layers of the caller's around `provider`.
+    fn wrap(&self, provider: Arc<dyn KmsProvider>) -> Arc<dyn KmsProvider> {
+        self.layers.iter().fold(provider, |p, layer| layer(p))
     }
 
     /// Builds the manager for a rewrap to `target`: it wraps with the target's provider and
@@ -105,6 +141,7 @@ impl StackBuilder {
         let metrics = Arc::new(KmsMetrics::new());
         let (source, repo, defaults) =
             crate::provider::provider_and_repository(settings, Arc::clone(&metrics)).await?;
+        let source = self.wrap(source);
         let configured = Arc::new(branch_layer(settings, &repo).layer(Arc::clone(&source)));
         let (branches, decrypt_only) = match &self.rewrap {
             Some(target) if target.moves() => {
@@ -112,6 +149,7 @@ impl StackBuilder {
                 let (inner, _) =
                     crate::provider::provider_for(&target_settings, &repo, Arc::clone(&metrics))
                         .await?;
+                let inner = self.wrap(inner);
                 // Branch keys the configured provider wrapped are unwrapped by it.
                 let layer = branch_layer(&target_settings, &repo)
                     .with_decrypt_provider(Arc::clone(&source))
@@ -217,6 +255,7 @@ impl Stack {
             settings: settings.clone(),
             accounting: cfg!(feature = "accounting"),
             rewrap: None,
+            layers: Vec::new(),
         }
     }
 

@@ -118,7 +118,10 @@ impl Window {
     /// [`Error::InvalidInput`] when `every` is 0.
     pub fn fixed(unit: WindowUnit, every: u32) -> Result<Window> {
         if every == 0 {
-            return Err(Error::invalid("window", "--every must be at least 1"));
+            return Err(Error::invalid(
+                "window",
+                "a fixed window spans at least one unit (every = 0)",
+            ));
         }
         Ok(Window::Fixed { unit, every })
     }

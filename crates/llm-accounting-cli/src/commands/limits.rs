@@ -89,6 +89,9 @@ impl SetArgs {
     /// The limit these flags describe, validated.
     fn limit(self) -> Result<NewLimit> {
         let window = match (self.per, self.rolling) {
+            (Some(_), None) if self.every == Some(0) => {
+                return Err(Error::invalid("window", "--every must be at least 1"));
+            }
             (Some(unit), None) => Window::fixed(unit, self.every.unwrap_or(1))?,
             (None, Some(_)) if self.every.is_some() => {
                 return Err(Error::invalid(
