@@ -8,7 +8,7 @@
 //! only then decrypts the key; the [`Reservation`] it returns is committed with the call's
 //! actual usage, attributed to the key version that served it. [`Accounting::get_keys`] does
 //! the same for several keys at once, all or nothing. Build one from settings with
-//! [`crate::build_accounting`].
+//! a [`crate::Stack`] ([`crate::Stack::accounting`]).
 
 pub use llm_accounting_usage::{
     Accounting, AccountingOptions, Amounts, CallUsage, Denial, Enforcement, GatedKey, GroupBy,
