@@ -33,6 +33,17 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// An event at `at` of a call in this scope: its model (empty if unset), service, user,
+    /// project and caller; nothing used yet.
+    pub fn event_at(&self, at: DateTime<Utc>) -> UsageEvent {
+        let mut e = UsageEvent::new(self.model.clone().unwrap_or_default(), at);
+        e.service = self.service.clone();
+        e.user = self.user.clone();
+        e.project = self.project.clone();
+        e.caller = self.caller.clone();
+        e
+    }
+
     /// The global scope (every call).
     pub fn global() -> Self {
         Scope::default()

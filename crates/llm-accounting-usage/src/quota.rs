@@ -82,12 +82,7 @@ impl QuotaRequest {
     ///
     /// [`llm_accounting_core::Error::InvalidInput`] naming the field.
     pub fn validate(&self) -> llm_accounting_core::Result<()> {
-        let s = &self.scope;
-        let mut e = UsageEvent::new(s.model.clone().unwrap_or_default(), Utc::now());
-        e.service = s.service.clone();
-        e.user = s.user.clone();
-        e.project = s.project.clone();
-        e.caller = s.caller.clone();
+        let mut e = self.scope.event_at(Utc::now());
         e.prompt_tokens = self.input_tokens;
         e.completion_tokens = self.output_tokens;
         e.cost = self.cost;

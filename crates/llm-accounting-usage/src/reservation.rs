@@ -87,12 +87,7 @@ impl Reservation {
 
     /// The event this reservation turns into with `usage`.
     fn event(&self, usage: CallUsage) -> UsageEvent {
-        let s = &self.scope;
-        let mut e = UsageEvent::new(s.model.clone().unwrap_or_default(), Utc::now());
-        e.service = s.service.clone();
-        e.user = s.user.clone();
-        e.project = s.project.clone();
-        e.caller = s.caller.clone();
+        let mut e = self.scope.event_at(Utc::now());
         e.session = usage.session;
         e.prompt_tokens = usage.prompt_tokens;
         e.completion_tokens = usage.completion_tokens;
