@@ -29,6 +29,77 @@ fn completion_scripts_for_every_shell() {
     env.run(&["completions", "tcsh"]).code(2);
 }
 
+/// Sources the bash script in a clean bash, completes the last of `words` (empty: a new word
+/// after a space) with the function `complete -p` registered for the binary, as bash does on
+/// Tab, and returns COMPREPLY.
+fn bash_complete(script: &std::path::Path, words: &[&str]) -> Vec<String> {
+    const COMPLETE: &str = r#"
+source "$1" || exit 90
+shift
+COMP_WORDS=("$@")
+COMP_CWORD=$(( $# - 1 ))
+COMP_LINE="$*"
+COMP_POINT=${#COMP_LINE}
+spec=$(complete -p llm-accounting) || exit 91
+f=${spec#*-F }
+f=${f%% *}
+cur=${COMP_WORDS[COMP_CWORD]}
+prev=${COMP_WORDS[COMP_CWORD-1]}
+"$f" llm-accounting "$cur" "$prev"
+printf '%s\n' "${COMPREPLY[@]}"
+"#;
+    let out = Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", COMPLETE, "bash"])
+        .arg(script)
+        .args(words)
+        .output()
+        .expect("bash");
+    assert!(
+        out.status.success(),
+        "bash: {:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn bash_completes_after_the_first_word() {
+    let env = Env::new(BIN);
+    let r = env.run(&["completions", "bash"]).ok();
+    let script = env.dir().join("llm-accounting.bash");
+    std::fs::write(&script, &r.stdout).expect("write");
+    // clap_complete's spelling of the case labels for a hyphenated name (clap-rs/clap#6421).
+    assert!(
+        !r.stdout.contains("llm__subcmd__accounting"),
+        "{}",
+        r.stdout
+    );
+
+    // The first word (worked before too).
+    let first = bash_complete(&script, &["llm-accounting", "ke"]);
+    assert_eq!(first, ["keys"], "{first:?}");
+    // The second word: a subcommand of `keys`.
+    let second = bash_complete(&script, &["llm-accounting", "keys", "g"]);
+    assert_eq!(second, ["get"], "{second:?}");
+    // The third word: an option of `keys get`.
+    let third = bash_complete(&script, &["llm-accounting", "keys", "get", "--s"]);
+    assert!(third.contains(&"--service".to_owned()), "{third:?}");
+    assert!(third.iter().all(|w| w.starts_with("--s")), "{third:?}");
+    // A value enum's values after its option.
+    let per = bash_complete(&script, &["llm-accounting", "limits", "set", "--per", ""]);
+    for unit in ["second", "minute", "hour", "day", "week", "month"] {
+        assert!(per.contains(&unit.to_owned()), "no {unit}: {per:?}");
+    }
+    // A subcommand with a hyphen in its name.
+    let master = bash_complete(&script, &["llm-accounting", "master-key", ""]);
+    assert!(!master.is_empty(), "{master:?}");
+}
+
 #[test]
 fn the_manual_page_and_one_page_per_command() {
     let env = Env::new(BIN);

@@ -17,8 +17,30 @@ pub(crate) fn completions(args: &CompletionsArgs) -> Result<()> {
     let mut cmd = crate::cli::command();
     let mut script = Vec::new();
     clap_complete::generate(args.shell, &mut cmd, NAME, &mut script);
-    let text = String::from_utf8_lossy(&script);
+    let mut text = String::from_utf8_lossy(&script).into_owned();
+    if args.shell == clap_complete::Shell::Bash {
+        text = bash_case_labels(&text);
+    }
     print::print(text.trim_end(), "writing the completion script")
+}
+
+/// The separator clap_complete's bash generator puts between command names in its state
+/// (`llm__accounting__subcmd__keys`).
+const BASH_SEP: &str = "__subcmd__";
+
+/// Repairs clap_complete's bash script for a binary name with a hyphen (clap-rs/clap#6421,
+/// still in clap_complete 4.6.12): the loop over the words spells the state
+/// `llm__accounting__subcmd__keys` (the name's `-` as `__`), the case labels that use it
+/// `llm__subcmd__accounting__subcmd__keys` (the `-` as the separator), so no label ever matched
+/// and nothing completed after the first word. The labels are rewritten the loop's way; once
+/// clap_complete spells both alike the wrong form is absent and this changes nothing.
+fn bash_case_labels(script: &str) -> String {
+    if !NAME.contains('-') {
+        return script.to_owned();
+    }
+    let wrong = format!("{}{BASH_SEP}", NAME.replace('-', BASH_SEP));
+    let right = format!("{}{BASH_SEP}", NAME.replace('-', "__"));
+    script.replace(&wrong, &right)
 }
 
 /// `manual [--dir DIR]`: the main page on stdout, or every page into `DIR`.
@@ -51,4 +73,21 @@ fn write_pages(cmd: clap::Command, dir: &Path) -> Result<()> {
         path: dir.display().to_string(),
         source: Arc::new(e),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bash_case_labels_are_spelled_like_the_state() {
+        let script = "cmd=\"llm__accounting__subcmd__keys\"\n        llm__subcmd__accounting__subcmd__keys)\n        llm__subcmd__accounting__subcmd__keys__subcmd__get)\n        llm__accounting)";
+        assert_eq!(
+            bash_case_labels(script),
+            "cmd=\"llm__accounting__subcmd__keys\"\n        llm__accounting__subcmd__keys)\n        llm__accounting__subcmd__keys__subcmd__get)\n        llm__accounting)"
+        );
+        // Already right (a fixed clap_complete): unchanged.
+        let fixed = bash_case_labels(script);
+        assert_eq!(bash_case_labels(&fixed), fixed);
+    }
 }
