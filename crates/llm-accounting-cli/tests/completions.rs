@@ -100,6 +100,76 @@ fn bash_completes_after_the_first_word() {
     assert!(!master.is_empty(), "{master:?}");
 }
 
+/// Whether `program` is on PATH.
+fn installed(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn zsh_and_fish_scripts_reach_the_second_and_third_word() {
+    let env = Env::new(BIN);
+    // zsh: every per-command function the script dispatches to is defined in it (the bash
+    // bug was exactly a dispatch to names that did not exist).
+    let zsh = env.run(&["completions", "zsh"]).ok().stdout;
+    let defined: Vec<&str> = zsh.lines().filter_map(|l| l.strip_suffix("() {")).collect();
+    let mut used = 0;
+    for (at, _) in zsh.match_indices("\":: :") {
+        let rest = &zsh[at + 5..];
+        let name = &rest[..rest.find('"').expect("closing quote")];
+        used += 1;
+        assert!(defined.contains(&name), "zsh: {name} used, not defined");
+    }
+    assert!(used > 10, "zsh: {used} dispatches");
+    assert!(
+        defined.contains(&"_llm-accounting__subcmd__keys_commands"),
+        "{defined:?}"
+    );
+
+    // fish: `keys g`, `keys get --s` and `limits set --per` have their candidates.
+    let fish = env.run(&["completions", "fish"]).ok().stdout;
+    let has = |condition: &str, rest: &str| {
+        fish.lines()
+            .any(|l| l.contains(&format!("-n \"{condition}")) && l.contains(rest))
+    };
+    assert!(has(
+        "__fish_llm_accounting_using_subcommand keys;",
+        "-f -a \"get\""
+    ));
+    assert!(has(
+        "__fish_llm_accounting_using_subcommand keys; and __fish_seen_subcommand_from get\"",
+        "-l service "
+    ));
+    assert!(has(
+        "__fish_llm_accounting_using_subcommand limits; and __fish_seen_subcommand_from set\"",
+        "-l per "
+    ));
+    // fish itself, where it is installed (it is not on every test machine).
+    if installed("fish") {
+        let script = env.dir().join("llm-accounting.fish");
+        std::fs::write(&script, &fish).expect("write");
+        for (line, expected) in [
+            ("llm-accounting keys g", "get"),
+            ("llm-accounting keys get --s", "--service"),
+            ("llm-accounting limits set --per ", "day"),
+        ] {
+            let out = Command::new("fish")
+                .args(["--no-config", "-c", "source $argv[1]; complete -C $argv[2]"])
+                .arg(&script)
+                .arg(line)
+                .output()
+                .expect("fish");
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                text.lines().any(|l| l.split('\t').next() == Some(expected)),
+                "fish {line:?}: {text}"
+            );
+        }
+    }
+}
+
 #[test]
 fn the_manual_page_and_one_page_per_command() {
     let env = Env::new(BIN);
