@@ -54,9 +54,10 @@ pub use provider::{
 };
 pub use settings::{
     AccountingSettings, AuditSettings, AwsSettings, AzureCredentials, AzureKeyWrap, AzureSettings,
-    CONFIG_FILE_ENV, CacheSettings, DEFAULT_CONFIG, ENV_VARS, Enforcement, GcpCredentials,
-    GcpSettings, KeysSettings, KmsHierarchy, KmsProviderKind, KmsSettings, LocalSettings,
-    Overrides, PROVIDER_NAMES, Settings, StoreSettings,
+    CONFIG_FILE_ENV, CacheSettings, ConfigFileSource, DEFAULT_CONFIG, ENV_VARS, Enforcement,
+    GcpCredentials, GcpSettings, KeysSettings, KmsHierarchy, KmsProviderKind, KmsSettings,
+    LocalSettings, OTHER_ENV_VARS, Overrides, PROVIDER_NAMES, Settings, StoreSettings,
+    UnknownEnvVar,
 };
 pub use stack::{RewrapTarget, Stack, StackBuilder};
 

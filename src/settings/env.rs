@@ -107,3 +107,89 @@ pub(crate) fn env_var_of(setting: &str) -> &'static str {
         .find(|(_, s)| *s == setting)
         .map_or("", |(v, _)| v)
 }
+
+/// Variables starting with `LLM_ACCOUNTING_` that are read by this project but set no setting:
+/// the configuration file's ([`CONFIG_FILE_ENV`](super::CONFIG_FILE_ENV)) and the test
+/// harness's. [`Settings::unknown_env_vars`](super::Settings::unknown_env_vars) does not report
+/// them, nor those starting with `LLM_ACCOUNTING_TEST_` or `LLM_ACCOUNTING_BENCH_` (the tests'
+/// and benchmarks' own).
+pub const OTHER_ENV_VARS: &[&str] = &[super::CONFIG_FILE_ENV, "LLM_ACCOUNTING_REQUIRE_SERVICES"];
+
+/// Prefixes of the tests' and benchmarks' own variables (see [`OTHER_ENV_VARS`]).
+const OTHER_ENV_PREFIXES: &[&str] = &["LLM_ACCOUNTING_TEST_", "LLM_ACCOUNTING_BENCH_"];
+
+/// The prefix of every variable of this project.
+const PREFIX: &str = "LLM_ACCOUNTING_";
+
+/// A variable that starts with `LLM_ACCOUNTING_` and that nothing reads: most likely a typo,
+/// which leaves the setting it meant at its default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UnknownEnvVar {
+    /// The variable's name (never its value, which may hold a password).
+    pub name: String,
+    /// The nearest variable that is read, when one is near enough to be the one meant.
+    pub suggestion: Option<&'static str>,
+}
+
+impl std::fmt::Display for UnknownEnvVar {
+    /// `NAME is set but no setting reads it (did you mean SUGGESTION?)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is set but no setting reads it", self.name)?;
+        match self.suggestion {
+            Some(s) => write!(f, " (did you mean {s}?)"),
+            None => write!(f, " (`llm-accounting --help` lists the variables)"),
+        }
+    }
+}
+
+/// The names among `names` that start with `LLM_ACCOUNTING_` and are neither a setting's
+/// ([`ENV_VARS`]) nor one of [`OTHER_ENV_VARS`], sorted, each with the nearest valid name.
+pub(super) fn unknown_env_vars_in(names: impl IntoIterator<Item = String>) -> Vec<UnknownEnvVar> {
+    let mut unknown: Vec<UnknownEnvVar> = names
+        .into_iter()
+        .filter(|n| n.starts_with(PREFIX))
+        .filter(|n| !ENV_VARS.iter().any(|(v, _)| v == n))
+        .filter(|n| !OTHER_ENV_VARS.contains(&n.as_str()))
+        .filter(|n| !OTHER_ENV_PREFIXES.iter().any(|p| n.starts_with(p)))
+        .map(|name| {
+            let suggestion = nearest(&name);
+            UnknownEnvVar { name, suggestion }
+        })
+        .collect();
+    unknown.sort_by(|a, b| a.name.cmp(&b.name));
+    unknown.dedup();
+    unknown
+}
+
+/// The valid name nearest to `name` (edit distance of the parts after the prefix), when it is
+/// at most a third of the part's length away (at least 2): a typo, not another word.
+fn nearest(name: &str) -> Option<&'static str> {
+    let part = name.strip_prefix(PREFIX).unwrap_or(name);
+    let (best, distance) = ENV_VARS
+        .iter()
+        .map(|(v, _)| *v)
+        .chain(std::iter::once(super::CONFIG_FILE_ENV))
+        .map(|v| (v, levenshtein(part, v.strip_prefix(PREFIX).unwrap_or(v))))
+        .min_by_key(|(_, d)| *d)?;
+    (distance <= (part.chars().count() / 3).max(2)).then_some(best)
+}
+
+/// The number of single-character insertions, deletions and substitutions that turn `a` into
+/// `b`.
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}

@@ -22,8 +22,8 @@ use crate::layers::{LayerOptions, RetryPolicy};
 use crate::{AuditOptions, CacheOptions, Error, ManagerOptions, Result, StoreOptions, redact_url};
 
 pub use self::choices::{KmsHierarchy, KmsProviderKind, PROVIDER_NAMES};
-pub use self::env::ENV_VARS;
 pub(crate) use self::env::env_var_of;
+pub use self::env::{ENV_VARS, OTHER_ENV_VARS, UnknownEnvVar};
 use self::file::*;
 pub use self::sections::{
     AccountingSettings, AuditSettings, AwsSettings, AzureSettings, CacheSettings, GcpSettings,
@@ -39,6 +39,22 @@ pub const DEFAULT_CONFIG: &str = include_str!("../../config/default.toml");
 
 /// Variable naming a config file when none is given explicitly.
 pub const CONFIG_FILE_ENV: &str = "LLM_ACCOUNTING_CONFIG";
+
+/// Where the configuration file [`Settings::load`] reads was named (see
+/// [`Settings::config_file`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigFileSource {
+    /// Given to [`Settings::load`] (the CLI's `--config`).
+    Explicit,
+    /// Named by [`CONFIG_FILE_ENV`].
+    Env,
+    /// The file at the default location ([`Settings::default_config_file`]), which exists.
+    Default,
+}
+
+/// The default configuration file's path under the platform's configuration directory.
+const DEFAULT_CONFIG_FILE: &str = "llm-accounting/config.toml";
 
 /// The resolved configuration.
 ///
@@ -176,25 +192,66 @@ impl fmt::Debug for Overrides {
 }
 
 impl Settings {
-    /// Loads settings from the process environment: defaults, then the file named by
-    /// `file` or `LLM_ACCOUNTING_CONFIG`, then `LLM_ACCOUNTING_*` variables, then `overrides`.
+    /// Loads settings from the process environment: defaults, then the configuration file
+    /// ([`Settings::config_file`]: `file`, else the one `LLM_ACCOUNTING_CONFIG` names, else
+    /// [`Settings::default_config_file`] if it exists), then `LLM_ACCOUNTING_*` variables,
+    /// then `overrides`. The current directory is never searched: a repository's file must
+    /// not redirect the keys.
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for a missing or unreadable file, a key in the file that is no
+    /// [`Error::Config`] for a missing (named) or unreadable file, a key in the file that is no
     /// setting (named, with the file), or a bad value (named, with the variable, flag or file
-    /// it came from).
+    /// it came from). A default file that does not exist is no error; one that exists is read
+    /// as strictly as a named one.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self> {
-        Self::load_with(file, overrides, |name| std::env::var(name).ok())
+        let file = Self::config_file(file).map(|(path, _)| path);
+        Self::load_with(file.as_deref(), overrides, |name| std::env::var(name).ok())
     }
 
-    /// Settings from the environment alone (no file, no overrides).
+    /// Settings from the configuration file and the environment (no overrides): see
+    /// [`Settings::load`].
     pub fn from_env() -> Result<Self> {
         Self::load(None, &Overrides::default())
     }
 
-    /// Like [`Settings::load`], reading variables through `env` (for tests and embedding).
-    /// Code that builds its settings itself starts from [`Settings::default`] instead.
+    /// The configuration file read when none is named: `llm-accounting/config.toml` in the
+    /// platform's configuration directory (`$XDG_CONFIG_HOME`, else `~/.config`, on Linux;
+    /// `~/Library/Application Support` on macOS; `%APPDATA%` on Windows), whether or not it
+    /// exists. `None` when the platform has no such directory.
+    pub fn default_config_file() -> Option<PathBuf> {
+        dirs::config_dir().map(|d| d.join(DEFAULT_CONFIG_FILE))
+    }
+
+    /// The configuration file [`Settings::load`] reads given `file` (the CLI's `--config`),
+    /// and where it was named: `file`, else the one [`CONFIG_FILE_ENV`] names, else the
+    /// default file if it exists. `None`: no file, the embedded defaults and the environment
+    /// only.
+    pub fn config_file(file: Option<&Path>) -> Option<(PathBuf, ConfigFileSource)> {
+        if let Some(path) = file {
+            return Some((path.to_path_buf(), ConfigFileSource::Explicit));
+        }
+        if let Some(path) = std::env::var_os(CONFIG_FILE_ENV) {
+            return Some((PathBuf::from(path), ConfigFileSource::Env));
+        }
+        Self::default_config_file()
+            .filter(|p| p.exists())
+            .map(|p| (p, ConfigFileSource::Default))
+    }
+
+    /// The variables of the process environment that start with `LLM_ACCOUNTING_` but that
+    /// nothing reads (not in [`ENV_VARS`] nor [`OTHER_ENV_VARS`]), each with the nearest valid
+    /// name: most likely typos, which leave the setting meant at its default.
+    pub fn unknown_env_vars() -> Vec<UnknownEnvVar> {
+        env::unknown_env_vars_in(
+            std::env::vars_os().map(|(name, _)| name.to_string_lossy().into_owned()),
+        )
+    }
+
+    /// Like [`Settings::load`], reading variables through `env` (for tests and embedding), and
+    /// reading no file unless `file` or `LLM_ACCOUNTING_CONFIG` (through `env`) names one: the
+    /// default file is [`Settings::load`]'s. Code that builds its settings itself starts from
+    /// [`Settings::default`] instead.
     pub fn load_with(
         file: Option<&Path>,
         overrides: &Overrides,

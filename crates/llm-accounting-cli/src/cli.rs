@@ -11,7 +11,8 @@ pub(crate) use crate::format::Format;
 /// Text after `--help`: configuration sources and exit codes.
 const AFTER_HELP: &str = "\
 Configuration (weakest first): embedded defaults, the file given by --config or
-LLM_ACCOUNTING_CONFIG, LLM_ACCOUNTING_* environment variables (LLM_ACCOUNTING_DATABASE_URL,
+LLM_ACCOUNTING_CONFIG (else llm-accounting/config.toml in the platform configuration directory,
+~/.config on Linux, if it exists; never the current directory), LLM_ACCOUNTING_* environment variables (LLM_ACCOUNTING_DATABASE_URL,
 LLM_ACCOUNTING_KMS_PROVIDER, LLM_ACCOUNTING_KMS_KEY_ID, LLM_ACCOUNTING_LOCAL_MASTER_KEY_FILE,
 LLM_ACCOUNTING_DATA_DIR, ...), then --db, --provider and --create. With no configuration at
 all, a SQLite file and a local master key in the platform data directory are used (created on
@@ -48,7 +49,8 @@ const GLOBAL: &str = "Global options";
     after_help = AFTER_HELP
 )]
 pub(crate) struct Cli {
-    /// Configuration file (TOML); also LLM_ACCOUNTING_CONFIG.
+    /// Configuration file (TOML); also LLM_ACCOUNTING_CONFIG; default:
+    /// ~/.config/llm-accounting/config.toml if it exists.
     #[arg(long, global = true, value_name = "FILE", help_heading = GLOBAL)]
     pub(crate) config: Option<PathBuf>,
 

@@ -34,6 +34,10 @@ async fn main() -> ExitCode {
     // clap prints usage errors and exits 2 (0 for --help and --version).
     let cli = cli::parse();
     logging::init();
+    // Doctor reports them among its checks.
+    if !matches!(cli.command, cli::Command::Doctor(_)) {
+        warn_unknown_variables();
+    }
     match commands::run(cli).await {
         Ok(code) => ExitCode::from(code),
         // `| head`: the reader had all it wanted.
@@ -42,5 +46,14 @@ async fn main() -> ExitCode {
             eprintln!("{}", output::error_line(&e));
             ExitCode::from(exit_code::for_error(&e))
         }
+    }
+}
+
+/// One `warning:` line on stderr per `LLM_ACCOUNTING_*` variable that nothing reads (most
+/// likely a typo, which leaves the setting meant at its default), naming the nearest valid
+/// one. Printed whatever `--quiet` says: it silences what succeeded, not what is wrong.
+fn warn_unknown_variables() {
+    for var in llm_accounting::Settings::unknown_env_vars() {
+        eprintln!("{}", escape::text(&format!("warning: {var}")));
     }
 }

@@ -134,3 +134,131 @@ fn the_older_local_section_still_names_the_master_key_file() {
         "{r:#?}"
     );
 }
+
+/// Writes `text` to the default configuration file of `sb` (under its `XDG_CONFIG_HOME`).
+fn default_config(sb: &Sandbox, text: &str) -> PathBuf {
+    let path = sb.env.default_config_file();
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// A file that names the SQLite database `name` in the sandbox, created when missing.
+fn naming_database(sb: &Sandbox, name: &str) -> String {
+    format!(
+        "database_url = \"sqlite://{}\"\ncreate_if_missing = true\n",
+        sb.path(name).display()
+    )
+}
+
+#[test]
+fn the_file_at_the_default_location_is_read_and_weaker_than_named_files_and_variables() {
+    let sb = Sandbox::new();
+    let key = "sk-test-FAKE-default-config-000001";
+    default_config(&sb, &naming_database(&sb, "from-default.db"));
+    sb.run(&["keys", "store", "--service", "openai"], Some(key), &[])
+        .ok();
+    assert!(sb.path("from-default.db").is_file(), "the file was read");
+    assert!(
+        !sb.path("data/keys.db").exists(),
+        "not the default database"
+    );
+    let r = sb
+        .run(&["keys", "get", "--service", "openai"], None, &[])
+        .ok();
+    assert_eq!(r.stdout.trim_end(), key);
+
+    // A named file, by --config or LLM_ACCOUNTING_CONFIG, is read instead (not as well).
+    let named = sb.config(&naming_database(&sb, "from-named.db"));
+    let get = ["keys", "get", "--service", "openai"];
+    sb.run(&[&["--config", arg(&named)][..], &get].concat(), None, &[])
+        .code(3);
+    assert!(sb.path("from-named.db").is_file());
+    std::fs::remove_file(sb.path("from-named.db")).expect("rm");
+    sb.run(&get, None, &[("LLM_ACCOUNTING_CONFIG", named.as_path())])
+        .code(3);
+    assert!(sb.path("from-named.db").is_file());
+
+    // A variable beats the file.
+    let url = format!("sqlite://{}", sb.path("from-env.db").display());
+    let r = sb
+        .env
+        .run_with(&get, None, &[("LLM_ACCOUNTING_DATABASE_URL", url.as_str())]);
+    r.code(3);
+    assert!(sb.path("from-env.db").is_file());
+}
+
+#[test]
+fn a_bad_file_at_the_default_location_is_the_same_error_as_a_named_one() {
+    let sb = Sandbox::new();
+    let file = default_config(&sb, "[kms]\nprovder = \"aws\"\n");
+    let r = sb.run(&["keys", "list"], None, &[]).code(2);
+    assert!(r.stderr.contains("`kms.provder`"), "{r:#?}");
+    assert!(r.stderr.contains(arg(&file)), "{r:#?}");
+    default_config(&sb, "database_url = \n");
+    let r = sb.run(&["keys", "list"], None, &[]).code(2);
+    assert!(
+        r.stderr.contains("cannot parse the configuration file") && r.stderr.contains(arg(&file)),
+        "{r:#?}"
+    );
+    assert!(!sb.path("data").exists(), "nothing created");
+}
+
+#[test]
+fn a_file_in_the_current_directory_is_not_read() {
+    let sb = Sandbox::new();
+    for name in ["config.toml", "llm-accounting.toml", ".llm-accounting.toml"] {
+        std::fs::write(sb.path(name), "[kms]\nprovder = \"aws\"\n").expect("write");
+    }
+    let out = sb
+        .env
+        .command(&["keys", "list"])
+        .current_dir(sb.env.dir())
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:#?}");
+}
+
+#[test]
+fn doctor_names_the_file_it_read() {
+    let sb = Sandbox::new();
+    let line = |r: &Run| {
+        r.stdout
+            .lines()
+            .find(|l| l.contains("configuration"))
+            .unwrap_or_else(|| panic!("no configuration line: {r:#?}"))
+            .to_owned()
+    };
+    let file = sb.env.default_config_file();
+    let r = sb.run(&["doctor"], None, &[]);
+    let l = line(&r);
+    assert!(
+        l.contains("no file") && l.contains(&format!("none at {}", file.display())),
+        "{r:#?}"
+    );
+
+    default_config(&sb, "default_user = \"alice\"\n");
+    let r = sb.run(&["doctor"], None, &[]);
+    let l = line(&r);
+    assert!(l.starts_with("ok"), "{r:#?}");
+    assert!(
+        l.contains(&format!("file {} (the default location)", file.display())),
+        "{r:#?}"
+    );
+
+    let named = sb.config("default_user = \"bob\"\n");
+    let r = sb.run(&["--config", arg(&named), "doctor"], None, &[]);
+    assert!(
+        line(&r).contains(&format!("file {} (--config)", named.display())),
+        "{r:#?}"
+    );
+    let r = sb.run(
+        &["doctor"],
+        None,
+        &[("LLM_ACCOUNTING_CONFIG", named.as_path())],
+    );
+    assert!(
+        line(&r).contains(&format!("file {} (LLM_ACCOUNTING_CONFIG)", named.display())),
+        "{r:#?}"
+    );
+}

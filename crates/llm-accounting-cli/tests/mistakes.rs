@@ -214,3 +214,55 @@ fn keys_with_whitespace_or_several_lines_are_refused_unless_asked() {
     let r = env.run(&["keys", "get", "--service", "openai"]).ok();
     assert_eq!(r.stdout, format!(" {KEY}\n"));
 }
+
+/// The warning about `LLM_ACCOUNTING_DATABSE_URL`.
+const TYPO_WARNING: &str = "warning: LLM_ACCOUNTING_DATABSE_URL is set but no setting reads it \
+                            (did you mean LLM_ACCOUNTING_DATABASE_URL?)";
+
+/// Asserts that `warning` is the first line on stderr, and the only warning.
+#[track_caller]
+fn warned_once(run: &Run, warning: &str) {
+    assert_eq!(run.stderr.lines().next(), Some(warning), "{run:#?}");
+    assert_eq!(run.stderr.matches("warning:").count(), 1, "{run:#?}");
+}
+
+#[test]
+fn a_mistyped_variable_is_warned_about_once_by_every_command() {
+    let mut env = Env::new(BIN).secrets(&[KEY]);
+    env.set("LLM_ACCOUNTING_DATABSE_URL", "sqlite:///elsewhere.db");
+    warned_once(&env.run(&["keys", "list"]).ok(), TYPO_WARNING);
+    // --quiet silences what succeeded, not what is wrong.
+    let r = env.run_stdin(&["--quiet", "keys", "store", "--service", "openai"], KEY);
+    warned_once(&r.ok(), TYPO_WARNING);
+    // A failing command warns too, before its error.
+    let r = env.run(&["keys", "get", "--service", "nothing"]).code(3);
+    warned_once(&r, TYPO_WARNING);
+    warned_once(&env.run(&["completions", "bash"]).ok(), TYPO_WARNING);
+    // Doctor says it among its checks, with the nearest name, not on stderr.
+    let r = env.run(&["doctor"]).code(1);
+    assert!(r.stderr.is_empty(), "{r:#?}");
+    assert!(
+        r.stdout
+            .contains("LLM_ACCOUNTING_DATABSE_URL (did you mean LLM_ACCOUNTING_DATABASE_URL?)"),
+        "{r:#?}"
+    );
+}
+
+#[test]
+fn the_projects_own_variables_that_are_no_setting_are_not_warned_about() {
+    let mut env = Env::new(BIN);
+    let config = env.dir().join("empty.toml");
+    std::fs::write(&config, "").expect("write");
+    env.set("LLM_ACCOUNTING_CONFIG", config.to_str().expect("utf-8"));
+    env.set("LLM_ACCOUNTING_REQUIRE_SERVICES", "1");
+    env.set("LLM_ACCOUNTING_TEST_SOMETHING", "x");
+    let r = env.run(&["keys", "list"]).ok();
+    assert!(!r.stderr.contains("warning"), "{r:#?}");
+    // A name far from every variable is warned about without a guess.
+    env.set("LLM_ACCOUNTING_SOMETHING_ELSE_ENTIRELY", "x");
+    warned_once(
+        &env.run(&["keys", "list"]).ok(),
+        "warning: LLM_ACCOUNTING_SOMETHING_ELSE_ENTIRELY is set but no setting reads it \
+         (`llm-accounting --help` lists the variables)",
+    );
+}

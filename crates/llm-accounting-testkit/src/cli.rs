@@ -3,7 +3,8 @@
 //! An [`Env`] is a temporary directory (SQLite database `k.db`, a local master key file when
 //! asked for) plus the variables every run gets. A run never sees the test process's own
 //! `LLM_ACCOUNTING_*` variables (nor, for cloud tests, its `AWS_*`, `AZURE_*`, ... ones), nor
-//! its `RUST_LOG` or `COLUMNS`. The binary's path comes from the caller, whose crate owns it:
+//! its `RUST_LOG` or `COLUMNS`, nor the user's configuration file (`XDG_CONFIG_HOME` points
+//! into the temporary directory). The binary's path comes from the caller, whose crate owns it:
 //! `Env::new(env!("CARGO_BIN_EXE_llm-accounting"))`.
 //!
 //! Every test spawns the binary through an [`Env`]: [`Env::run`] and its variants wait for the
@@ -123,14 +124,25 @@ impl Env {
         env
     }
 
+    /// A fresh temporary directory; `XDG_CONFIG_HOME` points into it (see
+    /// [`Env::default_config_file`]), so that no run reads the user's own configuration file.
     fn bare(bin: impl Into<PathBuf>) -> Self {
-        Env {
+        let mut env = Env {
             bin: bin.into(),
             dir: tempfile::tempdir().expect("temporary directory"),
             vars: Vec::new(),
             strip: Vec::new(),
             secrets: Vec::new(),
-        }
+        };
+        let config = env.dir().join("config").display().to_string();
+        env.set("XDG_CONFIG_HOME", &config);
+        env
+    }
+
+    /// The configuration file a run reads when none is named (`llm-accounting/config.toml`
+    /// under this environment's `XDG_CONFIG_HOME`); it does not exist until a test writes it.
+    pub fn default_config_file(&self) -> PathBuf {
+        self.dir().join("config/llm-accounting/config.toml")
     }
 
     /// Also keeps the test process's variables that start with each of `prefixes` (`AWS_`,

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use config::{Map, Value, ValueKind};
 
 mod catalogue;
+mod unknown_vars;
 
 fn load(env: &[(&str, &str)], file: Option<&Path>, o: &Overrides) -> Result<Settings> {
     let env: HashMap<String, String> = env

@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use llm_accounting::{
-    CONFIG_FILE_ENV, DataKey, ENV_VARS, EncryptionContext, KeyIdentity, KmsProviderKind, Overrides,
-    Result, Settings, build_provider, inspect_database, redact_url,
+    CONFIG_FILE_ENV, ConfigFileSource, DataKey, EncryptionContext, KeyIdentity, KmsProviderKind,
+    Overrides, Result, Settings, build_provider, inspect_database, redact_url,
 };
 use serde::Serialize;
 
@@ -109,42 +109,42 @@ fn error_text(e: &llm_accounting::Error) -> String {
 
 /// Which file the configuration came from.
 fn configuration_source(cli: &Cli) -> String {
-    let file = cli
-        .config
-        .as_ref()
-        .map(|p| format!("file {} (--config)", p.display()))
-        .or_else(|| {
-            std::env::var_os(CONFIG_FILE_ENV)
-                .map(|p| format!("file {} ({CONFIG_FILE_ENV})", Path::new(&p).display()))
-        })
-        .unwrap_or_else(|| "no file; embedded defaults".to_owned());
+    let file = match Settings::config_file(cli.config.as_deref()) {
+        Some((path, ConfigFileSource::Explicit)) => format!("file {} (--config)", path.display()),
+        Some((path, ConfigFileSource::Env)) => {
+            format!("file {} ({CONFIG_FILE_ENV})", path.display())
+        }
+        Some((path, _)) => format!("file {} (the default location)", path.display()),
+        None => match Settings::default_config_file() {
+            Some(path) => format!("no file (none at {}); embedded defaults", path.display()),
+            None => "no file; embedded defaults".to_owned(),
+        },
+    };
     format!("{file}; no unknown settings")
 }
 
 /// The `LLM_ACCOUNTING_*` variables that are set (names only: values may hold passwords), and
-/// any that no setting reads (a typo leaves the setting at its default).
+/// any that nothing reads (a typo leaves the setting at its default), with the nearest name.
 fn variables() -> Check {
-    let mut known = Vec::new();
-    let mut unknown = Vec::new();
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy().into_owned();
-        if !name.starts_with("LLM_ACCOUNTING_") {
-            continue;
-        }
-        if name == CONFIG_FILE_ENV || ENV_VARS.iter().any(|(v, _)| *v == name) {
-            known.push(name);
-        } else {
-            unknown.push(name);
-        }
-    }
+    let unknown = Settings::unknown_env_vars();
+    let mut known: Vec<String> = std::env::vars_os()
+        .map(|(name, _)| name.to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("LLM_ACCOUNTING_") && !unknown.iter().any(|u| u.name == *n))
+        .collect();
     known.sort();
-    unknown.sort();
     if !unknown.is_empty() {
         return Check::problem(
             "variables",
             format!(
                 "no setting reads {} (a typo leaves the setting at its default)",
-                unknown.join(", ")
+                unknown
+                    .iter()
+                    .map(|u| match u.suggestion {
+                        Some(s) => format!("{} (did you mean {s}?)", u.name),
+                        None => u.name.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             "fix the name; `llm-accounting --help` lists the variables",
         );
