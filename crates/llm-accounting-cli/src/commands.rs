@@ -176,7 +176,7 @@ async fn store(ctx: &Context, args: StoreArgs, rotate: bool) -> Result<()> {
     // The configuration, the database and the provider's settings are checked before the
     // key is asked for: a mistake there must not cost a paste.
     let manager = ctx.manager().await?;
-    let key = match read_key::read_key(args.key, &identity, args.keep_whitespace)
+    let key = match read_key::read_key(args.key, &identity, args.as_is)
         .and_then(|key| key.validate().map(|()| key))
     {
         Ok(key) => key,
