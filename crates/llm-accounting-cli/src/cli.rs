@@ -22,7 +22,8 @@ RUST_LOG controls diagnostic logging on stderr (default: warn).
 
 Exit codes:
   0  success
-  1  any other failure (key disabled, KMS access denied, concurrent change, database error)
+  1  any other failure (key disabled, KMS access denied, concurrent change, database error,
+     a `keys delete` declined at its question)
   2  usage error or invalid input (flags, names, API key, configuration: a malformed
      database URL, a missing database or master key file, an unsafe file mode)
   3  no API key stored under that identity

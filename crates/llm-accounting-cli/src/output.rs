@@ -96,7 +96,7 @@ pub(crate) fn no_keys_message(
 }
 
 /// A duration in words: `7 days`, `12 hours`, else humantime's form.
-fn span(d: std::time::Duration) -> String {
+pub(crate) fn span(d: std::time::Duration) -> String {
     let secs = d.as_secs();
     let unit = |n: u64, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
     match secs {

@@ -23,17 +23,33 @@ const STDIN_LIMIT: usize = 1024 * 1024;
 /// Unless `as_is`, a key with leading or trailing whitespace, of several lines, starting with
 /// `NAME=` or in quotes is refused: that is almost always a paste that took too much, and the
 /// provider would reject the key only when it is used.
-pub(crate) fn read_key(flag: Option<String>, identity: &KeyIdentity, as_is: bool) -> Result<ApiKey> {
+pub(crate) fn read_key(
+    flag: Option<String>,
+    identity: &KeyIdentity,
+    as_is: bool,
+) -> Result<ApiKey> {
     let key = if let Some(key) = flag {
         eprintln!("{KEY_FLAG_WARNING}");
         exact_api_key(key)
     } else {
         let stdin = std::io::stdin();
         if stdin.is_terminal() {
-            let key =
-                rpassword::prompt_password(format!("API key for {identity}: ")).map_err(|e| {
-                    io_error("reading the API key from the terminal", "the terminal", e)
-                })?;
+            let key = match rpassword::prompt_password(format!("API key for {identity}: ")) {
+                Ok(key) if !key.is_empty() => key,
+                Ok(_) => return Err(no_key_entered()),
+                // Ctrl-D: the cursor is still after the prompt; the error goes below it.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    eprintln!();
+                    return Err(no_key_entered());
+                }
+                Err(e) => {
+                    return Err(io_error(
+                        "reading the API key from the terminal",
+                        "the terminal",
+                        e,
+                    ));
+                }
+            };
             exact_api_key(key)
         } else {
             key_from_stdin_bytes(read_all(stdin.lock(), STDIN_LIMIT)?)?
@@ -73,6 +89,11 @@ pub(crate) fn check_pasted_extra(key: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Nothing typed at the prompt (Enter or Ctrl-D at once): a usage error, exit 2.
+fn no_key_entered() -> Error {
+    Error::invalid("API key", "no key entered")
 }
 
 /// Refuses a key with leading or trailing whitespace, or with a line break inside.

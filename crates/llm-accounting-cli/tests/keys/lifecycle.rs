@@ -87,7 +87,14 @@ fn lifecycle_commands() {
 fn list_shows_expired() {
     let env = Env::new(BIN);
     env.run_stdin(
-        &["keys", "store", "--service", "mistral", "--expires-in", "1s"],
+        &[
+            "keys",
+            "store",
+            "--service",
+            "mistral",
+            "--expires-in",
+            "1s",
+        ],
         KEY1,
     )
     .ok();
