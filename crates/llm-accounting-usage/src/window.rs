@@ -251,7 +251,7 @@ fn month_start(index: i64) -> DateTime<Utc> {
 /// A length in seconds as `--rolling` takes it: `24h`, `90m`, `1h30m`, `7d` (whole days from
 /// two days on), `45s`.
 fn compact_duration(seconds: u64) -> String {
-    if seconds >= 2 * 86_400 && seconds % 86_400 == 0 {
+    if seconds >= 2 * 86_400 && seconds.is_multiple_of(86_400) {
         return format!("{}d", seconds / 86_400);
     }
     let (h, m, s) = (seconds / 3_600, seconds % 3_600 / 60, seconds % 60);
