@@ -23,7 +23,8 @@ RUST_LOG controls diagnostic logging on stderr (default: warn).
 
 Exit codes:
   0  success
-  1  any other failure (key disabled, KMS access denied, concurrent change, database error)
+  1  any other failure (key disabled, KMS access denied, concurrent change, database error,
+     a `keys delete` declined at its question)
   2  usage error or invalid input (flags, names, API key, configuration: a malformed
      database URL, a missing database or master key file, an unsafe file mode)
   3  no API key stored under that identity
@@ -478,11 +479,11 @@ pub(crate) struct StoreArgs {
     /// The value expires at this time (RFC 3339, e.g. `2027-01-31T00:00:00Z`).
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub(crate) expires_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// Store the key exactly as given even if it starts or ends with whitespace or spans
-    /// several lines (refused otherwise: usually a paste that took too much). One trailing
-    /// newline on stdin is always removed.
-    #[arg(long)]
-    pub(crate) keep_whitespace: bool,
+    /// Store the key exactly as given even if it starts or ends with whitespace, spans
+    /// several lines, starts with `NAME=` or is in quotes (refused otherwise: usually a paste
+    /// that took too much). One trailing newline on stdin is always removed.
+    #[arg(long = "as-is", visible_alias = "keep-whitespace")]
+    pub(crate) as_is: bool,
 }
 
 impl StoreArgs {

@@ -66,7 +66,7 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
             KeysCommand::List(args) => list(&ctx, &args).await,
             KeysCommand::Disable(args) => set_enabled(&ctx, &args, false).await,
             KeysCommand::Enable(args) => set_enabled(&ctx, &args, true).await,
-            KeysCommand::Delete(args) => delete(&ctx, &args).await,
+            KeysCommand::Delete(args) => return delete(&ctx, &args).await,
             KeysCommand::Seal => seal(&ctx).await,
             KeysCommand::Import(args) => import::import(&ctx, &args).await,
         },
@@ -176,7 +176,7 @@ async fn store(ctx: &Context, args: StoreArgs, rotate: bool) -> Result<()> {
     // The configuration, the database and the provider's settings are checked before the
     // key is asked for: a mistake there must not cost a paste.
     let manager = ctx.manager().await?;
-    let key = match read_key::read_key(args.key, &identity, args.keep_whitespace)
+    let key = match read_key::read_key(args.key, &identity, args.as_is)
         .and_then(|key| key.validate().map(|()| key))
     {
         Ok(key) => key,
@@ -199,7 +199,7 @@ async fn store(ctx: &Context, args: StoreArgs, rotate: bool) -> Result<()> {
         outcome.version
     ));
     if rotate {
-        let grace = humantime::format_duration(std::time::Duration::from_secs(
+        let grace = output::span(std::time::Duration::from_secs(
             ctx.settings.keys.previous_grace_secs,
         ));
         ctx.say(&format!(
@@ -366,10 +366,12 @@ async fn set_enabled(ctx: &Context, args: &IdentityArgs, enabled: bool) -> Resul
 }
 
 /// `keys delete`: on a terminal, only after the user typed the service's name (or `--yes`).
-async fn delete(ctx: &Context, args: &DeleteArgs) -> Result<()> {
+async fn delete(ctx: &Context, args: &DeleteArgs) -> Result<u8> {
     let identity = args.identity.identity()?;
-    if !args.yes {
-        confirm::confirm_delete(&identity)?;
+    if !args.yes && !confirm::confirm_delete(&identity)? {
+        // Declining is no usage error: the user said no.
+        eprintln!("cancelled, nothing deleted");
+        return Ok(exit_code::OTHER);
     }
     let manager = ctx.manager().await?;
     let result = async {
@@ -394,7 +396,7 @@ async fn delete(ctx: &Context, args: &DeleteArgs) -> Result<()> {
              and their ciphertexts are gone for good (this cannot be undone)"
         ),
     });
-    Ok(())
+    Ok(exit_code::OK)
 }
 
 /// `keys rewrap`: the target provider (and master key) as configured or as asked, the

@@ -16,6 +16,7 @@ pub(crate) fn timestamp(t: &DateTime<Utc>) -> String {
 
 /// The listing as an aligned table.
 pub(crate) fn table(keys: &[KeyRecord]) -> String {
+    let now = Utc::now();
     let mut table = Table::new();
     table.load_style(presets::NOTHING).set_header([
         "SERVICE",
@@ -33,7 +34,7 @@ pub(crate) fn table(keys: &[KeyRecord]) -> String {
             k.identity.service().to_owned(),
             k.identity.user().unwrap_or("-").to_owned(),
             k.identity.project().unwrap_or("-").to_owned(),
-            k.state.to_string(),
+            k.effective_state(now).to_owned(),
             k.current_version.to_string(),
             k.hint.clone().unwrap_or_else(|| "-".to_owned()),
             timestamp(&k.created_at),
@@ -95,7 +96,7 @@ pub(crate) fn no_keys_message(
 }
 
 /// A duration in words: `7 days`, `12 hours`, else humantime's form.
-fn span(d: std::time::Duration) -> String {
+pub(crate) fn span(d: std::time::Duration) -> String {
     let secs = d.as_secs();
     let unit = |n: u64, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
     match secs {
@@ -189,13 +190,14 @@ pub(crate) fn json_with_versions(keys: &[(KeyRecord, Vec<VersionInfo>)]) -> Stri
 }
 
 fn json_rows(keys: &[(&KeyRecord, Option<&[VersionInfo]>)]) -> String {
+    let now = Utc::now();
     let rows: Vec<KeyJson<'_>> = keys
         .iter()
         .map(|(k, versions)| KeyJson {
             service: k.identity.service(),
             user: k.identity.user(),
             project: k.identity.project(),
-            state: k.state.as_str(),
+            state: k.effective_state(now),
             version: k.current_version,
             hint: k.hint.as_deref(),
             created_at: timestamp(&k.created_at),

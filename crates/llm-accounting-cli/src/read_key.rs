@@ -20,13 +20,13 @@ const STDIN_LIMIT: usize = 1024 * 1024;
 /// The key for `identity`: from `flag` if given (with a warning on stderr), else all of stdin
 /// when it is not a terminal (one trailing newline removed), else a no-echo prompt.
 ///
-/// Unless `keep_whitespace`, a key with leading or trailing whitespace, or of several lines,
-/// is refused: that is almost always a paste that took too much, and the provider would
-/// reject the key only when it is used.
+/// Unless `as_is`, a key with leading or trailing whitespace, of several lines, starting with
+/// `NAME=` or in quotes is refused: that is almost always a paste that took too much, and the
+/// provider would reject the key only when it is used.
 pub(crate) fn read_key(
     flag: Option<String>,
     identity: &KeyIdentity,
-    keep_whitespace: bool,
+    as_is: bool,
 ) -> Result<ApiKey> {
     let key = if let Some(key) = flag {
         eprintln!("{KEY_FLAG_WARNING}");
@@ -34,19 +34,66 @@ pub(crate) fn read_key(
     } else {
         let stdin = std::io::stdin();
         if stdin.is_terminal() {
-            let key =
-                rpassword::prompt_password(format!("API key for {identity}: ")).map_err(|e| {
-                    io_error("reading the API key from the terminal", "the terminal", e)
-                })?;
+            let key = match rpassword::prompt_password(format!("API key for {identity}: ")) {
+                Ok(key) if !key.is_empty() => key,
+                Ok(_) => return Err(no_key_entered()),
+                // Ctrl-D: the cursor is still after the prompt; the error goes below it.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    eprintln!();
+                    return Err(no_key_entered());
+                }
+                Err(e) => {
+                    return Err(io_error(
+                        "reading the API key from the terminal",
+                        "the terminal",
+                        e,
+                    ));
+                }
+            };
             exact_api_key(key)
         } else {
             key_from_stdin_bytes(read_all(stdin.lock(), STDIN_LIMIT)?)?
         }
     };
-    if !keep_whitespace {
+    if !as_is {
         check_whitespace(key.expose_secret())?;
+        check_pasted_extra(key.expose_secret())?;
     }
     Ok(key)
+}
+
+/// Refuses a key pasted with what surrounds it in a `.env` file or a shell: a `NAME=` (or
+/// `export NAME=`) prefix, or quotes. The message never shows the key.
+pub(crate) fn check_pasted_extra(key: &str) -> Result<()> {
+    let rest = key.strip_prefix("export ").unwrap_or(key);
+    if let Some((name, value)) = rest.split_once('=') {
+        let mut chars = name.chars();
+        let is_name = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if is_name && !value.is_empty() && !value.starts_with('=') {
+            return Err(Error::invalid(
+                "API key",
+                "it starts with a variable name and `=` (pasted a line of a .env file?); \
+                 store only the value after `=`, or pass --as-is to store it as it is",
+            ));
+        }
+    }
+    let quotes = ['"', '\''];
+    if key.starts_with(quotes) || key.ends_with(quotes) {
+        return Err(Error::invalid(
+            "API key",
+            "it is in quotes (pasted with them?); store the key without its quotes, or pass \
+             --as-is to store it as it is",
+        ));
+    }
+    Ok(())
+}
+
+/// Nothing typed at the prompt (Enter or Ctrl-D at once): a usage error, exit 2.
+fn no_key_entered() -> Error {
+    Error::invalid("API key", "no key entered")
 }
 
 /// Refuses a key with leading or trailing whitespace, or with a line break inside.
@@ -204,6 +251,25 @@ mod tests {
         ] {
             let e = check_whitespace(bad).expect_err(bad);
             assert!(e.to_string().contains("--keep-whitespace"), "{e}");
+        }
+    }
+
+    #[test]
+    fn name_prefixes_and_quotes_are_refused() {
+        for good in ["sk-FAKE", "c2stRkFLRQ==", "abc=", "a-b=c", "sk\"FAKE"] {
+            assert!(check_pasted_extra(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "OPENAI_API_KEY=sk-FAKE",
+            "export OPENAI_API_KEY=sk-FAKE",
+            "OPENAI_API_KEY=\"sk-FAKE\"",
+            "\"sk-FAKE\"",
+            "'sk-FAKE'",
+            "sk-FAKE'",
+        ] {
+            let e = check_pasted_extra(bad).expect_err(bad);
+            assert!(e.to_string().contains("--as-is"), "{e}");
+            assert!(!e.to_string().contains("FAKE"), "{e}");
         }
     }
 

@@ -58,7 +58,7 @@ fn usage_limits_and_quota_checks() {
         assert_eq!(limits.as_array().map(Vec::len), Some(3), "{limits}");
         assert_eq!(limits[1]["max"], "0.05");
         assert_eq!(limits[1]["window"], "6 hours");
-        assert_eq!(limits[2]["window"], "rolling 86400s");
+        assert_eq!(limits[2]["window"], "rolling 24h");
 
         for _ in 0..2 {
             env.run(&[

@@ -265,4 +265,49 @@ fn the_projects_own_variables_that_are_no_setting_are_not_warned_about() {
         "warning: LLM_ACCOUNTING_SOMETHING_ELSE_ENTIRELY is set but no setting reads it \
          (`llm-accounting --help` lists the variables)",
     );
+
+/// A key pasted with its `NAME=` from a `.env` line, or in quotes, is refused on `store` and
+/// `rotate` (exit 2, nothing stored, the key never shown) unless `--as-is`.
+#[test]
+fn keys_pasted_with_a_name_or_quotes_are_refused_unless_asked() {
+    let env = Env::new(BIN).secrets(&[KEY]);
+    let pastes = [
+        (format!("OPENAI_API_KEY={KEY}\n"), "variable name"),
+        (format!("export OPENAI_API_KEY={KEY}\n"), "variable name"),
+        (format!("OPENAI_API_KEY=\"{KEY}\"\n"), "variable name"),
+        (format!("\"{KEY}\"\n"), "quotes"),
+        (format!("'{KEY}'\n"), "quotes"),
+    ];
+    for (input, why) in &pastes {
+        let r = env
+            .run_stdin(&["keys", "store", "--service", "openai"], input)
+            .code(2);
+        assert!(
+            r.stderr.contains(why) && r.stderr.contains("--as-is"),
+            "{input:?}: {r:#?}"
+        );
+        assert!(!r.stdout.contains(KEY), "{r:#?}");
+    }
+    env.run(&["keys", "get", "--service", "openai"]).code(3);
+
+    let other = "sk-test-FAKE-mistakes-0000000000000002";
+    env.run_stdin(&["keys", "store", "--service", "openai"], other)
+        .ok();
+    for (input, why) in &pastes {
+        let r = env
+            .run_stdin(&["keys", "rotate", "--service", "openai"], input)
+            .code(2);
+        assert!(r.stderr.contains(why), "{input:?}: {r:#?}");
+    }
+    let r = env.run(&["keys", "get", "--service", "openai"]).ok();
+    assert_eq!(r.stdout, format!("{other}\n"), "nothing rotated");
+
+    let quoted = format!("\"{KEY}\"");
+    env.run_stdin(
+        &["keys", "rotate", "--service", "openai", "--as-is"],
+        &quoted,
+    )
+    .ok();
+    let r = env.run(&["keys", "get", "--service", "openai"]).ok();
+    assert_eq!(r.stdout, format!("{quoted}\n"));
 }

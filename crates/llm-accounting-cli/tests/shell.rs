@@ -250,9 +250,9 @@ fn delete_asks_on_a_terminal_unless_yes() {
     let env = env_with_a_key();
     let delete = ["keys", "delete", "--service", "openai", "--user", "alice"];
     let (code, screen) = env.run_on_a_terminal(&delete, "nope\n");
-    assert_eq!(code, Some(2), "{screen}");
+    assert_eq!(code, Some(1), "{screen}");
     assert!(screen.contains("Type the service name"), "{screen}");
-    assert!(screen.contains("nothing was deleted"), "{screen}");
+    assert!(screen.contains("cancelled, nothing deleted"), "{screen}");
     env.run(&["keys", "get", "--service", "openai", "--user", "alice"])
         .ok();
 

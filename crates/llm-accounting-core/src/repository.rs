@@ -106,6 +106,22 @@ pub struct KeyRecord {
     pub seal: Option<RecordSeal>,
 }
 
+impl KeyRecord {
+    /// Whether the current value has expired at `now` (reads are refused from then on).
+    pub fn is_expired_at(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// The state a reader meets at `now`: `disabled`, else `expired` when the current value
+    /// expired, else `active`. What listings show; [`KeyRecord::state`] is only the stored part.
+    pub fn effective_state(&self, now: DateTime<Utc>) -> &'static str {
+        match self.state {
+            KeyState::Active if self.is_expired_at(now) => "expired",
+            state => state.as_str(),
+        }
+    }
+}
+
 /// The authentication of a key record's state (see the manager's `seal` module): digests of
 /// the versions that can be served, and a MAC over the record and those digests under the
 /// store's state key, which the database does not hold. Nothing here is secret.

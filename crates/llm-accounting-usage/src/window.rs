@@ -248,13 +248,34 @@ fn month_start(index: i64) -> DateTime<Utc> {
         .map_or(DateTime::<Utc>::MAX_UTC, |d| d.and_utc())
 }
 
+/// A length in seconds as `--rolling` takes it: `24h`, `90m`, `1h30m`, `7d` (whole days from
+/// two days on), `45s`.
+fn compact_duration(seconds: u64) -> String {
+    if seconds >= 2 * 86_400 && seconds.is_multiple_of(86_400) {
+        return format!("{}d", seconds / 86_400);
+    }
+    let (h, m, s) = (seconds / 3_600, seconds % 3_600 / 60, seconds % 60);
+    let mut out = String::new();
+    for (n, unit) in [(h, 'h'), (m, 'm'), (s, 's')] {
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    if out.is_empty() {
+        out.push_str("0s");
+    }
+    out
+}
+
 impl fmt::Display for Window {
-    /// `day`, `6 hours`, `rolling 86400s`.
+    /// `day`, `6 hours`, `rolling 24h`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Window::Fixed { unit, every: 1 } => f.write_str(unit.as_str()),
             Window::Fixed { unit, every } => write!(f, "{every} {}s", unit.as_str()),
-            Window::Rolling { seconds } => write!(f, "rolling {seconds}s"),
+            Window::Rolling { seconds } => {
+                write!(f, "rolling {}", compact_duration(*seconds))
+            }
             Window::RollingMonths { months: 1 } => f.write_str("rolling month (from the 1st)"),
             Window::RollingMonths { months } => {
                 write!(f, "rolling {months} months (from the 1st)")
@@ -401,6 +422,15 @@ mod tests {
             .bounds(t("2026-02-10T00:00:00Z"));
         assert_eq!(s, t("2025-11-01T00:00:00Z"));
         assert_eq!(w.to_string(), "rolling month (from the 1st)");
+        for (seconds, shown) in [
+            (86_400, "rolling 24h"),
+            (3_600, "rolling 1h"),
+            (5_400, "rolling 1h30m"),
+            (45, "rolling 45s"),
+            (604_800, "rolling 7d"),
+        ] {
+            assert_eq!(Window::Rolling { seconds }.to_string(), shown);
+        }
         assert!(Window::rolling_months(0).is_err());
     }
 

@@ -72,8 +72,12 @@ pub(crate) fn time(s: &str) -> Result<DateTime<Utc>, String> {
         })
 }
 
-/// A decimal amount of US dollars (`0.0125`), exact.
+/// A decimal amount of US dollars (`0.0125`), exact. A negative amount is taken as a value
+/// (`allow_negative_numbers` on the flag, not an unknown `-1` flag) and refused here.
 pub(crate) fn money(s: &str) -> Result<Money, String> {
+    if s.starts_with('-') {
+        return Err("negative amounts are refused (a cost is 0 or more)".to_owned());
+    }
     s.parse::<Money>().map_err(|e| match e {
         llm_accounting::Error::InvalidInput { reason, .. } => reason,
         other => other.to_string(),

@@ -5,11 +5,11 @@ use std::io::{BufRead, IsTerminal, Write};
 use llm_accounting::{Error, KeyIdentity, Result};
 
 /// On a terminal (stdin and stderr both), asks the user to confirm deleting `identity` by
-/// typing its service's name; anything else cancels (exit 2, nothing deleted). Off a terminal
-/// (scripts, pipes) it does not ask.
-pub(crate) fn confirm_delete(identity: &KeyIdentity) -> Result<()> {
+/// typing its service's name: whether they did (anything else, Ctrl-D included, cancels).
+/// Off a terminal (scripts, pipes) it does not ask.
+pub(crate) fn confirm_delete(identity: &KeyIdentity) -> Result<bool> {
     if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
-        return Ok(());
+        return Ok(true);
     }
     let service = identity.service();
     eprint!(
@@ -26,11 +26,9 @@ pub(crate) fn confirm_delete(identity: &KeyIdentity) -> Result<()> {
             path: "the terminal".to_owned(),
             source: std::sync::Arc::new(e),
         })?;
-    if answer.trim() == service {
-        return Ok(());
+    if !answer.ends_with('\n') {
+        // Ctrl-D: the cursor is still after the question.
+        eprintln!();
     }
-    Err(Error::invalid(
-        "confirmation",
-        "not confirmed; nothing was deleted (pass --yes to delete without asking)",
-    ))
+    Ok(answer.trim() == service)
 }

@@ -30,7 +30,7 @@ pub(crate) struct CheckArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     output_tokens: u64,
     /// Estimated cost in US dollars.
-    #[arg(long, value_name = "DECIMAL", value_parser = args::money)]
+    #[arg(long, value_name = "DECIMAL", value_parser = args::money, allow_negative_numbers = true)]
     cost: Option<Money>,
 }
 

@@ -50,7 +50,7 @@ pub(crate) struct TrackArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     reasoning_tokens: u64,
     /// Cost in US dollars, exact (`0.0125` is $0.0125).
-    #[arg(long, value_name = "DECIMAL", value_parser = args::money)]
+    #[arg(long, value_name = "DECIMAL", value_parser = args::money, allow_negative_numbers = true)]
     cost: Option<Money>,
     /// How long the call took, in seconds (`1.5`).
     #[arg(long, value_name = "SECS", value_parser = args::seconds)]

@@ -80,3 +80,41 @@ fn lifecycle_commands() {
     let r = run(&["get", "--service", "mistral"], None).code(6);
     assert!(r.stderr.contains("expired"), "{r:#?}");
 }
+
+/// `keys list` shows `expired` for a key whose current value expired (as `get` refuses it
+/// with exit 6), in the table and in JSON; a live key stays `active`.
+#[test]
+fn list_shows_expired() {
+    let env = Env::new(BIN);
+    env.run_stdin(
+        &[
+            "keys",
+            "store",
+            "--service",
+            "mistral",
+            "--expires-in",
+            "1s",
+        ],
+        KEY1,
+    )
+    .ok();
+    env.run_stdin(&["keys", "store", "--service", "openai"], KEY2)
+        .ok();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    env.run(&["keys", "get", "--service", "mistral"]).code(6);
+    let r = env.run(&["keys", "list", "--format", "json"]).ok();
+    let v: serde_json::Value = r.json();
+    let states: Vec<(&str, &str)> = v
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|k| {
+            let s = |f: &str| k[f].as_str().expect("a string");
+            (s("service"), s("state"))
+        })
+        .collect();
+    assert_eq!(states, [("mistral", "expired"), ("openai", "active")]);
+    let r = env.run(&["keys", "list"]).ok();
+    let mistral = r.stdout.lines().find(|l| l.starts_with("mistral"));
+    assert!(mistral.is_some_and(|l| l.contains("expired")), "{r:#?}");
+}
