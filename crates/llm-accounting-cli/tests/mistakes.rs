@@ -265,6 +265,7 @@ fn the_projects_own_variables_that_are_no_setting_are_not_warned_about() {
         "warning: LLM_ACCOUNTING_SOMETHING_ELSE_ENTIRELY is set but no setting reads it \
          (`llm-accounting --help` lists the variables)",
     );
+}
 
 /// A key pasted with its `NAME=` from a `.env` line, or in quotes, is refused on `store` and
 /// `rotate` (exit 2, nothing stored, the key never shown) unless `--as-is`.
