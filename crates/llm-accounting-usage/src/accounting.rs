@@ -15,8 +15,8 @@ use llm_accounting_core::{Error, ErrorKind, KeyIdentity, Result, SecureKeyManage
 
 use crate::reservation::Held;
 use crate::{
-    Enforcement, GatedKey, KeyRef, LocalQuota, QuotaDecision, QuotaRequest, RecorderOptions,
-    Reservation, ReserveOutcome, UsageEvent, UsageRecorder, UsageStore,
+    Enforcement, GatedKey, LocalQuota, QuotaDecision, QuotaRequest, RecorderOptions, Reservation,
+    ReserveOutcome, UsageEvent, UsageRecorder, UsageStore,
 };
 
 /// How many keys [`Accounting::get_keys`] reads at once.
@@ -193,19 +193,9 @@ impl Accounting {
         if request.scope.service.is_none() {
             request.scope.service = Some(identity.service().to_owned());
         }
-        let mut reservation = self.reserve_audited(manager, identity, &request).await?;
+        let reservation = self.reserve_audited(manager, identity, &request).await?;
         match manager.get_versioned(identity).await {
-            Ok((key, version)) => {
-                reservation.key = Some(KeyRef {
-                    identity: identity.to_string(),
-                    version,
-                });
-                Ok(GatedKey {
-                    key,
-                    version,
-                    reservation,
-                })
-            }
+            Ok((key, version)) => Ok(GatedKey::served(identity, key, version, reservation)),
             Err(e) => {
                 release_all(vec![reservation]).await;
                 Err(e)
@@ -268,16 +258,8 @@ impl Accounting {
         Ok(keys
             .into_iter()
             .zip(reservations)
-            .map(|((identity, (key, version)), mut reservation)| {
-                reservation.key = Some(KeyRef {
-                    identity: identity.to_string(),
-                    version,
-                });
-                GatedKey {
-                    key,
-                    version,
-                    reservation,
-                }
+            .map(|((identity, (key, version)), reservation)| {
+                GatedKey::served(&identity, key, version, reservation)
             })
             .collect())
     }

@@ -171,3 +171,24 @@ pub struct GatedKey {
     /// The held budget: commit it with the call's usage.
     pub reservation: Reservation,
 }
+
+impl GatedKey {
+    /// Version `version` of `identity`'s key, served under `reservation`, which from now on
+    /// attributes the call's usage to that version.
+    pub(crate) fn served(
+        identity: &llm_accounting_core::KeyIdentity,
+        key: ApiKey,
+        version: u32,
+        mut reservation: Reservation,
+    ) -> Self {
+        reservation.key = Some(KeyRef {
+            identity: identity.to_string(),
+            version,
+        });
+        GatedKey {
+            key,
+            version,
+            reservation,
+        }
+    }
+}
