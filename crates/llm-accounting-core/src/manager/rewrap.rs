@@ -26,8 +26,7 @@ use crate::{
 };
 
 /// How often one version's move is tried again when its audit row lost the race for the
-/// trail's next position to another move of the same run (with a random pause of up to
-/// 128 ms): enough for the run's `concurrency` moves to get through one at a time.
+/// trail's next position to another process's write (with a random pause of up to 128 ms).
 const MAX_AUDIT_RACES: u32 = 64;
 
 /// How to rewrap.
@@ -169,6 +168,7 @@ impl SecureKeyManager {
                 .rewrap_branch_keys(options.rotate_branches, options.check_only)
                 .await?;
         }
+        let journal_turn = tokio::sync::Mutex::new(());
         let batch_size = options.batch_size.max(1);
         let mut after = None;
         let mut seen = 0u64;
@@ -210,11 +210,9 @@ impl SecureKeyManager {
                 }
             } else {
                 for chunk in batch.chunks(options.concurrency.max(1)) {
-                    let results = futures_util::future::join_all(
-                        chunk
-                            .iter()
-                            .map(|(k, v)| self.rewrap_one(target.as_ref(), k, v, options)),
-                    )
+                    let results = futures_util::future::join_all(chunk.iter().map(|(k, v)| {
+                        self.rewrap_one(target.as_ref(), k, v, options, &journal_turn)
+                    }))
                     .await;
                     for ((k, v), result) in chunk.iter().zip(results) {
                         match result {
@@ -285,6 +283,7 @@ impl SecureKeyManager {
         key: &KeyRecord,
         version: &VersionRecord,
         options: &RewrapOptions,
+        journal_turn: &tokio::sync::Mutex<()>,
     ) -> Result<Outcome> {
         let (env, context) =
             checked_envelope(key, version).map_err(|e| e.with_identity(&key.identity))?;
@@ -328,7 +327,13 @@ impl SecureKeyManager {
             };
             let write = self.resealed(&key, &version, &rewrapped).await?;
             let replaced = self
-                .replace_wrapping(&rewrapped, &version, write.as_ref(), journal.as_ref())
+                .replace_wrapping(
+                    &rewrapped,
+                    &version,
+                    write.as_ref(),
+                    journal.as_ref(),
+                    journal_turn,
+                )
                 .await?;
             if replaced {
                 return Ok(Outcome::Done);
@@ -363,16 +368,23 @@ impl SecureKeyManager {
         })
     }
 
-    /// Replaces `old`'s wrapping by `rewrapped`'s, with its audit row when journaled. Rewraps
-    /// run side by side, so their rows race for the trail's next position: a move that lost
-    /// that race changed nothing and is tried again (after a random pause).
+    /// Replaces `old`'s wrapping by `rewrapped`'s, with its audit row when journaled. The
+    /// run's journaled writes take turns (`journal_turn`): side by side, their rows would race
+    /// for the trail's next position and all but one would be rolled back and retried. The
+    /// KMS calls before them still run `concurrency` at a time. A write that lost the race to
+    /// another process changed nothing and is tried again (after a random pause).
     async fn replace_wrapping(
         &self,
         rewrapped: &VersionRecord,
         old: &VersionRecord,
         write: Option<&KeyWrite>,
         journal: Option<&Journal>,
+        journal_turn: &tokio::sync::Mutex<()>,
     ) -> Result<bool> {
+        let _turn = match journal {
+            Some(_) => Some(journal_turn.lock().await),
+            None => None,
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
