@@ -148,15 +148,31 @@ impl UsageEvent {
             ("completion tokens", self.completion_tokens),
             ("cached tokens", self.cached_tokens),
             ("reasoning tokens", self.reasoning_tokens),
-            ("cost", self.cost.micros()),
         ] {
-            if i64::try_from(n).is_err() {
-                return Err(Error::invalid(field, "too large"));
+            if n > MAX_TOKENS {
+                return Err(Error::invalid(
+                    field,
+                    format!("more than the maximum of {MAX_TOKENS} per call"),
+                ));
             }
+        }
+        if self.cost > MAX_COST {
+            return Err(Error::invalid(
+                "cost",
+                format!("more than the maximum of ${MAX_COST} per call"),
+            ));
         }
         Ok(())
     }
 }
+
+/// The most tokens of each kind one event or estimate may count (10^12): with it no sum of
+/// fewer than nine million events can overflow a 64-bit counter. Rows written by other
+/// programs are read as at most this much.
+pub const MAX_TOKENS: u64 = 1_000_000_000_000;
+
+/// The most one event or estimate may cost ($10^9).
+pub const MAX_COST: Money = Money::from_micros(1_000_000_000 * crate::MICROS_PER_DOLLAR);
 
 /// Checks one optional name: at most [`MAX_FIELD_CHARS`], no control characters.
 pub(crate) fn check_name(field: &'static str, value: Option<&String>) -> Result<()> {

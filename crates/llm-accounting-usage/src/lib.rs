@@ -43,6 +43,7 @@
 //! ```
 
 mod accounting;
+pub mod buckets;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod enforcement;
@@ -61,7 +62,7 @@ mod window;
 
 pub use accounting::{Accounting, AccountingOptions};
 pub use enforcement::Enforcement;
-pub use event::{KeyRef, MAX_FIELD_CHARS, UsageEvent};
+pub use event::{KeyRef, MAX_COST, MAX_FIELD_CHARS, MAX_TOKENS, UsageEvent};
 pub use limit::{Amounts, Limit, LimitKind, NewLimit, Scope};
 pub use local::{LocalQuota, LocalReservation};
 pub use memory::MemoryUsageStore;
