@@ -38,6 +38,7 @@ mod m20261130_000006_add_audit_counts;
 mod m20261201_000007_branch_keys;
 mod m20261202_000001_create_usage_tables;
 mod m20261202_000002_create_usage_entry_sources;
+mod m20261206_000001_create_usage_counters;
 
 /// Every migration of the llm-accounting schema, oldest first.
 #[derive(Debug, Clone, Copy, Default)]
@@ -56,6 +57,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000007_branch_keys::Migration),
             Box::new(m20261202_000001_create_usage_tables::Migration),
             Box::new(m20261202_000002_create_usage_entry_sources::Migration),
+            Box::new(m20261206_000001_create_usage_counters::Migration),
         ]
     }
 }

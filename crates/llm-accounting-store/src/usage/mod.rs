@@ -16,6 +16,7 @@
 //! what only the package's have (detection, its entries and `usage_limits`).
 
 mod columns;
+mod counters;
 mod own;
 mod python;
 mod python_limits;
@@ -26,6 +27,8 @@ use columns::Schema;
 pub use python::PYTHON_SCHEMA_HEAD;
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -50,6 +53,12 @@ use crate::{SeaOrmKeyRepository, StoreOptions};
 pub struct SeaOrmUsageStore {
     db: DatabaseConnection,
     schema: Schema,
+    /// Whether decisions read usage counters (see `counters.rs`) rather than summing events:
+    /// everywhere but the Python package's tables on MySQL/MariaDB, where nothing can hold
+    /// back the package's writers while entries are counted.
+    counters: bool,
+    /// When counters were last pruned (seconds since the epoch).
+    pruned: Arc<AtomicI64>,
 }
 
 impl fmt::Debug for SeaOrmUsageStore {
@@ -60,6 +69,7 @@ impl fmt::Debug for SeaOrmUsageStore {
                 &self.db.get_database_backend().as_str().to_ascii_lowercase(),
             )
             .field("python_schema", &(self.schema == Schema::Python))
+            .field("counters", &self.counters)
             .finish_non_exhaustive()
     }
 }
@@ -74,8 +84,18 @@ impl SeaOrmKeyRepository {
     /// [`Error::Config`] when it holds that package's tables at another revision.
     pub async fn usage_store(&self) -> Result<SeaOrmUsageStore> {
         let db = self.connection().clone();
-        let schema = python::detect(&db, db.get_database_backend()).await?;
-        Ok(SeaOrmUsageStore { db, schema })
+        let backend = db.get_database_backend();
+        let schema = python::detect(&db, backend).await?;
+        let counters = !(schema == Schema::Python && backend == DbBackend::MySql);
+        if counters && schema == Schema::Python {
+            counters::start(&db, backend, schema.events()).await?;
+        }
+        Ok(SeaOrmUsageStore {
+            db,
+            schema,
+            counters,
+            pruned: Arc::new(AtomicI64::new(0)),
+        })
     }
 }
 
@@ -187,13 +207,13 @@ impl SeaOrmUsageStore {
             .map_err(|e| from_db(operation, e))
     }
 
-    /// Checks the applicable limits inside `txn`; with `lock`, locks their rows first.
+    /// Checks the applicable limits inside `txn`, their rows locked first (folding the Python
+    /// package's new entries into the counters on the way).
     async fn decide(
         &self,
         txn: &DatabaseTransaction,
         request: &QuotaRequest,
         now: DateTime<Utc>,
-        lock: bool,
     ) -> Result<Option<Denial>> {
         let backend = self.backend();
         let all = self.all_limits(txn).await?;
@@ -201,7 +221,7 @@ impl SeaOrmUsageStore {
         if limits.is_empty() {
             return Ok(None);
         }
-        if lock && backend != DbBackend::Sqlite {
+        if backend != DbBackend::Sqlite {
             let ids: Vec<i64> = limits.iter().map(|l| l.id).collect();
             let still = self.lock(txn, &ids).await?;
             // A limit deleted meanwhile no longer applies. (An exemption deleted meanwhile
@@ -209,15 +229,84 @@ impl SeaOrmUsageStore {
             // call having come just before the deletion.)
             limits.retain(|l| still.contains(&l.id));
         }
+        if self.counters && self.schema == Schema::Python {
+            counters::fold(txn, backend, self.schema.events(), &all).await?;
+        }
         let asked = request.amounts();
         for limit in limits {
-            let (since, until) = limit.window.bounds(now);
-            let usage = self.usage_in(txn, &limit.scope, since, until, now).await?;
+            let usage = self.limit_usage(txn, limit, now).await?;
             if let Some(d) = check_limit(limit, &usage, &asked, now) {
                 return Ok(Some(d));
             }
         }
         Ok(None)
+    }
+
+    /// Usage counted against `limit` at `now`, events and live reservations, inside the
+    /// limit's serialised section.
+    async fn limit_usage(
+        &self,
+        txn: &DatabaseTransaction,
+        limit: &Limit,
+        now: DateTime<Utc>,
+    ) -> Result<Usage> {
+        if !self.counters || now - limit.created_at < counters::SETTLE {
+            let (since, until) = limit.window.bounds(now);
+            return self.usage_in(txn, &limit.scope, since, until, now).await;
+        }
+        let backend = self.backend();
+        let u = counters::usage(txn, backend, self.schema.events(), limit, now, true).await?;
+        let held = own::held(txn, backend, &limit.scope, now).await?;
+        Ok(Usage {
+            amounts: u.amounts.plus(held),
+            oldest: u.oldest,
+        })
+    }
+
+    /// Locks the limits that `events` count against (PostgreSQL, MySQL/MariaDB; SQLite's
+    /// transaction is serialised already) and returns every limit, for the counters.
+    async fn lock_for(
+        &self,
+        txn: &DatabaseTransaction,
+        events: &[UsageEvent],
+    ) -> Result<Vec<Limit>> {
+        let all = self.all_limits(txn).await?;
+        if self.backend() != DbBackend::Sqlite {
+            let scopes: Vec<Scope> = events.iter().map(Scope::of_event).collect();
+            let ids: Vec<i64> = all
+                .iter()
+                .filter(|l| scopes.iter().any(|s| l.scope.matches(s)))
+                .map(|l| l.id)
+                .collect();
+            if !ids.is_empty() {
+                self.lock(txn, &ids).await?;
+            }
+        }
+        Ok(all)
+    }
+
+    /// Writes `events` and, in this project's tables, adds them to the counters (the
+    /// Python package's entries are counted by the next decision's fold).
+    async fn write_counted(&self, txn: &DatabaseTransaction, events: &[UsageEvent]) -> Result<()> {
+        if !(self.counters && self.schema == Schema::Own) {
+            return self.write_events(txn, events).await;
+        }
+        let limits = self.lock_for(txn, events).await?;
+        self.write_events(txn, events).await?;
+        counters::add(txn, self.backend(), &limits, events).await
+    }
+
+    /// Deletes counters no decision reads any more, at most once a minute per store.
+    async fn prune(&self, now: DateTime<Utc>) -> Result<()> {
+        let last = self.pruned.load(Ordering::Relaxed);
+        if !self.counters || now.timestamp() - last < 60 {
+            return Ok(());
+        }
+        self.pruned.store(now.timestamp(), Ordering::Relaxed);
+        let txn = self.begin("prune usage counters").await?;
+        let limits = self.all_limits(&txn).await?;
+        counters::prune(&txn, self.backend(), &limits, now).await?;
+        commit(txn, "prune usage counters").await
     }
 }
 
@@ -234,9 +323,12 @@ impl UsageStore for SeaOrmUsageStore {
         if events.is_empty() {
             return Ok(());
         }
-        let txn = self.begin("write usage events").await?;
-        self.write_events(&txn, events).await?;
-        commit(txn, "write usage events").await
+        retrying(|| async {
+            let txn = self.begin("write usage events").await?;
+            self.write_counted(&txn, events).await?;
+            commit(txn, "write usage events").await
+        })
+        .await
     }
 
     async fn add_limit(&self, limit: &NewLimit) -> Result<Limit> {
@@ -261,11 +353,15 @@ impl UsageStore for SeaOrmUsageStore {
     }
 
     async fn delete_limit(&self, id: i64) -> Result<bool> {
-        match self.schema {
+        let deleted = match self.schema {
             Schema::Python if id < 0 => own::delete_limit(&self.db, self.backend(), -id).await,
             Schema::Python => python_limits::delete_limit(&self.db, self.backend(), id).await,
             Schema::Own => own::delete_limit(&self.db, self.backend(), id).await,
+        }?;
+        if deleted && self.counters {
+            counters::forget_limit(&self.db, self.backend(), id).await?;
         }
+        Ok(deleted)
     }
 
     async fn usage(
@@ -279,13 +375,15 @@ impl UsageStore for SeaOrmUsageStore {
     }
 
     async fn check(&self, request: &QuotaRequest, now: DateTime<Utc>) -> Result<QuotaDecision> {
-        let txn = self
-            .db
-            .begin()
-            .await
-            .map_err(|e| from_db("check quota", e))?;
-        let denial = self.decide(&txn, request, now, false).await?;
-        commit(txn, "check quota").await?;
+        // As a reservation decides (counters built or folded on the way are kept), without
+        // holding anything.
+        let denial = retrying(|| async {
+            let txn = self.begin("check quota").await?;
+            let denial = self.decide(&txn, request, now).await?;
+            commit(txn, "check quota").await?;
+            Ok(denial)
+        })
+        .await?;
         Ok(denial.map_or(QuotaDecision::Allowed, |d| {
             QuotaDecision::Denied(Box::new(d))
         }))
@@ -303,6 +401,9 @@ impl UsageStore for SeaOrmUsageStore {
         // its own statement so that it takes no lock inside the reservation's transaction.
         if let Err(e) = own::delete_lapsed(&self.db, self.backend(), now).await {
             tracing::debug!(error = %e, "could not delete lapsed reservations");
+        }
+        if let Err(e) = self.prune(now).await {
+            tracing::debug!(error = %e, "could not prune usage counters");
         }
         retrying(|| self.reserve_once(request, ttl, now)).await
     }
@@ -326,7 +427,15 @@ impl UsageStore for SeaOrmUsageStore {
 
     async fn purge_before(&self, before: DateTime<Utc>) -> Result<u64> {
         match self.schema {
-            Schema::Own => own::purge_before(&self.db, self.backend(), before).await,
+            Schema::Own => {
+                // The counters of buckets that held purged events go with them, in the same
+                // transaction; they are built again from what is left when needed.
+                let txn = self.begin("purge usage events").await?;
+                let n = own::purge_before(&txn, self.backend(), before).await?;
+                counters::forget_before(&txn, self.backend(), before).await?;
+                commit(txn, "purge usage events").await?;
+                Ok(n)
+            }
             Schema::Python => Err(Error::invalid(
                 "purge",
                 "refused: the accounting database holds the Python llm-accounting package's \
@@ -366,7 +475,7 @@ impl SeaOrmUsageStore {
         now: DateTime<Utc>,
     ) -> Result<ReserveOutcome> {
         let txn = self.begin("reserve quota").await?;
-        if let Some(d) = self.decide(&txn, request, now, true).await? {
+        if let Some(d) = self.decide(&txn, request, now).await? {
             commit(txn, "reserve quota").await?;
             return Ok(ReserveOutcome::Denied(Box::new(d)));
         }
@@ -385,23 +494,14 @@ impl SeaOrmUsageStore {
     async fn commit_once(&self, reservation: Uuid, event: &UsageEvent) -> Result<()> {
         let txn = self.begin("commit usage").await?;
         // The limits this usage counts against are locked as by `reserve`, so that no
-        // reservation sums events and reservations while this one turns from one into the
-        // other (under READ COMMITTED each statement sees its own snapshot).
-        if self.backend() != DbBackend::Sqlite {
-            let scope = Scope::of_event(event);
-            let ids: Vec<i64> = self
-                .all_limits(&txn)
-                .await?
-                .iter()
-                .filter(|l| l.scope.matches(&scope))
-                .map(|l| l.id)
-                .collect();
-            if !ids.is_empty() {
-                self.lock(&txn, &ids).await?;
-            }
-        }
+        // reservation reads usage while this one turns from held into used (under READ
+        // COMMITTED each statement sees its own snapshot).
+        let limits = self.lock_for(&txn, std::slice::from_ref(event)).await?;
         own::delete_reservation(&txn, self.backend(), reservation).await?;
         self.write_events(&txn, std::slice::from_ref(event)).await?;
+        if self.counters && self.schema == Schema::Own {
+            counters::add(&txn, self.backend(), &limits, std::slice::from_ref(event)).await?;
+        }
         commit(txn, "commit usage").await
     }
 }

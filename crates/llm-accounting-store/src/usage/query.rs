@@ -203,6 +203,57 @@ pub(super) async fn usage(
     })
 }
 
+/// Usage of `scope` in `[since, until)` per bucket of `step_us` microseconds counted from
+/// `since` (the events of a table that stores times as microseconds only), by bucket index.
+pub(super) async fn usage_by_step(
+    db: &impl ConnectionTrait,
+    backend: DbBackend,
+    events: &Events,
+    scope: &Scope,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    step_us: i64,
+) -> Result<Vec<(i64, Usage)>> {
+    let div = if backend == DbBackend::MySql {
+        "DIV"
+    } else {
+        "/"
+    };
+    let at = format!("{}.{}", events.at.table, events.at.name);
+    let since_us = since.timestamp_micros();
+    let bucket = Expr::cust(format!("({at} - {since_us}) {div} {step_us}"));
+    let mut select = events.select();
+    select
+        .expr_as(bucket, "bucket")
+        .expr(Func::count(Expr::col(Asterisk)))
+        .expr(sum_int(backend, events.prompt_tokens.expr()))
+        .expr(sum_int(backend, events.completion_tokens.expr()))
+        .expr(events.money.sum(backend, events.cost.expr()))
+        .expr(Func::min(events.at.expr()));
+    events.filter_time(&mut select, backend, Some(since), Some(until));
+    filter_scope(&mut select, scope, &events.scope);
+    select.group_by_col("bucket");
+    let counts = events.counts;
+    all(db, backend, &select, events.ops[0])
+        .await?
+        .iter()
+        .map(|r| {
+            Ok((
+                decode::<i64>(r, 0, events.ops[0])?,
+                Usage {
+                    amounts: Amounts {
+                        requests: counts.read(r, 1)?,
+                        input_tokens: counts.read(r, 2)?,
+                        output_tokens: counts.read(r, 3)?,
+                        cost: events.money.read(r, 4, counts)?,
+                    },
+                    oldest: events.time.read(r, 5, backend)?,
+                },
+            ))
+        })
+        .collect()
+}
+
 /// The columns a statistics query groups by.
 fn group_columns(events: &Events, by: GroupBy) -> Vec<Col> {
     let s = &events.scope;
@@ -272,29 +323,65 @@ pub(super) async fn stats(
     Ok(out)
 }
 
+/// Every part of an event, in the order [`read_event`] reads them.
+fn event_columns(backend: DbBackend, events: &Events) -> [Expr; 15] {
+    let s = &events.scope;
+    [
+        events.at.expr(),
+        s.model.expr(),
+        s.service.expr(),
+        s.user.expr(),
+        s.project.expr(),
+        s.caller.expr(),
+        events.session.expr(),
+        s.key.expr(),
+        events.key_version.expr(),
+        events.int(backend, events.prompt_tokens),
+        events.int(backend, events.completion_tokens),
+        events.int(backend, events.cached_tokens),
+        events.int(backend, events.reasoning_tokens),
+        events.cost.expr(),
+        events.execution.expr(),
+    ]
+}
+
+/// The event in columns `first..` of `r` (as [`event_columns`]).
+fn read_event(
+    r: &QueryResult,
+    first: usize,
+    backend: DbBackend,
+    events: &Events,
+) -> Result<UsageEvent> {
+    let c = events.counts;
+    let i = |n: usize| first + n;
+    let at = events.time.read(r, i(0), backend)?.unwrap_or_default();
+    let mut e = UsageEvent::new(c.get::<Option<String>>(r, i(1))?.unwrap_or_default(), at);
+    e.service = c.get(r, i(2))?;
+    e.user = c.get(r, i(3))?;
+    e.project = c.get(r, i(4))?;
+    e.caller = c.get(r, i(5))?;
+    e.session = c.get(r, i(6))?;
+    let identity: Option<String> = c.get(r, i(7))?;
+    let version: Option<i32> = c.get(r, i(8))?;
+    e.key = identity.map(|identity| KeyRef {
+        identity,
+        version: version.and_then(|v| u32::try_from(v).ok()).unwrap_or(0),
+    });
+    e.prompt_tokens = c.read(r, i(9))?;
+    e.completion_tokens = c.read(r, i(10))?;
+    e.cached_tokens = c.read(r, i(11))?;
+    e.reasoning_tokens = c.read(r, i(12))?;
+    e.cost = events.money.read(r, i(13), c)?;
+    e.execution_time = events.elapsed.read(r, i(14), c.op())?;
+    Ok(e)
+}
+
 /// `SELECT` every part of the last `n` events, newest first.
 pub(super) fn tail_select(backend: DbBackend, events: &Events, n: usize) -> SelectStatement {
-    let s = &events.scope;
     let n = u64::try_from(i64::try_from(n).unwrap_or(i64::MAX)).unwrap_or(0);
     let mut select = events.select();
     select
-        .exprs([
-            events.at.expr(),
-            s.model.expr(),
-            s.service.expr(),
-            s.user.expr(),
-            s.project.expr(),
-            s.caller.expr(),
-            events.session.expr(),
-            s.key.expr(),
-            events.key_version.expr(),
-            events.int(backend, events.prompt_tokens),
-            events.int(backend, events.completion_tokens),
-            events.int(backend, events.cached_tokens),
-            events.int(backend, events.reasoning_tokens),
-            events.cost.expr(),
-            events.execution.expr(),
-        ])
+        .exprs(event_columns(backend, events))
         .order_by((events.at.table, events.at.name), Order::Desc)
         .order_by((events.id.table, events.id.name), Order::Desc)
         .limit(n);
@@ -310,29 +397,33 @@ pub(super) async fn tail(
 ) -> Result<Vec<UsageEvent>> {
     let select = tail_select(backend, events, n);
     let rows = all(db, backend, &select, events.ops[2]).await?;
-    let c = events.counts;
+    rows.iter()
+        .map(|r| read_event(r, 0, backend, events))
+        .collect()
+}
+
+/// At most `n` events with an id above `last`, by id, with their ids.
+pub(super) async fn after(
+    db: &impl ConnectionTrait,
+    backend: DbBackend,
+    events: &Events,
+    last: i64,
+    n: u64,
+) -> Result<Vec<(i64, UsageEvent)>> {
+    let mut select = events.select();
+    select
+        .expr(events.int(backend, events.id))
+        .exprs(event_columns(backend, events))
+        .and_where(events.id.expr().gt(last))
+        .order_by((events.id.table, events.id.name), Order::Asc)
+        .limit(n);
+    let rows = all(db, backend, &select, events.ops[2]).await?;
     rows.iter()
         .map(|r| {
-            let at = events.time.read(r, 0, backend)?.unwrap_or_default();
-            let mut e = UsageEvent::new(c.get::<String>(r, 1)?, at);
-            e.service = c.get(r, 2)?;
-            e.user = c.get(r, 3)?;
-            e.project = c.get(r, 4)?;
-            e.caller = c.get(r, 5)?;
-            e.session = c.get(r, 6)?;
-            let identity: Option<String> = c.get(r, 7)?;
-            let version: Option<i32> = c.get(r, 8)?;
-            e.key = identity.map(|identity| KeyRef {
-                identity,
-                version: version.and_then(|v| u32::try_from(v).ok()).unwrap_or(0),
-            });
-            e.prompt_tokens = c.read(r, 9)?;
-            e.completion_tokens = c.read(r, 10)?;
-            e.cached_tokens = c.read(r, 11)?;
-            e.reasoning_tokens = c.read(r, 12)?;
-            e.cost = events.money.read(r, 13, c)?;
-            e.execution_time = events.elapsed.read(r, 14, c.op())?;
-            Ok(e)
+            Ok((
+                decode::<i64>(r, 0, events.ops[2])?,
+                read_event(r, 1, backend, events)?,
+            ))
         })
         .collect()
 }
