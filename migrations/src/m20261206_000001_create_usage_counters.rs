@@ -1,6 +1,7 @@
-//! Creates `usage_counters` and `usage_counter_marks`: each limit's usage kept per window
-//! bucket, so that a quota check reads a handful of rows whatever the number of events, and
-//! how far the counters have read the Python llm-accounting package's `accounting_entries`.
+//! Creates `usage_counters`, `usage_counter_marks` and `usage_rollups`: each limit's usage
+//! kept per window bucket, so that a quota check reads a handful of rows whatever the number
+//! of events; how far the counters have read the Python llm-accounting package's
+//! `accounting_entries`; and hourly sums for statistics.
 //!
 //! A counter row is the whole usage of one limit in one bucket (its start, in microseconds)
 //! as of the last write: it is created once from the events and then kept up to date in the
@@ -27,6 +28,28 @@ pub(crate) enum UsageCounters {
     OutputTokens,
     CostMicros,
     OldestUs,
+}
+
+/// `usage_rollups`: this project's events summed per hour and per everything `usage stats`
+/// groups by (named by a hash of those values), for statistics over long periods.
+#[derive(DeriveIden)]
+pub(crate) enum UsageRollups {
+    Table,
+    HourUs,
+    GroupHash,
+    Model,
+    Service,
+    UserId,
+    Project,
+    Caller,
+    KeyIdentity,
+    KeyVersion,
+    Requests,
+    PromptTokens,
+    CompletionTokens,
+    CachedTokens,
+    ReasoningTokens,
+    CostMicros,
 }
 
 /// `usage_counter_marks`: the highest id of an events table already counted.
@@ -69,10 +92,39 @@ impl MigrationTrait for Migration {
             .to_owned();
         manager
             .create_table(with_table_options(backend, marks))
+            .await?;
+        let rollups = Table::create()
+            .table(UsageRollups::Table)
+            .col(big_integer(UsageRollups::HourUs))
+            .col(string_len(UsageRollups::GroupHash, 32))
+            .col(string_len(UsageRollups::Model, 256))
+            .col(string_len_null(UsageRollups::Service, 256))
+            .col(string_len_null(UsageRollups::UserId, 256))
+            .col(string_len_null(UsageRollups::Project, 256))
+            .col(string_len_null(UsageRollups::Caller, 256))
+            .col(string_len_null(UsageRollups::KeyIdentity, 1_600))
+            .col(integer_null(UsageRollups::KeyVersion))
+            .col(big_integer(UsageRollups::Requests))
+            .col(big_integer(UsageRollups::PromptTokens))
+            .col(big_integer(UsageRollups::CompletionTokens))
+            .col(big_integer(UsageRollups::CachedTokens))
+            .col(big_integer(UsageRollups::ReasoningTokens))
+            .col(big_integer(UsageRollups::CostMicros))
+            .primary_key(
+                Index::create()
+                    .col(UsageRollups::HourUs)
+                    .col(UsageRollups::GroupHash),
+            )
+            .to_owned();
+        manager
+            .create_table(with_table_options(backend, rollups))
             .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(UsageRollups::Table).to_owned())
+            .await?;
         manager
             .drop_table(Table::drop().table(UsageCounterMarks::Table).to_owned())
             .await?;

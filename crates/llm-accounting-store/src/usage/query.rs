@@ -14,7 +14,9 @@ use sea_orm::sea_query::{
 };
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, StatementBuilder};
 
-use super::columns::{Col, Events, LimitTable, ScopeColumns, as_int, decode, sum_int};
+use super::columns::{
+    Col, Cost, Counts, Events, LimitTable, ScopeColumns, as_int, decode, sum_int,
+};
 use crate::error::from_db;
 
 /// All rows of `statement`.
@@ -255,7 +257,7 @@ pub(super) async fn usage_by_step(
 }
 
 /// The columns a statistics query groups by.
-fn group_columns(events: &Events, by: GroupBy) -> Vec<Col> {
+pub(super) fn group_columns(events: &Events, by: GroupBy) -> Vec<Col> {
     let s = &events.scope;
     match by {
         GroupBy::Nothing => vec![],
@@ -292,12 +294,33 @@ pub(super) async fn stats(
     events: &Events,
     q: &StatsQuery,
 ) -> Result<Vec<StatsRow>> {
+    let mut out = stats_unranked(db, backend, events, q).await?;
+    rank(&mut out, q.top);
+    Ok(out)
+}
+
+/// Totals per group, in no order.
+pub(super) async fn stats_unranked(
+    db: &impl ConnectionTrait,
+    backend: DbBackend,
+    events: &Events,
+    q: &StatsQuery,
+) -> Result<Vec<StatsRow>> {
     let select = stats_select(backend, events, q);
     let rows = all(db, backend, &select, events.ops[1]).await?;
-    let counts = events.counts;
+    stats_rows(&rows, q.by, events.counts, events.money)
+}
+
+/// Rows of `group..., requests, prompt, completion, cached, reasoning, cost` as totals.
+pub(super) fn stats_rows(
+    rows: &[QueryResult],
+    by: GroupBy,
+    counts: Counts,
+    money: Cost,
+) -> Result<Vec<StatsRow>> {
     let mut out = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let (group, first) = match q.by {
+    for r in rows {
+        let (group, first) = match by {
             GroupBy::Nothing => (None, 0),
             GroupBy::Key => {
                 let identity: Option<String> = counts.get(r, 0)?;
@@ -316,11 +339,27 @@ pub(super) async fn stats(
             completion_tokens: counts.read(r, first + 2)?,
             cached_tokens: counts.read(r, first + 3)?,
             reasoning_tokens: counts.read(r, first + 4)?,
-            cost: events.money.read(r, first + 5, counts)?,
+            cost: money.read(r, first + 5, counts)?,
         });
     }
-    rank(&mut out, q.top);
     Ok(out)
+}
+
+/// The events with `since <= at < until`.
+pub(super) async fn after_in(
+    db: &impl ConnectionTrait,
+    backend: DbBackend,
+    events: &Events,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Vec<UsageEvent>> {
+    let mut select = events.select();
+    select.exprs(event_columns(backend, events));
+    events.filter_time(&mut select, backend, Some(since), Some(until));
+    let rows = all(db, backend, &select, events.ops[2]).await?;
+    rows.iter()
+        .map(|r| read_event(r, 0, backend, events))
+        .collect()
 }
 
 /// Every part of an event, in the order [`read_event`] reads them.

@@ -1,0 +1,438 @@
+//! Hourly rollups (`usage_rollups`) of this project's `usage_events`: per hour and per
+//! everything statistics group by, kept in the transaction that writes the events, so that
+//! a month's statistics read at most a few rows per hour and group instead of every event.
+//!
+//! - [`add`]: upserts the sums of written events (one row per hour and group, named by a
+//!   128-bit hash of the group's values, so that the key fits every database's index limit).
+//! - [`stats`]: whole hours from the rollups, the parts of hours at either end of the period
+//!   exactly from the events.
+//! - [`start`]: a database that had events before the rollups existed gets them built once
+//!   (under a lock that keeps writers out while it runs), marked done in
+//!   `usage_counter_marks`.
+//! - [`rebuild_hour`] after a purge: the hour the purge cut through is summed again.
+//!
+//! The Python package's `accounting_entries` have no rollups: their statistics are summed.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use llm_accounting_core::Result;
+use llm_accounting_usage::{GroupBy, StatsQuery, StatsRow, UsageEvent, rank};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::{ConnectionTrait, DbBackend, Value};
+
+use super::columns::{Cost, Counts, OWN, i64_of, sum_int};
+use super::query::{self, all, exec, mismatch, one};
+
+/// The rollups table.
+const TABLE: &str = "usage_rollups";
+
+/// The mark saying the rollups cover every event.
+const MARK: &str = "usage_rollups";
+
+/// An hour, in microseconds.
+const HOUR: i64 = 3_600_000_000;
+
+/// The group columns, in the order of an event's values in [`Group`].
+const GROUP_COLUMNS: [&str; 7] = [
+    "model",
+    "service",
+    "user_id",
+    "project",
+    "caller",
+    "key_identity",
+    "key_version",
+];
+
+/// The values an event is grouped by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Group {
+    model: String,
+    service: Option<String>,
+    user: Option<String>,
+    project: Option<String>,
+    caller: Option<String>,
+    key: Option<String>,
+    version: Option<i32>,
+}
+
+impl Group {
+    fn of(e: &UsageEvent) -> Group {
+        Group {
+            model: e.model.clone(),
+            service: e.service.clone(),
+            user: e.user.clone(),
+            project: e.project.clone(),
+            caller: e.caller.clone(),
+            key: e.key.as_ref().map(|k| k.identity.clone()),
+            version: e
+                .key
+                .as_ref()
+                .map(|k| i32::try_from(k.version).unwrap_or(i32::MAX)),
+        }
+    }
+
+    /// 128 bits of two FNV-1a hashes over the values (each with its length, so that no two
+    /// groups write the same bytes), in hex.
+    fn hash(&self) -> String {
+        let mut bytes = Vec::new();
+        let mut put = |v: Option<&str>| match v {
+            None => bytes.push(0u8),
+            Some(s) => {
+                bytes.push(1);
+                bytes.extend_from_slice(&(s.len() as u64).to_le_bytes());
+                bytes.extend_from_slice(s.as_bytes());
+            }
+        };
+        put(Some(&self.model));
+        put(self.service.as_deref());
+        put(self.user.as_deref());
+        put(self.project.as_deref());
+        put(self.caller.as_deref());
+        put(self.key.as_deref());
+        let version = self.version.map(|v| v.to_string());
+        put(version.as_deref());
+        let fnv = |seed: u64| {
+            bytes.iter().fold(seed, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+            })
+        };
+        format!(
+            "{:016x}{:016x}",
+            fnv(0xcbf2_9ce4_8422_2325),
+            fnv(0x6c62_272e_07bb_0142)
+        )
+    }
+
+    fn values(&self) -> [Value; 7] {
+        [
+            self.model.clone().into(),
+            self.service.clone().into(),
+            self.user.clone().into(),
+            self.project.clone().into(),
+            self.caller.clone().into(),
+            self.key.clone().into(),
+            self.version.into(),
+        ]
+    }
+}
+
+/// Sums of one hour and group.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sums([u64; 6]);
+
+impl Sums {
+    fn of(e: &UsageEvent) -> Sums {
+        Sums([
+            1,
+            e.prompt_tokens,
+            e.completion_tokens,
+            e.cached_tokens,
+            e.reasoning_tokens,
+            e.cost.micros(),
+        ])
+    }
+
+    fn plus(self, o: Sums) -> Sums {
+        let mut out = self;
+        for (a, b) in out.0.iter_mut().zip(o.0) {
+            *a = a.saturating_add(b);
+        }
+        out
+    }
+}
+
+/// The sum columns, in the order of [`Sums`].
+const SUM_COLUMNS: [&str; 6] = [
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "cost_micros",
+];
+
+fn hour_of(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros().div_euclid(HOUR) * HOUR
+}
+
+/// Adds `events` to the rollups.
+pub(super) async fn add(
+    db: &impl ConnectionTrait,
+    backend: DbBackend,
+    events: &[UsageEvent],
+) -> Result<()> {
+    let mut sums: BTreeMap<(i64, Group), Sums> = BTreeMap::new();
+    for e in events {
+        let slot = sums.entry((hour_of(e.at), Group::of(e))).or_default();
+        *slot = slot.plus(Sums::of(e));
+    }
+    let mut keyed: Vec<(i64, String, Group, Sums)> = sums
+        .into_iter()
+        .map(|((hour, g), s)| (hour, g.hash(), g, s))
+        .collect();
+    // One order for every writer: fewer lock waits between them.
+    keyed.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    for (hour, hash, group, s) in keyed {
+        upsert(db, backend, hour, &hash, &group, s).await?;
+    }
+    Ok(())
+}
+
+async fn upsert(
+    db: &impl ConnectionTrait,
+    backend: DbBackend,
+    hour: i64,
+    hash: &str,
+    group: &Group,
+    s: Sums,
+) -> Result<()> {
+    let mut values: Vec<Value> = vec![hour.into(), hash.to_owned().into()];
+    values.extend(group.values());
+    for (n, name) in s.0.iter().zip(SUM_COLUMNS) {
+        values.push(i64_of(*n, name)?.into());
+    }
+    let mut conflict = OnConflict::columns(["hour_us", "group_hash"]);
+    for (n, name) in s.0.iter().zip(SUM_COLUMNS) {
+        conflict.value(name, Expr::col((TABLE, name)).add(i64_of(*n, name)?));
+    }
+    let mut insert = Query::insert();
+    insert
+        .into_table(TABLE)
+        .columns(
+            ["hour_us", "group_hash"]
+                .into_iter()
+                .chain(GROUP_COLUMNS)
+                .chain(SUM_COLUMNS),
+        )
+        .values(values.into_iter().map(Expr::val))
+        .map_err(|_| mismatch("update usage rollups"))?
+        .on_conflict(conflict);
+    exec(db, backend, &insert, "update usage rollups").await?;
+    Ok(())
+}
+
+/// The rollup columns a statistics query groups by.
+fn group_columns(by: GroupBy) -> &'static [&'static str] {
+    match by {
+        GroupBy::Nothing => &[],
+        GroupBy::Model => &["model"],
+        GroupBy::Service => &["service"],
+        GroupBy::User => &["user_id"],
+        GroupBy::Project => &["project"],
+        GroupBy::Caller => &["caller"],
+        GroupBy::Key => &["key_identity", "key_version"],
+    }
+}
+
+/// Totals per group for `q`: whole hours from the rollups, the rest from the events.
+pub(super) async fn stats(
+    db: &impl ConnectionTrait,
+    backend: DbBackend,
+    q: &StatsQuery,
+) -> Result<Vec<StatsRow>> {
+    let first_whole = q.since.map(|t| {
+        let h = hour_of(t);
+        if h < t.timestamp_micros() {
+            h + HOUR
+        } else {
+            h
+        }
+    });
+    let end_whole = q.until.map(hour_of);
+    if let (Some(a), Some(b)) = (first_whole, end_whole)
+        && a >= b
+    {
+        return query::stats(db, backend, &OWN, q).await;
+    }
+    let group = group_columns(q.by);
+    let mut select = Query::select();
+    select.columns(group.iter().copied());
+    for name in SUM_COLUMNS {
+        select.expr(sum_int(backend, Expr::col(name)));
+    }
+    select.from(TABLE);
+    if let Some(a) = first_whole {
+        select.and_where(Expr::col("hour_us").gte(a));
+    }
+    if let Some(b) = end_whole {
+        select.and_where(Expr::col("hour_us").lt(b));
+    }
+    select.group_by_columns(group.iter().copied());
+    let rows = all(db, backend, &select, "summarise usage rollups").await?;
+    let mut out = query::stats_rows(&rows, q.by, Counts::Checked, Cost::Micros)?;
+    let micros = |us: i64| DateTime::from_timestamp_micros(us);
+    if let (Some(since), Some(a)) = (q.since, first_whole.and_then(micros))
+        && since < a
+    {
+        let edge = StatsQuery {
+            since: Some(since),
+            until: Some(a),
+            top: None,
+            ..q.clone()
+        };
+        out.extend(query::stats_unranked(db, backend, &OWN, &edge).await?);
+    }
+    if let (Some(until), Some(b)) = (q.until, end_whole.and_then(micros))
+        && b < until
+    {
+        let edge = StatsQuery {
+            since: Some(b),
+            until: Some(until),
+            top: None,
+            ..q.clone()
+        };
+        out.extend(query::stats_unranked(db, backend, &OWN, &edge).await?);
+    }
+    let mut merged: HashMap<Option<String>, StatsRow> = HashMap::new();
+    for row in out {
+        match merged.get_mut(&row.group) {
+            None => {
+                merged.insert(row.group.clone(), row);
+            }
+            Some(m) => {
+                m.requests = m.requests.saturating_add(row.requests);
+                m.prompt_tokens = m.prompt_tokens.saturating_add(row.prompt_tokens);
+                m.completion_tokens = m.completion_tokens.saturating_add(row.completion_tokens);
+                m.cached_tokens = m.cached_tokens.saturating_add(row.cached_tokens);
+                m.reasoning_tokens = m.reasoning_tokens.saturating_add(row.reasoning_tokens);
+                m.cost = m.cost.saturating_add(row.cost);
+            }
+        }
+    }
+    let mut out: Vec<StatsRow> = merged.into_values().filter(|r| r.requests > 0).collect();
+    if q.by == GroupBy::Nothing && out.is_empty() {
+        // One row of totals, zero, as a sum over no events gives.
+        out.push(StatsRow {
+            group: None,
+            requests: 0,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cached_tokens: 0,
+            reasoning_tokens: 0,
+            cost: llm_accounting_usage::Money::ZERO,
+        });
+    }
+    rank(&mut out, q.top);
+    Ok(out)
+}
+
+/// Sums the events of the hour `[hour, hour + 1h)` again (after a purge cut through it).
+pub(super) async fn rebuild_hour(
+    db: &impl ConnectionTrait,
+    backend: DbBackend,
+    hour: i64,
+) -> Result<()> {
+    let delete = Query::delete()
+        .from_table(TABLE)
+        .and_where(Expr::col("hour_us").eq(hour))
+        .to_owned();
+    exec(db, backend, &delete, "rebuild usage rollups").await?;
+    let (Some(since), Some(until)) = (
+        DateTime::from_timestamp_micros(hour),
+        DateTime::from_timestamp_micros(hour + HOUR),
+    ) else {
+        return Ok(());
+    };
+    let events = query::after_in(db, backend, &OWN, since, until).await?;
+    add(db, backend, &events).await
+}
+
+/// Deletes the rollups of hours before `hour`.
+pub(super) async fn forget_before(
+    db: &impl ConnectionTrait,
+    backend: DbBackend,
+    hour: i64,
+) -> Result<u64> {
+    let delete = Query::delete()
+        .from_table(TABLE)
+        .and_where(Expr::col("hour_us").lt(hour))
+        .to_owned();
+    exec(db, backend, &delete, "drop purged usage rollups").await
+}
+
+/// After a purge of the events before `before`: the rollups of the hours purged go, and the
+/// hour cut through is summed again.
+pub(super) async fn purged(
+    db: &impl ConnectionTrait,
+    backend: DbBackend,
+    before: DateTime<Utc>,
+) -> Result<()> {
+    let hour = hour_of(before);
+    forget_before(db, backend, hour).await?;
+    if hour < before.timestamp_micros() {
+        rebuild_hour(db, backend, hour).await?;
+    }
+    Ok(())
+}
+
+/// Builds the rollups of events written before they existed, once: `true` when this call
+/// built them. Writers are held back meanwhile (SQLite's write lock, PostgreSQL's `SHARE` on
+/// the events table, MySQL's table locks).
+pub(super) async fn start(db: &sea_orm::DatabaseConnection, backend: DbBackend) -> Result<bool> {
+    let marked = || {
+        Query::select()
+            .column("last_id")
+            .from("usage_counter_marks")
+            .and_where(Expr::col("name").eq(MARK))
+            .to_owned()
+    };
+    if one(db, backend, &marked(), "read the usage rollups' mark")
+        .await?
+        .is_some()
+    {
+        return Ok(false);
+    }
+    use sea_orm::TransactionTrait;
+    let txn = match backend {
+        DbBackend::Sqlite => {
+            db.begin_with_options(sea_orm::TransactionOptions {
+                sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await
+        }
+        _ => db.begin().await,
+    }
+    .map_err(|e| crate::error::from_db("build usage rollups", e))?;
+    let lock = match backend {
+        DbBackend::Postgres => Some("LOCK TABLE usage_events IN SHARE MODE"),
+        DbBackend::MySql => {
+            Some("SELECT id FROM usage_events ORDER BY id DESC LIMIT 1 LOCK IN SHARE MODE")
+        }
+        _ => None,
+    };
+    if let Some(lock) = lock {
+        txn.execute_unprepared(lock)
+            .await
+            .map_err(|e| crate::error::from_db("build usage rollups", e))?;
+    }
+    if one(&txn, backend, &marked(), "read the usage rollups' mark")
+        .await?
+        .is_some()
+    {
+        return Ok(false);
+    }
+    // Every event, 100,000 at a time by id.
+    let mut last = 0i64;
+    loop {
+        let batch = query::after(&txn, backend, &OWN, last, 100_000).await?;
+        let Some(&(newest, _)) = batch.last() else {
+            break;
+        };
+        let events: Vec<UsageEvent> = batch.into_iter().map(|(_, e)| e).collect();
+        add(&txn, backend, &events).await?;
+        last = newest;
+    }
+    let mut insert = Query::insert();
+    insert
+        .into_table("usage_counter_marks")
+        .columns(["name", "last_id"])
+        .values([Expr::val(MARK), Expr::val(last)])
+        .map_err(|_| mismatch("mark usage rollups built"))?;
+    exec(&txn, backend, &insert, "mark usage rollups built").await?;
+    txn.commit()
+        .await
+        .map_err(|e| crate::error::from_db("build usage rollups", e))?;
+    Ok(true)
+}
