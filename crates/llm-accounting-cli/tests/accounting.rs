@@ -315,6 +315,40 @@ fn bad_input_exits_2_and_records_nothing() {
             "--rolling",
             "1h",
         ],
+        // Amounts past the documented maximums (10^12 tokens, $10^9 per call): once
+        // accepted, every later sum on the scope overflowed.
+        &[
+            "usage",
+            "track",
+            "--model",
+            "m",
+            "--prompt-tokens",
+            "9223372036854775807",
+        ],
+        &[
+            "usage",
+            "track",
+            "--model",
+            "m",
+            "--completion-tokens",
+            "1000000000001",
+        ],
+        &[
+            "usage",
+            "track",
+            "--model",
+            "m",
+            "--cost",
+            "1000000000.000001",
+        ],
+        &[
+            "quota",
+            "check",
+            "--model",
+            "m",
+            "--input-tokens",
+            "1000000000001",
+        ],
         &["quota", "check", "--model", "m", "--input-tokens", "-1"],
         &["quota", "check", "--user", "alice"],
         &[

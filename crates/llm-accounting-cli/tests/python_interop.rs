@@ -403,3 +403,112 @@ fn python_quota_rules_give_the_same_answers_on_postgres() {
     let m7 = written["m7_usage"].as_u64().expect("m7 usage");
     assert_same_answers(&env, &answers, m7);
 }
+
+/// Python tracks calls (without checking quotas) while ten processes here race for a global
+/// limit: no hand-out passes the limit as counted when it was made, and afterwards the
+/// counters agree with the entries exactly (every entry Python wrote counted once).
+#[test]
+fn python_writing_while_we_reserve_is_counted_exactly() {
+    let Some(python) = python() else { return };
+    let env = Env::new(BIN);
+    let db = env.db_path();
+    driver(&python, &db, &["init"]);
+    env.run_stdin(
+        &["-q", "keys", "store", "--service", "openai"],
+        "sk-fake-interop-0000",
+    )
+    .ok();
+    env.run(&[
+        "-q", "limits", "set", "--type", "requests", "--max", "20", "--per", "day",
+    ])
+    .ok();
+    let get = [
+        "-q",
+        "keys",
+        "get",
+        "--service",
+        "openai",
+        "--model",
+        "race",
+    ];
+    let (runs, _) = std::thread::scope(|s| {
+        let writer = s.spawn(|| driver(&python, &db, &["track", "10", "bulk"]));
+        let handles: Vec<_> = (0..25).map(|_| s.spawn(|| env.run(&get))).collect();
+        let runs: Vec<_> = handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect();
+        (runs, writer.join().expect("writer"))
+    });
+    let handed_out = runs.iter().filter(|r| r.code == 0).count();
+    let denied = runs.iter().filter(|r| r.code == 7).count();
+    assert_eq!(handed_out + denied, 25, "{runs:#?}");
+    // 2 of Python's entries were there before; its 10 more only take room.
+    assert!(
+        (8..=18).contains(&handed_out),
+        "{handed_out} handed out: {runs:#?}"
+    );
+    let count = driver(&python, &db, &["count"]);
+    let total = count["requests"].as_f64().expect("a count") as u64;
+    assert_eq!(total, 2 + 10 + handed_out as u64);
+    let denied = env
+        .run(&["-q", "quota", "check", "--model", "race"])
+        .code(7);
+    assert!(
+        denied.stderr.contains(&format!("usage {total}/20")),
+        "the counters hold every entry once: {denied:#?}"
+    );
+}
+
+/// A row another program wrote past every maximum (tokens near 2^63, cost 1e300) is read as
+/// the maximum: statistics and quota checks on its scope still answer, none overflows.
+#[test]
+fn rows_past_the_maximums_are_read_saturated() {
+    let Some(python) = python() else { return };
+    let env = Env::new(BIN);
+    let db = env.db_path();
+    driver(&python, &db, &["init"]);
+    driver(&python, &db, &["huge"]);
+    driver(&python, &db, &["huge"]);
+    env.run(&[
+        "-q",
+        "limits",
+        "set",
+        "--type",
+        "input-tokens",
+        "--max",
+        "2500000000000",
+        "--per",
+        "day",
+        "--user",
+        "mallory",
+    ])
+    .ok();
+    let stats = env
+        .run(&["usage", "stats", "--by", "user", "--format", "json"])
+        .ok();
+    assert!(stats.stdout.contains("2000000000000"), "{stats:#?}");
+    let allowed = env
+        .run(&[
+            "-q", "quota", "check", "--model", "gpt-4", "--user", "mallory",
+        ])
+        .code(0);
+    assert!(allowed.stderr.is_empty(), "{allowed:#?}");
+    let denied = env
+        .run(&[
+            "-q",
+            "quota",
+            "check",
+            "--model",
+            "gpt-4",
+            "--user",
+            "mallory",
+            "--input-tokens",
+            "1000000000000",
+        ])
+        .code(7);
+    assert!(
+        denied.stderr.contains("usage 2000000000000/2500000000000"),
+        "{denied:#?}"
+    );
+}

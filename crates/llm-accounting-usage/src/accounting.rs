@@ -132,8 +132,10 @@ impl Accounting {
     ///
     /// # Errors
     ///
-    /// The store's (strict enforcement only).
+    /// [`Error::InvalidInput`] for a request [`QuotaRequest::validate`] refuses; the store's
+    /// (strict enforcement only).
     pub async fn check(&self, request: &QuotaRequest) -> Result<QuotaDecision> {
+        request.validate()?;
         match &self.inner.local {
             Some(local) => Ok(local.check(request)),
             None => self.inner.store.check(request, Utc::now()).await,
@@ -145,8 +147,10 @@ impl Accounting {
     /// # Errors
     ///
     /// [`Error::QuotaExceeded`] naming the limit, its usage and maximum and its reset time;
-    /// the store's errors.
+    /// [`Error::InvalidInput`] for a request [`QuotaRequest::validate`] refuses; the store's
+    /// errors.
     pub async fn reserve(&self, request: &QuotaRequest) -> Result<Reservation> {
+        request.validate()?;
         let held = match &self.inner.local {
             Some(local) => Held::Local(Mutex::new(Some(
                 local.reserve(request).map_err(|d| Error::from(*d))?,

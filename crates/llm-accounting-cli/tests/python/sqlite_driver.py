@@ -67,6 +67,25 @@ with LLMAccounting(backend=SQLiteBackend(db_path=db)) as acc:
                            "max_value": l.max_value, "model": l.model,
                            "interval_unit": l.interval_unit}
                           for l in acc.get_usage_limits()]))
+    elif command == "track":
+        # N calls of MODEL, tracked without a quota check (as an application that only
+        # records would).
+        for _ in range(int(args[0])):
+            acc.track_usage(model=args[1], prompt_tokens=1, completion_tokens=1, cost=0.001,
+                            execution_time=0.1, caller_name="py", username="carol")
+        print(json.dumps({"ok": True}))
+    elif command == "huge":
+        # An entry past every maximum this project accepts (another program wrote it).
+        acc.track_usage(model="gpt-4", prompt_tokens=9223372036854775807,
+                        completion_tokens=9223372036854775807, cost=1e300,
+                        execution_time=0.1, caller_name="py", username="mallory")
+        print(json.dumps({"ok": True}))
+    elif command == "count":
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        entries = acc.backend.get_accounting_entries_for_quota(
+            start_time=now - timedelta(days=1), end_time=now + timedelta(days=1),
+            limit_type=LimitType.REQUESTS, interval_unit=TimeInterval.DAY, model=None)
+        print(json.dumps({"requests": entries}))
     elif command == "parity":
         parity(acc)
     else:

@@ -11,8 +11,8 @@
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use llm_accounting_core::{Error, Result};
-use llm_accounting_usage::Money;
-use sea_orm::sea_query::{Expr, Func};
+use llm_accounting_usage::{MAX_COST, MAX_TOKENS, Money};
+use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{DbBackend, QueryResult, TryGetable, Value};
 
 /// Whose tables hold usage and limits.
@@ -353,6 +353,40 @@ pub(super) struct Events {
     pub(super) counts: Counts,
     /// The operations named in errors: summing usage, statistics, reading events.
     pub(super) ops: [&'static str; 3],
+}
+
+impl Events {
+    /// `SUM(column)` of a count of tokens, a 64-bit integer; the rows of another program
+    /// each bounded to `0..=`[`MAX_TOKENS`] first, so that no sum overflows.
+    pub(super) fn sum_tokens(&self, backend: DbBackend, column: Col) -> Expr {
+        match self.counts {
+            Counts::Checked => sum_int(backend, column.expr()),
+            Counts::Lenient => sum_int(backend, bounded(column.expr(), &MAX_TOKENS.to_string())),
+        }
+    }
+
+    /// `SUM(cost)`, each row of another program bounded to `0..=`[`MAX_COST`] first.
+    pub(super) fn sum_cost(&self, backend: DbBackend) -> Expr {
+        match (self.counts, self.money) {
+            (Counts::Lenient, Cost::Dollars) => {
+                let max = format!("{}.0", MAX_COST.micros() / 1_000_000);
+                self.money.sum(backend, bounded(self.cost.expr(), &max))
+            }
+            _ => self.money.sum(backend, self.cost.expr()),
+        }
+    }
+}
+
+/// `CASE WHEN e > max THEN max WHEN e < 0 THEN 0 ELSE e END` (NULL stays NULL), `max` a
+/// literal of the column's type written into the statement.
+fn bounded(e: Expr, max: &str) -> Expr {
+    Expr::case(
+        e.clone().gt(Expr::cust(max.to_owned())),
+        Expr::cust(max.to_owned()),
+    )
+    .case(e.clone().lt(Expr::cust("0")), Expr::cust("0"))
+    .finally(e)
+    .into()
 }
 
 const fn own(name: &'static str) -> Col {

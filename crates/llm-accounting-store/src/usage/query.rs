@@ -14,9 +14,7 @@ use sea_orm::sea_query::{
 };
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, StatementBuilder};
 
-use super::columns::{
-    Col, Cost, Counts, Events, LimitTable, ScopeColumns, as_int, decode, sum_int,
-};
+use super::columns::{Col, Cost, Counts, Events, LimitTable, ScopeColumns, as_int, decode};
 use crate::error::from_db;
 
 /// All rows of `statement`.
@@ -171,9 +169,9 @@ pub(super) fn usage_select(
     let mut select = events.select();
     select
         .expr(Func::count(Expr::col(Asterisk)))
-        .expr(sum_int(backend, events.prompt_tokens.expr()))
-        .expr(sum_int(backend, events.completion_tokens.expr()))
-        .expr(events.money.sum(backend, events.cost.expr()))
+        .expr(events.sum_tokens(backend, events.prompt_tokens))
+        .expr(events.sum_tokens(backend, events.completion_tokens))
+        .expr(events.sum_cost(backend))
         .expr(Func::min(events.at.expr()));
     events.filter_time(&mut select, backend, Some(since), Some(until));
     filter_scope(&mut select, scope, &events.scope);
@@ -228,9 +226,9 @@ pub(super) async fn usage_by_step(
     select
         .expr_as(bucket, "bucket")
         .expr(Func::count(Expr::col(Asterisk)))
-        .expr(sum_int(backend, events.prompt_tokens.expr()))
-        .expr(sum_int(backend, events.completion_tokens.expr()))
-        .expr(events.money.sum(backend, events.cost.expr()))
+        .expr(events.sum_tokens(backend, events.prompt_tokens))
+        .expr(events.sum_tokens(backend, events.completion_tokens))
+        .expr(events.sum_cost(backend))
         .expr(Func::min(events.at.expr()));
     events.filter_time(&mut select, backend, Some(since), Some(until));
     filter_scope(&mut select, scope, &events.scope);
@@ -277,11 +275,11 @@ pub(super) fn stats_select(backend: DbBackend, events: &Events, q: &StatsQuery) 
     select
         .exprs(group.iter().map(|c| c.expr()))
         .expr(Func::count(Expr::col(Asterisk)))
-        .expr(sum_int(backend, events.prompt_tokens.expr()))
-        .expr(sum_int(backend, events.completion_tokens.expr()))
-        .expr(sum_int(backend, events.cached_tokens.expr()))
-        .expr(sum_int(backend, events.reasoning_tokens.expr()))
-        .expr(events.money.sum(backend, events.cost.expr()));
+        .expr(events.sum_tokens(backend, events.prompt_tokens))
+        .expr(events.sum_tokens(backend, events.completion_tokens))
+        .expr(events.sum_tokens(backend, events.cached_tokens))
+        .expr(events.sum_tokens(backend, events.reasoning_tokens))
+        .expr(events.sum_cost(backend));
     events.filter_time(&mut select, backend, q.since, q.until);
     select.group_by_columns(group.iter().map(|c| (c.table, c.name)));
     select

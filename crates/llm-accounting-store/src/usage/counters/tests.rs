@@ -110,7 +110,7 @@ async fn rollups_match_sums(
     now: DateTime<Utc>,
     step: usize,
 ) {
-    let mut at = |rng: &mut Lcg| {
+    let at = |rng: &mut Lcg| {
         (rng.next(5) > 0).then(|| {
             now - chrono::Duration::seconds(i64::try_from(rng.next(4 * 86_400)).unwrap_or(0))
         })

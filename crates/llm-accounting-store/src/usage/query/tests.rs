@@ -39,7 +39,7 @@ fn usage_of_a_scope() {
             DbBackend::Postgres,
             &usage_select(DbBackend::Postgres, &PYTHON, &scope, t, t)
         ),
-        r#"SELECT COUNT(*), CAST(COALESCE(SUM("e"."prompt_tokens"), 0) AS BIGINT), CAST(COALESCE(SUM("e"."completion_tokens"), 0) AS BIGINT), COALESCE(SUM("e"."cost"), 0.0), MIN("e"."timestamp") FROM "accounting_entries" AS "e" LEFT JOIN "usage_entry_sources" AS "s" ON "s"."entry_id" = "e"."id" WHERE "e"."timestamp" >= $1 AND "e"."timestamp" < $2 AND "e"."username" = $3 AND "e"."project" IS NULL"#
+        r#"SELECT COUNT(*), CAST(COALESCE(SUM((CASE WHEN ("e"."prompt_tokens" > (1000000000000)) THEN 1000000000000 WHEN ("e"."prompt_tokens" < (0)) THEN 0 ELSE "e"."prompt_tokens" END)), 0) AS BIGINT), CAST(COALESCE(SUM((CASE WHEN ("e"."completion_tokens" > (1000000000000)) THEN 1000000000000 WHEN ("e"."completion_tokens" < (0)) THEN 0 ELSE "e"."completion_tokens" END)), 0) AS BIGINT), COALESCE(SUM((CASE WHEN ("e"."cost" > (1000000000.0)) THEN 1000000000.0 WHEN ("e"."cost" < (0)) THEN 0 ELSE "e"."cost" END)), 0.0), MIN("e"."timestamp") FROM "accounting_entries" AS "e" LEFT JOIN "usage_entry_sources" AS "s" ON "s"."entry_id" = "e"."id" WHERE "e"."timestamp" >= $1 AND "e"."timestamp" < $2 AND "e"."username" = $3 AND "e"."project" IS NULL"#
     );
 }
 
@@ -60,7 +60,7 @@ fn statistics_by_key() {
             DbBackend::Sqlite,
             &stats_select(DbBackend::Sqlite, &PYTHON, &q)
         ),
-        r#"SELECT "s"."key_identity", "s"."key_version", COUNT(*), CAST(COALESCE(SUM("e"."prompt_tokens"), 0) AS BIGINT), CAST(COALESCE(SUM("e"."completion_tokens"), 0) AS BIGINT), CAST(COALESCE(SUM("e"."cached_tokens"), 0) AS BIGINT), CAST(COALESCE(SUM("e"."reasoning_tokens"), 0) AS BIGINT), COALESCE(SUM("e"."cost"), 0.0) FROM "accounting_entries" AS "e" LEFT JOIN "usage_entry_sources" AS "s" ON "s"."entry_id" = "e"."id" WHERE "e"."timestamp" >= ? GROUP BY "s"."key_identity", "s"."key_version""#
+        r#"SELECT "s"."key_identity", "s"."key_version", COUNT(*), CAST(COALESCE(SUM((CASE WHEN ("e"."prompt_tokens" > (1000000000000)) THEN 1000000000000 WHEN ("e"."prompt_tokens" < (0)) THEN 0 ELSE "e"."prompt_tokens" END)), 0) AS BIGINT), CAST(COALESCE(SUM((CASE WHEN ("e"."completion_tokens" > (1000000000000)) THEN 1000000000000 WHEN ("e"."completion_tokens" < (0)) THEN 0 ELSE "e"."completion_tokens" END)), 0) AS BIGINT), CAST(COALESCE(SUM((CASE WHEN ("e"."cached_tokens" > (1000000000000)) THEN 1000000000000 WHEN ("e"."cached_tokens" < (0)) THEN 0 ELSE "e"."cached_tokens" END)), 0) AS BIGINT), CAST(COALESCE(SUM((CASE WHEN ("e"."reasoning_tokens" > (1000000000000)) THEN 1000000000000 WHEN ("e"."reasoning_tokens" < (0)) THEN 0 ELSE "e"."reasoning_tokens" END)), 0) AS BIGINT), COALESCE(SUM((CASE WHEN ("e"."cost" > (1000000000.0)) THEN 1000000000.0 WHEN ("e"."cost" < (0)) THEN 0 ELSE "e"."cost" END)), 0.0) FROM "accounting_entries" AS "e" LEFT JOIN "usage_entry_sources" AS "s" ON "s"."entry_id" = "e"."id" WHERE "e"."timestamp" >= ? GROUP BY "s"."key_identity", "s"."key_version""#
     );
 }
 
