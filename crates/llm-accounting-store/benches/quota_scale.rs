@@ -5,6 +5,8 @@
 //!   (default 10,000,000) events inserted in bulk into it, on SQLite and PostgreSQL (and
 //!   MySQL/MariaDB with `QUOTA_SCALE_MYSQL=1`). The ratio of the two p50s shows whether a
 //!   check costs the same whatever the window holds.
+//! - `stats`: `usage stats` over a month of `QUOTA_SCALE_EVENTS` events on SQLite (total,
+//!   by model, by user), read from the hourly rollups.
 //! - `race`: one hot global limit; 4 processes × 4 workers reserve and commit until it is
 //!   spent; the reservations per second, and the overshoot (must be 0). On PostgreSQL the
 //!   same run measures `pgbench -c 16` with a transaction that updates one row and inserts
@@ -19,12 +21,12 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use llm_accounting_store::{SeaOrmKeyRepository, SeaOrmUsageStore, StoreOptions};
 use llm_accounting_testkit::{Backend, TestDatabase};
 use llm_accounting_usage::{
-    LimitKind, NewLimit, QuotaRequest, ReserveOutcome, Scope, UsageEvent, UsageStore, Window,
-    WindowUnit,
+    GroupBy, LimitKind, NewLimit, QuotaRequest, ReserveOutcome, Scope, StatsQuery, UsageEvent,
+    UsageStore, Window, WindowUnit,
 };
 use sea_orm::ConnectionTrait;
 
@@ -93,32 +95,64 @@ async fn latencies(store: &SeaOrmUsageStore) -> (Duration, Duration) {
     (took[SAMPLES / 2], took[SAMPLES * 99 / 100])
 }
 
-/// Inserts `n` events in today's window (before now) with one statement per million.
+/// Inserts `n` events in today's window (before now).
 async fn fill(repo: &SeaOrmKeyRepository, backend: Backend, n: u64) {
-    let db = repo.connection();
     let now = Utc::now();
     let today = now
         .date_naive()
         .and_hms_opt(0, 0, 0)
         .expect("midnight")
-        .and_utc()
-        .timestamp_micros();
-    let span = (now.timestamp_micros() - today).max(1);
+        .and_utc();
+    fill_span(repo, backend, n, today, now).await;
+}
+
+/// Inserts `n` events spread over `[from, to)`, with one statement per million: models and
+/// users vary (4 models, 100 users).
+async fn fill_span(
+    repo: &SeaOrmKeyRepository,
+    backend: Backend,
+    n: u64,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) {
+    if n == 0 {
+        return;
+    }
+    let db = repo.connection();
+    let start = from.timestamp_micros();
+    let span = (to.timestamp_micros() - start).max(1);
     let columns = "at_us, model, service, user_id, project, caller, session, key_identity, \
                    key_version, prompt_tokens, completion_tokens, cached_tokens, \
                    reasoning_tokens, cost_micros, execution_us";
+    let (concat, model) = match backend {
+        Backend::MySql => (
+            "CONCAT('user', x % 100)".to_owned(),
+            "ELT(1 + x % 4, 'gpt-4o', 'gpt-4o-mini', 'claude', 'o3')".to_owned(),
+        ),
+        _ => (
+            "'user' || (x % 100)".to_owned(),
+            "CASE x % 4 WHEN 0 THEN 'gpt-4o' WHEN 1 THEN 'gpt-4o-mini' WHEN 2 THEN 'claude' \
+             ELSE 'o3' END"
+                .to_owned(),
+        ),
+    };
+    if backend == Backend::MySql {
+        db.execute_unprepared("SET SESSION cte_max_recursion_depth = 100000000")
+            .await
+            .ok();
+    }
     let chunk = 1_000_000u64;
     let mut done = 0;
     while done < n {
         let k = chunk.min(n - done);
         let values = format!(
-            "{today} + (({done} + x) * {span}) / {n}, 'gpt-4o', 'openai', 'alice', NULL, NULL, \
+            "{start} + (({done} + x) * {span}) / {n}, {model}, 'openai', {concat}, NULL, NULL, \
              NULL, NULL, NULL, 100, 20, 0, 0, 1000, NULL"
         );
         let sql = match backend {
             Backend::Postgres => format!(
                 "INSERT INTO usage_events ({columns}) SELECT {values} \
-                 FROM generate_series(0, {}) AS g(x)",
+                 FROM generate_series(0::bigint, {}) AS g(x)",
                 k - 1
             ),
             _ => format!(
@@ -127,36 +161,42 @@ async fn fill(repo: &SeaOrmKeyRepository, backend: Backend, n: u64) {
                 k - 1
             ),
         };
-        if backend == Backend::MySql {
-            db.execute_unprepared("SET SESSION cte_max_recursion_depth = 100000000")
-                .await
-                .ok();
-        }
         db.execute_unprepared(&sql).await.expect("bulk insert");
         done += k;
     }
 }
 
-async fn flat(backend: Backend, n: u64) {
-    let Some(db) = TestDatabase::create(backend).await else {
-        return;
-    };
+/// A fresh database with one global limit and `n` events in today's window (inserted
+/// before the limit's counters exist: the first reservation builds them).
+async fn with_events(backend: Backend, n: u64) -> Option<(TestDatabase, SeaOrmUsageStore)> {
+    let db = TestDatabase::create(backend).await?;
     let repo = SeaOrmKeyRepository::connect(db.url(), &db.options())
         .await
         .expect("open");
     let store = repo.usage_store().await.expect("usage store");
     global_limit(&store, 1_000_000_000_000).await;
-    let (empty50, empty99) = latencies(&store).await;
-    let started = Instant::now();
     fill(&repo, backend, n).await;
+    Some((db, store))
+}
+
+async fn flat(backend: Backend, n: u64) {
+    let Some((_empty_db, empty)) = with_events(backend, 0).await else {
+        return;
+    };
+    assert!(reserve_commit(&empty, later()).await);
+    let (empty50, empty99) = latencies(&empty).await;
+    let started = Instant::now();
+    let Some((_full_db, full)) = with_events(backend, n).await else {
+        return;
+    };
     let filled = started.elapsed();
     let started = Instant::now();
-    assert!(reserve_commit(&store, later()).await);
+    assert!(reserve_commit(&full, later()).await);
     let first = started.elapsed();
-    let (full50, full99) = latencies(&store).await;
+    let (full50, full99) = latencies(&full).await;
     println!(
-        "flat {backend:<8} reserve+commit p50 {:>8.3} ms p99 {:>8.3} ms at 0 events; \
-         p50 {:>8.3} ms p99 {:>8.3} ms at {n} events ({:.2}x); counters built once in {:.2?} \
+        "flat {backend:<8} reserve+commit p50 {:>7.3} ms p99 {:>7.3} ms at 0 events; \
+         p50 {:>7.3} ms p99 {:>7.3} ms at {n} events ({:.2}x); counters built once in {:.2?} \
          (bulk insert {:.1?})",
         ms(empty50),
         ms(empty99),
@@ -166,6 +206,62 @@ async fn flat(backend: Backend, n: u64) {
         first,
         filled,
     );
+}
+
+/// `usage stats` for a month holding `n` events (spread over the month), grouped by
+/// nothing, model and user: the median of 20 runs, after the rollups of events written
+/// before them were built (that one-off cost is printed too).
+async fn stats(backend: Backend, n: u64) {
+    let Some(db) = TestDatabase::create(backend).await else {
+        return;
+    };
+    let repo = SeaOrmKeyRepository::connect(db.url(), &db.options())
+        .await
+        .expect("open");
+    let month = Utc
+        .with_ymd_and_hms(2026, 6, 1, 0, 0, 0)
+        .single()
+        .expect("june");
+    let next = Utc
+        .with_ymd_and_hms(2026, 7, 1, 0, 0, 0)
+        .single()
+        .expect("july");
+    fill_span(&repo, backend, n, month, next).await;
+    // As a database upgraded from a release without rollups: they are built at open.
+    repo.connection()
+        .execute_unprepared("DELETE FROM usage_counter_marks WHERE name = 'usage_rollups'")
+        .await
+        .expect("unmark");
+    repo.connection()
+        .execute_unprepared("DELETE FROM usage_rollups")
+        .await
+        .expect("forget");
+    let started = Instant::now();
+    let store = repo.usage_store().await.expect("usage store");
+    let built = started.elapsed();
+    let mut line = format!("stats    {backend:<8} a month of {n} events:");
+    for (name, by) in [
+        ("total", GroupBy::Nothing),
+        ("by model", GroupBy::Model),
+        ("by user", GroupBy::User),
+    ] {
+        let q = StatsQuery {
+            since: Some(month),
+            until: Some(next),
+            by,
+            top: None,
+        };
+        let mut took = Vec::new();
+        for _ in 0..20 {
+            let started = Instant::now();
+            let rows = store.stats(&q).await.expect("stats");
+            took.push(started.elapsed());
+            assert!(!rows.is_empty());
+        }
+        took.sort();
+        line.push_str(&format!(" {name} {:.2} ms;", ms(took[10])));
+    }
+    println!("{line} rollups built once in {built:.1?}");
 }
 
 fn ms(d: Duration) -> f64 {
@@ -309,9 +405,10 @@ fn main() {
             rt.block_on(flat(backend, n));
         }
     }
-    for backend in backends {
+    for backend in backends.iter().copied() {
         if Backend::all().contains(&backend) {
             rt.block_on(race(backend, if smoke { 200 } else { 5_000 }));
         }
     }
+    rt.block_on(stats(Backend::Sqlite, n));
 }

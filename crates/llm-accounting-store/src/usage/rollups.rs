@@ -413,17 +413,50 @@ pub(super) async fn start(db: &sea_orm::DatabaseConnection, backend: DbBackend) 
     {
         return Ok(false);
     }
-    // Every event, 100,000 at a time by id.
-    let mut last = 0i64;
-    loop {
-        let batch = query::after(&txn, backend, &OWN, last, 100_000).await?;
-        let Some(&(newest, _)) = batch.last() else {
-            break;
-        };
-        let events: Vec<UsageEvent> = batch.into_iter().map(|(_, e)| e).collect();
-        add(&txn, backend, &events).await?;
-        last = newest;
+    // Every event, summed per hour and group by the database.
+    let div = if backend == DbBackend::MySql {
+        "DIV"
+    } else {
+        "/"
+    };
+    let mut select = Query::select();
+    select
+        .expr_as(Expr::cust(format!("at_us {div} {HOUR}")), "hour")
+        .columns(GROUP_COLUMNS);
+    select.expr(Expr::cust("COUNT(*)"));
+    for name in &SUM_COLUMNS[1..] {
+        select.expr(sum_int(backend, Expr::col(*name)));
     }
+    select
+        .from(OWN.table)
+        .group_by_col("hour")
+        .group_by_columns(GROUP_COLUMNS);
+    let c = Counts::Checked;
+    for r in all(&txn, backend, &select, "build usage rollups").await? {
+        let group = Group {
+            model: c.get(&r, 1)?,
+            service: c.get(&r, 2)?,
+            user: c.get(&r, 3)?,
+            project: c.get(&r, 4)?,
+            caller: c.get(&r, 5)?,
+            key: c.get(&r, 6)?,
+            version: c.get(&r, 7)?,
+        };
+        let mut sums = Sums::default();
+        for (i, slot) in sums.0.iter_mut().enumerate() {
+            *slot = c.read(&r, 8 + i)?;
+        }
+        let hour: i64 = c.get(&r, 0)?;
+        upsert(&txn, backend, hour * HOUR, &group.hash(), &group, sums).await?;
+    }
+    let newest = Query::select()
+        .expr(Expr::cust("MAX(id)"))
+        .from(OWN.table)
+        .to_owned();
+    let last: i64 = match one(&txn, backend, &newest, "build usage rollups").await? {
+        Some(r) => c.get::<Option<i64>>(&r, 0)?.unwrap_or(0),
+        None => 0,
+    };
     let mut insert = Query::insert();
     insert
         .into_table("usage_counter_marks")
