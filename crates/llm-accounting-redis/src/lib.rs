@@ -87,4 +87,4 @@
 mod scripts;
 mod store;
 
-pub use store::{RedisOptions, RedisUsageStore, redact_url};
+pub use store::{RedisOptions, RedisUsageStore, ping, redact_url};

@@ -122,6 +122,39 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Whether the Redis at `url` answers a `PING` within `timeout` (for `doctor`).
+///
+/// # Errors
+///
+/// [`Error::Config`] for an unusable URL, [`Error::DatabaseUnavailable`] when Redis does not
+/// answer; neither shows the URL's password.
+pub async fn ping(url: &str, timeout: Duration) -> Result<()> {
+    let shown = redact_url(url);
+    let client = redis::Client::open(url).map_err(|e| {
+        Error::config(format!(
+            "accounting.redis_url {shown} cannot be used: {}",
+            e.category()
+        ))
+    })?;
+    let attempt = async {
+        let mut c = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|e| redis_error("ping Redis", e))?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut c)
+            .await
+            .map_err(|e| redis_error("ping Redis", e))
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(r) => r.map(|_| ()),
+        Err(_) => Err(Error::DatabaseUnavailable {
+            operation: "ping Redis (timed out)",
+            source: None,
+        }),
+    }
+}
+
 /// Whether a Redis failure means "cannot be reached now" (retryable) rather than a bug.
 fn is_outage(e: &RedisError) -> bool {
     e.is_io_error()
