@@ -151,7 +151,8 @@ impl CounterPlan {
     pub fn conservative(window: Window, now: DateTime<Utc>, max_buckets: u64) -> Self {
         let mut plan = CounterPlan::new(window, now, max_buckets);
         if let Some((since, _)) = plan.edge.take() {
-            plan.buckets.insert(0, bucket_of(window, since, max_buckets));
+            plan.buckets
+                .insert(0, bucket_of(window, since, max_buckets));
         }
         plan
     }
@@ -162,8 +163,7 @@ pub fn keep_for(window: Window) -> Duration {
     match window {
         Window::Fixed { .. } => Duration::zero(),
         Window::Rolling { seconds } => {
-            Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX / 2))
-                + Duration::days(1)
+            Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX / 2)) + Duration::days(1)
         }
         Window::RollingMonths { months } => Duration::days(31 * (i64::from(months) + 1)),
     }
