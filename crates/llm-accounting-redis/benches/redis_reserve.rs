@@ -1,4 +1,4 @@
-//! Strict reserve + commit on the Redis engine (database: SQLite), one global limit, with 0
+//! Strict reserve + commit (and reserve + release, the Redis part alone) on the Redis engine (database: SQLite), one global limit, with 0
 //! and with many events already in the window: the time should not depend on the events.
 //!
 //! ```text
@@ -107,6 +107,21 @@ async fn reserve_commit(store: &RedisUsageStore) {
     store.commit(r.id, &event).await.unwrap();
 }
 
+/// The Redis part alone: reserve, then release (no database write).
+async fn reserve_release(store: &RedisUsageStore) {
+    let req = QuotaRequest::new("gpt-4o")
+        .user(Some("alice"))
+        .tokens(100, 20);
+    let ReserveOutcome::Reserved(r) = store
+        .reserve(&req, Duration::from_secs(60), Utc::now())
+        .await
+        .unwrap()
+    else {
+        panic!("room");
+    };
+    assert!(store.release(r.id).await.unwrap());
+}
+
 fn bench(c: &mut Criterion) {
     if redis_url().is_none() {
         eprintln!("*** SKIPPED redis_reserve: Redis is not reachable ***");
@@ -126,7 +141,7 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut group = c.benchmark_group("redis_reserve_commit");
+    let mut group = c.benchmark_group("redis_reserve");
     for events in [0, full] {
         let (store, _database, _limit) = rt.block_on(setup(dir.path(), events));
         // The first call builds the counters from the database (once).
@@ -136,8 +151,11 @@ fn bench(c: &mut Criterion) {
             "counters built from {events} events in {:?}",
             built.elapsed()
         );
-        group.bench_function(format!("events={events}"), |b| {
+        group.bench_function(format!("reserve+commit/events={events}"), |b| {
             b.to_async(&rt).iter(|| reserve_commit(&store));
+        });
+        group.bench_function(format!("reserve+release/events={events}"), |b| {
+            b.to_async(&rt).iter(|| reserve_release(&store));
         });
     }
     group.finish();

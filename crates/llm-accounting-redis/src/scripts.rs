@@ -33,14 +33,23 @@ local function num(v)
 end
 local function fmt(v) return string.format('%.0f', v) end
 local function add_to(key, amounts, sign)
+  local cur = redis.call('HMGET', key, 'r', 'i', 'o', 'c')
+  local set, del = {}, {}
   for j, f in ipairs(F) do
     local a = amounts[j]
     if a ~= 0 then
-      local v = num(redis.call('HGET', key, f)) + sign * a
+      local v = num(cur[j]) + sign * a
       if v > CAP then v = CAP end
-      if v <= 0 then redis.call('HDEL', key, f) else redis.call('HSET', key, f, fmt(v)) end
+      if v <= 0 then
+        del[#del + 1] = f
+      else
+        set[#set + 1] = f
+        set[#set + 1] = fmt(v)
+      end
     end
   end
+  if #set > 0 then redis.call('HSET', key, unpack(set)) end
+  if #del > 0 then redis.call('HDEL', key, unpack(del)) end
 end
 local function release(id)
   local rk = G .. 'res:' .. id
