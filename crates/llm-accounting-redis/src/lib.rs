@@ -31,9 +31,10 @@
 //! is gone: the next script starts a new one, finds no counters, and each limit's counters
 //! are rebuilt from the database (its buckets summed with
 //! [`llm_accounting_usage::UsageStore::usage`]) the first time a call needs them. The same
-//! happens after `purge_before`, after this process failed to reach Redis while recording
-//! usage, and at least every [`RedisOptions::rebuild_every`]; a limit whose scope or window
-//! changes gets fresh counters. So counters do not drift from the database.
+//! happens after `purge_before` (a new generation), for the counters that missed usage this
+//! process recorded while it could not reach Redis (at its next successful contact), and at
+//! least every [`RedisOptions::rebuild_every`]; a limit whose scope or window changes gets
+//! fresh counters. So counters do not drift from the database.
 //!
 //! A rebuild is exact even while other processes commit: a commit registers itself in Redis
 //! as in flight before writing the database and leaves after adding to the counters; a

@@ -261,6 +261,20 @@ redis.call('DEL', G .. 'building:' .. ck)
 return {gen, 'OK'}
 ";
 
+/// Catches up after this process could not reach Redis while recording usage: drops the
+/// reservations it committed meanwhile and marks the counters that missed usage unbuilt
+/// (ending a rebuild in progress), so that they are rebuilt from the database.
+///
+/// ARGV: gen, n, reservations..., counters... Returns `gen OK`.
+const CATCH_UP: &str = r"
+local n = tonumber(ARGV[2])
+for k = 1, n do release(ARGV[2 + k]) end
+for k = 3 + n, #ARGV do
+  redis.call('DEL', G .. 'built:' .. ARGV[k], G .. 'building:' .. ARGV[k])
+end
+return {gen, 'OK'}
+";
+
 /// Drops a reservation. ARGV: gen, id. Returns `gen 1` or `gen 0`.
 const RELEASE: &str = r"
 return {gen, tostring(release(ARGV[2]))}
@@ -276,6 +290,7 @@ pub(crate) struct Scripts {
     pub(crate) drained: redis::Script,
     pub(crate) install: redis::Script,
     pub(crate) release: redis::Script,
+    pub(crate) catch_up: redis::Script,
 }
 
 impl Scripts {
@@ -289,6 +304,7 @@ impl Scripts {
             drained: s(DRAINED),
             install: s(INSTALL),
             release: s(RELEASE),
+            catch_up: s(CATCH_UP),
         }
     }
 }

@@ -80,9 +80,12 @@ pub struct RedisUsageStore {
     options: RedisOptions,
     scripts: Scripts,
     limits: Mutex<Option<(Instant, Arc<Vec<Limit>>)>>,
-    /// Set when Redis may have missed usage the database has: the next successful contact
-    /// starts a new generation (every counter rebuilt).
+    /// Set after a purge that Redis did not hear of: the next successful contact starts a new
+    /// generation (every counter rebuilt).
     stale: AtomicBool,
+    /// Usage recorded in the database while Redis could not be reached: the reservations it
+    /// committed and the counters it missed, caught up at the next successful contact.
+    missed: Mutex<Missed>,
     generation: Mutex<Option<String>>,
     last_warning: Mutex<Option<Instant>>,
     /// The URL without its password, for messages.
@@ -314,6 +317,7 @@ impl RedisUsageStore {
             scripts: Scripts::new(),
             limits: Mutex::new(None),
             stale: AtomicBool::new(false),
+            missed: Mutex::new(Missed::default()),
             generation: Mutex::new(None),
             last_warning: Mutex::new(None),
             shown_url,
@@ -428,7 +432,7 @@ impl RedisUsageStore {
         *lock(&self.limits) = None;
     }
 
-    /// Runs a script, after starting a new generation if Redis may have missed usage.
+    /// Runs a script, after catching up with what Redis missed (see [`Missed`]).
     async fn script(
         &self,
         operation: &'static str,
@@ -438,6 +442,35 @@ impl RedisUsageStore {
             self.rebuild_all().await?;
             self.stale.store(false, Ordering::Release);
         }
+        let missed = std::mem::take(&mut *lock(&self.missed));
+        if !missed.is_empty() {
+            let mut inv = self.scripts.catch_up.prepare_invoke();
+            inv.arg(Uuid::new_v4().to_string())
+                .arg(missed.reservations.len());
+            for r in &missed.reservations {
+                inv.arg(r.to_string());
+            }
+            for c in &missed.counters {
+                inv.arg(c);
+            }
+            if let Err(e) = self.invoke("catch up with Redis", &mut inv).await {
+                lock(&self.missed).merge(missed);
+                return Err(e);
+            }
+            tracing::info!(
+                counters = missed.counters.len(),
+                "Redis answers again: the counters that missed usage are rebuilt"
+            );
+        }
+        self.invoke(operation, invocation).await
+    }
+
+    /// Runs a script and notes its generation.
+    async fn invoke(
+        &self,
+        operation: &'static str,
+        invocation: &mut redis::ScriptInvocation<'_>,
+    ) -> Result<Vec<String>> {
         let mut c = self.conn.clone();
         let reply: Vec<String> = invocation
             .key(&self.options.prefix)
@@ -723,8 +756,6 @@ impl RedisUsageStore {
                 self.shown_url
             );
         }
-        // Redis will have missed what the database now records.
-        self.stale.store(true, Ordering::Release);
         true
     }
 
@@ -777,17 +808,13 @@ impl RedisUsageStore {
         let token = Uuid::new_v4().to_string();
         let begun = self.commit_begin(&token, &names).await;
         let began = begun.as_ref().map_or(String::new(), Clone::clone);
-        if let Err(e) = &begun {
-            // The usage happened: record it anyway, and rebuild once Redis answers.
-            tracing::warn!(
-                "Redis at {} unavailable while recording usage ({e}); the database records it \
-                 and the counters are rebuilt at the next contact",
-                self.shown_url
-            );
-            self.stale.store(true, Ordering::Release);
-        }
         let written = write().await;
-        if begun.is_err() {
+        if let Err(e) = &begun {
+            // The usage happened: it is recorded anyway, and its counters are rebuilt once
+            // Redis answers.
+            if written.is_ok() {
+                self.missed_usage(reservation, names, e);
+            }
             return written;
         }
         let mut end = self.scripts.commit_end.prepare_invoke();
@@ -808,15 +835,29 @@ impl RedisUsageStore {
                 .arg(&amounts_args(&e.amounts)[..])
                 .arg(e.oldest.timestamp_micros());
         }
-        if let Err(e) = self.script("commit usage to Redis", &mut end).await {
-            tracing::warn!(
-                "Redis at {} failed after the database recorded usage ({e}); the counters are \
-                 rebuilt at the next contact",
-                self.shown_url
-            );
-            self.stale.store(true, Ordering::Release);
+        if let Err(e) = self.script("commit usage to Redis", &mut end).await
+            && written.is_ok()
+        {
+            self.missed_usage(reservation, names, &e);
         }
         written
+    }
+
+    /// Remembers usage the database recorded and Redis did not hear of.
+    fn missed_usage(&self, reservation: Option<Uuid>, counters: Vec<String>, e: &Error) {
+        let mut last = lock(&self.last_warning);
+        if last.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+            *last = Some(Instant::now());
+            tracing::warn!(
+                "Redis at {} unavailable while recording usage ({e}); the database recorded \
+                 it, and the counters concerned are rebuilt when Redis answers",
+                self.shown_url
+            );
+        }
+        lock(&self.missed).merge(Missed {
+            reservations: reservation.into_iter().collect(),
+            counters: counters.into_iter().collect(),
+        });
     }
 
     /// Registers a commit as in flight; its generation.
@@ -844,6 +885,30 @@ impl RedisUsageStore {
                 }
                 _ => return Err(unexpected("commit usage to Redis", &reply)),
             }
+        }
+    }
+}
+
+/// What Redis missed while it could not be reached.
+#[derive(Debug, Default)]
+struct Missed {
+    /// Reservations committed in the database only (still held in Redis).
+    reservations: BTreeSet<Uuid>,
+    /// Counters that miss usage the database has.
+    counters: BTreeSet<String>,
+}
+
+impl Missed {
+    fn is_empty(&self) -> bool {
+        self.reservations.is_empty() && self.counters.is_empty()
+    }
+
+    fn merge(&mut self, other: Missed) {
+        self.reservations.extend(other.reservations);
+        self.counters.extend(other.counters);
+        // Beyond this, let them lapse by themselves (their TTL) rather than grow without end.
+        if self.reservations.len() > 10_000 {
+            self.reservations.clear();
         }
     }
 }

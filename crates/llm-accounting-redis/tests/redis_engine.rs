@@ -312,3 +312,144 @@ async fn a_bad_url_is_a_config_error_without_the_password() {
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
     assert!(!llm_accounting_testkit::error_chain(&e).contains("pa55word"));
 }
+
+/// A TCP proxy to Redis that can be cut and restored, to make Redis unreachable for a while.
+struct Proxy {
+    port: u16,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    upstream: String,
+}
+
+impl Proxy {
+    async fn start(upstream: &str, port: u16) -> Proxy {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind");
+        let port = listener.local_addr().unwrap().port();
+        let up = upstream.to_owned();
+        let conns = Arc::new(std::sync::Mutex::new(
+            Vec::<tokio::task::JoinHandle<()>>::new(),
+        ));
+        let accept = {
+            let conns = Arc::clone(&conns);
+            tokio::spawn(async move {
+                let _conns = ConnsGuard(Arc::clone(&conns));
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    let up = up.clone();
+                    let h = tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(&up).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    conns.lock().unwrap().push(h);
+                }
+            })
+        };
+        Proxy {
+            port,
+            tasks: vec![accept],
+            upstream: upstream.to_owned(),
+        }
+    }
+
+    /// Closes the listener and every connection through it.
+    fn cut(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+/// Aborts the proxied connections when the accept loop ends.
+struct ConnsGuard(Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>);
+
+impl Drop for ConnsGuard {
+    fn drop(&mut self) {
+        for h in self.0.lock().unwrap().drain(..) {
+            h.abort();
+        }
+    }
+}
+
+/// Usage recorded (through the fallback) while Redis could not be reached is counted once
+/// Redis answers again: the counters that missed it are rebuilt from the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_recorded_while_redis_was_away_counts_when_it_is_back() {
+    let test = "usage_recorded_while_redis_was_away_counts_when_it_is_back";
+    let Some(url) = redis_url(test) else {
+        return;
+    };
+    let host = url
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.rsplit('@').next())
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .to_owned();
+    let Some((_db, database)) = database(Backend::Sqlite).await else {
+        return;
+    };
+    let mut proxy = Proxy::start(&host, 0).await;
+    let port = proxy.port;
+    let store = RedisUsageStore::connect(
+        &format!("redis://127.0.0.1:{port}/8"),
+        Arc::clone(&database),
+        RedisOptions {
+            fallback: true,
+            ..options()
+        },
+    )
+    .await
+    .unwrap();
+    let limit = store
+        .add_limit(&NewLimit {
+            scope: Scope::global(),
+            kind: LimitKind::Requests,
+            max: 3,
+            window: Window::fixed(WindowUnit::Day, 1).unwrap(),
+        })
+        .await
+        .unwrap();
+    assert!(call(&store).await, "through Redis");
+    proxy.cut();
+    assert!(
+        call(&store).await,
+        "through the fallback while Redis is away"
+    );
+    let upstream = proxy.upstream.clone();
+    let _back = Proxy::start(&upstream, port).await;
+    // The reconnecting client may need a moment.
+    let mut counted = None;
+    for _ in 0..50 {
+        match store.counted(&limit, Utc::now()).await {
+            Ok(c) => {
+                counted = Some(c.requests);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert_eq!(counted, Some(2), "the missed commit counts");
+    assert!(call(&store).await, "the third fits");
+    assert!(!call(&store).await, "the fourth does not");
+    assert_eq!(database.tail(10).await.unwrap().len(), 3);
+}
+
+/// One call: reserve, then commit; whether it was allowed.
+async fn call(store: &RedisUsageStore) -> bool {
+    match store
+        .reserve(&QuotaRequest::new("m"), Duration::from_secs(60), Utc::now())
+        .await
+        .unwrap()
+    {
+        ReserveOutcome::Reserved(r) => {
+            store
+                .commit(r.id, &UsageEvent::new("m", Utc::now()))
+                .await
+                .unwrap();
+            true
+        }
+        ReserveOutcome::Denied(_) => false,
+    }
+}
