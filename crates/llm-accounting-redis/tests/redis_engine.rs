@@ -100,6 +100,26 @@ async fn redis_reservations_race_without_overshoot() {
     }
 }
 
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_over_postgres_reservations_race_without_overshoot() {
+    let Some((_db, _database, store)) = engine(
+        Backend::Postgres,
+        "redis_over_postgres_reservations_race_without_overshoot",
+    )
+    .await
+    else {
+        return;
+    };
+    for _ in 0..3 {
+        conformance::racing_reservations_never_overshoot(
+            Arc::clone(&store) as Arc<dyn UsageStore>,
+            64,
+        )
+        .await;
+    }
+}
+
 /// Tasks reserve and commit until a limit refuses them, while Redis is flushed twice in the
 /// middle: the limit is passed by at most the reservations in flight at each flush (the
 /// documented bound), and afterwards the counters equal the database's sums.
