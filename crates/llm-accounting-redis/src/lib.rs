@@ -15,6 +15,9 @@
 //! - a commit writes the event to the database first, then (a second script) drops the
 //!   reservation and adds the event to the counters of every limit it counts against.
 //!
+//! Needs Redis 6.2 or later (or a compatible server with Lua scripting), reached over plain
+//! TCP (`redis://`); this build has no TLS.
+//!
 //! ```no_run
 //! # async fn demo(database: std::sync::Arc<dyn llm_accounting_usage::UsageStore>)
 //! # -> llm_accounting_core::Result<()> {

@@ -158,6 +158,28 @@ pub async fn ping(url: &str, timeout: Duration) -> Result<()> {
     }
 }
 
+/// Deletes the keys matching `pattern` (SCAN, then UNLINK in batches).
+async fn unlink_matching(c: &mut ConnectionManager, pattern: &str) -> redis::RedisResult<()> {
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1_000)
+            .query_async(c)
+            .await?;
+        if !keys.is_empty() {
+            redis::cmd("UNLINK").arg(&keys).query_async::<()>(c).await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
 /// Whether a Redis failure means "cannot be reached now" (retryable) rather than a bug.
 fn is_outage(e: &RedisError) -> bool {
     e.is_io_error()
@@ -357,14 +379,25 @@ impl RedisUsageStore {
     pub async fn rebuild_all(&self) -> Result<()> {
         let mut c = self.conn.clone();
         let generation = Uuid::new_v4().to_string();
-        redis::cmd("SET")
+        let old: Option<String> = redis::cmd("SET")
             .arg(format!("{}:gen", self.options.prefix))
             .arg(&generation)
-            .query_async::<()>(&mut c)
+            .arg("GET")
+            .query_async(&mut c)
             .await
             .map_err(|e| redis_error("start a new generation in Redis", e))?;
         tracing::info!("quota counters in Redis: new generation, rebuilt from the database");
         *lock(&self.generation) = Some(generation);
+        // The old generation's keys are garbage now (reservations and held amounts have no
+        // TTL of their own): remove them in the background.
+        if let Some(old) = old {
+            let pattern = format!("{}:{old}:*", self.options.prefix);
+            tokio::spawn(async move {
+                if let Err(e) = unlink_matching(&mut c, &pattern).await {
+                    tracing::debug!("removing an old generation's keys from Redis: {e}");
+                }
+            });
+        }
         Ok(())
     }
 
