@@ -12,8 +12,10 @@
 //! - `P:G:inflight:C`: commits between their first step and their last (ZSET, by deadline).
 //! - `P:G:b:C:S`: the bucket starting at `S`: `r` requests, `i` input and `o` output tokens,
 //!   `c` micro-dollars, `t` the oldest event's time.
-//! - `P:G:held:C`: what live reservations hold against `C` (`r`, `i`, `o`, `c`).
-//! - `P:G:res:ID`: a reservation: its amounts and `k`, the counters it holds against.
+//! - `P:G:held:C`: what live reservations hold against `C` (`r`, `i`, `o`, `c`; HINCRBY:
+//!   each reservation is bounded, so the sum of the live ones stays far from 2^63).
+//! - `P:G:res:ID`: a reservation: its amounts and `k`, the counters it holds against
+//!   (removed when released, committed or lapsed, or with its generation).
 //! - `P:G:exp`: reservations by expiry (ZSET), lapsed by every reserve and check.
 
 /// Generation, helpers. ARGV[1] is always a fresh candidate generation.
@@ -51,13 +53,21 @@ local function add_to(key, amounts, sign)
   if #set > 0 then redis.call('HSET', key, unpack(set)) end
   if #del > 0 then redis.call('HDEL', key, unpack(del)) end
 end
+local function hold_by(key, amounts, sign)
+  for j, f in ipairs(F) do
+    local a = amounts[j]
+    if a ~= 0 then
+      if redis.call('HINCRBY', key, f, sign * a) <= 0 then redis.call('HDEL', key, f) end
+    end
+  end
+end
 local function release(id)
   local rk = G .. 'res:' .. id
   local h = redis.call('HMGET', rk, 'r', 'i', 'o', 'c', 'k')
   redis.call('ZREM', G .. 'exp', id)
   if not h[5] then return 0 end
   local amounts = {num(h[1]), num(h[2]), num(h[3]), num(h[4])}
-  for ck in string.gmatch(h[5], '[^,]+') do add_to(G .. 'held:' .. ck, amounts, -1) end
+  for ck in string.gmatch(h[5], '[^,]+') do hold_by(G .. 'held:' .. ck, amounts, -1) end
   redis.call('DEL', rk)
   return 1
 end
@@ -69,7 +79,7 @@ end
 
 /// Check (mode `C`) or check and hold (mode `R`).
 ///
-/// ARGV: gen, now, mode, id, expires, ttl_ms, r, i, o, c, nhold, hold..., n, then per
+/// ARGV: gen, now, mode, id, expires, r, i, o, c, nhold, hold..., n, then per
 /// limit: counters, kind, max, from, edge r, i, o, c, edge oldest, nb, bucket starts...
 ///
 /// Returns `gen OK`, `gen NEED counters...` or `gen DENIED index used asked oldest`.
@@ -78,11 +88,10 @@ local now = ARGV[2]
 local mode = ARGV[3]
 local resid = ARGV[4]
 local expires = ARGV[5]
-local res_ttl = ARGV[6]
-local ask = {tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])}
-local nhold = tonumber(ARGV[11])
+local ask = {tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])}
+local nhold = tonumber(ARGV[10])
 local hold = {}
-local pos = 12
+local pos = 11
 for k = 1, nhold do
   hold[k] = ARGV[pos]
   pos = pos + 1
@@ -141,9 +150,8 @@ if mode == 'R' then
   local rk = G .. 'res:' .. resid
   redis.call('HSET', rk, 'r', fmt(ask[1]), 'i', fmt(ask[2]), 'o', fmt(ask[3]), 'c', fmt(ask[4]),
     'k', table.concat(hold, ','))
-  redis.call('PEXPIRE', rk, res_ttl)
   redis.call('ZADD', G .. 'exp', expires, resid)
-  for _, ck in ipairs(hold) do add_to(G .. 'held:' .. ck, ask, 1) end
+  for _, ck in ipairs(hold) do hold_by(G .. 'held:' .. ck, ask, 1) end
 end
 return {gen, 'OK'}
 ";

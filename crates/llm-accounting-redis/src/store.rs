@@ -548,7 +548,7 @@ impl RedisUsageStore {
 
     async fn run_reserve(
         &self,
-        hold: Option<(Uuid, DateTime<Utc>, Duration)>,
+        hold: Option<(Uuid, DateTime<Utc>)>,
         asked: &Amounts,
         holds: &[String],
         planned: &[Planned<'_>],
@@ -564,13 +564,11 @@ impl RedisUsageStore {
             .arg(now.timestamp_micros())
             .arg(if hold.is_some() { "R" } else { "C" });
         match hold {
-            Some((id, expires, ttl)) => {
-                inv.arg(id.to_string())
-                    .arg(expires.timestamp_micros())
-                    .arg(millis(ttl).saturating_add(86_400_000));
+            Some((id, expires)) => {
+                inv.arg(id.to_string()).arg(expires.timestamp_micros());
             }
             None => {
-                inv.arg("").arg(0).arg(1);
+                inv.arg("").arg(0);
             }
         }
         inv.arg(&amounts_args(asked)[..]).arg(holds.len());
@@ -718,7 +716,7 @@ impl RedisUsageStore {
     async fn decide(
         &self,
         request: &QuotaRequest,
-        hold: Option<(Uuid, DateTime<Utc>, Duration)>,
+        hold: Option<(Uuid, DateTime<Utc>)>,
         now: DateTime<Utc>,
     ) -> Result<Option<Denial>> {
         let limits = self.limits_cached().await?;
@@ -1018,7 +1016,7 @@ impl UsageStore for RedisUsageStore {
             .map_err(|_| Error::invalid("reservation ttl", "too long"))?;
         let id = Uuid::new_v4();
         let expires_at = now + lifetime;
-        match self.decide(request, Some((id, expires_at, ttl)), now).await {
+        match self.decide(request, Some((id, expires_at)), now).await {
             Ok(None) => Ok(ReserveOutcome::Reserved(Box::new(ReservationRecord {
                 id,
                 scope: request.scope.clone(),
