@@ -72,6 +72,12 @@
 //! there. Usage is always recorded in the database, even when Redis is down (the counters are
 //! rebuilt at the next contact).
 //!
+//! # Redis must keep what it is given
+//!
+//! Use a Redis that does not evict keys (`maxmemory-policy noeviction`, the default): an
+//! evicted bucket would read as empty while its limit is marked built. Use one logical
+//! database (or [`RedisOptions::prefix`]) per accounting database.
+//!
 //! # Numbers
 //!
 //! Lua numbers are doubles: integers are exact up to 2^53 (about 9 × 10^15). Each event's
