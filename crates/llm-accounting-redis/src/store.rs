@@ -1025,7 +1025,15 @@ impl UsageStore for RedisUsageStore {
                 expires_at,
             }))),
             Ok(Some(d)) => Ok(ReserveOutcome::Denied(Box::new(d))),
-            Err(e) if self.falls_back(&e) => self.database.reserve(request, ttl, now).await,
+            Err(e) if self.falls_back(&e) => {
+                // The script may have run and only its answer been lost: drop what it may
+                // hold once Redis answers again.
+                lock(&self.missed).merge(Missed {
+                    reservations: BTreeSet::from([id]),
+                    counters: BTreeSet::new(),
+                });
+                self.database.reserve(request, ttl, now).await
+            }
             Err(e) => Err(e),
         }
     }

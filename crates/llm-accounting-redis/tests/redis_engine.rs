@@ -433,6 +433,8 @@ async fn usage_recorded_while_redis_was_away_counts_when_it_is_back() {
         .unwrap();
     assert!(call(&store).await, "through Redis");
     proxy.cut();
+    // Let the aborted connections close.
+    tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(
         call(&store).await,
         "through the fallback while Redis is away"
@@ -440,17 +442,20 @@ async fn usage_recorded_while_redis_was_away_counts_when_it_is_back() {
     let upstream = proxy.upstream.clone();
     let _back = Proxy::start(&upstream, port).await;
     // The reconnecting client may need a moment.
-    let mut counted = None;
-    for _ in 0..50 {
+    let mut counted = Err(String::new());
+    for _ in 0..100 {
         match store.counted(&limit, Utc::now()).await {
             Ok(c) => {
-                counted = Some(c.requests);
+                counted = Ok(c.requests);
                 break;
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => {
+                counted = Err(llm_accounting_testkit::error_chain(&e));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
     }
-    assert_eq!(counted, Some(2), "the missed commit counts");
+    assert_eq!(counted, Ok(2), "the missed commit counts");
     assert!(call(&store).await, "the third fits");
     assert!(!call(&store).await, "the fourth does not");
     assert_eq!(database.tail(10).await.unwrap().len(), 3);
