@@ -93,6 +93,7 @@ pub(crate) async fn accounting(
         ),
         None => Arc::new(repo.usage_store().await?),
     };
+    let store = quota_engine(settings, store).await?;
     let a = &settings.accounting;
     let options = AccountingOptions {
         enforcement: a.enforcement,
@@ -104,4 +105,37 @@ pub(crate) async fn accounting(
         },
     };
     Accounting::start(store, options).await
+}
+
+/// The engine of `accounting.engine` over the accounting database `store`: the database
+/// itself, or Redis in front of it.
+#[cfg(feature = "accounting")]
+async fn quota_engine(
+    settings: &Settings,
+    store: Arc<dyn crate::usage::UsageStore>,
+) -> Result<Arc<dyn crate::usage::UsageStore>> {
+    let a = &settings.accounting;
+    match a.engine {
+        crate::AccountingEngine::Database => Ok(store),
+        #[cfg(feature = "redis")]
+        crate::AccountingEngine::Redis => {
+            let url = a.redis_url.as_deref().ok_or_else(|| {
+                Error::config(
+                    "accounting.engine = redis needs accounting.redis_url \
+                     (LLM_ACCOUNTING_ACCOUNTING_REDIS_URL)",
+                )
+            })?;
+            let options = llm_accounting_redis::RedisOptions {
+                fallback: a.redis_fallback == crate::RedisFallback::Database,
+                ..llm_accounting_redis::RedisOptions::default()
+            };
+            Ok(Arc::new(
+                llm_accounting_redis::RedisUsageStore::connect(url, store, options).await?,
+            ))
+        }
+        #[cfg(not(feature = "redis"))]
+        crate::AccountingEngine::Redis => Err(Error::config(
+            "accounting.engine = redis: this build of llm-accounting was built without feature redis",
+        )),
+    }
 }

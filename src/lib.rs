@@ -53,11 +53,11 @@ pub use provider::{
     build_provider, build_provider_and_repository, build_provider_for, build_provider_with_metrics,
 };
 pub use settings::{
-    AccountingSettings, AuditSettings, AwsSettings, AzureCredentials, AzureKeyWrap, AzureSettings,
-    CONFIG_FILE_ENV, CacheSettings, ConfigFileSource, DEFAULT_CONFIG, ENV_VARS, Enforcement,
-    GcpCredentials, GcpSettings, KeysSettings, KmsHierarchy, KmsProviderKind, KmsSettings,
-    LocalSettings, OTHER_ENV_VARS, Overrides, PROVIDER_NAMES, Settings, StoreSettings,
-    UnknownEnvVar,
+    AccountingEngine, AccountingSettings, AuditSettings, AwsSettings, AzureCredentials,
+    AzureKeyWrap, AzureSettings, CONFIG_FILE_ENV, CacheSettings, ConfigFileSource, DEFAULT_CONFIG,
+    ENV_VARS, Enforcement, GcpCredentials, GcpSettings, KeysSettings, KmsHierarchy,
+    KmsProviderKind, KmsSettings, LocalSettings, OTHER_ENV_VARS, Overrides, PROVIDER_NAMES,
+    RedisFallback, Settings, StoreSettings, UnknownEnvVar,
 };
 pub use stack::{RewrapTarget, Stack, StackBuilder};
 
@@ -80,6 +80,11 @@ pub use llm_accounting_core::{
 pub use llm_accounting_store::{
     DatabaseStatus, SeaOrmKeyRepository, StoreOptions, inspect as inspect_database, redact_url,
 };
+
+/// The Redis quota engine (`accounting.engine = redis`): its store, options, and whether a
+/// Redis answers (for `doctor`).
+#[cfg(feature = "redis")]
+pub use llm_accounting_redis::{RedisOptions, RedisUsageStore, ping as ping_redis};
 
 /// Change notifications of a PostgreSQL store (LISTEN/NOTIFY), for
 /// [`SecureKeyManagerBuilder::change_feed`].

@@ -18,7 +18,12 @@ const PROVIDER_NAME_ARRAY: [&str; KmsProviderKind::ALL.len()] = {
     names
 };
 
-choice_impls!(KmsProviderKind, KmsHierarchy);
+choice_impls!(
+    KmsProviderKind,
+    KmsHierarchy,
+    AccountingEngine,
+    RedisFallback
+);
 
 /// Which KMS holds the master key (`kms.provider`).
 ///
@@ -150,6 +155,76 @@ impl Choice for KmsHierarchy {
         KmsHierarchy::Project,
         KmsHierarchy::User,
     ];
+    const EMPTY_IS_DEFAULT: bool = true;
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// Where quota reservations and counters live (`accounting.engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum AccountingEngine {
+    /// `database`: in the accounting database, checked under its write lock (the default).
+    #[default]
+    Database,
+    /// `redis`: in Redis (`accounting.redis_url`), one Lua script per check; usage events
+    /// still go to the database, which rebuilds Redis's counters after a loss (feature
+    /// `redis`).
+    Redis,
+}
+
+impl AccountingEngine {
+    /// Every engine.
+    pub const ALL: &'static [AccountingEngine] =
+        &[AccountingEngine::Database, AccountingEngine::Redis];
+
+    /// The name in settings.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AccountingEngine::Database => "database",
+            AccountingEngine::Redis => "redis",
+        }
+    }
+}
+
+impl Choice for AccountingEngine {
+    const WHAT: &'static str = "accounting engine";
+    const ALL: &'static [Self] = AccountingEngine::ALL;
+    const EMPTY_IS_DEFAULT: bool = true;
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// What answers quota calls when the Redis engine cannot reach Redis
+/// (`accounting.redis_fallback`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum RedisFallback {
+    /// `none` (or empty): nothing; calls fail as unavailable (exit 5).
+    #[default]
+    None,
+    /// `database`: the database engine, with a warning.
+    Database,
+}
+
+impl RedisFallback {
+    /// Every value.
+    pub const ALL: &'static [RedisFallback] = &[RedisFallback::None, RedisFallback::Database];
+
+    /// The name in settings.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RedisFallback::None => "none",
+            RedisFallback::Database => "database",
+        }
+    }
+}
+
+impl Choice for RedisFallback {
+    const WHAT: &'static str = "Redis fallback";
+    const ALL: &'static [Self] = RedisFallback::ALL;
     const EMPTY_IS_DEFAULT: bool = true;
     fn name(self) -> &'static str {
         self.as_str()

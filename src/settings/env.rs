@@ -97,6 +97,15 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "LLM_ACCOUNTING_ACCOUNTING_RESERVATION_TTL_SECS",
         "accounting.reservation_ttl_secs",
     ),
+    ("LLM_ACCOUNTING_ACCOUNTING_ENGINE", "accounting.engine"),
+    (
+        "LLM_ACCOUNTING_ACCOUNTING_REDIS_URL",
+        "accounting.redis_url",
+    ),
+    (
+        "LLM_ACCOUNTING_ACCOUNTING_REDIS_FALLBACK",
+        "accounting.redis_fallback",
+    ),
 ];
 
 /// The variable of `setting` in [`ENV_VARS`] (empty for a setting that has none, which a unit

@@ -21,7 +21,9 @@ use serde::Deserialize;
 use crate::layers::{LayerOptions, RetryPolicy};
 use crate::{AuditOptions, CacheOptions, Error, ManagerOptions, Result, StoreOptions, redact_url};
 
-pub use self::choices::{KmsHierarchy, KmsProviderKind, PROVIDER_NAMES};
+pub use self::choices::{
+    AccountingEngine, KmsHierarchy, KmsProviderKind, PROVIDER_NAMES, RedisFallback,
+};
 pub(crate) use self::env::env_var_of;
 pub use self::env::{ENV_VARS, OTHER_ENV_VARS, UnknownEnvVar};
 use self::file::*;
@@ -344,6 +346,14 @@ impl Settings {
             return Err((
                 "accounting.max_pending",
                 "accounting.max_pending must be at least 1",
+            ));
+        }
+        if self.accounting.engine == AccountingEngine::Redis && self.accounting.redis_url.is_none()
+        {
+            return Err((
+                "accounting.redis_url",
+                "accounting.engine = redis needs accounting.redis_url \
+                 (LLM_ACCOUNTING_ACCOUNTING_REDIS_URL), e.g. redis://127.0.0.1:6379",
             ));
         }
         if self.accounting.reservation_ttl_secs == 0 {

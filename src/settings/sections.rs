@@ -227,6 +227,15 @@ pub struct AccountingSettings {
     pub max_pending: usize,
     /// Seconds a reservation holds its budget if neither committed nor released.
     pub reservation_ttl_secs: u64,
+    /// Where reservations and counters live: `database` (default) or `redis`.
+    pub engine: super::AccountingEngine,
+    /// The Redis of the `redis` engine (`redis://[user:password@]host[:port][/db]`); it may
+    /// hold a password: it is only ever shown redacted.
+    #[serde(deserialize_with = "empty_is_none")]
+    pub redis_url: Option<String>,
+    /// `database`: when Redis cannot be reached, the database engine answers (with a
+    /// warning) instead of calls failing as unavailable.
+    pub redis_fallback: super::RedisFallback,
 }
 
 impl Default for AccountingSettings {
@@ -237,6 +246,9 @@ impl Default for AccountingSettings {
             sync_ms: 1_000,
             max_pending: 100_000,
             reservation_ttl_secs: 600,
+            engine: super::AccountingEngine::Database,
+            redis_url: None,
+            redis_fallback: super::RedisFallback::None,
         }
     }
 }
@@ -252,6 +264,12 @@ impl fmt::Debug for AccountingSettings {
             .field("sync_ms", &self.sync_ms)
             .field("max_pending", &self.max_pending)
             .field("reservation_ttl_secs", &self.reservation_ttl_secs)
+            .field("engine", &self.engine)
+            .field(
+                "redis_url",
+                &self.redis_url.as_deref().map(crate::redact_url),
+            )
+            .field("redis_fallback", &self.redis_fallback)
             .finish()
     }
 }

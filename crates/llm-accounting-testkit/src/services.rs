@@ -19,6 +19,10 @@ pub const MOTO_URL_ENV: &str = "LLM_ACCOUNTING_TEST_MOTO_URL";
 /// by `scripts/with-drongo`.
 pub const DRONGO_URL_ENV: &str = "LLM_ACCOUNTING_TEST_DRONGO_URL";
 
+/// Variable holding the URL of a Redis server for the Redis engine's tests (default
+/// `redis://127.0.0.1:6379`, which `.ci/run` starts).
+pub const REDIS_URL_ENV: &str = "LLM_ACCOUNTING_TEST_REDIS_URL";
+
 /// Whether `LLM_ACCOUNTING_REQUIRE_SERVICES=1`.
 pub fn services_required() -> bool {
     std::env::var(REQUIRE_SERVICES_ENV).is_ok_and(|v| v == "1")
@@ -99,6 +103,34 @@ pub fn drongo_url(test: &str) -> Option<String> {
 }
 
 /// Whether a TCP connection to the URL's host and port succeeds within a second.
+/// The URL of the Redis server for tests ([`REDIS_URL_ENV`], default
+/// `redis://127.0.0.1:6379`) if it answers a TCP connection, or `None` after a loud notice
+/// naming `test` (see [`skip_or_fail`]).
+///
+/// # Panics
+///
+/// When Redis is missing and `LLM_ACCOUNTING_REQUIRE_SERVICES=1`.
+#[track_caller]
+pub fn redis_url(test: &str) -> Option<String> {
+    let url = std::env::var(REDIS_URL_ENV)
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned());
+    let host = url.rsplit_once('@').map_or(url.as_str(), |(_, h)| h);
+    if reachable(host) {
+        return Some(url);
+    }
+    skip_or_fail(
+        test,
+        &format!(
+            "Redis is not reachable at {}. Start it (service redis-server start, or \
+             redis-server --daemonize yes --bind 127.0.0.1 --port 6379) or set {REDIS_URL_ENV}",
+            host.split('/').next().unwrap_or(host)
+        ),
+    );
+    None
+}
+
 fn reachable(url: &str) -> bool {
     let rest = url.split("://").nth(1).unwrap_or(url);
     let host_port = rest.split('/').next().unwrap_or(rest);

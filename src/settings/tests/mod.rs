@@ -595,3 +595,60 @@ fn accounting_settings_from_variables_and_files() {
     let e = load(&[], Some(&file), &Overrides::default()).expect_err("misspelt key");
     assert!(e.to_string().contains("enforcment"), "{e}");
 }
+
+#[test]
+fn the_redis_engine_needs_a_url_and_never_shows_its_password() {
+    let none = Overrides::default();
+    let defaults = load(&[], None, &none).expect("defaults");
+    assert_eq!(defaults.accounting.engine, AccountingEngine::Database);
+    assert_eq!(defaults.accounting.redis_fallback, RedisFallback::None);
+    const URL: &str = "redis://app:FAKE-pw-redis-33@cache.internal:6379/2";
+    let vars = [
+        ("LLM_ACCOUNTING_ACCOUNTING_ENGINE", "Redis"),
+        ("LLM_ACCOUNTING_ACCOUNTING_REDIS_URL", URL),
+        ("LLM_ACCOUNTING_ACCOUNTING_REDIS_FALLBACK", "database"),
+    ];
+    let s = load(&vars, None, &none).expect("redis");
+    assert_eq!(s.accounting.engine, AccountingEngine::Redis);
+    assert_eq!(s.accounting.redis_url.as_deref(), Some(URL));
+    assert_eq!(s.accounting.redis_fallback, RedisFallback::Database);
+    for text in [format!("{s:?}"), format!("{s:#?}")] {
+        assert!(!text.contains("FAKE-pw"), "{text}");
+        assert!(
+            text.contains("redis://app:[REDACTED]@cache.internal:6379/2"),
+            "{text}"
+        );
+    }
+    // A URL is required, and named with its variable.
+    let err = load(&vars[..1], None, &none).expect_err("no URL");
+    let text = err.to_string();
+    assert!(
+        text.contains("accounting.redis_url")
+            && text.contains("LLM_ACCOUNTING_ACCOUNTING_REDIS_URL"),
+        "{text}"
+    );
+    // An unknown engine or fallback lists the known ones.
+    let err = load(
+        &[("LLM_ACCOUNTING_ACCOUNTING_ENGINE", "memcached")],
+        None,
+        &none,
+    )
+    .expect_err("unknown engine");
+    let text = err.to_string();
+    assert!(
+        text.contains("memcached") && text.contains("database, redis"),
+        "{text}"
+    );
+    let err = load(
+        &[("LLM_ACCOUNTING_ACCOUNTING_REDIS_FALLBACK", "memory")],
+        None,
+        &none,
+    )
+    .expect_err("unknown fallback");
+    assert!(err.to_string().contains("none, database"), "{err}");
+    // A file says the same.
+    let (_dir, path) =
+        file("[accounting]\nengine = \"redis\"\nredis_url = \"redis://127.0.0.1:6379\"\n");
+    let s = load(&[], Some(&path), &none).expect("file");
+    assert_eq!(s.accounting.engine, AccountingEngine::Redis);
+}

@@ -61,6 +61,7 @@ pub(crate) async fn doctor(cli: &Cli, args: &DoctorArgs) -> Result<u8> {
             checks.push(Check::ok("configuration", configuration_source(cli)));
             checks.push(features(&settings));
             checks.extend(database(&settings).await);
+            checks.push(quota_engine(&settings).await);
             checks.extend(kms(&settings).await);
         }
         Err(e) => checks.push(Check::problem(
@@ -101,6 +102,42 @@ pub(crate) async fn doctor(cli: &Cli, args: &DoctorArgs) -> Result<u8> {
 }
 
 /// An error as one line, without `error: `.
+/// The quota engine, and for `redis` whether Redis answers (its URL redacted).
+async fn quota_engine(settings: &Settings) -> Check {
+    let a = &settings.accounting;
+    let Some(url) = a
+        .redis_url
+        .as_deref()
+        .filter(|_| a.engine == llm_accounting::AccountingEngine::Redis)
+    else {
+        return Check::ok("quota engine", a.engine.to_string());
+    };
+    let shown = redact_url(url);
+    let fallback = if a.redis_fallback == llm_accounting::RedisFallback::Database {
+        ", falls back to the database"
+    } else {
+        ""
+    };
+    #[cfg(feature = "redis")]
+    match llm_accounting::ping_redis(url, std::time::Duration::from_secs(2)).await {
+        Ok(()) => Check::ok(
+            "quota engine",
+            format!("redis at {shown} answers{fallback}"),
+        ),
+        Err(e) => Check::problem(
+            "quota engine",
+            format!("redis at {shown}: {}", error_text(&e)),
+            "start Redis or correct accounting.redis_url (LLM_ACCOUNTING_ACCOUNTING_REDIS_URL)",
+        ),
+    }
+    #[cfg(not(feature = "redis"))]
+    Check::problem(
+        "quota engine",
+        format!("redis at {shown}{fallback}: this build has no feature redis"),
+        "build llm-accounting with feature redis or set accounting.engine = database",
+    )
+}
+
 fn error_text(e: &llm_accounting::Error) -> String {
     output::error_line(e)
         .trim_start_matches("error: ")
