@@ -1,7 +1,7 @@
 //! Creates `usage_counters`, `usage_counter_marks` and `usage_rollups`: each limit's usage
 //! kept per window bucket, so that a quota check reads a handful of rows whatever the number
 //! of events; how far the counters have read the Python llm-accounting package's
-//! `accounting_entries`; and hourly sums for statistics.
+//! `accounting_entries`; and hourly and daily sums for statistics.
 //!
 //! A counter row is the whole usage of one limit in one bucket (its start, in microseconds)
 //! as of the last write: it is created once from the events and then kept up to date in the
@@ -30,12 +30,14 @@ pub(crate) enum UsageCounters {
     OldestUs,
 }
 
-/// `usage_rollups`: this project's events summed per hour and per everything `usage stats`
-/// groups by (named by a hash of those values), for statistics over long periods.
+/// `usage_rollups`: this project's events summed per hour and per day (`span_us`, `start_us`)
+/// and per everything `usage stats` groups by (named by a hash of those values), for
+/// statistics over long periods.
 #[derive(DeriveIden)]
 pub(crate) enum UsageRollups {
     Table,
-    HourUs,
+    SpanUs,
+    StartUs,
     GroupHash,
     Model,
     Service,
@@ -95,7 +97,8 @@ impl MigrationTrait for Migration {
             .await?;
         let rollups = Table::create()
             .table(UsageRollups::Table)
-            .col(big_integer(UsageRollups::HourUs))
+            .col(big_integer(UsageRollups::SpanUs))
+            .col(big_integer(UsageRollups::StartUs))
             .col(string_len(UsageRollups::GroupHash, 32))
             .col(string_len(UsageRollups::Model, 256))
             .col(string_len_null(UsageRollups::Service, 256))
@@ -112,7 +115,8 @@ impl MigrationTrait for Migration {
             .col(big_integer(UsageRollups::CostMicros))
             .primary_key(
                 Index::create()
-                    .col(UsageRollups::HourUs)
+                    .col(UsageRollups::SpanUs)
+                    .col(UsageRollups::StartUs)
                     .col(UsageRollups::GroupHash),
             )
             .to_owned();

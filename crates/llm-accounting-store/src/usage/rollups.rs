@@ -1,15 +1,16 @@
-//! Hourly rollups (`usage_rollups`) of this project's `usage_events`: per hour and per
-//! everything statistics group by, kept in the transaction that writes the events, so that
-//! a month's statistics read at most a few rows per hour and group instead of every event.
+//! Rollups (`usage_rollups`) of this project's `usage_events`: per hour and per day (UTC),
+//! and per everything statistics group by, kept in the transaction that writes the events,
+//! so that a month's statistics read a few rows per day and group instead of every event.
 //!
-//! - [`add`]: upserts the sums of written events (one row per hour and group, named by a
-//!   128-bit hash of the group's values, so that the key fits every database's index limit).
-//! - [`stats`]: whole hours from the rollups, the parts of hours at either end of the period
-//!   exactly from the events.
+//! - [`add`]: upserts the sums of written events (one row per span, start and group, named
+//!   by a 128-bit hash of the group's values, so that the key fits every database's index
+//!   limit).
+//! - [`stats`]: whole days from the daily rows, whole hours around them from the hourly
+//!   rows, the parts of hours at either end of the period exactly from the events.
 //! - [`start`]: a database that had events before the rollups existed gets them built once
 //!   (under a lock that keeps writers out while it runs), marked done in
 //!   `usage_counter_marks`.
-//! - [`rebuild_hour`] after a purge: the hour the purge cut through is summed again.
+//! - [`purged`]: after a purge, the hour and the day it cut through are summed again.
 //!
 //! The Python package's `accounting_entries` have no rollups: their statistics are summed.
 
@@ -18,7 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use llm_accounting_core::Result;
 use llm_accounting_usage::{GroupBy, StatsQuery, StatsRow, UsageEvent, rank};
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::sea_query::{Condition, Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{ConnectionTrait, DbBackend, Value};
 
 use super::columns::{Cost, Counts, OWN, i64_of, sum_int};
@@ -32,6 +33,12 @@ const MARK: &str = "usage_rollups";
 
 /// An hour, in microseconds.
 const HOUR: i64 = 3_600_000_000;
+
+/// A day, in microseconds.
+const DAY: i64 = 24 * HOUR;
+
+/// The spans rollups are kept for.
+const SPANS: [i64; 2] = [HOUR, DAY];
 
 /// The group columns, in the order of an event's values in [`Group`].
 const GROUP_COLUMNS: [&str; 7] = [
@@ -152,8 +159,15 @@ const SUM_COLUMNS: [&str; 6] = [
     "cost_micros",
 ];
 
-fn hour_of(at: DateTime<Utc>) -> i64 {
-    at.timestamp_micros().div_euclid(HOUR) * HOUR
+/// The start of the span of `span` microseconds holding `us`.
+fn start_of(us: i64, span: i64) -> i64 {
+    us.div_euclid(span) * span
+}
+
+/// The first span start at or after `us`.
+fn ceil_of(us: i64, span: i64) -> i64 {
+    let start = start_of(us, span);
+    if start < us { start + span } else { start }
 }
 
 /// Adds `events` to the rollups.
@@ -162,19 +176,31 @@ pub(super) async fn add(
     backend: DbBackend,
     events: &[UsageEvent],
 ) -> Result<()> {
-    let mut sums: BTreeMap<(i64, Group), Sums> = BTreeMap::new();
+    let mut sums: BTreeMap<(i64, i64, Group), Sums> = BTreeMap::new();
     for e in events {
-        let slot = sums.entry((hour_of(e.at), Group::of(e))).or_default();
-        *slot = slot.plus(Sums::of(e));
+        for span in SPANS {
+            let start = start_of(e.at.timestamp_micros(), span);
+            let slot = sums.entry((span, start, Group::of(e))).or_default();
+            *slot = slot.plus(Sums::of(e));
+        }
     }
-    let mut keyed: Vec<(i64, String, Group, Sums)> = sums
+    write(db, backend, sums).await
+}
+
+/// Upserts sums by span, start and group.
+async fn write(
+    db: &impl ConnectionTrait,
+    backend: DbBackend,
+    sums: BTreeMap<(i64, i64, Group), Sums>,
+) -> Result<()> {
+    let mut keyed: Vec<(i64, i64, String, Group, Sums)> = sums
         .into_iter()
-        .map(|((hour, g), s)| (hour, g.hash(), g, s))
+        .map(|((span, start, g), s)| (span, start, g.hash(), g, s))
         .collect();
     // One order for every writer: fewer lock waits between them.
-    keyed.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    for (hour, hash, group, s) in keyed {
-        upsert(db, backend, hour, &hash, &group, s).await?;
+    keyed.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
+    for (span, start, hash, group, s) in keyed {
+        upsert(db, backend, span, start, &hash, &group, s).await?;
     }
     Ok(())
 }
@@ -182,17 +208,18 @@ pub(super) async fn add(
 async fn upsert(
     db: &impl ConnectionTrait,
     backend: DbBackend,
-    hour: i64,
+    span: i64,
+    start: i64,
     hash: &str,
     group: &Group,
     s: Sums,
 ) -> Result<()> {
-    let mut values: Vec<Value> = vec![hour.into(), hash.to_owned().into()];
+    let mut values: Vec<Value> = vec![span.into(), start.into(), hash.to_owned().into()];
     values.extend(group.values());
     for (n, name) in s.0.iter().zip(SUM_COLUMNS) {
         values.push(i64_of(*n, name)?.into());
     }
-    let mut conflict = OnConflict::columns(["hour_us", "group_hash"]);
+    let mut conflict = OnConflict::columns(["span_us", "start_us", "group_hash"]);
     for (n, name) in s.0.iter().zip(SUM_COLUMNS) {
         conflict.value(name, Expr::col((TABLE, name)).add(i64_of(*n, name)?));
     }
@@ -200,7 +227,7 @@ async fn upsert(
     insert
         .into_table(TABLE)
         .columns(
-            ["hour_us", "group_hash"]
+            ["span_us", "start_us", "group_hash"]
                 .into_iter()
                 .chain(GROUP_COLUMNS)
                 .chain(SUM_COLUMNS),
@@ -225,39 +252,46 @@ fn group_columns(by: GroupBy) -> &'static [&'static str] {
     }
 }
 
-/// Totals per group for `q`: whole hours from the rollups, the rest from the events.
+/// Totals per group for `q`: whole days and hours from the rollups, the rest from the
+/// events.
 pub(super) async fn stats(
     db: &impl ConnectionTrait,
     backend: DbBackend,
     q: &StatsQuery,
 ) -> Result<Vec<StatsRow>> {
-    let first_whole = q.since.map(|t| {
-        let h = hour_of(t);
-        if h < t.timestamp_micros() {
-            h + HOUR
-        } else {
-            h
-        }
-    });
-    let end_whole = q.until.map(hour_of);
+    let first_whole = q.since.map(|t| ceil_of(t.timestamp_micros(), HOUR));
+    let end_whole = q.until.map(|t| start_of(t.timestamp_micros(), HOUR));
     if let (Some(a), Some(b)) = (first_whole, end_whole)
         && a >= b
     {
         return query::stats(db, backend, &OWN, q).await;
     }
+    // Hours [a, b), of which the whole days [da, db) come from the daily rows.
+    let a = first_whole.unwrap_or(i64::MIN);
+    let b = end_whole.unwrap_or(i64::MAX);
+    let da = if a == i64::MIN { a } else { ceil_of(a, DAY) };
+    let db_ = if b == i64::MAX { b } else { start_of(b, DAY) };
+    let span = |span: i64, from: i64, to: i64| {
+        Expr::col("span_us")
+            .eq(span)
+            .and(Expr::col("start_us").gte(from))
+            .and(Expr::col("start_us").lt(to))
+    };
+    let within = if da < db_ {
+        Condition::any()
+            .add(span(DAY, da, db_))
+            .add(span(HOUR, a, da))
+            .add(span(HOUR, db_, b))
+    } else {
+        Condition::any().add(span(HOUR, a, b))
+    };
     let group = group_columns(q.by);
     let mut select = Query::select();
     select.columns(group.iter().copied());
     for name in SUM_COLUMNS {
         select.expr(sum_int(backend, Expr::col(name)));
     }
-    select.from(TABLE);
-    if let Some(a) = first_whole {
-        select.and_where(Expr::col("hour_us").gte(a));
-    }
-    if let Some(b) = end_whole {
-        select.and_where(Expr::col("hour_us").lt(b));
-    }
+    select.from(TABLE).cond_where(within);
     select.group_by_columns(group.iter().copied());
     let rows = all(db, backend, &select, "summarise usage rollups").await?;
     let mut out = query::stats_rows(&rows, q.by, Counts::Checked, Cost::Micros)?;
@@ -317,51 +351,52 @@ pub(super) async fn stats(
     Ok(out)
 }
 
-/// Sums the events of the hour `[hour, hour + 1h)` again (after a purge cut through it).
-pub(super) async fn rebuild_hour(
+/// Sums the events of `[start, start + span)` again (after a purge cut through it).
+async fn rebuild(
     db: &impl ConnectionTrait,
     backend: DbBackend,
-    hour: i64,
+    span: i64,
+    start: i64,
 ) -> Result<()> {
     let delete = Query::delete()
         .from_table(TABLE)
-        .and_where(Expr::col("hour_us").eq(hour))
+        .and_where(Expr::col("span_us").eq(span))
+        .and_where(Expr::col("start_us").eq(start))
         .to_owned();
     exec(db, backend, &delete, "rebuild usage rollups").await?;
     let (Some(since), Some(until)) = (
-        DateTime::from_timestamp_micros(hour),
-        DateTime::from_timestamp_micros(hour + HOUR),
+        DateTime::from_timestamp_micros(start),
+        DateTime::from_timestamp_micros(start + span),
     ) else {
         return Ok(());
     };
-    let events = query::after_in(db, backend, &OWN, since, until).await?;
-    add(db, backend, &events).await
+    let mut sums: BTreeMap<(i64, i64, Group), Sums> = BTreeMap::new();
+    for e in query::after_in(db, backend, &OWN, since, until).await? {
+        let slot = sums.entry((span, start, Group::of(&e))).or_default();
+        *slot = slot.plus(Sums::of(&e));
+    }
+    write(db, backend, sums).await
 }
 
-/// Deletes the rollups of hours before `hour`.
-pub(super) async fn forget_before(
-    db: &impl ConnectionTrait,
-    backend: DbBackend,
-    hour: i64,
-) -> Result<u64> {
-    let delete = Query::delete()
-        .from_table(TABLE)
-        .and_where(Expr::col("hour_us").lt(hour))
-        .to_owned();
-    exec(db, backend, &delete, "drop purged usage rollups").await
-}
-
-/// After a purge of the events before `before`: the rollups of the hours purged go, and the
-/// hour cut through is summed again.
+/// After a purge of the events before `before`: the rollups of the hours and days purged
+/// go, and the hour and the day it cut through are summed again.
 pub(super) async fn purged(
     db: &impl ConnectionTrait,
     backend: DbBackend,
     before: DateTime<Utc>,
 ) -> Result<()> {
-    let hour = hour_of(before);
-    forget_before(db, backend, hour).await?;
-    if hour < before.timestamp_micros() {
-        rebuild_hour(db, backend, hour).await?;
+    let us = before.timestamp_micros();
+    for span in SPANS {
+        let start = start_of(us, span);
+        let delete = Query::delete()
+            .from_table(TABLE)
+            .and_where(Expr::col("span_us").eq(span))
+            .and_where(Expr::col("start_us").lt(start))
+            .to_owned();
+        exec(db, backend, &delete, "drop purged usage rollups").await?;
+        if start < us {
+            rebuild(db, backend, span, start).await?;
+        }
     }
     Ok(())
 }
@@ -432,6 +467,7 @@ pub(super) async fn start(db: &sea_orm::DatabaseConnection, backend: DbBackend) 
         .group_by_col("hour")
         .group_by_columns(GROUP_COLUMNS);
     let c = Counts::Checked;
+    let mut days: BTreeMap<(i64, i64, Group), Sums> = BTreeMap::new();
     for r in all(&txn, backend, &select, "build usage rollups").await? {
         let group = Group {
             model: c.get(&r, 1)?,
@@ -446,9 +482,12 @@ pub(super) async fn start(db: &sea_orm::DatabaseConnection, backend: DbBackend) 
         for (i, slot) in sums.0.iter_mut().enumerate() {
             *slot = c.read(&r, 8 + i)?;
         }
-        let hour: i64 = c.get(&r, 0)?;
-        upsert(&txn, backend, hour * HOUR, &group.hash(), &group, sums).await?;
+        let hour = c.get::<i64>(&r, 0)? * HOUR;
+        upsert(&txn, backend, HOUR, hour, &group.hash(), &group, sums).await?;
+        let day = days.entry((DAY, start_of(hour, DAY), group)).or_default();
+        *day = day.plus(sums);
     }
+    write(&txn, backend, days).await?;
     let newest = Query::select()
         .expr(Expr::cust("MAX(id)"))
         .from(OWN.table)
