@@ -58,7 +58,7 @@ pub struct SeaOrmUsageStore {
     /// everywhere but the Python package's tables on MySQL/MariaDB, where nothing can hold
     /// back the package's writers while entries are counted.
     counters: bool,
-    /// When counters were last pruned (seconds since the epoch).
+    /// When lapsed reservations and old counters were last deleted (seconds since the epoch).
     pruned: Arc<AtomicI64>,
 }
 
@@ -304,13 +304,20 @@ impl SeaOrmUsageStore {
         rollups::add(txn, self.backend(), events).await
     }
 
-    /// Deletes counters no decision reads any more, at most once a minute per store.
-    async fn prune(&self, now: DateTime<Utc>) -> Result<()> {
+    /// Deletes lapsed reservations and the counters no decision reads any more, at most
+    /// every ten seconds per store. Lapsed reservations count for nothing already, and old
+    /// counters are never read: this is housekeeping, in its own transaction so that it
+    /// takes no lock inside a reservation's.
+    async fn housekeeping(&self, now: DateTime<Utc>) -> Result<()> {
         let last = self.pruned.load(Ordering::Relaxed);
-        if !self.counters || now.timestamp() - last < 60 {
+        if now.timestamp() - last < 10 {
             return Ok(());
         }
         self.pruned.store(now.timestamp(), Ordering::Relaxed);
+        own::delete_lapsed(&self.db, self.backend(), now).await?;
+        if !self.counters {
+            return Ok(());
+        }
         let txn = self.begin("prune usage counters").await?;
         let limits = self.all_limits(&txn).await?;
         counters::prune(&txn, self.backend(), &limits, now).await?;
@@ -405,13 +412,8 @@ impl UsageStore for SeaOrmUsageStore {
     ) -> Result<ReserveOutcome> {
         let ttl = chrono::Duration::from_std(ttl)
             .map_err(|_| Error::invalid("reservation ttl", "too long"))?;
-        // Lapsed reservations count for nothing already; deleting them is housekeeping, in
-        // its own statement so that it takes no lock inside the reservation's transaction.
-        if let Err(e) = own::delete_lapsed(&self.db, self.backend(), now).await {
-            tracing::debug!(error = %e, "could not delete lapsed reservations");
-        }
-        if let Err(e) = self.prune(now).await {
-            tracing::debug!(error = %e, "could not prune usage counters");
+        if let Err(e) = self.housekeeping(now).await {
+            tracing::debug!(error = %e, "could not delete lapsed reservations and old counters");
         }
         retrying(|| self.reserve_once(request, ttl, now)).await
     }
