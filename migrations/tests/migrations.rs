@@ -62,7 +62,7 @@ async fn up_down_up_on_sqlite_file() {
             .await
             .expect("applied")
             .len(),
-        9
+        10
     );
 
     let manager = SchemaManager::new(&db);
@@ -84,9 +84,25 @@ async fn up_down_up_on_sqlite_file() {
     // Up again is a no-op.
     Migrator::up(&db, None).await.expect("up is idempotent");
 
-    // The last migration adds the sources of entries written into the Python package's
-    // table; the one before, the usage tables. One step down each removes exactly them.
+    // The last migration adds the usage counters, marks and rollups; one step down removes
+    // exactly them.
     let manager = SchemaManager::new(&db);
+    let counters = ["usage_counters", "usage_counter_marks", "usage_rollups"];
+    for table in counters {
+        assert!(
+            manager.has_table(table).await.expect("has_table"),
+            "{table}"
+        );
+    }
+    Migrator::down(&db, Some(1)).await.expect("one step down");
+    for table in counters {
+        assert!(
+            !manager.has_table(table).await.expect("has_table"),
+            "{table}"
+        );
+    }
+    // The one before adds the sources of entries written into the Python package's table;
+    // the one before that, the usage tables. One step down each removes exactly them.
     assert!(
         manager
             .has_table("usage_entry_sources")
@@ -107,11 +123,9 @@ async fn up_down_up_on_sqlite_file() {
     Migrator::up(&db, None).await.expect("up again");
     assert_eq!(usage_tables(&db).await, [true; 3]);
 
-    // The one before adds the branch keys: three steps down from the top remove them too.
+    // The one before adds the branch keys: four steps down from the top remove them too.
     assert!(manager.has_table("branch_keys").await.expect("has_table"));
-    Migrator::down(&db, Some(3))
-        .await
-        .expect("three steps down");
+    Migrator::down(&db, Some(4)).await.expect("four steps down");
     assert!(!manager.has_table("branch_keys").await.expect("has_table"));
     // The one before adds the audit counts; the next step down removes exactly them.
     assert_eq!(audit_columns(&db).await, [true; 3]);
@@ -134,12 +148,10 @@ async fn up_down_up_on_sqlite_file() {
     Migrator::up(&db, None).await.expect("up again");
     assert_eq!(tables_present(&db).await, [true, true]);
 
-    // Eight steps down remove the entry sources, the usage tables, the branch keys, the audit
-    // counts, the seal columns and store keys, the audit table, the lifecycle columns, then
-    // the versions table.
-    Migrator::down(&db, Some(8))
-        .await
-        .expect("eight steps down");
+    // Nine steps down remove the usage counters, the entry sources, the usage tables, the
+    // branch keys, the audit counts, the seal columns and store keys, the audit table, the
+    // lifecycle columns, then the versions table.
+    Migrator::down(&db, Some(9)).await.expect("nine steps down");
     assert_eq!(tables_present(&db).await, [true, false]);
     Migrator::up(&db, None).await.expect("up after one step");
     assert_eq!(tables_present(&db).await, [true, true]);

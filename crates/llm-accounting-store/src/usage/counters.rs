@@ -345,10 +345,11 @@ pub(super) async fn prune(
     now: DateTime<Utc>,
 ) -> Result<u64> {
     let mut deleted = 0;
-    let delete = Query::delete()
-        .from_table(TABLE)
-        .and_where(Expr::col("limit_id").is_not_in(limits.iter().map(|l| l.id)))
-        .to_owned();
+    let mut delete = Query::delete();
+    delete.from_table(TABLE);
+    if !limits.is_empty() {
+        delete.and_where(Expr::col("limit_id").is_not_in(limits.iter().map(|l| l.id)));
+    }
     deleted += exec(db, backend, &delete, "prune usage counters").await?;
     for l in limits {
         let plan = CounterPlan::new(l.window, now, EXACT_MAX_BUCKETS);
