@@ -60,6 +60,10 @@ fn bench(c: &mut Criterion) {
     group.bench_function("local check, 100 limits", |b| {
         b.iter(|| std::hint::black_box(quota.check(std::hint::black_box(&request))));
     });
+    // What `Accounting::check` adds before a local check.
+    group.bench_function("request validation", |b| {
+        b.iter(|| std::hint::black_box(std::hint::black_box(&request).validate()));
+    });
     group.bench_function("local reserve+release, 100 limits", |b| {
         b.iter(|| {
             let r = quota.reserve(&request).expect("room");

@@ -143,27 +143,38 @@ impl UsageEvent {
         ] {
             check_name(field, value.as_ref())?;
         }
-        for (field, n) in [
-            ("prompt tokens", self.prompt_tokens),
-            ("completion tokens", self.completion_tokens),
-            ("cached tokens", self.cached_tokens),
-            ("reasoning tokens", self.reasoning_tokens),
-        ] {
-            if n > MAX_TOKENS {
-                return Err(Error::invalid(
-                    field,
-                    format!("more than the maximum of {MAX_TOKENS} per call"),
-                ));
-            }
-        }
-        if self.cost > MAX_COST {
+        check_amounts(
+            [
+                ("prompt tokens", self.prompt_tokens),
+                ("completion tokens", self.completion_tokens),
+                ("cached tokens", self.cached_tokens),
+                ("reasoning tokens", self.reasoning_tokens),
+            ],
+            self.cost,
+        )
+    }
+}
+
+/// Checks counts of tokens and a cost against [`MAX_TOKENS`] and [`MAX_COST`].
+pub(crate) fn check_amounts<const N: usize>(
+    tokens: [(&'static str, u64); N],
+    cost: Money,
+) -> Result<()> {
+    for (field, n) in tokens {
+        if n > MAX_TOKENS {
             return Err(Error::invalid(
-                "cost",
-                format!("more than the maximum of ${MAX_COST} per call"),
+                field,
+                format!("more than the maximum of {MAX_TOKENS} per call"),
             ));
         }
-        Ok(())
     }
+    if cost > MAX_COST {
+        return Err(Error::invalid(
+            "cost",
+            format!("more than the maximum of ${MAX_COST} per call"),
+        ));
+    }
+    Ok(())
 }
 
 /// The most tokens of each kind one event or estimate may count (10^12): with it no sum of

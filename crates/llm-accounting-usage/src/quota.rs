@@ -82,11 +82,28 @@ impl QuotaRequest {
     ///
     /// [`llm_accounting_core::Error::InvalidInput`] naming the field.
     pub fn validate(&self) -> llm_accounting_core::Result<()> {
-        let mut e = self.scope.event_at(Utc::now());
-        e.prompt_tokens = self.input_tokens;
-        e.completion_tokens = self.output_tokens;
-        e.cost = self.cost;
-        e.validate()
+        // The event's rules, without building one (this runs before every in-process check).
+        let model = self.scope.model.as_deref().unwrap_or_default();
+        if model.is_empty() {
+            return Err(llm_accounting_core::Error::invalid("model", "it is empty"));
+        }
+        let s = &self.scope;
+        for (field, value) in [
+            ("model", &s.model),
+            ("service", &s.service),
+            ("user", &s.user),
+            ("project", &s.project),
+            ("caller", &s.caller),
+        ] {
+            crate::event::check_name(field, value.as_ref())?;
+        }
+        crate::event::check_amounts(
+            [
+                ("prompt tokens", self.input_tokens),
+                ("completion tokens", self.output_tokens),
+            ],
+            self.cost,
+        )
     }
 
     /// The request scoped to the key of `identity`, as [`crate::Accounting::get_keys`]
