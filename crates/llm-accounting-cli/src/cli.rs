@@ -476,8 +476,9 @@ pub(crate) struct StoreArgs {
     /// on (exit code 6).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with = "expires_at")]
     pub(crate) expires_in: Option<std::time::Duration>,
-    /// The value expires at this time (RFC 3339, e.g. `2027-01-31T00:00:00Z`).
-    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    /// The value expires at this time: an RFC 3339 time (`2027-01-31T00:00:00Z`) or a date
+    /// (`2027-01-31`, midnight UTC).
+    #[arg(long, value_name = "TIME", value_parser = parse_time_or_date)]
     pub(crate) expires_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Store the key exactly as given even if it starts or ends with whitespace, spans
     /// several lines, starts with `NAME=` or is in quotes (refused otherwise: usually a paste
@@ -495,6 +496,22 @@ impl StoreArgs {
             })
         })
     }
+}
+
+/// An RFC 3339 time, or a date (midnight UTC).
+fn parse_time_or_date(s: &str) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {
+    parse_time(s).or_else(|_| {
+        chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| t.and_utc())
+            .ok_or_else(|| {
+                format!(
+                    "`{s}` is neither an RFC 3339 time (2027-01-31T00:00:00Z) nor a date \
+                     (2027-01-31)"
+                )
+            })
+    })
 }
 
 fn parse_time(s: &str) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {

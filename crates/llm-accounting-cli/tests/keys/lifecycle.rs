@@ -59,18 +59,41 @@ fn lifecycle_commands() {
         .collect();
     assert_eq!(services, ["anthropic"]);
 
-    // An expired value: exit code 6.
-    run(
+    // An expiry in the past is refused, as a time or as a date; a date is midnight UTC.
+    for past in ["2020-01-01T00:00:00Z", "2020-01-01"] {
+        run(
+            &["store", "--service", "mistral", "--expires-at", past],
+            Some(KEY1),
+        )
+        .code(2);
+    }
+    let bad = run(
         &[
             "store",
             "--service",
             "mistral",
             "--expires-at",
-            "2020-01-01T00:00:00Z",
+            "31/01/2099",
         ],
         Some(KEY1),
     )
     .code(2);
+    assert!(bad.stderr.contains("nor a date"), "{bad:#?}");
+    run(
+        &["store", "--service", "groq", "--expires-at", "2099-01-31"],
+        Some(KEY1),
+    )
+    .ok();
+    let listed = run(&["list", "--format", "json"], None).ok().json();
+    let groq = listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|k| k["service"] == "groq")
+        .expect("groq listed");
+    assert_eq!(groq["expires_at"], "2099-01-31T00:00:00Z", "{groq}");
+
+    // An expired value: exit code 6.
     run(
         &["store", "--service", "mistral", "--expires-in", "1s"],
         Some(KEY1),
