@@ -284,13 +284,16 @@ pub(super) async fn add(
     limits: &[Limit],
     events: &[UsageEvent],
 ) -> Result<()> {
+    // Each event's attributes and each limit's signature, once (not per pair).
+    let scopes: Vec<llm_accounting_usage::Scope> = events
+        .iter()
+        .map(llm_accounting_usage::Scope::of_event)
+        .collect();
+    let signatures: Vec<String> = limits.iter().map(signature).collect();
     let mut deltas: BTreeMap<(i64, i64), (usize, Count)> = BTreeMap::new();
     for (i, limit) in limits.iter().enumerate() {
-        for e in events {
-            if !limit
-                .scope
-                .matches(&llm_accounting_usage::Scope::of_event(e))
-            {
+        for (e, scope) in events.iter().zip(&scopes) {
+            if !limit.scope.matches(scope) {
                 continue;
             }
             let b = bucket_of(limit.window, e.at, EXACT_MAX_BUCKETS);
@@ -329,7 +332,7 @@ pub(super) async fn add(
             ])
             .and_where(Expr::col("limit_id").eq(limit_id))
             .and_where(Expr::col("bucket_us").eq(bucket))
-            .and_where(Expr::col("signature").eq(signature(&limits[i])))
+            .and_where(Expr::col("signature").eq(signatures[i].as_str()))
             .to_owned();
         exec(db, backend, &update, "update usage counters").await?;
     }
