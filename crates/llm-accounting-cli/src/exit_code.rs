@@ -75,7 +75,8 @@ mod tests {
         );
         assert_eq!(
             for_error(&Error::QuotaExceeded {
-                message: "quota exceeded".into()
+                message: "quota exceeded".into(),
+                resets_at: None,
             }),
             QUOTA_EXCEEDED
         );

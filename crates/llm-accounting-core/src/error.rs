@@ -154,6 +154,9 @@ pub enum Error {
     QuotaExceeded {
         /// One line: the limit, usage/maximum, reset time.
         message: String,
+        /// When the limit frees room (its window ends, or its oldest usage leaves it), when
+        /// known: what an HTTP `retry-after` says.
+        resets_at: Option<chrono::DateTime<chrono::Utc>>,
     },
     /// Configuration is missing or contradictory.
     #[error("configuration error: {message}")]

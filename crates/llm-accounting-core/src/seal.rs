@@ -105,11 +105,13 @@ pub(crate) fn version_digest(v: &VersionRecord) -> Vec<u8> {
     h.finalize().to_vec()
 }
 
-/// The keys derived from a store's state key: one for record seals, one for the audit chain.
-/// Both are wiped on drop; `Debug` shows nothing.
+/// The keys derived from a store's state key: one for record seals, one for the audit chain,
+/// and the root of the keys other components derive for their own purposes
+/// ([`StateKeys::purpose_key`]). All are wiped on drop; `Debug` shows nothing.
 pub(crate) struct StateKeys {
     record: Zeroizing<[u8; TAG_LEN]>,
     audit: Zeroizing<[u8; TAG_LEN]>,
+    purposes: Zeroizing<[u8; TAG_LEN]>,
 }
 
 impl fmt::Debug for StateKeys {
@@ -124,11 +126,28 @@ impl StateKeys {
         let hk = Hkdf::<Sha256>::new(Some(b"llm-accounting/state-key/v1"), root.expose_secret());
         let mut record = Zeroizing::new([0u8; TAG_LEN]);
         let mut audit = Zeroizing::new([0u8; TAG_LEN]);
+        let mut purposes = Zeroizing::new([0u8; TAG_LEN]);
         // 32 bytes is far below HKDF-SHA-256's limit of 255 x 32: expand cannot fail.
         let ok = hk.expand(b"record-state", record.as_mut_slice()).is_ok()
-            && hk.expand(b"audit-chain", audit.as_mut_slice()).is_ok();
+            && hk.expand(b"audit-chain", audit.as_mut_slice()).is_ok()
+            && hk.expand(b"purposes", purposes.as_mut_slice()).is_ok();
         debug_assert!(ok, "HKDF expand of 32 bytes");
-        StateKeys { record, audit }
+        StateKeys {
+            record,
+            audit,
+            purposes,
+        }
+    }
+
+    /// A key of its own for `purpose` (HKDF-SHA-256 from the purposes root, `info` = the
+    /// purpose): independent of the record and audit keys and of every other purpose's.
+    pub(crate) fn purpose_key(&self, purpose: &str) -> Result<DataKey> {
+        let hk =
+            Hkdf::<Sha256>::from_prk(self.purposes.as_slice()).map_err(|_| Error::integrity())?;
+        let mut out = Zeroizing::new(vec![0u8; crate::DATA_KEY_LEN]);
+        hk.expand(purpose.as_bytes(), out.as_mut_slice())
+            .map_err(|_| Error::integrity())?;
+        DataKey::from_zeroizing(out)
     }
 
     /// The audit chain's key.

@@ -182,6 +182,7 @@ impl From<Denial> for llm_accounting_core::Error {
     fn from(d: Denial) -> Self {
         llm_accounting_core::Error::QuotaExceeded {
             message: d.message(),
+            resets_at: Some(d.resets_at),
         }
     }
 }

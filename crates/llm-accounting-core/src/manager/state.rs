@@ -187,3 +187,29 @@ impl SecureKeyManager {
         }
     }
 }
+
+impl SecureKeyManager {
+    /// A 256-bit key of this store for `purpose` (a fixed name, such as
+    /// `"gateway/virtual-keys/v1"`), derived from the store's state key: the same in every
+    /// process that can unwrap the state key, unknown to anyone who can only read or write the
+    /// database. Components use it to authenticate their own rows (an HMAC under it) without a
+    /// KMS call per row. A store that holds no key yet gets its state key now (as its first
+    /// write would).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Integrity`] for a store that holds keys but is not sealed (`keys seal` first):
+    /// it has no state key to derive from; the provider's errors unwrapping the state key.
+    pub async fn purpose_key(&self, purpose: &str) -> Result<crate::DataKey> {
+        match self.state_keys_for_write().await? {
+            Some(keys) => keys.purpose_key(purpose),
+            None => Err(Error::Integrity {
+                identity: Some(
+                    "this store: it is not sealed, and keys derived from its state key need \
+                     one (run `llm-accounting keys seal` once)"
+                        .to_owned(),
+                ),
+            }),
+        }
+    }
+}
