@@ -39,6 +39,7 @@ mod m20261201_000007_branch_keys;
 mod m20261202_000001_create_usage_tables;
 mod m20261202_000002_create_usage_entry_sources;
 mod m20261206_000001_create_usage_counters;
+mod m20261206_000002_create_gateway_keys;
 
 /// Every migration of the llm-accounting schema, oldest first.
 #[derive(Debug, Clone, Copy, Default)]
@@ -58,6 +59,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000001_create_usage_tables::Migration),
             Box::new(m20261202_000002_create_usage_entry_sources::Migration),
             Box::new(m20261206_000001_create_usage_counters::Migration),
+            Box::new(m20261206_000002_create_gateway_keys::Migration),
         ]
     }
 }

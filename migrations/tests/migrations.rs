@@ -62,7 +62,7 @@ async fn up_down_up_on_sqlite_file() {
             .await
             .expect("applied")
             .len(),
-        10
+        11
     );
 
     let manager = SchemaManager::new(&db);
@@ -84,9 +84,20 @@ async fn up_down_up_on_sqlite_file() {
     // Up again is a no-op.
     Migrator::up(&db, None).await.expect("up is idempotent");
 
-    // The last migration adds the usage counters, marks and rollups; one step down removes
-    // exactly them.
+    // The last migration adds the gateway's virtual keys; one step down removes exactly them.
     let manager = SchemaManager::new(&db);
+    assert!(manager.has_table("gateway_keys").await.expect("has_table"));
+    Migrator::down(&db, Some(1)).await.expect("one step down");
+    assert!(!manager.has_table("gateway_keys").await.expect("has_table"));
+    assert!(
+        manager
+            .has_table("usage_counters")
+            .await
+            .expect("has_table")
+    );
+
+    // The one before adds the usage counters, marks and rollups; one step down removes
+    // exactly them.
     let counters = ["usage_counters", "usage_counter_marks", "usage_rollups"];
     for table in counters {
         assert!(
@@ -148,10 +159,10 @@ async fn up_down_up_on_sqlite_file() {
     Migrator::up(&db, None).await.expect("up again");
     assert_eq!(tables_present(&db).await, [true, true]);
 
-    // Nine steps down remove the usage counters, the entry sources, the usage tables, the
-    // branch keys, the audit counts, the seal columns and store keys, the audit table, the
-    // lifecycle columns, then the versions table.
-    Migrator::down(&db, Some(9)).await.expect("nine steps down");
+    // Ten steps down remove the gateway keys, the usage counters, the entry sources, the
+    // usage tables, the branch keys, the audit counts, the seal columns and store keys, the
+    // audit table, the lifecycle columns, then the versions table.
+    Migrator::down(&db, Some(10)).await.expect("ten steps down");
     assert_eq!(tables_present(&db).await, [true, false]);
     Migrator::up(&db, None).await.expect("up after one step");
     assert_eq!(tables_present(&db).await, [true, true]);

@@ -57,4 +57,30 @@ pub use notify::PgChangeFeed;
 pub use options::StoreOptions;
 pub use repository::SeaOrmKeyRepository;
 pub use url::redact_url;
+
+/// A database error of `operation` as the store reports its own: [`Error::DatabaseUnavailable`]
+/// for an outage (connection refused, pool exhausted, ...), [`Error::Database`] otherwise. For
+/// components that keep their own tables in the store's database (the gateway's virtual
+/// keys).
+///
+/// [`Error::DatabaseUnavailable`]: llm_accounting_core::Error::DatabaseUnavailable
+/// [`Error::Database`]: llm_accounting_core::Error::Database
+pub fn database_error(operation: &'static str, err: sea_orm::DbErr) -> llm_accounting_core::Error {
+    error::from_db(operation, err)
+}
+
+impl SeaOrmKeyRepository {
+    /// Begins a transaction that writes (on SQLite `BEGIN IMMEDIATE`, which takes the write
+    /// lock at once), for components that keep their own tables in the store's database.
+    ///
+    /// # Errors
+    ///
+    /// As [`database_error`].
+    pub async fn begin_write_txn(
+        &self,
+        operation: &'static str,
+    ) -> llm_accounting_core::Result<sea_orm::DatabaseTransaction> {
+        self.begin_write(operation).await
+    }
+}
 pub use usage::{PYTHON_SCHEMA_HEAD, SeaOrmUsageStore};
