@@ -55,9 +55,10 @@ pub use provider::{
 pub use settings::{
     AccountingEngine, AccountingSettings, AuditSettings, AwsSettings, AzureCredentials,
     AzureKeyWrap, AzureSettings, CONFIG_FILE_ENV, CacheSettings, ConfigFileSource, DEFAULT_CONFIG,
-    ENV_VARS, Enforcement, GcpCredentials, GcpSettings, KeysSettings, KmsHierarchy,
-    KmsProviderKind, KmsSettings, LocalSettings, OTHER_ENV_VARS, Overrides, PROVIDER_NAMES,
-    RedisFallback, Settings, StoreSettings, UnknownEnvVar,
+    ENV_VARS, Enforcement, GatewaySettings, GcpCredentials, GcpSettings, KeysSettings,
+    KmsHierarchy, KmsProviderKind, KmsSettings, LocalSettings, OTHER_ENV_VARS, Overrides,
+    PROVIDER_NAMES, RedisFallback, Settings, StoreSettings, UPSTREAM_ENV_PREFIX, UnknownEnvVar,
+    UnpricedModels, UpstreamApi, UpstreamSettings,
 };
 pub use stack::{RewrapTarget, Stack, StackBuilder};
 

@@ -22,7 +22,9 @@ choice_impls!(
     KmsProviderKind,
     KmsHierarchy,
     AccountingEngine,
-    RedisFallback
+    RedisFallback,
+    UpstreamApi,
+    UnpricedModels
 );
 
 /// Which KMS holds the master key (`kms.provider`).
@@ -225,6 +227,73 @@ impl RedisFallback {
 impl Choice for RedisFallback {
     const WHAT: &'static str = "Redis fallback";
     const ALL: &'static [Self] = RedisFallback::ALL;
+    const EMPTY_IS_DEFAULT: bool = true;
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// The wire format an upstream of the gateway speaks (`gateway.upstreams.<service>.api`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum UpstreamApi {
+    /// `openai`: OpenAI's REST API (and every OpenAI-compatible service).
+    #[default]
+    OpenAi,
+    /// `anthropic`: Anthropic's Messages API.
+    Anthropic,
+}
+
+impl UpstreamApi {
+    /// Every API.
+    pub const ALL: &'static [UpstreamApi] = &[UpstreamApi::OpenAi, UpstreamApi::Anthropic];
+
+    /// The name in settings.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            UpstreamApi::OpenAi => "openai",
+            UpstreamApi::Anthropic => "anthropic",
+        }
+    }
+}
+
+impl Choice for UpstreamApi {
+    const WHAT: &'static str = "upstream API";
+    const ALL: &'static [Self] = UpstreamApi::ALL;
+    const EMPTY_IS_DEFAULT: bool = false;
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// What the gateway does with a call to a model that has no price while a cost limit governs
+/// the call (`gateway.unpriced`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum UnpricedModels {
+    /// `deny`: refuse it (403): its cost could not be counted against the limit.
+    #[default]
+    Deny,
+    /// `allow`: let it through, counted at zero cost (its tokens and requests still count).
+    Allow,
+}
+
+impl UnpricedModels {
+    /// Every value.
+    pub const ALL: &'static [UnpricedModels] = &[UnpricedModels::Deny, UnpricedModels::Allow];
+
+    /// The name in settings.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            UnpricedModels::Deny => "deny",
+            UnpricedModels::Allow => "allow",
+        }
+    }
+}
+
+impl Choice for UnpricedModels {
+    const WHAT: &'static str = "unpriced-model policy";
+    const ALL: &'static [Self] = UnpricedModels::ALL;
     const EMPTY_IS_DEFAULT: bool = true;
     fn name(self) -> &'static str {
         self.as_str()

@@ -106,7 +106,57 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "LLM_ACCOUNTING_ACCOUNTING_REDIS_FALLBACK",
         "accounting.redis_fallback",
     ),
+    ("LLM_ACCOUNTING_GATEWAY_LISTEN", "gateway.listen"),
+    (
+        "LLM_ACCOUNTING_GATEWAY_DEFAULT_SERVICE",
+        "gateway.default_service",
+    ),
+    ("LLM_ACCOUNTING_GATEWAY_UNPRICED", "gateway.unpriced"),
+    ("LLM_ACCOUNTING_GATEWAY_PRICES_FILE", "gateway.prices_file"),
+    (
+        "LLM_ACCOUNTING_GATEWAY_UPSTREAM_RETRIES",
+        "gateway.upstream_retries",
+    ),
+    (
+        "LLM_ACCOUNTING_GATEWAY_UPSTREAM_TIMEOUT_SECS",
+        "gateway.upstream_timeout_secs",
+    ),
+    ("LLM_ACCOUNTING_GATEWAY_DRAIN_SECS", "gateway.drain_secs"),
+    (
+        "LLM_ACCOUNTING_GATEWAY_MAX_BODY_BYTES",
+        "gateway.max_body_bytes",
+    ),
+    (
+        "LLM_ACCOUNTING_GATEWAY_KEY_REFRESH_MS",
+        "gateway.key_refresh_ms",
+    ),
 ];
+
+/// The prefix of the variables of the gateway's upstreams, one per service and field:
+/// `LLM_ACCOUNTING_GATEWAY_UPSTREAMS_<SERVICE>_BASE_URL` and `..._<SERVICE>_API` set
+/// `gateway.upstreams.<service>.base_url` and `.api` (the service in lower case).
+pub const UPSTREAM_ENV_PREFIX: &str = "LLM_ACCOUNTING_GATEWAY_UPSTREAMS_";
+
+/// The fields of an upstream, as they end its variables' names (`_BASE_URL`, `_API`).
+const UPSTREAM_FIELDS: &[(&str, &str)] = &[("_BASE_URL", "base_url"), ("_API", "api")];
+
+/// The setting a gateway upstream variable sets (`gateway.upstreams.mistral.base_url` for
+/// `LLM_ACCOUNTING_GATEWAY_UPSTREAMS_MISTRAL_BASE_URL`); `None` for any other name.
+pub(crate) fn upstream_setting_of(var: &str) -> Option<String> {
+    let rest = var.strip_prefix(UPSTREAM_ENV_PREFIX)?;
+    UPSTREAM_FIELDS.iter().find_map(|(suffix, field)| {
+        let service = rest.strip_suffix(suffix)?;
+        (!service.is_empty())
+            .then(|| format!("gateway.upstreams.{}.{field}", service.to_lowercase()))
+    })
+}
+
+/// The variables that would set the upstream of `service`, one per field.
+pub(crate) fn upstream_vars_of(service: &str) -> impl Iterator<Item = String> + '_ {
+    UPSTREAM_FIELDS
+        .iter()
+        .map(move |(suffix, _)| format!("{UPSTREAM_ENV_PREFIX}{}{suffix}", service.to_uppercase()))
+}
 
 /// The variable of `setting` in [`ENV_VARS`] (empty for a setting that has none, which a unit
 /// test rules out).
@@ -159,6 +209,7 @@ pub(super) fn unknown_env_vars_in(names: impl IntoIterator<Item = String>) -> Ve
         .into_iter()
         .filter(|n| n.starts_with(PREFIX))
         .filter(|n| !ENV_VARS.iter().any(|(v, _)| v == n))
+        .filter(|n| upstream_setting_of(n).is_none())
         .filter(|n| !OTHER_ENV_VARS.contains(&n.as_str()))
         .filter(|n| !OTHER_ENV_PREFIXES.iter().any(|p| n.starts_with(p)))
         .map(|name| {

@@ -33,7 +33,7 @@ pub(super) struct Origins {
     /// The configuration file and its settings (`[local]` already read as `[kms.local]`).
     pub(super) file: Option<(PathBuf, Map<String, Value>)>,
     /// Settings set by environment variables: (setting, variable).
-    pub(super) env: Vec<(&'static str, &'static str)>,
+    pub(super) env: Vec<(String, String)>,
     /// Settings set by overrides: (setting, flag).
     pub(super) overrides: Vec<(&'static str, &'static str)>,
 }
@@ -50,7 +50,7 @@ impl Origins {
         if let Some(flag) = by(&self.overrides) {
             return format!("from {flag}");
         }
-        if let Some(var) = by(&self.env) {
+        if let Some((_, var)) = self.env.iter().find(|(s, _)| s == setting) {
             return format!("from {var}");
         }
         match &self.file {
@@ -138,6 +138,17 @@ pub(super) fn unknown_keys(
                 let mut known: Vec<&str> = schema.keys().map(String::as_str).collect();
                 known.sort_unstable();
                 out.push(format!("`{path}` (expected one of: {})", known.join(", ")));
+            }
+            // Any service may have an upstream: each is checked against the fields of one.
+            (Some(ValueKind::Table(s)), ValueKind::Table(f)) if path == "gateway.upstreams" => {
+                let Some(ValueKind::Table(fields)) = s.values().next().map(|v| &v.kind) else {
+                    continue;
+                };
+                for (service, upstream) in f {
+                    if let ValueKind::Table(u) = &upstream.kind {
+                        unknown_keys(u, fields, &format!("{path}.{service}"), out);
+                    }
+                }
             }
             (Some(ValueKind::Table(s)), ValueKind::Table(f)) => unknown_keys(f, s, &path, out),
             (Some(_), _) => {}

@@ -22,14 +22,15 @@ use crate::layers::{LayerOptions, RetryPolicy};
 use crate::{AuditOptions, CacheOptions, Error, ManagerOptions, Result, StoreOptions, redact_url};
 
 pub use self::choices::{
-    AccountingEngine, KmsHierarchy, KmsProviderKind, PROVIDER_NAMES, RedisFallback,
+    AccountingEngine, KmsHierarchy, KmsProviderKind, PROVIDER_NAMES, RedisFallback, UnpricedModels,
+    UpstreamApi,
 };
 pub(crate) use self::env::env_var_of;
-pub use self::env::{ENV_VARS, OTHER_ENV_VARS, UnknownEnvVar};
+pub use self::env::{ENV_VARS, OTHER_ENV_VARS, UPSTREAM_ENV_PREFIX, UnknownEnvVar};
 use self::file::*;
 pub use self::sections::{
-    AccountingSettings, AuditSettings, AwsSettings, AzureSettings, CacheSettings, GcpSettings,
-    KeysSettings, KmsSettings, LocalSettings, StoreSettings,
+    AccountingSettings, AuditSettings, AwsSettings, AzureSettings, CacheSettings, GatewaySettings,
+    GcpSettings, KeysSettings, KmsSettings, LocalSettings, StoreSettings, UpstreamSettings,
 };
 use llm_accounting_core::settings::{empty_is_none, empty_is_none_path};
 pub use llm_accounting_kms_azure::{AzureCredentials, WrapAlgorithm as AzureKeyWrap};
@@ -110,6 +111,8 @@ pub struct Settings {
     pub audit: AuditSettings,
     /// Usage accounting and quotas.
     pub accounting: AccountingSettings,
+    /// The gateway (`llm-accounting gateway serve`).
+    pub gateway: GatewaySettings,
 }
 
 impl Default for Settings {
@@ -127,6 +130,7 @@ impl Default for Settings {
             keys: KeysSettings::default(),
             audit: AuditSettings::default(),
             accounting: AccountingSettings::default(),
+            gateway: GatewaySettings::default(),
         }
     }
 }
@@ -148,6 +152,7 @@ impl fmt::Debug for Settings {
             .field("keys", &self.keys)
             .field("audit", &self.audit)
             .field("accounting", &self.accounting)
+            .field("gateway", &self.gateway)
             .finish()
     }
 }
@@ -208,7 +213,17 @@ impl Settings {
     /// as strictly as a named one.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self> {
         let file = Self::config_file(file).map(|(path, _)| path);
-        Self::load_with(file.as_deref(), overrides, |name| std::env::var(name).ok())
+        // Upstreams may be added by variables alone: their names are found by listing.
+        let upstream_vars = std::env::vars_os()
+            .filter_map(|(name, _)| name.into_string().ok())
+            .filter(|name| env::upstream_setting_of(name).is_some())
+            .collect();
+        Self::load_inner(
+            file.as_deref(),
+            overrides,
+            |name| std::env::var(name).ok(),
+            upstream_vars,
+        )
     }
 
     /// Settings from the configuration file and the environment (no overrides): see
@@ -254,10 +269,22 @@ impl Settings {
     /// reading no file unless `file` or `LLM_ACCOUNTING_CONFIG` (through `env`) names one: the
     /// default file is [`Settings::load`]'s. Code that builds its settings itself starts from
     /// [`Settings::default`] instead.
+    /// Variables of upstreams (`LLM_ACCOUNTING_GATEWAY_UPSTREAMS_<SERVICE>_BASE_URL`, `_API`)
+    /// are read for the services the defaults and the file name.
     pub fn load_with(
         file: Option<&Path>,
         overrides: &Overrides,
         env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self> {
+        Self::load_inner(file, overrides, env, Vec::new())
+    }
+
+    /// [`Settings::load_with`], also reading the upstream variables `upstream_vars`.
+    fn load_inner(
+        file: Option<&Path>,
+        overrides: &Overrides,
+        env: impl Fn(&str) -> Option<String>,
+        mut upstream_vars: Vec<String>,
     ) -> Result<Self> {
         let mut origins = Origins::default();
         let mut b = Config::builder().add_source(File::from_str(DEFAULT_CONFIG, FileFormat::Toml));
@@ -280,7 +307,25 @@ impl Settings {
                 b = b
                     .set_override(*key, v)
                     .map_err(|e| config_error(format!("bad value in {var}"), e))?;
-                origins.env.push((*key, *var));
+                origins.env.push(((*key).to_owned(), (*var).to_owned()));
+            }
+        }
+        let mut services: Vec<String> = GatewaySettings::default().upstreams.into_keys().collect();
+        if let Some((_, table)) = &origins.file
+            && let Some(config::ValueKind::Table(t)) =
+                lookup(table, "gateway.upstreams").map(|v| &v.kind)
+        {
+            services.extend(t.keys().cloned());
+        }
+        upstream_vars.extend(services.iter().flat_map(|s| env::upstream_vars_of(s)));
+        upstream_vars.sort();
+        upstream_vars.dedup();
+        for var in upstream_vars {
+            if let (Some(key), Some(v)) = (env::upstream_setting_of(&var), env(&var)) {
+                b = b
+                    .set_override(key.as_str(), v)
+                    .map_err(|e| config_error(format!("bad value in {var}"), e))?;
+                origins.env.push((key, var));
             }
         }
         for (key, flag, value) in overrides.entries() {
@@ -354,6 +399,28 @@ impl Settings {
                 "accounting.redis_url",
                 "accounting.engine = redis needs accounting.redis_url \
                  (LLM_ACCOUNTING_ACCOUNTING_REDIS_URL), e.g. redis://127.0.0.1:6379",
+            ));
+        }
+        if !self
+            .gateway
+            .upstreams
+            .contains_key(&self.gateway.default_service)
+        {
+            return Err((
+                "gateway.default_service",
+                "gateway.default_service must name a service of gateway.upstreams",
+            ));
+        }
+        if self.gateway.key_refresh_ms == 0 {
+            return Err((
+                "gateway.key_refresh_ms",
+                "gateway.key_refresh_ms must be at least 1",
+            ));
+        }
+        if self.gateway.max_body_bytes == 0 {
+            return Err((
+                "gateway.max_body_bytes",
+                "gateway.max_body_bytes must be at least 1",
             ));
         }
         if self.accounting.reservation_ttl_secs == 0 {

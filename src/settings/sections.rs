@@ -273,3 +273,79 @@ impl fmt::Debug for AccountingSettings {
             .finish()
     }
 }
+
+/// The gateway (`[gateway]`): where it listens, the upstreams it forwards to, and how it
+/// treats calls.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct GatewaySettings {
+    /// Address to listen on (`127.0.0.1:4000`).
+    pub listen: String,
+    /// Service of the OpenAI-style routes when the model names none (`openai`).
+    pub default_service: String,
+    /// A call to a model without a price under a cost limit: `deny` (default) or `allow`.
+    pub unpriced: super::UnpricedModels,
+    /// A TOML file of prices that extends and overrides the shipped table; `None`: the
+    /// shipped table only.
+    #[serde(deserialize_with = "llm_accounting_core::settings::empty_is_none_path")]
+    pub prices_file: Option<std::path::PathBuf>,
+    /// Retries of an upstream call that failed to connect (0: none).
+    pub upstream_retries: u32,
+    /// Seconds an upstream call may take in all (streams included).
+    pub upstream_timeout_secs: u64,
+    /// Seconds in-flight calls get to finish after SIGTERM or Ctrl-C.
+    pub drain_secs: u64,
+    /// Largest request body accepted, in bytes (larger: 413).
+    pub max_body_bytes: usize,
+    /// Milliseconds between reloads of the virtual keys (revocations made elsewhere are seen
+    /// within this; at once on PostgreSQL).
+    pub key_refresh_ms: u64,
+    /// One upstream per service name.
+    pub upstreams: std::collections::BTreeMap<String, UpstreamSettings>,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        let upstream = |base_url: &str, api| UpstreamSettings {
+            base_url: base_url.to_owned(),
+            api,
+        };
+        GatewaySettings {
+            listen: "127.0.0.1:4000".to_owned(),
+            default_service: "openai".to_owned(),
+            unpriced: super::UnpricedModels::Deny,
+            prices_file: None,
+            upstream_retries: 0,
+            upstream_timeout_secs: 600,
+            drain_secs: 30,
+            max_body_bytes: 16 * 1024 * 1024,
+            key_refresh_ms: 2_000,
+            upstreams: [
+                (
+                    "openai".to_owned(),
+                    upstream("https://api.openai.com/v1", super::UpstreamApi::OpenAi),
+                ),
+                (
+                    "anthropic".to_owned(),
+                    upstream("https://api.anthropic.com", super::UpstreamApi::Anthropic),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        }
+    }
+}
+
+/// One upstream of the gateway (`[gateway.upstreams.<service>]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct UpstreamSettings {
+    /// The base URL as the provider's own SDK takes it (`https://api.openai.com/v1`,
+    /// `https://api.anthropic.com`).
+    pub base_url: String,
+    /// The wire format it speaks: `openai` (the default) or `anthropic`.
+    #[serde(default)]
+    pub api: super::UpstreamApi,
+}

@@ -31,6 +31,20 @@ fn default_is_the_embedded_defaults() {
 fn every_setting_has_exactly_one_variable() {
     let mut settings = Vec::new();
     leaves(&defaults_table().expect("defaults"), "", &mut settings);
+    // The upstreams are a table per service, each field with the variable of its service.
+    settings.retain(|s| {
+        let Some(rest) = s.strip_prefix("gateway.upstreams.") else {
+            return true;
+        };
+        let (service, field) = rest.split_once('.').expect("service.field");
+        let var = format!(
+            "{UPSTREAM_ENV_PREFIX}{}_{}",
+            service.to_uppercase(),
+            field.to_uppercase()
+        );
+        assert_eq!(env::upstream_setting_of(&var).as_deref(), Some(s.as_str()));
+        false
+    });
     settings.sort();
     let mut listed: Vec<String> = ENV_VARS.iter().map(|(_, s)| (*s).to_owned()).collect();
     listed.sort();
@@ -119,4 +133,61 @@ fn the_example_files_load() {
     let mut all = KmsProviderKind::ALL.to_vec();
     all.sort_by_key(|k| k.as_str());
     assert_eq!(loaded, all);
+}
+
+#[test]
+fn upstreams_come_from_the_file_and_from_variables_of_any_service() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("c.toml");
+    std::fs::write(
+        &file,
+        "[gateway.upstreams.mistral]\nbase_url = \"https://api.mistral.ai/v1\"\n",
+    )
+    .expect("write");
+    let s = load(
+        &[
+            ("LLM_ACCOUNTING_GATEWAY_UPSTREAMS_MISTRAL_API", "openai"),
+            (
+                "LLM_ACCOUNTING_GATEWAY_UPSTREAMS_OPENAI_BASE_URL",
+                "http://127.0.0.1:9/v1",
+            ),
+        ],
+        Some(&file),
+        &Overrides::default(),
+    )
+    .expect("load");
+    assert_eq!(
+        s.gateway.upstreams["mistral"].base_url,
+        "https://api.mistral.ai/v1"
+    );
+    assert_eq!(s.gateway.upstreams["mistral"].api, UpstreamApi::OpenAi);
+    assert_eq!(
+        s.gateway.upstreams["openai"].base_url,
+        "http://127.0.0.1:9/v1"
+    );
+    assert_eq!(s.gateway.upstreams["anthropic"].api, UpstreamApi::Anthropic);
+
+    // A field an upstream does not have is named, with the file.
+    std::fs::write(&file, "[gateway.upstreams.groq]\nbase = \"x\"\n").expect("write");
+    let e = load(&[], Some(&file), &Overrides::default()).expect_err("unknown field");
+    assert!(e.to_string().contains("gateway.upstreams.groq.base"), "{e}");
+    // A bad API name is named with its variable.
+    let e = load(
+        &[("LLM_ACCOUNTING_GATEWAY_UPSTREAMS_OPENAI_API", "soap")],
+        None,
+        &Overrides::default(),
+    )
+    .expect_err("bad api");
+    assert!(
+        e.to_string()
+            .contains("LLM_ACCOUNTING_GATEWAY_UPSTREAMS_OPENAI_API"),
+        "{e}"
+    );
+    // The upstream variables are no typos; a near miss of one is.
+    let unknown = env::unknown_env_vars_in([
+        "LLM_ACCOUNTING_GATEWAY_UPSTREAMS_GROQ_BASE_URL".to_owned(),
+        "LLM_ACCOUNTING_GATEWAY_LISTN".to_owned(),
+    ]);
+    assert_eq!(unknown.len(), 1, "{unknown:?}");
+    assert_eq!(unknown[0].suggestion, Some("LLM_ACCOUNTING_GATEWAY_LISTEN"));
 }

@@ -251,6 +251,10 @@ fn every_settings_struct_denies_unknown_fields() {
     tables(&defaults_table().expect("defaults"), "", &mut sections);
     assert!(sections.len() >= 10, "{sections:?}");
     for section in sections {
+        // A map of services (each upstream is checked as its own section below it).
+        if section == "gateway.upstreams" {
+            continue;
+        }
         let key = if section.is_empty() {
             "unheard_of".to_owned()
         } else {
