@@ -128,6 +128,10 @@ pub(crate) enum Command {
     /// Check a call against the limits.
     #[command(subcommand, after_help = AFTER_HELP)]
     Quota(crate::commands::quota::QuotaCommand),
+    /// The gateway: applications call models through it with a virtual key, under the
+    /// quotas, and never hold a provider key (`gateway serve`, `gateway keys create`).
+    #[command(subcommand, after_help = AFTER_HELP)]
+    Gateway(crate::commands::gateway::GatewayCommand),
 }
 
 /// Arguments of `doctor`.

@@ -24,6 +24,7 @@ mod exec;
 mod import;
 
 mod args;
+pub(crate) mod gateway;
 pub(crate) mod limits;
 pub(crate) mod quota;
 pub(crate) mod usage;
@@ -73,6 +74,7 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
         Command::Usage(command) => usage::run(&ctx, command).await,
         Command::Limits(command) => limits::run(&ctx, command).await,
         Command::Quota(command) => quota::run(&ctx, command).await,
+        Command::Gateway(command) => gateway::run(&ctx, command).await,
         #[cfg(feature = "kms-local")]
         Command::MasterKey(MasterKeyCommand::AddVersion) => add_master_key_version(&ctx),
         #[cfg(not(feature = "kms-local"))]
