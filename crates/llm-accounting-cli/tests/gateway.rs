@@ -1030,3 +1030,94 @@ fn on_postgresql_a_revocation_reaches_a_running_gateway_at_once() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn provider_keys_go_from_most_to_least_specific_and_sessions_are_accounted() {
+    let Some(py) = python() else { return };
+    let fake = Fake::start(&py);
+    let db = sqlite();
+    let mut env = env_for(&db, &fake);
+    const PROJECT_KEY: &str = "sk-test-FAKE-openai-project-p2-00000000gw4";
+    const PAT_KEY: &str = "sk-test-FAKE-openai-pat-p2-000000000000gw5";
+    env.run_stdin(
+        &[
+            "-q",
+            "keys",
+            "store",
+            "--service",
+            "openai",
+            "--project",
+            "p2",
+        ],
+        PROJECT_KEY,
+    )
+    .ok();
+    env.run_stdin(
+        &[
+            "-q",
+            "keys",
+            "store",
+            "--service",
+            "openai",
+            "--user",
+            "pat",
+            "--project",
+            "p2",
+        ],
+        PAT_KEY,
+    )
+    .ok();
+    let pat = token(&env, &["--user", "pat", "--project", "p2"]);
+    let quinn = token(&env, &["--user", "quinn", "--project", "p2"]);
+    let rita = token(&env, &["--user", "rita", "--project", "p3"]);
+    // At debug the gateway (and everything under it) logs each call: still no key of any
+    // kind in its output.
+    env.set("RUST_LOG", "debug");
+    let gw = Served::start(&env);
+    let oa = gw.openai_base();
+    for key in [&pat, &quinn, &rita] {
+        let r = sdk(
+            &py,
+            &[
+                "openai-chat",
+                "--base-url",
+                &oa,
+                "--key",
+                key,
+                "--model",
+                "gpt-4o-mini",
+                "--header",
+                "x-llm-accounting-session=s-42",
+            ],
+        );
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    let seen: Vec<String> = fake
+        .requests()
+        .iter()
+        .map(|r| r["authorization"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            format!("Bearer {PAT_KEY}"),
+            format!("Bearer {PROJECT_KEY}"),
+            format!("Bearer {OPENAI_KEY}")
+        ],
+        "user and project, then project, then the service's key"
+    );
+    let ev = wait_events(&env, 3);
+    assert!(ev.iter().all(|e| e["session"] == "s-42"), "{ev:#?}");
+    assert_eq!(ev[0]["project"], "p3");
+    assert_eq!(ev[0]["key"], "service \"openai\"");
+    let (code, log) = gw.terminate();
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("forwarded"),
+        "the calls are logged at debug: {log}"
+    );
+    for secret in [OPENAI_KEY, PROJECT_KEY, PAT_KEY, &pat, &quinn, &rita] {
+        assert!(!log.contains(secret), "a key in the log");
+    }
+    assert!(!log.contains("llmacc-"), "a token in the log");
+}
