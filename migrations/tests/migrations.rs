@@ -134,9 +134,9 @@ async fn up_down_up_on_sqlite_file() {
     Migrator::up(&db, None).await.expect("up again");
     assert_eq!(usage_tables(&db).await, [true; 3]);
 
-    // The one before adds the branch keys: four steps down from the top remove them too.
+    // The one before adds the branch keys: five steps down from the top remove them too.
     assert!(manager.has_table("branch_keys").await.expect("has_table"));
-    Migrator::down(&db, Some(4)).await.expect("four steps down");
+    Migrator::down(&db, Some(5)).await.expect("five steps down");
     assert!(!manager.has_table("branch_keys").await.expect("has_table"));
     // The one before adds the audit counts; the next step down removes exactly them.
     assert_eq!(audit_columns(&db).await, [true; 3]);
