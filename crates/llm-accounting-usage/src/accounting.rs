@@ -79,6 +79,10 @@ pub(crate) struct Inner {
     pub(crate) store: Arc<dyn UsageStore>,
     pub(crate) recorder: UsageRecorder,
     pub(crate) local: Option<Arc<LocalQuota>>,
+    /// Strict reservations, grouped (stores that [batch](UsageStore::batches_commits) only).
+    reserver: Option<crate::groups::Reserver>,
+    /// Strict commits, grouped (likewise).
+    pub(crate) committer: Option<crate::groups::Committer>,
     ttl: Duration,
 }
 
@@ -113,11 +117,17 @@ impl Accounting {
             ),
             _ => None,
         };
+        let grouped = local.is_none() && store.batches_commits();
+        let committer = grouped.then(|| crate::groups::Committer::start(Arc::clone(&store)));
+        let reserver = grouped
+            .then(|| crate::groups::Reserver::start(Arc::clone(&store), options.reservation_ttl));
         Ok(Accounting {
             inner: Arc::new(Inner {
                 store,
                 recorder,
                 local,
+                reserver,
+                committer,
                 ttl: options.reservation_ttl,
             }),
         })
@@ -155,12 +165,15 @@ impl Accounting {
             Some(local) => Held::Local(Mutex::new(Some(
                 local.reserve(request).map_err(|d| Error::from(*d))?,
             ))),
-            None => match self
-                .inner
-                .store
-                .reserve(request, self.inner.ttl, Utc::now())
-                .await?
-            {
+            None => match match &self.inner.reserver {
+                Some(r) => r.reserve(request.clone()).await?,
+                None => {
+                    self.inner
+                        .store
+                        .reserve(request, self.inner.ttl, Utc::now())
+                        .await?
+                }
+            } {
                 ReserveOutcome::Reserved(r) => Held::Strict(r.id),
                 ReserveOutcome::Denied(d) => return Err(Error::from(*d)),
             },

@@ -23,7 +23,7 @@ mod windows;
 pub use events::{events_round_trip, purge};
 pub use limits::{every_scope_and_kind, exemptions_by_precedence, limits_round_trip};
 pub use load::{large_batches, racing_reservations_never_overshoot};
-pub use reservations::reservations_hold_commit_release;
+pub use reservations::{commits_together, reservations_hold_commit_release, reserved_together};
 pub use windows::{
     fixed_windows_reset, rolling_months_from_the_first, rolling_window_across_boundary,
 };
@@ -38,6 +38,8 @@ pub async fn run(store: Arc<dyn UsageStore>) {
     exemptions_by_precedence(&*store).await;
     rolling_months_from_the_first(&*store).await;
     reservations_hold_commit_release(&*store).await;
+    commits_together(&*store).await;
+    reserved_together(&*store).await;
     racing_reservations_never_overshoot(Arc::clone(&store), 40).await;
     large_batches(&*store).await;
     purge(&*store).await;

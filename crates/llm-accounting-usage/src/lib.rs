@@ -48,6 +48,7 @@ pub mod buckets;
 pub mod conformance;
 mod enforcement;
 mod event;
+mod groups;
 mod limit;
 mod local;
 mod memory;

@@ -110,7 +110,13 @@ impl Reservation {
         self.done = true;
         let a = &self.accounting.inner;
         match &self.held {
-            Held::Strict(id) => a.store.commit(*id, &event).await,
+            Held::Strict(id) => match &a.committer {
+                Some(c) => {
+                    event.validate()?;
+                    c.commit(*id, event).await
+                }
+                None => a.store.commit(*id, &event).await,
+            },
             Held::Local(held) => {
                 let held = held.lock().unwrap_or_else(|p| p.into_inner()).take();
                 match (held, &a.local) {

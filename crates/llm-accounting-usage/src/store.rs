@@ -134,6 +134,42 @@ pub trait UsageStore: Send + Sync + Debug {
     /// released reservation only adds the event).
     async fn commit(&self, reservation: Uuid, event: &UsageEvent) -> Result<()>;
 
+    /// Decides several requests in order, each as [`UsageStore::reserve`] does and seeing
+    /// the ones granted before it; stores that can ([`UsageStore::batches_commits`]) do it in
+    /// one transaction. The default reserves one by one (stopping at the first error).
+    async fn reserve_many(
+        &self,
+        requests: &[QuotaRequest],
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ReserveOutcome>> {
+        let mut out = Vec::with_capacity(requests.len());
+        for request in requests {
+            out.push(self.reserve(request, ttl, now).await?);
+        }
+        Ok(out)
+    }
+
+    /// Commits several reservations, each as [`UsageStore::commit`] does; stores that can
+    /// ([`UsageStore::batches_commits`]) do it in one transaction, all or nothing. The
+    /// default checks every event, then commits one by one.
+    async fn commit_many(&self, commits: &[(Uuid, UsageEvent)]) -> Result<()> {
+        for (_, event) in commits {
+            event.validate()?;
+        }
+        for (reservation, event) in commits {
+            self.commit(*reservation, event).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether [`UsageStore::reserve_many`] and [`UsageStore::commit_many`] work in one
+    /// transaction (then [`crate::Accounting`] groups the reservations and the commits that
+    /// arrive together).
+    fn batches_commits(&self) -> bool {
+        false
+    }
+
     /// Drops a reservation; whether it was still held.
     async fn release(&self, reservation: Uuid) -> Result<bool>;
 

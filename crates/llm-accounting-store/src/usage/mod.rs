@@ -27,6 +27,7 @@ mod rows;
 use columns::Schema;
 pub use python::PYTHON_SCHEMA_HEAD;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -37,7 +38,7 @@ use chrono::{DateTime, Utc};
 use llm_accounting_core::{Error, Result};
 use llm_accounting_usage::{
     Denial, Limit, NewLimit, QuotaDecision, QuotaRequest, ReservationRecord, ReserveOutcome, Scope,
-    StatsQuery, StatsRow, Usage, UsageEvent, UsageStore, check_limit, governing,
+    StatsQuery, StatsRow, Usage, UsageEvent, UsageStore, check_limit, counts_against, governing,
 };
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, IsolationLevel,
@@ -60,6 +61,10 @@ pub struct SeaOrmUsageStore {
     counters: bool,
     /// When lapsed reservations and old counters were last deleted (seconds since the epoch).
     pruned: Arc<AtomicI64>,
+    /// SQLite: this process's writers queue here (first come, first served) instead of
+    /// contending for the database's write lock, whose busy handler sleeps (up to 100 ms at
+    /// a time) and serves waiters in no order.
+    write_gate: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl fmt::Debug for SeaOrmUsageStore {
@@ -102,11 +107,21 @@ impl SeaOrmKeyRepository {
             schema,
             counters,
             pruned: Arc::new(AtomicI64::new(0)),
+            write_gate: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 }
 
 impl SeaOrmUsageStore {
+    /// On SQLite, this process's turn to write (see `write_gate`); nothing elsewhere.
+    async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        if self.backend() == DbBackend::Sqlite {
+            Some(self.write_gate.lock().await)
+        } else {
+            None
+        }
+    }
+
     /// Opens the database at `url` (as [`SeaOrmKeyRepository::connect`], migrations applied).
     ///
     /// # Errors
@@ -314,6 +329,7 @@ impl SeaOrmUsageStore {
             return Ok(());
         }
         self.pruned.store(now.timestamp(), Ordering::Relaxed);
+        let _turn = self.write_turn().await;
         own::delete_lapsed(&self.db, self.backend(), now).await?;
         if !self.counters {
             return Ok(());
@@ -338,6 +354,7 @@ impl UsageStore for SeaOrmUsageStore {
         if events.is_empty() {
             return Ok(());
         }
+        let _turn = self.write_turn().await;
         retrying(|| async {
             let txn = self.begin("write usage events").await?;
             self.write_counted(&txn, events).await?;
@@ -392,6 +409,7 @@ impl UsageStore for SeaOrmUsageStore {
     async fn check(&self, request: &QuotaRequest, now: DateTime<Utc>) -> Result<QuotaDecision> {
         // As a reservation decides (counters built or folded on the way are kept), without
         // holding anything.
+        let _turn = self.write_turn().await;
         let denial = retrying(|| async {
             let txn = self.begin("check quota").await?;
             let denial = self.decide(&txn, request, now).await?;
@@ -415,15 +433,51 @@ impl UsageStore for SeaOrmUsageStore {
         if let Err(e) = self.housekeeping(now).await {
             tracing::debug!(error = %e, "could not delete lapsed reservations and old counters");
         }
+        let _turn = self.write_turn().await;
         retrying(|| self.reserve_once(request, ttl, now)).await
     }
 
     async fn commit(&self, reservation: Uuid, event: &UsageEvent) -> Result<()> {
         event.validate()?;
+        let _turn = self.write_turn().await;
         retrying(|| self.commit_once(reservation, event)).await
     }
 
+    async fn reserve_many(
+        &self,
+        requests: &[QuotaRequest],
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ReserveOutcome>> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ttl = chrono::Duration::from_std(ttl)
+            .map_err(|_| Error::invalid("reservation ttl", "too long"))?;
+        if let Err(e) = self.housekeeping(now).await {
+            tracing::debug!(error = %e, "could not delete lapsed reservations and old counters");
+        }
+        let _turn = self.write_turn().await;
+        retrying(|| self.reserve_many_once(requests, ttl, now)).await
+    }
+
+    async fn commit_many(&self, commits: &[(Uuid, UsageEvent)]) -> Result<()> {
+        for (_, event) in commits {
+            event.validate()?;
+        }
+        if commits.is_empty() {
+            return Ok(());
+        }
+        let _turn = self.write_turn().await;
+        retrying(|| self.commit_many_once(commits)).await
+    }
+
+    fn batches_commits(&self) -> bool {
+        true
+    }
+
     async fn release(&self, reservation: Uuid) -> Result<bool> {
+        let _turn = self.write_turn().await;
         retrying(|| own::delete_reservation(&self.db, self.backend(), reservation)).await
     }
 
@@ -511,6 +565,96 @@ impl SeaOrmUsageStore {
         own::insert_reservation(&txn, self.backend(), &record).await?;
         commit(txn, "reserve quota").await?;
         Ok(ReserveOutcome::Reserved(Box::new(record)))
+    }
+
+    /// [`UsageStore::reserve_many`] in one transaction: the limits are read and locked once,
+    /// each limit's usage is read once, and the requests are decided in order, each seeing
+    /// the ones granted before it (their amounts added to the usage read).
+    async fn reserve_many_once(
+        &self,
+        requests: &[QuotaRequest],
+        ttl: chrono::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ReserveOutcome>> {
+        let backend = self.backend();
+        let txn = self.begin("reserve quota").await?;
+        if backend == DbBackend::Postgres {
+            // As in `reserve_once`: a reservation need not survive a crash of the server.
+            txn.execute_unprepared("SET LOCAL synchronous_commit = off")
+                .await
+                .map_err(|e| from_db("reserve quota", e))?;
+        }
+        let all = self.all_limits(&txn).await?;
+        let per: Vec<Vec<&Limit>> = requests.iter().map(|r| governing(&all, &r.scope)).collect();
+        let mut ids: Vec<i64> = per.iter().flatten().map(|l| l.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let still = if backend != DbBackend::Sqlite && !ids.is_empty() {
+            self.lock(&txn, &ids).await?
+        } else {
+            ids
+        };
+        if self.counters && self.schema == Schema::Python && !still.is_empty() {
+            counters::fold(&txn, backend, self.schema.events(), &all).await?;
+        }
+        let mut usage: HashMap<i64, (&Limit, Usage)> = HashMap::new();
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for (request, limits) in requests.iter().zip(&per) {
+            let asked = request.amounts();
+            let mut denial = None;
+            for limit in limits.iter().filter(|l| still.contains(&l.id)) {
+                let u = match usage.entry(limit.id) {
+                    std::collections::hash_map::Entry::Occupied(e) => &e.into_mut().1,
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        let u = self.limit_usage(&txn, limit, now).await?;
+                        &e.insert((limit, u)).1
+                    }
+                };
+                if let Some(d) = check_limit(limit, u, &asked, now) {
+                    denial = Some(d);
+                    break;
+                }
+            }
+            if let Some(d) = denial {
+                outcomes.push(ReserveOutcome::Denied(Box::new(d)));
+                continue;
+            }
+            let record = ReservationRecord {
+                id: Uuid::new_v4(),
+                scope: request.scope.clone(),
+                amounts: asked,
+                created_at: now,
+                expires_at: now + ttl,
+            };
+            own::insert_reservation(&txn, backend, &record).await?;
+            // Usage read before this reservation does not hold it: add it to every limit it
+            // counts against (usage read from now on holds it already).
+            let call = request.scope.event_at(now);
+            for (limit, u) in usage.values_mut() {
+                if counts_against(limit, &call) {
+                    u.amounts = u.amounts.plus(asked);
+                }
+            }
+            outcomes.push(ReserveOutcome::Reserved(Box::new(record)));
+        }
+        commit(txn, "reserve quota").await?;
+        Ok(outcomes)
+    }
+
+    /// [`UsageStore::commit_many`] in one transaction: one lock of the limits, one flush,
+    /// for every call committed together.
+    async fn commit_many_once(&self, commits: &[(Uuid, UsageEvent)]) -> Result<()> {
+        let txn = self.begin("commit usage").await?;
+        let events: Vec<UsageEvent> = commits.iter().map(|(_, e)| e.clone()).collect();
+        let ids: Vec<Uuid> = commits.iter().map(|(id, _)| *id).collect();
+        let limits = self.lock_for(&txn, &events).await?;
+        own::delete_reservations(&txn, self.backend(), &ids).await?;
+        self.write_events(&txn, &events).await?;
+        if self.schema == Schema::Own {
+            counters::add(&txn, self.backend(), &limits, &events).await?;
+            rollups::add(&txn, self.backend(), &events).await?;
+        }
+        commit(txn, "commit usage").await
     }
 
     async fn commit_once(&self, reservation: Uuid, event: &UsageEvent) -> Result<()> {

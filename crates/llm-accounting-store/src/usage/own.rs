@@ -274,6 +274,22 @@ pub(super) async fn delete_reservation(
     Ok(exec(db, backend, &delete, "release a reservation").await? > 0)
 }
 
+/// Deletes the reservations `ids` (committed together), in statements of at most 500 ids.
+pub(super) async fn delete_reservations(
+    db: &impl ConnectionTrait,
+    backend: DbBackend,
+    ids: &[Uuid],
+) -> Result<()> {
+    for chunk in ids.chunks(500) {
+        let delete = Query::delete()
+            .from_table(RESERVATIONS_TABLE)
+            .and_where(Expr::col("id").is_in(chunk.iter().map(ToString::to_string)))
+            .to_owned();
+        exec(db, backend, &delete, "commit reservations").await?;
+    }
+    Ok(())
+}
+
 /// Deletes events before `before`; how many.
 pub(super) async fn purge_before(
     db: &impl ConnectionTrait,
