@@ -177,3 +177,45 @@ fn map_and_mistakes() {
         .code(2);
     assert!(r.stderr.contains("/no/such/.env"), "{r:#?}");
 }
+
+/// Issue 23: `keys import --env-file /dev/zero` (or a symbolic link to it) grew to several GB
+/// and never finished; `exec --env-file` too. Only regular files of at most 1 MiB are read.
+#[test]
+fn devices_pipes_directories_and_huge_files_are_refused_at_once() {
+    let env = env();
+    let zero_link = env.dir().join("zero.env");
+    std::os::unix::fs::symlink("/dev/zero", &zero_link).expect("symlink");
+    let huge = env.dir().join("huge.env");
+    std::fs::write(
+        &huge,
+        format!("OPENAI_API_KEY={OPENAI}\n{}", "#\n".repeat(600_000)),
+    )
+    .expect("write");
+    let zero = zero_link.display().to_string();
+    let huge = huge.display().to_string();
+    let dir = env.dir().display().to_string();
+    for (file, says) in [
+        ("/dev/zero", "not a regular file"),
+        (zero.as_str(), "not a regular file"),
+        (dir.as_str(), "not a regular file"),
+        (huge.as_str(), "larger than 1 MiB"),
+    ] {
+        for args in [
+            vec!["keys", "import", "--env-file", file],
+            vec!["exec", "--env-file", file, "--", "true"],
+        ] {
+            // (Before, the first two never returned.)
+            let run = env.run(&args).code(2);
+            assert!(run.stderr.contains(says), "{args:?}: {run:#?}");
+        }
+    }
+    // Nothing was stored; a file of the same lines under the limit still imports.
+    get(&env, "openai", None).code(3);
+    let small = dotenv(
+        &env,
+        &format!("OPENAI_API_KEY={OPENAI}\n{}", "#\n".repeat(1_000)),
+    );
+    env.run(&["-q", "keys", "import", "--env-file", &small])
+        .ok();
+    assert_eq!(get(&env, "openai", None).ok().stdout.trim(), OPENAI);
+}

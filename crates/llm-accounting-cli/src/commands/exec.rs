@@ -93,18 +93,45 @@ fn parse_env_file(path: &Path) -> Result<Vec<Mapping>> {
     Ok(out)
 }
 
-/// The text of a file named on the command line: a file that is missing or unreadable is a
-/// usage error naming it (exit 2), not a failure to retry.
+/// Largest file `--env-file` reads (1 MiB): env files are small, and a device or a file that
+/// keeps growing must not be read into memory without end.
+pub(crate) const MAX_NAMED_FILE_BYTES: u64 = 1 << 20;
+
+/// The text of a file named on the command line: a regular file (symbolic links followed) of
+/// at most [`MAX_NAMED_FILE_BYTES`]. A file that is missing, unreadable, not a regular file
+/// (`/dev/zero`, a pipe, a directory) or too large is a usage error naming it (exit 2), not
+/// a failure to retry; what was read of a refused file is wiped.
 pub(crate) fn read_named_file(path: &Path, flag: &'static str) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| {
-        Error::invalid(
-            flag,
-            format!(
-                "cannot read {}: {e}",
-                crate::escape::text(&path.display().to_string())
-            ),
-        )
-    })
+    use std::io::Read;
+    let path_text = path.display().to_string();
+    let shown = crate::escape::text(&path_text);
+    let refuse = |why: String| Error::invalid(flag, format!("cannot read {shown}: {why}"));
+    let file = std::fs::File::open(path).map_err(|e| refuse(e.to_string()))?;
+    // The metadata of the file opened, not of the path: nothing can be swapped in between.
+    let meta = file.metadata().map_err(|e| refuse(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(refuse(
+            "not a regular file (a device, pipe or directory); give the path of a file".into(),
+        ));
+    }
+    let too_large = || {
+        refuse(format!(
+            "larger than {} MiB, the most an env file may hold",
+            MAX_NAMED_FILE_BYTES >> 20
+        ))
+    };
+    if meta.len() > MAX_NAMED_FILE_BYTES {
+        return Err(too_large());
+    }
+    let mut text = zeroize::Zeroizing::new(String::new());
+    file.take(MAX_NAMED_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| refuse(e.to_string()))?;
+    // It grew while being read.
+    if text.len() as u64 > MAX_NAMED_FILE_BYTES {
+        return Err(too_large());
+    }
+    Ok(std::mem::take(&mut *text))
 }
 
 /// Every mapping of the command line and env files; a variable named twice is refused.
