@@ -110,6 +110,33 @@ fn a_lost_master_key_file_is_never_made_anew() {
     }
 }
 
+/// Issue 23: store, delete every key, remove `master.key`: the next command made a new master
+/// key ("note: created"), after which every store exited 4 and `audit --verify` failed for
+/// good. The store's state key (and its audit trail) still need the lost one.
+#[test]
+fn a_lost_master_key_file_is_not_made_anew_after_every_key_was_deleted() {
+    let env = Env::new(BIN);
+    env.run_stdin(&STORE, KEY).ok();
+    env.run(&["-q", "keys", "delete", "--service", "openai", "--yes"])
+        .ok();
+    env.run(&["keys", "list"]).ok();
+    let mk = env.dir().join("master.key");
+    let backup = env.dir().join("backup.key");
+    std::fs::rename(&mk, &backup).expect("lose the master key");
+    for args in [
+        &["keys", "list"][..],
+        &["--create", "keys", "store", "--service", "other"],
+    ] {
+        let r = refused_naming(env.run_stdin(args, KEY), &mk);
+        assert!(r.stderr.contains("Restore the file"), "{r:#?}");
+        assert!(!mk.exists(), "{args:?}: no new master key file");
+    }
+    std::fs::rename(&backup, &mk).expect("restore");
+    env.run_stdin(&["-q", "keys", "store", "--service", "other"], KEY)
+        .ok();
+    env.run(&["keys", "audit", "--verify"]).ok();
+}
+
 #[cfg(unix)]
 #[test]
 fn existing_files_that_others_can_write_are_refused() {

@@ -432,4 +432,14 @@ async fn versions_of_a_provider_are_found() {
         .await
         .expect("retire");
     assert!(!repo.has_versions_wrapped_by("local").await.expect("query"));
+    // The store's state key needs its master key as long as the store exists.
+    repo.connection()
+        .execute_unprepared(
+            "INSERT INTO store_keys (name, store_id, provider, master_key_ref, wrapped, created_at) \
+             VALUES ('state', 'x', 'local', 'v1', x'00', '2026-01-01T00:00:00Z')",
+        )
+        .await
+        .expect("a state key");
+    assert!(repo.has_versions_wrapped_by("local").await.expect("query"));
+    assert!(!repo.has_versions_wrapped_by("aws").await.expect("query"));
 }
