@@ -263,3 +263,51 @@ pub(super) fn config_error(message: impl Into<String>, e: ConfigError) -> Error 
         source: Some(Arc::new(e)),
     }
 }
+
+/// `text` with the password of every URL in it replaced (see [`crate::redact_url`]): the
+/// words (between blanks and quotes) that hold `://`.
+pub(super) fn redact_urls_in(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut word = String::new();
+    let flush = |out: &mut String, word: &mut String| {
+        if word.contains("://") {
+            out.push_str(&crate::redact_url(word));
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in text.chars() {
+        if c.is_whitespace() || matches!(c, '"' | '\'' | '`') {
+            flush(&mut out, &mut word);
+            out.push(c);
+        } else {
+            word.push(c);
+        }
+    }
+    flush(&mut out, &mut word);
+    out
+}
+
+/// A configuration error whose text (its message, and its source's, folded into the message)
+/// holds no password of a URL. Other errors are returned as they are.
+pub(super) fn redact_error(e: Error) -> Error {
+    match e {
+        Error::Config { message, source } => {
+            let with_source = match &source {
+                Some(s) => format!("{message}: {s}"),
+                None => message.clone(),
+            };
+            let redacted = redact_urls_in(&with_source);
+            if redacted == with_source {
+                Error::Config { message, source }
+            } else {
+                Error::Config {
+                    message: redacted,
+                    source: None,
+                }
+            }
+        }
+        other => other,
+    }
+}

@@ -279,8 +279,19 @@ impl Settings {
         Self::load_inner(file, overrides, env, Vec::new())
     }
 
-    /// [`Settings::load_with`], also reading the upstream variables `upstream_vars`.
+    /// [`Settings::load_inner`] with every error's text cleared of passwords in URLs (a parse
+    /// error quotes the line it stopped at, a type error the value).
     fn load_inner(
+        file: Option<&Path>,
+        overrides: &Overrides,
+        env: impl Fn(&str) -> Option<String>,
+        upstream_vars: Vec<String>,
+    ) -> Result<Self> {
+        Self::load_unredacted(file, overrides, env, upstream_vars).map_err(file::redact_error)
+    }
+
+    /// [`Settings::load_with`], also reading the upstream variables `upstream_vars`.
+    fn load_unredacted(
         file: Option<&Path>,
         overrides: &Overrides,
         env: impl Fn(&str) -> Option<String>,

@@ -656,3 +656,37 @@ fn the_redis_engine_needs_a_url_and_never_shows_its_password() {
     let s = load(&[], Some(&path), &none).expect("file");
     assert_eq!(s.accounting.engine, AccountingEngine::Redis);
 }
+
+/// Issue 23: `database_url = "postgres://u:PW@h/db" x` in a configuration file made the
+/// parse error quote the line, password included; a URL given where a number or a boolean is
+/// expected was quoted too.
+#[test]
+fn configuration_errors_never_show_a_password() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("c.toml");
+    for text in [
+        "database_url = \"postgres://u:S3cretPW@h/db\" x\n",
+        "[accounting]\nredis_url = \"redis://:S3cretPW@127.0.0.1:6379/0\" \"\n",
+        "create_if_missing = \"mysql://root:S3cretPW@h/db\"\n",
+        "[store]\nmax_connections = \"postgres://u:S3cretPW@h/db?password=S3cretPW\"\n",
+    ] {
+        std::fs::write(&file, text).expect("write");
+        let e = load(&[], Some(&file), &Overrides::default()).expect_err(text);
+        let mut shown = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            shown.push_str(&s.to_string());
+            source = s.source();
+        }
+        assert!(!shown.contains("S3cretPW"), "{text}: {shown}");
+        assert!(
+            shown.contains(&file.display().to_string()) || shown.contains("bad value"),
+            "{shown}"
+        );
+    }
+    // Passwords go; the rest of a URL, and every other word, stay.
+    assert_eq!(
+        file::redact_urls_in("at \"postgres://u:pw@h/db\" x, see `mysql://h/db`"),
+        "at \"postgres://u:[REDACTED]@h/db\" x, see `mysql://h/db`"
+    );
+}
