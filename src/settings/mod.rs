@@ -313,6 +313,8 @@ impl Settings {
             b = b.add_source(FileTable(table.clone()));
             origins.file = Some((path, table));
         }
+        // An empty variable is "not set" (as an empty string in the file means "none").
+        let env = |name: &str| env(name).filter(|v| !v.is_empty());
         for (var, key) in ENV_VARS {
             if let Some(v) = env(var) {
                 b = b
@@ -362,8 +364,174 @@ impl Settings {
         self.check().map_err(|(_, message)| Error::config(message))
     }
 
+    /// Every number from the user that a duration, a queue or a pool is made of, with the
+    /// largest value it may take: beyond, time arithmetic overflows and queues cannot be
+    /// allocated, so such values are configuration errors (exit 2), never a crash.
+    fn bounded(&self) -> [(&'static str, u64, u64, &'static str); 24] {
+        const SECS: u64 = 10 * 365 * 24 * 3600;
+        const MS: u64 = SECS * 1000;
+        let n = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+        [
+            (
+                "kms.max_attempts",
+                u64::from(self.kms.max_attempts),
+                1_000,
+                "at most 1000",
+            ),
+            (
+                "kms.max_retry_time_ms",
+                self.kms.max_retry_time_ms,
+                MS,
+                "at most 10 years",
+            ),
+            (
+                "kms.timeout_ms",
+                self.kms.timeout_ms,
+                MS,
+                "at most 10 years",
+            ),
+            (
+                "kms.initial_backoff_ms",
+                self.kms.initial_backoff_ms,
+                MS,
+                "at most 10 years",
+            ),
+            (
+                "kms.max_backoff_ms",
+                self.kms.max_backoff_ms,
+                MS,
+                "at most 10 years",
+            ),
+            (
+                "kms.branch_key_ttl_secs",
+                self.kms.branch_key_ttl_secs,
+                SECS,
+                "at most 10 years",
+            ),
+            (
+                "cache.ttl_secs",
+                self.cache.ttl_secs,
+                SECS,
+                "at most 10 years",
+            ),
+            (
+                "cache.max_entries",
+                self.cache.max_entries,
+                100_000_000,
+                "at most 100000000",
+            ),
+            (
+                "cache.refresh_interval_ms",
+                self.cache.refresh_interval_ms,
+                MS,
+                "at most 10 years",
+            ),
+            (
+                "store.max_connections",
+                u64::from(self.store.max_connections),
+                10_000,
+                "at most 10000",
+            ),
+            (
+                "store.connect_timeout_secs",
+                self.store.connect_timeout_secs,
+                SECS,
+                "at most 10 years",
+            ),
+            // SQLite takes its busy timeout in milliseconds, as a 32-bit number.
+            (
+                "store.busy_timeout_secs",
+                self.store.busy_timeout_secs,
+                2_147_483,
+                "at most 2147483 (24 days)",
+            ),
+            (
+                "store.last_used_interval_secs",
+                self.store.last_used_interval_secs,
+                SECS,
+                "at most 10 years",
+            ),
+            (
+                "keys.previous_grace_secs",
+                self.keys.previous_grace_secs,
+                SECS,
+                "at most 10 years",
+            ),
+            (
+                "audit.max_pending",
+                n(self.audit.max_pending),
+                100_000_000,
+                "at most 100000000",
+            ),
+            (
+                "audit.aggregate_interval_ms",
+                self.audit.aggregate_interval_ms,
+                MS,
+                "at most 10 years",
+            ),
+            (
+                "accounting.sync_ms",
+                self.accounting.sync_ms,
+                MS,
+                "at most 10 years",
+            ),
+            (
+                "accounting.max_pending",
+                n(self.accounting.max_pending),
+                100_000_000,
+                "at most 100000000",
+            ),
+            (
+                "accounting.reservation_ttl_secs",
+                self.accounting.reservation_ttl_secs,
+                SECS,
+                "at most 10 years",
+            ),
+            (
+                "gateway.upstream_retries",
+                u64::from(self.gateway.upstream_retries),
+                100,
+                "at most 100",
+            ),
+            (
+                "gateway.upstream_timeout_secs",
+                self.gateway.upstream_timeout_secs,
+                SECS,
+                "at most 10 years",
+            ),
+            (
+                "gateway.drain_secs",
+                self.gateway.drain_secs,
+                SECS,
+                "at most 10 years",
+            ),
+            (
+                "gateway.max_body_bytes",
+                n(self.gateway.max_body_bytes),
+                1 << 32,
+                "at most 4 GiB",
+            ),
+            (
+                "gateway.key_refresh_ms",
+                self.gateway.key_refresh_ms,
+                MS,
+                "at most 10 years",
+            ),
+        ]
+    }
+
     /// Like [`Settings::validate`], naming the setting at fault.
-    fn check(&self) -> std::result::Result<(), (&'static str, &'static str)> {
+    fn check(&self) -> std::result::Result<(), (&'static str, String)> {
+        for (setting, value, max, says) in self.bounded() {
+            if value > max {
+                return Err((setting, format!("{setting} must be {says}, not {value}")));
+            }
+        }
+        self.check_rules().map_err(|(k, m)| (k, m.to_owned()))
+    }
+
+    /// The rules of [`Settings::check`] beyond the bounds.
+    fn check_rules(&self) -> std::result::Result<(), (&'static str, &'static str)> {
         if self.cache.max_entries == 0 {
             return Err(("cache.max_entries", "cache.max_entries must be at least 1"));
         }

@@ -381,6 +381,19 @@ pub(crate) struct AuditArgs {
     pub(crate) head: bool,
 }
 
+/// Longest duration a flag takes: 100 years (time arithmetic with more overflows).
+const MAX_DURATION_SECS: u64 = 100 * 366 * 24 * 3600;
+
+/// A duration (`30d`, `12h`, `90s`) of at most 100 years.
+pub(crate) fn duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    let d =
+        humantime::parse_duration(s).map_err(|e| format!("not a duration ({e}); example: 30d"))?;
+    if d.as_secs() > MAX_DURATION_SECS {
+        return Err("too long: at most 100 years".to_owned());
+    }
+    Ok(d)
+}
+
 /// A point in time for `--since`/`--until`: a duration back from now, an RFC 3339 time, or a
 /// date (midnight UTC).
 pub(crate) fn parse_since(s: &str) -> std::result::Result<chrono::DateTime<chrono::Utc>, String> {
@@ -393,9 +406,10 @@ pub(crate) fn parse_since(s: &str) -> std::result::Result<chrono::DateTime<chron
         return Ok(t.and_utc());
     }
     humantime::parse_duration(s)
-        .map(|d| {
-            chrono::Utc::now() - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
-        })
+        .ok()
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+        .and_then(|d| chrono::Utc::now().checked_sub_signed(d))
+        .ok_or(())
         .map_err(|_| {
             format!(
                 "`{s}` is neither a duration back from now (30m, 24h, 7d), an RFC 3339 time \
@@ -478,7 +492,7 @@ pub(crate) struct StoreArgs {
     pub(crate) key: Option<String>,
     /// The value expires after this long (`90d`, `12h`, `30m`); reads are refused from then
     /// on (exit code 6).
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, conflicts_with = "expires_at")]
+    #[arg(long, value_name = "DURATION", value_parser = duration, conflicts_with = "expires_at")]
     pub(crate) expires_in: Option<std::time::Duration>,
     /// The value expires at this time: an RFC 3339 time (`2027-01-31T00:00:00Z`) or a date
     /// (`2027-01-31`, midnight UTC).
@@ -543,7 +557,7 @@ pub(crate) struct ListArgs {
     #[arg(long)]
     pub(crate) versions: bool,
     /// Only keys whose value expires within this time (`7d`, `12h`), or has expired.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub(crate) expiring: Option<std::time::Duration>,
 }
 

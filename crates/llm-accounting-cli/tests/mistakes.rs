@@ -312,3 +312,106 @@ fn keys_pasted_with_a_name_or_quotes_are_refused_unless_asked() {
     let r = env.run(&["keys", "get", "--service", "openai"]).ok();
     assert_eq!(r.stdout, format!("{quoted}\n"));
 }
+
+/// Issue 23: extreme numbers made the binary panic (exit 101): `keys store --expires-in
+/// 99999999999d`, `keys list --expiring 99999999999d`, `keys audit --since 99999999999d`,
+/// `LLM_ACCOUNTING_PREVIOUS_GRACE_SECS=18446744073709551615` with `rotate`,
+/// `LLM_ACCOUNTING_DB_CONNECT_TIMEOUT_SECS=18446744073709551615`, and
+/// `LLM_ACCOUNTING_DB_BUSY_TIMEOUT_SECS=2147484` in the SQLite worker (exit 5); an empty
+/// `LLM_ACCOUNTING_CACHE_TTL_SECS` exited 2. Every setting's variable gets extreme values and
+/// every duration flag a huge one: a usage or configuration error, never a crash.
+#[test]
+fn extreme_values_of_every_setting_and_flag_are_errors_not_crashes() {
+    let env = Env::new(BIN).secrets(&[KEY]);
+    env.run_stdin(&["-q", "keys", "store", "--service", "openai"], KEY)
+        .ok();
+    let run_in_dir = |args: &[&str], var: Option<(&str, &str)>, stdin: &str| {
+        use std::io::Write;
+        let mut cmd = env.command(args);
+        cmd.current_dir(env.dir())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some((k, v)) = var {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn");
+        let _ = child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes());
+        let out = child.wait_with_output().expect("wait");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Emptying a variable the environment sets (the database, the master key file) would
+    // send the binary to the default locations of this machine's user.
+    let own: Vec<String> = env.vars().map(|(k, _)| k.to_owned()).collect();
+    for (var, setting) in llm_accounting::ENV_VARS {
+        for value in [
+            "18446744073709551615",
+            "99999999999999999999999",
+            "-1",
+            "2147484",
+            "",
+        ] {
+            if value.is_empty() && own.iter().any(|o| o == var) {
+                continue;
+            }
+            for args in [
+                &["keys", "list"][..],
+                &["keys", "rotate", "--service", "openai"],
+            ] {
+                let (code, stderr) = run_in_dir(args, Some((var, value)), KEY);
+                assert!(
+                    code.is_some_and(|c| c != 101) && !stderr.contains("panicked"),
+                    "{var}={value:?} ({setting}) {args:?}: {code:?} {stderr}"
+                );
+                if value.is_empty() {
+                    assert_eq!(code, Some(0), "empty {var} is not set: {stderr}");
+                }
+            }
+        }
+    }
+    for args in [
+        &[
+            "keys",
+            "store",
+            "--service",
+            "x",
+            "--expires-in",
+            "99999999999d",
+        ][..],
+        &["keys", "list", "--expiring", "99999999999d"],
+        &["keys", "audit", "--since", "99999999999d"],
+        &["usage", "stats", "--since", "99999999999d"],
+        &[
+            "limits",
+            "set",
+            "--type",
+            "requests",
+            "--max",
+            "1",
+            "--rolling",
+            "99999999999d",
+        ],
+        &[
+            "gateway",
+            "keys",
+            "create",
+            "--user",
+            "u",
+            "--expires-in",
+            "99999999999d",
+        ],
+    ] {
+        let (code, stderr) = run_in_dir(args, None, KEY);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+    }
+    // What was stored is still there and readable.
+    let r = env.run(&["keys", "get", "--service", "openai"]).ok();
+    assert!(!r.stdout.is_empty());
+}

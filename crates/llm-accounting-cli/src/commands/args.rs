@@ -102,8 +102,7 @@ pub(crate) fn limit_kind(s: &str) -> Result<LimitKind, String> {
 
 /// A duration of at least one second (`24h`, `30m`).
 pub(crate) fn window_length(s: &str) -> Result<u64, String> {
-    let d =
-        humantime::parse_duration(s).map_err(|e| format!("not a duration ({e}); example: 24h"))?;
+    let d = crate::cli::duration(s)?;
     if d.as_secs() == 0 {
         return Err("a rolling window must be at least 1s long".to_owned());
     }

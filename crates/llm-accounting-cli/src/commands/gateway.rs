@@ -64,7 +64,7 @@ pub(crate) struct CreateArgs {
     #[arg(long, value_name = "M1,M2", value_delimiter = ',')]
     models: Option<Vec<String>>,
     /// Stops working after this long (`30d`, `12h`). Default: never.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::cli::duration)]
     expires_in: Option<Duration>,
 }
 
