@@ -221,6 +221,11 @@ pub(crate) struct ExecArgs {
     /// A file of `VAR=SERVICE[:USER[:PROJECT]]` lines (blank lines and `#` comments skipped).
     #[arg(long, value_name = "FILE")]
     pub(crate) env_file: Vec<PathBuf>,
+    /// Let a key into this variable although it changes how the command is loaded or run
+    /// (`LD_*`, `DYLD_*`, `PATH`, `BASH_ENV`, `PYTHONSTARTUP`, `NODE_OPTIONS`, ...: refused
+    /// otherwise). Repeat for several.
+    #[arg(long, value_name = "VAR")]
+    pub(crate) allow_name: Vec<String>,
     /// Gate every hand-out on the quota for a call to this model (by each key's service, user
     /// and project): over a limit, exit 7 and the command is not started; else one request
     /// per key is recorded.

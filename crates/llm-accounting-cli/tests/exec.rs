@@ -249,3 +249,63 @@ fn sigterm_to_llm_accounting_reaches_the_command() {
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), Some(42), "{status:?}");
 }
+
+/// Issue 23: `exec --env LD_PRELOAD=openai -- true` made the dynamic loader print the key
+/// ("ERROR: ld.so: object '<key>' ... cannot be preloaded"). Variables that change how the
+/// command is loaded or run are refused, before any key is read, unless `--allow-name`.
+#[test]
+fn variables_that_change_how_the_command_runs_are_refused_unless_allowed() {
+    let env = env_with_keys();
+    for var in [
+        "LD_PRELOAD",
+        "LD_LIBRARY_PATH",
+        "DYLD_INSERT_LIBRARIES",
+        "PATH",
+        "BASH_ENV",
+        "PYTHONSTARTUP",
+        "NODE_OPTIONS",
+    ] {
+        let mapping = format!("{var}=openai");
+        let r = env.run(&["exec", "--env", &mapping, "--", "true"]).code(2);
+        assert!(r.stderr.contains("--allow-name"), "{var}: {r:#?}");
+        assert!(!r.stderr.contains(OPENAI), "{var}: the key was printed");
+        // From a file too.
+        let file = env.dir().join("map");
+        std::fs::write(&file, format!("{mapping}\n")).expect("write");
+        env.run(&[
+            "exec",
+            "--env-file",
+            &file.display().to_string(),
+            "--",
+            "true",
+        ])
+        .code(2);
+    }
+    // Allowed by name, it is set (and only the one named is allowed).
+    let r = env.run_with(
+        &[
+            "exec",
+            "--allow-name",
+            "NODE_OPTIONS",
+            "--env",
+            "NODE_OPTIONS=openai",
+            "--",
+            "sh",
+            "-c",
+            "test \"$NODE_OPTIONS\" = \"$EXPECTED\"",
+        ],
+        None,
+        &[("EXPECTED", OPENAI)],
+    );
+    assert_eq!(r.code, 0, "{r:#?}");
+    env.run(&[
+        "exec",
+        "--allow-name",
+        "NODE_OPTIONS",
+        "--env",
+        "LD_PRELOAD=openai",
+        "--",
+        "true",
+    ])
+    .code(2);
+}

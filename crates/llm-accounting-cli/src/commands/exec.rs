@@ -134,6 +134,40 @@ pub(crate) fn read_named_file(path: &Path, flag: &'static str) -> Result<String>
     Ok(std::mem::take(&mut *text))
 }
 
+/// Variables that change how a program is loaded or run: the dynamic loader's (`LD_*` on
+/// Linux and the BSDs, `DYLD_*` on macOS), the search path, and the start-up files or options
+/// of shells and interpreters. A key put in one of them can be printed or run (`LD_PRELOAD=<key>`
+/// makes the loader print "cannot be preloaded" with the value): `exec` refuses them unless
+/// `--allow-name`.
+pub(crate) const LOADER_VARIABLES: &[&str] = &[
+    "PATH",
+    "IFS",
+    "BASH_ENV",
+    "ENV",
+    "SHELLOPTS",
+    "PS4",
+    "PROMPT_COMMAND",
+    "PYTHONSTARTUP",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PERL5LIB",
+    "PERL5OPT",
+    "RUBYLIB",
+    "RUBYOPT",
+    "NODE_OPTIONS",
+    "NODE_PATH",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "GIT_SSH_COMMAND",
+    "EDITOR",
+    "PAGER",
+];
+
+/// Whether `var` is one of [`LOADER_VARIABLES`] or starts with `LD_` or `DYLD_`.
+fn runs_code(var: &str) -> bool {
+    var.starts_with("LD_") || var.starts_with("DYLD_") || LOADER_VARIABLES.contains(&var)
+}
+
 /// Every mapping of the command line and env files; a variable named twice is refused.
 fn mappings(args: &ExecArgs) -> Result<Vec<Mapping>> {
     let mut all = Vec::new();
@@ -148,6 +182,18 @@ fn mappings(args: &ExecArgs) -> Result<Vec<Mapping>> {
             "exec",
             "no key to pass: give --env VAR=SERVICE[:USER[:PROJECT]] or --env-file FILE",
         ));
+    }
+    for m in &all {
+        if runs_code(&m.var) && !args.allow_name.iter().any(|n| *n == m.var) {
+            return Err(Error::invalid(
+                "--env mapping",
+                format!(
+                    "{} changes how the command is loaded or run (a key in it could be printed \
+                     or executed by the loader or the shell); refused unless --allow-name {}",
+                    m.var, m.var
+                ),
+            ));
+        }
     }
     let mut seen = BTreeMap::new();
     for m in &all {
