@@ -144,3 +144,46 @@ fn the_audit_head_is_one_line_and_catches_a_cut_trail() {
         .code(2);
     assert!(r.stderr.contains("SEQ:MAC"), "{r:#?}");
 }
+
+/// Issue 23: one byte of `api_keys.scope_key` changed made `keys get` say "no API key stored"
+/// (exit 3) while `keys list` named the record broken (exit 4). Both say integrity, and so
+/// does a batch read (`exec`), on every database.
+#[test]
+fn a_corrupted_lookup_key_is_integrity_for_get_list_and_exec() {
+    use llm_accounting_testkit::{Backend, TestDatabase};
+    let dbs = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(TestDatabase::create_all());
+    for db in dbs {
+        let mut env = env();
+        env.set("LLM_ACCOUNTING_DATABASE_URL", db.url());
+        env.run_stdin(&args(&["keys", "store"], &id("carol")), V1)
+            .ok();
+        env.run_stdin(&args(&["keys", "store"], &id("dave")), BOB)
+            .ok();
+        let sql = match db.backend() {
+            Backend::MySql => {
+                "UPDATE api_keys SET scope_key = CONCAT('z', SUBSTR(scope_key, 2)) \
+                 WHERE user_id = 'carol'"
+            }
+            _ => {
+                "UPDATE api_keys SET scope_key = 'z' || substr(scope_key, 2) WHERE user_id = 'carol'"
+            }
+        };
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(db.execute(sql, vec![]));
+        let r = env.run(&args(&["keys", "get"], &id("carol"))).code(4);
+        assert!(r.stderr.contains("integrity"), "{}: {r:#?}", db.backend());
+        env.run(&["keys", "list"]).code(4);
+        env.run(&["exec", "--env", "K=openai:carol", "--", "true"])
+            .code(4);
+        // Dave's key is untouched, and a key never stored is still "not found".
+        env.run(&args(&["keys", "get"], &id("dave"))).ok();
+        env.run(&args(&["keys", "get"], &id("erin"))).code(3);
+    }
+}

@@ -122,6 +122,35 @@ impl SeaOrmKeyRepository {
             .map_err(|e| from_db(operation, e))
     }
 
+    /// For a lookup by `identity` that found nothing: a row that holds the identity under
+    /// another lookup key (its `scope_key` edited or corrupted) is a damaged store, so that
+    /// `get` says integrity as `list` does, not "no key". One indexed query (by service), on
+    /// the not-found path only.
+    pub(crate) async fn check_absent(&self, identity: &KeyIdentity) -> Result<()> {
+        let mut q = api_key::Entity::find().filter(api_key::Column::Service.eq(identity.service()));
+        q = match identity.user() {
+            Some(u) => q.filter(api_key::Column::UserId.eq(u)),
+            None => q.filter(api_key::Column::UserId.is_null()),
+        };
+        q = match identity.project() {
+            Some(p) => q.filter(api_key::Column::Project.eq(p)),
+            None => q.filter(api_key::Column::Project.is_null()),
+        };
+        let found = q
+            .select_only()
+            .column(api_key::Column::Id)
+            .into_tuple::<String>()
+            .one(&self.db)
+            .await
+            .map_err(|e| from_db("find key", e))?;
+        match found {
+            Some(_) => Err(Error::Integrity {
+                identity: Some(identity.to_string()),
+            }),
+            None => Ok(()),
+        }
+    }
+
     async fn find_key_row(&self, identity: &KeyIdentity) -> Result<Option<api_key::Model>> {
         api_key::Entity::find()
             .filter(api_key::Column::ScopeKey.eq(identity.scope_key()))
@@ -208,6 +237,7 @@ impl KeyRepository for SeaOrmKeyRepository {
             )),
         };
         let Some((key, version)) = row else {
+            self.check_absent(identity).await?;
             return Ok(None);
         };
         let key = key_record(key)?;
@@ -222,6 +252,7 @@ impl KeyRepository for SeaOrmKeyRepository {
 
     async fn find_key(&self, identity: &KeyIdentity) -> Result<Option<KeyRecord>> {
         let Some(row) = self.find_key_row(identity).await? else {
+            self.check_absent(identity).await?;
             return Ok(None);
         };
         let key = key_record(row)?;
@@ -466,7 +497,15 @@ impl KeyRepository for SeaOrmKeyRepository {
     }
 
     async fn load_current_many(&self, identities: &[KeyIdentity]) -> Result<Vec<LoadedCurrent>> {
-        self.read_current_many(identities).await
+        let mut loaded = self.read_current_many(identities).await?;
+        for (identity, got) in identities.iter().zip(loaded.iter_mut()) {
+            if got.is_none()
+                && let Err(e) = self.check_absent(identity).await
+            {
+                *got = Some(Err(e));
+            }
+        }
+        Ok(loaded)
     }
 
     async fn list_versions(&self, key_id: Uuid) -> Result<Vec<VersionRecord>> {
