@@ -237,6 +237,11 @@ fn bad_input_exits_2_and_records_nothing() {
         &["usage", "track", "--model", "m", "--execution-time", "-1"],
         &["usage", "track", "--model", "m", "--at", "yesterday"],
         &["usage", "track", "--model", ""],
+        // Issue 23: accounting names follow the rule of key names (no invisible characters).
+        &["usage", "track", "--model", "gpt-4o\u{202E}"],
+        &["usage", "track", "--model", "m", "--user", "al\u{200B}ice"],
+        &["usage", "track", "--model", "m", "--caller", "app\u{2800}"],
+        &["usage", "track", "--model", "m", "--session", "s\u{00A0}1"],
         &["usage", "track", "--prompt-tokens", "5"],
         &["usage", "stats", "--by", "colour"],
         &["usage", "stats", "--top", "0"],

@@ -309,3 +309,31 @@ fn variables_that_change_how_the_command_runs_are_refused_unless_allowed() {
     ])
     .code(2);
 }
+
+/// Issue 23: `exec --env-file .env` given an ordinary `.env` (values, not service names)
+/// looked each value up as a service: the key was printed in the error and written into the
+/// audit trail (`"service": "sk-proj-…"`), where the keyed chain keeps it for good.
+#[test]
+fn a_dotenv_file_of_values_is_refused_without_echoing_or_auditing_them() {
+    const VALUE: &str = "sk-proj-FAKE0123456789abcdefghijklmnopqrstuv";
+    let env = env_with_keys().secrets(&[VALUE]);
+    let file = env.dir().join(".env");
+    std::fs::write(&file, format!("OPENAI_API_KEY={VALUE}\n")).expect("write");
+    let r = env
+        .run(&[
+            "exec",
+            "--env-file",
+            &file.display().to_string(),
+            "--",
+            "true",
+        ])
+        .code(2);
+    assert!(r.stderr.contains("looks like an API key"), "{r:#?}");
+    let r = env
+        .run(&["exec", "--env", &format!("K={VALUE}"), "--", "true"])
+        .code(2);
+    assert!(!r.stdout.contains(VALUE));
+    let audit = env.run(&["keys", "audit", "--format", "json"]).ok();
+    assert!(!audit.stdout.contains("FAKE0123456789"), "{}", audit.stdout);
+    env.run(&["keys", "audit", "--verify"]).ok();
+}

@@ -131,7 +131,67 @@ pub fn validate_name(field: &'static str, name: &str) -> Result<()> {
     if name.starts_with(char::is_whitespace) || name.ends_with(char::is_whitespace) {
         return Err(Error::invalid(field, "it starts or ends with whitespace"));
     }
+    if looks_like_a_key(name) {
+        // Never the name itself: it is most likely a secret given where a name was expected
+        // (a `.env` value taken for a service name).
+        return Err(Error::invalid(
+            field,
+            format!(
+                "it looks like an API key ({chars} characters), not a name; was a key given \
+                 where a name is expected?"
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// Prefixes of API keys and tokens of common providers.
+const KEY_PREFIXES: &[&str] = &[
+    "sk-",
+    "sk_",
+    "pk-",
+    "rk-",
+    "hf_",
+    "gsk_",
+    "ghp_",
+    "gho_",
+    "ghs_",
+    "ghu_",
+    "github_pat_",
+    "glpat-",
+    "xoxb-",
+    "xoxp-",
+    "AKIA",
+    "ASIA",
+    "AIza",
+    "pplx-",
+    "nvapi-",
+    "r8_",
+    "tvly-",
+    "llmacc-",
+];
+
+/// Whether `name` has the shape of a secret rather than of a name: a known key prefix and at
+/// least 20 characters, or at least 24 characters of letters, digits, `-` and `_` with a run
+/// of 20 or more letters and digits that mixes upper case, lower case and digits.
+pub fn looks_like_a_key(name: &str) -> bool {
+    let n = name.chars().count();
+    if n >= 20 && KEY_PREFIXES.iter().any(|p| name.starts_with(p)) {
+        return true;
+    }
+    if n < 24
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return false;
+    }
+    name.split(['-', '_']).any(|run| {
+        run.len() >= 20
+            && run.bytes().filter(u8::is_ascii_uppercase).count() >= 2
+            && run.bytes().filter(u8::is_ascii_lowercase).count() >= 2
+            && run.bytes().filter(u8::is_ascii_digit).count() >= 2
+    })
 }
 
 /// Whether `c` prints as nothing, or changes how what follows prints, so that two strings that
@@ -143,7 +203,7 @@ pub fn validate_name(field: &'static str, name: &str) -> Result<()> {
 /// characters); line and paragraph separators (Zl, Zp); spaces other than U+0020 (Zs, e.g. the
 /// no-break space, which prints like a space); and the other default-ignorable code points
 /// (variation selectors, the combining grapheme joiner, Hangul fillers, ...), which render as
-/// nothing.
+/// nothing; and U+2800 (Braille pattern blank), a symbol that prints as a space.
 pub fn is_hidden_char(c: char) -> bool {
     use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
     match c.general_category() {
@@ -167,6 +227,8 @@ fn is_other_default_ignorable(c: char) -> bool {
         '\u{034F}' | '\u{115F}'..='\u{1160}' | '\u{17B4}'..='\u{17B5}' | '\u{180B}'..='\u{180F}'
             // Reserved; Hangul filler; variation selectors; halfwidth Hangul filler; reserved.
             | '\u{2065}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FFA0}' | '\u{FFF0}'..='\u{FFF8}'
+            // Braille pattern blank: a symbol that prints as a space.
+            | '\u{2800}'
             // Tags (also Cf), the variation selectors supplement, reserved.
             | '\u{E0000}'..='\u{E0FFF}'
     )
@@ -210,6 +272,38 @@ mod tests {
         );
         assert!(KeyIdentity::new("o'; DROP TABLE api_keys; --").is_ok());
         assert!(KeyIdentity::new("Ωμέγα 鍵").is_ok());
+    }
+
+    /// Issue 23: `exec --env-file .env` took each value of an ordinary `.env` for a service
+    /// name: the key was printed in the error and written into the audit trail. A name with
+    /// the shape of a key is refused, and the refusal does not repeat it.
+    #[test]
+    fn names_that_look_like_keys_are_refused_without_being_repeated() {
+        for key in [
+            "sk-proj-FAKEabcdefghij0123456789",
+            "sk-ant-api03-FAKE0123456789abcdef",
+            "AKIAFAKE0123456789AB",
+            "hf_FAKEabcdefghijklmnopqrstu",
+            "FAKEaB3dE5gH7jK9mN1pQ3sT5vX",
+            "llmacc-12-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ] {
+            let e = KeyIdentity::new(key).expect_err(key).to_string();
+            assert!(e.contains("looks like an API key"), "{e}");
+            assert!(!e.contains(key) && !e.contains(&key[4..12]), "{e}");
+        }
+        for name in [
+            "openai",
+            "azure-openai",
+            "mistral-large-2407",
+            "alice@example.com",
+            "sk-short",
+            "team_search_production_eu_west_1",
+            "projectnumber1234567890abc",
+        ] {
+            assert!(KeyIdentity::new(name).is_ok(), "{name}");
+        }
+        // Blank-looking symbols are refused as invisible characters are.
+        assert!(KeyIdentity::new("open\u{2800}ai").is_err());
     }
 
     /// Characters that print as nothing, or rearrange what follows, are refused anywhere in a

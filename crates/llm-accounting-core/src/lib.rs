@@ -45,7 +45,7 @@ pub use changes::{Change, ChangeFeed, ChangeStream, ChangeSubscriber};
 pub use context::{EncryptionContext, FORMAT_VERSION};
 pub use envelope::Envelope;
 pub use error::{BoxError, Error, ErrorKind, Result};
-pub use identity::{KeyIdentity, MAX_NAME_CHARS, is_hidden_char, validate_name};
+pub use identity::{KeyIdentity, MAX_NAME_CHARS, is_hidden_char, looks_like_a_key, validate_name};
 pub use key_change::{KeyChange, LoadedCurrent};
 pub use manager::{
     AuditOptions, BatchMode, BrokenKey, KeyListing, ListOptions, ManagerOptions, RewrapFailure,

@@ -194,8 +194,18 @@ pub(crate) fn check_name(field: &'static str, value: Option<&String>) -> Result<
             format!("longer than {MAX_FIELD_CHARS} characters"),
         ));
     }
-    if v.chars().any(char::is_control) {
-        return Err(Error::invalid(field, "it contains control characters"));
+    // The rule of key names: nothing that prints as nothing or rewrites the line it is shown
+    // on (the code point is named, never the character).
+    if let Some(c) = v.chars().find(|c| llm_accounting_core::is_hidden_char(*c)) {
+        let what = if c.is_control() {
+            "control characters"
+        } else {
+            "an invisible or formatting character"
+        };
+        return Err(Error::invalid(
+            field,
+            format!("it contains {what} (U+{:04X})", u32::from(c)),
+        ));
     }
     Ok(())
 }

@@ -33,10 +33,18 @@ pub(crate) struct Mapping {
 
 /// Parses `VAR=SERVICE[:USER[:PROJECT]]`; `where_` says where it came from, for the message.
 pub(crate) fn parse_mapping(spec: &str, where_: &str) -> Result<Mapping> {
+    // The mapping is never repeated whole: what follows `=` may be a key (a `.env` file of
+    // values given where a file of service names is expected). Only a valid variable name is.
+    let var_part = spec.split_once('=').map_or(spec, |(v, _)| v).trim();
+    let named = if is_env_name(var_part) {
+        format!("the mapping of {var_part}")
+    } else {
+        "a mapping".to_owned()
+    };
     let bad = |why: &str| {
         Error::invalid(
             "--env mapping",
-            format!("{where_}: `{spec}` {why}; expected VAR=SERVICE[:USER[:PROJECT]]"),
+            format!("{where_}: {named} {why}; expected VAR=SERVICE[:USER[:PROJECT]]"),
         )
     };
     let (var, target) = spec.split_once('=').ok_or_else(|| bad("has no `=`"))?;
@@ -350,6 +358,18 @@ mod tests {
         for bad in ["K", "=openai", "1K=openai", "K-X=openai", "K=", "K=a:b:c:d"] {
             let e = parse_mapping(bad, "--env").expect_err(bad);
             assert_eq!(exit_code::for_error(&e), exit_code::USAGE, "{bad}: {e}");
+        }
+        // Issue 23: a value taken for a service is never repeated, whatever is wrong with it.
+        let key = "sk-proj-FAKE0123456789abcdefghij";
+        for spec in [
+            format!("OPENAI_API_KEY={key}"),
+            format!("OPENAI_API_KEY={key}:a:b:c"),
+            key.to_owned(),
+        ] {
+            let e = parse_mapping(&spec, ".env line 1")
+                .expect_err(&spec)
+                .to_string();
+            assert!(!e.contains("FAKE0123456789"), "{e}");
         }
     }
 }
