@@ -197,8 +197,32 @@ pub(crate) fn command() -> clap::Command {
 /// --version).
 pub(crate) fn parse() -> Cli {
     use clap::FromArgMatches;
-    let matches = command().get_matches();
-    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    let parsed = command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m));
+    parsed.unwrap_or_else(|e| exit_escaped(&e))
+}
+
+/// Leaves on a parse error as clap would, except that the arguments it quotes are escaped
+/// as the rest of the output is (an argument holding ESC, OSC 52 or U+202E would otherwise
+/// act on the terminal showing the error). Help and version are printed as they are.
+fn exit_escaped(e: &clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit()
+    }
+    let text = e.render().to_string();
+    let escaped: Vec<String> = text
+        .lines()
+        .map(|l| crate::escape::text(l).into_owned())
+        .collect();
+    eprintln!("{}", escaped.join("\n"));
+    std::process::exit(e.exit_code())
 }
 
 /// Text after `exec --help`: the exit codes of a run.

@@ -155,3 +155,34 @@ fn a_hostile_edit_of_a_sealed_store_is_named_terminal_safe() {
         );
     }
 }
+
+/// Issue 23: errors from argument parsing echoed the bad argument raw (ESC, OSC 52, BEL on a
+/// terminal; U+202E, U+009B in pipes). They are escaped as the rest of the output is.
+#[test]
+fn argument_errors_quote_the_argument_escaped() {
+    let env = Env::new(BIN);
+    for args in [
+        vec!["keys", "list", "--format", HOSTILE],
+        vec!["keys", "list", HOSTILE],
+        vec![HOSTILE],
+        vec!["usage", "stats", "--by", HOSTILE],
+        vec![
+            "keys",
+            "store",
+            "--service",
+            "openai",
+            "--expires-in",
+            HOSTILE,
+        ],
+    ] {
+        let r = env.run(&args).code(2);
+        assert!(
+            r.stderr.contains("\\x1b") || r.stderr.contains("\\u{"),
+            "{args:?}: {r:#?}"
+        );
+        assert_terminal_safe(&r);
+    }
+    // Help is still help.
+    let r = env.run(&["keys", "--help"]).ok();
+    assert!(r.stdout.contains("Usage:"), "{r:#?}");
+}
