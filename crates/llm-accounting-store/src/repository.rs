@@ -127,7 +127,11 @@ impl SeaOrmKeyRepository {
     /// `get` says integrity as `list` does, not "no key". One indexed query (by service), on
     /// the not-found path only.
     pub(crate) async fn check_absent(&self, identity: &KeyIdentity) -> Result<()> {
-        let mut q = api_key::Entity::find().filter(api_key::Column::Service.eq(identity.service()));
+        // A row with the right lookup key is one written since the lookup (another writer
+        // won a race), not a damaged one.
+        let mut q = api_key::Entity::find()
+            .filter(api_key::Column::Service.eq(identity.service()))
+            .filter(api_key::Column::ScopeKey.ne(identity.scope_key()));
         q = match identity.user() {
             Some(u) => q.filter(api_key::Column::UserId.eq(u)),
             None => q.filter(api_key::Column::UserId.is_null()),
