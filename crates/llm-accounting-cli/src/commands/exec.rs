@@ -192,7 +192,7 @@ fn mappings(args: &ExecArgs) -> Result<Vec<Mapping>> {
         ));
     }
     for m in &all {
-        if runs_code(&m.var) && !args.allow_name.iter().any(|n| *n == m.var) {
+        if runs_code(&m.var) && !args.allow_name.contains(&m.var) {
             return Err(Error::invalid(
                 "--env mapping",
                 format!(
