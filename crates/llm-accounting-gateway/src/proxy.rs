@@ -94,20 +94,9 @@ pub async fn handle(gw: Arc<Gateway>, route: Route, headers: HeaderMap, body: Bo
         Err((refusal, labels)) => {
             let _enter = span.enter();
             tracing::info!(status = refusal.status.as_u16(), reason = %refusal.message, "refused");
-            let status = refusal.status.as_u16();
-            gw.metrics
-                .requests
-                .get_or_create(&RequestLabels {
-                    route: route.name().to_owned(),
-                    service: labels.0,
-                    model: labels.1,
-                    status,
-                })
-                .inc();
             let own = started.elapsed();
-            gw.metrics.timed(route.name(), own, own);
             let mut r = refusal.into_response_for(route.api());
-            set_time(&mut r, own);
+            answered(&gw, &mut r, route, labels, own, own);
             r
         }
     };
@@ -117,6 +106,41 @@ pub async fn handle(gw: Arc<Gateway>, route: Route, headers: HeaderMap, body: Bo
             .insert(HeaderName::from_static(REQUEST_ID_HEADER), v);
     }
     response
+}
+
+/// A response with the upstream's status and headers (less the hop-by-hop ones), to be given
+/// a body.
+fn upstream_head(r: &reqwest::Response) -> axum::http::response::Builder {
+    let mut response = Response::builder().status(r.status());
+    for (name, value) in r.headers() {
+        if !NOT_RETURNED.contains(&name.as_str()) {
+            response = response.header(name, value);
+        }
+    }
+    response
+}
+
+/// Counts one answered request and its times (`own`: the gateway's part of `total`), and
+/// says the gateway's time in the response.
+fn answered(
+    gw: &Gateway,
+    response: &mut Response,
+    route: Route,
+    labels: (String, String),
+    total: Duration,
+    own: Duration,
+) {
+    gw.metrics.timed(route.name(), total, own);
+    gw.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route: route.name().to_owned(),
+            service: labels.0,
+            model: labels.1,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    set_time(response, own);
 }
 
 fn set_time(r: &mut Response, own: Duration) {
@@ -246,20 +270,18 @@ async fn call(
     }
 
     // The key that serves the call, under a reservation of the estimate.
-    let gated = gated_key(gw, &vk, &service, &model, &request)
-        .await
-        .map_err(|e| {
-            if matches!(e, Error::QuotaExceeded { .. }) {
-                gw.metrics
-                    .quota_denials
-                    .get_or_create(&ModelLabels {
-                        service: labels.0.clone(),
-                        model: labels.1.clone(),
-                    })
-                    .inc();
-            }
-            fail(refusal_of(&e))
-        })?;
+    let gated = gated_key(gw, &vk, &service, &request).await.map_err(|e| {
+        if matches!(e, Error::QuotaExceeded { .. }) {
+            gw.metrics
+                .quota_denials
+                .get_or_create(&ModelLabels {
+                    service: labels.0.clone(),
+                    model: labels.1.clone(),
+                })
+                .inc();
+        }
+        fail(refusal_of(&e))
+    })?;
 
     let body = if wire::rewrite(route, &mut json, &model, info.stream) {
         Bytes::from(serde_json::to_vec(&json).unwrap_or_else(|_| bytes.to_vec()))
@@ -328,12 +350,7 @@ async fn call(
         started,
         labels: labels.clone(),
     };
-    let mut response = Response::builder().status(status);
-    for (name, value) in upstream_response.headers() {
-        if !NOT_RETURNED.contains(&name.as_str()) {
-            response = response.header(name, value);
-        }
-    }
+    let response = upstream_head(&upstream_response);
     let tap = if streamed {
         Tap::Sse(SseUsage::new(upstream.api))
     } else {
@@ -351,18 +368,14 @@ async fn call(
         ))
     })?;
     let total = started.elapsed();
-    let own = total.saturating_sub(upstream_wait);
-    gw.metrics.timed(route.name(), total, own);
-    gw.metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            route: route.name().to_owned(),
-            service: labels.0,
-            model: labels.1,
-            status: status.as_u16(),
-        })
-        .inc();
-    set_time(&mut response, own);
+    answered(
+        gw,
+        &mut response,
+        route,
+        labels,
+        total,
+        total.saturating_sub(upstream_wait),
+    );
     tracing::info!(
         status = status.as_u16(),
         service,
@@ -379,7 +392,6 @@ async fn gated_key(
     gw: &Gateway,
     vk: &VirtualKey,
     service: &str,
-    _model: &str,
     request: &QuotaRequest,
 ) -> Result<llm_accounting::usage::GatedKey, Error> {
     let manager = gw.stack.manager();
@@ -503,13 +515,7 @@ async fn list_models(
             )))
         })?;
     let wait = sent.elapsed();
-    let status = r.status();
-    let mut response = Response::builder().status(status);
-    for (name, value) in r.headers() {
-        if !NOT_RETURNED.contains(&name.as_str()) {
-            response = response.header(name, value);
-        }
-    }
+    let response = upstream_head(&r);
     let bytes = r.bytes().await.map_err(|e| {
         fail(Refusal::bad_gateway(format!(
             "the upstream's answer was cut: {}",
@@ -522,18 +528,8 @@ async fn list_models(
         ))
     })?;
     let total = started.elapsed();
-    gw.metrics
-        .timed(Route::Models.name(), total, total.saturating_sub(wait));
-    gw.metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            route: Route::Models.name().to_owned(),
-            service,
-            model: "none".to_owned(),
-            status: status.as_u16(),
-        })
-        .inc();
-    set_time(&mut response, total.saturating_sub(wait));
+    let own = total.saturating_sub(wait);
+    answered(gw, &mut response, Route::Models, labels, total, own);
     Ok(response)
 }
 
@@ -604,7 +600,6 @@ impl Finisher {
                 model: self.labels.1.clone(),
             })
             .inc_by(cost.micros());
-        let _ = self.api;
         self.gw.commits.spawn(
             async move {
                 if let Err(e) = reservation.commit(call).await {

@@ -45,10 +45,12 @@ impl Committer {
                         Err(_) => break,
                     }
                 }
-                let commits: Vec<(Uuid, UsageEvent)> =
-                    group.iter().map(|(id, e, _)| (*id, e.clone())).collect();
+                let (commits, answers): (Vec<(Uuid, UsageEvent)>, Vec<_>) = group
+                    .drain(..)
+                    .map(|(id, e, answer)| ((id, e), answer))
+                    .unzip();
                 let result = store.commit_many(&commits).await;
-                for (_, _, answer) in group.drain(..) {
+                for answer in answers {
                     let _ = answer.send(result.clone());
                 }
             }
@@ -97,15 +99,15 @@ impl Reserver {
                         Err(_) => break,
                     }
                 }
-                let requests: Vec<QuotaRequest> = group.iter().map(|(r, _)| r.clone()).collect();
+                let (requests, answers): (Vec<QuotaRequest>, Vec<_>) = group.drain(..).unzip();
                 match store.reserve_many(&requests, ttl, Utc::now()).await {
-                    Ok(outcomes) if outcomes.len() == group.len() => {
-                        for ((_, answer), outcome) in group.drain(..).zip(outcomes) {
+                    Ok(outcomes) if outcomes.len() == answers.len() => {
+                        for (answer, outcome) in answers.into_iter().zip(outcomes) {
                             let _ = answer.send(Ok(outcome));
                         }
                     }
                     Ok(_) => {
-                        for (_, answer) in group.drain(..) {
+                        for answer in answers {
                             let _ = answer.send(Err(Error::invalid(
                                 "reservation",
                                 "the store answered a group of reservations short",
@@ -113,7 +115,7 @@ impl Reserver {
                         }
                     }
                     Err(e) => {
-                        for (_, answer) in group.drain(..) {
+                        for answer in answers {
                             let _ = answer.send(Err(e.clone()));
                         }
                     }
