@@ -62,7 +62,7 @@ async fn up_down_up_on_sqlite_file() {
             .await
             .expect("applied")
             .len(),
-        11
+        12
     );
 
     let manager = SchemaManager::new(&db);
@@ -84,8 +84,31 @@ async fn up_down_up_on_sqlite_file() {
     // Up again is a no-op.
     Migrator::up(&db, None).await.expect("up is idempotent");
 
-    // The last migration adds the gateway's virtual keys; one step down removes exactly them.
+    // The last migration adds the record and revision of each audit row, and their index;
+    // one step down removes exactly them.
     let manager = SchemaManager::new(&db);
+    let record_index = || manager.has_index("api_key_audit", "idx_api_key_audit_record");
+    assert!(record_index().await.expect("has_index"));
+    assert!(
+        manager
+            .has_column("api_key_audit", "revision")
+            .await
+            .expect("has_column")
+    );
+    Migrator::down(&db, Some(1)).await.expect("one step down");
+    assert!(!record_index().await.expect("has_index"));
+    for column in ["record_id", "revision"] {
+        assert!(
+            !manager
+                .has_column("api_key_audit", column)
+                .await
+                .expect("has_column"),
+            "{column}"
+        );
+    }
+    assert!(manager.has_table("gateway_keys").await.expect("has_table"));
+
+    // The one before adds the gateway's virtual keys; one step down removes exactly them.
     assert!(manager.has_table("gateway_keys").await.expect("has_table"));
     Migrator::down(&db, Some(1)).await.expect("one step down");
     assert!(!manager.has_table("gateway_keys").await.expect("has_table"));
@@ -134,9 +157,9 @@ async fn up_down_up_on_sqlite_file() {
     Migrator::up(&db, None).await.expect("up again");
     assert_eq!(usage_tables(&db).await, [true; 3]);
 
-    // The one before adds the branch keys: five steps down from the top remove them too.
+    // The one before adds the branch keys: six steps down from the top remove them too.
     assert!(manager.has_table("branch_keys").await.expect("has_table"));
-    Migrator::down(&db, Some(5)).await.expect("five steps down");
+    Migrator::down(&db, Some(6)).await.expect("six steps down");
     assert!(!manager.has_table("branch_keys").await.expect("has_table"));
     // The one before adds the audit counts; the next step down removes exactly them.
     assert_eq!(audit_columns(&db).await, [true; 3]);
@@ -159,10 +182,12 @@ async fn up_down_up_on_sqlite_file() {
     Migrator::up(&db, None).await.expect("up again");
     assert_eq!(tables_present(&db).await, [true, true]);
 
-    // Ten steps down remove the gateway keys, the usage counters, the entry sources, the
+    // Eleven steps down remove the audit records, the gateway keys, the usage counters, the entry sources, the
     // usage tables, the branch keys, the audit counts, the seal columns and store keys, the
     // audit table, the lifecycle columns, then the versions table.
-    Migrator::down(&db, Some(10)).await.expect("ten steps down");
+    Migrator::down(&db, Some(11))
+        .await
+        .expect("eleven steps down");
     assert_eq!(tables_present(&db).await, [true, false]);
     Migrator::up(&db, None).await.expect("up after one step");
     assert_eq!(tables_present(&db).await, [true, true]);

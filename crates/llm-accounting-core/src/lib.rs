@@ -39,6 +39,7 @@ pub mod settings;
 
 pub use audit::{
     AuditChain, AuditEvent, AuditFilter, AuditHead, AuditLog, AuditRecord, MemoryAuditLog,
+    RecordRevision,
 };
 pub use cache::CacheOptions;
 pub use changes::{Change, ChangeFeed, ChangeStream, ChangeSubscriber};

@@ -6,14 +6,19 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use std::collections::HashMap;
+
 use llm_accounting_core::audit::{
-    AuditChain, AuditEvent, AuditFilter, AuditLog, AuditRecord, GENESIS_HASH,
+    AuditChain, AuditEvent, AuditFilter, AuditLog, AuditRecord, GENESIS_HASH, RecordRevision,
 };
 use llm_accounting_core::{Error, Journal, KeyIdentity, Result};
+use sea_orm::sea_query::{Expr, Func};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, Iterable,
     QueryFilter, QueryOrder,
 };
+use sea_orm::{FromQueryResult, QuerySelect};
+use uuid::Uuid;
 
 use crate::SeaOrmKeyRepository;
 use crate::entity::api_key_audit;
@@ -41,14 +46,27 @@ fn active(r: &AuditRecord) -> Result<api_key_audit::ActiveModel> {
             i64::try_from(e.count).map_err(|_| Error::invalid("audit", "event count overflow"))?
         ),
         first_at: Set(e.first_at),
+        record_id: Set(e.record.map(|rr| rr.id.to_string())),
+        revision: Set(e
+            .record
+            .map(|rr| i64::try_from(rr.revision))
+            .transpose()
+            .map_err(|_| Error::invalid("audit", "revision overflow"))?),
         prev_hash: Set(r.prev_hash.clone()),
         hash: Set(r.hash.clone()),
     })
 }
 
-/// A stored row as a record. A row whose identity does not parse keeps no identity, and a
+/// A stored row as a record. A row whose identity or record does not parse keeps none, and a
 /// negative count reads as 0: the chain check then reports the row as changed.
 fn record(m: api_key_audit::Model) -> AuditRecord {
+    let named = match (m.record_id.as_deref(), m.revision) {
+        (Some(id), Some(revision)) => Uuid::parse_str(id)
+            .ok()
+            .zip(u64::try_from(revision).ok())
+            .map(|(id, revision)| RecordRevision { id, revision }),
+        _ => None,
+    };
     let identity = m
         .service
         .as_deref()
@@ -66,6 +84,7 @@ fn record(m: api_key_audit::Model) -> AuditRecord {
             detail: m.detail,
             count: u64::try_from(m.event_count).unwrap_or(0),
             first_at: m.first_at,
+            record: named,
         },
         prev_hash: m.prev_hash,
         hash: m.hash,
@@ -182,6 +201,59 @@ impl AuditLog for SeaOrmKeyRepository {
                 Err(e) => return Err(from_db("append audit rows", e)),
             }
         }
+    }
+
+    async fn latest_revisions(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, u64>> {
+        #[derive(FromQueryResult)]
+        struct Latest {
+            record_id: String,
+            revision: Option<i64>,
+        }
+        let mut out = HashMap::new();
+        // Well under every database's limit of bound parameters.
+        for ids in ids.chunks(500) {
+            let names: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+            let rows = api_key_audit::Entity::find()
+                .select_only()
+                .column(api_key_audit::Column::RecordId)
+                .column_as(
+                    Expr::from(Func::max(Expr::col(api_key_audit::Column::Revision))),
+                    "revision",
+                )
+                .filter(api_key_audit::Column::RecordId.is_in(names))
+                .filter(api_key_audit::Column::Outcome.eq("ok"))
+                .group_by(api_key_audit::Column::RecordId)
+                .into_model::<Latest>()
+                .all(self.connection())
+                .await
+                .map_err(|e| from_db("read the audit trail's latest revisions", e))?;
+            for row in rows {
+                if let (Ok(id), Some(revision)) = (Uuid::parse_str(&row.record_id), row.revision) {
+                    out.insert(id, u64::try_from(revision).unwrap_or(u64::MAX));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn record_at(&self, seq: u64) -> Result<Option<AuditRecord>> {
+        let Ok(seq) = i64::try_from(seq) else {
+            return Ok(None);
+        };
+        api_key_audit::Entity::find_by_id(seq)
+            .one(self.connection())
+            .await
+            .map(|m| m.map(record))
+            .map_err(|e| from_db("read an audit row", e))
+    }
+
+    async fn last(&self) -> Result<Option<AuditRecord>> {
+        api_key_audit::Entity::find()
+            .order_by_desc(api_key_audit::Column::Seq)
+            .one(self.connection())
+            .await
+            .map(|m| m.map(record))
+            .map_err(|e| from_db("read the last audit row", e))
     }
 
     async fn records(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {

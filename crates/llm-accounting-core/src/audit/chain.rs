@@ -25,7 +25,9 @@ fn put(h: &mut impl Update, field: Option<&str>) {
 /// Feeds a record's encoding to a hash or a MAC: the previous hash, the sequence number and
 /// every field, each length-prefixed (absent fields marked as such). The count and first time
 /// of an aggregated row follow the other fields; a single event's encoding stops before them,
-/// so that rows written before aggregation existed keep their hashes.
+/// so that rows written before aggregation existed keep their hashes. The record a change
+/// produced comes last, behind a tag of its own (so that it cannot be read as an aggregate's
+/// fields), and only when there is one: rows written before it existed keep their hashes too.
 fn encode(h: &mut impl Update, seq: u64, prev_hash: &str, e: &AuditEvent) {
     put(h, Some(prev_hash));
     h.update(&seq.to_be_bytes());
@@ -47,6 +49,11 @@ fn encode(h: &mut impl Update, seq: u64, prev_hash: &str, e: &AuditEvent) {
                 .map(|t| t.timestamp_micros().to_string())
                 .as_deref(),
         );
+    }
+    if let Some(record) = &e.record {
+        put(h, Some("record"));
+        put(h, Some(&record.id.to_string()));
+        put(h, Some(&record.revision.to_string()));
     }
 }
 

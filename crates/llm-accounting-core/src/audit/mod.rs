@@ -17,6 +17,7 @@
 //! or the events a full queue had to drop (operation [`DROPPED_OPERATION`]). Such a row's hash
 //! also covers its count and first time.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -67,6 +68,20 @@ pub struct AuditEvent {
     /// When a row stands for several events: when the first of them happened (`at` is when
     /// the last did). `None` for a single event.
     pub first_at: Option<DateTime<Utc>>,
+    /// The record a key change left behind, and its revision (a deleted record's is the
+    /// revision after its last): what a reader checks a record it loads against, so that
+    /// an older copy of the record put back into the database is refused.
+    pub record: Option<RecordRevision>,
+}
+
+/// Which record (a key record, or a branch key) a change produced at which revision (for a
+/// branch, its version). Carried by the audit row of the change and covered by its MAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RecordRevision {
+    /// The record's id (a key record's or a branch's).
+    pub id: uuid::Uuid,
+    /// The revision the change produced.
+    pub revision: u64,
 }
 
 impl AuditEvent {
@@ -83,6 +98,7 @@ impl AuditEvent {
             detail: None,
             count: 1,
             first_at: None,
+            record: None,
         }
     }
 
@@ -138,6 +154,12 @@ impl AuditEvent {
     /// Sets the detail note.
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
+        self
+    }
+
+    /// Names the record the change produced, at `revision`.
+    pub fn record(mut self, id: uuid::Uuid, revision: u64) -> Self {
+        self.record = Some(RecordRevision { id, revision });
         self
     }
 
@@ -210,6 +232,38 @@ pub trait AuditLog: Send + Sync + fmt::Debug {
 
     /// Records matching the filter, oldest first.
     async fn records(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
+
+    /// For each of `ids` that any successful change names ([`AuditEvent::record`], outcome
+    /// `ok`), the highest revision named. The store answers from an index; this default
+    /// reads the whole trail.
+    async fn latest_revisions(&self, ids: &[uuid::Uuid]) -> Result<HashMap<uuid::Uuid, u64>> {
+        let mut latest = HashMap::new();
+        for r in self.records(&AuditFilter::default()).await? {
+            if let Some(rr) = r.event.record
+                && r.event.outcome == "ok"
+                && ids.contains(&rr.id)
+            {
+                let at = latest.entry(rr.id).or_insert(rr.revision);
+                *at = (*at).max(rr.revision);
+            }
+        }
+        Ok(latest)
+    }
+
+    /// The record at `seq`, if there is one. The store reads one row; this default reads the
+    /// whole trail.
+    async fn record_at(&self, seq: u64) -> Result<Option<AuditRecord>> {
+        Ok(self
+            .records(&AuditFilter::default())
+            .await?
+            .into_iter()
+            .find(|r| r.seq == seq))
+    }
+
+    /// The last record, if any. The store reads one row; this default reads the whole trail.
+    async fn last(&self) -> Result<Option<AuditRecord>> {
+        Ok(self.records(&AuditFilter::default()).await?.pop())
+    }
 }
 
 /// An in-memory audit log, for tests.
@@ -255,6 +309,15 @@ impl<T: AuditLog + ?Sized> AuditLog for Arc<T> {
     }
     async fn records(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
         (**self).records(filter).await
+    }
+    async fn latest_revisions(&self, ids: &[uuid::Uuid]) -> Result<HashMap<uuid::Uuid, u64>> {
+        (**self).latest_revisions(ids).await
+    }
+    async fn record_at(&self, seq: u64) -> Result<Option<AuditRecord>> {
+        (**self).record_at(seq).await
+    }
+    async fn last(&self) -> Result<Option<AuditRecord>> {
+        (**self).last().await
     }
 }
 

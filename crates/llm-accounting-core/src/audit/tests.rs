@@ -232,3 +232,43 @@ fn chain_debug_hides_the_key() {
     );
     assert_eq!(format!("{:?}", AuditChain::plain()), "AuditChain(plain)");
 }
+
+#[test]
+fn a_record_and_its_revision_are_under_the_hash() {
+    let id = uuid::Uuid::from_u128(0x1234);
+    let plain = fixed_hit();
+    let named = fixed_hit().record(id, 7);
+    // Rows that name no record keep the hash they had before records were named.
+    assert_eq!(
+        record_hash(1, GENESIS_HASH, &plain),
+        "fa2813ba3fcc71acc7522015212bad86697d7c8f32ffe2743a6f2676d4fa03d2"
+    );
+    let record = AuditRecord::chain(0, GENESIS_HASH, named.clone());
+    assert_eq!(verify_chain(std::slice::from_ref(&record)), Ok(1));
+    let edits: [fn(&mut AuditEvent); 3] = [
+        |e| e.record = None,
+        |e| e.record = e.record.map(|r| RecordRevision { revision: 6, ..r }),
+        |e| {
+            e.record = e.record.map(|r| RecordRevision {
+                id: uuid::Uuid::from_u128(0x1235),
+                ..r
+            });
+        },
+    ];
+    for edit in edits {
+        let mut edited = record.clone();
+        edit(&mut edited.event);
+        assert!(
+            verify_chain(&[edited.clone()]).is_err(),
+            "an edited record or revision is found: {:?}",
+            edited.event.record
+        );
+    }
+    // The record's fields cannot pass for an aggregate's (a tag of their own comes first).
+    let first = DateTime::from_timestamp_micros(7).expect("time");
+    let aggregate = fixed_hit().aggregated(1234, first);
+    assert_ne!(
+        record_hash(1, GENESIS_HASH, &aggregate),
+        record_hash(1, GENESIS_HASH, &named)
+    );
+}

@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use crate::KeyIdentity;
 use crate::audit::{
-    AuditChain, AuditEvent, AuditFilter, AuditLog, AuditRecord, GENESIS_HASH, record_hash,
-    verify_chain,
+    AuditChain, AuditEvent, AuditFilter, AuditLog, AuditRecord, GENESIS_HASH, RecordRevision,
+    record_hash, verify_chain,
 };
 
 /// Every record, oldest first.
@@ -92,6 +92,7 @@ pub async fn run(log: &dyn AuditLog) {
     let base: DateTime<Utc> =
         Utc::now().trunc_subsecs(0) - Duration::hours(1) + Duration::microseconds(123_457);
     let at = |i: i64| base + Duration::seconds(i);
+    let (record_a, record_b) = (Uuid::new_v4(), Uuid::new_v4());
     let full = AuditEvent {
         at: at(0),
         operation: op.clone(),
@@ -103,6 +104,10 @@ pub async fn run(log: &dyn AuditLog) {
         detail: Some("cache miss, version 3 — déjà vu".into()),
         count: 1,
         first_at: None,
+        record: Some(RecordRevision {
+            id: record_a,
+            revision: 3,
+        }),
     };
     let bare = AuditEvent {
         at: at(1),
@@ -115,6 +120,7 @@ pub async fn run(log: &dyn AuditLog) {
         detail: None,
         count: 1,
         first_at: None,
+        record: None,
     };
     let service_only = AuditEvent {
         at: at(2),
@@ -127,6 +133,7 @@ pub async fn run(log: &dyn AuditLog) {
         detail: Some(String::new()),
         count: 1,
         first_at: None,
+        record: None,
     };
     let bob_other = AuditEvent {
         at: at(3),
@@ -141,6 +148,11 @@ pub async fn run(log: &dyn AuditLog) {
         // that the `since` check below shows `since` compares the last time).
         count: 12,
         first_at: Some(at(3) - Duration::microseconds(1_500_001)),
+        // Both an aggregate and a record (not an outcome a manager writes; the log keeps it).
+        record: Some(RecordRevision {
+            id: record_b,
+            revision: u64::from(u32::MAX) + 7,
+        }),
     };
     let alice_other = AuditEvent {
         at: at(4),
@@ -153,6 +165,7 @@ pub async fn run(log: &dyn AuditLog) {
         detail: Some("version 1".into()),
         count: 1,
         first_at: None,
+        record: None,
     };
     let first_batch = [full.clone(), bare.clone(), service_only.clone()];
     let second_batch = [bob_other.clone(), alice_other.clone()];
@@ -305,6 +318,63 @@ pub async fn run(log: &dyn AuditLog) {
             "filters are exact and case-sensitive: {filter:?} found {found:?}"
         );
     }
+
+    // The latest revision of each record named by an `ok` row, in one lookup; one row by
+    // its number; the last row.
+    let later_failure = AuditEvent {
+        outcome: "integrity".into(),
+        record: Some(RecordRevision {
+            id: record_a,
+            revision: 9,
+        }),
+        ..full.clone()
+    };
+    let later_ok = AuditEvent {
+        record: Some(RecordRevision {
+            id: record_a,
+            revision: 5,
+        }),
+        ..full.clone()
+    };
+    log.append(&[later_ok.clone(), later_failure], &AuditChain::plain())
+        .await
+        .expect("append two record rows");
+    let latest = log
+        .latest_revisions(&[record_a, record_b, Uuid::new_v4()])
+        .await
+        .expect("latest revisions");
+    assert_eq!(latest.len(), 2, "only records named by ok rows: {latest:?}");
+    assert_eq!(latest[&record_a], 5, "the highest revision of an ok row");
+    assert_eq!(
+        latest[&record_b],
+        u64::from(u32::MAX) + 7,
+        "64-bit revisions"
+    );
+    assert!(
+        log.latest_revisions(&[]).await.expect("none").is_empty(),
+        "no ids, no revisions"
+    );
+    let everything = all(log).await;
+    let last = everything.last().cloned();
+    assert_eq!(log.last().await.expect("last"), last, "the last record");
+    let third = &everything[everything.len() - 3];
+    assert_eq!(
+        log.record_at(third.seq).await.expect("record at").as_ref(),
+        Some(third),
+        "one record by its number"
+    );
+    assert_eq!(
+        log.record_at(last.as_ref().map_or(0, |r| r.seq) + 1)
+            .await
+            .expect("record past the end"),
+        None,
+        "no record past the end"
+    );
+    assert_eq!(
+        everything[everything.len() - 2].event,
+        later_ok,
+        "a record row round-trips"
+    );
 
     // Concurrent appenders keep one unbroken chain; each batch stays together and in order.
     let concurrent_op = format!("op3-{tag}");

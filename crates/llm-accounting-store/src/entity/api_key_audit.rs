@@ -23,6 +23,10 @@ pub(crate) struct Model {
     pub(crate) event_count: i64,
     /// When the first of several events happened (`at` is the last); null for one event.
     pub(crate) first_at: Option<DateTimeUtc>,
+    /// The record a key change produced (a key record's or a branch's id), if any.
+    pub(crate) record_id: Option<String>,
+    /// The revision it produced (a branch's version).
+    pub(crate) revision: Option<i64>,
     pub(crate) prev_hash: String,
     pub(crate) hash: String,
 }
