@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::{BranchKeyProvider, BranchKeyStore, Hierarchy};
 use crate::KmsProvider;
+use crate::audit::AuditLog;
 use crate::layers::Layer;
 
 /// What a [`BranchKeyProvider`] is made of, but the provider it wraps: where branch keys are
@@ -17,6 +18,7 @@ pub struct BranchKeyLayer {
     hierarchy: Hierarchy,
     ttl: Duration,
     decrypt_only: Vec<Arc<dyn KmsProvider>>,
+    trail: Option<Arc<dyn AuditLog>>,
 }
 
 impl BranchKeyLayer {
@@ -28,7 +30,14 @@ impl BranchKeyLayer {
             hierarchy,
             ttl,
             decrypt_only: Vec::new(),
+            trail: None,
         }
+    }
+
+    /// Checks branches against the audit trail (see [`BranchKeyProvider::with_audit_log`]).
+    pub fn with_audit_log(mut self, trail: Arc<dyn AuditLog>) -> Self {
+        self.trail = Some(trail);
+        self
     }
 
     /// Adds a provider used only to unwrap branch keys it wrapped (see
@@ -45,6 +54,10 @@ impl Layer<Arc<dyn KmsProvider>> for BranchKeyLayer {
     fn layer(&self, inner: Arc<dyn KmsProvider>) -> BranchKeyProvider {
         let layered =
             BranchKeyProvider::new(inner, Arc::clone(&self.store), self.hierarchy, self.ttl);
+        let layered = match &self.trail {
+            Some(trail) => layered.with_audit_log(Arc::clone(trail)),
+            None => layered,
+        };
         self.decrypt_only
             .iter()
             .fold(layered, |l, p| l.with_decrypt_provider(Arc::clone(p)))

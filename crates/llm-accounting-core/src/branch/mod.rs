@@ -73,6 +73,9 @@ pub struct BranchKeyProvider {
     keys: TtlCells<BranchRef, Arc<DataKey>>,
     /// The current branch version of each scope, by [`BranchScope::lookup_key`].
     current: TtlCells<String, BranchRef>,
+    /// The audit trail, which records each branch rotation (branch id and new version): a
+    /// branch whose newest stored version is older than that was rolled back.
+    trail: Option<Arc<dyn crate::audit::AuditLog>>,
 }
 
 impl BranchKeyProvider {
@@ -101,7 +104,17 @@ impl BranchKeyProvider {
             name,
             keys: TtlCells::new(ttl),
             current: TtlCells::new(ttl),
+            trail: None,
         }
+    }
+
+    /// Checks the current version of each branch against `trail` when it is first used: the
+    /// trail records every rotation ([`crate::SecureKeyManager::rewrap`] writes the rows), so
+    /// a newer version deleted from the store (which would have new keys wrapped under the
+    /// rotated-out one) is refused with the integrity error.
+    pub fn with_audit_log(mut self, trail: Arc<dyn crate::audit::AuditLog>) -> Self {
+        self.trail = Some(trail);
+        self
     }
 
     /// Adds a provider used only to unwrap branch keys it wrapped (a migration from it to the
@@ -202,6 +215,10 @@ impl BranchKeyProvider {
                         if &row.scope != scope {
                             return Err(Error::integrity());
                         }
+                        if !self.is_latest(&row, scope).await? {
+                            // Rotated by another writer since it was read: read it again.
+                            continue;
+                        }
                         let branch = BranchRef {
                             id: row.branch_id,
                             version: row.version,
@@ -229,6 +246,43 @@ impl BranchKeyProvider {
             })
             .await?;
         Ok((branch, self.branch_key(branch).await?))
+    }
+
+    /// Whether `row`, read as the newest version of `scope`'s branch, is the latest version the
+    /// audit trail records. `false` when the store moved on since (read it again).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Integrity`] when the trail records a later version the store no longer holds.
+    async fn is_latest(&self, row: &BranchKeyRecord, scope: &BranchScope) -> Result<bool> {
+        let Some(trail) = &self.trail else {
+            return Ok(true);
+        };
+        let latest = trail.latest_revisions(&[row.branch_id]).await?;
+        let Some(&audited) = latest.get(&row.branch_id) else {
+            return Ok(true);
+        };
+        if u64::from(row.version) >= audited {
+            return Ok(true);
+        }
+        let again = self.store.current_branch_key(scope).await?;
+        if again.is_some_and(|a| a.branch_id != row.branch_id || a.version != row.version) {
+            return Ok(false);
+        }
+        tracing::debug!(
+            %scope,
+            branch = %row.branch_id,
+            stored = row.version,
+            audited,
+            "a branch key's newest version is older than the audit trail's latest rotation of it"
+        );
+        Err(Error::Integrity {
+            identity: Some(format!(
+                "the branch key of {scope} (the store's newest version is {}, the audit trail \
+                 records version {audited}: a newer version was removed)",
+                row.version
+            )),
+        })
     }
 
     /// Makes and stores version `branch` of a branch key for `scope`; `None` if that scope

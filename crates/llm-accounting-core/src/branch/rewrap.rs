@@ -36,7 +36,20 @@ impl BranchKeyProvider {
         rotate: bool,
         check_only: bool,
     ) -> Result<BranchRewrapReport> {
+        self.rewrap_branch_keys_listed(rotate, check_only)
+            .await
+            .map(|(report, _)| report)
+    }
+
+    /// [`BranchKeyProvider::rewrap_branch_keys`], also returning each branch version a
+    /// rotation made (branch id, version): what the audit trail records of it.
+    pub async fn rewrap_branch_keys_listed(
+        &self,
+        rotate: bool,
+        check_only: bool,
+    ) -> Result<(BranchRewrapReport, Vec<(Uuid, u32)>)> {
         let mut report = BranchRewrapReport::default();
+        let mut made = Vec::new();
         // The newest version of each branch, for rotation.
         let mut newest: BTreeMap<Uuid, BranchKeyRecord> = BTreeMap::new();
         let mut after = None;
@@ -76,6 +89,7 @@ impl BranchKeyProvider {
             if let Some(key) = self.make_branch(next, &row.scope).await? {
                 self.keys.insert(next, key);
             }
+            made.push((next.id, next.version));
             self.current
                 .evict_where(|k, _| *k == row.scope.lookup_key());
         }
@@ -87,7 +101,7 @@ impl BranchKeyProvider {
                 "branch keys"
             );
         }
-        Ok(report)
+        Ok((report, made))
     }
 
     /// Rewraps one branch key version under the inner provider (compare-and-set on its old

@@ -121,7 +121,7 @@ impl AuditTrail {
     }
 
     /// The log.
-    fn log(&self) -> &dyn AuditLog {
+    pub(super) fn log(&self) -> &dyn AuditLog {
         self.batcher.sink().log.as_ref()
     }
 
@@ -146,6 +146,12 @@ impl AuditTrail {
         self.batcher.add(event);
         self.batcher.spawn_write();
         Ok(())
+    }
+
+    /// Whether a key change and its row commit in one transaction (the trail is in the key
+    /// database).
+    pub(super) fn same_transaction(&self) -> bool {
+        self.options.same_transaction
     }
 
     /// Whether cache hits are counted into aggregates (fail-open, and not every hit).
@@ -301,16 +307,18 @@ impl SecureKeyManager {
         let Some(audit) = &self.inner.audit else {
             return result;
         };
-        if matches!(plan, ChangeAudit::Journal(_)) && result.is_ok() {
-            return result;
+        if !(matches!(plan, ChangeAudit::Journal(_)) && result.is_ok()) {
+            // The outcome row is timed at the end, after its intent row.
+            let event = AuditEvent {
+                at: chrono::Utc::now().trunc_subsecs(6),
+                ..event
+            };
+            if let Err(e) = audit.record(event).await {
+                tracing::error!(error = %e, "the outcome row of a key change was not written");
+            }
         }
-        // The outcome row is timed at the end, after its intent row.
-        let event = AuditEvent {
-            at: chrono::Utc::now().trunc_subsecs(6),
-            ..event
-        };
-        if let Err(e) = audit.record(event).await {
-            tracing::error!(error = %e, "the outcome row of a key change was not written");
+        if result.is_ok() {
+            self.advance_anchor().await;
         }
         result
     }

@@ -103,12 +103,30 @@ impl SecureKeyManager {
         let Some(audit) = &self.inner.audit else {
             return result;
         };
-        match (&plan, &result) {
+        let result = self
+            .audit_batch_outcome(audit, items, &plan, batch_event, result)
+            .await;
+        if result.is_ok() {
+            self.advance_anchor().await;
+        }
+        result
+    }
+
+    /// Writes the outcome rows of a batch that was not journaled in its own transaction.
+    async fn audit_batch_outcome(
+        &self,
+        audit: &super::audit::AuditTrail,
+        items: &[(KeyIdentity, ApiKey)],
+        plan: &ChangeAudit,
+        batch_event: AuditEvent,
+        result: Result<Vec<StoreOutcome>>,
+    ) -> Result<Vec<StoreOutcome>> {
+        match (plan, &result) {
             // The rows committed with the batch.
             (ChangeAudit::Journal(_), Ok(_)) => {}
             (_, Ok(outcomes)) => {
                 for ((identity, _), outcome) in items.iter().zip(outcomes) {
-                    let event = self.store_event(identity, outcome.version);
+                    let event = self.store_event(identity, outcome);
                     if let Err(e) = audit.record(event).await {
                         tracing::error!(error = %e, "the outcome row of a stored key was not written");
                     }
@@ -128,11 +146,12 @@ impl SecureKeyManager {
     }
 
     /// The audit row of one key of a batch.
-    fn store_event(&self, identity: &KeyIdentity, version: u32) -> AuditEvent {
+    fn store_event(&self, identity: &KeyIdentity, outcome: &StoreOutcome) -> AuditEvent {
         let provider = &self.inner.provider;
         self.event("store", Some(identity))
             .key_ref(provider.name(), &provider.master_key_ref())
-            .detail(format!("version {version} (batch)"))
+            .detail(format!("version {} (batch)", outcome.version))
+            .record(outcome.key_id, outcome.revision)
     }
 
     /// Refusals and bad input: before anything touches the KMS or the store.
@@ -172,14 +191,23 @@ impl SecureKeyManager {
         let mut attempt = 0;
         let prepared = loop {
             attempt += 1;
-            let prepared = self
+            let prepared = match self
                 .prepare_batch(items, &identities, mode, options, keys.as_deref())
-                .await?;
+                .await
+            {
+                Ok(prepared) => prepared,
+                // A key changed by another writer while being read: read them all again.
+                Err(Error::Conflict { .. }) if attempt < MAX_WRITE_ATTEMPTS => {
+                    tokio::time::sleep(conflict_backoff(attempt)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let changes: Vec<KeyChange> = prepared.iter().map(|p| p.change.clone()).collect();
             let journal: Vec<Journal> = prepared
                 .iter()
                 .filter_map(|p| {
-                    let event = self.store_event(p.change.identity(), p.outcome.version);
+                    let event = self.store_event(p.change.identity(), &p.outcome);
                     Self::journal(plan, event)
                 })
                 .collect();
@@ -221,6 +249,12 @@ impl SecureKeyManager {
         if existing.len() != items.len() {
             return Err(Error::integrity());
         }
+        let ids: Vec<Uuid> = existing
+            .iter()
+            .filter_map(|r| r.as_ref().and_then(|r| r.as_ref().ok()))
+            .map(|(k, _)| k.id)
+            .collect();
+        let latest = self.latest_revisions(&ids).await?;
         let mut found = Vec::with_capacity(items.len());
         for (identity, current) in identities.iter().zip(existing) {
             let current = match current {
@@ -236,7 +270,7 @@ impl SecureKeyManager {
                 }
                 Some(Ok((k, v))) => {
                     // Never build on state that was changed behind our back.
-                    self.check_record(&k)
+                    self.check_record_in(&k, &latest)
                         .await
                         .and_then(|seal| seal.map_or(Ok(()), |s| check_current(s, &v)))
                         .map_err(|e| e.with_identity(identity))?;
@@ -294,9 +328,9 @@ impl SecureKeyManager {
         at: Times,
         keys: Option<&StateKeys>,
     ) -> Result<Prepared> {
-        let (key_id, version) = match &existing {
-            Some((k, _)) => (k.id, k.current_version + 1),
-            None => (Uuid::new_v4(), 1),
+        let (key_id, version, revision) = match &existing {
+            Some((k, _)) => (k.id, k.current_version + 1, k.revision + 1),
+            None => (Uuid::new_v4(), 1, 1),
         };
         let context = EncryptionContext::new(key_id, identity.clone(), version);
         let sealed = envelope::seal(self.inner.provider.as_ref(), &context, key).await?;
@@ -316,6 +350,7 @@ impl SecureKeyManager {
             key_id,
             version,
             created: existing.is_none(),
+            revision,
         };
         let change = match existing {
             Some((k, current)) => changed_key(k, current, row, at.retire_at, keys),

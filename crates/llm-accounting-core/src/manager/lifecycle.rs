@@ -2,10 +2,12 @@
 
 use chrono::{SubsecRound, Utc};
 
+use super::audit::ChangeAudit;
+use crate::audit::{AuditEvent, RecordRevision};
 use crate::seal::{check_current, check_previous};
 use crate::{
-    BrokenKeyRow, Error, Journal, KeyFilter, KeyIdentity, KeyRecord, KeyState, KeyWrite, Listed,
-    Result, SecureKeyManager, VersionInfo,
+    BrokenKeyRow, Error, KeyFilter, KeyIdentity, KeyRecord, KeyState, KeyWrite, Listed, Result,
+    SecureKeyManager, VersionInfo,
 };
 
 /// A key listing: the keys whose records could be read and verified, and the others.
@@ -94,9 +96,18 @@ impl SecureKeyManager {
 
     async fn list_unaudited(&self, filter: &KeyFilter) -> Result<KeyListing> {
         let mut listing = KeyListing::default();
-        for row in self.inner.repo.list_keys(filter).await? {
+        let rows = self.inner.repo.list_keys(filter).await?;
+        let ids: Vec<uuid::Uuid> = rows
+            .iter()
+            .filter_map(|r| match r {
+                Listed::Key(k) => Some(k.id),
+                Listed::Broken(_) => None,
+            })
+            .collect();
+        let latest = self.latest_revisions(&ids).await?;
+        for row in rows {
             match row {
-                Listed::Key(k) => match self.check_record(&k).await {
+                Listed::Key(k) => match self.check_record_in(&k, &latest).await {
                     Ok(_) => listing.keys.push(k),
                     Err(error) => listing.broken.push(BrokenKey {
                         row: BrokenKeyRow {
@@ -147,31 +158,38 @@ impl SecureKeyManager {
         };
         let event = self.event(op, Some(identity));
         let plan = self.begin_change(&event).await?;
-        let journal = Self::journal(&plan, event.clone());
         let result = self
-            .set_state_unaudited(identity, state, journal.as_ref())
+            .set_state_unaudited(identity, state, &plan, &event)
             .await;
-        let event = event.outcome(&result);
-        self.end_change(plan, event, result).await
+        let event = match &result {
+            Ok(rr) => event.record(rr.id, rr.revision),
+            Err(_) => event.outcome(&result),
+        };
+        self.end_change(plan, event, result.map(drop)).await
     }
 
+    /// Returns the record and the revision the change produced.
     async fn set_state_unaudited(
         &self,
         identity: &KeyIdentity,
         state: KeyState,
-        journal: Option<&Journal>,
-    ) -> Result<()> {
+        plan: &ChangeAudit,
+        event: &AuditEvent,
+    ) -> Result<RecordRevision> {
         self.check_write(identity)?;
         let mut attempt = 0;
-        loop {
+        let produced = loop {
             attempt += 1;
             let key = self.require_key(identity).await?;
             // A write re-seals the record: never over state that does not verify.
-            let seal = self
-                .check_record(&key)
-                .await
-                .map_err(|e| e.with_identity(identity))?
-                .cloned();
+            let seal = match self.check_record(&key).await {
+                Ok(seal) => seal.cloned(),
+                // Changed by another writer since it was read: read it again.
+                Err(Error::Conflict { .. }) if attempt < super::conflict::MAX_WRITE_ATTEMPTS => {
+                    continue;
+                }
+                Err(e) => return Err(e.with_identity(identity)),
+            };
             let next = KeyRecord {
                 state,
                 revision: key.revision + 1,
@@ -187,10 +205,15 @@ impl SecureKeyManager {
                 seal,
             };
             let now = Utc::now().trunc_subsecs(6);
+            let produced = RecordRevision {
+                id: key.id,
+                revision: next.revision,
+            };
+            let journal = Self::journal(plan, event.clone().record(key.id, next.revision));
             let changed = match self
                 .inner
                 .repo
-                .set_state(key.id, state, now, &write, journal)
+                .set_state(key.id, state, now, &write, journal.as_ref())
                 .await
             {
                 Ok(changed) => changed,
@@ -200,7 +223,7 @@ impl SecureKeyManager {
             };
             self.inner.cache.invalidate(identity);
             if changed {
-                break;
+                break produced;
             }
             // Deleted or changed by another writer meanwhile: look again.
             if attempt >= super::conflict::MAX_WRITE_ATTEMPTS {
@@ -208,28 +231,39 @@ impl SecureKeyManager {
                     identity: identity.to_string(),
                 });
             }
-        }
+        };
         tracing::info!(%identity, %state, "changed API key state");
-        Ok(())
+        Ok(produced)
     }
 
     /// Deletes the key and every version of it from the store, for good, and evicts it.
     pub async fn delete(&self, identity: &KeyIdentity) -> Result<()> {
         let event = self.event("delete", Some(identity));
         let plan = self.begin_change(&event).await?;
-        let journal = Self::journal(&plan, event.clone());
-        let result = self.delete_unaudited(identity, journal.as_ref()).await;
-        let event = event.outcome(&result);
-        self.end_change(plan, event, result).await
+        let result = self.delete_unaudited(identity, &plan, &event).await;
+        let event = match &result {
+            Ok(rr) => event.record(rr.id, rr.revision),
+            Err(_) => event.outcome(&result),
+        };
+        self.end_change(plan, event, result.map(drop)).await
     }
 
+    /// Returns the record deleted and the revision after its last (what its audit row names:
+    /// a copy of the record put back later is older than that).
     async fn delete_unaudited(
         &self,
         identity: &KeyIdentity,
-        journal: Option<&Journal>,
-    ) -> Result<()> {
+        plan: &ChangeAudit,
+        event: &AuditEvent,
+    ) -> Result<RecordRevision> {
         self.check_write(identity)?;
         let key = self.require_key(identity).await?;
+        let produced = RecordRevision {
+            id: key.id,
+            revision: key.revision + 1,
+        };
+        let journal = Self::journal(plan, event.clone().record(key.id, produced.revision));
+        let journal = journal.as_ref();
         let mut attempt = 0;
         let found = loop {
             attempt += 1;
@@ -247,6 +281,6 @@ impl SecureKeyManager {
             });
         }
         tracing::info!(%identity, "deleted API key");
-        Ok(())
+        Ok(produced)
     }
 }

@@ -7,6 +7,7 @@
 //! (checking cached keys against the store). This module holds the type, its builder and what
 //! every operation shares.
 
+mod anchor;
 mod audit;
 mod batch;
 mod conflict;
@@ -18,6 +19,7 @@ mod options;
 mod read;
 mod refresh;
 mod rewrap;
+mod rollback;
 mod seal;
 mod state;
 mod write;
@@ -80,6 +82,8 @@ pub(crate) struct Inner {
     previous_grace: Duration,
     require_sealed: bool,
     audit: Option<AuditTrail>,
+    /// Where the audit trail's head is kept outside the database, if anywhere.
+    anchor: Option<anchor::Anchor>,
     /// The store's state key, once found.
     state: state::StoreState,
     /// Zero: no check of cached keys against the store.
@@ -98,6 +102,7 @@ pub struct SecureKeyManagerBuilder {
     repo: Arc<dyn KeyRepository>,
     options: ManagerOptions,
     audit: Option<(Arc<dyn AuditLog>, AuditOptions)>,
+    anchor: Option<std::path::PathBuf>,
     feed: Option<Arc<dyn ChangeFeed>>,
 }
 
@@ -152,6 +157,14 @@ impl SecureKeyManagerBuilder {
         self
     }
 
+    /// Keeps the audit trail's head in the file at `path`, outside the database: written
+    /// after every key change, checked the first time the manager looks at the store (see
+    /// the `anchor` module of the manager). Needs an audit trail; without one it does nothing.
+    pub fn audit_anchor(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.anchor = Some(path.into());
+        self
+    }
+
     /// Builds the manager.
     pub fn build(self) -> SecureKeyManager {
         let cache = KeyCache::new(self.options.cache);
@@ -174,6 +187,7 @@ impl SecureKeyManagerBuilder {
             previous_grace: self.options.previous_grace,
             require_sealed: self.options.require_sealed,
             audit,
+            anchor: self.anchor.map(anchor::Anchor::new),
             state: state::StoreState::new(),
             refresher_started: AtomicBool::new(false),
             listener: listen::Listener::new(self.feed),
@@ -244,6 +258,7 @@ impl SecureKeyManager {
             decrypt_only: Vec::new(),
             branch_keys: None,
             audit: None,
+            anchor: None,
             repo,
             options: ManagerOptions::default(),
             feed: None,

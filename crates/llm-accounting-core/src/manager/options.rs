@@ -124,4 +124,6 @@ pub struct StoreOutcome {
     pub version: u32,
     /// Whether the identity was new.
     pub created: bool,
+    /// The record's revision after the write (1 for a new key).
+    pub revision: u64,
 }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use chrono::Utc;
 
 use super::checked_envelope;
+use super::rollback::Latest;
 use crate::cache::{Hit, Loaded};
 use crate::seal::{check_current, check_previous};
 use crate::{
@@ -100,15 +101,24 @@ impl SecureKeyManager {
     }
 
     async fn load(&self, identity: &KeyIdentity) -> Result<Loaded> {
-        let (key, version) = self
-            .inner
-            .repo
-            .load_current(identity)
-            .await?
-            .ok_or_else(|| Error::NotFound {
-                identity: identity.to_string(),
-            })?;
-        self.open_current(identity, key, version).await
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (key, version) =
+                self.inner
+                    .repo
+                    .load_current(identity)
+                    .await?
+                    .ok_or_else(|| Error::NotFound {
+                        identity: identity.to_string(),
+                    })?;
+            let latest = self.latest_revisions(&[key.id]).await?;
+            match self.open_current(identity, key, version, &latest).await {
+                // Changed by another writer while being read: read it again.
+                Err(Error::Conflict { .. }) if attempt < super::conflict::MAX_WRITE_ATTEMPTS => {}
+                other => return other,
+            }
+        }
     }
 
     /// Checks a record read for `identity` and its current version as `get` does (seal,
@@ -118,10 +128,11 @@ impl SecureKeyManager {
         identity: &KeyIdentity,
         key: KeyRecord,
         version: VersionRecord,
+        latest: &Latest,
     ) -> Result<Loaded> {
-        // The state that decides what is served must be the state as written.
+        // The state that decides what is served must be the state as written, and the latest.
         let seal = self
-            .check_record(&key)
+            .check_record_in(&key, latest)
             .await
             .map_err(|e| e.with_identity(identity))?;
         if let Some(seal) = seal {
@@ -307,12 +318,23 @@ impl SecureKeyManager {
                     asked.iter().map(|_| Err(Error::integrity())).collect()
                 }
                 Ok(rows) => {
-                    // Owned items: see `store_many` (the future stays `Send`).
-                    stream::iter(rows.into_iter().enumerate())
-                        .map(|(i, row)| self.load_row(&asked[i], row, epoch))
-                        .buffered(concurrency.max(1))
-                        .collect()
-                        .await
+                    let ids: Vec<uuid::Uuid> = rows
+                        .iter()
+                        .filter_map(|r| r.as_ref().and_then(|r| r.as_ref().ok()))
+                        .map(|(k, _)| k.id)
+                        .collect();
+                    match self.latest_revisions(&ids).await {
+                        Err(e) => asked.iter().map(|_| Err(e.clone())).collect(),
+                        Ok(latest) => {
+                            let latest = &latest;
+                            // Owned items: see `store_many` (the future stays `Send`).
+                            stream::iter(rows.into_iter().enumerate())
+                                .map(|(i, row)| self.load_row(&asked[i], row, epoch, latest))
+                                .buffered(concurrency.max(1))
+                                .collect()
+                                .await
+                        }
+                    }
                 }
             };
             for (identity, result) in order.iter().zip(loaded) {
@@ -334,14 +356,24 @@ impl SecureKeyManager {
 
     /// One row of a batched read, checked, decrypted and cached as `get` does it (sharing a
     /// load of the same key already under way).
-    async fn load_row(&self, identity: &KeyIdentity, row: LoadedCurrent, epoch: u64) -> Got {
+    async fn load_row(
+        &self,
+        identity: &KeyIdentity,
+        row: LoadedCurrent,
+        epoch: u64,
+        latest: &Latest,
+    ) -> Got {
         let load = async {
             let (key, version) = row
                 .ok_or_else(|| Error::NotFound {
                     identity: identity.to_string(),
                 })?
                 .map_err(|e| e.with_identity(identity))?;
-            self.open_current(identity, key, version).await
+            match self.open_current(identity, key, version, latest).await {
+                // Changed by another writer since the batch was read: read it alone.
+                Err(Error::Conflict { .. }) => self.load(identity).await,
+                other => other,
+            }
         };
         let loaded = self
             .inner

@@ -142,7 +142,31 @@ impl SecureKeyManager {
                 .key_ref(&r.target_provider, &r.target_master_key_ref),
             Err(_) => event,
         };
-        self.audited(event, result).await
+        let result = self.audited(event, result).await;
+        if result.is_ok() {
+            self.advance_anchor().await;
+        }
+        result
+    }
+
+    /// Records each branch version a rotation made (`rotate_branch`, naming the branch and
+    /// its new version), written before any record moves onto it: a reader then refuses the
+    /// branch if that version is removed from the store.
+    async fn audit_branch_rotations(&self, made: &[(uuid::Uuid, u32)]) -> Result<()> {
+        let Some(audit) = &self.inner.audit else {
+            return Ok(());
+        };
+        if made.is_empty() {
+            return Ok(());
+        }
+        for &(branch, version) in made {
+            let event = self
+                .event("rotate_branch", None)
+                .detail(format!("branch {branch} version {version}"))
+                .record(branch, u64::from(version));
+            audit.record(event).await?;
+        }
+        audit.flush().await
     }
 
     async fn rewrap_unaudited(
@@ -164,9 +188,11 @@ impl SecureKeyManager {
             .await?;
         // Branch keys first: records then move onto the current branch versions.
         if let Some(branches) = &self.inner.branch_keys {
-            report.branch_keys = branches
-                .rewrap_branch_keys(options.rotate_branches, options.check_only)
+            let (branch_report, made) = branches
+                .rewrap_branch_keys_listed(options.rotate_branches, options.check_only)
                 .await?;
+            report.branch_keys = branch_report;
+            self.audit_branch_rotations(&made).await?;
         }
         let journal_turn = tokio::sync::Mutex::new(());
         let batch_size = options.batch_size.max(1);

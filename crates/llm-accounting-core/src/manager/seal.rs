@@ -60,7 +60,11 @@ impl SecureKeyManager {
             }
             Err(_) => event,
         };
-        self.audited(event, result).await
+        let result = self.audited(event, result).await;
+        if result.is_ok() {
+            self.advance_anchor().await;
+        }
+        result
     }
 
     async fn seal_unaudited(&self) -> Result<SealReport> {
@@ -69,6 +73,10 @@ impl SecureKeyManager {
         let keys = match self.state_keys(true).await? {
             Some(keys) => keys,
             None => {
+                // Sealing again would adopt whatever state the records were put back in.
+                if let Some(evidence) = self.sealed_before().await? {
+                    return Err(Self::state_key_removed(&evidence));
+                }
                 report.made_state_key = true;
                 self.make_state_key().await?
             }

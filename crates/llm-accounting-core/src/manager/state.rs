@@ -31,6 +31,8 @@ pub(super) struct StoreState {
     unsealed_seen_ms: AtomicU64,
     base: Instant,
     warned: AtomicBool,
+    /// Evidence that a store without a state key was sealed once (read once).
+    pub(super) sealed_before: tokio::sync::OnceCell<Option<String>>,
 }
 
 impl StoreState {
@@ -40,6 +42,7 @@ impl StoreState {
             unsealed_seen_ms: AtomicU64::new(0),
             base: Instant::now(),
             warned: AtomicBool::new(false),
+            sealed_before: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -77,12 +80,19 @@ impl SecureKeyManager {
             return Ok(None);
         }
         let Some(row) = self.inner.repo.store_key(STATE_KEY).await? else {
+            // A trail anchored under a state key is not read as unsealed.
+            self.check_anchor(None).await?;
             state.saw_unsealed();
             return Ok(None);
         };
         let keys = state
             .keys
-            .get_or_try_init(|| self.unwrap_state_key(&row))
+            .get_or_try_init(|| async {
+                let keys = self.unwrap_state_key(&row).await?;
+                // The database still holds the trail anchored outside it.
+                self.check_anchor(Some(&keys)).await?;
+                Ok::<_, Error>(keys)
+            })
             .await?;
         Ok(Some(Arc::clone(keys)))
     }
@@ -111,7 +121,7 @@ impl SecureKeyManager {
         if let Some(keys) = self.state_keys(true).await? {
             return Ok(Some(keys));
         }
-        self.unsealed()?;
+        self.unsealed().await?;
         Ok(None)
     }
 
@@ -141,9 +151,10 @@ impl SecureKeyManager {
         self.state_keys(true).await?.ok_or_else(Error::integrity)
     }
 
-    /// Refuses an unsealed store when sealing is required; otherwise says once per process
-    /// that the store's record state is not authenticated.
-    fn unsealed(&self) -> Result<()> {
+    /// Refuses an unsealed store when sealing is required, or when it was sealed once (its
+    /// state key was removed: [`SecureKeyManager::sealed_before`]); otherwise says once per
+    /// process that the store's record state is not authenticated.
+    async fn unsealed(&self) -> Result<()> {
         if self.inner.require_sealed {
             return Err(Error::Integrity {
                 identity: Some(
@@ -152,8 +163,23 @@ impl SecureKeyManager {
                 ),
             });
         }
+        if let Some(evidence) = self.sealed_before().await? {
+            tracing::debug!(%evidence, "a sealed store has lost its state key");
+            return Err(Self::state_key_removed(&evidence));
+        }
         self.warn_unsealed();
         Ok(())
+    }
+
+    /// The error for a store that was sealed but has no state key any more.
+    pub(super) fn state_key_removed(evidence: &str) -> Error {
+        Error::Integrity {
+            identity: Some(format!(
+                "this store: it has no state key, but it was sealed ({evidence}): its state key \
+                 was removed, and its records are not read as unsealed; restore the store_keys \
+                 table from a backup"
+            )),
+        }
     }
 
     /// Says once per process that the store's record state is not authenticated.
@@ -175,7 +201,7 @@ impl SecureKeyManager {
     /// # Errors
     ///
     /// [`Error::Integrity`] on any mismatch.
-    pub(super) async fn check_record<'k>(
+    pub(super) async fn check_seal<'k>(
         &self,
         key: &'k KeyRecord,
     ) -> Result<Option<&'k RecordSeal>> {
@@ -183,7 +209,7 @@ impl SecureKeyManager {
         match self.state_keys(fresh).await? {
             Some(keys) => keys.verify(key).map(Some),
             None if key.seal.is_some() => Err(Error::integrity()),
-            None => self.unsealed().map(|()| None),
+            None => self.unsealed().await.map(|()| None),
         }
     }
 }

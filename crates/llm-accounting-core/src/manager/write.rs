@@ -102,7 +102,9 @@ impl SecureKeyManager {
             .write_version_unaudited(identity, key, must_exist, options, audit)
             .await;
         let event = match &result {
-            Ok(o) => event.detail(format!("version {}", o.version)),
+            Ok(o) => event
+                .detail(format!("version {}", o.version))
+                .record(o.key_id, o.revision),
             Err(_) => event.outcome(&result),
         };
         self.end_change(plan, event, result).await
@@ -129,10 +131,16 @@ impl SecureKeyManager {
             }
             if let Some((k, current)) = &existing {
                 // Never build on state that was changed behind our back.
-                self.check_record(k)
+                let checked = self
+                    .check_record(k)
                     .await
-                    .and_then(|seal| seal.map_or(Ok(()), |s| check_current(s, current)))
-                    .map_err(|e| e.with_identity(identity))?;
+                    .and_then(|seal| seal.map_or(Ok(()), |s| check_current(s, current)));
+                match checked {
+                    Ok(()) => {}
+                    // Changed by another writer since it was read: read it again.
+                    Err(Error::Conflict { .. }) if attempt < MAX_WRITE_ATTEMPTS => continue,
+                    Err(e) => return Err(e.with_identity(identity)),
+                }
             }
             let at = Times::new(self.inner.previous_grace, options);
             let Prepared { change, outcome } = self
@@ -141,7 +149,10 @@ impl SecureKeyManager {
             // This attempt's row, when it commits with the change.
             let journal = Self::journal(
                 plan,
-                event.clone().detail(format!("version {}", outcome.version)),
+                event
+                    .clone()
+                    .detail(format!("version {}", outcome.version))
+                    .record(outcome.key_id, outcome.revision),
             );
             let written = match change {
                 KeyChange::Create { key, first } => {
