@@ -142,7 +142,9 @@ impl StackBuilder {
         let (source, repo, defaults) =
             crate::provider::provider_and_repository(settings, Arc::clone(&metrics)).await?;
         let source = self.wrap(source);
-        let configured = Arc::new(branch_layer(settings, &repo).layer(Arc::clone(&source)));
+        let log = audit_log(settings, &repo).await?;
+        let configured =
+            Arc::new(branch_layer(settings, &repo, log.as_ref()).layer(Arc::clone(&source)));
         let (branches, decrypt_only) = match &self.rewrap {
             Some(target) if target.moves() => {
                 let target_settings = target.settings(settings);
@@ -151,7 +153,7 @@ impl StackBuilder {
                         .await?;
                 let inner = self.wrap(inner);
                 // Branch keys the configured provider wrapped are unwrapped by it.
-                let layer = branch_layer(&target_settings, &repo)
+                let layer = branch_layer(&target_settings, &repo, log.as_ref())
                     .with_decrypt_provider(Arc::clone(&source))
                     .layer(inner);
                 (Arc::new(layer), Some(configured))
@@ -165,8 +167,11 @@ impl StackBuilder {
         if let Some(configured) = &decrypt_only {
             builder = builder.decrypt_provider(Arc::clone(configured) as Arc<dyn KmsProvider>);
         }
-        if let Some(log) = audit_log(settings, &repo).await? {
+        if let Some(log) = log {
             builder = builder.audit_with(log, settings.audit_options());
+            if let Some(anchor) = &settings.audit.anchor_file {
+                builder = builder.audit_anchor(anchor.clone());
+            }
         }
         // PostgreSQL: changes made by any process drop cached keys here at once.
         #[cfg(feature = "postgres")]
@@ -329,10 +334,19 @@ async fn audit_log(
 /// It is installed whatever the hierarchy: with `off` it wraps every data key with the
 /// provider directly, and only reads the keys wrapped under branch keys while the hierarchy
 /// was on, until a rewrap moves them back.
-fn branch_layer(settings: &Settings, repo: &Arc<SeaOrmKeyRepository>) -> BranchKeyLayer {
-    BranchKeyLayer::new(
+fn branch_layer(
+    settings: &Settings,
+    repo: &Arc<SeaOrmKeyRepository>,
+    log: Option<&Arc<dyn llm_accounting_core::AuditLog>>,
+) -> BranchKeyLayer {
+    let layer = BranchKeyLayer::new(
         Arc::clone(repo) as Arc<dyn BranchKeyStore>,
         settings.kms.hierarchy.to_core(),
         Duration::from_secs(settings.kms.branch_key_ttl_secs),
-    )
+    );
+    // Each branch's current version is checked against the rotations the trail records.
+    match log {
+        Some(log) => layer.with_audit_log(Arc::clone(log)),
+        None => layer,
+    }
 }

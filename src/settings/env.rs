@@ -80,6 +80,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "audit.aggregate_interval_ms",
     ),
     ("LLM_ACCOUNTING_AUDIT_EVERY_HIT", "audit.every_hit"),
+    ("LLM_ACCOUNTING_AUDIT_ANCHOR_FILE", "audit.anchor_file"),
     (
         "LLM_ACCOUNTING_ACCOUNTING_DATABASE_URL",
         "accounting.database_url",

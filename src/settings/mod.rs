@@ -560,6 +560,12 @@ impl Settings {
                  one row per cache hit)",
             ));
         }
+        if self.audit.anchor_file.is_some() && !self.audit.enabled {
+            return Err((
+                "audit.anchor_file",
+                "audit.anchor_file keeps the audit trail's head: it needs audit.enabled = true",
+            ));
+        }
         if self.accounting.sync_ms == 0 {
             return Err((
                 "accounting.sync_ms",

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use llm_accounting_core::settings::empty_is_none;
+use llm_accounting_core::settings::{empty_is_none, empty_is_none_path};
 use llm_accounting_usage::Enforcement;
 use serde::Deserialize;
 
@@ -28,6 +28,11 @@ pub struct AuditSettings {
     pub aggregate_interval_ms: u64,
     /// Fail-open: one row per cache hit instead of aggregates.
     pub every_hit: bool,
+    /// A file outside the database where the audit trail's head is written after every key
+    /// change and checked when a process first looks at the store: a database put back from
+    /// an older copy is then refused.
+    #[serde(deserialize_with = "empty_is_none_path")]
+    pub anchor_file: Option<std::path::PathBuf>,
 }
 
 impl Default for AuditSettings {
@@ -39,6 +44,7 @@ impl Default for AuditSettings {
             max_pending: 10_000,
             aggregate_interval_ms: 10_000,
             every_hit: false,
+            anchor_file: None,
         }
     }
 }
@@ -48,6 +54,7 @@ impl fmt::Debug for AuditSettings {
         f.debug_struct("AuditSettings")
             .field("enabled", &self.enabled)
             .field("fail_closed", &self.fail_closed)
+            .field("anchor_file", &self.anchor_file)
             .field(
                 "database_url",
                 &self.database_url.as_deref().map(crate::redact_url),
