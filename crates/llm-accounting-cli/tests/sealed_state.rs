@@ -76,12 +76,14 @@ fn an_unsealed_store_warns_until_keys_seal() {
     let env = env();
     env.run_stdin(&args(&["keys", "store"], &id("alice")), V1)
         .ok();
-    // What an older release left behind.
+    // What an older release left behind: no state key, no seals, and a trail of plain rows
+    // (here none: the rows this release wrote are keyed, and would prove a seal).
     env.sql("DELETE FROM store_keys");
     env.sql(
         "UPDATE api_keys SET state_mac = NULL, current_digest = NULL, previous_digest = NULL, \
          revision = 0",
     );
+    env.sql("DELETE FROM api_key_audit");
     let r = env.run(&args(&["keys", "get"], &id("alice"))).ok();
     assert_eq!(r.stdout, format!("{V1}\n"));
     assert!(r.stderr.contains("not authenticated"), "{r:#?}");

@@ -63,51 +63,49 @@ fn names_with_invisible_or_formatting_characters_are_refused() {
 #[test]
 fn strings_from_the_database_are_escaped_in_every_output() {
     let env = Env::new(BIN);
-    env.run_stdin(&["keys", "store", "--service", "openai"], KEY)
-        .ok();
-    env.run(&["keys", "list"]).ok(); // one more audit row
     // In a sealed store an edited key row is refused, never printed (see the sealed variant
     // below); printing what the database holds is what a store written before sealing existed
-    // does: make this one such a store.
+    // does: make this one such a store (no state key, no seals, no keyed audit row: the key
+    // is stored with the trail off, so that no row proves a seal).
+    env.run_with(
+        &["keys", "store", "--service", "openai"],
+        Some(KEY.as_bytes()),
+        &[("LLM_ACCOUNTING_AUDIT_ENABLED", "false")],
+    )
+    .ok();
     for sql in [
         "DELETE FROM store_keys",
         "UPDATE api_keys SET state_mac = NULL, current_digest = NULL, previous_digest = NULL",
     ] {
         env.sql(sql);
     }
+    env.run(&["keys", "list"]).ok(); // a (plain) audit row
     for (sql, params) in [
         ("UPDATE api_keys SET hint = ?", 1),
         (
             "UPDATE api_key_versions SET hint = ?, master_key_ref = ?",
             2,
         ),
-        (
-            "UPDATE api_key_audit SET principal = ?, detail = ?, operation = ?, outcome = ?, \
-             master_key_ref = ?",
-            5,
-        ),
     ] {
         env.sql_with_values(sql, vec![HOSTILE.into(); params]);
     }
-
+    // A master-key reference is also in the message of a failed read: escaped there too.
+    let r = env.run_with(
+        &["keys", "get", "--service", "openai"],
+        None,
+        &[("RUST_LOG", "warn")],
+    );
+    assert_ne!(r.code, 0, "{r:#?}");
+    assert_terminal_safe(&r);
     let escaped = "\\x1b[2J\\x1b]52;c;RkFLRQ==\\x07\\u{9b}31m\\x7f\\u{202e}dne\\u{200b}\\u{a0}\
                    \\u{2028}\\u{e0041}…";
-    for args in [
-        &["keys", "list"][..],
-        &["keys", "list", "--versions"],
-        &["keys", "audit"],
-    ] {
+    let check = |args: &[&str]| {
         let r = env.run(args).ok();
         assert_terminal_safe(&r);
-        assert!(r.stdout.contains(escaped), "{args:?}: {r:#?}");
-    }
-    for args in [
-        &["keys", "list", "--format", "json"][..],
-        &["keys", "list", "--versions", "--format", "json"],
-        &["keys", "audit", "--format", "json"],
-    ] {
-        let r = env.run(args).ok();
-        assert_terminal_safe(&r);
+        if !args.contains(&"json") {
+            assert!(r.stdout.contains(escaped), "{args:?}: {r:#?}");
+            return;
+        }
         // Still JSON, and it reads back as exactly what the database holds.
         let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON");
         assert!(
@@ -120,15 +118,28 @@ fn strings_from_the_database_are_escaped_in_every_output() {
             _ => v[0]["hint"].clone(),
         };
         assert_eq!(found, HOSTILE, "{args:?}");
+    };
+    for args in [
+        &["keys", "list"][..],
+        &["keys", "list", "--versions"],
+        &["keys", "list", "--format", "json"],
+        &["keys", "list", "--versions", "--format", "json"],
+    ] {
+        check(args);
     }
-    // A master-key reference is also in the message of a failed read: escaped there too.
-    let r = env.run_with(
-        &["keys", "get", "--service", "openai"],
-        None,
-        &[("RUST_LOG", "warn")],
+    // Edited audit rows are printed by `keys audit`. (Reads are refused from then on: an edited
+    // row cannot be told from a keyed one, which would prove the store was sealed.)
+    env.sql_with_values(
+        "UPDATE api_key_audit SET principal = ?, detail = ?, operation = ?, outcome = ?, \
+         master_key_ref = ?",
+        vec![HOSTILE.into(); 5],
     );
-    assert_ne!(r.code, 0, "{r:#?}");
-    assert_terminal_safe(&r);
+    for args in [
+        &["keys", "audit"][..],
+        &["keys", "audit", "--format", "json"],
+    ] {
+        check(args);
+    }
 }
 
 /// In a sealed store a key row edited with hostile text is refused, and the line naming it is
