@@ -250,6 +250,64 @@ fn sigterm_to_llm_accounting_reaches_the_command() {
     assert_eq!(status.code(), Some(42), "{status:?}");
 }
 
+/// Issue 23: when `exec` was killed with SIGKILL, the command lived on holding the key. On
+/// Linux it now gets SIGKILL with its parent (`PR_SET_PDEATHSIG`).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_command_does_not_outlive_exec_killed_with_sigkill() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let env = env_with_keys();
+    // The command prints its own pid (an `exec`ed sleep keeps it), then waits.
+    let mut exec = env
+        .command(&[
+            "exec",
+            "--env",
+            "K=openai",
+            "--",
+            "sh",
+            "-c",
+            "echo $$; exec sleep 120",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    BufReader::new(exec.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    let pid: u32 = line.trim().parse().expect("the command's pid");
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            // A zombie (state Z) has exited; only its entry is left.
+            .is_ok_and(|stat| {
+                !stat
+                    .rsplit(')')
+                    .next()
+                    .is_some_and(|s| s.trim_start().starts_with('Z'))
+            })
+    };
+    assert!(alive(), "the command runs");
+    let status = Command::new("kill")
+        .args(["-KILL", &exec.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    exec.wait().expect("wait");
+    // Generous: the kernel delivers the signal at once; this only waits for it to land.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while alive() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        !alive(),
+        "the command (pid {pid}) outlived exec killed with SIGKILL"
+    );
+}
+
 /// Issue 23: `exec --env LD_PRELOAD=openai -- true` made the dynamic loader print the key
 /// ("ERROR: ld.so: object '<key>' ... cannot be preloaded"). Variables that change how the
 /// command is loaded or run are refused, before any key is read, unless `--allow-name`.

@@ -267,6 +267,7 @@ async fn run_child(program: &OsString, args: &[OsString], keys: Vec<(&str, ApiKe
     for (var, key) in &keys {
         cmd.env(var, key.expose_secret());
     }
+    die_with_parent(&mut cmd);
     // Handlers before the child exists, so that no signal falls between.
     let mut handlers = Vec::new();
     for kind in [
@@ -322,6 +323,38 @@ async fn run_child(program: &OsString, args: &[OsString], keys: Vec<(&str, ApiKe
     })?;
     Ok(exit_status_code(status))
 }
+
+/// On Linux, makes the command receive SIGKILL when this process dies, however it dies (a
+/// `kill -9` included), so that it does not live on holding the keys: `PR_SET_PDEATHSIG`, set
+/// in the child between fork and exec. A parent that died before that is caught by comparing
+/// the child's parent with ours. Elsewhere (macOS, the BSDs) there is no such call: a command
+/// whose `exec` is killed with SIGKILL keeps running (SIGTERM and SIGHUP are forwarded).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn die_with_parent(cmd: &mut tokio::process::Command) {
+    use rustix::process::{Signal, getpid, getppid, set_parent_process_death_signal};
+    let parent = getpid();
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // calls are allowed: it makes two system calls (prctl and getppid) through rustix, which
+    // neither allocates nor takes locks, and builds an `io::Error` from a raw OS code, which
+    // does not allocate either. It touches no state shared with the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            set_parent_process_death_signal(Some(Signal::KILL))?;
+            if getppid() != Some(parent) {
+                // We died before the signal was armed: do not start the command at all.
+                return Err(std::io::Error::from_raw_os_error(
+                    rustix::io::Errno::SRCH.raw_os_error(),
+                ));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Nothing to set outside Linux (see the Linux version).
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_cmd: &mut tokio::process::Command) {}
 
 /// The exit code a shell would give for `status`: its code, or 128 + the signal.
 fn exit_status_code(status: std::process::ExitStatus) -> u8 {
