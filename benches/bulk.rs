@@ -5,6 +5,8 @@
 //! same 1,000 gets one by one; on PostgreSQL, the time from one manager's change to another
 //! manager's cached entry being dropped through the notification ≤ 100 ms (measured from the
 //! start of the changing call, its transaction included: an upper bound of commit-to-drop).
+//! `bulk/sqlite-audited` repeats the cold reads with the default audit trail on (and its
+//! rollback check) over a trail of about 100,000 rows.
 //! PostgreSQL is found as in the tests (`LLM_ACCOUNTING_TEST_POSTGRES_URL`); unreachable, that
 //! benchmark is skipped with a message.
 
@@ -228,5 +230,75 @@ fn notify_latency(_: &mut Criterion) {
     eprintln!("bulk/postgres/notify: built without feature postgres; skipped");
 }
 
-criterion_group!(bulk, store_many, notify_latency);
+/// Cold reads with the facade's default audit trail on, which also checks every record read
+/// from the store against the latest revision the trail records for it (rollback
+/// resistance): one indexed lookup per `get`, one per 500 keys of a `get_many`. The trail is
+/// first grown to about 100,000 rows, so that the lookup is measured on a trail of some size.
+/// Compare with `bulk/sqlite` (no trail).
+fn cold_reads_audited(c: &mut Criterion) {
+    let rt = Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = sqlite_settings(dir.path());
+    settings.audit.enabled = true;
+    let m = manager(&rt, &settings);
+    let ids: Vec<KeyIdentity> = (0..BATCH).map(|i| id("audited", i)).collect();
+    let items: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), key(i)))
+        .collect();
+    rt.block_on(async {
+        m.store_many(&items, BatchMode::CreateOnly, &WriteOptions::default())
+            .await
+            .unwrap();
+        // Each cold read writes one row per key.
+        for _ in 0..100 {
+            m.clear_cache();
+            black_box(m.get_many(&ids, 16).await);
+        }
+        m.flush().await.unwrap();
+    });
+    let mut group = c.benchmark_group("bulk/sqlite-audited");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.sample_size(10);
+    group.bench_function("get_many/1000_cold", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let m = m.clone();
+            let ids = ids.clone();
+            async move {
+                let mut took = Duration::ZERO;
+                for _ in 0..iters {
+                    m.clear_cache();
+                    let start = Instant::now();
+                    let got = m.get_many(&ids, 16).await;
+                    took += start.elapsed();
+                    assert!(got.iter().all(|(_, k)| k.is_ok()));
+                    black_box(got);
+                }
+                took
+            }
+        })
+    });
+    group.bench_function("get_one_by_one/1000_cold", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let m = m.clone();
+            let ids = ids.clone();
+            async move {
+                let mut took = Duration::ZERO;
+                for _ in 0..iters {
+                    m.clear_cache();
+                    let start = Instant::now();
+                    for id in &ids {
+                        black_box(m.get(id).await.unwrap());
+                    }
+                    took += start.elapsed();
+                }
+                took
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(bulk, store_many, cold_reads_audited, notify_latency);
 criterion_main!(bulk);
