@@ -107,6 +107,10 @@ pub(crate) enum Command {
     /// COMMAND [ARGS]`. No key is printed; the command's exit code is passed through.
     #[command(after_help = EXEC_AFTER_HELP)]
     Exec(ExecArgs),
+    /// Write a text file with the stored keys in place of its `{{ llm-accounting://SERVICE?user=U
+    /// }}` references: `inject -i config.tpl -o config.yaml` (mode 0600; stdout without -o).
+    /// Every key is read before anything is written.
+    Inject(InjectArgs),
     /// Print a shell completion script: `llm-accounting completions bash > ~/.local/share/
     /// bash-completion/completions/llm-accounting` (zsh: a file `_llm-accounting` in $fpath;
     /// fish: ~/.config/fish/completions/llm-accounting.fish).
@@ -235,14 +239,32 @@ command's; a command killed by a signal gives 128 + the signal number, as shells
 SIGTERM and SIGHUP sent to llm-accounting are passed on to the command; SIGINT and SIGQUIT
 (Ctrl-C, Ctrl-\\ on a terminal reach the command directly) are ignored while it runs.";
 
+/// Arguments of `inject`.
+#[derive(Debug, Args)]
+pub(crate) struct InjectArgs {
+    /// The template: any text file; each `{{ llm-accounting://SERVICE[?user=U][&project=P] }}`
+    /// in it is replaced by that key, everything else is copied as it is (at most 1 MiB).
+    #[arg(long, short = 'i', value_name = "TEMPLATE")]
+    pub(crate) in_file: PathBuf,
+    /// Where to write the result (created with mode 0600); without it, stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub(crate) out_file: Option<PathBuf>,
+    /// Replace the output file if it exists (refused otherwise).
+    #[arg(long, requires = "out_file")]
+    pub(crate) force: bool,
+}
+
 /// Arguments of `exec`.
 #[derive(Debug, Args)]
 pub(crate) struct ExecArgs {
     /// A variable to set: `VAR=SERVICE[:USER[:PROJECT]]` (an empty USER with a PROJECT:
-    /// `VAR=SERVICE::PROJECT`). Repeatable.
+    /// `VAR=SERVICE::PROJECT`), or `VAR=llm-accounting://SERVICE?user=U&project=P`.
+    /// Repeatable.
     #[arg(long = "env", value_name = "VAR=SERVICE[:USER[:PROJECT]]")]
     pub(crate) env: Vec<String>,
-    /// A file of `VAR=SERVICE[:USER[:PROJECT]]` lines (blank lines and `#` comments skipped).
+    /// A `.env` file, read as python-dotenv reads it (quotes, comments, `export`, `${VAR}`):
+    /// a value `llm-accounting://SERVICE[?user=U][&project=P]` is replaced by that stored key;
+    /// every other variable is passed as it is. Repeatable.
     #[arg(long, value_name = "FILE")]
     pub(crate) env_file: Vec<PathBuf>,
     /// Let a key into this variable although it changes how the command is loaded or run
@@ -354,9 +376,19 @@ pub(crate) enum MasterKeyCommand {
 /// Arguments of `keys get`.
 #[derive(Debug, Args)]
 pub(crate) struct GetArgs {
-    /// Whose key.
-    #[command(flatten)]
-    pub(crate) identity: IdentityArgs,
+    /// Whose key, as a reference instead of the flags:
+    /// `llm-accounting://SERVICE[?user=U][&project=P]`.
+    #[arg(value_name = "REFERENCE", conflicts_with_all = ["service", "user", "project"])]
+    pub(crate) reference: Option<String>,
+    /// Service the key is for (openai, anthropic, ...).
+    #[arg(long, value_name = "S", required_unless_present = "reference")]
+    pub(crate) service: Option<String>,
+    /// User the key belongs to (absent: no user).
+    #[arg(long, value_name = "U")]
+    pub(crate) user: Option<String>,
+    /// Project the key belongs to (absent: no project).
+    #[arg(long, value_name = "P")]
+    pub(crate) project: Option<String>,
     /// Print the previous value (after a rotation, during its grace period) instead.
     #[arg(long, conflicts_with = "model")]
     pub(crate) previous: bool,
@@ -370,6 +402,22 @@ pub(crate) struct GetArgs {
     /// With --model: the estimated prompt tokens of the call.
     #[arg(long, value_name = "N", requires = "model", default_value_t = 0)]
     pub(crate) input_tokens: u64,
+}
+
+impl GetArgs {
+    /// The validated identity: from the reference, or from the flags.
+    pub(crate) fn identity(&self) -> Result<KeyIdentity> {
+        match (&self.reference, &self.service) {
+            (Some(r), _) => crate::reference::parse(r),
+            (None, Some(service)) => {
+                KeyIdentity::from_parts(service, self.user.as_deref(), self.project.as_deref())
+            }
+            (None, None) => Err(llm_accounting::Error::invalid(
+                "identity",
+                "give --service (with --user, --project) or a reference",
+            )),
+        }
+    }
 }
 
 /// Arguments of `keys audit`.

@@ -22,6 +22,7 @@ mod confirm;
 mod doctor;
 mod exec;
 mod import;
+mod inject;
 
 mod args;
 pub(crate) mod gateway;
@@ -57,6 +58,7 @@ pub(crate) async fn run(cli: Cli) -> Result<u8> {
     };
     let done = match cli.command {
         Command::Exec(args) => return exec::exec(&ctx, args).await,
+        Command::Inject(args) => inject::inject(&ctx, args).await,
         Command::Completions(_) | Command::Manual(_) | Command::Doctor(_) => Ok(()),
         Command::Keys(keys) => match keys {
             KeysCommand::Store(args) => store(&ctx, args, false).await,
@@ -213,7 +215,7 @@ async fn store(ctx: &Context, args: StoreArgs, rotate: bool) -> Result<()> {
 
 /// `keys get`: the key and a newline on stdout.
 async fn get(ctx: &Context, args: &GetArgs) -> Result<()> {
-    let identity = args.identity.identity()?;
+    let identity = args.identity()?;
     if let Some(model) = &args.model {
         let key = quota::gated_get(ctx, &identity, model, args.input_tokens).await?;
         return write_key(&identity, args, &key);

@@ -4,7 +4,9 @@
 //!   before the name is allowed; spaces around the name and `=` are ignored;
 //! - an unquoted value ends at a ` #` comment and is trimmed;
 //! - `'single quotes'` keep the text as it is;
-//! - `"double quotes"` understand `\n`, `\r`, `\t`, `\"` and `\\`, and may span lines.
+//! - `"double quotes"` understand `\n`, `\r`, `\t`, `\"` and `\\`, and may span lines;
+//! - [`expand`] then replaces `${NAME}` and `${NAME:-default}` in every value, as
+//!   python-dotenv does.
 //!
 //! Values live in zeroizing strings; no error quotes a value.
 
@@ -128,6 +130,65 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Vec<Entry>> {
     Ok(out)
 }
 
+/// Replaces `${NAME}` and `${NAME:-default}` in every value as python-dotenv's `dotenv_values`
+/// does: `NAME` is looked up among the entries before it in the file (the latest one), then in
+/// this process's environment; a name found nowhere gives `default`, or nothing. Quoted values
+/// are expanded too; `$NAME` without braces is kept as it is.
+pub(crate) fn expand(entries: &mut [Entry]) {
+    for i in 0..entries.len() {
+        let (before, rest) = entries.split_at_mut(i);
+        let entry = &mut rest[0];
+        if !entry.value.contains("${") {
+            continue;
+        }
+        let lookup = |name: &str| -> Option<Zeroizing<String>> {
+            before
+                .iter()
+                .rev()
+                .find(|e| e.name == name)
+                .map(|e| e.value.clone())
+                .or_else(|| std::env::var(name).ok().map(Zeroizing::new))
+        };
+        entry.value = expand_value(&entry.value, lookup);
+    }
+}
+
+/// `value` with each `${NAME}` / `${NAME:-default}` replaced through `lookup`.
+fn expand_value(
+    value: &str,
+    lookup: impl Fn(&str) -> Option<Zeroizing<String>>,
+) -> Zeroizing<String> {
+    let mut out = Zeroizing::new(String::with_capacity(value.len()));
+    let mut rest = value;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let Some(end) = after.find('}') else {
+            // No closing brace: kept as written.
+            out.push_str(&rest[at..]);
+            return out;
+        };
+        let inner = &after[..end];
+        let (name, default) = match inner.split_once(":-") {
+            Some((name, default)) if !name.contains(':') => (name, Some(default)),
+            _ if inner.contains(':') => {
+                // Not a form python-dotenv expands (`${A:x}`): kept as written.
+                out.push_str(&rest[at..at + 2 + end + 1]);
+                rest = &after[end + 1..];
+                continue;
+            }
+            _ => (inner, None),
+        };
+        match lookup(name) {
+            Some(v) => out.push_str(&v),
+            None => out.push_str(default.unwrap_or_default()),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// After a closing quote only spaces and a comment may follow.
 fn check_after_quote(after: &str, file: &str, line: usize) -> Result<()> {
     let after = after.trim();
@@ -168,6 +229,43 @@ mod tests {
             assert_eq!((n.as_str(), v.as_str(), *l), (wn, wv, wl));
         }
         assert_eq!(pairs("A=x\r\nB=y\r\n")[1].1, "y");
+    }
+
+    #[test]
+    fn expansion_follows_python_dotenv() {
+        // What python-dotenv 1.x's dotenv_values gives for the same file (checked by hand):
+        // earlier entries win over the environment, quoted values are expanded, `$A` is not.
+        let text = "A=1\nB=${A}x\nC='${A}y'\nD=\"${A}z\"\nE=${LLM_ACC_TEST_NOPE:-def}\n\
+                    F=${LLM_ACC_TEST_NOPE}\nG=$A\nH=${A:-other}\nI=${A\nJ=${A:x}\n";
+        let mut entries = parse(text, ".env").expect("parses");
+        expand(&mut entries);
+        let got: Vec<(String, String)> = entries
+            .into_iter()
+            .map(|e| (e.name, e.value.to_string()))
+            .collect();
+        let want = [
+            ("A", "1"),
+            ("B", "1x"),
+            ("C", "1y"),
+            ("D", "1z"),
+            ("E", "def"),
+            ("F", ""),
+            ("G", "$A"),
+            ("H", "1"),
+            ("I", "${A"),
+            ("J", "${A:x}"),
+        ];
+        assert_eq!(got.len(), want.len(), "{got:?}");
+        for ((n, v), (wn, wv)) in got.iter().zip(want) {
+            assert_eq!((n.as_str(), v.as_str()), (wn, wv));
+        }
+        // From the environment when the file does not set it.
+        let mut entries = parse("X=${PATH}\n", ".env").expect("parses");
+        expand(&mut entries);
+        assert_eq!(
+            entries[0].value.as_str(),
+            std::env::var("PATH").unwrap_or_default()
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod logging;
 mod output;
 mod print;
 mod read_key;
+mod reference;
 
 use std::process::ExitCode;
 

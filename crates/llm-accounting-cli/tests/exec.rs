@@ -78,15 +78,22 @@ fn exec_passes_keys_in_the_environment_and_the_exit_code_back() {
 
 #[test]
 fn exec_reads_mappings_from_an_env_file() {
+    // Issue 24: a real `.env` of values, some of them references. References become keys;
+    // every other line is passed through unchanged, `${VAR}` expanded as python-dotenv does.
     let env = env_with_keys();
     let file = env.dir().join("keys.env");
     std::fs::write(
         &file,
-        "# which keys\n\nOPENAI_API_KEY=openai\nexport ANTHROPIC_API_KEY=\"anthropic:alice:web\"\n",
+        "# app settings\nDEBUG=1\nexport OPENAI_API_KEY=llm-accounting://openai\n\
+         ANTHROPIC_API_KEY=\"llm-accounting://anthropic?user=alice&project=web\"\n\
+         BASE=llm-accounting://openai\nCOPY=${BASE}\nGREETING='hello # world'\n\
+         URL=https://example.com/?a=1&b=${DEBUG}\n",
     )
     .expect("write");
     let script = format!(
-        "test \"$OPENAI_API_KEY\" = '{OPENAI}' && test \"$ANTHROPIC_API_KEY\" = '{ANTHROPIC}'"
+        "test \"$OPENAI_API_KEY\" = '{OPENAI}' && test \"$ANTHROPIC_API_KEY\" = '{ANTHROPIC}' \
+         && test \"$COPY\" = '{OPENAI}' && test \"$DEBUG\" = 1 \
+         && test \"$GREETING\" = 'hello # world' && test \"$URL\" = 'https://example.com/?a=1&b=1'"
     );
     env.run(&[
         "exec",
@@ -98,9 +105,40 @@ fn exec_reads_mappings_from_an_env_file() {
         &script,
     ])
     .ok();
+    // A file of the old VAR=SERVICE map lines holds no reference: refused (exit 2), saying
+    // where mappings go, rather than passing the service names on as values.
+    std::fs::write(&file, "OPENAI_API_KEY=openai\n").expect("write");
+    let r = env
+        .run(&[
+            "exec",
+            "--env-file",
+            file.to_str().expect("utf-8"),
+            "--",
+            "true",
+        ])
+        .code(2);
+    assert!(r.stderr.contains("no reference"), "{r:#?}");
+    assert!(r.stderr.contains("--env"), "{r:#?}");
+    // A bad reference names the file, the line and the variable, not the text.
+    std::fs::write(&file, "A=1\nKEY=llm-accounting://openai?usr=alice\n").expect("write");
+    let r = env
+        .run(&[
+            "exec",
+            "--env-file",
+            file.to_str().expect("utf-8"),
+            "--",
+            "true",
+        ])
+        .code(2);
+    assert!(r.stderr.contains("keys.env line 2: KEY"), "{r:#?}");
+    assert!(!r.stderr.contains("usr=alice"), "{r:#?}");
 
     // A bad line is exit 2 naming the file and the line; a missing file is exit 2 naming it.
-    std::fs::write(&file, "OPENAI_API_KEY=openai\nnot a mapping\n").expect("write");
+    std::fs::write(
+        &file,
+        "OPENAI_API_KEY=llm-accounting://openai\nnot a mapping\n",
+    )
+    .expect("write");
     let r = env
         .run(&[
             "exec",
@@ -376,6 +414,7 @@ fn a_dotenv_file_of_values_is_refused_without_echoing_or_auditing_them() {
     const VALUE: &str = "sk-proj-FAKE0123456789abcdefghijklmnopqrstuv";
     let env = env_with_keys().secrets(&[VALUE]);
     let file = env.dir().join(".env");
+    // Values only, no reference: nothing to pass, and nothing looked up as a service.
     std::fs::write(&file, format!("OPENAI_API_KEY={VALUE}\n")).expect("write");
     let r = env
         .run(&[
@@ -386,10 +425,31 @@ fn a_dotenv_file_of_values_is_refused_without_echoing_or_auditing_them() {
             "true",
         ])
         .code(2);
-    assert!(r.stderr.contains("looks like an API key"), "{r:#?}");
+    assert!(r.stderr.contains("no reference"), "{r:#?}");
+    assert!(!r.stdout.contains(VALUE));
+    // With a reference beside it, the value reaches the command untouched and unprinted.
+    std::fs::write(
+        &file,
+        format!("OTHER_KEY={VALUE}\nOPENAI_API_KEY=llm-accounting://openai\n"),
+    )
+    .expect("write");
+    let r = env
+        .run(&[
+            "exec",
+            "--env-file",
+            &file.display().to_string(),
+            "--",
+            "sh",
+            "-c",
+            &format!("test \"$OTHER_KEY\" = '{VALUE}'"),
+        ])
+        .ok();
+    assert!(!r.stdout.contains(VALUE));
+    // Given where a service name is expected, a key is refused and not repeated.
     let r = env
         .run(&["exec", "--env", &format!("K={VALUE}"), "--", "true"])
         .code(2);
+    assert!(r.stderr.contains("looks like an API key"), "{r:#?}");
     assert!(!r.stdout.contains(VALUE));
     let audit = env.run(&["keys", "audit", "--format", "json"]).ok();
     assert!(!audit.stdout.contains("FAKE0123456789"), "{}", audit.stdout);

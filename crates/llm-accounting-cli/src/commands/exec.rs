@@ -16,8 +16,10 @@ use llm_accounting::{ApiKey, Error, KeyIdentity, Result};
 
 use super::{Context, finish};
 use crate::cli::ExecArgs;
+use zeroize::Zeroizing;
+
 use crate::dotenv::is_env_name;
-use crate::exit_code;
+use crate::{exit_code, reference};
 
 /// Keys read at once.
 const CONCURRENCY: usize = 8;
@@ -54,6 +56,14 @@ pub(crate) fn parse_mapping(spec: &str, where_: &str) -> Result<Mapping> {
             "does not start with a variable name (letters, digits, `_`)",
         ));
     }
+    if reference::is_reference(target.trim()) {
+        let identity = reference::parse(target.trim())
+            .map_err(|e| Error::invalid("--env mapping", format!("{where_}: {named}: {e}")))?;
+        return Ok(Mapping {
+            var: var.to_owned(),
+            identity,
+        });
+    }
     let mut parts = target.trim().split(':');
     let service = parts.next().unwrap_or_default();
     let user = parts.next().filter(|u| !u.is_empty());
@@ -71,32 +81,53 @@ pub(crate) fn parse_mapping(spec: &str, where_: &str) -> Result<Mapping> {
     })
 }
 
-/// The mappings of an `--env-file`: one per line, blank lines and `#` comments skipped, an
-/// optional `export ` and quotes around the target allowed.
-fn parse_env_file(path: &Path) -> Result<Vec<Mapping>> {
-    let text = read_named_file(path, "--env-file")?;
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
+/// A variable an `--env-file` sets: a stored key (its value is a reference), or a plain value
+/// passed through as it is.
+pub(crate) enum FileVar {
+    /// `VAR=llm-accounting://...`.
+    Key(Mapping),
+    /// Any other `VAR=value`.
+    Plain {
+        /// The variable.
+        var: String,
+        /// Its value, as dotenv tools read it (never printed).
+        value: Zeroizing<String>,
+    },
+}
+
+/// The variables of an `--env-file`, read as python-dotenv reads a `.env` file (quotes,
+/// comments, `export`, `${VAR}` expansion): a value that is a reference
+/// (`llm-accounting://SERVICE[?user=U][&project=P]`) names a stored key; every other value is
+/// passed through unchanged.
+fn parse_env_file(path: &Path) -> Result<Vec<FileVar>> {
+    let text = Zeroizing::new(read_named_file(path, "--env-file")?);
+    let file = path.display().to_string();
+    let mut entries = crate::dotenv::parse(&text, &file)?;
+    crate::dotenv::expand(&mut entries);
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        if reference::is_reference(e.value.trim()) {
+            let identity = reference::parse(e.value.trim()).map_err(|err| {
+                Error::invalid(
+                    "--env-file",
+                    format!(
+                        "{} line {}: {}: {err}",
+                        crate::escape::text(&file),
+                        e.line,
+                        e.name
+                    ),
+                )
+            })?;
+            out.push(FileVar::Key(Mapping {
+                var: e.name,
+                identity,
+            }));
+        } else {
+            out.push(FileVar::Plain {
+                var: e.name,
+                value: e.value,
+            });
         }
-        let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
-        let line = match line.split_once('=') {
-            Some((var, target)) => {
-                let t = target.trim();
-                let unquoted = ['"', '\'']
-                    .iter()
-                    .find_map(|q| t.strip_prefix(*q).and_then(|t| t.strip_suffix(*q)))
-                    .unwrap_or(t);
-                format!("{var}={unquoted}")
-            }
-            None => line.to_owned(),
-        };
-        out.push(parse_mapping(
-            &line,
-            &format!("{} line {}", path.display(), n + 1),
-        )?);
     }
     Ok(out)
 }
@@ -176,22 +207,42 @@ fn runs_code(var: &str) -> bool {
     var.starts_with("LD_") || var.starts_with("DYLD_") || LOADER_VARIABLES.contains(&var)
 }
 
-/// Every mapping of the command line and env files; a variable named twice is refused.
-fn mappings(args: &ExecArgs) -> Result<Vec<Mapping>> {
-    let mut all = Vec::new();
+/// What the command gets: the variables that get stored keys, and the plain ones.
+struct Variables {
+    keys: Vec<Mapping>,
+    plain: Vec<(String, Zeroizing<String>)>,
+}
+
+/// Every variable of the command line and env files; a variable named twice is refused, and
+/// so is a run with no key at all.
+fn variables(args: &ExecArgs) -> Result<Variables> {
+    let mut keys = Vec::new();
+    let mut plain = Vec::new();
     for path in &args.env_file {
-        all.extend(parse_env_file(path)?);
+        for v in parse_env_file(path)? {
+            match v {
+                FileVar::Key(m) => keys.push(m),
+                FileVar::Plain { var, value } => plain.push((var, value)),
+            }
+        }
     }
     for spec in &args.env {
-        all.push(parse_mapping(spec, "--env")?);
+        keys.push(parse_mapping(spec, "--env")?);
     }
-    if all.is_empty() {
-        return Err(Error::invalid(
-            "exec",
-            "no key to pass: give --env VAR=SERVICE[:USER[:PROJECT]] or --env-file FILE",
-        ));
+    if keys.is_empty() {
+        let why = if args.env_file.is_empty() {
+            "no key to pass: give --env VAR=SERVICE[:USER[:PROJECT]] or --env-file FILE".to_owned()
+        } else {
+            format!(
+                "no key to pass: the --env-file holds no reference ({} plain variable(s)); a \
+                 line such as OPENAI_API_KEY=llm-accounting://openai?user=alice names a stored \
+                 key (a VAR=SERVICE mapping goes in --env)",
+                plain.len()
+            )
+        };
+        return Err(Error::invalid("exec", why));
     }
-    for m in &all {
+    for m in &keys {
         if runs_code(&m.var) && !args.allow_name.contains(&m.var) {
             return Err(Error::invalid(
                 "--env mapping",
@@ -204,20 +255,34 @@ fn mappings(args: &ExecArgs) -> Result<Vec<Mapping>> {
         }
     }
     let mut seen = BTreeMap::new();
-    for m in &all {
-        if let Some(other) = seen.insert(m.var.as_str(), &m.identity) {
+    for m in &keys {
+        if let Some(other) = seen.insert(m.var.as_str(), m.identity.to_string()) {
             return Err(Error::invalid(
                 "--env mapping",
                 format!("{} is set twice (to {other} and to {})", m.var, m.identity),
             ));
         }
     }
-    Ok(all)
+    for (var, _) in &plain {
+        if seen
+            .insert(var.as_str(), "a plain value".to_owned())
+            .is_some()
+        {
+            return Err(Error::invalid(
+                "--env-file",
+                format!("{var} is set twice (the value is not shown)"),
+            ));
+        }
+    }
+    Ok(Variables { keys, plain })
 }
 
 /// `exec`: the exit code to leave with.
 pub(crate) async fn exec(ctx: &Context, args: ExecArgs) -> Result<u8> {
-    let mappings = mappings(&args)?;
+    let Variables {
+        keys: mappings,
+        plain,
+    } = variables(&args)?;
     let (program, rest) = args
         .command
         .split_first()
@@ -226,7 +291,7 @@ pub(crate) async fn exec(ctx: &Context, args: ExecArgs) -> Result<u8> {
     if let Some(model) = &args.model {
         let keys = super::quota::gated_get_many(ctx, &identities, model, args.input_tokens).await?;
         let keys = mappings.iter().map(|m| m.var.as_str()).zip(keys).collect();
-        return run_child(program, rest, keys).await;
+        return run_child(program, rest, keys, plain).await;
     }
     let manager = ctx.manager().await?;
     let results = manager.get_many(&identities, CONCURRENCY).await;
@@ -254,16 +319,24 @@ pub(crate) async fn exec(ctx: &Context, args: ExecArgs) -> Result<u8> {
     };
     finish(&manager, read).await?;
     drop(manager);
-    run_child(program, rest, keys).await
+    run_child(program, rest, keys, plain).await
 }
 
 /// Starts `program` with the keys added to its environment, waits for it, and passes its
 /// exit status on. SIGTERM and SIGHUP are forwarded; SIGINT and SIGQUIT ignored meanwhile.
-async fn run_child(program: &OsString, args: &[OsString], keys: Vec<(&str, ApiKey)>) -> Result<u8> {
+async fn run_child(
+    program: &OsString,
+    args: &[OsString],
+    keys: Vec<(&str, ApiKey)>,
+    plain: Vec<(String, Zeroizing<String>)>,
+) -> Result<u8> {
     use tokio::signal::unix::{SignalKind, signal};
 
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args);
+    for (var, value) in &plain {
+        cmd.env(var, value.as_str());
+    }
     for (var, key) in &keys {
         cmd.env(var, key.expose_secret());
     }
@@ -287,6 +360,7 @@ async fn run_child(program: &OsString, args: &[OsString], keys: Vec<(&str, ApiKe
     // The command's copy of the environment is freed with it; ours go now.
     drop(cmd);
     drop(keys);
+    drop(plain);
     let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {

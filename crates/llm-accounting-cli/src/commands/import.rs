@@ -86,7 +86,8 @@ fn plan(args: &ImportArgs) -> Result<Plan> {
     let map = explicit_map(args)?;
     let file = args.env_file.display().to_string();
     let text = zeroize::Zeroizing::new(super::exec::read_named_file(&args.env_file, "--env-file")?);
-    let entries = dotenv::parse(&text, &file)?;
+    let mut entries = dotenv::parse(&text, &file)?;
+    dotenv::expand(&mut entries);
     drop(text);
     let mut planned: Vec<Planned> = Vec::new();
     let mut batch = Vec::new();
