@@ -72,11 +72,11 @@ pub use llm_accounting_core::{
     ApiKey, AuditOptions, BatchMode, CacheOptions, Change, ChangeFeed, ChangeStream,
     ChangeSubscriber, DataKey, EncryptionContext, Envelope, Error, ErrorKind, FailureClass,
     KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyState, KmsProvider, ListOptions,
-    MAX_API_KEY_BYTES, MAX_NAME_CHARS, ManagerOptions, MemoryKeyRepository, Principal,
-    ProviderCallError, Result, RewrapFailure, RewrapOptions, RewrapProgress, RewrapReport,
-    SecureKeyManager, SecureKeyManagerBuilder, StoreOutcome, UNSEALED_WARNING_TARGET, VersionInfo,
-    VersionRecord, VersionState, WrappedKey, WriteOptions, error_chain, is_hidden_char,
-    validate_name,
+    MAX_API_KEY_BYTES, MAX_NAME_CHARS, ManagerOptions, MemoryKeyRepository, Principal, ProbeReport,
+    ProbedMasterKey, ProviderCallError, Result, RewrapFailure, RewrapOptions, RewrapProgress,
+    RewrapReport, SecureKeyManager, SecureKeyManagerBuilder, StoreOutcome, UNSEALED_WARNING_TARGET,
+    VersionInfo, VersionRecord, VersionState, WrappedKey, WriteOptions, error_chain,
+    is_hidden_char, validate_name,
 };
 pub use llm_accounting_store::{
     DatabaseStatus, SeaOrmKeyRepository, StoreOptions, inspect as inspect_database, redact_url,

@@ -244,3 +244,44 @@ fn migration_from_local_to_aws_needs_no_local_key_afterwards() {
     aws(&["rewrap", "--check"]).ok();
     assert!(!master_key.exists(), "nothing recreated the local key");
 }
+
+/// Issue 24 §3: with a cloud provider, `kms.hierarchy = off` and more than a hundred keys,
+/// doctor says what a cold start costs and what `service` would cost: advice, exit 0.
+#[test]
+fn doctor_advises_branch_keys_for_many_keys_without_them() {
+    let Some(url) = moto_url("doctor_advises_branch_keys_for_many_keys_without_them") else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let client = test_support::client(&url);
+    let (key_id, _) = rt.block_on(create_key(&client, "llm-accounting doctor advice"));
+    let mut env = cloud_env(&key_id, &url);
+    env.set("LLM_ACCOUNTING_KMS_PROVIDER", "aws");
+    env.set("LLM_ACCOUNTING_KMS_HIERARCHY", "off");
+    let file = env.dir().join("many.env");
+    let lines: String = (0..101)
+        .map(|i| format!("SVC{i}_API_KEY=sk-test-FAKE-doctor-{i:032}\n"))
+        .collect();
+    std::fs::write(&file, lines).expect("write");
+    env.run(&[
+        "keys",
+        "import",
+        "--env-file",
+        file.to_str().expect("utf-8"),
+    ])
+    .ok();
+    let r = env.run(&["doctor"]).ok();
+    let keys = r
+        .stdout
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("keys"))
+        .unwrap_or_else(|| panic!("no keys line: {r:#?}"));
+    assert!(keys.starts_with("ok"), "{r:#?}");
+    assert!(
+        keys.contains("one KMS request per key (101)") && keys.contains("kms.hierarchy = service"),
+        "{r:#?}"
+    );
+}

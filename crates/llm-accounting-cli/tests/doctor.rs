@@ -149,3 +149,84 @@ fn problems_are_named_with_their_fix() {
     let l = line(&r, "kms");
     assert!(l.starts_with("problem") && l.contains("fix:"), "{r:#?}");
 }
+
+/// Issue 24 §3: with another `master.key` in place of the right one, doctor printed seven "ok"
+/// lines and exited 0 while `keys get` exited 4; with `master.key` moved away it said "not
+/// created yet" and exited 0 while every command failed. It now unwraps the store's state key
+/// and one data key per master key in use, and names the master key as the problem.
+#[test]
+fn a_wrong_or_missing_master_key_is_the_problem_named() {
+    let env = Env::new(BIN).secrets(&[KEY]);
+    env.run_stdin(&["keys", "store", "--service", "openai"], KEY)
+        .ok();
+    let r = env.run(&["doctor"]).ok();
+    let keys = line(&r, "keys");
+    assert!(
+        keys.starts_with("ok") && keys.contains("1 key(s) stored") && keys.contains("state key"),
+        "{r:#?}"
+    );
+    // Doctor reads only: no audit row was written by it.
+    let before = env.run(&["keys", "audit", "--format", "json"]).ok().json();
+
+    // Another master key file in its place.
+    let mk = env.dir().join("master.key");
+    let right = std::fs::read(&mk).expect("read");
+    let other = Env::new(BIN);
+    other.run(&["keys", "list"]).ok();
+    std::fs::copy(other.dir().join("master.key"), &mk).expect("copy");
+    let r = env.run(&["doctor"]).code(1);
+    let l = line(&r, "master");
+    assert!(l.starts_with("problem"), "{r:#?}");
+    assert!(l.contains("not the master key file"), "{r:#?}");
+    // And `keys get` says so in one line on stderr, no log lines before it.
+    let r = env.run(&["keys", "get", "--service", "openai"]).code(4);
+    assert_eq!(r.stderr.lines().count(), 1, "{r:#?}");
+    assert!(r.stderr.starts_with("error: "), "{r:#?}");
+
+    // No master key file at all, and keys wrapped under it.
+    std::fs::remove_file(&mk).expect("remove");
+    let r = env.run(&["doctor"]).code(1);
+    let l = line(&r, "master");
+    assert!(
+        l.starts_with("problem") && l.contains("holds keys wrapped under it"),
+        "{r:#?}"
+    );
+    assert!(!mk.exists(), "doctor made no master key");
+
+    std::fs::write(&mk, &right).expect("restore");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&mk, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    env.run(&["doctor"]).ok();
+    let after = env.run(&["keys", "audit", "--format", "json"]).ok().json();
+    let rows = |v: &serde_json::Value| v.as_array().map_or(0, Vec::len);
+    // The one `audit` read between is the only new row.
+    assert_eq!(rows(&after), rows(&before) + 1, "{after}");
+}
+
+/// Issue 24 §3: a data directory with mode 777 was reported under "kms" with a hint about KMS
+/// permissions. It is a files problem, with its own fix.
+#[cfg(unix)]
+#[test]
+fn a_data_directory_others_can_write_is_a_files_problem() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::with_data_dir_only(BIN).secrets(&[KEY]);
+    env.run_stdin(&["keys", "store", "--service", "openai"], KEY)
+        .ok();
+    let data = env.dir().join("data");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let r = env.run(&["doctor"]).code(1);
+    let l = line(&r, "files");
+    assert!(
+        l.starts_with("problem") && l.contains("777") && l.contains("chmod 700"),
+        "{r:#?}"
+    );
+    assert!(
+        !r.stdout.lines().any(|l| l.starts_with("problem  kms")),
+        "{r:#?}"
+    );
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    assert!(line(&env.run(&["doctor"]).ok(), "files").starts_with("ok"));
+}

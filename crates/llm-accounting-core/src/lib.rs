@@ -49,9 +49,10 @@ pub use error::{BoxError, Error, ErrorKind, Result};
 pub use identity::{KeyIdentity, MAX_NAME_CHARS, is_hidden_char, looks_like_a_key, validate_name};
 pub use key_change::{KeyChange, LoadedCurrent};
 pub use manager::{
-    AuditOptions, BatchMode, BrokenKey, KeyListing, ListOptions, ManagerOptions, RewrapFailure,
-    RewrapOptions, RewrapProgress, RewrapReport, SealReport, SecureKeyManager,
-    SecureKeyManagerBuilder, StoreOutcome, UNSEALED_WARNING_TARGET, VersionInfo, WriteOptions,
+    AuditOptions, BatchMode, BrokenKey, KeyListing, ListOptions, ManagerOptions, ProbeReport,
+    ProbedMasterKey, RewrapFailure, RewrapOptions, RewrapProgress, RewrapReport, SealReport,
+    SecureKeyManager, SecureKeyManagerBuilder, StoreOutcome, UNSEALED_WARNING_TARGET, VersionInfo,
+    WriteOptions,
 };
 pub use memory::MemoryKeyRepository;
 pub use principal::Principal;

@@ -7,7 +7,8 @@ use std::path::Path;
 
 use llm_accounting::{
     CONFIG_FILE_ENV, ConfigFileSource, DataKey, EncryptionContext, KeyIdentity, KmsProviderKind,
-    Overrides, Result, Settings, build_provider, inspect_database, redact_url,
+    Overrides, Result, SeaOrmKeyRepository, Settings, Stack, build_provider, inspect_database,
+    redact_url,
 };
 use serde::Serialize;
 
@@ -60,9 +61,26 @@ pub(crate) async fn doctor(cli: &Cli, args: &DoctorArgs) -> Result<u8> {
         Ok(settings) => {
             checks.push(Check::ok("configuration", configuration_source(cli)));
             checks.push(features(&settings));
-            checks.extend(database(&settings).await);
+            let files = files(&settings);
+            let files_ok = files.iter().all(|c| c.ok);
+            checks.extend(files);
+            let (db_checks, db_ready) = database(&settings).await;
+            checks.extend(db_checks);
             checks.push(quota_engine(&settings).await);
-            checks.extend(kms(&settings).await);
+            if files_ok {
+                let kms_checks = kms(&settings, db_ready).await;
+                let kms_ok = kms_checks.iter().all(|c| c.ok);
+                checks.extend(kms_checks);
+                if kms_ok && db_ready {
+                    let stored = stored_keys(&settings).await;
+                    // A problem found by opening what is stored replaces the line of the same
+                    // check that found nothing wrong before (the file's mode, a round trip).
+                    for problem in stored.iter().filter(|c| !c.ok) {
+                        checks.retain(|c| !(c.ok && c.check == problem.check));
+                    }
+                    checks.extend(stored);
+                }
+            }
         }
         Err(e) => checks.push(Check::problem(
             "configuration",
@@ -227,8 +245,16 @@ fn features(settings: &Settings) -> Check {
     Check::ok("features", built)
 }
 
-/// The database: the file and its mode (SQLite), reachable, migrations current.
-async fn database(settings: &Settings) -> Vec<Check> {
+/// The database: the file and its mode (SQLite), reachable, migrations current; and whether
+/// it is ready to be read (it exists, and no migration is pending).
+async fn database(settings: &Settings) -> (Vec<Check>, bool) {
+    let checks = database_checks(settings).await;
+    let ready = checks.len() == 2 && checks.iter().all(|c| c.ok);
+    (checks, ready)
+}
+
+/// The checks of [`database`]: two when the database could be inspected.
+async fn database_checks(settings: &Settings) -> Vec<Check> {
     let (url, default) = match settings.database_url() {
         Ok(u) => u,
         Err(e) => {
@@ -341,7 +367,8 @@ fn mode_problem(_: &'static str, _: &str, _: &std::fs::Metadata, _: u32) -> Opti
 }
 
 /// The master key file (local provider) and a wrap/unwrap round trip of a throwaway data key.
-async fn kms(settings: &Settings) -> Vec<Check> {
+/// `db_ready`: the database exists with no migration pending (it may be asked what it holds).
+async fn kms(settings: &Settings, db_ready: bool) -> Vec<Check> {
     let mut checks = Vec::new();
     let kind = settings.kms.provider;
     if !kind.is_built() {
@@ -362,6 +389,19 @@ async fn kms(settings: &Settings) -> Vec<Check> {
         let shown = path.display().to_string();
         match std::fs::metadata(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if db_ready && holds_local_keys(settings).await {
+                    checks.push(Check::problem(
+                        "master key",
+                        format!(
+                            "{shown}: missing, and the database holds keys wrapped under it \
+                             (every command that reads or writes a key fails)"
+                        ),
+                        "restore the master key file from a backup at that path, or point \
+                         LLM_ACCOUNTING_LOCAL_MASTER_KEY_FILE at it; a new master key would not \
+                         open the stored keys",
+                    ));
+                    return checks;
+                }
                 checks.push(if default || settings.create_if_missing {
                     Check::ok(
                         "master key",
@@ -396,6 +436,128 @@ async fn kms(settings: &Settings) -> Vec<Check> {
         }
     }
     checks.push(round_trip(settings).await);
+    checks
+}
+
+/// Whether the database holds anything wrapped by the local provider (opened without creating
+/// anything; only asked when no migration is pending). `false` when it cannot tell.
+async fn holds_local_keys(settings: &Settings) -> bool {
+    let Ok((url, _)) = settings.database_url() else {
+        return false;
+    };
+    let mut options = settings.store_options();
+    options.create_if_missing = false;
+    match SeaOrmKeyRepository::connect(&url, &options).await {
+        Ok(repo) => repo
+            .has_versions_wrapped_by(KmsProviderKind::Local.as_str())
+            .await
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// The data directory, when it exists: not writable by group or others (every file the CLI
+/// makes by default is in it, and the master key file and the database are refused in one
+/// that is).
+fn files(settings: &Settings) -> Vec<Check> {
+    // Only when something is kept there by default.
+    let db_default = settings.database_url().is_ok_and(|(_, default)| default);
+    let key_default = settings.kms.provider == KmsProviderKind::Local
+        && settings.master_key_file().is_ok_and(|(_, default)| default);
+    if !(db_default || key_default) {
+        return Vec::new();
+    }
+    let Ok(dir) = settings.data_dir() else {
+        return Vec::new();
+    };
+    let shown = dir.display().to_string();
+    match std::fs::metadata(&dir) {
+        Ok(meta) => vec![
+            mode_problem("files", &format!("data directory {shown}"), &meta, 0o022)
+                .unwrap_or_else(|| Check::ok("files", format!("data directory {shown}: private"))),
+        ],
+        Err(_) => vec![Check::ok(
+            "files",
+            format!("data directory {shown}: not created yet"),
+        )],
+    }
+}
+
+/// What is stored can be opened: the store's state key and one data key per master key in
+/// use unwrap with the configured provider ([`llm_accounting::SecureKeyManager::probe`]); with
+/// a cloud provider, no branch keys and many keys, what a cold start costs. Reads only: the
+/// stack is built without the audit trail and without accounting.
+async fn stored_keys(settings: &Settings) -> Vec<Check> {
+    let local = settings.kms.provider == KmsProviderKind::Local;
+    let (check, wrong_key_fix) = if local {
+        (
+            "master key",
+            "this is not the master key file the keys were stored under: restore the right \
+             one (from a backup) at its path, or point LLM_ACCOUNTING_LOCAL_MASTER_KEY_FILE at \
+             it",
+        )
+    } else {
+        (
+            "kms",
+            "kms.key_id names another key than the one the keys were stored under, or this \
+             identity may not decrypt with it: check the key id and the permissions",
+        )
+    };
+    let mut quiet = settings.clone();
+    quiet.audit.enabled = false;
+    quiet.audit.anchor_file = None;
+    quiet.create_if_missing = false;
+    let stack = match Stack::builder(&quiet).accounting(false).build().await {
+        Ok(stack) => stack,
+        Err(e) => return vec![Check::problem("keys", error_text(&e), wrong_key_fix)],
+    };
+    let probed = stack.manager().probe().await;
+    let _ = stack.shutdown().await;
+    let report = match probed {
+        Ok(report) => report,
+        Err(e) => {
+            return vec![Check::problem(
+                check,
+                format!("the store's state key does not unwrap: {}", error_text(&e)),
+                wrong_key_fix,
+            )];
+        }
+    };
+    let mut checks = Vec::new();
+    for m in report.master_keys.iter().filter(|m| m.error.is_some()) {
+        let error = m.error.as_ref().map(error_text).unwrap_or_default();
+        checks.push(Check::problem(
+            check,
+            format!(
+                "{} key version(s) wrapped by {} under {}: one does not open: {error}",
+                m.versions, m.provider, m.master_key_ref
+            ),
+            wrong_key_fix,
+        ));
+    }
+    if !checks.is_empty() {
+        return checks;
+    }
+    let mut detail = format!(
+        "{} key(s) stored; {} and {} master key(s) in use opened (one data key each)",
+        report.keys,
+        if report.sealed {
+            "the store's state key"
+        } else {
+            "no state key (not sealed)"
+        },
+        report.master_keys.len()
+    );
+    let branches_off = settings.kms.hierarchy.to_core() == llm_accounting::branch::Hierarchy::Off;
+    if !local && branches_off && report.keys > 100 {
+        detail.push_str(&format!(
+            "; advice: with kms.hierarchy = off a cold start makes one KMS request per key \
+             ({}); kms.hierarchy = service would make one per service ({}) (then run `keys \
+             rewrap`)",
+            report.keys, report.services
+        ));
+    }
+    checks.push(Check::ok("keys", detail));
     checks
 }
 

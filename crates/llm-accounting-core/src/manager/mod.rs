@@ -16,6 +16,7 @@ mod lifecycle;
 mod list;
 mod listen;
 mod options;
+mod probe;
 mod read;
 mod refresh;
 mod rewrap;
@@ -43,6 +44,7 @@ pub use self::batch::BatchMode;
 pub use self::lifecycle::{BrokenKey, KeyListing};
 pub use self::list::ListOptions;
 pub use self::options::{AuditOptions, ManagerOptions, StoreOutcome, VersionInfo, WriteOptions};
+pub use self::probe::{ProbeReport, ProbedMasterKey};
 pub use self::rewrap::{RewrapFailure, RewrapOptions, RewrapProgress, RewrapReport};
 pub use self::seal::SealReport;
 pub use self::state::UNSEALED_WARNING_TARGET;
@@ -84,6 +86,8 @@ pub(crate) struct Inner {
     audit: Option<AuditTrail>,
     /// Where the audit trail's head is kept outside the database, if anywhere.
     anchor: Option<anchor::Anchor>,
+    /// Who the audit rows of an unbound handle name (`-` unless set).
+    actor: String,
     /// The store's state key, once found.
     state: state::StoreState,
     /// Zero: no check of cached keys against the store.
@@ -103,6 +107,7 @@ pub struct SecureKeyManagerBuilder {
     options: ManagerOptions,
     audit: Option<(Arc<dyn AuditLog>, AuditOptions)>,
     anchor: Option<std::path::PathBuf>,
+    actor: Option<String>,
     feed: Option<Arc<dyn ChangeFeed>>,
 }
 
@@ -165,6 +170,14 @@ impl SecureKeyManagerBuilder {
         self
     }
 
+    /// Names `actor` as the principal of the audit rows of operations by an unbound handle
+    /// (instead of `-`): the operating-system user of a command-line tool, the service
+    /// account of a server. A handle bound to a principal names that principal.
+    pub fn audit_actor(mut self, actor: impl Into<String>) -> Self {
+        self.actor = Some(actor.into());
+        self
+    }
+
     /// Builds the manager.
     pub fn build(self) -> SecureKeyManager {
         let cache = KeyCache::new(self.options.cache);
@@ -188,6 +201,7 @@ impl SecureKeyManagerBuilder {
             require_sealed: self.options.require_sealed,
             audit,
             anchor: self.anchor.map(anchor::Anchor::new),
+            actor: self.actor.unwrap_or_else(|| "-".to_owned()),
             state: state::StoreState::new(),
             refresher_started: AtomicBool::new(false),
             listener: listen::Listener::new(self.feed),
@@ -259,6 +273,7 @@ impl SecureKeyManager {
             branch_keys: None,
             audit: None,
             anchor: None,
+            actor: None,
             repo,
             options: ManagerOptions::default(),
             feed: None,
