@@ -168,7 +168,9 @@ impl StackBuilder {
             builder = builder.decrypt_provider(Arc::clone(configured) as Arc<dyn KmsProvider>);
         }
         if let Some(log) = log {
-            builder = builder.audit_with(log, settings.audit_options());
+            builder = builder
+                .audit_with(log, settings.audit_options())
+                .audit_actor(settings.audit_actor());
             if let Some(anchor) = &settings.audit.anchor_file {
                 builder = builder.audit_anchor(anchor.clone());
             }

@@ -81,6 +81,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ),
     ("LLM_ACCOUNTING_AUDIT_EVERY_HIT", "audit.every_hit"),
     ("LLM_ACCOUNTING_AUDIT_ANCHOR_FILE", "audit.anchor_file"),
+    ("LLM_ACCOUNTING_AUDIT_PRINCIPAL", "audit.principal"),
     (
         "LLM_ACCOUNTING_ACCOUNTING_DATABASE_URL",
         "accounting.database_url",

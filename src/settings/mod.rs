@@ -666,6 +666,26 @@ impl Settings {
         }
     }
 
+    /// Who the audit rows of an unbound manager name: `audit.principal`, else the
+    /// operating-system user (`$USER`, else `$LOGNAME`), else `-`. A name with a control or
+    /// invisible character, or longer than 64 characters, is not used (`-`).
+    pub fn audit_actor(&self) -> String {
+        let usable = |s: &str| {
+            !s.is_empty()
+                && s.chars().count() <= 64
+                && !s
+                    .chars()
+                    .any(|c| c.is_control() || llm_accounting_core::is_hidden_char(c))
+        };
+        self.audit
+            .principal
+            .clone()
+            .or_else(|| std::env::var("USER").ok())
+            .or_else(|| std::env::var("LOGNAME").ok())
+            .filter(|s| usable(s))
+            .unwrap_or_else(|| "-".to_owned())
+    }
+
     /// Audit trail options from these settings (whether there is a trail at all is
     /// `audit.enabled`).
     pub fn audit_options(&self) -> AuditOptions {

@@ -33,6 +33,10 @@ pub struct AuditSettings {
     /// an older copy is then refused.
     #[serde(deserialize_with = "empty_is_none_path")]
     pub anchor_file: Option<std::path::PathBuf>,
+    /// Who the rows of this process name as the principal (when no principal is bound);
+    /// `None`: the operating-system user (`$USER`, else `$LOGNAME`), else `-`.
+    #[serde(deserialize_with = "empty_is_none")]
+    pub principal: Option<String>,
 }
 
 impl Default for AuditSettings {
@@ -45,6 +49,7 @@ impl Default for AuditSettings {
             aggregate_interval_ms: 10_000,
             every_hit: false,
             anchor_file: None,
+            principal: None,
         }
     }
 }

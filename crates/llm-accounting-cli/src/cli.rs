@@ -85,7 +85,7 @@ pub(crate) struct Cli {
     pub(crate) quiet: bool,
 
     /// Say more on stderr: which default database and master key are used (otherwise said
-    /// only when they are created).
+    /// only when they are created), and the library's warnings (`RUST_LOG` for more).
     #[arg(short, long, global = true, conflicts_with = "quiet", help_heading = GLOBAL)]
     pub(crate) verbose: bool,
 
@@ -136,6 +136,16 @@ pub(crate) enum Command {
     /// quotas, and never hold a provider key (`gateway serve`, `gateway keys create`).
     #[command(subcommand, after_help = AFTER_HELP)]
     Gateway(crate::commands::gateway::GatewayCommand),
+}
+
+impl Command {
+    /// Whether this command runs as a server (its logs are its output).
+    pub(crate) fn is_server(&self) -> bool {
+        matches!(
+            self,
+            Command::Gateway(crate::commands::gateway::GatewayCommand::Serve(_))
+        )
+    }
 }
 
 /// Arguments of `doctor`.

@@ -14,7 +14,7 @@ use crate::cli::{
     Cli, Command, DeleteArgs, Format, GetArgs, GetFormat, IdentityArgs, KeysCommand, ListArgs,
     MasterKeyCommand, RewrapArgs, StoreArgs,
 };
-use crate::{exit_code, output, print, read_key};
+use crate::{escape, exit_code, output, print, read_key};
 
 mod audit;
 mod completions;
@@ -230,7 +230,56 @@ async fn get(ctx: &Context, args: &GetArgs) -> Result<()> {
         write_key(&identity, args, &key)
     }
     .await;
+    if matches!(result, Err(Error::NotFound { .. }))
+        && let Some(hint) = nearby(&manager, &identity).await
+    {
+        eprintln!("{}", escape::text(&hint));
+    }
     finish(&manager, result).await
+}
+
+/// Most other keys of a service named after a miss.
+const NEARBY: usize = 5;
+
+/// After a miss: the keys stored for the same service under another user or project, as a
+/// `hint:` line (`None` when there are none, or they cannot be listed).
+async fn nearby(
+    manager: &llm_accounting::SecureKeyManager,
+    identity: &llm_accounting::KeyIdentity,
+) -> Option<String> {
+    let filter = llm_accounting::KeyFilter {
+        service: Some(identity.service().to_owned()),
+        ..llm_accounting::KeyFilter::default()
+    };
+    let listing = manager.list(&filter).await.ok()?;
+    if listing.keys.is_empty() {
+        return None;
+    }
+    let named: Vec<String> = listing
+        .keys
+        .iter()
+        .take(NEARBY)
+        .map(|k| match (k.identity.user(), k.identity.project()) {
+            (None, None) => "no user, no project".to_owned(),
+            (Some(u), None) => format!("user {u}"),
+            (None, Some(p)) => format!("project {p}"),
+            (Some(u), Some(p)) => format!("user {u}, project {p}"),
+        })
+        .collect();
+    let more = listing.keys.len().saturating_sub(NEARBY);
+    let more = if more > 0 {
+        format!(
+            " and {more} more (keys list --service {})",
+            identity.service()
+        )
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "hint: stored for service {:?}: {}{more} (use --user/--project)",
+        identity.service(),
+        named.join("; ")
+    ))
 }
 
 /// Writes a key got by `keys get` on stdout, in the format asked for.

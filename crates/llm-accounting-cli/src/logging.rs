@@ -1,4 +1,6 @@
-//! Diagnostic logging: `tracing` to stderr, filtered by `RUST_LOG` (default: [`DEFAULT`]).
+//! Diagnostic logging: `tracing` to stderr, filtered by `RUST_LOG`; without it, [`DEFAULT`]
+//! with `-v` and for servers (`gateway serve`), else [`QUIET`]: a command's failure is its
+//! one `error:` line, not log lines before it.
 
 use std::io::IsTerminal;
 
@@ -22,9 +24,18 @@ const AWS_SDK_CAP: &str = "aws_smithy_runtime=debug";
 /// missing (`RUST_LOG=aws_config=debug` shows them).
 const DEFAULT: &str = "warn,aws_config::imds=error,aws_config::meta::credentials::chain=error";
 
-/// Installs the global subscriber. An unparsable `RUST_LOG` falls back to `warn`.
-pub(crate) fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT));
+/// The filter of a command without `RUST_LOG` or `-v`: only the warnings meant for the user
+/// (a store whose record state is not authenticated), which come with their hint.
+const QUIET: &str = "off,llm_accounting_core::unsealed=warn";
+
+/// Installs the global subscriber. `verbose`: `-v`, or a server's logs. An unparsable
+/// `RUST_LOG` falls back to [`DEFAULT`].
+pub(crate) fn init(verbose: bool) {
+    let fallback = if verbose { DEFAULT } else { QUIET };
+    let filter = match std::env::var_os("RUST_LOG") {
+        Some(_) => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT)),
+        None => EnvFilter::new(fallback),
+    };
     // Only when something may be at trace: otherwise the directive would raise the target.
     let filter = match (filter.max_level_hint(), AWS_SDK_CAP.parse()) {
         (Some(LevelFilter::TRACE) | None, Ok(cap)) => filter.add_directive(cap),

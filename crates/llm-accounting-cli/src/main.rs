@@ -34,7 +34,7 @@ async fn main() -> ExitCode {
     }
     // clap prints usage errors and exits 2 (0 for --help and --version).
     let cli = cli::parse();
-    logging::init();
+    logging::init(cli.verbose || cli.command.is_server());
     // Doctor reports them among its checks.
     if !matches!(cli.command, cli::Command::Doctor(_)) {
         warn_unknown_variables();

@@ -141,3 +141,22 @@ fn inject_replaces_references_and_writes_a_private_file() {
         .ok();
     assert!(audit.stdout.contains("alice"), "{}", audit.stdout);
 }
+
+/// Issue 24 §4: with only anthropic/alice/search stored, `keys get --service anthropic` said
+/// only "no API key stored". It now names what is stored for that service.
+#[test]
+fn a_miss_names_the_keys_stored_for_the_service() {
+    let env = env_with_keys();
+    let r = env.run(&["keys", "get", "--service", "anthropic"]).code(3);
+    assert!(r.stdout.is_empty());
+    assert!(
+        r.stderr.contains(
+            "hint: stored for service \"anthropic\": user alice, project team a/b (use \
+             --user/--project)"
+        ),
+        "{r:#?}"
+    );
+    // A service with nothing stored gets no hint.
+    let r = env.run(&["keys", "get", "--service", "mistral"]).code(3);
+    assert!(!r.stderr.contains("hint:"), "{r:#?}");
+}

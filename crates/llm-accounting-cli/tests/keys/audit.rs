@@ -144,3 +144,26 @@ fn audit_trail_records_verifies_and_fails_closed() {
         .ok();
     assert_eq!(r.stdout, format!("{KEY2}\n"));
 }
+
+/// Issue 24 §4: the audit rows of the CLI named the principal `-`. They name the operating
+/// system user, or `audit.principal` when set; a user name with control characters is not used.
+#[test]
+fn audit_rows_name_the_os_user_unless_a_principal_is_set() {
+    let mut env = Env::new(BIN);
+    env.set("USER", "ops-alice");
+    env.run_stdin(&["keys", "store", "--service", "openai"], KEY1)
+        .ok();
+    env.set("LLM_ACCOUNTING_AUDIT_PRINCIPAL", "ci-bot");
+    env.run(&["keys", "get", "--service", "openai"]).ok();
+    env.unset("LLM_ACCOUNTING_AUDIT_PRINCIPAL");
+    env.set("USER", "bad\u{1b}[2Juser");
+    env.run(&["keys", "list"]).ok();
+    let rows = env.run(&["keys", "audit", "--format", "json"]).ok().json();
+    let principals: Vec<&str> = rows
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["principal"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(principals[..3], ["ops-alice", "ci-bot", "-"], "{rows}");
+}

@@ -328,7 +328,7 @@ impl SecureKeyManager {
         let principal = self
             .principal
             .as_ref()
-            .map_or_else(|| "-".to_owned(), |p| p.to_string());
+            .map_or_else(|| self.inner.actor.clone(), |p| p.to_string());
         AuditEvent::now(operation, identity, &principal)
     }
 
