@@ -71,7 +71,7 @@ pub use llm_accounting_core::layers;
 pub use llm_accounting_core::{
     ApiKey, AuditOptions, BatchMode, CacheOptions, Change, ChangeFeed, ChangeStream,
     ChangeSubscriber, DataKey, EncryptionContext, Envelope, Error, ErrorKind, FailureClass,
-    KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyState, KmsProvider, ListOptions,
+    KeyFilter, KeyIdentity, KeyRecord, KeyRepository, KeyState, KmsProvider, ListOptions, Listed,
     MAX_API_KEY_BYTES, MAX_NAME_CHARS, ManagerOptions, MemoryKeyRepository, Principal, ProbeReport,
     ProbedMasterKey, ProviderCallError, Result, RewrapFailure, RewrapOptions, RewrapProgress,
     RewrapReport, SecureKeyManager, SecureKeyManagerBuilder, StoreOutcome, UNSEALED_WARNING_TARGET,

@@ -251,12 +251,22 @@ async fn nearby(
         service: Some(identity.service().to_owned()),
         ..llm_accounting::KeyFilter::default()
     };
-    let listing = manager.list(&filter).await.ok()?;
-    if listing.keys.is_empty() {
+    // Names only, from the repository: no audit row (the miss has its own).
+    let keys: Vec<llm_accounting::KeyRecord> = manager
+        .repository()?
+        .list_keys(&filter)
+        .await
+        .ok()?
+        .into_iter()
+        .filter_map(|row| match row {
+            llm_accounting::Listed::Key(k) => Some(k),
+            llm_accounting::Listed::Broken(_) => None,
+        })
+        .collect();
+    if keys.is_empty() {
         return None;
     }
-    let named: Vec<String> = listing
-        .keys
+    let named: Vec<String> = keys
         .iter()
         .take(NEARBY)
         .map(|k| match (k.identity.user(), k.identity.project()) {
@@ -266,7 +276,7 @@ async fn nearby(
             (Some(u), Some(p)) => format!("user {u}, project {p}"),
         })
         .collect();
-    let more = listing.keys.len().saturating_sub(NEARBY);
+    let more = keys.len().saturating_sub(NEARBY);
     let more = if more > 0 {
         format!(
             " and {more} more (keys list --service {})",

@@ -553,3 +553,24 @@ fn exec_with_a_model_is_gated_and_starts_nothing_when_denied() {
     .ok();
     assert!(marker.exists());
 }
+
+/// Issue 24 §4: an empty `limits list` or `usage tail` printed a bare header. They say what
+/// was asked, on stderr (stdout stays empty; JSON stays `[]`).
+#[test]
+fn empty_listings_say_so() {
+    let env = Env::new(BIN);
+    for (args, said) in [
+        (&["limits", "list"][..], "no limits set"),
+        (&["usage", "tail"], "no usage events recorded yet"),
+    ] {
+        let r = env.run(args).ok();
+        assert!(r.stdout.is_empty(), "{args:?}: {r:#?}");
+        assert!(r.stderr.contains(said), "{args:?}: {r:#?}");
+        let mut json = args.to_vec();
+        json.extend(["--format", "json"]);
+        assert_eq!(env.run(&json).ok().stdout.trim(), "[]", "{args:?}");
+        let mut quiet = vec!["-q"];
+        quiet.extend(args);
+        assert!(env.run(&quiet).ok().stderr.is_empty(), "{args:?}");
+    }
+}

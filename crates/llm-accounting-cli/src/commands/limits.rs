@@ -155,6 +155,10 @@ async fn list(ctx: &Context, a: &ListArgs) -> Result<()> {
     let accounting = ctx.accounting().await?;
     let result = accounting.store().limits().await;
     let limits = super::finish_accounting(&accounting, result).await?;
+    if limits.is_empty() && matches!(a.format, Format::Table) {
+        ctx.say("no limits set (add one with `limits set`)");
+        return Ok(());
+    }
     let text = match a.format {
         Format::Json => {
             let rows: Vec<LimitJson<'_>> = limits.iter().map(limit_json).collect();

@@ -283,6 +283,12 @@ async fn tail(ctx: &Context, a: &TailArgs) -> Result<()> {
     let accounting = ctx.accounting().await?;
     let result = accounting.store().tail(a.n).await;
     let events = super::finish_accounting(&accounting, result).await?;
+    if events.is_empty() && matches!(a.format, Format::Table) {
+        ctx.say(
+            "no usage events recorded yet (record one with `usage track`, or through the gateway)",
+        );
+        return Ok(());
+    }
     let text = match a.format {
         Format::Json => {
             let rows: Vec<EventJson<'_>> = events.iter().map(EventJson::of).collect();
