@@ -41,6 +41,7 @@ mod m20261202_000002_create_usage_entry_sources;
 mod m20261206_000001_create_usage_counters;
 mod m20261206_000002_create_gateway_keys;
 mod m20261207_000001_add_audit_records;
+mod m20261207_000002_index_api_keys_identity;
 
 /// Every migration of the llm-accounting schema, oldest first.
 #[derive(Debug, Clone, Copy, Default)]
@@ -62,6 +63,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000001_create_usage_counters::Migration),
             Box::new(m20261206_000002_create_gateway_keys::Migration),
             Box::new(m20261207_000001_add_audit_records::Migration),
+            Box::new(m20261207_000002_index_api_keys_identity::Migration),
         ]
     }
 }

@@ -62,7 +62,7 @@ async fn up_down_up_on_sqlite_file() {
             .await
             .expect("applied")
             .len(),
-        12
+        13
     );
 
     let manager = SchemaManager::new(&db);
@@ -84,9 +84,24 @@ async fn up_down_up_on_sqlite_file() {
     // Up again is a no-op.
     Migrator::up(&db, None).await.expect("up is idempotent");
 
-    // The last migration adds the record and revision of each audit row, and their index;
-    // one step down removes exactly them.
+    // The last migration adds the index on the names of a key; one step down removes it.
     let manager = SchemaManager::new(&db);
+    assert!(
+        manager
+            .has_index("api_keys", "idx_api_keys_identity")
+            .await
+            .expect("has_index")
+    );
+    Migrator::down(&db, Some(1)).await.expect("one step down");
+    assert!(
+        !manager
+            .has_index("api_keys", "idx_api_keys_identity")
+            .await
+            .expect("has_index")
+    );
+
+    // The one before adds the record and revision of each audit row, and their index; one
+    // step down removes exactly them.
     let record_index = || manager.has_index("api_key_audit", "idx_api_key_audit_record");
     assert!(record_index().await.expect("has_index"));
     assert!(
@@ -157,9 +172,11 @@ async fn up_down_up_on_sqlite_file() {
     Migrator::up(&db, None).await.expect("up again");
     assert_eq!(usage_tables(&db).await, [true; 3]);
 
-    // The one before adds the branch keys: six steps down from the top remove them too.
+    // The one before adds the branch keys: seven steps down from the top remove them too.
     assert!(manager.has_table("branch_keys").await.expect("has_table"));
-    Migrator::down(&db, Some(6)).await.expect("six steps down");
+    Migrator::down(&db, Some(7))
+        .await
+        .expect("seven steps down");
     assert!(!manager.has_table("branch_keys").await.expect("has_table"));
     // The one before adds the audit counts; the next step down removes exactly them.
     assert_eq!(audit_columns(&db).await, [true; 3]);
@@ -182,12 +199,13 @@ async fn up_down_up_on_sqlite_file() {
     Migrator::up(&db, None).await.expect("up again");
     assert_eq!(tables_present(&db).await, [true, true]);
 
-    // Eleven steps down remove the audit records, the gateway keys, the usage counters, the entry sources, the
-    // usage tables, the branch keys, the audit counts, the seal columns and store keys, the
-    // audit table, the lifecycle columns, then the versions table.
-    Migrator::down(&db, Some(11))
+    // Twelve steps down remove the identity index, the audit records, the gateway keys, the
+    // usage counters, the entry sources, the usage tables, the branch keys, the audit counts,
+    // the seal columns and store keys, the audit table, the lifecycle columns, then the
+    // versions table.
+    Migrator::down(&db, Some(12))
         .await
-        .expect("eleven steps down");
+        .expect("twelve steps down");
     assert_eq!(tables_present(&db).await, [true, false]);
     Migrator::up(&db, None).await.expect("up after one step");
     assert_eq!(tables_present(&db).await, [true, true]);

@@ -124,8 +124,8 @@ impl SeaOrmKeyRepository {
 
     /// For a lookup by `identity` that found nothing: a row that holds the identity under
     /// another lookup key (its `scope_key` edited or corrupted) is a damaged store, so that
-    /// `get` says integrity as `list` does, not "no key". One indexed query (by service), on
-    /// the not-found path only.
+    /// `get` says integrity as `list` does, not "no key". One query, on the not-found path
+    /// only, by the index on the names (`idx_api_keys_identity`).
     pub(crate) async fn check_absent(&self, identity: &KeyIdentity) -> Result<()> {
         // A row with the right lookup key is one written since the lookup (another writer
         // won a race), not a damaged one.

@@ -72,11 +72,12 @@ async fn migrations_up_down_up_on_every_database() {
         assert_eq!(has_tables(conn).await, [false, false], "{}", db.backend());
         Migrator::up(conn, None).await.expect("up after down");
         assert_eq!(has_tables(conn).await, [true, true], "{}", db.backend());
-        // Down to the keys table alone: audit records, gateway keys, usage counters, entry
-        // sources, usage tables, branch keys, audit counts, seal, audit, lifecycle, versions.
-        Migrator::down(conn, Some(11))
+        // Down to the keys table alone: identity index, audit records, gateway keys, usage
+        // counters, entry sources, usage tables, branch keys, audit counts, seal, audit,
+        // lifecycle, versions.
+        Migrator::down(conn, Some(12))
             .await
-            .expect("eleven steps down");
+            .expect("twelve steps down");
         assert_eq!(has_tables(conn).await, [true, false], "{}", db.backend());
         drop(repo);
         // Opening applies what is pending.
