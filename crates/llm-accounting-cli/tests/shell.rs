@@ -127,30 +127,76 @@ fn operations_and_times_are_checked() {
         .code(2);
 }
 
+/// Tables fit a terminal (its width, or `$COLUMNS`), and into a pipe or a file every row is
+/// one whole line whatever `$COLUMNS` says. Issue 24 §4: `COLUMNS=40 keys list | cat` wrapped
+/// its rows, and in a narrow terminal `anthropic` was split into `anthrop` / `ic`.
 #[test]
-fn tables_fit_the_width() {
-    let env = env_with_a_key();
+fn tables_fit_the_terminal_and_never_wrap_into_a_pipe() {
+    let mut env = env_with_a_key();
+    env.run_stdin(
+        &[
+            "keys",
+            "store",
+            "--service",
+            "anthropic",
+            "--user",
+            "bob",
+            "--project",
+            "search",
+        ],
+        KEY,
+    )
+    .ok();
     env.run(&["keys", "get", "--service", "openai", "--user", "alice"])
         .ok();
     for args in [
         &["keys", "list"][..],
         &["keys", "list", "--versions"],
         &["keys", "audit"],
+        &["limits", "list"],
     ] {
+        // Into a pipe: the same whole lines with and without COLUMNS.
         let wide = env.run(args).ok();
-        assert!(
-            wide.stdout.lines().any(|l| l.chars().count() > 80),
-            "unconstrained output is wider than 80: {wide:#?}"
-        );
-        let r = env.run_with(args, None, &[("COLUMNS", "80")]).ok();
-        for line in r.stdout.lines() {
-            assert!(line.chars().count() <= 80, "{args:?}: {line:?}\n{r:#?}");
+        let piped = env.run_with(args, None, &[("COLUMNS", "40")]).ok();
+        if args[1] == "list" && args[0] == "keys" {
+            assert_eq!(piped.stdout, wide.stdout, "{args:?}");
+            assert!(
+                wide.stdout.lines().any(|l| l.chars().count() > 80),
+                "{args:?}: {wide:#?}"
+            );
         }
-        // Headers stay whole.
-        let header = r.stdout.lines().next().expect("header");
-        for h in ["SERVICE", "USER", "PROJECT"] {
-            assert!(header.contains(h), "{r:#?}");
+        if args[1] == "audit" {
+            // One line per row: every line after the header starts with its record number.
+            assert!(
+                piped
+                    .stdout
+                    .lines()
+                    .skip(1)
+                    .all(|l| l.starts_with(|c: char| c.is_ascii_digit())),
+                "{piped:#?}"
+            );
         }
+        // On a terminal of 80 columns: every line fits, and headers stay whole.
+        env.set("COLUMNS", "80");
+        let (code, out) = env.run_on_a_terminal(args, "");
+        env.unset("COLUMNS");
+        assert_eq!(code, Some(0), "{args:?}: {out}");
+        for line in out.lines().map(|l| l.trim_end_matches('\r')) {
+            assert!(line.chars().count() <= 80, "{args:?}: {line:?}\n{out}");
+        }
+        if args[0] == "keys" {
+            let header = out.lines().next().expect("header");
+            for h in ["SERVICE", "USER", "PROJECT"] {
+                assert!(header.contains(h), "{args:?}: {out}");
+            }
+        }
+    }
+    // A narrow terminal: names are not split across lines.
+    env.set("COLUMNS", "40");
+    let (code, out) = env.run_on_a_terminal(&["keys", "list"], "");
+    assert_eq!(code, Some(0), "{out}");
+    for word in ["anthropic", "openai", "search"] {
+        assert!(out.contains(word), "{word} split: {out}");
     }
 }
 

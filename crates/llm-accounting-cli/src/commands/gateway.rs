@@ -262,10 +262,7 @@ fn list_text(all: &[VirtualKey], format: Format) -> String {
                     status(k).to_owned(),
                 ]));
             }
-            for column in table.column_iter_mut() {
-                column.set_padding((0, 2));
-            }
-            table.trim_fmt()
+            crate::print::finish_table(table)
         }
     }
 }

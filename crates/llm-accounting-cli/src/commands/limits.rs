@@ -178,10 +178,7 @@ async fn list(ctx: &Context, a: &ListArgs) -> Result<()> {
                     l.scope.to_string(),
                 ]));
             }
-            for column in table.column_iter_mut() {
-                column.set_padding((0, 2));
-            }
-            table.trim_fmt()
+            crate::print::finish_table(table)
         }
     };
     println!("{text}");

@@ -229,10 +229,7 @@ fn stats_table(rows: &[StatsRow], by: GroupBy) -> String {
         }
         table.add_row(cells);
     }
-    for column in table.column_iter_mut() {
-        column.set_padding((0, 2));
-    }
-    table.trim_fmt()
+    crate::print::finish_table(table)
 }
 
 /// One event in JSON: money as an exact decimal string and in micro-dollars.
@@ -326,10 +323,7 @@ async fn tail(ctx: &Context, a: &TailArgs) -> Result<()> {
                     ),
                 ]));
             }
-            for column in table.column_iter_mut() {
-                column.set_padding((0, 2));
-            }
-            table.trim_fmt()
+            crate::print::finish_table(table)
         }
     };
     println!("{text}");
