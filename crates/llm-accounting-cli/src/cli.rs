@@ -440,8 +440,8 @@ pub(crate) struct AuditArgs {
     #[arg(long, value_name = "U")]
     pub(crate) user: Option<String>,
     /// Only this operation: store, rotate, get, get_previous, list, versions, disable, enable,
-    /// delete, rewrap, rewrap_check, seal, store_many, dropped (anything else is refused
-    /// unless the trail holds it).
+    /// delete, rewrap, rewrap_check, rotate_branch, seal, store_many, dropped (anything else
+    /// is refused unless the trail holds it).
     #[arg(long, value_name = "OP")]
     pub(crate) operation: Option<String>,
     /// Only rows at or after this time: a duration back from now (`30m`, `24h`, `7d`), an RFC

@@ -20,6 +20,7 @@ pub(crate) const OPERATIONS: &[&str] = &[
     "delete",
     "rewrap",
     "rewrap_check",
+    "rotate_branch",
     "seal",
     "store_many",
     llm_accounting::DROPPED_OPERATION,
