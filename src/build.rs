@@ -83,15 +83,21 @@ pub(crate) fn private_data_dir(dir: &Path) -> Result<()> {
 #[cfg(feature = "accounting")]
 pub(crate) async fn accounting(
     settings: &Settings,
-    repo: &SeaOrmKeyRepository,
+    repo: Option<&SeaOrmKeyRepository>,
 ) -> Result<crate::usage::Accounting> {
     use crate::usage::{Accounting, AccountingOptions, RecorderOptions};
     settings.validate()?;
-    let store: Arc<dyn crate::usage::UsageStore> = match &settings.accounting.database_url {
-        Some(url) => Arc::new(
+    let store: Arc<dyn crate::usage::UsageStore> = match (&settings.accounting.database_url, repo) {
+        (Some(url), _) => Arc::new(
             llm_accounting_store::SeaOrmUsageStore::connect(url, &settings.store_options()).await?,
         ),
-        None => Arc::new(repo.usage_store().await?),
+        (None, Some(repo)) => Arc::new(repo.usage_store().await?),
+        (None, None) => {
+            return Err(Error::config(
+                "the accounting has no database of its own (accounting.database_url) and no key \
+                 database was opened",
+            ));
+        }
     };
     let store = quota_engine(settings, store).await?;
     let a = &settings.accounting;

@@ -188,7 +188,7 @@ impl StackBuilder {
         }
         #[cfg(feature = "accounting")]
         let accounting = if self.accounting {
-            match crate::build::accounting(settings, &repo).await {
+            match crate::build::accounting(settings, Some(&repo)).await {
                 Ok(a) => Some(a),
                 Err(e) => {
                     if let Err(s) = manager.shutdown().await {
@@ -210,16 +210,22 @@ impl StackBuilder {
         })
     }
 
-    /// Only the accounting, over the key database (or `accounting.database_url`): no KMS is
-    /// built or needed (usage, limits and statistics of a machine without the master key).
+    /// Only the accounting, over the key database, or over `accounting.database_url` (then the
+    /// key database is neither opened nor created): no KMS is built or needed (usage, limits
+    /// and statistics of a machine without the master key).
     ///
     /// # Errors
     ///
     /// Opening the database; local enforcement: the first synchronisation.
     #[cfg(feature = "accounting")]
     pub async fn build_accounting_only(self) -> Result<(crate::usage::Accounting, DefaultsUsed)> {
+        // With a database of its own, the key database is neither opened nor created.
+        if self.settings.accounting.database_url.is_some() {
+            let accounting = crate::build::accounting(&self.settings, None).await?;
+            return Ok((accounting, DefaultsUsed::default()));
+        }
         let (repo, defaults) = crate::build::build_repository(&self.settings).await?;
-        let accounting = crate::build::accounting(&self.settings, &repo).await?;
+        let accounting = crate::build::accounting(&self.settings, Some(&repo)).await?;
         Ok((accounting, defaults))
     }
 }

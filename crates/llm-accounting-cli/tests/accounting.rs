@@ -574,3 +574,20 @@ fn empty_listings_say_so() {
         assert!(env.run(&quiet).ok().stderr.is_empty(), "{args:?}");
     }
 }
+
+/// Issue 24 §4: `--accounting-db` alone created the default key database (`keys.db`) too. A
+/// command that needs only the accounting opens only its database.
+#[test]
+fn an_accounting_database_alone_creates_no_key_database() {
+    let env = Env::with_data_dir_only(BIN);
+    let acc = env.dir().join("acc.db");
+    let url = format!("sqlite://{}", acc.display());
+    env.run(&["--accounting-db", &url, "--create", "usage", "tail"])
+        .ok();
+    env.run(&["--accounting-db", &url, "limits", "list"]).ok();
+    assert!(acc.exists(), "the accounting database was made");
+    assert!(
+        !env.dir().join("data").join("keys.db").exists(),
+        "no key database was made"
+    );
+}
