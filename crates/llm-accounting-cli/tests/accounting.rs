@@ -591,3 +591,29 @@ fn an_accounting_database_alone_creates_no_key_database() {
         "no key database was made"
     );
 }
+
+/// Issue 24 §4: `--model '*'` was a literal model name in this project's tables while the
+/// Python package's table reads `*` as any model. `*` now means any, on every scope flag.
+#[test]
+fn a_star_in_a_limit_scope_means_any() {
+    let env = Env::new(BIN);
+    env.run(&[
+        "-q", "limits", "set", "--type", "requests", "--max", "1", "--per", "day", "--model", "*",
+        "--user", "alice", "--caller", "*",
+    ])
+    .ok();
+    let limits = env.run(&["limits", "list", "--format", "json"]).ok().json();
+    let scope = &limits[0]["scope"];
+    assert!(scope["model"].is_null(), "{limits}");
+    assert!(scope["caller"].is_null(), "{limits}");
+    assert_eq!(scope["user"], "alice", "{limits}");
+    // It applies to any model: the second request of the day, to another model, is refused.
+    env.run(&["quota", "check", "--model", "gpt-4o", "--user", "alice"])
+        .ok();
+    env.run(&[
+        "-q", "usage", "track", "--model", "gpt-4o", "--user", "alice",
+    ])
+    .ok();
+    env.run(&["quota", "check", "--model", "claude-3", "--user", "alice"])
+        .code(7);
+}

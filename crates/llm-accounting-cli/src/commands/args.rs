@@ -24,6 +24,9 @@ pub(crate) struct ScopeArgs {
     pub(crate) caller: Option<String>,
 }
 
+/// The name that stands for any name in a limit's scope.
+const ANY: &str = "*";
+
 impl ScopeArgs {
     /// A quota request for a call to `model` in this scope.
     pub(crate) fn request(self, model: String) -> QuotaRequest {
@@ -35,13 +38,17 @@ impl ScopeArgs {
     }
 
     /// The scope of a limit: these flags and `model`.
+    ///
+    /// `*` for any of them means "any", as it does in the Python package's `usage_limits`
+    /// table; no other pattern is one (`gpt-4*` is a model name, matched exactly).
     pub(crate) fn scope(self, model: Option<String>) -> Scope {
+        let any = |v: Option<String>| v.filter(|s| s != ANY);
         Scope {
-            service: self.service,
-            model,
-            user: self.user,
-            project: self.project,
-            caller: self.caller,
+            service: any(self.service),
+            model: any(model),
+            user: any(self.user),
+            project: any(self.project),
+            caller: any(self.caller),
             ..Scope::global()
         }
     }

@@ -51,10 +51,11 @@ pub(crate) struct SetArgs {
     /// A rolling window: the last DURATION (`24h`, `30m`).
     #[arg(long, value_name = "DURATION", value_parser = args::window_length)]
     rolling: Option<u64>,
-    /// Only calls to this model.
+    /// Only calls to this model (exactly this name; `*`, as in the Python package's table,
+    /// means any model, as leaving the flag out does).
     #[arg(long, value_name = "M")]
     model: Option<String>,
-    /// Only calls to this service, by this user, for this project, by this caller.
+    /// Only calls to this service, by this user, for this project, by this caller (`*`: any).
     #[command(flatten)]
     scope: args::ScopeArgs,
 }
