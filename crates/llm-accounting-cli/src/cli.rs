@@ -306,7 +306,8 @@ pub(crate) enum KeysCommand {
     /// Store a key (a new one, or a new version of an existing one) from stdin or a prompt.
     #[command(after_help = AFTER_HELP)]
     Store(StoreArgs),
-    /// Print the current value of a key on stdout (the only command that prints a key).
+    /// Print the current value of a key on stdout (with `inject`, the only commands that print
+    /// a key).
     #[command(after_help = AFTER_HELP)]
     Get(GetArgs),
     /// List stored keys with non-secret metadata.
