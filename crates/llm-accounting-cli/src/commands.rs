@@ -325,6 +325,7 @@ fn write_key(
 /// `keys list`. Every readable key is listed; keys whose record cannot be read or does not
 /// verify are named on stderr, and the command then exits 4.
 async fn list(ctx: &Context, args: &ListArgs) -> Result<()> {
+    print::use_csv(args.format == Format::Csv);
     let filter = args.filter();
     let manager = ctx.manager().await?;
     let options = ListOptions {
@@ -356,8 +357,8 @@ async fn list(ctx: &Context, args: &ListArgs) -> Result<()> {
             }
             None
         }
-        Format::Table if args.versions => Some(output::versions_table(&versions)),
-        Format::Table => Some(output::table(&keys)),
+        Format::Table | Format::Csv if args.versions => Some(output::versions_table(&versions)),
+        Format::Table | Format::Csv => Some(output::table(&keys)),
     };
     if let Some(text) = text {
         print::print(&text, "writing the key list")?;

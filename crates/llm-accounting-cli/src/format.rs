@@ -10,4 +10,7 @@ pub(crate) enum Format {
     Table,
     /// JSON for programs (shapes documented in the README and kept stable).
     Json,
+    /// Comma-separated values (RFC 4180) for spreadsheets: the table's columns with a header
+    /// row, one record per row, nothing fitted or cut.
+    Csv,
 }

@@ -3,6 +3,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use comfy_table::{ColumnConstraint, ContentArrangement, Table, Width};
 use llm_accounting::{Error, Result};
@@ -89,13 +90,44 @@ fn least_widths(headers: &[usize], words: &[usize], width: usize) -> Vec<usize> 
     least
 }
 
+/// Whether tables are written as CSV (`--format csv`), set by the command that prints.
+static CSV: AtomicBool = AtomicBool::new(false);
+
+/// Makes [`finish_table`] write CSV (`--format csv`) or not.
+pub(crate) fn use_csv(on: bool) {
+    CSV.store(on, Ordering::Relaxed);
+}
+
+/// `table` as CSV (RFC 4180): its header and rows, every field as the table shows it.
+fn csv_of(table: &Table) -> String {
+    let mut out = csv::Writer::from_writer(Vec::new());
+    let records = table
+        .header()
+        .into_iter()
+        .chain(table.row_iter())
+        .map(|row| {
+            row.cell_iter()
+                .map(|c| c.content())
+                .collect::<Vec<String>>()
+        });
+    for record in records {
+        // Writing to memory cannot fail.
+        let _ = out.write_record(&record);
+    }
+    let bytes = out.into_inner().unwrap_or_default();
+    String::from_utf8_lossy(&bytes).trim_end().to_owned()
+}
+
 /// The table as text: columns flush left, two spaces apart, no trailing blanks; fitted to
-/// [`width`] when there is one.
+/// [`width`] when there is one. As CSV instead after [`use_csv`].
 ///
 /// Fitted, the columns are one space apart and never narrower than their header, nor than
 /// their longest word while the table can fit that way ([`least_widths`]): headers and names
 /// stay whole, long cells (times, master-key references) wrap within their column.
 pub(crate) fn finish_table(mut table: Table) -> String {
+    if CSV.load(Ordering::Relaxed) {
+        return csv_of(&table);
+    }
     let width = width();
     let columns = table.column_count();
     let mut headers: Vec<usize> = vec![0; columns];

@@ -326,3 +326,46 @@ fn delete_asks_on_a_terminal_unless_yes() {
     .ok();
     env.run(&delete).ok();
 }
+
+/// Issue 24 §4: `--format csv` on every data command: a header row and one record per row,
+/// every record as wide as the header, quoted where needed, never fitted to a width.
+#[test]
+fn every_data_command_writes_csv() {
+    let env = env_with_a_key();
+    env.run(&[
+        "-q", "usage", "track", "--model", "gpt-4o", "--user", "alice", "--caller", "app, v2",
+    ])
+    .ok();
+    for (args, header, rows) in [
+        (&["keys", "list"][..], "SERVICE", Some(1)),
+        (&["keys", "list", "--versions"], "SERVICE", Some(1)),
+        (&["keys", "audit"], "SEQ", None),
+        (&["usage", "tail"], "AT", Some(1)),
+        (&["usage", "stats", "--by", "caller"], "CALLER", Some(1)),
+        (&["limits", "list"], "ID", Some(0)),
+        (&["gateway", "keys", "list"], "ID", Some(0)),
+        (&["doctor"], "CHECK", None),
+    ] {
+        let mut with = args.to_vec();
+        with.extend(["--format", "csv"]);
+        let r = env.run_with(&with, None, &[("COLUMNS", "20")]).ok();
+        let mut reader = csv::Reader::from_reader(r.stdout.as_bytes());
+        let head = reader.headers().expect("a header row").clone();
+        assert_eq!(head.get(0), Some(header), "{args:?}: {r:#?}");
+        let records: Vec<csv::StringRecord> = reader
+            .records()
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {r:#?}"));
+        for rec in &records {
+            assert_eq!(rec.len(), head.len(), "{args:?}: {rec:?}");
+        }
+        if let Some(n) = rows {
+            assert_eq!(records.len(), n, "{args:?}: {r:#?}");
+        }
+        if args.get(1) == Some(&"stats") {
+            // A comma in a value is quoted, and reads back whole.
+            assert!(r.stdout.contains("\"app, v2\""), "{r:#?}");
+            assert_eq!(records[0].get(0), Some("app, v2"), "{r:#?}");
+        }
+    }
+}

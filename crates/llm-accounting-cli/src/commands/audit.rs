@@ -28,6 +28,7 @@ pub(crate) const OPERATIONS: &[&str] = &[
 
 /// `keys audit`.
 pub(crate) async fn audit(ctx: &Context, args: &AuditArgs) -> Result<()> {
+    crate::print::use_csv(args.format == Format::Csv);
     // Parsed before anything is opened: a malformed head is a usage error.
     let expected = args
         .expect_head
@@ -85,7 +86,7 @@ pub(crate) async fn audit(ctx: &Context, args: &AuditArgs) -> Result<()> {
             ctx.say(&no_records_message(args));
             return Ok(());
         }
-        Format::Table => output::audit_table(&records),
+        Format::Table | Format::Csv => output::audit_table(&records),
     };
     print::print(&text, "writing the audit records")
 }

@@ -92,6 +92,20 @@ pub(crate) async fn doctor(cli: &Cli, args: &DoctorArgs) -> Result<u8> {
         Format::Json => {
             escape::json(serde_json::to_string_pretty(&checks).unwrap_or_else(|_| "[]".to_owned()))
         }
+        Format::Csv => {
+            let mut table = comfy_table::Table::new();
+            table.set_header(["CHECK", "OK", "DETAIL", "FIX"]);
+            for c in &checks {
+                table.add_row(escape::row([
+                    c.check.to_owned(),
+                    c.ok.to_string(),
+                    c.detail.clone(),
+                    c.fix.clone().unwrap_or_default(),
+                ]));
+            }
+            print::use_csv(true);
+            print::finish_table(table)
+        }
         Format::Table => checks
             .iter()
             .map(|c| {

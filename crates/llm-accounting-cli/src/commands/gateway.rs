@@ -220,6 +220,7 @@ struct KeyJson<'a> {
 }
 
 fn list_text(all: &[VirtualKey], format: Format) -> String {
+    crate::print::use_csv(format == Format::Csv);
     match format {
         Format::Json => {
             let rows: Vec<KeyJson<'_>> = all
@@ -242,7 +243,7 @@ fn list_text(all: &[VirtualKey], format: Format) -> String {
         Format::Table if all.is_empty() => {
             "no virtual keys (make one: llm-accounting gateway keys create --user NAME)".to_owned()
         }
-        Format::Table => {
+        Format::Table | Format::Csv => {
             let mut table = Table::new();
             table.load_style(presets::NOTHING).set_header([
                 "ID", "USER", "PROJECT", "CALLER", "SERVICES", "MODELS", "CREATED", "EXPIRES",

@@ -153,6 +153,7 @@ struct LimitJson<'a> {
 }
 
 async fn list(ctx: &Context, a: &ListArgs) -> Result<()> {
+    crate::print::use_csv(a.format == Format::Csv);
     let accounting = ctx.accounting().await?;
     let result = accounting.store().limits().await;
     let limits = super::finish_accounting(&accounting, result).await?;
@@ -165,7 +166,7 @@ async fn list(ctx: &Context, a: &ListArgs) -> Result<()> {
             let rows: Vec<LimitJson<'_>> = limits.iter().map(limit_json).collect();
             escape::json(serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".to_owned()))
         }
-        Format::Table => {
+        Format::Table | Format::Csv => {
             let mut table = Table::new();
             table
                 .load_style(presets::NOTHING)

@@ -154,6 +154,7 @@ struct RowJson<'a> {
 }
 
 async fn stats(ctx: &Context, a: &StatsArgs) -> Result<()> {
+    crate::print::use_csv(a.format == Format::Csv);
     let by = a.by.unwrap_or(GroupBy::Nothing);
     let query = StatsQuery {
         since: a.since,
@@ -166,7 +167,7 @@ async fn stats(ctx: &Context, a: &StatsArgs) -> Result<()> {
     let rows = super::finish_accounting(&accounting, result).await?;
     let text = match a.format {
         Format::Json => json_rows(&rows),
-        Format::Table => stats_table(&rows, by),
+        Format::Table | Format::Csv => stats_table(&rows, by),
     };
     println!("{text}");
     Ok(())
@@ -277,6 +278,7 @@ impl<'a> EventJson<'a> {
 }
 
 async fn tail(ctx: &Context, a: &TailArgs) -> Result<()> {
+    crate::print::use_csv(a.format == Format::Csv);
     let accounting = ctx.accounting().await?;
     let result = accounting.store().tail(a.n).await;
     let events = super::finish_accounting(&accounting, result).await?;
@@ -291,7 +293,7 @@ async fn tail(ctx: &Context, a: &TailArgs) -> Result<()> {
             let rows: Vec<EventJson<'_>> = events.iter().map(EventJson::of).collect();
             escape::json(serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".to_owned()))
         }
-        Format::Table => {
+        Format::Table | Format::Csv => {
             let mut table = Table::new();
             table.load_style(presets::NOTHING).set_header([
                 "AT",
