@@ -96,42 +96,7 @@ fn store_many(c: &mut Criterion) {
         .collect();
     rt.block_on(m.store_many(&items, BatchMode::CreateOnly, &WriteOptions::default()))
         .unwrap();
-    group.bench_function("get_many/1000_cold", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let m = m.clone();
-            let ids = ids.clone();
-            async move {
-                let mut took = Duration::ZERO;
-                for _ in 0..iters {
-                    m.clear_cache();
-                    let start = Instant::now();
-                    let got = m.get_many(&ids, 16).await;
-                    took += start.elapsed();
-                    assert!(got.iter().all(|(_, k)| k.is_ok()));
-                    black_box(got);
-                }
-                took
-            }
-        })
-    });
-    group.bench_function("get_one_by_one/1000_cold", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let m = m.clone();
-            let ids = ids.clone();
-            async move {
-                let mut took = Duration::ZERO;
-                for _ in 0..iters {
-                    m.clear_cache();
-                    let start = Instant::now();
-                    for id in &ids {
-                        black_box(m.get(id).await.unwrap());
-                    }
-                    took += start.elapsed();
-                }
-                took
-            }
-        })
-    });
+    cold_reads(&mut group, &rt, &m, &ids);
     group.finish();
 }
 
@@ -230,6 +195,51 @@ fn notify_latency(_: &mut Criterion) {
     eprintln!("bulk/postgres/notify: built without feature postgres; skipped");
 }
 
+/// `get_many` of `ids` and the same gets one by one, each round from a cleared cache.
+fn cold_reads(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &Runtime,
+    m: &SecureKeyManager,
+    ids: &[KeyIdentity],
+) {
+    group.bench_function("get_many/1000_cold", |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let m = m.clone();
+            let ids = ids.to_vec();
+            async move {
+                let mut took = Duration::ZERO;
+                for _ in 0..iters {
+                    m.clear_cache();
+                    let start = Instant::now();
+                    let got = m.get_many(&ids, 16).await;
+                    took += start.elapsed();
+                    assert!(got.iter().all(|(_, k)| k.is_ok()));
+                    black_box(got);
+                }
+                took
+            }
+        })
+    });
+    group.bench_function("get_one_by_one/1000_cold", |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let m = m.clone();
+            let ids = ids.to_vec();
+            async move {
+                let mut took = Duration::ZERO;
+                for _ in 0..iters {
+                    m.clear_cache();
+                    let start = Instant::now();
+                    for id in &ids {
+                        black_box(m.get(id).await.unwrap());
+                    }
+                    took += start.elapsed();
+                }
+                took
+            }
+        })
+    });
+}
+
 /// Cold reads with the facade's default audit trail on, which also checks every record read
 /// from the store against the latest revision the trail records for it (rollback
 /// resistance): one indexed lookup per `get`, one per 500 keys of a `get_many`. The trail is
@@ -261,42 +271,7 @@ fn cold_reads_audited(c: &mut Criterion) {
     let mut group = c.benchmark_group("bulk/sqlite-audited");
     group.throughput(Throughput::Elements(BATCH as u64));
     group.sample_size(10);
-    group.bench_function("get_many/1000_cold", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let m = m.clone();
-            let ids = ids.clone();
-            async move {
-                let mut took = Duration::ZERO;
-                for _ in 0..iters {
-                    m.clear_cache();
-                    let start = Instant::now();
-                    let got = m.get_many(&ids, 16).await;
-                    took += start.elapsed();
-                    assert!(got.iter().all(|(_, k)| k.is_ok()));
-                    black_box(got);
-                }
-                took
-            }
-        })
-    });
-    group.bench_function("get_one_by_one/1000_cold", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let m = m.clone();
-            let ids = ids.clone();
-            async move {
-                let mut took = Duration::ZERO;
-                for _ in 0..iters {
-                    m.clear_cache();
-                    let start = Instant::now();
-                    for id in &ids {
-                        black_box(m.get(id).await.unwrap());
-                    }
-                    took += start.elapsed();
-                }
-                took
-            }
-        })
-    });
+    cold_reads(&mut group, &rt, &m, &ids);
     group.finish();
 }
 
