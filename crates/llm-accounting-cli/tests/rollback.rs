@@ -64,6 +64,13 @@ impl Target {
             .ok();
     }
 
+    fn rotate(&self, user: &str, value: &str) -> Run {
+        self.env.run_stdin(
+            &["keys", "rotate", "--service", "openai", "--user", user],
+            value,
+        )
+    }
+
     fn get(&self, user: &str) -> Run {
         self.env
             .run(&["keys", "get", "--service", "openai", "--user", user])
@@ -139,12 +146,7 @@ fn whole_records_put_back_from_a_copy_are_refused() {
         t.store("dave", D1);
         t.snapshot(&["api_keys", "api_key_versions"]);
 
-        t.env
-            .run_stdin(
-                &["keys", "rotate", "--service", "openai", "--user", "alice"],
-                A2,
-            )
-            .ok();
+        t.rotate("alice", A2).ok();
         t.env
             .run(&["keys", "disable", "--service", "openai", "--user", "bob"])
             .ok();
@@ -185,10 +187,7 @@ fn whole_records_put_back_from_a_copy_are_refused() {
             );
         }
         // A write does not launder a rolled-back record.
-        let r = t.env.run_stdin(
-            &["keys", "rotate", "--service", "openai", "--user", "alice"],
-            E1,
-        );
+        let r = t.rotate("alice", E1);
         refused(&r, backend, "a rotation over alice's rolled-back record");
         let r = t
             .env
@@ -225,12 +224,7 @@ fn a_sealed_store_made_to_look_unsealed_is_refused() {
     for t in Target::all() {
         let backend = t.backend();
         t.store("alice", A1);
-        t.env
-            .run_stdin(
-                &["keys", "rotate", "--service", "openai", "--user", "alice"],
-                A2,
-            )
-            .ok();
+        t.rotate("alice", A2).ok();
         t.sql("DELETE FROM store_keys");
         t.sql(
             "UPDATE api_keys SET state_mac = NULL, current_digest = NULL, previous_digest = NULL, \
@@ -296,12 +290,7 @@ fn a_whole_database_put_back_is_caught_by_the_anchor_file() {
         );
         t.store("alice", A1);
         t.snapshot(&tables);
-        t.env
-            .run_stdin(
-                &["keys", "rotate", "--service", "openai", "--user", "alice"],
-                A2,
-            )
-            .ok();
+        t.rotate("alice", A2).ok();
         // The anchor holds the head after the rotation, in the form `keys audit --head` prints.
         let kept = std::fs::read_to_string(&anchor).expect("the anchor file was written");
         let head = t.env.run(&["keys", "audit", "--head"]).ok().stdout;

@@ -249,12 +249,7 @@ impl SecureKeyManager {
         if existing.len() != items.len() {
             return Err(Error::integrity());
         }
-        let ids: Vec<Uuid> = existing
-            .iter()
-            .filter_map(|r| r.as_ref().and_then(|r| r.as_ref().ok()))
-            .map(|(k, _)| k.id)
-            .collect();
-        let latest = self.latest_revisions(&ids).await?;
+        let latest = self.latest_revisions_of(&existing).await?;
         let mut found = Vec::with_capacity(items.len());
         for (identity, current) in identities.iter().zip(existing) {
             let current = match current {

@@ -318,12 +318,7 @@ impl SecureKeyManager {
                     asked.iter().map(|_| Err(Error::integrity())).collect()
                 }
                 Ok(rows) => {
-                    let ids: Vec<uuid::Uuid> = rows
-                        .iter()
-                        .filter_map(|r| r.as_ref().and_then(|r| r.as_ref().ok()))
-                        .map(|(k, _)| k.id)
-                        .collect();
-                    match self.latest_revisions(&ids).await {
+                    match self.latest_revisions_of(&rows).await {
                         Err(e) => asked.iter().map(|_| Err(e.clone())).collect(),
                         Ok(latest) => {
                             let latest = &latest;

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
-use crate::{Error, KeyRecord, RecordSeal, Result, SecureKeyManager};
+use crate::{Error, KeyRecord, LoadedCurrent, RecordSeal, Result, SecureKeyManager};
 
 /// The highest revision the audit trail names for each of some records (read in one lookup).
 #[derive(Debug, Default)]
@@ -35,6 +35,16 @@ impl SecureKeyManager {
             return Ok(Latest::default());
         }
         audit.log().latest_revisions(ids).await.map(Latest)
+    }
+
+    /// [`SecureKeyManager::latest_revisions`] of the records a batched read found.
+    pub(super) async fn latest_revisions_of(&self, rows: &[LoadedCurrent]) -> Result<Latest> {
+        let ids: Vec<Uuid> = rows
+            .iter()
+            .filter_map(|r| r.as_ref().and_then(|r| r.as_ref().ok()))
+            .map(|(k, _)| k.id)
+            .collect();
+        self.latest_revisions(&ids).await
     }
 
     /// Checks a record as a reader or writer must before trusting it: its seal
