@@ -17,7 +17,7 @@ use crate::cli::{
 use crate::{escape, exit_code, output, print, read_key};
 
 mod audit;
-mod completions;
+pub(crate) mod completions;
 mod confirm;
 mod doctor;
 mod exec;

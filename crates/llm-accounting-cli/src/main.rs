@@ -32,6 +32,15 @@ async fn main() -> ExitCode {
     if let Err(e) = rlimit::setrlimit(rlimit::Resource::CORE, 0, 0) {
         eprintln!("warning: could not disable core dumps: {e}");
     }
+    // The completion scripts' own word, before clap: no command a user sees (clap_complete
+    // would offer even a hidden subcommand), no warnings, candidates only.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == commands::completions::SERVICES_WORD)
+    {
+        commands::completions::services().await;
+        return ExitCode::SUCCESS;
+    }
     // clap prints usage errors and exits 2 (0 for --help and --version).
     let cli = cli::parse();
     logging::init(cli.verbose || cli.command.is_server());

@@ -33,6 +33,11 @@ fn completion_scripts_for_every_shell() {
 /// after a space) with the function `complete -p` registered for the binary, as bash does on
 /// Tab, and returns COMPREPLY.
 fn bash_complete(script: &std::path::Path, words: &[&str]) -> Vec<String> {
+    bash_complete_in(&Env::new(BIN), script, words)
+}
+
+/// [`bash_complete`] in `env`'s environment, `llm-accounting` on PATH.
+fn bash_complete_in(env: &Env, script: &std::path::Path, words: &[&str]) -> Vec<String> {
     const COMPLETE: &str = r#"
 source "$1" || exit 90
 shift
@@ -48,7 +53,8 @@ prev=${COMP_WORDS[COMP_CWORD-1]}
 "$f" llm-accounting "$cur" "$prev"
 printf '%s\n' "${COMPREPLY[@]}"
 "#;
-    let out = Command::new("bash")
+    let out = env
+        .program("bash")
         .args(["--norc", "--noprofile", "-c", COMPLETE, "bash"])
         .arg(script)
         .args(words)
@@ -147,7 +153,7 @@ fn zsh_and_fish_scripts_reach_the_second_and_third_word() {
         "-l per "
     ));
     // fish itself, where it is installed (it is not on every test machine).
-    if installed("fish") {
+    if required() || installed("fish") {
         let script = env.dir().join("llm-accounting.fish");
         std::fs::write(&script, &fish).expect("write");
         for (line, expected) in [
@@ -167,6 +173,137 @@ fn zsh_and_fish_scripts_reach_the_second_and_third_word() {
                 "fish {line:?}: {text}"
             );
         }
+    }
+}
+
+/// Whether the test must fail rather than skip for a missing shell (CI installs them).
+fn required() -> bool {
+    std::env::var_os("LLM_ACCOUNTING_REQUIRE_SERVICES").is_some_and(|v| v == "1")
+}
+
+#[test]
+fn service_values_complete_the_stored_service_names() {
+    let env = Env::new(BIN);
+    // Nothing stored (no database yet): no candidates, and nothing created.
+    let none = env.run(&["__complete-services"]).ok();
+    assert_eq!(none.stdout, "", "{none:#?}");
+    assert!(!env.db_path().exists(), "completion created the database");
+    env.run_stdin(
+        &["keys", "store", "--service", "openai"],
+        "sk-test-fake-0001\n",
+    )
+    .ok();
+    env.run_stdin(
+        &["keys", "store", "--service", "anthropic", "--user", "alice"],
+        "sk-test-fake-0002\n",
+    )
+    .ok();
+    env.run_stdin(
+        &[
+            "keys",
+            "store",
+            "--service",
+            "openai",
+            "--project",
+            "search",
+        ],
+        "sk-test-fake-0003\n",
+    )
+    .ok();
+    let names = env.run(&["__complete-services"]).ok();
+    assert_eq!(names.stdout, "anthropic\nopenai\n", "{names:#?}");
+    // Hidden: not in the help, not offered as a command.
+    assert!(!env.run(&["--help"]).ok().stdout.contains("__complete"));
+    // The audit trail is not touched by completing.
+    let audit = env.run(&["keys", "audit", "--format", "json"]).ok().json();
+    let rows = audit.as_array().expect("array").len();
+    env.run(&["__complete-services"]).ok();
+    let again = env.run(&["keys", "audit", "--format", "json"]).ok().json();
+    assert_eq!(again.as_array().expect("array").len(), rows);
+
+    // bash, on Tab after `--service`.
+    let bash = env.run(&["completions", "bash"]).ok().stdout;
+    let script = env.dir().join("llm-accounting.bash");
+    std::fs::write(&script, &bash).expect("write");
+    let all = bash_complete_in(
+        &env,
+        &script,
+        &["llm-accounting", "keys", "get", "--service", ""],
+    );
+    assert_eq!(all, ["anthropic", "openai"], "{all:?}");
+    let some = bash_complete_in(
+        &env,
+        &script,
+        &["llm-accounting", "keys", "rotate", "--service", "an"],
+    );
+    assert_eq!(some, ["anthropic"], "{some:?}");
+    // The word the scripts run is no command anyone is offered.
+    let first = bash_complete_in(&env, &script, &["llm-accounting", ""]);
+    assert!(first.contains(&"keys".to_owned()), "{first:?}");
+    assert!(!first.iter().any(|w| w.contains("complete")), "{first:?}");
+
+    // fish, on Tab after `--service`.
+    if required() || installed("fish") {
+        let fish = env.run(&["completions", "fish"]).ok().stdout;
+        let script = env.dir().join("llm-accounting.fish");
+        std::fs::write(&script, &fish).expect("write");
+        let out = env
+            .program("fish")
+            .args(["--no-config", "-c", "source $argv[1]; complete -C $argv[2]"])
+            .arg(&script)
+            .arg("llm-accounting keys get --service ")
+            .output()
+            .expect("fish");
+        let got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split('\t').next().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(got, ["anthropic", "openai"], "{got:?}");
+    }
+
+    // zsh: the script loads under compinit, and the action of every `--service=` spec, run
+    // by zsh itself, hands the stored names to compadd.
+    if required() || installed("zsh") {
+        let zsh = env.run(&["completions", "zsh"]).ok().stdout;
+        let dir = env.dir().join("zfunc");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("_llm-accounting"), &zsh).expect("write");
+        let specs: Vec<&str> = zsh
+            .lines()
+            .filter(|l| l.starts_with("'--service="))
+            .collect();
+        assert!(specs.len() > 5, "{specs:?}");
+        let action = {
+            let spec = specs[0].trim_end_matches(" \\").trim_end_matches('\'');
+            let start = spec.find(":S:{").expect("an action") + 4;
+            spec[start..spec.len() - 1].to_owned()
+        };
+        for spec in &specs {
+            assert!(spec.contains(&action), "{spec}");
+        }
+        const LOAD: &str = r#"
+fpath=("$1" $fpath)
+autoload -Uz compinit && compinit -u -D || exit 90
+autoload -Uz _llm-accounting || exit 91
+(( $+functions[_llm-accounting] )) || exit 92
+compadd() { [[ $1 == -- ]] && shift; print -rl -- "$@" }
+eval "$2"
+"#;
+        let out = env
+            .program("zsh")
+            .args(["-f", "-c", LOAD, "zsh"])
+            .arg(&dir)
+            .arg(&action)
+            .output()
+            .expect("zsh");
+        assert!(
+            out.status.success(),
+            "zsh: {:?} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(got, "anthropic\nopenai\n", "{action}");
     }
 }
 

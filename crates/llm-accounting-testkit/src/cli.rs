@@ -193,6 +193,18 @@ impl Env {
         cmd
     }
 
+    /// Another `program` (a shell, ...) with the environment of a run, and the binary's
+    /// directory first on `PATH`: what a shell that runs `llm-accounting` by name needs.
+    pub fn program(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = self.command_of(program.as_ref());
+        let mut path = vec![self.bin.parent().map(Path::to_path_buf).unwrap_or_default()];
+        if let Some(old) = std::env::var_os("PATH") {
+            path.extend(std::env::split_paths(&old));
+        }
+        cmd.env("PATH", std::env::join_paths(path).expect("PATH"));
+        cmd
+    }
+
     /// `program` with the environment of a run: the test process's `LLM_ACCOUNTING_*`
     /// variables (and those starting with a prefix of [`Env::strip_prefixes`]), `RUST_LOG`
     /// and `COLUMNS` removed, this environment's variables set.
