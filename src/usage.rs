@@ -12,7 +12,7 @@
 
 pub use llm_accounting_usage::{
     Accounting, AccountingOptions, Amounts, CallUsage, Denial, Enforcement, GatedKey, GroupBy,
-    KeyRef, Limit, LimitKind, LocalQuota, MemoryUsageStore, Money, NewLimit, QuotaDecision,
-    QuotaRequest, RecorderOptions, Reservation, ReserveOutcome, Scope, StatsQuery, StatsRow, Usage,
-    UsageEvent, UsageRecorder, UsageStore, Window, WindowUnit,
+    KeyRef, Limit, LimitKind, LocalQuota, MemoryUsageStore, Money, NewLimit, Period, QuotaDecision,
+    QuotaRequest, RecorderOptions, Reservation, ReserveOutcome, Scope, SeriesQuery, SeriesRow,
+    StatsQuery, StatsRow, Usage, UsageEvent, UsageRecorder, UsageStore, Window, WindowUnit, series,
 };

@@ -11,6 +11,7 @@
 //! failure, 5 KMS or database unavailable, 6 expired, 7 quota exceeded (see
 //! `llm-accounting --help`).
 
+mod chart;
 mod cli;
 mod commands;
 mod dotenv;

@@ -120,6 +120,27 @@ fn python_sqlite_database_is_shared_both_ways() {
     let cost = stats["sum_cost"].as_f64().expect("cost");
     assert!((cost - 0.0375).abs() < 1e-9, "{stats}");
     assert_eq!(stats["sum_prompt_tokens"], 30);
+    // A time series over Python's table (no rollups: summed per period) counts the same.
+    let series = env
+        .run(&[
+            "usage",
+            "stats",
+            "--period",
+            "year",
+            "--since",
+            "2020-01-01",
+            "--format",
+            "json",
+        ])
+        .ok()
+        .json();
+    let micros: u64 = series
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|p| p["cost_micros"].as_u64().expect("micros"))
+        .sum();
+    assert_eq!(micros, 37_500, "{series}");
     // Our own tail still knows the service of our entry.
     let tail = env
         .run(&["usage", "tail", "-n", "1", "--format", "json"])

@@ -56,6 +56,7 @@ mod money;
 mod quota;
 mod recorder;
 mod reservation;
+pub mod series;
 mod store;
 #[cfg(feature = "clap")]
 mod value_enum;
@@ -74,6 +75,7 @@ pub use quota::{
 };
 pub use recorder::{RecorderOptions, UsageRecorder};
 pub use reservation::{CallUsage, GatedKey, Reservation};
+pub use series::{Period, SeriesQuery, SeriesRow};
 pub use store::{
     GroupBy, ReservationRecord, ReserveOutcome, StatsQuery, StatsRow, UsageStore, applicable, rank,
 };

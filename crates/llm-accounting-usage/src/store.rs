@@ -176,6 +176,13 @@ pub trait UsageStore: Send + Sync + Debug {
     /// Totals per group.
     async fn stats(&self, query: &StatsQuery) -> Result<Vec<StatsRow>>;
 
+    /// Totals per period and group, in the order of [`crate::series::finish`]. The default
+    /// sums each period with [`UsageStore::stats`] (one query per period); stores that keep
+    /// rollups read them instead.
+    async fn series(&self, query: &crate::SeriesQuery) -> Result<Vec<crate::SeriesRow>> {
+        crate::series::summed_per_period(self, query).await
+    }
+
     /// The last `n` events, newest first.
     async fn tail(&self, n: usize) -> Result<Vec<UsageEvent>>;
 

@@ -1,11 +1,11 @@
 //! [`clap::ValueEnum`] for the library's choices that command lines take (feature `clap`):
-//! [`WindowUnit`] (`--per`) and [`GroupBy`] (`--by`), with the names and help the
+//! [`WindowUnit`] (`--per`), [`GroupBy`] (`--by`) and [`Period`] (`--period`), with the names and help the
 //! `llm-accounting` CLI shows.
 
 use clap::ValueEnum;
 use clap::builder::PossibleValue;
 
-use crate::{GroupBy, WindowUnit};
+use crate::{GroupBy, Period, WindowUnit};
 
 /// `second`, `minute`, `hour`, `day`, `week`, `month`.
 impl ValueEnum for WindowUnit {
@@ -21,6 +21,24 @@ impl ValueEnum for WindowUnit {
             WindowUnit::Day => "A calendar day (UTC)",
             WindowUnit::Week => "A calendar week, from Monday (UTC)",
             WindowUnit::Month => "A calendar month (UTC)",
+        };
+        Some(PossibleValue::new(self.as_str()).help(help))
+    }
+}
+
+/// `hour`, `day`, `week`, `month`, `year`.
+impl ValueEnum for Period {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Period::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        let help = match self {
+            Period::Hour => "Per hour",
+            Period::Day => "Per calendar day (UTC)",
+            Period::Week => "Per calendar week, from Monday (UTC)",
+            Period::Month => "Per calendar month (UTC)",
+            Period::Year => "Per calendar year (UTC)",
         };
         Some(PossibleValue::new(self.as_str()).help(help))
     }

@@ -3,11 +3,14 @@
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use comfy_table::{Table, presets};
-use llm_accounting::Result;
-use llm_accounting::usage::{GroupBy, Money, StatsQuery, StatsRow, UsageEvent};
+use llm_accounting::usage::{
+    GroupBy, Money, Period, SeriesQuery, SeriesRow, StatsQuery, StatsRow, UsageEvent, series,
+};
+use llm_accounting::{Error, Result};
 use serde::Serialize;
 
 use super::{Context, args};
+use crate::chart::{self, Measure};
 use crate::format::Format;
 use crate::{escape, output};
 
@@ -16,7 +19,7 @@ use crate::{escape, output};
 pub(crate) enum UsageCommand {
     /// Record the usage of one call.
     Track(TrackArgs),
-    /// Totals for a period, grouped.
+    /// Totals for a period, grouped; with --period, a time series (--chart: as bars).
     Stats(StatsArgs),
     /// The last events, newest first.
     Tail(TailArgs),
@@ -72,9 +75,21 @@ pub(crate) struct StatsArgs {
     /// Group the totals (default: one total).
     #[arg(long, value_enum, value_name = "WHAT")]
     by: Option<GroupBy>,
-    /// Only the N groups with the highest cost.
+    /// Only the N groups with the highest cost (with --period: over the whole range, the
+    /// others summed as `(other)`).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     top: Option<u64>,
+    /// A time series: totals per hour, day, week (from Monday), month or year, in UTC.
+    /// Without --since: the last 24 hours, 30 days, 12 weeks, 12 months or 5 years.
+    #[arg(long, value_enum, value_name = "P")]
+    period: Option<Period>,
+    /// Draw the series as bars, one line per period (stacked by --by), within the terminal's
+    /// width; plain ASCII into a pipe or a file or with NO_COLOR set.
+    #[arg(long, requires = "period", conflicts_with = "format")]
+    chart: bool,
+    /// What the chart's bars measure.
+    #[arg(long, value_enum, value_name = "WHAT", default_value_t = Measure::Cost, requires = "chart")]
+    measure: Measure,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
@@ -153,9 +168,27 @@ struct RowJson<'a> {
     cost_micros: u64,
 }
 
+impl<'a> RowJson<'a> {
+    fn of(r: &'a StatsRow) -> Self {
+        RowJson {
+            group: r.group.as_deref(),
+            requests: r.requests,
+            prompt_tokens: r.prompt_tokens,
+            completion_tokens: r.completion_tokens,
+            cached_tokens: r.cached_tokens,
+            reasoning_tokens: r.reasoning_tokens,
+            cost: r.cost.to_string(),
+            cost_micros: r.cost.micros(),
+        }
+    }
+}
+
 async fn stats(ctx: &Context, a: &StatsArgs) -> Result<()> {
     crate::print::use_csv(a.format == Format::Csv);
     let by = a.by.unwrap_or(GroupBy::Nothing);
+    if let Some(period) = a.period {
+        return series(ctx, a, period, by).await;
+    }
     let query = StatsQuery {
         since: a.since,
         until: a.until,
@@ -173,24 +206,122 @@ async fn stats(ctx: &Context, a: &StatsArgs) -> Result<()> {
     Ok(())
 }
 
-fn json_rows(rows: &[StatsRow]) -> String {
-    let rows: Vec<RowJson<'_>> = rows
-        .iter()
-        .map(|r| RowJson {
-            group: r.group.as_deref(),
-            requests: r.requests,
-            prompt_tokens: r.prompt_tokens,
-            completion_tokens: r.completion_tokens,
-            cached_tokens: r.cached_tokens,
-            reasoning_tokens: r.reasoning_tokens,
-            cost: r.cost.to_string(),
-            cost_micros: r.cost.micros(),
+/// `usage stats --period P`: the series as a table, JSON, CSV or a chart.
+async fn series(ctx: &Context, a: &StatsArgs, period: Period, by: GroupBy) -> Result<()> {
+    let now = Utc::now();
+    let until = a.until.unwrap_or(now);
+    let since = a.since.unwrap_or_else(|| period.default_span(until));
+    if since >= until {
+        return Err(Error::invalid(
+            "--since",
+            format!(
+                "{} is not before --until {}",
+                output::timestamp(&since),
+                output::timestamp(&until)
+            ),
+        ));
+    }
+    let query = SeriesQuery {
+        since,
+        until,
+        period,
+        by,
+    };
+    // Checked before the database is opened.
+    let spans = query.spans()?;
+    let accounting = ctx.accounting().await?;
+    let result = accounting.store().series(&query).await;
+    let mut points = super::finish_accounting(&accounting, result).await?;
+    if let Some(n) = a.top {
+        points = series::keep_top(points, usize::try_from(n).unwrap_or(usize::MAX));
+    }
+    let range = format!(
+        "{} to {}",
+        output::timestamp(&since),
+        output::timestamp(&until)
+    );
+    if a.chart {
+        if points.is_empty() {
+            ctx.say(&format!("no usage from {range}"));
+            return Ok(());
+        }
+        let starts: Vec<DateTime<Utc>> = spans.iter().map(|s| s.start).collect();
+        let text = chart::render(period, &starts, &points, a.measure, chart::Style::detect());
+        return crate::print::print(&text, "writing the chart");
+    }
+    if points.is_empty() && a.format == Format::Table {
+        ctx.say(&format!("no usage from {range}"));
+        return Ok(());
+    }
+    let text = match a.format {
+        Format::Json => {
+            let rows: Vec<PointJson<'_>> = points
+                .iter()
+                .map(|p| PointJson {
+                    start: output::timestamp(&p.start),
+                    period: period.as_str(),
+                    row: RowJson::of(&p.totals),
+                })
+                .collect();
+            escape::json(serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".to_owned()))
+        }
+        Format::Table => series_table(&points, by, |s| chart::label(period, s)),
+        Format::Csv => series_table(&points, by, |s| output::timestamp(&s)),
+    };
+    println!("{text}");
+    Ok(())
+}
+
+/// One point of a series in JSON: the period's start (RFC 3339, UTC) and its totals.
+#[derive(Serialize)]
+struct PointJson<'a> {
+    start: String,
+    period: &'static str,
+    #[serde(flatten)]
+    row: RowJson<'a>,
+}
+
+/// A series as a table: the period, the group when grouped, the totals.
+fn series_table(
+    points: &[SeriesRow],
+    by: GroupBy,
+    start: impl Fn(DateTime<Utc>) -> String,
+) -> String {
+    let rows: Vec<StatsRow> = points.iter().map(|p| p.totals.clone()).collect();
+    let mut table = totals_table(&rows, by);
+    let mut header: Vec<String> = table
+        .header()
+        .map(|h| h.cell_iter().map(|c| c.content()).collect())
+        .unwrap_or_default();
+    header.insert(0, "PERIOD".to_owned());
+    let body: Vec<Vec<String>> = table
+        .row_iter()
+        .zip(points)
+        .map(|(r, p)| {
+            let mut cells: Vec<String> = r.cell_iter().map(|c| c.content()).collect();
+            cells.insert(0, start(p.start));
+            cells
         })
         .collect();
+    table = Table::new();
+    table.load_style(presets::NOTHING).set_header(header);
+    for row in body {
+        table.add_row(row);
+    }
+    crate::print::finish_table(table)
+}
+
+fn json_rows(rows: &[StatsRow]) -> String {
+    let rows: Vec<RowJson<'_>> = rows.iter().map(RowJson::of).collect();
     escape::json(serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".to_owned()))
 }
 
 fn stats_table(rows: &[StatsRow], by: GroupBy) -> String {
+    crate::print::finish_table(totals_table(rows, by))
+}
+
+/// The totals of `rows` as a table, with the group's column when grouped.
+fn totals_table(rows: &[StatsRow], by: GroupBy) -> Table {
     let mut table = Table::new();
     let group = match by {
         GroupBy::Nothing => "",
@@ -230,7 +361,7 @@ fn stats_table(rows: &[StatsRow], by: GroupBy) -> String {
         }
         table.add_row(cells);
     }
-    crate::print::finish_table(table)
+    table
 }
 
 /// One event in JSON: money as an exact decimal string and in micro-dollars.

@@ -38,7 +38,8 @@ use chrono::{DateTime, Utc};
 use llm_accounting_core::{Error, Result};
 use llm_accounting_usage::{
     Denial, Limit, NewLimit, QuotaDecision, QuotaRequest, ReservationRecord, ReserveOutcome, Scope,
-    StatsQuery, StatsRow, Usage, UsageEvent, UsageStore, check_limit, counts_against, governing,
+    SeriesQuery, SeriesRow, StatsQuery, StatsRow, Usage, UsageEvent, UsageStore, check_limit,
+    counts_against, governing,
 };
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, IsolationLevel,
@@ -485,6 +486,14 @@ impl UsageStore for SeaOrmUsageStore {
         match self.schema {
             Schema::Own => rollups::stats(&self.db, self.backend(), query).await,
             Schema::Python => query::stats(&self.db, self.backend(), &columns::PYTHON, query).await,
+        }
+    }
+
+    async fn series(&self, query: &SeriesQuery) -> Result<Vec<SeriesRow>> {
+        match self.schema {
+            Schema::Own => rollups::series(&self.db, self.backend(), query).await,
+            // No rollups: one summing query per period.
+            Schema::Python => llm_accounting_usage::series::summed_per_period(self, query).await,
         }
     }
 

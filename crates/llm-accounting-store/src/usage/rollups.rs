@@ -7,6 +7,7 @@
 //!   limit).
 //! - [`stats`]: whole days from the daily rows, whole hours around them from the hourly
 //!   rows, the parts of hours at either end of the period exactly from the events.
+//! - [`series`]: the same per hour or day (weeks, months and years are whole days).
 //! - [`start`]: a database that had events before the rollups existed gets them built once
 //!   (under a lock that keeps writers out while it runs), marked done in
 //!   `usage_counter_marks`.
@@ -18,7 +19,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use llm_accounting_core::Result;
-use llm_accounting_usage::{GroupBy, StatsQuery, StatsRow, UsageEvent, rank};
+use llm_accounting_usage::series::{accumulate, finish};
+use llm_accounting_usage::{
+    GroupBy, Period, SeriesQuery, SeriesRow, StatsQuery, StatsRow, UsageEvent, rank,
+};
 use sea_orm::sea_query::{Condition, Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{ConnectionTrait, DbBackend, Value};
 
@@ -349,6 +353,70 @@ pub(super) async fn stats(
     }
     rank(&mut out, q.top);
     Ok(out)
+}
+
+/// Totals per period and group for `q`: the whole hours (`--period hour`) or days (longer
+/// periods, which are whole days in UTC) from the rollups in one query, the parts at either
+/// end of the range as [`stats`] counts them.
+pub(super) async fn series(
+    db: &impl ConnectionTrait,
+    backend: DbBackend,
+    q: &SeriesQuery,
+) -> Result<Vec<SeriesRow>> {
+    // Checks the range and the number of periods.
+    q.spans()?;
+    let base = if q.period == Period::Hour { HOUR } else { DAY };
+    let since = q.since.timestamp_micros();
+    let until = q.until.timestamp_micros();
+    // Whole base spans [a, b).
+    let a = ceil_of(since, base);
+    let b = start_of(until, base);
+    let mut points = BTreeMap::new();
+    let micros =
+        |us: i64| DateTime::from_timestamp_micros(us).ok_or_else(|| mismatch("read usage rollups"));
+    let edge = |from: DateTime<Utc>, to: DateTime<Utc>| StatsQuery {
+        since: Some(from),
+        until: Some(to),
+        by: q.by,
+        top: None,
+    };
+    let left_end = Ord::min(a, until);
+    if since < left_end {
+        let at = q.period.start_of(q.since);
+        for row in stats(db, backend, &edge(q.since, micros(left_end)?)).await? {
+            accumulate(&mut points, at, row);
+        }
+    }
+    if a < b {
+        let group = group_columns(q.by);
+        let mut select = Query::select();
+        select.columns(group.iter().copied());
+        for name in SUM_COLUMNS {
+            select.expr(sum_int(backend, Expr::col(name)));
+        }
+        select.column("start_us");
+        select.from(TABLE).cond_where(
+            Expr::col("span_us")
+                .eq(base)
+                .and(Expr::col("start_us").gte(a))
+                .and(Expr::col("start_us").lt(b)),
+        );
+        select.group_by_columns(group.iter().copied().chain(["start_us"]));
+        let rows = all(db, backend, &select, "summarise usage rollups").await?;
+        let totals = query::stats_rows(&rows, q.by, Counts::Checked, Cost::Micros)?;
+        let at = group.len() + SUM_COLUMNS.len();
+        for (r, row) in rows.iter().zip(totals) {
+            let start: i64 = Counts::Checked.get(r, at)?;
+            accumulate(&mut points, q.period.start_of(micros(start)?), row);
+        }
+    }
+    if a <= b && b < until {
+        let from = micros(b)?;
+        for row in stats(db, backend, &edge(from, q.until)).await? {
+            accumulate(&mut points, q.period.start_of(from), row);
+        }
+    }
+    Ok(finish(points))
 }
 
 /// Sums the events of `[start, start + span)` again (after a purge cut through it).
