@@ -242,7 +242,11 @@ fn the_chart_fits_the_width_and_is_plain_into_a_pipe() {
     }
     // 2026-03-09 is the largest day ($2): a full bar of gpt-4o.
     assert!(lines[8].starts_with("2026-03-09 |####"), "{}", r.stdout);
-    assert!(lines[8].contains("#|") && lines[8].ends_with(" $2"), "{}", r.stdout);
+    assert!(
+        lines[8].contains("#|") && lines[8].ends_with(" $2"),
+        "{}",
+        r.stdout
+    );
     assert!(lines[2].contains("|    "), "an empty day: {}", r.stdout);
     assert_eq!(lines[10], "# gpt-4o  = claude");
     // Requests instead of cost.
