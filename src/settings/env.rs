@@ -132,6 +132,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "LLM_ACCOUNTING_GATEWAY_KEY_REFRESH_MS",
         "gateway.key_refresh_ms",
     ),
+    (
+        "LLM_ACCOUNTING_GATEWAY_ADMIN_TOKEN_FILE",
+        "gateway.admin_token_file",
+    ),
 ];
 
 /// The prefix of the variables of the gateway's upstreams, one per service and field:

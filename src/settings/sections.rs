@@ -315,6 +315,11 @@ pub struct GatewaySettings {
     pub key_refresh_ms: u64,
     /// One upstream per service name.
     pub upstreams: std::collections::BTreeMap<String, UpstreamSettings>,
+    /// A file holding the admin token of the usage dashboard (`/dashboard`; mode 0600 or
+    /// stricter); `None`: no dashboard. A file, so that the token is in no configuration
+    /// file, environment or command line.
+    #[serde(deserialize_with = "llm_accounting_core::settings::empty_is_none_path")]
+    pub admin_token_file: Option<std::path::PathBuf>,
 }
 
 impl Default for GatewaySettings {
@@ -333,6 +338,7 @@ impl Default for GatewaySettings {
             drain_secs: 30,
             max_body_bytes: 16 * 1024 * 1024,
             key_refresh_ms: 2_000,
+            admin_token_file: None,
             upstreams: [
                 (
                     "openai".to_owned(),

@@ -28,6 +28,7 @@ mod args;
 pub(crate) mod gateway;
 pub(crate) mod limits;
 pub(crate) mod quota;
+mod report;
 pub(crate) mod usage;
 
 /// Runs the parsed command line; the exit code to leave with when it did not fail.

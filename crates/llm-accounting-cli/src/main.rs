@@ -24,6 +24,7 @@ mod output;
 mod print;
 mod read_key;
 mod reference;
+mod write_file;
 
 use std::process::ExitCode;
 

@@ -43,6 +43,8 @@ pub struct GatewayConfig {
     pub max_body_bytes: usize,
     /// Reload interval of the virtual keys.
     pub key_refresh: Duration,
+    /// The dashboard's admin token (`gateway.admin_token_file`); `None`: no dashboard.
+    pub admin_token: Option<crate::dashboard::AdminToken>,
 }
 
 impl GatewayConfig {
@@ -98,6 +100,11 @@ impl GatewayConfig {
             drain: Duration::from_secs(s.drain_secs),
             max_body_bytes: s.max_body_bytes,
             key_refresh: Duration::from_millis(s.key_refresh_ms.max(1)),
+            admin_token: s
+                .admin_token_file
+                .as_deref()
+                .map(crate::dashboard::AdminToken::from_file)
+                .transpose()?,
         })
     }
 

@@ -11,9 +11,12 @@
 //!
 //! [`serve`] runs it until SIGTERM or Ctrl-C, then lets calls in flight finish and writes
 //! their usage before it returns. `llm-accounting gateway serve` is the command.
+//!
+//! With `gateway.admin_token_file` set, it also serves the usage dashboard ([`dashboard`]).
 
 pub mod auth;
 pub mod config;
+pub mod dashboard;
 pub mod errors;
 pub mod metrics;
 pub mod prices;

@@ -124,7 +124,8 @@ impl Gateway {
             .any(|l| l.kind == LimitKind::Cost)
     }
 
-    /// The routes: the providers' APIs, `/healthz` and `/metrics`.
+    /// The routes: the providers' APIs, `/healthz` and `/metrics`; with an admin token, the
+    /// dashboard ([`crate::dashboard`]).
     pub fn router(self: &Arc<Self>) -> Router {
         let mut router = Router::new();
         for route in [
@@ -137,14 +138,25 @@ impl Gateway {
         ] {
             router = router.route(route.path(), handler(route));
         }
-        router
+        let router = router
             .route(
                 "/healthz",
                 get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
             )
             .route("/metrics", get(metrics))
             .fallback(not_found)
-            .with_state(Arc::clone(self))
+            .with_state(Arc::clone(self));
+        match &self.config.admin_token {
+            Some(token) => router.merge(
+                crate::dashboard::Dashboard::new(
+                    Arc::clone(self.accounting.store()),
+                    Some(self.stack.manager().clone()),
+                    token.clone(),
+                )
+                .router(),
+            ),
+            None => router,
+        }
     }
 
     /// Reloads the virtual keys every `gateway.key_refresh_ms` until the gateway is dropped.

@@ -132,44 +132,9 @@ pub(crate) async fn inject(ctx: &Context, args: InjectArgs) -> Result<()> {
     }
 }
 
-/// Writes `bytes` to a new file at `path` with mode 0600. With `replace`, through a
-/// temporary file renamed over `path` (a reader sees the old file or the new one); without,
-/// the file must not exist. A failed write leaves no partial file.
+/// Writes `bytes` to a new file at `path` with mode 0600 (see [`crate::write_file::write`]).
 fn write_private(path: &Path, bytes: &[u8], replace: bool) -> Result<()> {
-    let shown = crate::escape::text(&path.display().to_string()).into_owned();
-    let fail = |e: std::io::Error| Error::Io {
-        operation: "writing the injected file",
-        path: shown.clone(),
-        source: std::sync::Arc::new(e),
-    };
-    let target = if replace {
-        let name = path
-            .file_name()
-            .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
-        path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
-    } else {
-        path.to_path_buf()
-    };
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut f = options.open(&target).map_err(fail)?;
-    let written = f
-        .write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .and_then(|()| {
-            if replace {
-                std::fs::rename(&target, path)
-            } else {
-                Ok(())
-            }
-        });
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&target);
-        return Err(fail(e));
-    }
-    Ok(())
+    crate::write_file::write(path, bytes, 0o600, replace, "writing the injected file")
 }
 
 #[cfg(test)]

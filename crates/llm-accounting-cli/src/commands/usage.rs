@@ -25,6 +25,10 @@ pub(crate) enum UsageCommand {
     Tail(TailArgs),
     /// Delete events before a time.
     Purge(PurgeArgs),
+    /// Write a usage report: one self-contained HTML page with charts (`-o report.html`).
+    Report(super::report::ReportArgs),
+    /// Serve the usage dashboard (the report, live) behind the admin token.
+    Serve(super::report::ServeArgs),
 }
 
 /// Arguments of `usage track`.
@@ -121,6 +125,8 @@ pub(super) async fn run(ctx: &Context, command: UsageCommand) -> Result<()> {
         UsageCommand::Stats(a) => stats(ctx, &a).await,
         UsageCommand::Tail(a) => tail(ctx, &a).await,
         UsageCommand::Purge(a) => purge(ctx, &a).await,
+        UsageCommand::Report(a) => super::report::report(ctx, &a).await,
+        UsageCommand::Serve(a) => super::report::serve(ctx, a).await,
     }
 }
 
