@@ -540,6 +540,28 @@ fn a_quota_is_the_sdks_rate_limit_error_and_twenty_racing_clients_get_exactly_fi
         ])
         .ok();
         let carol = token(&env, &["--user", "carol"]);
+        // The dashboard, behind an admin token read from a private file.
+        let admin = "admin-token-FAKE-0123456789";
+        let token_file = env.dir().join("admin.token");
+        std::fs::write(&token_file, format!("{admin}\n")).expect("token file");
+        let mut env = env;
+        env.set(
+            "LLM_ACCOUNTING_GATEWAY_ADMIN_TOKEN_FILE",
+            token_file.to_str().expect("utf-8"),
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // Readable by others: refused, naming the fix.
+            std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644))
+                .expect("chmod");
+            let r = env
+                .run(&["gateway", "serve", "--listen", "127.0.0.1:0"])
+                .code(2);
+            assert!(r.stderr.contains("chmod 600"), "{r:#?}");
+            std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod");
+        }
         let gw = Served::start(&env);
         for api in ["openai", "anthropic"] {
             let base = if api == "openai" {
@@ -604,8 +626,85 @@ fn a_quota_is_the_sdks_rate_limit_error_and_twenty_racing_clients_get_exactly_fi
         );
         let ev = wait_events(&env, 5);
         assert_eq!(ev.len(), 5, "{}", db.backend());
+        dashboard_shows_the_calls_and_the_denials(&gw, admin, 5, 36);
         drop(gw);
     }
+}
+
+/// The gateway's dashboard: 401 without the admin token (or with another); with it, the
+/// page (reloading on its own) and its data, which count `requests` calls and `denials`
+/// quota refusals today.
+fn dashboard_shows_the_calls_and_the_denials(
+    gw: &Served,
+    admin: &str,
+    requests: u64,
+    denials: u64,
+) {
+    use base64::Engine;
+    let (status, head, _) = http(gw.port, "GET", "/dashboard", &[], b"");
+    assert_eq!(status, 401, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("www-authenticate: basic"),
+        "{head}"
+    );
+    let wrong = format!("Bearer {admin}x");
+    let (status, _, _) = http(
+        gw.port,
+        "GET",
+        "/dashboard/api/report",
+        &[("Authorization", &wrong)],
+        b"",
+    );
+    assert_eq!(status, 401);
+    let bearer = format!("Bearer {admin}");
+    let (status, head, body) = http(
+        gw.port,
+        "GET",
+        "/dashboard/api/report?days=2&by=user",
+        &[("Authorization", &bearer)],
+        b"",
+    );
+    assert_eq!(status, 200, "{head}{body}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("cache-control: no-store"),
+        "{head}"
+    );
+    let report: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(report["totals"]["requests"], requests, "{report}");
+    assert_eq!(report["by"], "user");
+    let refused: u64 = report["activity"]
+        .as_array()
+        .expect("activity")
+        .iter()
+        .map(|d| d["denials"].as_u64().expect("denials"))
+        .sum();
+    assert_eq!(refused, denials, "{report}");
+    // A browser: Basic authentication, any user name, the token as the password.
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("me:{admin}"))
+    );
+    let (status, _, page) = http(
+        gw.port,
+        "GET",
+        "/dashboard",
+        &[("Authorization", &basic)],
+        b"",
+    );
+    assert_eq!(status, 200);
+    assert!(page.contains("<h1>LLM usage</h1>"), "{page}");
+    assert!(page.contains("http-equiv=\"refresh\""), "{page}");
+    assert!(page.contains("class=\"mark denials\""), "{page}");
+    let (status, _, _) = http(
+        gw.port,
+        "GET",
+        "/dashboard?days=0",
+        &[("Authorization", &basic)],
+        b"",
+    );
+    assert_eq!(status, 400);
 }
 
 #[test]
