@@ -6,7 +6,9 @@
 //!   MySQL/MariaDB with `QUOTA_SCALE_MYSQL=1`). The ratio of the two p50s shows whether a
 //!   check costs the same whatever the window holds.
 //! - `stats`: `usage stats` over a month of `QUOTA_SCALE_EVENTS` events on SQLite (total,
-//!   by model, by user), read from the hourly rollups.
+//!   by model, by user), read from the hourly rollups; then the month's usage report
+//!   (`usage report`: gathered and drawn) and the size of its page. `QUOTA_SCALE_ONLY=stats`
+//!   runs this part alone.
 //! - `race`: one hot global limit; 4 processes × 4 workers reserve and commit until it is
 //!   spent; the reservations per second, and the overshoot (must be 0). On PostgreSQL the
 //!   same run measures `pgbench -c 16` with a transaction that updates one row and inserts
@@ -262,6 +264,32 @@ async fn stats(backend: Backend, n: u64) {
         line.push_str(&format!(" {name} {:.2} ms;", ms(took[10])));
     }
     println!("{line} rollups built once in {built:.1?}");
+    // The usage report of that month (issue 25): gathered and drawn, median of 5.
+    let query = llm_accounting_report::ReportQuery {
+        since: month,
+        until: next,
+        by: GroupBy::Model,
+        now: next,
+    };
+    let mut took = Vec::new();
+    let mut bytes = 0;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let report = llm_accounting_report::gather(&store, None, &query)
+            .await
+            .expect("report");
+        let page = llm_accounting_report::page(&report, &Default::default());
+        took.push(started.elapsed());
+        assert_eq!(report.totals.requests, n);
+        bytes = page.len();
+    }
+    took.sort();
+    println!(
+        "report   {backend:<8} a month of {n} events: gathered and drawn in {:.1} ms (median of \
+         5); the page is {} KiB",
+        ms(took[2]),
+        bytes.div_ceil(1024)
+    );
 }
 
 fn ms(d: Duration) -> f64 {
@@ -396,6 +424,11 @@ fn main() {
     let smoke = !args.iter().any(|a| a == "--bench");
     let n = if smoke { 10_000 } else { events_wanted() };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
+    // `QUOTA_SCALE_ONLY=stats`: the statistics and the report alone.
+    if std::env::var("QUOTA_SCALE_ONLY").is_ok_and(|v| v == "stats") {
+        rt.block_on(stats(Backend::Sqlite, n));
+        return;
+    }
     let mut backends = vec![Backend::Sqlite, Backend::Postgres];
     if std::env::var_os("QUOTA_SCALE_MYSQL").is_some() {
         backends.push(Backend::MySql);
