@@ -245,10 +245,7 @@ fn the_report_renders_offline_with_the_totals_of_usage_stats() {
     );
     assert!(dom.contains("1 quota denial(s) in the range"), "{dom}");
     // The limit, with its two requests used of two.
-    assert!(
-        dom.contains("requests ≤ 2 per day for user=alice"),
-        "{dom}"
-    );
+    assert!(dom.contains("requests ≤ 2 per day for user=alice"), "{dom}");
     assert!(dom.contains("aria-label=\"100% used\""), "{dom}");
     // The browser's script ran (sortable headers get a pointer).
     assert!(dom.contains("cursor: pointer"), "the script did not run");

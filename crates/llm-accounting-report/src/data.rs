@@ -277,30 +277,32 @@ fn zero(group: Option<String>) -> StatsRow {
     }
 }
 
-/// JSON of totals as `usage stats --format json` writes them: money as an exact decimal
-/// string and in micro-dollars.
-mod json {
-    use llm_accounting_usage::{SeriesRow, StatsRow};
-    use serde::Serialize;
-    use serde::ser::{SerializeSeq, Serializer};
+/// One row of totals in JSON, as `usage stats --format json` and the report's data write
+/// it: money as an exact decimal string and in micro-dollars.
+#[derive(Debug, Serialize)]
+pub struct RowJson<'a> {
+    /// The group (`None`: no value, or the totals of everything).
+    pub group: Option<&'a str>,
+    /// Calls.
+    pub requests: u64,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// Cached tokens.
+    pub cached_tokens: u64,
+    /// Reasoning tokens.
+    pub reasoning_tokens: u64,
+    /// Exact decimal dollars.
+    pub cost: String,
+    /// The same in micro-dollars.
+    pub cost_micros: u64,
+}
 
-    #[derive(Serialize)]
-    struct Row<'a> {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        start: Option<String>,
-        group: Option<&'a str>,
-        requests: u64,
-        prompt_tokens: u64,
-        completion_tokens: u64,
-        cached_tokens: u64,
-        reasoning_tokens: u64,
-        cost: String,
-        cost_micros: u64,
-    }
-
-    fn of<'a>(r: &'a StatsRow, start: Option<String>) -> Row<'a> {
-        Row {
-            start,
+impl<'a> RowJson<'a> {
+    /// The JSON of `r`.
+    pub fn of(r: &'a StatsRow) -> Self {
+        RowJson {
             group: r.group.as_deref(),
             requests: r.requests,
             prompt_tokens: r.prompt_tokens,
@@ -311,15 +313,32 @@ mod json {
             cost_micros: r.cost.micros(),
         }
     }
+}
+
+/// Serialisers of the report's rows as [`RowJson`].
+mod json {
+    use llm_accounting_usage::{SeriesRow, StatsRow};
+    use serde::Serialize;
+    use serde::ser::{SerializeSeq, Serializer};
+
+    use super::RowJson;
+
+    /// A point: its period's start, then the row.
+    #[derive(Serialize)]
+    struct Point<'a> {
+        start: String,
+        #[serde(flatten)]
+        row: RowJson<'a>,
+    }
 
     pub(super) fn row<S: Serializer>(r: &StatsRow, s: S) -> Result<S::Ok, S::Error> {
-        of(r, None).serialize(s)
+        RowJson::of(r).serialize(s)
     }
 
     pub(super) fn rows<S: Serializer>(rows: &[StatsRow], s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(rows.len()))?;
         for r in rows {
-            seq.serialize_element(&of(r, None))?;
+            seq.serialize_element(&RowJson::of(r))?;
         }
         seq.end()
     }
@@ -327,8 +346,10 @@ mod json {
     pub(super) fn points<S: Serializer>(points: &[SeriesRow], s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(points.len()))?;
         for p in points {
-            let start = p.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-            seq.serialize_element(&of(&p.totals, Some(start)))?;
+            seq.serialize_element(&Point {
+                start: p.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                row: RowJson::of(&p.totals),
+            })?;
         }
         seq.end()
     }

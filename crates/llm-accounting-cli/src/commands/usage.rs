@@ -7,6 +7,7 @@ use llm_accounting::usage::{
     GroupBy, Money, Period, SeriesQuery, SeriesRow, StatsQuery, StatsRow, UsageEvent, series,
 };
 use llm_accounting::{Error, Result};
+use llm_accounting_report::data::RowJson;
 use serde::Serialize;
 
 use super::{Context, args};
@@ -158,35 +159,6 @@ async fn track(ctx: &Context, a: TrackArgs) -> Result<()> {
     super::finish_accounting(&accounting, result).await?;
     ctx.say(&said);
     Ok(())
-}
-
-/// One stats row in JSON.
-#[derive(Serialize)]
-struct RowJson<'a> {
-    group: Option<&'a str>,
-    requests: u64,
-    prompt_tokens: u64,
-    completion_tokens: u64,
-    cached_tokens: u64,
-    reasoning_tokens: u64,
-    /// Exact decimal dollars, as a string.
-    cost: String,
-    cost_micros: u64,
-}
-
-impl<'a> RowJson<'a> {
-    fn of(r: &'a StatsRow) -> Self {
-        RowJson {
-            group: r.group.as_deref(),
-            requests: r.requests,
-            prompt_tokens: r.prompt_tokens,
-            completion_tokens: r.completion_tokens,
-            cached_tokens: r.cached_tokens,
-            reasoning_tokens: r.reasoning_tokens,
-            cost: r.cost.to_string(),
-            cost_micros: r.cost.micros(),
-        }
-    }
 }
 
 async fn stats(ctx: &Context, a: &StatsArgs) -> Result<()> {
