@@ -297,6 +297,7 @@ figure{margin:0}svg.chart{width:100%;height:auto;display:block}
 .requests{fill:var(--requests)}.denials{fill:var(--denials)}
 .legend{list-style:none;padding:0;margin:6px 0 0;display:flex;flex-wrap:wrap;gap:14px;font-size:13px}
 .tops{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:0 24px}
+.tops section,#limits{overflow-x:auto}
 table{border-collapse:collapse;width:100%;font-size:14px}
 th,td{text-align:left;padding:4px 6px;border-bottom:1px solid var(--grid)}
 th{color:var(--muted);font-weight:600;cursor:default}th.sorted::after{content:" \2195"}
