@@ -141,6 +141,19 @@ fn python_sqlite_database_is_shared_both_ways() {
         .map(|p| p["cost_micros"].as_u64().expect("micros"))
         .sum();
     assert_eq!(micros, 37_500, "{series}");
+    // So does the usage report, and its page says so exactly.
+    let report = env
+        .run(&["usage", "report", "--since", "2020-01-01", "--json"])
+        .ok()
+        .json();
+    assert_eq!(report["totals"]["cost_micros"], 37_500, "{report}");
+    assert_eq!(report["totals"]["requests"], 3, "{report}");
+    let page = env
+        .run(&["usage", "report", "--since", "2020-01-01"])
+        .ok()
+        .stdout;
+    assert!(page.contains("id=\"total-cost\">$0.0375</div>"), "{page}");
+    assert!(page.contains("id=\"limits\""), "{page}");
     // Our own tail still knows the service of our entry.
     let tail = env
         .run(&["usage", "tail", "-n", "1", "--format", "json"])
