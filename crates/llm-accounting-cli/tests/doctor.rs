@@ -231,3 +231,36 @@ fn a_data_directory_others_can_write_is_a_files_problem() {
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).expect("chmod");
     assert!(line(&env.run(&["doctor"]).ok(), "files").starts_with("ok"));
 }
+
+#[test]
+fn the_dashboard_token_file_is_checked_and_never_shown() {
+    let mut env = Env::new(BIN);
+    env.run(&["keys", "list"]).ok();
+    // Not configured: no line.
+    let r = env.run(&["doctor"]).ok();
+    assert!(!r.stdout.contains("dashboard"), "{r:#?}");
+    let file = env.dir().join("admin.token");
+    let token = "doctor-admin-FAKE-0123456789";
+    std::fs::write(&file, token).expect("write");
+    env.set(
+        "LLM_ACCOUNTING_GATEWAY_ADMIN_TOKEN_FILE",
+        file.to_str().expect("utf-8"),
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Readable by others: the problem, with the fix.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let r = env.run(&["doctor"]).code(1);
+        assert!(line(&r, "dashboard").starts_with("problem"), "{r:#?}");
+        assert!(r.stdout.contains("chmod 600"), "{r:#?}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    let r = env.run(&["doctor"]).ok();
+    assert!(line(&r, "dashboard").contains("private"), "{r:#?}");
+    assert!(!r.stdout.contains(token) && !r.stderr.contains(token));
+    // Too short to be a token.
+    std::fs::write(&file, "short").expect("write");
+    let r = env.run(&["doctor"]).code(1);
+    assert!(line(&r, "dashboard").contains("16 characters"), "{r:#?}");
+}

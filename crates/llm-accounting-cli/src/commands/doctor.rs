@@ -67,6 +67,7 @@ pub(crate) async fn doctor(cli: &Cli, args: &DoctorArgs) -> Result<u8> {
             let (db_checks, db_ready) = database(&settings).await;
             checks.extend(db_checks);
             checks.push(quota_engine(&settings).await);
+            checks.extend(dashboard(&settings));
             if files_ok {
                 let kms_checks = kms(&settings, db_ready).await;
                 let kms_ok = kms_checks.iter().all(|c| c.ok);
@@ -468,6 +469,29 @@ async fn holds_local_keys(settings: &Settings) -> bool {
             .unwrap_or(false),
         Err(_) => false,
     }
+}
+
+/// The dashboard's admin token file, when one is named: readable, private, long enough
+/// (what `gateway serve` and `usage serve` would refuse). The token is not shown.
+fn dashboard(settings: &Settings) -> Option<Check> {
+    let path = settings.gateway.admin_token_file.as_deref()?;
+    Some(
+        match llm_accounting_gateway::dashboard::AdminToken::from_file(path) {
+            Ok(_) => Check::ok(
+                "dashboard",
+                format!(
+                    "admin token file {}: private, holds a token",
+                    escape::text(&path.display().to_string())
+                ),
+            ),
+            Err(e) => Check::problem(
+                "dashboard",
+                escape::text(&e.to_string()).into_owned(),
+                "make the file private (chmod 600) and put a token of at least 16 characters \
+                 in it, or unset gateway.admin_token_file",
+            ),
+        },
+    )
 }
 
 /// The data directory, when it exists: not writable by group or others (every file the CLI
