@@ -236,12 +236,7 @@ pub fn accumulate(
             points.insert((start, row.group.clone()), row);
         }
         Some(m) => {
-            m.requests = m.requests.saturating_add(row.requests);
-            m.prompt_tokens = m.prompt_tokens.saturating_add(row.prompt_tokens);
-            m.completion_tokens = m.completion_tokens.saturating_add(row.completion_tokens);
-            m.cached_tokens = m.cached_tokens.saturating_add(row.cached_tokens);
-            m.reasoning_tokens = m.reasoning_tokens.saturating_add(row.reasoning_tokens);
-            m.cost = m.cost.saturating_add(row.cost);
+            m.add(&row);
         }
     }
 }

@@ -88,6 +88,20 @@ pub struct StatsRow {
     pub cost: crate::Money,
 }
 
+impl StatsRow {
+    /// Adds `other`'s counts and cost to these (saturating), whatever its group.
+    pub fn add(&mut self, other: &StatsRow) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
+        self.completion_tokens = self
+            .completion_tokens
+            .saturating_add(other.completion_tokens);
+        self.cached_tokens = self.cached_tokens.saturating_add(other.cached_tokens);
+        self.reasoning_tokens = self.reasoning_tokens.saturating_add(other.reasoning_tokens);
+        self.cost = self.cost.saturating_add(other.cost);
+    }
+}
+
 /// Where usage events, limits and reservations live. Implemented in memory
 /// ([`crate::MemoryUsageStore`]) and by the sea-orm store on SQLite, PostgreSQL and
 /// MySQL/MariaDB; every implementation runs the same conformance suite (feature

@@ -329,12 +329,7 @@ pub(super) async fn stats(
                 merged.insert(row.group.clone(), row);
             }
             Some(m) => {
-                m.requests = m.requests.saturating_add(row.requests);
-                m.prompt_tokens = m.prompt_tokens.saturating_add(row.prompt_tokens);
-                m.completion_tokens = m.completion_tokens.saturating_add(row.completion_tokens);
-                m.cached_tokens = m.cached_tokens.saturating_add(row.cached_tokens);
-                m.reasoning_tokens = m.reasoning_tokens.saturating_add(row.reasoning_tokens);
-                m.cost = m.cost.saturating_add(row.cost);
+                m.add(&row);
             }
         }
     }
