@@ -5,10 +5,8 @@
 //! file, `NO_COLOR`): plain ASCII, one character per group (`#`, `=`, `+`, ...), with a
 //! legend naming them.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
-use llm_accounting::usage::{Period, SeriesRow, StatsRow};
+use llm_accounting::usage::{Period, SeriesRow, StatsRow, series};
 
 /// What the bars measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -93,24 +91,10 @@ pub(crate) fn render(
     style: Style,
 ) -> String {
     // Groups in order of their total, the largest first (drawn first, from the left).
-    let mut group_totals: BTreeMap<Option<&str>, u64> = BTreeMap::new();
-    for p in points {
-        *group_totals.entry(p.totals.group.as_deref()).or_default() += measure.of(&p.totals);
-    }
-    let mut groups: Vec<(Option<&str>, u64)> = group_totals.into_iter().collect();
-    groups.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let index: BTreeMap<Option<&str>, usize> = groups
-        .iter()
-        .enumerate()
-        .map(|(i, (g, _))| (*g, i))
-        .collect();
-    let mut per_period: BTreeMap<DateTime<Utc>, Vec<u64>> = BTreeMap::new();
-    for p in points {
-        let parts = per_period
-            .entry(p.start)
-            .or_insert_with(|| vec![0; groups.len()]);
-        parts[index[&p.totals.group.as_deref()]] += measure.of(&p.totals);
-    }
+    let series::Stacks {
+        groups,
+        periods: mut per_period,
+    } = series::stacks(points, |r| measure.of(r));
     let rows: Vec<(String, Vec<u64>, u64)> = starts
         .iter()
         .map(|s| {
@@ -154,16 +138,16 @@ pub(crate) fn render(
             measure.show(*total)
         ));
     }
-    let named = !(groups.len() == 1 && groups[0].0.is_none());
+    let named = !(groups.len() == 1 && groups[0].is_none());
     if named && !groups.is_empty() {
         let legend: Vec<String> = groups
             .iter()
             .enumerate()
-            .map(|(i, (g, _))| {
+            .map(|(i, g)| {
                 format!(
                     "{} {}",
                     paint(i, 1, style.color),
-                    crate::escape::text(g.unwrap_or("-"))
+                    crate::escape::text(g.as_deref().unwrap_or("-"))
                 )
             })
             .collect();

@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
-use llm_accounting_usage::{Money, StatsRow};
+use llm_accounting_usage::{Money, StatsRow, series};
 
 use crate::data::{LimitStatus, Report};
 use crate::svg;
@@ -170,14 +170,14 @@ fn daily(out: &mut String, r: &Report) {
         "<section id=\"spend\"><h2>Spend per day{by} (USD)</h2>\n<figure>{}</figure>",
         svg::stacked_days("Spend per day", &r.days, &r.series, cost, &|n| dollars(n))
     );
-    legend(out, &svg::stack_order(&r.series, cost));
+    legend(out, &series::stacks(&r.series, cost).groups);
     out.push_str("</section>\n");
     let _ = writeln!(
         out,
         "<section id=\"tokens\"><h2>Tokens per day{by} (prompt + completion)</h2>\n<figure>{}</figure>",
         svg::stacked_days("Tokens per day", &r.days, &r.series, tokens, &|n| count(n))
     );
-    legend(out, &svg::stack_order(&r.series, tokens));
+    legend(out, &series::stacks(&r.series, tokens).groups);
     out.push_str("</section>\n");
     let denials: u64 = r.activity.iter().map(|a| a.denials).sum();
     let note = if r.denials_recorded {

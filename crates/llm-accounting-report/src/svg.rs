@@ -3,11 +3,10 @@
 //! `requests`, `denials`), so the page's light, dark and print styles choose them; every
 //! mark carries a `<title>` (the browser's own tooltip).
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
-use llm_accounting_usage::{SeriesRow, StatsRow};
+use llm_accounting_usage::{SeriesRow, StatsRow, series};
 
 use crate::html::escape;
 
@@ -46,18 +45,6 @@ pub fn nice_ceiling(max: u64) -> u64 {
     }
 }
 
-/// The groups of `points` in the order their stacks are drawn (largest total first), each
-/// with its class index.
-pub fn stack_order(points: &[SeriesRow], measure: fn(&StatsRow) -> u64) -> Vec<Option<String>> {
-    let mut totals: BTreeMap<Option<String>, u64> = BTreeMap::new();
-    for p in points {
-        *totals.entry(p.totals.group.clone()).or_default() += measure(&p.totals);
-    }
-    let mut order: Vec<(Option<String>, u64)> = totals.into_iter().collect();
-    order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    order.into_iter().map(|(g, _)| g).collect()
-}
-
 /// Writes the frame: horizontal grid lines with their labels at 0, ¼, ½, ¾ and the top.
 fn frame(out: &mut String, top: u64, show: &dyn Fn(u64) -> String) {
     let plot = HEIGHT - TOP - BOTTOM;
@@ -89,7 +76,7 @@ fn day_labels(out: &mut String, days: &[DateTime<Utc>], slot: f64) {
     }
 }
 
-/// A stacked bar per day: the groups of `points` ([`stack_order`]), measured by `measure`,
+/// A stacked bar per day: the groups of `points` ([`series::stacks`]), measured by `measure`,
 /// shown by `show`; `what` names the chart for screen readers.
 pub fn stacked_days(
     what: &str,
@@ -98,14 +85,10 @@ pub fn stacked_days(
     measure: fn(&StatsRow) -> u64,
     show: &dyn Fn(u64) -> String,
 ) -> String {
-    let order = stack_order(points, measure);
-    let mut per_day: BTreeMap<DateTime<Utc>, Vec<u64>> = BTreeMap::new();
-    for p in points {
-        let i = order.iter().position(|g| *g == p.totals.group).unwrap_or(0);
-        per_day
-            .entry(p.start)
-            .or_insert_with(|| vec![0; order.len()])[i] += measure(&p.totals);
-    }
+    let series::Stacks {
+        groups: order,
+        periods: per_day,
+    } = series::stacks(points, measure);
     let max = per_day
         .values()
         .map(|v| v.iter().sum::<u64>())

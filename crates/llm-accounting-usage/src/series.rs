@@ -259,6 +259,45 @@ pub fn finish(points: BTreeMap<(DateTime<Utc>, Option<String>), StatsRow>) -> Ve
     out
 }
 
+/// A series arranged for a stacked chart (the terminal's `--chart`, the report's SVG).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stacks {
+    /// The groups, the largest total of the measure first: the order stacks are drawn and
+    /// named in.
+    pub groups: Vec<Option<String>>,
+    /// Per period that has points, each group's amount, in the order of `groups`.
+    pub periods: BTreeMap<DateTime<Utc>, Vec<u64>>,
+}
+
+/// Arranges `points` for a stacked chart of `measure` (cost in micro-dollars, requests, ...).
+pub fn stacks(points: &[SeriesRow], measure: impl Fn(&StatsRow) -> u64) -> Stacks {
+    let mut totals: BTreeMap<Option<&str>, u64> = BTreeMap::new();
+    for p in points {
+        *totals.entry(p.totals.group.as_deref()).or_default() += measure(&p.totals);
+    }
+    let mut ranked: Vec<(Option<&str>, u64)> = totals.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let index: BTreeMap<Option<&str>, usize> = ranked
+        .iter()
+        .enumerate()
+        .map(|(i, (g, _))| (*g, i))
+        .collect();
+    let mut periods: BTreeMap<DateTime<Utc>, Vec<u64>> = BTreeMap::new();
+    for p in points {
+        periods
+            .entry(p.start)
+            .or_insert_with(|| vec![0; ranked.len()])[index[&p.totals.group.as_deref()]] +=
+            measure(&p.totals);
+    }
+    Stacks {
+        groups: ranked
+            .into_iter()
+            .map(|(g, _)| g.map(str::to_owned))
+            .collect(),
+        periods,
+    }
+}
+
 /// The group [`keep_top`] sums the rest into.
 pub const OTHER: &str = "(other)";
 
