@@ -116,6 +116,24 @@ pub(crate) fn window_length(s: &str) -> Result<u64, String> {
     Ok(d.as_secs())
 }
 
+/// A range's `--since` must be before its `--until` (exit 2, naming both, otherwise).
+pub(crate) fn since_before_until(
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> llm_accounting::Result<()> {
+    if since < until {
+        return Ok(());
+    }
+    Err(llm_accounting::Error::invalid(
+        "--since",
+        format!(
+            "{} is not before --until {}",
+            crate::output::timestamp(&since),
+            crate::output::timestamp(&until)
+        ),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

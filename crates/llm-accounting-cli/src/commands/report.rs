@@ -81,16 +81,7 @@ pub(crate) async fn report(ctx: &Context, a: &ReportArgs) -> Result<()> {
         by: a.by,
         now,
     };
-    if since >= until {
-        return Err(Error::invalid(
-            "--since",
-            format!(
-                "{} is not before --until {}",
-                output::timestamp(&since),
-                output::timestamp(&until)
-            ),
-        ));
-    }
+    args::since_before_until(since, until)?;
     // Checked before anything is opened.
     query.validate()?;
     let (accounting, stack) = sources(ctx).await?;

@@ -3,10 +3,10 @@
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use comfy_table::{Table, presets};
+use llm_accounting::Result;
 use llm_accounting::usage::{
     GroupBy, Money, Period, SeriesQuery, SeriesRow, StatsQuery, StatsRow, UsageEvent, series,
 };
-use llm_accounting::{Error, Result};
 use llm_accounting_report::data::RowJson;
 use serde::Serialize;
 
@@ -189,16 +189,7 @@ async fn series(ctx: &Context, a: &StatsArgs, period: Period, by: GroupBy) -> Re
     let now = Utc::now();
     let until = a.until.unwrap_or(now);
     let since = a.since.unwrap_or_else(|| period.default_span(until));
-    if since >= until {
-        return Err(Error::invalid(
-            "--since",
-            format!(
-                "{} is not before --until {}",
-                output::timestamp(&since),
-                output::timestamp(&until)
-            ),
-        ));
-    }
+    args::since_before_until(since, until)?;
     let query = SeriesQuery {
         since,
         until,
