@@ -205,13 +205,8 @@ impl Dashboard {
         if !(1..=366).contains(&days) {
             return Err(bad("days must be from 1 to 366"));
         }
-        let by = match params.by.as_deref().unwrap_or("model") {
-            "model" => GroupBy::Model,
-            "service" => GroupBy::Service,
-            "user" => GroupBy::User,
-            "project" => GroupBy::Project,
-            "caller" => GroupBy::Caller,
-            "key" => GroupBy::Key,
+        let by = match params.by.as_deref().unwrap_or("model").parse() {
+            Ok(by) if by != GroupBy::Nothing => by,
             _ => {
                 return Err(bad(
                     "by must be model, service, user, project, caller or key",

@@ -137,19 +137,6 @@ impl Report {
     }
 }
 
-/// The name of a grouping, as `--by` spells it.
-pub fn group_name(by: GroupBy) -> &'static str {
-    match by {
-        GroupBy::Nothing => "nothing",
-        GroupBy::Model => "model",
-        GroupBy::Service => "service",
-        GroupBy::User => "user",
-        GroupBy::Project => "project",
-        GroupBy::Caller => "caller",
-        GroupBy::Key => "key",
-    }
-}
-
 /// Gathers a report: the daily series (one query on stores with rollups), the totals, three
 /// top tables, the limits' current windows, and the denials from `keys`' audit trail when
 /// given (one read of the range's `get` rows).
@@ -220,7 +207,7 @@ pub async fn gather(
         since: q.since,
         until: q.until,
         generated_at: q.now,
-        by: group_name(q.by),
+        by: q.by.as_str(),
         totals,
         days,
         series: points,

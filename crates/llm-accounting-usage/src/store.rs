@@ -56,6 +56,50 @@ pub enum GroupBy {
     Key,
 }
 
+impl GroupBy {
+    /// Every grouping, [`GroupBy::Nothing`] first.
+    pub const ALL: [GroupBy; 7] = [
+        GroupBy::Nothing,
+        GroupBy::Model,
+        GroupBy::Service,
+        GroupBy::User,
+        GroupBy::Project,
+        GroupBy::Caller,
+        GroupBy::Key,
+    ];
+
+    /// Its name, as `--by` spells it (`nothing` for [`GroupBy::Nothing`]).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupBy::Nothing => "nothing",
+            GroupBy::Model => "model",
+            GroupBy::Service => "service",
+            GroupBy::User => "user",
+            GroupBy::Project => "project",
+            GroupBy::Caller => "caller",
+            GroupBy::Key => "key",
+        }
+    }
+}
+
+impl std::str::FromStr for GroupBy {
+    type Err = llm_accounting_core::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        GroupBy::ALL
+            .into_iter()
+            .find(|g| g.as_str() == s)
+            .ok_or_else(|| {
+                llm_accounting_core::Error::invalid(
+                    "by",
+                    format!(
+                        "{s:?} is not one of nothing, model, service, user, project, caller, key"
+                    ),
+                )
+            })
+    }
+}
+
 /// A statistics query: events with `since <= at < until`, grouped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatsQuery {

@@ -59,16 +59,16 @@ impl ValueEnum for GroupBy {
     }
 
     fn to_possible_value(&self) -> Option<PossibleValue> {
-        let (name, help) = match self {
+        let help = match self {
             GroupBy::Nothing => return None,
-            GroupBy::Model => ("model", "Per model"),
-            GroupBy::Service => ("service", "Per service"),
-            GroupBy::User => ("user", "Per user"),
-            GroupBy::Project => ("project", "Per project"),
-            GroupBy::Caller => ("caller", "Per caller"),
-            GroupBy::Key => ("key", "Per stored key and version"),
+            GroupBy::Model => "Per model",
+            GroupBy::Service => "Per service",
+            GroupBy::User => "Per user",
+            GroupBy::Project => "Per project",
+            GroupBy::Caller => "Per caller",
+            GroupBy::Key => "Per stored key and version",
         };
-        Some(PossibleValue::new(name).help(help))
+        Some(PossibleValue::new(self.as_str()).help(help))
     }
 }
 
