@@ -38,13 +38,18 @@ impl ReportQuery {
     ///
     /// [`Error::InvalidInput`] otherwise.
     pub fn validate(&self) -> Result<()> {
+        self.day_starts().map(|_| ())
+    }
+
+    /// The start of every day of the range, once the range is checked ([`Self::validate`]).
+    fn day_starts(&self) -> Result<Vec<DateTime<Utc>>> {
         if self.since >= self.until {
             return Err(Error::invalid(
                 "--since",
                 "the start of the report must be before its end (--until)",
             ));
         }
-        self.days().spans().map(|_| ())
+        Ok(self.days().spans()?.iter().map(|s| s.start).collect())
     }
 
     fn days(&self) -> SeriesQuery {
@@ -149,8 +154,7 @@ pub async fn gather(
     keys: Option<&SecureKeyManager>,
     q: &ReportQuery,
 ) -> Result<Report> {
-    q.validate()?;
-    let days: Vec<DateTime<Utc>> = q.days().spans()?.iter().map(|s| s.start).collect();
+    let days = q.day_starts()?;
     let points = series::keep_top(usage.series(&q.days()).await?, STACKS);
     let stats = |by, top| StatsQuery {
         since: Some(q.since),
